@@ -1,0 +1,308 @@
+"""How the place index scales: build time, query latency, recall against exact search, bytes
+per place, save and open time, at several map sizes and descriptor dimensions.
+
+Descriptors are synthetic unless ``--descriptors`` gives real ones (a float ``.npy`` of shape
+``[n, dim]``; queries are then noisy copies of random rows). The synthetic ones imitate a robot
+route (see :func:`synthetic_route`): consecutive frames are similar, the route passes through
+repeating "environments" that look alike (perceptual aliasing), and queries are revisits under
+appearance change. Recall is measured against exact float32 search over the same map, which is
+what the index promises (not place-recognition accuracy).
+
+    python benchmarks/index_scaling_quick.py                      # 10k and 100k, dims 512, 1024
+    python benchmarks/index_scaling_quick.py --sizes 2000 --dims 256 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vpr_edge.index import IndexSettings, PlaceIndex
+
+
+def synthetic_route(n: int, dim: int, seed: int = 0, rho: float = 0.9, env_len: int = 500,
+                    env_weight: float = 0.6) -> np.ndarray:
+    """A database ``[n, dim]`` of float32 unit rows along a simulated route.
+
+    ``x_t = normalise(env_weight * c_e(t) + sqrt(1 - env_weight^2) * z_t)`` where ``z`` is an
+    AR(1) walk (``z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t``, so frames k apart correlate
+    ~rho^k) and ``c_e`` is the centre of the environment frame ``t`` lies in (blocks of
+    ``env_len`` frames; ``max(8, n // 2000)`` environments revisited round-robin, so distant
+    parts of the route look alike).
+    """
+    rng = np.random.default_rng(seed)
+    n_env = max(8, n // 2000)
+    centres = rng.standard_normal((n_env, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    z = np.empty((n, dim), dtype=np.float32)
+    z[0] = rng.standard_normal(dim) / np.sqrt(dim)
+    step = np.float32(np.sqrt(1 - rho**2))
+    block = 8192
+    for start in range(1, n, block):
+        e = (rng.standard_normal((min(block, n - start), dim)) / np.sqrt(dim)).astype(np.float32)
+        for i, row in enumerate(e):
+            z[start + i] = rho * z[start + i - 1] + step * row
+    env = (np.arange(n) // env_len) % n_env
+    x = env_weight * centres[env] + np.float32(np.sqrt(1 - env_weight**2)) * z
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def revisits(db: np.ndarray, n_queries: int, seed: int, query_cos: float) -> np.ndarray:
+    """Queries that revisit random places of ``db``: ``normalise(x_t + noise)`` with cosine
+    ``query_cos`` to ``x_t`` (appearance change between visits)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(db), n_queries)
+    sigma = np.sqrt(1 / query_cos**2 - 1)
+    noise = rng.standard_normal((n_queries, db.shape[1])).astype(np.float32)
+    noise *= sigma / np.linalg.norm(noise, axis=1, keepdims=True)
+    q = db[picks] + noise
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return q.astype(np.float32)
+
+
+def exact_topk(db: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((q.shape[0], k), dtype=np.int64)
+    for s in range(0, q.shape[0], 64):
+        scores = q[s:s + 64] @ db.T
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(scores, part, 1).argsort(axis=1)[:, ::-1]
+        out[s:s + 64] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def latencies(fn, queries: np.ndarray, warmup: int = 20) -> dict:
+    for i in range(min(warmup, len(queries))):
+        fn(queries[i])
+    ts = np.empty(len(queries))
+    for i, q in enumerate(queries):
+        t = time.perf_counter()
+        fn(q)
+        ts[i] = time.perf_counter() - t
+    return {"p50_ms": float(np.percentile(ts, 50) * 1e3), "p99_ms": float(np.percentile(ts, 99) * 1e3)}
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    r1 = float(np.mean(found[:, 0] == truth[:, 0]))
+    k = min(10, found.shape[1], truth.shape[1])
+    r10 = float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
+    return r1, r10
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+@dataclass
+class Row:
+    dim: int
+    places: int
+    M: int
+    ef_construction: int
+    build_s: float
+    build_per_s: float
+    ef_sweep: list = field(default_factory=list)
+    default_ef: int = 0
+    query_e2e: dict = field(default_factory=dict)
+    query_e2e_filtered: dict = field(default_factory=dict)
+    rerank: dict = field(default_factory=dict)
+    exact: dict = field(default_factory=dict)
+    memory_bytes_per_place: float = 0.0
+    rss_bytes_per_place: float = 0.0
+    disk_bytes_per_place: float = 0.0
+    save_s: float = 0.0
+    save_append_s: float = 0.0
+    append_places: int = 0
+    open_s: float = 0.0
+
+
+def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int,
+              ef_construction: int, default_ef: int, workdir: Path, seed: int,
+              real: np.ndarray | None, exact_queries: int, query_cos: float) -> list[Row]:
+    n_max = max(sizes)
+    n_total = n_max + max(1, n_max // 100)  # the last size's 1% append needs rows too
+    db = real[:n_total] if real is not None else synthetic_route(n_total, dim, seed)
+    settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef, mode="hnsw",
+                             initial_capacity=n_total)
+    rss0 = rss_bytes()
+    index = PlaceIndex(dim, fingerprint="benchmark", settings=settings)
+    rows: list[Row] = []
+    built, build_s = 0, 0.0
+    stamps = np.arange(n_total, dtype=np.float64)
+
+    def add(start: int, stop: int) -> None:
+        for s in range(start, stop, 10000):
+            e = min(stop, s + 10000)
+            index.add(db[s:e], ids=range(s, e), stamps=stamps[s:e])
+
+    for n in sorted(sizes):
+        n = min(n, len(db))
+        t = time.perf_counter()
+        add(built, n)
+        build_s += time.perf_counter() - t
+        built = n
+        row = Row(dim, n, M, ef_construction, build_s, n / build_s)
+        row.rss_bytes_per_place = (rss_bytes() - rss0) / n
+        q = revisits(db[:n], n_queries, seed + n, query_cos)
+        truth = exact_topk(db[:n], q, 10)
+        hnsw = index._hnsw  # raw hnswlib for the ef sweep (the wrapper adds the same overhead)
+        for ef in efs:
+            index.set_ef(ef)
+            labels, _ = hnsw.knn_query(q, k=10, num_threads=1)
+            r1, r10 = recall(labels.astype(np.int64), truth)
+            lat = latencies(lambda v, h=hnsw: h.knn_query(v, k=10, num_threads=1), q)
+            row.ef_sweep.append({"ef": ef, "recall_at_1": r1, "recall_at_10": r10, **lat})
+        index.set_ef(default_ef)
+        row.default_ef = default_ef
+        row.query_e2e = latencies(lambda v: index.query(v, k=10), q)
+        found = np.array([[m.place_id for m in index.query(v, k=10)] for v in q])
+        row.query_e2e["recall_at_1"], row.query_e2e["recall_at_10"] = recall(found, truth)
+        # temporal exclusion inside the search (hnswlib's filter callable): the newest 50
+        # places and everything stamped in the last 1% of the route are excluded
+        cutoff = float(n - max(1, n // 100))
+        row.query_e2e_filtered = latencies(
+            lambda v, c=cutoff: index.query(v, k=10, exclude_newest=50, exclude_after_stamp=c), q)
+        found = np.array([[m.place_id for m in index.query(v, k=10, rerank=True)] for v in q])
+        r1, r10 = recall(found, truth)
+        row.rerank = {"factor": settings.rerank_factor, "recall_at_1": r1, "recall_at_10": r10,
+                      **latencies(lambda v: index.query(v, k=10, rerank=True), q)}
+        mirror = db[:n]
+        row.exact = latencies(lambda v, m=mirror: np.argpartition(-(m @ v), 10)[:10],
+                              q[:exact_queries], warmup=3)
+        row.memory_bytes_per_place = index.info()["memory_bytes"]["per_place"]
+        target = workdir / f"map-{dim}-{n}"
+        t = time.perf_counter()
+        index.save(target)
+        row.save_s = time.perf_counter() - t
+        row.disk_bytes_per_place = dir_bytes(target) / n
+        extra = max(1, n // 100)  # a 1% append, then save again (old segments hard-linked)
+        add(n, n + extra)
+        built = n + extra
+        t = time.perf_counter()
+        index.save(target)
+        row.save_append_s = time.perf_counter() - t
+        row.append_places = extra
+        t = time.perf_counter()
+        reopened = PlaceIndex.open(target, fingerprint="benchmark",
+                                   settings=IndexSettings(mode="hnsw", ef=default_ef))
+        row.open_s = time.perf_counter() - t
+        del reopened
+        shutil.rmtree(target, ignore_errors=True)
+        rows.append(row)
+        print_row(row, efs)
+    return rows
+
+
+def print_header(efs: list[int]) -> None:
+    print(f"{'dim':>5} {'places':>7} {'build/s':>8} {'ef':>4} {'R@1':>6} {'R@10':>6} "
+          f"{'p50 ms':>7} {'p99 ms':>7}")
+
+
+def print_row(row: Row, efs: list[int]) -> None:
+    for sweep in row.ef_sweep:
+        print(f"{row.dim:>5} {row.places:>7} {row.build_per_s:>8.0f} {sweep['ef']:>4} "
+              f"{sweep['recall_at_1']:>6.3f} {sweep['recall_at_10']:>6.3f} "
+              f"{sweep['p50_ms']:>7.3f} {sweep['p99_ms']:>7.3f}")
+    e = row.query_e2e
+    print(f"      PlaceIndex.query (ef={row.default_ef}): p50 {e['p50_ms']:.3f} ms, p99 "
+          f"{e['p99_ms']:.3f} ms, R@1 {e['recall_at_1']:.3f}; with temporal exclusion p50 "
+          f"{row.query_e2e_filtered['p50_ms']:.3f} ms; rerank x{row.rerank['factor']} R@1 "
+          f"{row.rerank['recall_at_1']:.3f} p50 {row.rerank['p50_ms']:.3f} ms; exact numpy "
+          f"p50 {row.exact['p50_ms']:.2f} ms")
+    print(f"      build {row.build_s:.1f} s; memory {row.memory_bytes_per_place:.0f} B/place "
+          f"(RSS growth {row.rss_bytes_per_place:.0f} B/place), "
+          f"disk {row.disk_bytes_per_place:.0f} B/place; save {row.save_s:.2f} s, save after "
+          f"+{row.append_places} places {row.save_append_s:.2f} s, open {row.open_s:.2f} s")
+
+
+def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int,
+         ef_construction: int, default_ef: int, seed: int, descriptors: str | None,
+         workdir: str | None, exact_queries: int, query_cos: float,
+         json_path: str | None) -> dict:
+    real = None
+    if descriptors:
+        real = np.load(descriptors, allow_pickle=False).astype(np.float32)
+        real /= np.linalg.norm(real, axis=1, keepdims=True)
+        dims = [real.shape[1]]
+        sizes = [s for s in sizes if s <= len(real)] or [len(real)]
+    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vpr-index-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print_header(efs)
+    rows: list[Row] = []
+    try:
+        for dim in dims:
+            rows += bench_dim(dim, sizes, queries, efs, M, ef_construction, default_ef, base,
+                              seed, real, exact_queries, query_cos)
+    finally:
+        if not workdir:
+            shutil.rmtree(base, ignore_errors=True)
+    import importlib.metadata
+
+    result = {
+        "benchmark": "index_scaling_quick",
+        "data": "real:" + descriptors if descriptors else "synthetic_route",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "numpy": np.__version__, "hnswlib": importlib.metadata.version("hnswlib")},
+        "queries": queries,
+        "query_cos": query_cos,
+        "seconds": time.perf_counter() - t0,
+        "rows": [asdict(r) for r in rows],
+    }
+    print(f"total {result['seconds']:.0f} s")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000],
+                   help="map sizes (places), measured incrementally on one growing index")
+    p.add_argument("--dims", type=int, nargs="+", default=[512, 1024], help="descriptor dims")
+    p.add_argument("--queries", type=int, default=500, help="queries per measurement")
+    p.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256],
+                   help="hnswlib ef values to sweep")
+    p.add_argument("--M", type=int, default=IndexSettings().M, help="hnswlib M")
+    p.add_argument("--ef-construction", type=int, default=IndexSettings().ef_construction,
+                   help="hnswlib ef_construction")
+    p.add_argument("--default-ef", type=int, default=IndexSettings().ef,
+                   help="ef for the end-to-end PlaceIndex.query measurements")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    p.add_argument("--descriptors", default=None,
+                   help="real descriptors (.npy [n, dim]) instead of synthetic ones")
+    p.add_argument("--workdir", default=None,
+                   help="where maps are saved (default: a temp dir, removed afterwards)")
+    p.add_argument("--exact-queries", type=int, default=50,
+                   help="queries for the brute-force numpy latency")
+    p.add_argument("--query-cos", type=float, default=0.75,
+                   help="cosine between a query and the place it revisits")
+    p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
+    a = p.parse_args(argv)
+    return main(a.sizes, a.dims, a.queries, a.efs, a.M, a.ef_construction, a.default_ef,
+                a.seed, a.descriptors, a.workdir, a.exact_queries, a.query_cos, a.json_path)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Export checkpoints to ONNX and TensorRT engines (needs the `export` extra)."""

@@ -1,0 +1,71 @@
+"""Packaging invariants: the runtime stays torch-free and every package ships in the wheel."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+PACKAGE_ROOTS = {"vpr_edge": "vpr_edge", "vpr_edge.training": "training", "vpr_edge.export": "export"}
+
+
+def _pyproject() -> dict:
+    with open(REPO_ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def test_import_vpr_edge_does_not_import_torch() -> None:
+    code = (
+        "import sys, vpr_edge, vpr_edge.metadata, vpr_edge.images, vpr_edge.errors\n"
+        "import pkgutil, importlib\n"
+        "for m in pkgutil.walk_packages(vpr_edge.__path__, 'vpr_edge.'):\n"
+        "    if m.name.split('.')[1] in ('training', 'export'):\n"
+        "        continue\n"
+        "    importlib.import_module(m.name)\n"
+        "heavy = sorted(n for n in ('torch', 'timm', 'onnx', 'tensorrt', 'cv2', 'rosbags')\n"
+        "               if n in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
+    assert out.stdout.strip() == "", f"importing the runtime pulled in: {out.stdout.strip()}"
+
+
+def test_every_package_directory_is_listed_in_pyproject() -> None:
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    found = set()
+    for package, directory in PACKAGE_ROOTS.items():
+        root = REPO_ROOT / directory
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root)
+            if "__pycache__" in rel.parts:
+                continue
+            found.add(".".join((package, *rel.parts)) if rel.parts else package)
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - found == set(), "pyproject.toml lists packages that do not exist"
+
+
+def test_package_dir_mapping_matches_design() -> None:
+    mapping = _pyproject()["tool"]["setuptools"]["package-dir"]
+    assert mapping == PACKAGE_ROOTS
+
+
+_FORBIDDEN_IMPORT = re.compile(
+    r"^\s*(import|from)\s+(torch|timm|vpr_edge\.(training|export)|\.+(training|export))\b",
+    re.MULTILINE,
+)
+
+
+def test_runtime_source_never_imports_torch_training_or_export() -> None:
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}: {match.group(0).strip()}"
+        for path in (REPO_ROOT / "vpr_edge").rglob("*.py")
+        for match in _FORBIDDEN_IMPORT.finditer(path.read_text())
+    ]
+    assert offenders == []

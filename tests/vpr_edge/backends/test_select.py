@@ -1,0 +1,168 @@
+"""Backend selection: the explicit order, logging the choice, and no silent fallback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from vpr_edge.backends import (
+    BACKEND_ORDER,
+    available_backends,
+    backend_report,
+    open_backend,
+)
+from vpr_edge.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelFormatError,
+)
+
+
+@pytest.fixture
+def pretend_gpu_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime *claims* TensorRT and CUDA EPs, but this machine cannot load them: real
+    sessions fall back to the CPU, as they do on a robot with a broken CUDA install."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(
+        ort,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("tensorrt", "tensorrt_lean", "tensorrt_rtx"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+
+
+def test_backend_order_is_explicit() -> None:
+    assert BACKEND_ORDER == (
+        "tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"
+    )
+
+
+def test_report_lists_every_backend_with_reasons(cpu_only, no_tensorrt, tiny_onnx) -> None:
+    report = {s.name: s for s in backend_report()}
+    assert list(report) == list(BACKEND_ORDER)
+    assert report["onnxruntime-cpu"].available and report["onnxruntime-cpu"].reason == ""
+    assert "vpr-edge[tensorrt]" in report["tensorrt"].reason
+    assert "onnxruntime-gpu not installed" in report["onnxruntime-cuda"].reason
+    assert "vpr-edge[gpu]" in report["onnxruntime-cuda"].reason
+    assert "TensorRT execution provider" in report["onnxruntime-tensorrt"].reason
+    assert available_backends() == ["onnxruntime-cpu"]
+    assert available_backends(tiny_onnx) == ["onnxruntime-cpu"]
+
+
+def test_file_type_limits_the_backends(cpu_only, no_tensorrt, tmp_path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    report = {s.name: s for s in backend_report(engine)}
+    assert "runs an .onnx model, not m.engine" in report["onnxruntime-cpu"].reason
+    assert available_backends(engine) == []
+    with pytest.raises(ModelFormatError, match="unknown model file type '.pt'"):
+        backend_report(tmp_path / "m.pt")
+
+
+def test_auto_picks_cpu_and_logs_why_it_skipped_the_others(
+    tiny_onnx, pretend_gpu_providers, caplog, tiny
+) -> None:
+    with caplog.at_level(logging.INFO, logger="vpr_edge"):
+        backend = open_backend(tiny_onnx)
+    with backend:
+        assert backend.name == "onnxruntime-cpu"
+        assert backend.providers == ("CPUExecutionProvider",)
+        frames = tiny.frames(2)
+        np.testing.assert_allclose(
+            backend.run(frames), tiny.reference(frames, tiny.metadata()), rtol=1e-4, atol=1e-5
+        )
+    records = [r for r in caplog.records if r.name.startswith("vpr_edge")]
+    text = "\n".join(r.getMessage() for r in records)
+    assert "chose onnxruntime-cpu" in text
+    assert "skipped onnxruntime-tensorrt (" in text
+    assert "onnxruntime-cuda (" in text and "did not load CUDAExecutionProvider" in text
+
+
+def test_named_backend_that_falls_back_raises_listing_what_works(
+    tiny_onnx, pretend_gpu_providers
+) -> None:
+    with pytest.raises(BackendUnavailableError) as info:
+        open_backend(tiny_onnx, backend="onnxruntime-cuda")
+    message = str(info.value)
+    assert "'onnxruntime-cuda' cannot run tiny.onnx" in message
+    assert "would run on CPUExecutionProvider" in message
+    assert "Available for this model (by a quick check" in message
+    assert "onnxruntime-cpu" in message.split("Available for this model")[1]
+
+
+def test_named_alias_without_gpu_package_says_what_to_install(tiny_onnx, cpu_only) -> None:
+    with pytest.raises(
+        BackendUnavailableError,
+        match=r"onnxruntime-gpu not installed.*vpr-edge\[gpu\].*Available for this model .*: "
+        r"onnxruntime-cpu",
+    ):
+        open_backend(tiny_onnx, backend="cuda")
+
+
+def test_named_cpu_backend_opens(tiny_onnx, cpu_only) -> None:
+    with open_backend(tiny_onnx, backend="cpu", intra_op_num_threads=1) as b:
+        assert b.name == "onnxruntime-cpu"
+        assert b.info()["intra_op_num_threads"] == 1
+
+
+def test_tensorrt_cannot_run_an_onnx_file(tiny_onnx, cpu_only) -> None:
+    with pytest.raises(BackendUnavailableError, match="runs a TensorRT engine file"):
+        open_backend(tiny_onnx, backend="tensorrt")
+
+
+def test_engine_without_tensorrt_is_unavailable_with_the_extra(
+    cpu_only, no_tensorrt, tmp_path
+) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    with pytest.raises(BackendUnavailableError, match=r"vpr-edge\[tensorrt\]"):
+        open_backend(engine)
+    pattern = r"'tensorrt' cannot run m.engine.*\[tensorrt\]"
+    with pytest.raises(BackendUnavailableError, match=pattern):
+        open_backend(engine, backend="tensorrt")
+
+
+def test_unknown_names_and_options_are_refused(tiny_onnx, cpu_only) -> None:
+    with pytest.raises(InvalidInputError, match="unknown backend 'gpu'.*onnxruntime-cpu"):
+        open_backend(tiny_onnx, backend="gpu")
+    with pytest.raises(InvalidInputError, match="unknown option.*threads.*intra_op_num_threads"):
+        open_backend(tiny_onnx, threads=2)
+
+
+def test_onnx_only_option_for_an_engine_is_refused(tmp_path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="intra_op_num_threads"):
+        open_backend(engine, intra_op_num_threads=2)
+
+
+def test_damaged_file_is_not_hidden_by_auto(tiny_onnx, pretend_gpu_providers, tmp_path) -> None:
+    """A broken file is a ModelFormatError under auto, not 'no backend available'."""
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny_onnx.read_bytes()[:100])
+    with pytest.raises(ModelFormatError, match="cut.onnx"):
+        open_backend(cut)
+
+
+def test_missing_file_is_refused(tmp_path) -> None:
+    with pytest.raises(ModelFormatError, match="not found"):
+        open_backend(tmp_path / "absent.onnx")
+
+
+def test_missing_onnxruntime_is_reported(tiny_onnx, monkeypatch, no_tensorrt) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    report = {s.name: s for s in backend_report(tiny_onnx)}
+    assert "vpr-edge[cpu]" in report["onnxruntime-cpu"].reason
+    with pytest.raises(BackendUnavailableError, match=r"vpr-edge\[cpu\]"):
+        open_backend(tiny_onnx)
+    assert issubclass(MissingDependencyError, ImportError)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import ImageDecodeError, InvalidInputError
+from vpr_edge.images import as_rgb_frame, decode_image, load_image, resize
+
+
+def test_load_real_jpeg(corridor_dir: Path) -> None:
+    img = load_image(corridor_dir / "ref" / "0000000.jpg")
+    assert img.dtype == np.uint8 and img.shape == (120, 160, 3)
+    assert 10 < img.mean() < 245 and img.std() > 5
+
+
+def test_truncated_and_missing_files_raise_decode_error(tmp_path: Path, corridor_dir: Path) -> None:
+    data = (corridor_dir / "ref" / "0000000.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageDecodeError, match="cut.jpg"):
+        load_image(cut)
+    with pytest.raises(ImageDecodeError, match="not found"):
+        load_image(tmp_path / "absent.jpg")
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
+        load_image(text)
+    with pytest.raises(ImageDecodeError):
+        decode_image(data[:100])
+
+
+def test_bgr_and_mono_frames_become_rgb() -> None:
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0] = 200
+    assert as_rgb_frame(rgb[:, :, ::-1], "BGR")[0, 0].tolist() == [200, 0, 0]
+    mono = np.full((4, 5), 7, np.uint8)
+    assert as_rgb_frame(mono).shape == (4, 5, 3)
+    assert as_rgb_frame(mono[:, :, None])[1, 1].tolist() == [7, 7, 7]
+    strided = np.zeros((8, 10, 3), np.uint8)[::2, ::2]
+    assert as_rgb_frame(strided).flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize(
+    "frame, words",
+    [
+        (np.zeros((4, 5, 3), np.float32), "uint8"),
+        (np.zeros((4, 5), np.uint16), "16-bit"),
+        (np.zeros((4, 5, 4), np.uint8), "HxWx3"),
+        (np.zeros((0, 5, 3), np.uint8), "empty"),
+        (np.zeros((2, 4, 5, 3), np.uint8), "HxWx3"),
+        ([[1, 2], [3, 4]], "numpy array"),
+    ],
+)
+def test_bad_frames_are_refused(frame: object, words: str) -> None:
+    with pytest.raises(InvalidInputError, match=words):
+        as_rgb_frame(frame)  # type: ignore[arg-type]
+
+
+def test_resize_is_antialiased_and_exact_size() -> None:
+    checker = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    small = resize(np.repeat(checker[:, :, None], 3, axis=2), 8, 16)
+    assert small.shape == (8, 16, 3)
+    # an aliasing resize would return pure black/white pixels; antialiasing gives grey
+    assert 100 < small.mean() < 155 and small.std() < 40
+
+
+@pytest.mark.parametrize("size", [(480, 640), (540, 960), (100, 130)])
+def test_opencv_and_pillow_resizers_agree(gardens_point_dir: Path, size: tuple[int, int],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cv2")
+    from PIL import Image
+
+    from vpr_edge import images
+
+    src = load_image(gardens_point_dir / "day_left" / "Image010.jpg")
+    src = np.asarray(Image.fromarray(src).resize(size[::-1]))
+    with_cv2 = resize(src, 240, 320).astype(float)
+    monkeypatch.setattr(images, "_CV2", [None])
+    assert images.resizer_name() == "pillow"
+    with_pil = resize(src, 240, 320).astype(float)
+    assert with_cv2.shape == with_pil.shape == (240, 320, 3)
+    assert np.abs(with_cv2 - with_pil).mean() < 1.0

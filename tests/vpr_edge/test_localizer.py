@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import InvalidInputError, ModelMismatchError
+from vpr_edge.localizer import Localizer
+
+
+@pytest.fixture
+def loc(tiny_onnx: Path, cpu_only: None) -> Localizer:
+    with Localizer(tiny_onnx, backend="onnxruntime-cpu") as localizer:
+        yield localizer
+
+
+def test_describe_single_batch_and_colour_orders(loc: Localizer, tiny) -> None:
+    frames = tiny.frames(3, h=tiny.H * 3, w=tiny.W * 3)
+    batch = loc.describe(list(frames))
+    assert batch.shape == (3, tiny.DIM) and batch.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(loc.describe(frames), batch, atol=1e-6)
+    single = loc.describe(frames[1])
+    assert single.shape == (tiny.DIM,)
+    np.testing.assert_allclose(single, batch[1], atol=1e-6)
+    np.testing.assert_allclose(loc.describe(frames[1][:, :, ::-1], colour_order="BGR"),
+                               single, atol=1e-6)
+    assert not np.allclose(loc.describe(frames[1][:, :, ::-1]), single, atol=1e-3)
+
+
+def test_describe_resizes_like_the_model_expects(loc: Localizer, tiny) -> None:
+    from vpr_edge.images import resize
+
+    frame = tiny.frames(1, seed=3, h=57, w=91)[0]
+    expected = tiny.reference(resize(frame, tiny.H, tiny.W)[None], loc.metadata)[0]
+    np.testing.assert_allclose(loc.describe(frame), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mono_frames_and_image_paths(loc: Localizer, tmp_path: Path) -> None:
+    from PIL import Image
+
+    mono = np.random.default_rng(1).integers(0, 255, (30, 40), dtype=np.uint8)
+    path = tmp_path / "frame.png"
+    Image.fromarray(np.repeat(mono[:, :, None], 3, axis=2)).save(path)
+    np.testing.assert_allclose(loc.describe(mono), loc.describe(path), atol=1e-6)
+    np.testing.assert_allclose(loc.describe(str(path)), loc.describe(path), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        ([], "empty batch"),
+        (42, "numpy array"),
+    ],
+)
+def test_bad_frames_are_refused(loc: Localizer, bad: object, words: str) -> None:
+    with pytest.raises(InvalidInputError, match=words):
+        loc.describe(bad)  # type: ignore[arg-type]
+
+
+def test_add_and_query_return_records_best_first(loc: Localizer, tiny) -> None:
+    frames = tiny.frames(20, seed=5)
+    ids = [loc.add(f, stamp=float(i), pose=(i, 0.0, 0.0), meta={"i": i})
+           for i, f in enumerate(frames)]
+    assert ids == list(range(20)) and len(loc) == 20
+    matches = loc.query(frames[7], k=3)
+    assert [m.place_id for m in matches][0] == 7
+    assert matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert matches[0].stamp == 7.0 and matches[0].pose == (7.0, 0.0, 0.0)
+    assert matches[0].meta == {"i": 7}
+    assert matches[0].score >= matches[1].score >= matches[2].score
+    assert loc.get(3).meta == {"i": 3}
+
+
+def test_exclude_recent_and_min_score(loc: Localizer, tiny) -> None:
+    frames = tiny.frames(10, seed=9)
+    for f in frames:
+        loc.add(f)
+    recent = loc.query(frames[9], k=3, exclude_recent=4)
+    assert all(m.place_id < 6 for m in recent) and len(recent) == 3
+    assert loc.query(frames[9], k=3, min_score=0.9999)[0].place_id == 9
+    assert all(m.score >= 0.9999 for m in loc.query(frames[9], k=5, min_score=0.9999))
+
+
+def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model, tiny,
+                                                     tmp_path: Path, cpu_only: None) -> None:
+    frames = tiny.frames(6, seed=11)
+    map_dir = tmp_path / "map"
+    with Localizer(tiny_onnx, map_dir) as loc:
+        for i, f in enumerate(frames):
+            loc.add(f, stamp=100.0 + i, meta={"name": f"p{i}"})
+        assert loc.save() == map_dir
+    with Localizer(tiny_onnx, map_dir) as again:
+        assert len(again) == 6
+        best = again.query(frames[4], k=1)[0]
+        assert (best.place_id, best.stamp, best.meta) == (4, 104.0, {"name": "p4"})
+        info = again.info()
+        assert info["map"]["places"] == 6 and info["backend"]["name"] == "onnxruntime-cpu"
+    other = make_model("other.onnx", meta=replace(tiny.metadata(), weights_sha256="cd" * 32))
+    with pytest.raises(ModelMismatchError):
+        Localizer(other, map_dir)
+
+
+def test_save_without_a_directory_is_a_clear_error(loc: Localizer) -> None:
+    with pytest.raises(InvalidInputError, match="no map directory"):
+        loc.save()
+
+
+def test_queries_run_while_another_thread_adds(loc: Localizer, tiny) -> None:
+    frames = tiny.frames(60, seed=13)
+    loc.add(frames[0])
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for f in frames[1:]:
+                loc.add(f)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = 0
+    while thread.is_alive() or seen == 0:
+        matches = loc.query(frames[0], k=1)
+        assert matches[0].place_id == 0
+        seen += 1
+    thread.join(timeout=30)
+    assert errors == [] and len(loc) == 60 and seen > 0

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import InvalidInputError
+from vpr_edge.localizer import Localizer
+from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def loc(tiny_onnx: Path, cpu_only: None) -> Localizer:
+    with Localizer(tiny_onnx, backend="onnxruntime-cpu") as localizer:
+        yield localizer
+
+
+@pytest.fixture
+def route(tiny) -> np.ndarray:
+    """80 distinct places along a route (random directions, so neighbours are unrelated)."""
+    return unit(np.random.default_rng(0).standard_normal((80, tiny.DIM)))
+
+
+def revisit(route: np.ndarray, idx: int, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return unit(route[idx] + noise * rng.standard_normal(route.shape[1]) / np.sqrt(route.shape[1]))
+
+
+def run(detector: LoopClosureDetector, descriptors) -> list:
+    return [detector.process_descriptor(d, stamp=float(i)) for i, d in enumerate(descriptors)]
+
+
+def test_loop_reported_after_k_consistent_frames(loc: Localizer, route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.8, consistency=3,
+                                                          exclusion_frames=10))
+    first = run(detector, route[:60])
+    assert all(r.loop is None for r in first), "no loop on a route seen once"
+    second = [detector.process_descriptor(revisit(route, i, 0.3, i), stamp=100.0 + i)
+              for i in range(10, 20)]
+    loops = [r.loop for r in second]
+    assert loops[0] is None and loops[1] is None, "needs 3 consistent frames"
+    for offset, loop in enumerate(loops[2:], start=12):
+        assert loop is not None and loop.match_id == offset
+        assert loop.consistent_frames >= 3 and loop.score > 0.8
+        assert loop.match_stamp == float(offset) and loop.verified is None
+    assert second[2].place_id == 62 and loops[2].query_id == 62
+
+
+def test_inconsistent_candidates_are_not_reported(loc: Localizer, route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.8, consistency=3,
+                                                          consistency_radius=2,
+                                                          exclusion_frames=10))
+    run(detector, route[:60])
+    # revisits that jump around the map: each is a good match, but they never agree
+    jumps = [5, 30, 15, 45, 25, 40]
+    out = [detector.process_descriptor(revisit(route, j, 0.3, j), stamp=200.0 + n)
+           for n, j in enumerate(jumps)]
+    assert all(r.best is not None and r.best.place_id == j for r, j in zip(out, jumps))
+    assert all(r.loop is None for r in out)
+    one = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.8, consistency=1,
+                                                     exclusion_frames=10))
+    assert one.process_descriptor(revisit(route, 33, 0.3, 1)).loop.match_id == 33
+
+
+def test_recent_frames_are_excluded(loc: Localizer, route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.5, consistency=1,
+                                                          exclusion_frames=50))
+    run(detector, route[:40])
+    # the robot stands still: the same view again is NOT a loop, it is the last frame
+    result = detector.process_descriptor(revisit(route, 39, 0.1, 3), stamp=40.0)
+    assert result.loop is None and result.best is None
+
+
+def test_time_window_exclusion(loc: Localizer, route: np.ndarray) -> None:
+    config = LoopClosureConfig(min_score=0.5, consistency=1, exclusion_frames=0,
+                               exclusion_seconds=30.0)
+    detector = LoopClosureDetector(loc, config)
+    run(detector, route[:40])  # stamps 0..39
+    assert detector.process_descriptor(revisit(route, 20, 0.1, 4), stamp=45.0).loop is None
+    loop = detector.process_descriptor(revisit(route, 5, 0.1, 5), stamp=46.0).loop
+    assert loop is not None and loop.match_id == 5
+    with pytest.raises(InvalidInputError, match="stamp"):
+        detector.process_descriptor(route[0])
+
+
+def test_min_score_gates_candidates(loc: Localizer, route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.99, consistency=1,
+                                                          exclusion_frames=5))
+    run(detector, route[:30])
+    assert detector.process_descriptor(revisit(route, 3, 1.0, 6)).loop is None
+    assert detector.process_descriptor(revisit(route, 3, 0.01, 7)).loop.match_id == 3
+
+
+def test_map_opened_from_disk_keeps_route_order(tiny_onnx: Path, route: np.ndarray,
+                                                tmp_path: Path, cpu_only: None) -> None:
+    config = LoopClosureConfig(min_score=0.8, consistency=2, exclusion_frames=5)
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        run(LoopClosureDetector(loc, config), route[:50])
+        loc.save()
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        detector = LoopClosureDetector(loc, config)
+        out = [detector.process_descriptor(revisit(route, i, 0.3, i)) for i in (20, 21, 22)]
+    assert out[0].loop is None and out[1].loop.match_id == 21 and out[2].loop.match_id == 22
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [({"consistency": 0}, "consistency"), ({"min_score": 2.0}, "min_score"),
+     ({"exclusion_frames": -1}, "exclusion_frames"), ({"exclusion_seconds": -1.0}, "seconds")],
+)
+def test_bad_config_is_refused(changes: dict, words: str) -> None:
+    with pytest.raises(InvalidInputError, match=words):
+        LoopClosureConfig(**changes)
+
+
+def test_geometric_verification_separates_same_and_other_places(gardens_point_dir: Path) -> None:
+    pytest.importorskip("cv2")
+    from vpr_edge.geometric import VerifyConfig, count_inliers, orb_features
+    from vpr_edge.images import load_image
+
+    def feats(side: str, n: int):
+        return orb_features(load_image(gardens_point_dir / side / f"Image{n:03d}.jpg"))
+
+    config = VerifyConfig()
+    frames = range(0, 200, 20)
+    same = [count_inliers(feats("day_left", n), feats("day_right", n), config) for n in frames]
+    other = [count_inliers(feats("day_left", n), feats("day_right", (n + 70) % 200), config)
+             for n in frames]
+    # the same place from the other side of the path: most pairs verify
+    assert np.median(same) >= config.min_inliers, same
+    # unrelated places: none does
+    assert max(other) < config.min_inliers, other

@@ -1,0 +1,379 @@
+"""PlaceIndex semantics, checked against a plain numpy model of what was added."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import InvalidInputError
+from vpr_edge.index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord
+
+DIM = 32
+
+
+def unit(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_model(db: np.ndarray, ids: list[int], q: np.ndarray, k: int,
+                allowed: set[int] | None = None) -> list[tuple[int, float]]:
+    scores = db @ q
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))
+    out = [(ids[i], float(scores[i])) for i in order if allowed is None or ids[i] in allowed]
+    return out[:k]
+
+
+def make(mode: str, **kw) -> PlaceIndex:
+    return PlaceIndex(DIM, fingerprint="fp", settings=IndexSettings(mode=mode, ef=200, **kw))
+
+
+MODES = ["exact", "hnsw"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_query_matches_exact_numpy_model(mode: str) -> None:
+    db = unit(400)
+    index = make(mode)
+    ids = index.add(db)
+    assert ids == list(range(400)) and len(index) == 400
+    for q in unit(20, seed=1):
+        got = index.query(q, k=7)
+        want = exact_model(db, ids, q, 7)
+        assert [m.place_id for m in got] == [i for i, _ in want]
+        np.testing.assert_allclose([m.score for m in got], [s for _, s in want], atol=1e-5)
+        assert all(a.score >= b.score for a, b in zip(got, got[1:]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_records_single_and_batch(mode: str) -> None:
+    index = make(mode)
+    db = unit(3)
+    (pid,) = index.add(db[0], stamps=12.5, poses=(1, 2, 3, 0, 0, 0, 1), meta={"frame": "a.png"})
+    more = index.add(db[1:], stamps=[None, 14.0], poses=[None, [4, 5, 6, 0, 0, 0, 1]],
+                     meta=[{"k": [1, (2, 3)]}, None])
+    assert (pid, more) == (0, [1, 2])
+    match = index.query(db[0], k=1)[0]
+    assert isinstance(match, PlaceMatch)
+    assert (match.place_id, match.stamp, match.pose, match.meta) == (
+        0, 12.5, (1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0), {"frame": "a.png"})
+    assert index.get(1) == PlaceRecord(1, None, None, {"k": [1, [2, 3]]})  # tuples -> lists
+    assert index.get(2).pose == (4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 1.0)
+    batch = index.query(db, k=2)
+    assert [[m.place_id for m in row][0] for row in batch] == [0, 1, 2]
+    index.get(0).meta["frame"] = "changed"  # callers get copies
+    assert index.get(0).meta == {"frame": "a.png"}
+
+
+def test_ids_given_auto_duplicates_and_reuse() -> None:
+    index = make("hnsw")
+    db = unit(10)
+    assert index.add(db[:2], ids=[100, 7]) == [100, 7]
+    assert index.add(db[2]) == [101]  # auto ids continue above the largest id seen
+    with pytest.raises(InvalidInputError, match="already in the index"):
+        index.add(db[3], ids=7)
+    with pytest.raises(InvalidInputError, match="twice"):
+        index.add(db[3:5], ids=[5, 5])
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        index.add(db[3], ids=-1)
+    with pytest.raises(InvalidInputError, match="2 ids given for 1"):
+        index.add(db[3], ids=[1, 2])
+    assert len(index) == 3
+    index.remove(7)
+    assert 7 not in index
+    assert index.add(db[5], ids=7, meta={"v": 2}) == [7]  # a removed id may come back
+    assert index.get(7).meta == {"v": 2}
+    assert index.query(db[5], k=1)[0].place_id == 7
+    assert index.query(db[1], k=1)[0].place_id != 7  # the old descriptor is gone
+    assert index.ids() == [100, 101, 7]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_remove_semantics(mode: str) -> None:
+    db = unit(200)
+    index = make(mode)
+    ids = index.add(db)
+    assert index.remove([3, 4]) == 2
+    with pytest.raises(InvalidInputError, match=r"\[3\]"):
+        index.remove([5, 3])  # 3 is already removed: nothing is removed
+    assert 5 in index and len(index) == 198
+    with pytest.raises(InvalidInputError, match="no live place"):
+        index.remove(12345)
+    with pytest.raises(InvalidInputError):
+        index.get(3)
+    alive = set(ids) - {3, 4}
+    for q in db[:10]:
+        got = [m.place_id for m in index.query(q, k=5)]
+        assert [i for i, _ in exact_model(db, ids, q, 5, alive)] == got
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones((2, DIM + 1), np.float32), "dimension"),
+    (np.ones((2, DIM), np.int32), "dtype"),
+    (np.zeros((0, DIM), np.float32), "empty"),
+    (np.ones((1, 2, DIM), np.float32), "shape"),
+    (np.zeros(DIM, np.float32), "norm"),
+    (np.full(DIM, 1.0, np.float32), "norm"),
+    ("not an array", "dtype"),
+])
+def test_bad_descriptors_refused(bad, match) -> None:
+    index = make("hnsw")
+    with pytest.raises(InvalidInputError, match=match):
+        index.add(bad)
+    with pytest.raises(InvalidInputError, match=match):
+        index.query(bad)
+    assert len(index) == 0
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e39])
+def test_nan_inf_refused(value: float) -> None:
+    index = make("hnsw")
+    x = unit(3).astype(np.float64)
+    x[1, 5] = value
+    with pytest.raises(InvalidInputError, match="row 1 contains NaN or inf"):
+        index.add(x)
+    assert len(index) == 0
+
+
+def test_near_unit_descriptors_are_renormalised() -> None:
+    index = make("exact")
+    x = unit(2) * 1.005
+    index.add(x.astype(np.float16))  # float16 model output, norm slightly off
+    match = index.query(unit(2)[0], k=1)[0]
+    assert match.place_id == 0 and abs(match.score - 1.0) < 2e-3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stamps": float("nan")}, "not finite"),
+    ({"stamps": "yesterday"}, "float seconds"),
+    ({"poses": (1.0, float("nan"))}, "NaN"),
+    ({"poses": [[1, 2], [3, 4]]}, "flat"),
+    ({"meta": {"s": {1, 2}}}, "JSON"),
+    ({"meta": {"x": float("nan")}}, "JSON"),
+    ({"meta": {1: "int key"}}, "not a string"),
+    ({"meta": ["not", "a", "dict"]}, "must be a dict"),
+    ({"meta": {"o": object()}}, "JSON"),
+])
+def test_bad_records_refused(kwargs, match) -> None:
+    index = make("hnsw")
+    with pytest.raises(InvalidInputError, match=match):
+        index.add(unit(1)[0], **kwargs)
+    assert len(index) == 0
+
+
+def test_pose_length_is_fixed_per_map() -> None:
+    index = make("hnsw")
+    index.add(unit(1)[0], poses=(1, 2, 3))
+    with pytest.raises(InvalidInputError, match="3"):
+        index.add(unit(1, seed=2)[0], poses=(1, 2))
+    assert len(index) == 1
+
+
+def _top50_excluded(index: PlaceIndex, db: np.ndarray, q: np.ndarray, how: str
+                    ) -> list[PlaceMatch]:
+    order = np.argsort(-(db @ q))
+    if how == "ids":
+        return index.query(q, k=5, exclude_ids=order[:50].tolist())
+    if how == "stamp":
+        return index.query(q, k=5, exclude_after_stamp=999.0)
+    if how == "newest":
+        return index.query(q, k=5, exclude_newest=50)
+    return index.query(q, k=5, filter=lambda pid: pid not in set(order[:50].tolist()))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["ids", "stamp", "newest", "filter"])
+def test_exclusion_happens_inside_the_search(mode: str, how: str) -> None:
+    """The 50 most similar places are all excluded, and k = 5 results still come back: the
+    exact top 5 of the others. Post-filtering a top-k list would return nothing."""
+    db = unit(1000, seed=3)
+    q = unit(1, seed=4)[0]
+    order = np.argsort(-(db @ q))
+    top50 = set(order[:50].tolist())
+    # add the 50 most similar last, with the latest stamps, so that every kind of exclusion
+    # (ids, stamps, newest rows, filter) removes exactly them
+    rest = [i for i in range(1000) if i not in top50]
+    sequence = rest + order[:50].tolist()
+    index = make(mode)
+    index.add(db[sequence], ids=sequence,
+              stamps=[float(i) if i not in top50 else 1000.0 + i for i in sequence])
+    got = _top50_excluded(index, db, q, how)
+    want = exact_model(db, list(range(1000)), q, 5, set(range(1000)) - top50)
+    assert [m.place_id for m in got] == [i for i, _ in want]
+    assert not top50 & {m.place_id for m in got}
+
+
+def test_hnsw_gets_the_filter_and_plain_k(monkeypatch) -> None:
+    """The exclusion is handed to hnswlib's knn_query(filter=...) with k itself (no
+    over-fetching and trimming afterwards)."""
+    db = unit(300)
+    index = make("hnsw")
+    index.add(db, stamps=np.arange(300.0))
+    calls = []
+    real = index._hnsw
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def knn_query(self, data, k=1, num_threads=-1, filter=None):
+            calls.append((k, filter))
+            return real.knn_query(data, k=k, num_threads=num_threads, filter=filter)
+
+    monkeypatch.setattr(index, "_hnsw", Spy())
+    got = index.query(db[299], k=3, exclude_after_stamp=200.0)
+    assert len(calls) == 1 and calls[0][0] == 3 and callable(calls[0][1])
+    assert all(m.stamp <= 200.0 for m in got) and len(got) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fewer_allowed_than_k(mode: str) -> None:
+    db = unit(300)
+    index = make(mode)
+    index.add(db)
+    got = index.query(db[0], k=10, filter=lambda pid: pid in (5, 9, 200))
+    assert sorted(m.place_id for m in got) == [5, 9, 200]
+    assert [m.place_id for m in got] == [i for i, _ in exact_model(db, list(range(300)), db[0],
+                                                                  3, {5, 9, 200})]
+    assert index.query(db[0], k=10, exclude_newest=300) == []
+    assert len(index.query(db[0], k=1000)) == 300
+    assert make(mode).query(db[0], k=3) == []  # empty index
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_min_score(mode: str) -> None:
+    db = unit(100)
+    index = make(mode)
+    index.add(db)
+    got = index.query(db[0], k=10, min_score=0.99)
+    assert [m.place_id for m in got] == [0]
+
+
+def test_hnsw_and_exact_agree_with_filters() -> None:
+    db = unit(600, seed=7)
+    a, b = make("hnsw"), make("exact")
+    for idx in (a, b):
+        idx.add(db, stamps=np.arange(600.0), meta=[{"even": i % 2 == 0} for i in range(600)])
+        idx.remove(list(range(0, 600, 7)))
+    queries = unit(15, seed=8)
+    for kwargs in ({}, {"exclude_newest": 40}, {"exclude_after_stamp": 300.0},
+                   {"exclude_ids": range(100)}, {"filter": lambda pid: pid % 3 != 0},
+                   {"min_score": 0.2}):
+        ra, rb = a.query(queries, k=6, **kwargs), b.query(queries, k=6, **kwargs)
+        for x, y in zip(ra, rb):
+            assert [m.place_id for m in x] == [m.place_id for m in y], kwargs
+            np.testing.assert_allclose([m.score for m in x], [m.score for m in y], atol=1e-5)
+            assert [m.meta for m in x] == [m.meta for m in y]
+
+
+def test_capacity_grows_geometrically() -> None:
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw", initial_capacity=4, ef=100))
+    db = unit(700)
+    seen = []
+    for i in range(300):
+        index.add(db[i])
+        seen.append(index.info()["capacity"])
+    index.add(db[300:])
+    assert sorted(set(seen)) == [4, 8, 16, 32, 64, 128, 256, 512]
+    assert index.info()["capacity"] >= 700
+    for i in (0, 299, 699):
+        assert index.query(db[i], k=1)[0].place_id == i
+
+
+def test_rerank_scores_come_from_the_float16_store() -> None:
+    db = unit(500, seed=11)
+    index = make("hnsw", rerank_factor=4)
+    index.add(db)
+    db16 = db.astype(np.float16).astype(np.float32)
+    for q in unit(10, seed=12):
+        got = index.query(q, k=5, rerank=True)
+        want = exact_model(db16, list(range(500)), q, 5)
+        assert [m.place_id for m in got] == [i for i, _ in want]
+        np.testing.assert_allclose([m.score for m in got], [s for _, s in want], rtol=0,
+                                   atol=1e-6)
+        plain = index.query(q, k=5)  # float32 scores differ from float16 ones, a little
+        assert max(abs(a.score - b.score) for a, b in zip(got, plain)) < 2e-3
+
+
+def test_auto_mode_switches_and_keeps_results() -> None:
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="auto", exact_max_places=50, ef=200))
+    db = unit(120)
+    index.add(db[:50])
+    assert index.info()["search"] == "exact"
+    index.add(db[50:])
+    assert index.info()["search"] == "hnsw"
+    assert index.info()["memory_bytes"]["exact"] == 0
+    index.remove(list(range(80)))
+    assert index.info()["search"] == "exact"
+    got = index.query(db[100], k=3)
+    want = exact_model(db[80:], list(range(80, 120)), db[100], 3)
+    assert [m.place_id for m in got] == [i for i, _ in want]
+    np.testing.assert_allclose([m.score for m in got], [s for _, s in want], atol=1e-5)
+
+
+def test_rebuild_drops_removed_and_keeps_answers() -> None:
+    db = unit(300)
+    index = make("hnsw")
+    index.add(db, meta=[{"i": i} for i in range(300)])
+    index.remove(list(range(0, 300, 2)))
+    assert index.info()["rows"] == 300
+    index.rebuild()
+    info = index.info()
+    assert info["rows"] == 150 and info["places"] == 150 and index.ids() == list(range(1, 300, 2))
+    for i in (1, 151, 299):
+        m = index.query(db[i], k=1)[0]
+        assert m.place_id == i and m.meta == {"i": i} and abs(m.score - 1) < 2e-3
+
+
+def test_filter_may_read_but_not_write() -> None:
+    index = make("hnsw")
+    db = unit(50)
+    index.add(db, meta=[{"ok": i % 2 == 0} for i in range(50)])
+    got = index.query(db[1], k=5, filter=lambda pid: index.get(pid).meta["ok"])
+    assert got and all(m.place_id % 2 == 0 for m in got)
+    with pytest.raises(InvalidInputError, match="inside"):
+        index.query(db[1], k=5, filter=lambda pid: bool(index.add(unit(1, seed=9)[0])))
+    assert len(index) == 50
+
+    class Boom(Exception):
+        pass
+
+    def boom(pid: int) -> bool:
+        raise Boom()
+
+    with pytest.raises(Boom):
+        index.query(db[1], k=5, filter=boom)
+    assert index.query(db[1], k=1)[0].place_id == 1  # still usable
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"k": 0}, {"k": 2.5}, {"min_score": float("nan")}, {"exclude_newest": -1},
+    {"exclude_after_stamp": "now"}, {"filter": 3}, {"exclude_ids": "12"}, {"rerank": "yes"},
+])
+def test_bad_query_arguments(kwargs) -> None:
+    index = make("hnsw")
+    index.add(unit(5))
+    with pytest.raises(InvalidInputError):
+        index.query(unit(1)[0], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"M": 1}, {"ef": 0}, {"mode": "fast"}, {"growth_factor": 1.0}, {"norm_tolerance": 0},
+    {"rerank_factor": 0}, {"initial_capacity": 0}, {"ef": 1.5},
+])
+def test_bad_settings(kwargs) -> None:
+    with pytest.raises(InvalidInputError):
+        IndexSettings(**kwargs)
+
+
+def test_set_ef_and_info() -> None:
+    index = PlaceIndex(DIM, fingerprint="abc")
+    index.add(unit(10))
+    index.set_ef(123)
+    info = index.info()
+    assert info["settings"]["ef"] == 123 and index._hnsw.ef == 123
+    assert info["fingerprint"] == "abc" and info["places"] == 10 and info["dim"] == DIM
+    with pytest.raises(InvalidInputError):
+        PlaceIndex(0)
+    with pytest.raises(InvalidInputError):
+        PlaceIndex(DIM, fingerprint=123)  # type: ignore[arg-type]

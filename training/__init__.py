@@ -1,0 +1,1 @@
+"""Training: NetVLAD models, datasets, weakly supervised training and evaluation (needs the `train` extra)."""

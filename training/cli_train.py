@@ -1,0 +1,153 @@
+"""``vpr-train``: make a model (``init``), train it (``fit``), add PCA-whitening (``whiten``).
+
+    vpr-train init --images robot_run_1/ --output model.pt
+    vpr-train fit --frame-aligned day_left day_right --init model.pt --output trained.pt
+    vpr-train whiten trained.pt --images big_folder/ --dim 512 --output trained-w512.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vpr_edge.errors import VprEdgeError
+
+from .config import BACKBONES, preset
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES,
+                        help="CNN producing local features (only efficientnet_lite0 has "
+                             "ImageNet weights available offline)")
+    parser.add_argument("--clusters", type=int, default=64, help="NetVLAD clusters K")
+    parser.add_argument("--height", type=int, default=240, help="model input height (px)")
+    parser.add_argument("--width", type=int, default=320, help="model input width (px)")
+    parser.add_argument("--aggregation", default="netvlad", choices=("netvlad", "avg", "gem"),
+                        help="aggregation of local features (avg/gem are baselines)")
+
+
+def _add_init(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="a usable model in minutes: pretrained backbone + k-means NetVLAD",
+        description="Build an untrained but usable model: ImageNet backbone, NetVLAD "
+                    "centroids from k-means on local features of your images, and the "
+                    "paper's alpha. Optionally fit PCA-whitening on the same images.",
+    )
+    p.add_argument("--images", required=True, type=Path,
+                   help="folder of images from the deployment domain (searched recursively)")
+    p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
+    _add_model_arguments(p)
+    p.add_argument("--max-images", type=int, default=500, help="images used at most")
+    p.add_argument("--descriptors-per-image", type=int, default=100,
+                   help="local descriptors sampled per image for k-means")
+    p.add_argument("--whitening-dim", type=int, default=None,
+                   help="also fit PCA-whitening to this many dims (needs more images)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.set_defaults(run=run_init)
+
+
+def run_init(args: argparse.Namespace) -> dict:
+    from .checkpoint import save_checkpoint
+    from .init_model import init_model, list_images
+
+    config = preset(args.backbone, num_clusters=args.clusters,
+                    input_size=(args.height, args.width), aggregation=args.aggregation)
+    images = list_images(args.images)
+    model, report = init_model(
+        config, images, max_images=args.max_images,
+        descriptors_per_image=args.descriptors_per_image, whitening_dim=args.whitening_dim,
+        seed=args.seed,
+    )
+    save_checkpoint(args.output, model, provenance={
+        "made_by": "vpr-train init", "images": str(args.images), "seed": args.seed,
+        "init": report.to_dict(),
+    })
+    result = {"checkpoint": str(args.output), "dim": model.dim, **report.to_dict()}
+    _print_table("vpr-train init", result)
+    return result
+
+
+def _add_whiten(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "whiten", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="fit PCA-whitening on a (large) folder of images",
+        description="Fit a PCA-whitening layer on the descriptors of a folder of images and "
+                    "write a new checkpoint. Needs many more images than output dims.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint to start from")
+    p.add_argument("--images", required=True, type=Path, help="folder of images")
+    p.add_argument("--dim", type=int, required=True, help="output dims used (e.g. 512)")
+    p.add_argument("--max-dim", type=int, default=None,
+                   help="components stored (any dim up to it can be selected at export); "
+                        "default: --dim")
+    p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
+    p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.set_defaults(run=run_whiten)
+
+
+def run_whiten(args: argparse.Namespace) -> dict:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .init_model import InitReport, fit_whitening, list_images
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build()
+    report = InitReport()
+    fit_whitening(model, list_images(args.images), args.dim, max_dim=args.max_dim,
+                  report=report)
+    save_checkpoint(args.output, model, provenance={
+        **ckpt.provenance, "whitening": {"images": str(args.images), "dim": args.dim,
+                                         "skipped": len(report.skipped)}})
+    result = {"checkpoint": str(args.output), "dim": model.dim,
+              "images_skipped": len(report.skipped)}
+    _print_table("vpr-train whiten", result)
+    return result
+
+
+def _print_table(title: str, values: dict) -> None:
+    width = max(len(k) for k in values)
+    print(title)
+    for key, value in values.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = f"{len(value)} items"
+        print(f"  {key:<{width}}  {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vpr-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Make, train and whiten NetVLAD place-recognition models.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_init(sub)
+    from .train import add_fit_parser
+
+    add_fit_parser(sub)
+    _add_whiten(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.run(args)
+    except VprEdgeError as exc:
+        print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

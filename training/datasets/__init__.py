@@ -1,0 +1,1 @@
+"""Datasets with metric ground truth for training and evaluation."""

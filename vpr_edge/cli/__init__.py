@@ -1,0 +1,55 @@
+"""``vpr-edge``: the runtime's command line (maps, queries, loop closures, benchmarks).
+
+    vpr-edge info model.onnx
+    vpr-edge map build model.onnx maps/route --images run1/
+    vpr-edge query model.onnx maps/route frame.jpg
+    vpr-edge localize model.onnx maps/route --images run2/ --gt names
+    vpr-edge loops model.onnx --images run1/ run2/ --gt names --sweep
+    vpr-edge bench model.onnx --places 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import VprEdgeError
+from . import bench, info, localize, loops, map_build, query
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vpr-edge", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Visual place recognition on the robot: build maps, query them, detect "
+                    "loop closures, measure latency.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info.add_parser(sub)
+    map_parser = sub.add_parser("map", help="map commands (build)")
+    map_sub = map_parser.add_subparsers(dest="map_command", required=True, metavar="ACTION")
+    map_build.add_parser(map_sub)
+    query.add_parser(sub)
+    localize.add_parser(sub)
+    loops.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except VprEdgeError as exc:
+        print(f"vpr-edge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``vpr-edge info PATH``: what a model file, engine file or map directory holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from .output import print_facts, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a model (.onnx/.engine) or a map directory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Print the metadata of an exported model or engine, or "
+                                   "the manifest of a map directory.")
+    p.add_argument("path", type=Path, help="model.onnx, model.engine or a map directory")
+    p.add_argument("--json", type=Path, default=None, help="also write the facts as JSON")
+    p.set_defaults(run=run)
+
+
+def describe_path(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            raise InvalidInputError(f"{path}: a directory, but not a map (no manifest.json)")
+        from ..index import PlaceIndex
+
+        index = PlaceIndex.open(path)
+        info = index.info()
+        return {"kind": "map", "path": str(path), "places": info["places"],
+                "dim": info["dim"], "fingerprint": info["fingerprint"],
+                "M": info["settings"]["M"], "ef": info["settings"]["ef"],
+                "bytes_on_disk": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file or directory")
+    if path.suffix == ".onnx":
+        from ..metadata import read_onnx_metadata
+
+        meta = read_onnx_metadata(str(path))
+        return {"kind": "onnx model", "path": str(path), **_model_facts(meta),
+                "bytes": path.stat().st_size}
+    from ..engine_file import read_engine_header
+
+    header = read_engine_header(path)
+    return {"kind": "tensorrt engine", "path": str(path), **_model_facts(header.model),
+            "tensorrt": f"{header.tensorrt_module} {header.tensorrt_version}",
+            "compute_capability": header.compute_capability, "bytes": path.stat().st_size}
+
+
+def _model_facts(meta) -> dict[str, Any]:
+    return {
+        "model": meta.model_name, "backbone": meta.backbone, "clusters": meta.num_clusters,
+        "local_dim": meta.local_dim, "dim": meta.dim, "whitening": meta.whitening_dim,
+        "input": f"{meta.input_height}x{meta.input_width} {meta.colour_order} uint8 NHWC",
+        "precision": meta.precision,
+        "plugin": None if meta.plugin is None else f"{meta.plugin.name} v{meta.plugin.version}",
+        "fingerprint": meta.fingerprint, "package_version": meta.package_version,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    facts = describe_path(args.path)
+    print_facts(facts, title=f"{facts['kind']}: {args.path}")
+    write_json(args.json, facts)
+    return json.loads(json.dumps(facts, default=str))

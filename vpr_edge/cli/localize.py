@@ -1,0 +1,94 @@
+"""``vpr-edge localize``: look up every frame of a traversal in a map; recall and latency.
+
+The map was built from one traversal (``vpr-edge map build``); each frame of another
+traversal of the same route is queried. With ground truth by frame number (frame-aligned
+folders) or by position, Recall@1/5/10 are printed; always the per-frame latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, MapError
+from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from .output import print_facts, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("localize", help="query every frame of a traversal against a map",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description=__doc__.splitlines()[0])
+    add_model_arguments(p)
+    p.add_argument("map", type=Path, help="map directory")
+    add_source_arguments(p)
+    p.add_argument("--gt", choices=("names", "positions"), default=None,
+                   help="names: a frame matches places whose source file number is within "
+                        "--gt-tolerance; positions: within --gt-radius metres")
+    p.add_argument("--gt-tolerance", type=int, default=2, help="frames, for --gt names")
+    p.add_argument("--gt-radius", type=float, default=25.0, help="metres, for --gt positions")
+    p.add_argument("--json", type=Path, default=None, help="write the summary here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _frame_number(key: str) -> int:
+    from ..loop_metrics import _NUMBER
+
+    found = _NUMBER.search(Path(str(key)).stem)
+    if found is None:
+        raise InvalidInputError(f"{key}: no frame number in the file name for --gt names")
+    return int(found.group(1))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ..localizer import Localizer
+
+    if not args.map.exists():
+        raise MapError(f"{args.map}: no such map; build one with `vpr-edge map build`")
+    source = source_from(args)
+    ks = (1, 5, 10)
+    hits = {k: 0 for k in ks}
+    scored = 0
+    latencies = []
+    with Localizer(args.model, args.map, backend=args.backend,
+                   backend_options=backend_options(args)) as loc:
+        places = {pid: loc.get(pid) for pid in loc.index.ids()}
+        for frame in tqdm(source, total=len(source), desc="localize", unit="frame",
+                          disable=args.no_progress):
+            pixels = frame.pixels()
+            t0 = time.perf_counter()
+            matches = loc.query(pixels, k=max(ks))
+            latencies.append(time.perf_counter() - t0)
+            if args.gt is None:
+                continue
+            if args.gt == "names":
+                want = _frame_number(frame.key)
+                good = [abs(_frame_number(places[m.place_id].meta.get("source", "")) - want)
+                        <= args.gt_tolerance for m in matches]
+            else:
+                if frame.pose is None:
+                    raise InvalidInputError("--gt positions needs a pose for every frame")
+                good = [m.pose is not None and float(np.linalg.norm(
+                    np.subtract(m.pose[:3], frame.pose[:3]))) <= args.gt_radius
+                    for m in matches]
+            scored += 1
+            for k in ks:
+                hits[k] += int(any(good[:k]))
+    ms = np.array(latencies) * 1000
+    summary: dict[str, Any] = {
+        "map": str(args.map), "places": len(places), "frames": len(latencies),
+        "query_ms_p50": round(float(np.percentile(ms, 50)), 2),
+        "query_ms_p95": round(float(np.percentile(ms, 95)), 2),
+    }
+    if scored:
+        summary.update({f"recall@{k}": round(hits[k] / scored, 4) for k in ks})
+    print_facts(summary, title=f"vpr-edge localize: {source.description}")
+    write_json(args.json, summary)
+    return summary

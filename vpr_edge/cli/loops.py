@@ -1,0 +1,188 @@
+"""``vpr-edge loops``: offline loop-closure detection over a sequence of frames.
+
+Every frame is described once, then fed in order to a :class:`LoopClosureDetector` (which
+adds it to a fresh in-memory map after searching). With ground truth, the run is scored
+(precision, recall) and ``--sweep`` re-runs the detector over ``min_score`` thresholds on the
+same descriptors to print a precision-recall curve and the recall at 100% precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..geometric import VerifyConfig
+from ..loop_closure import FrameResult, LoopClosureConfig, LoopClosureDetector
+from ..loop_metrics import (
+    LoopScore, pr_curve, recall_at_full_precision, score_loops, truth_from_names,
+    truth_from_positions,
+)
+from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from .output import print_facts, print_table, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loops", help="detect loop closures over a sequence (offline)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description=__doc__.splitlines()[0])
+    add_model_arguments(p)
+    add_source_arguments(p)
+    d = LoopClosureConfig()
+    g = p.add_argument_group("detector")
+    g.add_argument("--min-score", type=float, default=d.min_score,
+                   help="ignore candidates below this cosine similarity")
+    g.add_argument("--consistency", type=int, default=d.consistency,
+                   help="successive frames that must agree before a loop is reported")
+    g.add_argument("--consistency-radius", type=int, default=d.consistency_radius,
+                   help="how far apart (frames) successive candidates may be and agree")
+    g.add_argument("--exclusion-frames", type=int, default=d.exclusion_frames,
+                   help="the most recent frames never matched")
+    g.add_argument("--exclusion-seconds", type=float, default=None,
+                   help="also exclude frames stamped this recently (needs stamps)")
+    g.add_argument("--candidates", type=int, default=d.candidates, help="top-k searched")
+    g.add_argument("--verify", action="store_true",
+                   help="geometric verification (ORB + RANSAC; needs vpr-edge[verify])")
+    g.add_argument("--min-inliers", type=int, default=VerifyConfig().min_inliers,
+                   help="RANSAC inliers needed to verify")
+    t = p.add_argument_group("ground truth (optional)")
+    t.add_argument("--gt", choices=("names", "positions"), default=None,
+                   help="names: frame-aligned folders (same file number = same place); "
+                        "positions: poses from --list or --pose-topic within --gt-radius")
+    t.add_argument("--gt-tolerance", type=int, default=2,
+                   help="frame-number tolerance for --gt names")
+    t.add_argument("--gt-radius", type=float, default=10.0, help="metres for --gt positions")
+    t.add_argument("--sweep", action="store_true",
+                   help="precision-recall curve over min_score thresholds")
+    p.add_argument("--csv", type=Path, default=None, help="write one row per frame here")
+    p.add_argument("--json", type=Path, default=None, help="write the summary here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def detect(descriptors: np.ndarray, stamps: list, config: LoopClosureConfig,
+           features: list | None = None) -> list[FrameResult]:
+    """Run the detector over precomputed descriptors with a fresh exact in-memory map."""
+    from ..index import IndexSettings, PlaceIndex
+
+    index = PlaceIndex(descriptors.shape[1], settings=IndexSettings(mode="exact"))
+    detector = LoopClosureDetector(index, config)
+    return [detector.process_descriptor(d, stamp=stamps[i],
+                                        features=None if features is None else features[i])
+            for i, d in enumerate(descriptors)]
+
+
+def _eligible(config: LoopClosureConfig, stamps: list):
+    def eligible(q: int, j: int) -> bool:
+        if j > q - 1 - config.exclusion_frames:
+            return False
+        if config.exclusion_seconds is not None:
+            return stamps[j] <= stamps[q] - config.exclusion_seconds
+        return True
+
+    return eligible
+
+
+def _score(results: list[FrameResult], truth, eligible) -> LoopScore:
+    matches = [None if r.loop is None else r.loop.match_id for r in results]
+    return score_loops(matches, truth, eligible)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ..geometric import orb_features
+    from ..localizer import Localizer
+
+    config = LoopClosureConfig(
+        min_score=args.min_score, consistency=args.consistency,
+        consistency_radius=args.consistency_radius, exclusion_frames=args.exclusion_frames,
+        exclusion_seconds=args.exclusion_seconds, candidates=args.candidates,
+        verify=args.verify, verify_config=VerifyConfig(min_inliers=args.min_inliers),
+    )
+    source = source_from(args)
+    frames = list(source)
+    keys = [f.key for f in frames]
+    stamps = [f.stamp for f in frames]
+    if config.exclusion_seconds is not None and any(s is None for s in stamps):
+        raise InvalidInputError("--exclusion-seconds needs stamps (use --list with a "
+                                "timestamp column, or a bag)")
+    truth = None
+    if args.gt == "names":
+        truth = truth_from_names(keys, args.gt_tolerance)
+    elif args.gt == "positions":
+        if any(f.pose is None for f in frames):
+            raise InvalidInputError("--gt positions needs a pose per frame (--list with x, y "
+                                    "columns or --bag with --pose-topic)")
+        truth = truth_from_positions(np.array([f.pose[:3] for f in frames]), args.gt_radius)
+
+    progress = not args.no_progress
+    start = time.perf_counter()
+    with Localizer(args.model, backend=args.backend, batch_size=args.batch,
+                   backend_options=backend_options(args)) as loc:
+        chunks = []
+        for i in tqdm(range(0, len(frames), args.batch), desc="describe", unit="batch",
+                      disable=not progress):
+            chunks.append(loc.describe([f.pixels() for f in frames[i:i + args.batch]]))
+        descriptors = np.concatenate(chunks)
+    describe_s = time.perf_counter() - start
+    features = None
+    if config.verify:
+        features = [orb_features(f.pixels(), config.verify_config)
+                    for f in tqdm(frames, desc="ORB features", disable=not progress)]
+    t0 = time.perf_counter()
+    results = detect(descriptors, stamps, config, features)
+    detect_s = time.perf_counter() - t0
+
+    summary: dict[str, Any] = {
+        "frames": len(frames), "loops_reported": sum(r.loop is not None for r in results),
+        "describe_ms_per_frame": round(1000 * describe_s / max(1, len(frames)), 2),
+        "detect_ms_per_frame": round(1000 * detect_s / max(1, len(frames)), 3),
+    }
+    if truth is not None:
+        eligible = _eligible(config, stamps)
+        summary.update({f"at_min_score_{config.min_score}": _score(results, truth,
+                                                                    eligible).to_dict()})
+        if args.sweep:
+            best = [r.best.score for r in detect(descriptors, stamps,
+                                                 replace(config, min_score=-1.0, verify=False))
+                    if r.best is not None]
+            thresholds = np.unique(np.quantile(best, np.linspace(0.0, 0.99, 25)).round(4))
+            rows = pr_curve(lambda t: _score(detect(descriptors, stamps,
+                                                    replace(config, min_score=t), features),
+                                             truth, eligible), thresholds)
+            summary["pr_curve"] = rows
+            summary["recall_at_100_precision"] = recall_at_full_precision(rows)
+            print_table(rows, title="precision-recall over min_score")
+    print_facts({k: v for k, v in summary.items() if k != "pr_curve"},
+                title=f"vpr-edge loops: {source.description}")
+    if args.csv is not None:
+        _write_csv(args.csv, frames, results, truth)
+    write_json(args.json, summary)
+    return summary
+
+
+def _write_csv(path: Path, frames, results: list[FrameResult], truth) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "source", "stamp", "best_match", "best_score", "loop_match",
+                         "loop_score", "verified", "inliers", "correct"])
+        for frame, r in zip(frames, results):
+            loop = r.loop
+            correct = None if truth is None or loop is None else loop.match_id in truth[frame.index]
+            writer.writerow([
+                frame.index, frame.key, frame.stamp,
+                None if r.best is None else r.best.place_id,
+                None if r.best is None else round(r.best.score, 5),
+                None if loop is None else loop.match_id,
+                None if loop is None else round(loop.score, 5),
+                None if loop is None else loop.verified,
+                None if loop is None else loop.inliers, correct,
+            ])

@@ -1,0 +1,50 @@
+"""Printing results as short tables and writing them as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> None:
+    """Rows of equal keys as an aligned text table."""
+    if title:
+        print(title)
+    if not rows:
+        print("  (nothing)")
+        return
+    columns = list(rows[0])
+    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in cells:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def print_facts(facts: dict[str, Any], title: str | None = None) -> None:
+    """Key/value pairs, one per line."""
+    if title:
+        print(title)
+    width = max((len(k) for k in facts), default=0)
+    for key, value in facts.items():
+        print(f"  {key:<{width}}  {format_value(value)}")
+
+
+def write_json(path: str | os.PathLike | None, data: Any) -> None:
+    """Write ``data`` as indented JSON when a path was given."""
+    if path is None:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,44 @@
+"""``vpr-edge query``: the places in a map most similar to some images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import add_model_arguments, backend_options
+from .output import print_table, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("query", help="find the places in a map most similar to images",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Print the k best matches in MAP for each image.")
+    add_model_arguments(p)
+    p.add_argument("map", type=Path, help="map directory")
+    p.add_argument("images", type=Path, nargs="+", help="image files to look up")
+    p.add_argument("-k", type=int, default=5, help="matches per image")
+    p.add_argument("--min-score", type=float, default=None, help="drop matches below this")
+    p.add_argument("--json", type=Path, default=None, help="write all matches as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..errors import MapError
+    from ..localizer import Localizer
+
+    if not args.map.exists():
+        raise MapError(f"{args.map}: no such map; build one with `vpr-edge map build`")
+    results = []
+    with Localizer(args.model, args.map, backend=args.backend,
+                   backend_options=backend_options(args)) as loc:
+        descriptors = loc.describe([str(p) for p in args.images])
+        for image, descriptor in zip(args.images, descriptors):
+            for rank, m in enumerate(loc.query_descriptor(descriptor, args.k,
+                                                          min_score=args.min_score), start=1):
+                results.append({"image": image.name, "rank": rank, "place_id": m.place_id,
+                                "score": round(m.score, 4), "stamp": m.stamp,
+                                "source": Path(str(m.meta.get("source", ""))).name or None})
+    print_table(results, title=f"vpr-edge query ({len(args.images)} images)")
+    write_json(args.json, results)
+    return {"matches": results}

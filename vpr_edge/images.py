@@ -1,0 +1,148 @@
+"""Decode, check and resize camera frames (numpy + Pillow; no torch).
+
+Every path into a model goes through here, in training, export validation and on the robot,
+so all of them resize the same way. Frames are ``uint8`` arrays: ``HxWx3`` (RGB, or BGR when
+asked) or ``HxW`` mono. Anything else is refused with an :class:`InvalidInputError` that says
+what was wrong and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from .errors import ImageDecodeError, InvalidInputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Largest frame side accepted (pixels); bigger frames are almost certainly a mistake.
+MAX_SIDE = 16384
+#: Colour orders a caller can declare for a 3-channel frame.
+COLOUR_ORDERS = ("RGB", "BGR")
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Read an image file as ``uint8 HxWx3`` RGB.
+
+    Raises :class:`ImageDecodeError` for a missing, unreadable, truncated or non-image file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(f"{path}: image file not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(
+            f"{path}: cannot decode image ({exc}); the file is truncated, damaged or not an "
+            "image (JPEG/PNG/BMP/... expected)"
+        ) from exc
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 HxWx3`` RGB."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(
+            f"cannot decode {len(data)} bytes of image data ({exc}); expected a complete "
+            "JPEG or PNG"
+        ) from exc
+
+
+def as_rgb_frame(frame: np.ndarray, colour_order: str = "RGB") -> np.ndarray:
+    """Check a frame and return it as a C-contiguous ``uint8 HxWx3`` RGB array.
+
+    Accepts ``uint8`` ``HxWx3`` in ``colour_order`` (``"RGB"`` or ``"BGR"``), ``HxWx1`` or
+    ``HxW`` mono. Float frames are refused (convert with ``np.clip(x * 255, 0, 255)
+    .astype(np.uint8)`` if they are 0..1), as are empty or absurdly large frames.
+    """
+    if colour_order not in COLOUR_ORDERS:
+        raise InvalidInputError(
+            f"colour_order must be one of {COLOUR_ORDERS}, got {colour_order!r}"
+        )
+    if not isinstance(frame, np.ndarray):
+        raise InvalidInputError(
+            f"a frame must be a numpy array (or a file path), got {type(frame).__name__}"
+        )
+    if frame.dtype != np.uint8:
+        hint = ""
+        if np.issubdtype(frame.dtype, np.floating):
+            hint = (
+                "; for 0..1 floats use np.clip(frame * 255, 0, 255).astype(np.uint8) "
+                "after checking for NaN/inf"
+            )
+        elif frame.dtype == np.uint16:
+            hint = "; for 16-bit mono use (frame >> 8).astype(np.uint8) or scale to your range"
+        raise InvalidInputError(f"frames must be uint8, got {frame.dtype}{hint}")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    elif frame.ndim != 3 or frame.shape[2] != 3:
+        raise InvalidInputError(
+            f"a frame must be HxWx3 (colour) or HxW (mono), got shape {frame.shape}"
+        )
+    height, width = frame.shape[:2]
+    if height == 0 or width == 0:
+        raise InvalidInputError(f"empty frame of shape {frame.shape}")
+    if max(height, width) > MAX_SIDE:
+        raise InvalidInputError(
+            f"frame of {width}x{height} pixels exceeds the {MAX_SIDE}-pixel limit per side"
+        )
+    if colour_order == "BGR":
+        frame = frame[:, :, ::-1]
+    return np.ascontiguousarray(frame)
+
+
+def resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an ``uint8 HxWx3`` frame to ``height x width``.
+
+    Shrinking averages the source pixels each output pixel covers (an area/box filter, so
+    nothing aliases); enlarging is bilinear. OpenCV does it when it is installed (about 20x
+    faster than Pillow for a 640x480 frame), Pillow otherwise; the two agree to within one
+    grey level on average (tested). Training, export validation and the robot all call this
+    function, so models see the same pixels everywhere.
+    """
+    if frame.shape[0] == height and frame.shape[1] == width:
+        return frame
+    shrinking = height <= frame.shape[0] and width <= frame.shape[1]
+    cv2 = _opencv()
+    if cv2 is not None:
+        flag = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        return cv2.resize(frame, (width, height), interpolation=flag)
+    from PIL import Image
+
+    flag = Image.BOX if shrinking else Image.BILINEAR
+    return np.asarray(Image.fromarray(frame).resize((width, height), flag))
+
+
+def resizer_name() -> str:
+    """Which library :func:`resize` uses here (``"opencv"`` or ``"pillow"``)."""
+    return "opencv" if _opencv() is not None else "pillow"
+
+
+_CV2: list = []
+
+
+def _opencv():
+    """OpenCV's module, or None when it is not installed (looked up once)."""
+    if not _CV2:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        _CV2.append(cv2)
+    return _CV2[0]

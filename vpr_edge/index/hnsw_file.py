@@ -1,0 +1,81 @@
+"""Read and check the header of an hnswlib index file before hnswlib loads it.
+
+hnswlib (0.8) loads whatever it is given: its files hold neither the space nor the dimension,
+and a damaged header can make it allocate absurd amounts of memory or read out of bounds. This
+module parses the fixed header and walks the per-element link-list sizes exactly as hnswlib's
+own loader does, so a file whose layout disagrees with the map's manifest (dimension, M,
+ef_construction, element count) or whose length is inconsistent is refused with a clear error
+first. Layout (little-endian, hnswlib ``HierarchicalNSW::saveIndex``)::
+
+    u64 offsetLevel0, u64 max_elements, u64 cur_element_count, u64 size_data_per_element,
+    u64 label_offset, u64 offsetData, i32 maxlevel, u32 enterpoint_node, u64 maxM, u64 maxM0,
+    u64 M, f64 mult, u64 ef_construction,
+    level-0 block: cur_element_count * size_data_per_element bytes,
+    then per element: u32 linkListSize + linkListSize bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+HEADER_BYTES = _HEADER.size  # 96
+
+
+@dataclass(frozen=True)
+class HnswHeader:
+    """The fields of an hnswlib file header that the map checks."""
+
+    elements: int
+    max_elements: int
+    dim: int
+    M: int
+    ef_construction: int
+    file_bytes: int
+
+
+class HnswFileError(ValueError):
+    """The file is not a consistent hnswlib index (the message says why)."""
+
+
+def read_header(path: Path) -> HnswHeader:
+    """Parse and check an hnswlib file (float32 vectors); raise :class:`HnswFileError`."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_BYTES)
+        if len(head) < HEADER_BYTES:
+            raise HnswFileError(f"{len(head)} bytes, shorter than the {HEADER_BYTES}-byte header")
+        (offset_level0, max_elements, count, size_per_element, label_offset, offset_data,
+         max_level, enter_point, max_m, max_m0, m, mult, ef_construction) = _HEADER.unpack(head)
+        fh.seek(0, 2)
+        total = fh.tell()
+        links0 = max_m0 * 4 + 4
+        data_size = label_offset - offset_data
+        if (offset_level0 != 0 or offset_data != links0 or data_size <= 0 or data_size % 4
+                or size_per_element != links0 + data_size + 8 or max_m0 != 2 * m
+                or max_m != m or not 1 < m < 1 << 16 or max_level < -1
+                or not abs(mult - 1.0 / math.log(m)) < 1e-9
+                or count > max_elements or (count and enter_point >= count)):
+            raise HnswFileError("inconsistent header fields")
+        level0_end = HEADER_BYTES + count * size_per_element
+        if level0_end > total:
+            raise HnswFileError(f"truncated: {total} bytes, the level-0 block alone needs "
+                                f"{level0_end}")
+        fh.seek(level0_end)
+        tail = fh.read()
+    pos = 0
+    links_per_level = max_m * 4 + 4
+    for _ in range(count):
+        if pos + 4 > len(tail):
+            raise HnswFileError("truncated in the upper-level link lists")
+        (size,) = struct.unpack_from("<I", tail, pos)
+        if size % links_per_level:
+            raise HnswFileError("bad upper-level link-list size")
+        pos += 4 + size
+    if pos != len(tail):
+        raise HnswFileError(f"{len(tail) - pos:+d} bytes after the last link list "
+                            "(truncated or trailing data)")
+    return HnswHeader(elements=int(count), max_elements=int(max_elements), dim=data_size // 4,
+                      M=int(m), ef_construction=int(ef_construction), file_bytes=int(total))

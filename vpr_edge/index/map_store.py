@@ -1,0 +1,503 @@
+"""Write and read the files of a map directory (the format; the swap is in ``atomic_dir``).
+
+Layout of a map directory::
+
+    manifest.json                           table of contents + checksums (map_format.py)
+    index.hnsw                              the hnswlib graph and float32 vectors
+    removed.npy                             bool per record row: place removed
+    seg-<start>-<stop>.records.npy          structured: id int64, stamp float64, pose float64[P]
+    seg-<start>-<stop>.descriptors.npy      float16 [rows, dim]
+    seg-<start>-<stop>.meta.jsonl           one JSON object per row
+
+Record rows are append-only, so the segment files of rows already saved never change. A save
+hard-links them from the current map into the new one (falling back to writing them from
+memory when linking is impossible or the file on disk is not the one this process saw), and
+writes only a segment for the new rows. Trailing segments are merged while a segment is
+smaller than a quarter of the one before it, so there are O(log n) segments and each row is
+rewritten O(log n) times over the life of a map. ``index.hnsw`` and ``removed.npy`` are
+rewritten on every save.
+
+Reading checks the manifest, then the size and sha256 of every file, before parsing any of
+them, and checks the hnswlib header against the manifest before hnswlib sees the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import MapCorruptError, MapError, ModelMismatchError
+from . import atomic_dir, hnsw_file
+from .map_format import (
+    INDEX_NAME,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    REMOVED_NAME,
+    FileInfo,
+    Manifest,
+    SegmentInfo,
+    record_dtype,
+)
+from .records import PlaceRecords
+
+#: Merge a trailing segment into the one before while that one is < MERGE_RATIO x larger.
+MERGE_RATIO = 4
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DiskState:
+    """What this process knows is on disk for a map, so the next save can reuse files."""
+
+    path: Path
+    segments: tuple[SegmentInfo, ...]
+    files: dict[str, FileInfo]
+    stats: dict[str, tuple[int, int, int]]  # name -> (inode, size, mtime_ns) when written
+    created_at: str
+
+
+@dataclass(frozen=True)
+class MapContents:
+    """A consistent view of an index, taken under its read lock, for :func:`write_files`."""
+
+    records: PlaceRecords
+    hnsw: Any  # hnswlib.Index
+    dim: int
+    M: int
+    ef_construction: int
+    ef: int
+    fingerprint: str | None
+    count: int
+    next_id: int
+    created_at: str
+
+
+@dataclass
+class PendingMap:
+    """Files written to a temp directory, waiting for :func:`finish`."""
+
+    tmp: Path
+    contents_manifest: dict[str, Any]
+    segments: tuple[SegmentInfo, ...]
+    files: dict[str, FileInfo | None]  # None: hash still to compute (index.hnsw)
+    new_files: list[str]
+
+
+@dataclass
+class LoadedMap:
+    """What :func:`read_map` found."""
+
+    manifest: Manifest
+    records: PlaceRecords
+    hnsw: Any  # hnswlib.Index, or None when it must be rebuilt (see ``index_problem``)
+    index_problem: str | None
+    disk: DiskState
+    source: Path  # the directory actually read (the map, or its ``.old`` after a crash)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file wrapper that hashes and counts what goes through it."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        self.sha.update(view)
+        self._fh.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+
+def _write_file(path: Path, fill, sync: bool = True) -> FileInfo:
+    """Create ``path``, let ``fill(writer)`` write it (and fsync it when ``sync``); return its
+    size and hash."""
+    with open(path, "xb") as fh:
+        writer = _HashingWriter(fh)
+        fill(writer)
+        fh.flush()
+        if sync:
+            os.fsync(fh.fileno())
+    return FileInfo(bytes=writer.size, sha256=writer.sha.hexdigest())
+
+
+def _hash_fd(fh: BinaryIO) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    while True:
+        block = fh.read(_CHUNK)
+        if not block:
+            return size, sha.hexdigest()
+        sha.update(block)
+        size += len(block)
+
+
+def _stat(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _plan_segments(previous: tuple[SegmentInfo, ...], rows: int) -> tuple[SegmentInfo, ...]:
+    plan = list(previous)
+    covered = plan[-1].stop if plan else 0
+    if rows > covered:
+        plan.append(SegmentInfo(covered, rows))
+    while len(plan) >= 2 and plan[-2].rows < MERGE_RATIO * plan[-1].rows:
+        last = plan.pop()
+        plan[-1] = SegmentInfo(plan[-1].start, last.stop)
+    return tuple(plan)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def _write_segment(tmp: Path, seg: SegmentInfo, records: PlaceRecords) -> dict[str, FileInfo]:
+    a, b = seg.start, seg.stop
+    rec = np.empty(seg.rows, dtype=record_dtype(records.pose_dim))
+    rec["id"] = records.ids[a:b]
+    rec["stamp"] = records.stamps[a:b]
+    if records.poses is not None:
+        rec["pose"] = records.poses[a:b]
+    desc = records.desc16[a:b]
+    meta_lines = [(m if m is not None else "{}") for m in records.meta[a:b]]
+
+    def write_meta(w: _HashingWriter) -> None:
+        for start in range(0, len(meta_lines), 4096):
+            w.write(("\n".join(meta_lines[start:start + 4096]) + "\n").encode("utf-8"))
+
+    return {  # fsynced later by finish(), outside the index's lock
+        seg.records: _write_file(tmp / seg.records, lambda w: np.save(w, rec, allow_pickle=False),
+                                 sync=False),
+        seg.descriptors: _write_file(tmp / seg.descriptors,
+                                     lambda w: np.save(w, desc, allow_pickle=False), sync=False),
+        seg.meta: _write_file(tmp / seg.meta, write_meta, sync=False),
+    }
+
+
+def _try_link(previous: DiskState, target: Path, tmp: Path, seg: SegmentInfo
+              ) -> dict[str, FileInfo] | None:
+    """Hard-link an unchanged segment's files from the current map, if they are intact."""
+    out: dict[str, FileInfo] = {}
+    for name in seg.files:
+        src = target / name
+        try:
+            if _stat(src) != previous.stats.get(name) or name not in previous.files:
+                return None
+            os.link(src, tmp / name)
+        except OSError:
+            return None
+        out[name] = previous.files[name]
+    return out
+
+
+def write_files(tmp: Path, contents: MapContents, target: Path,
+                previous: DiskState | None) -> PendingMap:
+    """Write the map's data files into ``tmp`` (call while holding the index's read lock).
+
+    Nothing is fsynced here, so the lock is held only while bytes go to the page cache."""
+    records = contents.records
+    reuse = previous is not None and previous.path == target and (
+        not previous.segments or previous.segments[-1].stop <= records.rows)
+    prev_segments = previous.segments if reuse and previous is not None else ()
+    plan = _plan_segments(prev_segments, records.rows)
+    files: dict[str, FileInfo | None] = {}
+    new_files: list[str] = []
+    for seg in plan:
+        linked = None
+        if seg in prev_segments and previous is not None:
+            linked = _try_link(previous, target, tmp, seg)
+        if linked is None:
+            for name in seg.files:
+                (tmp / name).unlink(missing_ok=True)
+            linked = _write_segment(tmp, seg, records)
+            new_files.extend(linked)
+        files.update(linked)
+    removed = records.removed[: records.rows].copy()
+    files[REMOVED_NAME] = _write_file(tmp / REMOVED_NAME,
+                                      lambda w: np.save(w, removed, allow_pickle=False),
+                                      sync=False)
+    new_files.append(REMOVED_NAME)
+    contents.hnsw.save_index(str(tmp / INDEX_NAME))
+    files[INDEX_NAME] = None
+    new_files.append(INDEX_NAME)
+    manifest = {
+        "fingerprint": contents.fingerprint,
+        "dim": contents.dim,
+        "M": contents.M,
+        "ef_construction": contents.ef_construction,
+        "ef": contents.ef,
+        "count": contents.count,
+        "rows": records.rows,
+        "next_id": contents.next_id,
+        "pose_dim": records.pose_dim,
+        "index_elements": int(contents.hnsw.element_count),
+        "index_capacity": int(contents.hnsw.max_elements),
+        "created_at": contents.created_at,
+    }
+    return PendingMap(tmp, manifest, plan, files, new_files)
+
+
+def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
+    """Hash and fsync what :func:`write_files` wrote, then write the manifest last.
+
+    Needs no lock: only the temp directory is touched. Returns the disk state the map will
+    have once :func:`atomic_dir.commit` has swapped it in.
+    """
+    tmp = pending.tmp
+    index_path = tmp / INDEX_NAME
+    m = pending.contents_manifest
+    try:  # hnswlib ignores write errors (a full disk leaves a short file): check it
+        header = hnsw_file.read_header(index_path)
+    except (OSError, hnsw_file.HnswFileError) as exc:
+        raise MapError(f"{index_path}: hnswlib wrote an incomplete index file ({exc}); is "
+                       "the disk full? The previous map is untouched") from exc
+    if header.elements != m["index_elements"] or header.dim != m["dim"]:
+        raise MapError(f"{index_path}: hnswlib wrote {header.elements} elements of dim "
+                       f"{header.dim}, expected {m['index_elements']} of dim {m['dim']}")
+    with open(index_path, "rb") as fh:
+        size, sha = _hash_fd(fh)
+    for name in pending.new_files:  # linked files were made durable by an earlier save
+        atomic_dir.fsync_file(tmp / name)
+    files = dict(pending.files)
+    files[INDEX_NAME] = FileInfo(bytes=size, sha256=sha)
+    manifest = Manifest(
+        fingerprint=m["fingerprint"], dim=m["dim"], M=m["M"],
+        ef_construction=m["ef_construction"], ef=m["ef"], count=m["count"], rows=m["rows"],
+        next_id=m["next_id"], pose_dim=m["pose_dim"], index_elements=m["index_elements"],
+        index_capacity=m["index_capacity"], segments=pending.segments,
+        files={k: v for k, v in files.items() if v is not None},
+        created_at=m["created_at"], updated_at=now, vpr_edge_version=__version__,
+    )
+    data = manifest.to_bytes()
+    _write_file(tmp / MANIFEST_NAME, lambda w: w.write(data))
+    stats = {name: _stat(tmp / name) for name in manifest.files}
+    return DiskState(path=target, segments=pending.segments, files=dict(manifest.files),
+                     stats=stats, created_at=m["created_at"])
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse to save over something that is not a vpr-edge map (or an empty directory)."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise MapError(f"{target} exists and is not a directory; refusing to replace it "
+                       "with a map (choose another path)")
+    manifest = target / MANIFEST_NAME
+    try:
+        head = manifest.read_bytes()[:4096]
+    except FileNotFoundError:
+        if any(target.iterdir()):
+            raise MapError(f"{target} exists, is not empty and holds no {MANIFEST_NAME}: it is "
+                           "not a vpr-edge map; refusing to replace it (choose another path)")
+        return
+    except OSError as exc:
+        raise MapError(f"{manifest}: cannot read ({exc})") from exc
+    if b'"vpr-edge-map"' not in head:
+        raise MapError(f"{target} is not a vpr-edge map ({MANIFEST_NAME} belongs to something "
+                       "else); refusing to replace it")
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def _corrupt(path: Path, why: str) -> MapCorruptError:
+    return MapCorruptError(f"{path}: {why}; the map is damaged (restore it from a backup, or "
+                           "rebuild it; open(..., rebuild_if_corrupt=True) rebuilds a damaged "
+                           "index.hnsw from the stored descriptors)")
+
+
+def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
+    """Check size and sha256 of one file; return its bytes if small, else None."""
+    path = where / name
+    try:
+        with open(path, "rb") as fh:
+            actual = os.fstat(fh.fileno()).st_size
+            if actual != info.bytes:
+                raise _corrupt(path, f"{actual} bytes, the manifest says {info.bytes} "
+                               "(truncated or replaced)")
+            if info.bytes <= _CHUNK:
+                data = fh.read()
+                size, sha = len(data), hashlib.sha256(data).hexdigest()
+            else:
+                data = None
+                size, sha = _hash_fd(fh)
+    except FileNotFoundError as exc:
+        raise _corrupt(path, "file missing") from exc
+    except OSError as exc:
+        raise _corrupt(path, f"cannot read ({exc})") from exc
+    if size != info.bytes or sha != info.sha256:
+        raise _corrupt(path, "sha256 differs from the manifest (bit flip, or a file from "
+                       "another map)")
+    return data
+
+
+def _load_npy(where: Path, name: str, data: bytes | None) -> np.ndarray:
+    path = where / name
+    try:
+        if data is not None:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
+
+
+def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[str | None]:
+    path = where / name
+    raw = data if data is not None else path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise _corrupt(path, f"not UTF-8 ({exc})") from exc
+    if not lines or lines[-1] != "" or len(lines) - 1 != rows:
+        raise _corrupt(path, f"{len(lines) - 1} lines, expected {rows}")
+    out: list[str | None] = []
+    for i, line in enumerate(lines[:-1]):
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise _corrupt(path, f"line {i + 1} is not JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise _corrupt(path, f"line {i + 1} is not a JSON object")
+        out.append(line if obj else None)
+    return out
+
+
+def read_manifest(where: Path) -> Manifest:
+    path = where / MANIFEST_NAME
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise MapCorruptError(f"{path}: file missing; {where} is not a vpr-edge map or is "
+                              "damaged") from exc
+    except OSError as exc:
+        raise MapCorruptError(f"{path}: cannot read ({exc})") from exc
+    return Manifest.from_bytes(data, path)
+
+
+def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
+             rebuild_if_corrupt: bool = False) -> LoadedMap:
+    """Read and check a whole map; never writes anything.
+
+    ``hnsw_factory(dim)`` makes an empty ``hnswlib.Index`` to load into. A damaged
+    ``index.hnsw`` raises :class:`MapCorruptError`, or with ``rebuild_if_corrupt`` comes back
+    as ``hnsw=None`` with the reason in ``index_problem``; any other damage always raises.
+    """
+    with atomic_dir.shared_lock(target):
+        where = atomic_dir.resolve_for_read(target)
+        if where is None:
+            raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
+                           "left by an interrupted save)")
+        manifest = read_manifest(where)
+        if fingerprint is not None and manifest.fingerprint != fingerprint:
+            raise ModelMismatchError(
+                f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
+                f"but the model in use has {fingerprint!r}; descriptors of two models are not "
+                "comparable: build a new map with this model (or load the matching model)"
+            )
+        small: dict[str, bytes | None] = {}
+        index_problem: str | None = None
+        for name, info in manifest.files.items():
+            if name == INDEX_NAME and rebuild_if_corrupt:
+                try:
+                    _verify(where, name, info)
+                except MapCorruptError as exc:
+                    index_problem = str(exc)
+                continue
+            small[name] = _verify(where, name, info)
+
+        records = _read_records(where, manifest, small)
+        hnsw = None
+        if index_problem is None:
+            try:
+                hnsw = _read_index(where, manifest, hnsw_factory)
+                labels = set(hnsw.get_ids_list())
+                ids = set(records.ids[: records.rows].tolist())
+                if labels != ids:
+                    raise _corrupt(where / INDEX_NAME, f"holds {len(labels)} place ids that "
+                                   f"differ from the {len(ids)} in the records")
+            except MapCorruptError as exc:
+                if not rebuild_if_corrupt:
+                    raise
+                hnsw, index_problem = None, str(exc)
+        stats = {name: _stat(where / name) for name in manifest.files
+                 if name != INDEX_NAME or hnsw is not None}
+        disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
+                         stats=stats, created_at=manifest.created_at)
+        return LoadedMap(manifest, records, hnsw, index_problem, disk, where)
+
+
+def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None]
+                  ) -> PlaceRecords:
+    dtype = record_dtype(manifest.pose_dim)
+    ids, stamps, poses, descs, metas = [], [], [], [], []
+    for seg in manifest.segments:
+        rec = _load_npy(where, seg.records, small.get(seg.records))
+        if rec.dtype != dtype or rec.shape != (seg.rows,):
+            raise _corrupt(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
+                           f"{dtype} ({seg.rows},)")
+        desc = _load_npy(where, seg.descriptors, small.get(seg.descriptors))
+        if desc.dtype != np.float16 or desc.shape != (seg.rows, manifest.dim):
+            raise _corrupt(where / seg.descriptors, f"dtype {desc.dtype} shape {desc.shape}, "
+                           f"expected float16 ({seg.rows}, {manifest.dim})")
+        ids.append(rec["id"])
+        stamps.append(rec["stamp"])
+        poses.append(rec["pose"].reshape(seg.rows, manifest.pose_dim))
+        descs.append(desc)
+        metas.extend(_load_meta(where, seg.meta, small.get(seg.meta), seg.rows))
+    removed = _load_npy(where, REMOVED_NAME, small.get(REMOVED_NAME))
+    if removed.dtype != np.bool_ or removed.shape != (manifest.rows,):
+        raise _corrupt(where / REMOVED_NAME, f"dtype {removed.dtype} shape {removed.shape}, "
+                       f"expected bool ({manifest.rows},)")
+    dim = manifest.dim
+    cat = (lambda parts, empty: np.concatenate(parts) if parts else empty)
+    id_col = cat(ids, np.zeros(0, np.int64))
+    live = id_col[~removed]
+    if int(live.size) != manifest.count or np.unique(live).size != live.size:
+        raise _corrupt(where / MANIFEST_NAME, f"{live.size} live places ({np.unique(live).size} "
+                       f"distinct ids), the manifest says {manifest.count}")
+    if id_col.size and int(id_col.max()) >= manifest.next_id:
+        raise _corrupt(where / MANIFEST_NAME, "next_id is not above every place id")
+    return PlaceRecords.from_columns(
+        dim, id_col, cat(stamps, np.zeros(0)), removed,
+        cat(descs, np.zeros((0, dim), np.float16)),
+        cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None,
+        metas, capacity=manifest.rows)
+
+
+def _read_index(where: Path, manifest: Manifest, hnsw_factory):
+    path = where / INDEX_NAME
+    try:
+        header = hnsw_file.read_header(path)
+    except hnsw_file.HnswFileError as exc:
+        raise _corrupt(path, f"not a consistent hnswlib index ({exc})") from exc
+    except OSError as exc:
+        raise _corrupt(path, f"cannot read ({exc})") from exc
+    expected = (manifest.dim, manifest.M, manifest.ef_construction, manifest.index_elements)
+    found = (header.dim, header.M, header.ef_construction, header.elements)
+    if found != expected:
+        raise _corrupt(path, "the index file disagrees with the manifest: (dim, M, "
+                       f"ef_construction, elements) = {found} in the file, {expected} in "
+                       "the manifest")
+    index = hnsw_factory(manifest.dim)
+    try:
+        index.load_index(str(path), max_elements=max(manifest.index_capacity, 1))
+    except RuntimeError as exc:
+        raise _corrupt(path, f"hnswlib cannot load it ({exc})") from exc
+    if index.element_count != manifest.index_elements:
+        raise _corrupt(path, f"{index.element_count} elements, manifest says "
+                       f"{manifest.index_elements}")
+    return index

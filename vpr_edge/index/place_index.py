@@ -1,0 +1,563 @@
+"""``PlaceIndex``: the places a robot has seen, searchable by descriptor, saved as a map.
+
+An hnswlib graph (inner product on L2-normalised float32 descriptors) plus per-place records
+(id, stamp, pose, metadata, float16 descriptor). Exact numpy search replaces the graph for
+small maps, and the same query semantics hold in both. Queries run concurrently with each
+other; adds, removals and rebuilds take turns with them (a readers-writer lock), because
+hnswlib's search is not safe against inserts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+import os
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+import hnswlib
+import numpy as np
+
+from ..errors import InvalidInputError
+from . import atomic_dir, exact, map_store, validate
+from .records import PlaceRecords
+from .results import PlaceMatch, PlaceRecord
+from .rwlock import ReadWriteLock
+from .settings import SPACE, IndexSettings
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+IdFilter = Callable[[int], bool]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _new_hnsw(dim: int, settings: IndexSettings, capacity: int) -> Any:
+    index = hnswlib.Index(space=SPACE, dim=dim)
+    index.init_index(max_elements=max(1, capacity), M=settings.M,
+                     ef_construction=settings.ef_construction,
+                     random_seed=settings.random_seed)
+    index.set_ef(settings.ef)
+    return index
+
+
+def _finite_or_none(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{what}: expected a float or None, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise InvalidInputError(f"{what}: {f} is not finite")
+    return f
+
+
+class PlaceIndex:
+    """Places searchable by descriptor, with records, filters and crash-safe persistence.
+
+    >>> import numpy as np
+    >>> index = PlaceIndex(4, fingerprint="model-sha256")
+    >>> ids = index.add(np.eye(4, dtype=np.float32), stamps=[0.0, 1.0, 2.0, 3.0])
+    >>> [m.place_id for m in index.query(np.eye(4, dtype=np.float32)[2], k=1)]
+    [2]
+    """
+
+    def __init__(self, dim: int, *, fingerprint: str | None = None,
+                 settings: IndexSettings | None = None) -> None:
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim:
+            raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise InvalidInputError(f"fingerprint must be a string (the model's), got "
+                                    f"{type(fingerprint).__name__}")
+        settings = settings if settings is not None else IndexSettings()
+        if not isinstance(settings, IndexSettings):
+            raise InvalidInputError("settings must be an IndexSettings")
+        self._dim = int(dim)
+        self._fingerprint = fingerprint
+        self._settings = settings
+        self._lock = ReadWriteLock()
+        self._save_mutex = threading.Lock()
+        self._records = PlaceRecords(self._dim, settings.initial_capacity)
+        self._row_of: dict[int, int] = {}  # id -> latest row (live or removed)
+        self._live = 0
+        self._next_id = 0
+        self._hnsw = _new_hnsw(self._dim, settings, settings.initial_capacity)
+        self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
+        self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
+        self._disk: tuple[int, map_store.DiskState] | None = None
+        self._path: Path | None = None
+        self._created_at = _now()
+        self._sync_exact()
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self._fingerprint
+
+    @property
+    def settings(self) -> IndexSettings:
+        return self._settings
+
+    @property
+    def path(self) -> Path | None:
+        """Where the map was last opened from or saved to (the default for :meth:`save`)."""
+        return self._path
+
+    def __len__(self) -> int:
+        return self._live
+
+    def __contains__(self, place_id: object) -> bool:
+        if not isinstance(place_id, numbers.Integral) or isinstance(place_id, bool):
+            return False
+        with self._lock.read():
+            row = self._row_of.get(int(place_id))
+            return row is not None and not self._records.removed[row]
+
+    def __repr__(self) -> str:
+        return (f"PlaceIndex(dim={self._dim}, places={self._live}, "
+                f"fingerprint={self._fingerprint!r}, path={self._path})")
+
+    # -- change --------------------------------------------------------------------------
+    def add(self, descriptors: Any, *, ids: Any = None, stamps: Any = None, poses: Any = None,
+            meta: Any = None) -> list[int]:
+        """Add places; return their ids.
+
+        Args:
+            descriptors: ``(dim,)`` for one place or ``(n, dim)`` for a batch; float,
+                L2-normalised (norm within ``1 +- settings.norm_tolerance``), finite.
+            ids: None to number places automatically (from ``next_id``, never reused), or an
+                int (one place) / a sequence of ``n`` distinct non-negative ints. An id that is
+                live already is refused; a removed id may be added again.
+            stamps: float seconds or None, one per place (a scalar for one place).
+            poses: a sequence of floats (e.g. ``x, y, z, qx, qy, qz, qw``) or None per place;
+                all poses in a map have the same length.
+            meta: a JSON-serialisable dict (string keys, no NaN) or None per place; stored
+                as JSON, so tuples come back as lists.
+
+        Raises:
+            InvalidInputError: bad descriptors, ids, stamps, poses or metadata; nothing added.
+        """
+        s = self._settings
+        desc, single = validate.descriptors(descriptors, self._dim, s.norm_tolerance)
+        n = desc.shape[0]
+        given = None if ids is None else validate.id_list(ids, n)
+        st = validate.stamps(stamps, n, single)
+        ps = validate.poses(poses, n, single)
+        ms = validate.metas(meta, n, single)
+        with self._lock.write():
+            self._records.check_poses(ps)
+            if given is None:
+                if self._next_id + n - 1 > validate.MAX_ID:
+                    raise InvalidInputError("automatic ids exhausted (2**63); pass ids=")
+                new_ids = list(range(self._next_id, self._next_id + n))
+            else:
+                removed = self._records.removed
+                clash = [i for i in given
+                         if (r := self._row_of.get(i)) is not None and not removed[r]]
+                if clash:
+                    raise InvalidInputError(
+                        f"ids: {clash[:10]} already in the index (ids are unique; remove() "
+                        "the old place first to replace it)"
+                    )
+                new_ids = given
+            fresh = sum(1 for i in new_ids if i not in self._row_of)
+            self._reserve(self._hnsw.element_count + fresh)
+            self._hnsw.add_items(desc, np.asarray(new_ids, dtype=np.uint64),
+                                 num_threads=self._threads(n))
+            start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
+            for j, pid in enumerate(new_ids):
+                self._row_of[pid] = start + j
+            self._live += n
+            self._next_id = max(self._next_id, max(new_ids) + 1)
+            if self._exact is not None:
+                if self._exact.shape[0] < self._records.capacity:
+                    grown = np.zeros((self._records.capacity, self._dim), dtype=np.float32)
+                    grown[:start] = self._exact[:start]
+                    self._exact = grown
+                self._exact[start:start + n] = desc
+            self._sync_exact()
+        return new_ids
+
+    def remove(self, ids: Any) -> int:
+        """Remove places by id (an int or a sequence); return how many were removed.
+
+        All or nothing: an id that is not a live place raises :class:`InvalidInputError`
+        and nothing is removed. Removal is a tombstone (hnswlib ``mark_deleted``): memory
+        and disk space come back with :meth:`rebuild`.
+        """
+        wanted = validate.id_list(ids, None)
+        if not wanted:
+            return 0
+        with self._lock.write():
+            removed = self._records.removed
+            unknown = [i for i in wanted
+                       if (r := self._row_of.get(i)) is None or removed[r]]
+            if unknown:
+                raise InvalidInputError(f"remove: no live place with id(s) {unknown[:10]} "
+                                        "(never added, or already removed); nothing removed")
+            for pid in wanted:
+                self._hnsw.mark_deleted(pid)
+                removed[self._row_of[pid]] = True
+            self._live -= len(wanted)
+            self._sync_exact()
+        return len(wanted)
+
+    def rebuild(self) -> None:
+        """Rebuild the graph from the stored float16 descriptors and drop removed places.
+
+        Frees what removals left behind. Vectors in the graph become the float16-rounded
+        descriptors (scores move by about 1e-3). The next save rewrites every file.
+        """
+        with self._lock.write():
+            self._rebuild_locked()
+
+    def set_ef(self, ef: int) -> None:
+        """Change the search candidate-list size (saved in the manifest on the next save)."""
+        settings = dataclasses.replace(self._settings, ef=ef)
+        with self._lock.write():
+            self._settings = settings
+            self._hnsw.set_ef(ef)
+
+    # -- read ----------------------------------------------------------------------------
+    def get(self, place_id: int) -> PlaceRecord:
+        """The record of a live place; :class:`InvalidInputError` for an unknown id."""
+        pid = validate.place_id(place_id, "place_id")
+        with self._lock.read():
+            row = self._row_of.get(pid)
+            if row is None or self._records.removed[row]:
+                raise InvalidInputError(f"no live place with id {pid}")
+            return self._records.record(row)
+
+    def ids(self) -> list[int]:
+        """Ids of the live places, in the order they were added."""
+        with self._lock.read():
+            return self._records.ids[self._records.live_rows()].tolist()
+
+    def query(self, descriptors: Any, k: int = 5, *, min_score: float | None = None,
+              exclude_ids: Iterable[int] | None = None,
+              exclude_after_stamp: float | None = None, exclude_newest: int = 0,
+              filter: IdFilter | None = None, rerank: bool | None = None
+              ) -> list[PlaceMatch] | list[list[PlaceMatch]]:
+        """The ``k`` most similar live places, best first.
+
+        Args:
+            descriptors: ``(dim,)`` (returns a list of matches) or ``(n, dim)`` (returns one
+                list per row); validated like :meth:`add`.
+            k: at most this many matches (fewer when fewer places pass the filters).
+            min_score: drop matches scoring below this (cosine similarity).
+            exclude_ids: place ids never returned.
+            exclude_after_stamp: places stamped later than this are never returned (places
+                without a stamp are kept). For loop closure: ``now - window_seconds``.
+            exclude_newest: the places added by the last ``exclude_newest`` add rows are
+                never returned (a frame-count window; removed places still count).
+            filter: ``filter(place_id) -> bool``; False excludes the place. It may call
+                :meth:`get`, not :meth:`add`/:meth:`remove`.
+            rerank: fetch ``k * settings.rerank_factor`` HNSW candidates and re-score them
+                from the stored float16 descriptors (None = ``settings.rerank``; ignored by
+                exact search).
+
+        Exclusions happen inside the search (hnswlib's ``filter``, or a mask in exact mode):
+        ``k`` allowed places come back even when the most similar ones are all excluded.
+        """
+        q, single = validate.descriptors(descriptors, self._dim, self._settings.norm_tolerance,
+                                         "query descriptors")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError(f"k must be a positive int, got {k!r}")
+        k = int(k)
+        min_score = _finite_or_none(min_score, "min_score")
+        cutoff = _finite_or_none(exclude_after_stamp, "exclude_after_stamp")
+        if (not isinstance(exclude_newest, numbers.Integral) or isinstance(exclude_newest, bool)
+                or exclude_newest < 0):
+            raise InvalidInputError(f"exclude_newest must be an int >= 0, got {exclude_newest!r}")
+        excluded: set[int] | None = None
+        if exclude_ids is not None:
+            if isinstance(exclude_ids, (str, bytes)) or not isinstance(exclude_ids, Iterable):
+                raise InvalidInputError("exclude_ids must be an iterable of place ids")
+            excluded = {validate.place_id(v, "exclude_ids") for v in exclude_ids} or None
+        if filter is not None and not callable(filter):
+            raise InvalidInputError("filter must be a callable place_id -> bool")
+        if rerank is not None and not isinstance(rerank, bool):
+            raise InvalidInputError("rerank must be True, False or None")
+        use_rerank = self._settings.rerank if rerank is None else rerank
+        with self._lock.read():
+            found = self._search(q, k, excluded, cutoff, int(exclude_newest), filter, use_rerank)
+            rec = self._records
+            out = [[PlaceMatch(*rec.fields(row, score))
+                    for row, score in hits if min_score is None or score >= min_score]
+                   for hits in found]
+        return out[0] if single else out
+
+    def info(self) -> dict[str, Any]:
+        """Sizes, settings and memory use, as a JSON-friendly dict."""
+        with self._lock.read():
+            rec = self._records
+            per_element = self._dim * 4 + (2 * self._settings.M) * 4 + 4 + 8
+            hnsw_bytes = int(self._hnsw.max_elements) * per_element
+            rec_bytes = rec.capacity * (2 * self._dim + 17 + 8 * rec.pose_dim)
+            exact_bytes = 0 if self._exact is None else int(self._exact.nbytes)
+            return {
+                "dim": self._dim,
+                "space": SPACE,
+                "places": self._live,
+                "rows": rec.rows,
+                "removed_rows": rec.rows - self._live,
+                "next_id": self._next_id,
+                "capacity": int(self._hnsw.max_elements),
+                "search": "exact" if self._exact is not None else "hnsw",
+                "fingerprint": self._fingerprint,
+                "path": None if self._path is None else str(self._path),
+                "pose_dim": rec.pose_dim,
+                "settings": dataclasses.asdict(self._settings),
+                "memory_bytes": {
+                    "hnsw": hnsw_bytes, "records": rec_bytes, "exact": exact_bytes,
+                    "total": hnsw_bytes + rec_bytes + exact_bytes,
+                    # per place at full capacity, without Python objects (ids dict, metadata)
+                    "per_place": per_element + 2 * self._dim + 17 + 8 * rec.pose_dim
+                    + (4 * self._dim if self._exact is not None else 0),
+                },
+            }
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: PathLike | None = None) -> Path:
+        """Save the map atomically to ``path`` (default: where it was opened/saved).
+
+        A crash at any moment leaves the previous or the new map complete on disk (see
+        ``atomic_dir``). Queries continue during a save; adds wait while the data files are
+        written (not while they are hashed, fsynced and swapped in). Refuses to replace a
+        directory that is not a vpr-edge map. Returns the map's path.
+        """
+        if path is None:
+            if self._path is None:
+                raise InvalidInputError("save(): no path given, and this index was neither "
+                                        "opened from nor saved to one")
+            target = self._path
+        else:
+            target = Path(os.path.abspath(os.fspath(path)))
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_dir.fsync_dir(target.parent.parent)
+        with self._save_mutex, atomic_dir.exclusive_lock(target):
+            map_store.check_replaceable(target)
+            atomic_dir.recover(target)
+            tmp = atomic_dir.make_temp(target)
+            try:
+                with self._lock.read():
+                    layout = self._layout
+                    previous = self._disk[1] if self._disk and self._disk[0] == layout else None
+                    contents = map_store.MapContents(
+                        records=self._records, hnsw=self._hnsw, dim=self._dim,
+                        M=self._settings.M, ef_construction=self._settings.ef_construction,
+                        ef=self._settings.ef, fingerprint=self._fingerprint, count=self._live,
+                        next_id=self._next_id, created_at=self._created_at)
+                    pending = map_store.write_files(tmp, contents, target, previous)
+                disk = map_store.finish(pending, target, _now())
+                atomic_dir.commit(tmp, target)
+            except BaseException:
+                atomic_dir.discard(tmp)
+                raise
+            self._disk = (layout, disk)
+            self._path = target
+        return target
+
+    @classmethod
+    def open(cls, path: PathLike, *, fingerprint: str | None = None,
+             settings: IndexSettings | None = None, rebuild_if_corrupt: bool = False
+             ) -> PlaceIndex:
+        """Open a saved map, checking it completely first; nothing on disk is changed.
+
+        Args:
+            path: the map directory. If it is missing but ``<path>.old`` exists (a save was
+                interrupted between its two renames), that previous complete map is read.
+            fingerprint: the model's fingerprint; a map made with another model raises
+                :class:`ModelMismatchError`. None skips the check.
+            settings: runtime settings (ef, mode, rerank, ...). ``M`` and
+                ``ef_construction`` always come from the map; ``ef`` too when None.
+            rebuild_if_corrupt: rebuild a damaged/missing ``index.hnsw`` from the stored
+                descriptors instead of refusing the map (the records must be intact).
+
+        Raises:
+            MapError: no map there. MapCorruptError: a file is missing, truncated, damaged or
+            inconsistent (the message names it). MapVersionError: written by a newer
+            vpr-edge. ModelMismatchError: another model's map.
+        """
+        target = Path(os.path.abspath(os.fspath(path)))
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise InvalidInputError("fingerprint must be a string")
+        loaded = map_store.read_map(
+            target, fingerprint=fingerprint, rebuild_if_corrupt=rebuild_if_corrupt,
+            hnsw_factory=lambda dim: hnswlib.Index(space=SPACE, dim=dim))
+        m = loaded.manifest
+        if loaded.source != target:
+            log.warning("%s is missing; opened %s, the complete map an interrupted save left "
+                        "behind (the next save puts it back in place)", target, loaded.source)
+        base = settings if settings is not None else IndexSettings(ef=m.ef)
+        resolved = dataclasses.replace(base, M=m.M, ef_construction=m.ef_construction)
+        self = cls(m.dim, fingerprint=m.fingerprint,
+                   settings=dataclasses.replace(resolved, initial_capacity=1))
+        self._settings = resolved
+        self._records = loaded.records
+        self._row_of = dict(zip(loaded.records.ids[: loaded.records.rows].tolist(),
+                                range(loaded.records.rows)))
+        self._live = m.count
+        self._next_id = m.next_id
+        self._created_at = m.created_at or self._created_at
+        self._path = target
+        if loaded.hnsw is None:
+            log.warning("rebuilding the index of %s from its stored descriptors: %s",
+                        target, loaded.index_problem)
+            self._rebuild_locked()
+        else:
+            self._hnsw = loaded.hnsw
+            self._hnsw.set_ef(resolved.ef)
+            self._disk = (self._layout, loaded.disk)
+        self._exact = None
+        self._sync_exact()
+        return self
+
+    # -- internals (callers hold the lock) -----------------------------------------------
+    def _threads(self, rows: int) -> int:
+        return 1 if rows == 1 else (self._settings.num_threads or -1)
+
+    def _reserve(self, elements: int) -> None:
+        current = int(self._hnsw.max_elements)
+        if elements > current:
+            grown = max(elements, math.ceil(current * self._settings.growth_factor))
+            self._hnsw.resize_index(grown)
+
+    def _wants_exact(self) -> bool:
+        mode = self._settings.mode
+        return mode == "exact" or (mode == "auto" and self._live <= self._settings.exact_max_places)
+
+    def _sync_exact(self) -> None:
+        """Keep the float32 copy for exact search exactly while exact search is in use."""
+        if not self._wants_exact():
+            self._exact = None
+            return
+        if self._exact is not None:
+            return
+        rec = self._records
+        mirror = np.zeros((rec.capacity, self._dim), dtype=np.float32)
+        rows = rec.live_rows()
+        if rows.size:
+            mirror[rows] = self._hnsw.get_items(rec.ids[rows].astype(np.uint64))
+        self._exact = mirror
+
+    def _rebuild_locked(self) -> None:
+        rec = self._records.compacted()
+        hnsw = _new_hnsw(self._dim, self._settings, max(rec.rows, 1))
+        if rec.rows:
+            hnsw.add_items(rec.desc16[: rec.rows].astype(np.float32),
+                           rec.ids[: rec.rows].astype(np.uint64),
+                           num_threads=self._threads(rec.rows))
+        self._records = rec
+        self._hnsw = hnsw
+        self._row_of = dict(zip(rec.ids[: rec.rows].tolist(), range(rec.rows)))
+        self._live = rec.rows
+        self._layout += 1
+        self._disk = None
+        self._exact = None
+        self._sync_exact()
+
+    def _allowed_mask(self, excluded: set[int] | None, cutoff: float | None, newest: int
+                      ) -> np.ndarray:
+        rec = self._records
+        rows = rec.rows
+        mask = ~rec.removed[:rows]
+        if newest:
+            mask[max(0, rows - newest):] = False
+        if cutoff is not None:
+            mask &= ~(rec.stamps[:rows] > cutoff)
+        if excluded:
+            for pid in excluded:
+                row = self._row_of.get(pid)
+                if row is not None:
+                    mask[row] = False
+        return mask
+
+    def _hnsw_filter(self, excluded: set[int] | None, cutoff: float | None, newest: int,
+                     user: IdFilter | None) -> IdFilter | None:
+        if not excluded and cutoff is None and not newest and user is None:
+            return None
+        row_of = self._row_of
+        stamps = self._records.stamps
+        limit = self._records.rows - newest
+        if excluded is None and cutoff is None and not newest and user is not None:
+            return lambda label: bool(user(label))
+
+        def allowed(label: int) -> bool:
+            if excluded is not None and label in excluded:
+                return False
+            row = row_of[label]
+            if row >= limit or (cutoff is not None and stamps[row] > cutoff):
+                return False
+            return user is None or bool(user(label))
+
+        return allowed
+
+    def _search(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
+                newest: int, user: IdFilter | None, rerank: bool
+                ) -> list[list[tuple[int, float]]]:
+        if self._live == 0:
+            return [[] for _ in range(q.shape[0])]
+        rec = self._records
+        ids = rec.ids
+        accept = None if user is None else (lambda row: bool(user(int(ids[row]))))
+        if self._exact is not None:
+            mask = self._allowed_mask(excluded, cutoff, newest)
+            scores = self._exact[: rec.rows] @ q.T
+            return [exact.top_k(scores[:, j], k, mask, accept) for j in range(q.shape[0])]
+
+        fetch = min(k * self._settings.rerank_factor if rerank else k, self._live)
+        fn = self._hnsw_filter(excluded, cutoff, newest, user)
+        threads = 1 if fn is not None or q.shape[0] == 1 else (self._settings.num_threads or -1)
+        try:
+            labels, dists = self._hnsw.knn_query(q, k=fetch, num_threads=threads, filter=fn)
+        except RuntimeError as exc:
+            if "contiguous 2D array" not in str(exc):
+                raise
+            # Fewer than `fetch` allowed places reachable: answer exactly instead.
+            return [self._fallback(q[j], k, excluded, cutoff, newest, accept, rerank)
+                    for j in range(q.shape[0])]
+        row_of = self._row_of
+        scores_all = (np.float32(1.0) - dists).tolist()  # hnswlib 'ip' distance = 1 - dot
+        out: list[list[tuple[int, float]]] = []
+        for j, found in enumerate(labels.tolist()):
+            rows = [row_of[label] for label in found]
+            if rerank:
+                scores = rec.desc16[rows].astype(np.float32) @ q[j]
+                order = np.lexsort((rows, -scores))[:k]
+                out.append([(rows[i], float(scores[i])) for i in order])
+            else:
+                out.append(list(zip(rows, scores_all[j])))
+        return out
+
+    def _fallback(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
+                  newest: int, accept: Callable[[int], bool] | None, rerank: bool
+                  ) -> list[tuple[int, float]]:
+        rec = self._records
+        mask = self._allowed_mask(excluded, cutoff, newest)
+        scores16 = exact.scores_from_float16(rec.desc16[: rec.rows], q)
+        hits = exact.top_k(scores16, k + 8, mask, accept)  # a margin for float16 rounding
+        if not hits:
+            return []
+        rows = [row for row, _ in hits]
+        if rerank:
+            scores = np.array([s for _, s in hits], dtype=np.float32)
+        else:
+            vectors = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)),
+                                 dtype=np.float32)
+            scores = vectors @ q
+        order = np.lexsort((rows, -scores))[:k]
+        return [(rows[i], float(scores[i])) for i in order]

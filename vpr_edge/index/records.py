@@ -1,0 +1,168 @@
+"""The per-place records of an index, stored column by column and append-only.
+
+Row ``r`` holds one place as added: id, stamp (NaN = none), pose (NaN row = none), metadata
+(compact JSON text or None), the descriptor as float16, and a ``removed`` flag. Rows are only
+ever appended; removing a place sets its flag; adding a removed id again appends a new row.
+So rows below a saved row count never change, which lets a map save reuse the files that hold
+them. Not thread-safe by itself: :class:`~vpr_edge.index.PlaceIndex` guards it with its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .results import PlaceRecord
+
+
+def _grow(arr: np.ndarray, capacity: int, rows: int, fill: float | bool | None = None
+          ) -> np.ndarray:
+    out = np.empty((capacity, *arr.shape[1:]), dtype=arr.dtype)
+    out[:rows] = arr[:rows]
+    if fill is not None:
+        out[rows:] = fill
+    return out
+
+
+class PlaceRecords:
+    """Append-only columns of place records (see the module docstring)."""
+
+    def __init__(self, dim: int, capacity: int = 16) -> None:
+        capacity = max(1, int(capacity))
+        self.dim = dim
+        self.rows = 0
+        self.ids = np.zeros(capacity, dtype=np.int64)
+        self.stamps = np.full(capacity, np.nan, dtype=np.float64)
+        self.removed = np.zeros(capacity, dtype=bool)
+        self.desc16 = np.zeros((capacity, dim), dtype=np.float16)
+        self.poses: np.ndarray | None = None  # float64 [capacity, pose_dim]; NaN row = no pose
+        self.meta: list[str | None] = []
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def pose_dim(self) -> int:
+        """Length of every pose in this map (0 until the first pose is added)."""
+        return 0 if self.poses is None else int(self.poses.shape[1])
+
+    def reserve(self, rows_needed: int, growth: float) -> None:
+        """Make room for ``rows_needed`` rows, growing geometrically."""
+        if rows_needed <= self.capacity:
+            return
+        cap = max(rows_needed, math.ceil(self.capacity * growth))
+        self.ids = _grow(self.ids, cap, self.rows, 0)
+        self.stamps = _grow(self.stamps, cap, self.rows, np.nan)
+        self.removed = _grow(self.removed, cap, self.rows, False)
+        self.desc16 = _grow(self.desc16, cap, self.rows, 0)
+        if self.poses is not None:
+            self.poses = _grow(self.poses, cap, self.rows, np.nan)
+
+    def check_poses(self, poses: list[tuple[float, ...] | None]) -> None:
+        """Refuse poses whose length differs from this map's (or from each other)."""
+        expected = self.pose_dim
+        for i, pose in enumerate(poses):
+            if pose is None:
+                continue
+            if expected == 0:
+                expected = len(pose)
+            elif len(pose) != expected:
+                raise InvalidInputError(
+                    f"poses[{i}]: {len(pose)} values, but this map's poses have {expected}; "
+                    "use one pose convention per map (e.g. x, y, z, qx, qy, qz, qw)"
+                )
+
+    # -- change --------------------------------------------------------------------------
+    def append(self, ids: list[int], desc: np.ndarray, stamps: np.ndarray,
+               poses: list[tuple[float, ...] | None], metas: list[str | None],
+               growth: float = 2.0) -> int:
+        """Append rows (inputs already validated); return the first new row."""
+        n = len(ids)
+        start = self.rows
+        self.reserve(start + n, growth)
+        stop = start + n
+        self.ids[start:stop] = ids
+        self.stamps[start:stop] = stamps
+        self.removed[start:stop] = False
+        self.desc16[start:stop] = desc.astype(np.float16)
+        if any(p is not None for p in poses):
+            if self.poses is None:
+                width = len(next(p for p in poses if p is not None))
+                self.poses = np.full((self.capacity, width), np.nan, dtype=np.float64)
+            for i, pose in enumerate(poses):
+                self.poses[start + i] = np.nan if pose is None else pose
+        elif self.poses is not None:
+            self.poses[start:stop] = np.nan
+        self.meta.extend(metas)
+        self.rows = stop
+        return start
+
+    # -- read ----------------------------------------------------------------------------
+    def stamp(self, row: int) -> float | None:
+        s = float(self.stamps[row])
+        return None if math.isnan(s) else s
+
+    def pose(self, row: int) -> tuple[float, ...] | None:
+        if self.poses is None:
+            return None
+        p = self.poses[row]
+        if np.isnan(p[0]):
+            return None
+        return tuple(float(v) for v in p)
+
+    def meta_dict(self, row: int) -> dict:
+        text = self.meta[row]
+        return {} if text is None else json.loads(text)
+
+    def fields(self, row: int, score: float) -> tuple:
+        """``(id, score, stamp, pose, meta)`` of a row, for building a match quickly."""
+        stamp = self.stamps.item(row)
+        text = self.meta[row]
+        return (self.ids.item(row), score, None if math.isnan(stamp) else stamp,
+                None if self.poses is None else self.pose(row),
+                {} if text is None else json.loads(text))
+
+    def record(self, row: int) -> PlaceRecord:
+        return PlaceRecord(int(self.ids[row]), self.stamp(row), self.pose(row),
+                           self.meta_dict(row))
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.removed[: self.rows])
+
+    def compacted(self) -> PlaceRecords:
+        """A copy holding only the live rows, in their order."""
+        keep = self.live_rows()
+        out = PlaceRecords(self.dim, max(16, len(keep)))
+        n = len(keep)
+        out.ids[:n] = self.ids[keep]
+        out.stamps[:n] = self.stamps[keep]
+        out.desc16[:n] = self.desc16[keep]
+        if self.poses is not None:
+            out.poses = np.full((out.capacity, self.pose_dim), np.nan, dtype=np.float64)
+            out.poses[:n] = self.poses[keep]
+        out.meta = [self.meta[r] for r in keep]
+        out.rows = n
+        return out
+
+    @classmethod
+    def from_columns(cls, dim: int, ids: np.ndarray, stamps: np.ndarray, removed: np.ndarray,
+                     desc16: np.ndarray, poses: np.ndarray | None, meta: list[str | None],
+                     capacity: int) -> PlaceRecords:
+        """Records from loaded columns (all of length ``rows``)."""
+        rows = len(ids)
+        out = cls(dim, max(capacity, rows, 1))
+        out.ids[:rows] = ids
+        out.stamps[:rows] = stamps
+        out.removed[:rows] = removed
+        out.desc16[:rows] = desc16
+        if poses is not None and poses.shape[1] > 0:
+            out.poses = np.full((out.capacity, poses.shape[1]), np.nan, dtype=np.float64)
+            out.poses[:rows] = poses
+        out.meta = list(meta)
+        out.rows = rows
+        return out

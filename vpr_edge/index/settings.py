@@ -1,0 +1,87 @@
+"""Settings of a :class:`~vpr_edge.index.PlaceIndex` (one frozen dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+
+#: The only similarity the index uses: inner product of L2-normalised descriptors (= cosine).
+SPACE = "ip"
+#: Search strategies: ``auto`` = exact below ``exact_max_places`` live places, HNSW above.
+MODES = ("auto", "hnsw", "exact")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How the place index is built and searched.
+
+    ``M``, ``ef_construction`` and ``ef`` are hnswlib's parameters; the defaults were chosen by
+    ``benchmarks/index_scaling_quick.py`` (figures in docs/drafts/index.md): places added in
+    route order (as a robot adds them) make a weaker graph than shuffled ones, and at 100k
+    places ``ef_construction=400, ef=128`` was the cheapest pair keeping recall@1 >= 0.99 of
+    exact search with a query under 1 ms (dim 1024, 2-core x86 VM). Small maps need far less
+    (``ef=32`` reached 0.99 at 10k), and ``mode="auto"`` searches maps under
+    ``exact_max_places`` exactly anyway.
+
+    Attributes:
+        M: graph degree (links per node per layer); more = better recall, more memory.
+        ef_construction: candidate-list size while inserting; more = better graph, slower adds.
+        ef: candidate-list size while searching (hnswlib uses ``max(ef, k)``); more = better
+            recall, slower queries. Saved in the map's manifest (hnswlib files do not hold it).
+        mode: ``"auto"`` searches exactly (numpy matrix product over float32 descriptors)
+            while the map holds at most ``exact_max_places`` live places and with HNSW above;
+            ``"hnsw"`` and ``"exact"`` force one. Results have the same meaning in every mode.
+        exact_max_places: the ``auto`` threshold. Exact mode keeps a float32 copy of the
+            descriptors in memory (4 x dim bytes per place) while it is used.
+        initial_capacity: places the index is first sized for; it grows by itself.
+        growth_factor: capacity multiplier when the index is full (geometric growth, so
+            ``n`` adds cost ``O(n)`` copying in total).
+        rerank: re-rank query candidates by default (``query(rerank=...)`` overrides).
+        rerank_factor: with re-ranking, ``k * rerank_factor`` candidates are fetched from
+            HNSW and re-scored exactly from the stored float16 descriptors.
+        norm_tolerance: descriptors must have an L2 norm within ``1 +- norm_tolerance``
+            (they are then re-normalised exactly); others are refused.
+        num_threads: hnswlib threads for batch adds/queries; 0 = all cores. Single adds and
+            queries always run on the calling thread.
+        random_seed: hnswlib's level-generator seed (graphs are reproducible for
+            single-threaded adds).
+    """
+
+    M: int = 16
+    ef_construction: int = 400
+    ef: int = 128
+    mode: str = "auto"
+    exact_max_places: int = 2000
+    initial_capacity: int = 1024
+    growth_factor: float = 2.0
+    rerank: bool = False
+    rerank_factor: int = 4
+    norm_tolerance: float = 1e-2
+    num_threads: int = 0
+    random_seed: int = 100
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise InvalidInputError(f"IndexSettings: {what}")
+
+        for name in ("M", "ef_construction", "ef", "exact_max_places", "initial_capacity",
+                     "rerank_factor", "num_threads", "random_seed"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool),
+                 f"{name} must be an int, got {value!r}")
+        need(2 <= self.M <= 2048, f"M must be in [2, 2048], got {self.M}")
+        need(self.ef_construction >= 1, f"ef_construction must be >= 1, got {self.ef_construction}")
+        need(self.ef >= 1, f"ef must be >= 1, got {self.ef}")
+        need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        need(self.exact_max_places >= 0, "exact_max_places must be >= 0")
+        need(self.initial_capacity >= 1, "initial_capacity must be >= 1")
+        need(isinstance(self.growth_factor, (int, float)) and self.growth_factor > 1.0,
+             f"growth_factor must be > 1, got {self.growth_factor!r}")
+        need(isinstance(self.rerank, bool), "rerank must be True or False")
+        need(self.rerank_factor >= 1, "rerank_factor must be >= 1")
+        need(isinstance(self.norm_tolerance, (int, float)) and 0 < self.norm_tolerance < 1,
+             f"norm_tolerance must be in (0, 1), got {self.norm_tolerance!r}")
+        need(self.num_threads >= 0, "num_threads must be >= 0 (0 = all cores)")
+        need(self.random_seed >= 0, "random_seed must be >= 0")

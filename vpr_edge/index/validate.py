@@ -1,0 +1,209 @@
+"""Check what callers hand to the place index, before any state is touched.
+
+Each function turns one argument into the exact form the index stores, or raises
+:class:`~vpr_edge.errors.InvalidInputError` naming the argument, the offending item and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+#: Largest place id (ids are stored as int64 and used as hnswlib labels).
+MAX_ID = 2**63 - 1
+
+
+def descriptors(value: Any, dim: int, tolerance: float, what: str = "descriptors"
+                ) -> tuple[np.ndarray, bool]:
+    """Return ``(float32 C-contiguous [n, dim] unit rows (a copy), input_was_1d)``.
+
+    Refused: non-float dtypes, other shapes or dims, no rows, NaN/inf, norms outside
+    ``1 +- tolerance`` (including zero vectors). Rows within tolerance are re-normalised.
+    """
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what}: cannot make an array of {type(value).__name__} ({exc})")
+    if arr.dtype.kind != "f":
+        raise InvalidInputError(
+            f"{what}: dtype {arr.dtype} is not a float type; pass float32 (or float16/float64) "
+            "L2-normalised descriptors, as the model outputs them"
+        )
+    if arr.ndim not in (1, 2):
+        raise InvalidInputError(
+            f"{what}: shape {arr.shape} is neither (dim,) nor (n, dim) with dim={dim}"
+        )
+    was_1d = arr.ndim == 1
+    rows = arr.reshape(1, -1) if was_1d else arr
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        raise InvalidInputError(f"{what}: empty array of shape {arr.shape}; pass at least one")
+    if rows.shape[1] != dim:
+        raise InvalidInputError(
+            f"{what}: dimension {rows.shape[1]} but this index holds dim={dim} descriptors "
+            "(a different model or whitening?)"
+        )
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        out = np.array(rows, dtype=np.float32, order="C", copy=True)
+    # A sum of squares is finite exactly when every value is (NaN and inf propagate; float32
+    # squares cannot overflow float64), so the norms double as the NaN/inf check.
+    if out.shape[0] == 1:  # the common single-frame case, in as few numpy calls as possible
+        sq = float(np.dot(out[0].astype(np.float64), out[0].astype(np.float64)))
+        norm = math.sqrt(sq) if math.isfinite(sq) else math.nan
+        if math.isfinite(norm) and abs(norm - 1.0) <= tolerance:
+            out *= np.float32(1.0 / norm)
+            return out, was_1d
+        norms = np.array([norm])
+    else:
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))
+    finite = np.isfinite(norms)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidInputError(
+            f"{what}: row {bad} contains NaN or inf (or values beyond float32 range); "
+            "the model produced an invalid descriptor"
+        )
+    off = np.abs(norms - 1.0) > tolerance
+    if off.any():
+        bad = int(np.flatnonzero(off)[0])
+        raise InvalidInputError(
+            f"{what}: row {bad} has L2 norm {norms[bad]:.6g}, not 1 (tolerance "
+            f"{tolerance:g}); descriptors must be L2-normalised: x / np.linalg.norm(x)"
+        )
+    out /= norms.astype(np.float32)[:, None]
+    return out, was_1d
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def place_id(value: Any, what: str = "id") -> int:
+    """One place id: an int in [0, 2**63 - 1]."""
+    if not _is_int(value):
+        raise InvalidInputError(f"{what}: place ids are non-negative ints, got {value!r}")
+    out = int(value)
+    if not 0 <= out <= MAX_ID:
+        raise InvalidInputError(f"{what}: place id {out} is outside [0, 2**63 - 1] (ids are "
+                                "non-negative ints)")
+    return out
+
+
+def id_list(value: Any, n: int | None, what: str = "ids") -> list[int]:
+    """A list of distinct place ids (length ``n`` when given); an int means ``[int]``."""
+    if _is_int(value):
+        items: list[Any] = [value]
+    elif isinstance(value, (str, bytes)) or not isinstance(value, (Iterable, np.ndarray)):
+        raise InvalidInputError(f"{what}: expected an int or a sequence of ints, got {value!r}")
+    else:
+        items = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+    out = [place_id(v, f"{what}[{i}]") for i, v in enumerate(items)]
+    if n is not None and len(out) != n:
+        raise InvalidInputError(f"{what}: {len(out)} ids given for {n} descriptors")
+    if len(set(out)) != len(out):
+        seen: set[int] = set()
+        dup = next(v for v in out if v in seen or seen.add(v))  # type: ignore[func-returns-value]
+        raise InvalidInputError(f"{what}: id {dup} appears twice in one call")
+    return out
+
+
+def _per_row(value: Any, n: int, single: bool, what: str) -> list[Any]:
+    """Broadcast a per-place argument: one item for 1-D input, a sequence of ``n`` otherwise."""
+    if value is None:
+        return [None] * n
+    if single:
+        return [value]
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise InvalidInputError(
+            f"{what}: with a batch of {n} descriptors pass a sequence of {n} items (or None)"
+        )
+    items = list(value)
+    if len(items) != n:
+        raise InvalidInputError(f"{what}: {len(items)} items given for {n} descriptors")
+    return items
+
+
+def stamps(value: Any, n: int, single: bool) -> np.ndarray:
+    """Per-place timestamps as float64 with NaN for "no stamp"."""
+    out = np.full(n, np.nan, dtype=np.float64)
+    for i, item in enumerate(_per_row(value, n, single, "stamps")):
+        if item is None:
+            continue
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Real):
+            raise InvalidInputError(f"stamps[{i}]: expected float seconds or None, got {item!r}")
+        f = float(item)
+        if not math.isfinite(f):
+            raise InvalidInputError(f"stamps[{i}]: {f} is not finite; use None for 'unknown'")
+        out[i] = f
+    return out
+
+
+def poses(value: Any, n: int, single: bool) -> list[tuple[float, ...] | None]:
+    """Per-place poses: tuples of finite floats, or None."""
+    out: list[tuple[float, ...] | None] = []
+    for i, item in enumerate(_per_row(value, n, single, "poses")):
+        if item is None:
+            out.append(None)
+            continue
+        try:
+            arr = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"poses[{i}]: not a sequence of floats ({exc})") from exc
+        if arr.ndim != 1 or arr.size == 0:
+            raise InvalidInputError(
+                f"poses[{i}]: expected a flat sequence of floats such as (x, y, z, qx, qy, qz, "
+                f"qw), got shape {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise InvalidInputError(f"poses[{i}]: contains NaN or inf")
+        out.append(tuple(float(v) for v in arr))
+    return out
+
+
+def _check_keys(obj: Any, where: str) -> None:
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(
+                    f"{where}: key {key!r} is not a string; JSON objects have string keys"
+                )
+            _check_keys(val, f"{where}[{key!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for j, val in enumerate(obj):
+            _check_keys(val, f"{where}[{j}]")
+
+
+def meta_json(value: Any, what: str = "meta") -> str | None:
+    """User metadata as compact JSON text (None for no/empty metadata).
+
+    The stored form is what JSON gives back: tuples become lists.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what}: metadata must be a dict (JSON object), got "
+                                f"{type(value).__name__}")
+    if not value:
+        return None
+    _check_keys(value, what)
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what}: not JSON-serialisable ({exc}); use str/int/float/bool/None, lists and "
+            "dicts with string keys (no NaN/inf)"
+        ) from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"{what}: nested too deeply (or circular)") from exc
+
+
+def metas(value: Any, n: int, single: bool) -> list[str | None]:
+    """Per-place metadata as JSON text."""
+    return [meta_json(item, f"meta[{i}]")
+            for i, item in enumerate(_per_row(value, n, single, "meta"))]

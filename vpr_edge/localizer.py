@@ -1,0 +1,271 @@
+"""``Localizer``: describe camera frames, add them to a map, ask where a frame was seen before.
+
+The one class robot code needs::
+
+    from vpr_edge import Localizer
+
+    with Localizer("model.onnx", "maps/lab") as loc:      # opens the map, or starts one
+        place_id = loc.add(frame, stamp=t, pose=(x, y, z, qx, qy, qz, qw))
+        for match in loc.query(other_frame, k=3, min_score=0.5, exclude_recent=50):
+            print(match.place_id, match.score, match.pose)
+        loc.save()                                         # atomic: survives a power cut
+
+It owns a backend (``vpr_edge.backends``: ONNX Runtime or a TensorRT engine), the
+preprocessing the model's metadata asks for, and a :class:`~vpr_edge.index.PlaceIndex` whose
+map records the model's fingerprint, so a map made with another model is refused. It is
+thread-safe: queries may run while another thread adds places.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import InvalidInputError, MapError
+from .images import as_rgb_frame, load_image, resize, resizer_name
+from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord
+from .metadata import ModelMetadata
+
+log = logging.getLogger("vpr_edge")
+
+PathLike = Union[str, "os.PathLike[str]"]
+#: What ``describe``/``add``/``query`` accept as frames.
+Frame = Union[np.ndarray, PathLike]
+
+
+class Localizer:
+    """Visual place recognition over a map of places.
+
+    Args:
+        model: an exported model, ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT).
+        map_dir: a map directory to open, or where a new map will be saved. ``None`` keeps
+            the map in memory until :meth:`save` is given a path.
+        backend: ``"auto"`` (the first that works, in ``vpr_edge.backends.BACKEND_ORDER``)
+            or a name such as ``"onnxruntime-cpu"``; a named backend that cannot run here is
+            an error listing what can.
+        colour_order: the channel order of the colour frames you pass (``"RGB"``, or
+            ``"BGR"`` for OpenCV / ROS ``bgr8`` images). Mono frames need none.
+        index_settings: :class:`~vpr_edge.index.IndexSettings` for a new map (search-time
+            settings such as ``ef`` also apply to an opened one).
+        batch_size: frames per inference call when describing many frames.
+        backend_options: passed to the backend (e.g. ``{"intra_op_num_threads": 2}``).
+    """
+
+    def __init__(
+        self,
+        model: PathLike,
+        map_dir: PathLike | None = None,
+        *,
+        backend: str = "auto",
+        colour_order: str = "RGB",
+        index_settings: IndexSettings | None = None,
+        batch_size: int = 8,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        from .backends import open_backend
+
+        if colour_order not in ("RGB", "BGR"):
+            raise InvalidInputError(f"colour_order must be 'RGB' or 'BGR', got {colour_order!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        self._colour_order = colour_order
+        self._batch_size = batch_size
+        self._backend = open_backend(model, backend=backend, **(backend_options or {}))
+        self._model_path = Path(model)
+        self.metadata: ModelMetadata = self._backend.metadata
+        self._infer_lock = threading.Lock()
+        self._map_dir = None if map_dir is None else Path(map_dir)
+        self.index = self._open_or_create_index(index_settings)
+
+    # -- set-up --------------------------------------------------------------------------
+    def _open_or_create_index(self, settings: IndexSettings | None) -> PlaceIndex:
+        fingerprint = self.metadata.fingerprint
+        target = self._map_dir
+        if target is not None and (target.exists() or Path(f"{target}.old").exists()):
+            index = PlaceIndex.open(target, fingerprint=fingerprint, settings=settings)
+            if index.dim != self.metadata.dim:
+                raise MapError(
+                    f"{target}: the map holds {index.dim}-d descriptors but the model makes "
+                    f"{self.metadata.dim}-d ones; use the model the map was built with"
+                )
+            log.info("opened map %s (%d places)", target, len(index))
+            return index
+        return PlaceIndex(self.metadata.dim, fingerprint=fingerprint, settings=settings)
+
+    @property
+    def colour_order(self) -> str:
+        """Channel order assumed for colour frames passed without ``colour_order=``."""
+        return self._colour_order
+
+    # -- describe ------------------------------------------------------------------------
+    def describe(self, frames: Frame | Sequence[Frame], *,
+                 colour_order: str | None = None) -> np.ndarray:
+        """Descriptors of one frame (``[dim]``) or of a batch (``[N, dim]``), float32.
+
+        A frame is a ``uint8`` numpy array (``HxWx3`` in ``colour_order``, default the
+        Localizer's; ``HxW`` mono) or an image file path. A batch is a list of frames or an
+        ``NxHxWx3`` array. Frames of any size are resized to the model's input size.
+        """
+        batch, single = self._prepare(frames, colour_order or self._colour_order)
+        out = self._infer(batch)
+        return out[0] if single else out
+
+    def _prepare(self, frames: Any, colour_order: str) -> tuple[np.ndarray, bool]:
+        single = _is_single(frames)
+        items = [frames] if single else list(frames)
+        if not items:
+            raise InvalidInputError("describe() got an empty batch of frames")
+        height, width = self.metadata.input_shape
+        prepared = np.empty((len(items), height, width, 3), dtype=np.uint8)
+        for i, item in enumerate(items):
+            if isinstance(item, (str, os.PathLike)):
+                rgb = load_image(item)
+            else:
+                rgb = as_rgb_frame(item, colour_order)
+            small = resize(rgb, height, width)
+            prepared[i] = small[:, :, ::-1] if self.metadata.colour_order == "BGR" else small
+        return prepared, single
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        step = min(self._batch_size, self._backend.max_batch)
+        with self._infer_lock:
+            for start in range(0, batch.shape[0], step):
+                outputs.append(self._backend.run(batch[start:start + step]))
+        return np.concatenate(outputs, axis=0)
+
+    # -- map -----------------------------------------------------------------------------
+    def add(self, frame: Frame, *, stamp: float | None = None,
+            pose: Sequence[float] | None = None, meta: dict[str, Any] | None = None,
+            place_id: int | None = None, colour_order: str | None = None) -> int:
+        """Describe one frame and add it to the map as a place; return its id.
+
+        ``stamp`` (float seconds), ``pose`` (e.g. ``x, y, z, qx, qy, qz, qw``) and ``meta``
+        (a JSON-serialisable dict) are stored with the place and come back with matches.
+        ``place_id`` gives an explicit id (ids are otherwise numbered from 0).
+        """
+        descriptor = self.describe(frame, colour_order=colour_order)
+        return self.add_descriptor(descriptor, stamp=stamp, pose=pose, meta=meta,
+                                   place_id=place_id)
+
+    def add_descriptor(self, descriptor: np.ndarray, *, stamp: float | None = None,
+                       pose: Sequence[float] | None = None,
+                       meta: dict[str, Any] | None = None,
+                       place_id: int | None = None) -> int:
+        """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
+        (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
+                                   meta=meta)
+        return new_id
+
+    def query(self, frame: Frame, k: int = 5, *, min_score: float | None = None,
+              exclude_recent: int = 0, exclude_after_stamp: float | None = None,
+              colour_order: str | None = None) -> list[PlaceMatch]:
+        """The ``k`` places most similar to ``frame``, best first.
+
+        Args:
+            k: at most this many matches.
+            min_score: drop matches below this cosine similarity.
+            exclude_recent: never return the places added by the last ``exclude_recent``
+                adds (for loop closure: the frames just seen are trivially similar).
+            exclude_after_stamp: never return places stamped later than this.
+
+        Returns:
+            :class:`~vpr_edge.index.PlaceMatch` items: ``place_id``, ``score``, ``stamp``,
+            ``pose``, ``meta``.
+        """
+        descriptor = self.describe(frame, colour_order=colour_order)
+        return self.query_descriptor(descriptor, k, min_score=min_score,
+                                     exclude_recent=exclude_recent,
+                                     exclude_after_stamp=exclude_after_stamp)
+
+    def query_descriptor(self, descriptor: np.ndarray, k: int = 5, *,
+                         min_score: float | None = None, exclude_recent: int = 0,
+                         exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
+        """:meth:`query` for a descriptor :meth:`describe` made."""
+        return self.index.query(descriptor, k, min_score=min_score,
+                                exclude_newest=exclude_recent,
+                                exclude_after_stamp=exclude_after_stamp)
+
+    def get(self, place_id: int) -> PlaceRecord:
+        """The stored record (stamp, pose, meta) of a place."""
+        return self.index.get(place_id)
+
+    def remove(self, place_id: int) -> None:
+        """Remove a place from the map."""
+        self.index.remove([place_id])
+
+    def save(self, map_dir: PathLike | None = None) -> Path:
+        """Save the map atomically (to ``map_dir``, default the one given at start)."""
+        target = map_dir if map_dir is not None else self._map_dir
+        if target is None:
+            raise InvalidInputError(
+                "save(): no map directory; pass one here or to Localizer(model, map_dir)"
+            )
+        start = time.perf_counter()
+        path = self.index.save(target)
+        self._map_dir = path
+        log.info("saved %d places to %s in %.2f s", len(self.index), path,
+                 time.perf_counter() - start)
+        return path
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def info(self) -> dict[str, Any]:
+        """Model, backend and map facts as a JSON-friendly dict."""
+        return {
+            "model": {
+                "path": str(self._model_path),
+                "name": self.metadata.model_name,
+                "backbone": self.metadata.backbone,
+                "dim": self.metadata.dim,
+                "input": [self.metadata.input_height, self.metadata.input_width],
+                "precision": self.metadata.precision,
+                "fingerprint": self.metadata.fingerprint,
+            },
+            "backend": {
+                "name": self._backend.name,
+                "device": self._backend.device,
+                "providers": list(self._backend.providers),
+            },
+            "preprocessing": {"resizer": resizer_name(), "colour_order": self._colour_order},
+            "map": {**self.index.info(),
+                    "dir": None if self._map_dir is None else str(self._map_dir)},
+        }
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the backend (the map is not saved: call :meth:`save`)."""
+        self._backend.close()
+
+    def __enter__(self) -> Localizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Localizer(model={str(self._model_path)!r}, backend={self._backend.name!r}, "
+                f"places={len(self.index)}, map_dir={self._map_dir})")
+
+
+def _is_single(frames: Any) -> bool:
+    if isinstance(frames, (str, os.PathLike)):
+        return True
+    if isinstance(frames, np.ndarray):
+        if frames.ndim == 4:
+            return False
+        return True
+    if isinstance(frames, (list, tuple)):
+        return False
+    raise InvalidInputError(
+        f"frames must be a numpy array, an image path, or a list of them; got "
+        f"{type(frames).__name__}"
+    )

@@ -1,0 +1,108 @@
+"""Scoring loop-closure detection against ground truth: precision, recall, PR curves.
+
+Ground truth is, per frame of a sequence, the set of other frames showing the same place:
+from file names of frame-aligned traversals (``ImageNNN.jpg`` in two folders), or from
+positions within a radius. A frame *has a loop* when some frame of its ground truth was in the
+map and outside the exclusion window when it was queried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def truth_from_names(keys: Sequence[str], tolerance: int = 2) -> list[set[int]]:
+    """Frames in different folders whose file names carry numbers within ``tolerance``.
+
+    For frame-aligned traversals (Gardens Point: ``day_left/Image042.jpg`` is the same place
+    as ``day_right/Image042.jpg``). Frames of the same folder are never ground-truth matches.
+    """
+    parsed = []
+    for key in keys:
+        path = Path(key)
+        found = _NUMBER.search(path.stem)
+        if found is None:
+            raise InvalidInputError(f"{key}: no frame number in the file name")
+        parsed.append((str(path.parent), int(found.group(1))))
+    truth: list[set[int]] = []
+    for folder, number in parsed:
+        truth.append({j for j, (f, n) in enumerate(parsed)
+                      if f != folder and abs(n - number) <= tolerance})
+    return truth
+
+
+def truth_from_positions(positions: np.ndarray, radius: float, *,
+                         min_separation: int = 0) -> list[set[int]]:
+    """Frames within ``radius`` of each other (and ``min_separation`` frames apart)."""
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(positions, dtype=np.float64)
+    if pts.ndim != 2 or not np.isfinite(pts).all():
+        raise InvalidInputError("positions must be a finite [n, 2] or [n, 3] array")
+    tree = cKDTree(pts)
+    return [{j for j in tree.query_ball_point(p, radius) if abs(j - i) > min_separation}
+            for i, p in enumerate(pts)]
+
+
+@dataclass(frozen=True)
+class LoopScore:
+    """Precision/recall of the loops one run reported."""
+
+    reported: int
+    correct: int
+    frames_with_loop: int
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.reported if self.reported else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.frames_with_loop if self.frames_with_loop else 0.0
+
+    def to_dict(self) -> dict:
+        return {"reported": self.reported, "correct": self.correct,
+                "frames_with_loop": self.frames_with_loop,
+                "precision": round(self.precision, 4), "recall": round(self.recall, 4)}
+
+
+def score_loops(matches: Sequence[int | None], truth: Sequence[set[int]],
+                eligible: Callable[[int, int], bool]) -> LoopScore:
+    """``matches[q]`` is the frame index frame ``q`` was matched to (None: no loop).
+
+    ``eligible(q, j)`` says whether frame ``j`` could be returned when ``q`` was queried
+    (already in the map and outside the exclusion window).
+    """
+    reported = correct = with_loop = 0
+    for q, match in enumerate(matches):
+        if any(eligible(q, j) for j in truth[q]):
+            with_loop += 1
+        if match is not None:
+            reported += 1
+            correct += int(match in truth[q])
+    return LoopScore(reported, correct, with_loop)
+
+
+def pr_curve(run: Callable[[float], LoopScore], thresholds: Sequence[float]
+             ) -> list[dict]:
+    """``run(min_score)`` for each threshold -> rows of threshold, precision, recall."""
+    rows = []
+    for t in thresholds:
+        score = run(float(t))
+        rows.append({"min_score": round(float(t), 4), **score.to_dict()})
+    return rows
+
+
+def recall_at_full_precision(rows: Sequence[dict]) -> float:
+    """Highest recall among operating points with precision 1 (and at least one loop)."""
+    return max((r["recall"] for r in rows if r["precision"] >= 1.0 and r["reported"] > 0),
+               default=0.0)

@@ -1,0 +1,222 @@
+"""The model metadata schema shared by training, export and the runtime.
+
+One JSON object describes an exported model. It is written into the ONNX file
+(``metadata_props``, key :data:`ONNX_METADATA_KEY`) and into the header of a TensorRT engine
+file, and it is what the runtime reads to preprocess frames and to refuse a map made with
+another model. It is parsed with :mod:`json` only (never ``eval``) and validated field by
+field, so a damaged or foreign file gives a clear :class:`~vpr_edge.errors.ModelFormatError`.
+
+The **fingerprint** identifies what makes two descriptors comparable: the weights, the
+preprocessing and the output dimension. FP32 and FP16 exports of one checkpoint share it
+(their descriptors agree to cosine >= 0.999); a map records it and refuses other models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import ModelFormatError
+
+#: Key of the JSON blob in ONNX ``metadata_props``.
+ONNX_METADATA_KEY = "vpr_edge"
+#: Version of this schema. Readers accept this version and older ones they know.
+SCHEMA_VERSION = 1
+
+_PRECISIONS = ("fp32", "fp16")
+_COLOUR_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """The fused NetVLAD TensorRT plugin a graph uses (``None`` in metadata when plain ops)."""
+
+    name: str
+    version: str
+    namespace: str = "vpr_edge"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the runtime needs to know about an exported model.
+
+    ``input_height``/``input_width`` are the size frames are resized to; the graph takes
+    ``uint8 [N, H, W, 3]`` in ``colour_order`` and normalises inside with ``mean``/``std``
+    (on 0..1 values). ``dim`` is the output descriptor length: ``num_clusters * local_dim``
+    without whitening, the whitening output size with it.
+    """
+
+    model_name: str
+    backbone: str
+    num_clusters: int
+    local_dim: int
+    dim: int
+    input_height: int
+    input_width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_sha256: str
+    package_version: str
+    whitening_dim: int | None = None
+    precision: str = "fp32"
+    plugin: PluginInfo | None = None
+    input_layout: str = "NHWC"
+    input_dtype: str = "uint8"
+    colour_order: str = "RGB"
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.schema_version > SCHEMA_VERSION:
+            problems.append(
+                f"schema_version {self.schema_version} is newer than this vpr-edge reads "
+                f"({SCHEMA_VERSION}); upgrade vpr-edge"
+            )
+        for name in ("num_clusters", "local_dim", "dim", "input_height", "input_width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if self.precision not in _PRECISIONS:
+            problems.append(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        if self.colour_order not in _COLOUR_ORDERS:
+            problems.append(
+                f"colour_order must be one of {_COLOUR_ORDERS}, got {self.colour_order!r}"
+            )
+        if self.input_layout != "NHWC" or self.input_dtype != "uint8":
+            problems.append(
+                f"input must be uint8 NHWC, got {self.input_dtype} {self.input_layout}"
+            )
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+                problems.append(f"{name} must be three numbers, got {value!r}")
+        if any(v <= 0 for v in self.std if isinstance(v, (int, float))):
+            problems.append(f"std must be positive, got {self.std!r}")
+        if len(self.weights_sha256) != 64:
+            problems.append("weights_sha256 must be a 64-character hex sha256")
+        if self.whitening_dim is not None and self.whitening_dim != self.dim:
+            problems.append(
+                f"whitening_dim ({self.whitening_dim}) must equal dim ({self.dim})"
+            )
+        if self.whitening_dim is None and self.dim != self.num_clusters * self.local_dim:
+            problems.append(
+                f"without whitening dim must be num_clusters*local_dim = "
+                f"{self.num_clusters * self.local_dim}, got {self.dim}"
+            )
+        if problems:
+            raise ModelFormatError("invalid model metadata: " + "; ".join(problems))
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(height, width)`` frames are resized to."""
+        return (self.input_height, self.input_width)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of weights + preprocessing + output dim: equal means comparable descriptors."""
+        return model_fingerprint(self.weights_sha256, self.preprocessing(), self.dim)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing contract as a plain dict (part of the fingerprint)."""
+        return {
+            "input_height": self.input_height,
+            "input_width": self.input_width,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "colour_order": self.colour_order,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data["fingerprint"] = self.fingerprint
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise ModelFormatError(
+                f"model metadata must be a JSON object, got {type(data).__name__}"
+            )
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        missing = sorted(
+            f.name
+            for f in fields(cls)
+            if f.name not in values and f.default is MISSING and f.default_factory is MISSING
+        )
+        if missing:
+            raise ModelFormatError(
+                f"model metadata lacks {', '.join(missing)}: the file was not exported by "
+                "vpr-export, or by an incompatible version; re-export it with vpr-export"
+            )
+        if values.get("plugin") is not None:
+            plugin = values["plugin"]
+            if not isinstance(plugin, dict) or not {"name", "version"} <= plugin.keys():
+                raise ModelFormatError(f"plugin metadata must name name+version, got {plugin!r}")
+            keys = ("name", "version", "namespace")
+            values["plugin"] = PluginInfo(**{k: plugin[k] for k in keys if k in plugin})
+        for name in ("mean", "std"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        try:
+            meta = cls(**values)
+        except TypeError as exc:
+            raise ModelFormatError(f"invalid model metadata: {exc}") from exc
+        stated = data.get("fingerprint")
+        if stated is not None and stated != meta.fingerprint:
+            raise ModelFormatError(
+                "model metadata fingerprint does not match its fields: the metadata was "
+                "edited or damaged; re-export the model"
+            )
+        return meta
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelMetadata:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFormatError(f"model metadata is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def model_fingerprint(weights_sha256: str, preprocessing: dict[str, Any], dim: int) -> str:
+    """sha256 over the weights hash, the canonical preprocessing JSON and the output dim."""
+    payload = json.dumps(
+        {"weights_sha256": weights_sha256, "preprocessing": preprocessing, "dim": int(dim)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_onnx_metadata(path: str) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file without loading its weights.
+
+    Uses ``onnxruntime`` (the runtime's own dependency), so it needs no ``onnx`` package.
+    """
+    from ._optional import require
+
+    ort = require("onnxruntime", extra="cpu", purpose="reading an ONNX model")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFormatError(
+            f"{path}: not a loadable ONNX model ({exc}); re-export it with vpr-export"
+        ) from exc
+    props = session.get_modelmeta().custom_metadata_map
+    if ONNX_METADATA_KEY not in props:
+        raise ModelFormatError(
+            f"{path}: ONNX model has no '{ONNX_METADATA_KEY}' metadata: it was not exported "
+            "by vpr-export; export your checkpoint with `vpr-export model.pt`"
+        )
+    return ModelMetadata.from_json(props[ONNX_METADATA_KEY])

@@ -1,0 +1,180 @@
+"""Where frames come from for the command line: a folder, a CSV list, or a ROS bag.
+
+Each source yields :class:`SourceFrame` items in order, with a stable ``key`` per frame so an
+interrupted ``vpr-edge map build`` can resume without adding a frame twice.
+
+CSV lists (``--list``) have a header row with an ``image`` column (paths relative to the CSV
+file or absolute) and optional ``timestamp`` (seconds) and pose columns ``x, y, z, qx, qy,
+qz, qw`` (``x, y`` alone are fine too).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .images import load_image
+
+PathLike = Union[str, "os.PathLike[str]"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+POSE_COLUMNS = ("x", "y", "z", "qx", "qy", "qz", "qw")
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One frame: position in the source, a unique key, the pixels (or their file)."""
+
+    index: int
+    key: str
+    image: np.ndarray | Path
+    stamp: float | None = None
+    pose: tuple[float, ...] | None = None
+
+    def pixels(self) -> np.ndarray:
+        """The frame as ``uint8 HxWx3`` RGB (decoding the file if needed)."""
+        return self.image if isinstance(self.image, np.ndarray) else load_image(self.image)
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """A sequence of frames and its length (for progress bars)."""
+
+    description: str
+    length: int
+    frames: Any  # a callable returning an iterator of SourceFrame
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        return iter(self.frames())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def folder_source(folder: PathLike, *, every: int = 1) -> FrameSource:
+    """Image files in ``folder`` sorted by name (natural order for zero-padded frame numbers)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidInputError(f"{root}: not a directory")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    files = files[::every]
+    return FrameSource(
+        description=f"{root} ({len(files)} images)",
+        length=len(files),
+        frames=lambda: (SourceFrame(i, str(p.resolve()), p) for i, p in enumerate(files)),
+    )
+
+
+def list_source(csv_path: PathLike, *, every: int = 1) -> FrameSource:
+    """Frames listed in a CSV file (see the module docstring for the columns)."""
+    path = Path(csv_path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the frame list ({exc})") from exc
+    if not rows:
+        raise InvalidInputError(f"{path}: the frame list is empty (a header and rows needed)")
+    columns = set(rows[0])
+    if "image" not in columns:
+        raise InvalidInputError(
+            f"{path}: needs an 'image' column; found {sorted(columns)}"
+        )
+    pose_cols = [c for c in POSE_COLUMNS if c in columns]
+    frames = []
+    for line, row in enumerate(rows, start=2):
+        image = Path(row["image"])
+        image = image if image.is_absolute() else path.parent / image
+        stamp = _number(row.get("timestamp"), path, line, "timestamp")
+        pose = tuple(_number(row[c], path, line, c) for c in pose_cols) if pose_cols else None
+        if pose is not None and any(v is None for v in pose):
+            raise InvalidInputError(f"{path}:{line}: incomplete pose {pose_cols}")
+        frames.append((image, stamp, pose))
+    frames = frames[::every]
+    return FrameSource(
+        description=f"{path} ({len(frames)} images)",
+        length=len(frames),
+        frames=lambda: (SourceFrame(i, str(img.resolve()), img, stamp, pose)
+                        for i, (img, stamp, pose) in enumerate(frames)),
+    )
+
+
+def bag_source(bag: PathLike, topic: str, *, every: int = 1,
+               pose_topic: str | None = None) -> FrameSource:
+    """Images on ``topic`` of a ROS 1 or ROS 2 bag (needs ``vpr-edge[ros]``)."""
+    from . import bags
+
+    count = bags.count_frames(bag, topic)
+    length = (count + every - 1) // every
+
+    def frames() -> Iterator[SourceFrame]:
+        for frame in bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic):
+            pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
+            yield SourceFrame(frame.index, f"{Path(bag).resolve()}:{topic}:{frame.index}",
+                              frame.image, frame.stamp, pose)
+
+    return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
+                       frames=frames)
+
+
+def concat_sources(sources: list[FrameSource]) -> FrameSource:
+    """Several sources one after the other (e.g. two traversals of a route)."""
+    if len(sources) == 1:
+        return sources[0]
+
+    def frames() -> Iterator[SourceFrame]:
+        offset = 0
+        for source in sources:
+            for frame in source:
+                yield SourceFrame(offset + frame.index, frame.key, frame.image, frame.stamp,
+                                  frame.pose)
+            offset += len(source)
+
+    return FrameSource(description=" + ".join(s.description for s in sources),
+                       length=sum(len(s) for s in sources), frames=frames)
+
+
+def open_source(*, images: PathLike | list[PathLike] | None = None,
+                frame_list: PathLike | None = None, bag: PathLike | None = None,
+                topic: str | None = None, pose_topic: str | None = None,
+                every: int = 1) -> FrameSource:
+    """Exactly one of ``images`` (one folder or several, in order), ``frame_list`` or
+    ``bag`` (+ ``topic``)."""
+    given = [name for name, value in (("--images", images), ("--list", frame_list),
+                                      ("--bag", bag)) if value]
+    if len(given) != 1:
+        raise InvalidInputError(
+            f"give exactly one frame source (--images DIR, --list CSV or --bag BAG --topic T); "
+            f"got {given or 'none'}"
+        )
+    if not isinstance(every, int) or every < 1:
+        raise InvalidInputError(f"--every must be a positive integer, got {every!r}")
+    if images:
+        folders = images if isinstance(images, (list, tuple)) else [images]
+        return concat_sources([folder_source(f, every=every) for f in folders])
+    if frame_list is not None:
+        return list_source(frame_list, every=every)
+    if topic is None:
+        raise InvalidInputError("--bag needs --topic (the sensor_msgs/Image topic)")
+    return bag_source(bag, topic, every=every, pose_topic=pose_topic)
+
+
+def _number(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"{path}:{line}: {column} {text!r} is not a number") from exc
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{path}:{line}: {column} is {value}")
+    return value
