@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except VprEdgeError as exc:
         print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    if getattr(args, "json", None):
+    if result is not None and getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -7,9 +7,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +17,6 @@ from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir
 from vpr_edge.index.map_format import canonical_json
 
 HERE = Path(__file__).resolve().parent
-CHILD = HERE / "_map_crash_child.py"
-REPO = HERE.parents[1]
 DIM = 16
 FP = "sha256:model-a"
 
@@ -386,76 +381,17 @@ def test_failed_save_leaves_previous_map(tmp_path: Path, monkeypatch) -> None:
     assert len(PlaceIndex.open(target)) == 65
 
 
-def child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-
-
-def run_child(target: Path, mode: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = child_env()
-    return subprocess.run([sys.executable, str(CHILD), str(target), mode], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
-
-
-def check_crash_map(target: Path) -> int:
-    """Open the map a child left and check every place in it; return the place count."""
-    sys.path.insert(0, str(HERE))
-    try:
-        import _map_crash_child as child
-    finally:
-        sys.path.remove(str(HERE))
-    index = PlaceIndex.open(target, fingerprint=child.FINGERPRINT)
-    n = len(index)
-    assert n % child.STEP == 0 and index.ids() == list(range(n))
-    for i in sorted({0, n // 2, n - 1}) if n else []:
-        match = index.query(child.vector(i), k=1)[0]
-        assert (match.place_id, match.stamp, match.meta) == (i, float(i), {"i": i})
-        assert match.score > 0.999
-    return n
-
-
 @pytest.mark.parametrize("step, survives", [("written", "old"), ("aside", "old"),
                                             ("renamed", "new"), ("cleaned", "new")])
-def test_sigkill_at_each_step_of_the_swap(tmp_path: Path, step: str, survives: str) -> None:
+def test_sigkill_at_each_step_of_the_swap(tmp_path: Path, step: str, survives: str,
+                                          crash_child) -> None:
     target = tmp_path / "m"
-    assert run_child(target, "failpoint:none").returncode == 0  # a complete 50-place map
-    result = run_child(target, f"failpoint:{step}")
+    assert crash_child.run(target, "failpoint:none").returncode == 0  # a complete 50-place map
+    result = crash_child.run(target, f"failpoint:{step}")
     assert result.returncode == -9, result.stderr
-    n = check_crash_map(target)
+    n = crash_child.check_map(target)
     assert n == (50 if survives == "old" else 100)
     assert target.exists() == (step != "aside")
-    assert run_child(target, "failpoint:none").returncode == 0  # the next save repairs
-    assert check_crash_map(target) == n + 50
+    assert crash_child.run(target, "failpoint:none").returncode == 0  # the next save repairs
+    assert crash_child.check_map(target) == n + 50
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
-
-
-def test_sigkill_at_random_moments_never_loses_a_saved_place(tmp_path: Path) -> None:
-    """20 trials: a child grows and saves the map in a loop until SIGKILLed at a random
-    moment; the map must then be the last state the child reported saved, or the one after
-    it (saved but not yet reported), and never lose a place an earlier save had."""
-    rng = np.random.default_rng(1234)
-    target = tmp_path / "m"
-    env = child_env()
-    last = mid_save = 0
-    start = time.monotonic()
-    for trial in range(20):
-        proc = subprocess.Popen([sys.executable, str(CHILD), str(target), "loop"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
-        assert proc.stdout.readline().strip() == "ready"  # imported and opened the map
-        time.sleep(rng.uniform(0.0, 0.4))
-        proc.kill()
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == -9, err
-        reported = [int(line) for line in out.split()]
-        latest = reported[-1] if reported else last
-        if not target.exists() and not (tmp_path / "m.old").exists():
-            assert last == 0 and not reported  # killed before the very first save finished
-            continue
-        mid_save += any(p.name != "m.lock" and p.name != "m" for p in tmp_path.iterdir())
-        n = check_crash_map(target)
-        assert n in (latest, latest + 50), (trial, n, latest)
-        assert n >= last
-        last = n
-    assert last > 0 and time.monotonic() - start < 60
-    assert mid_save >= 3  # several kills really landed inside a save (temp dir or .old left)

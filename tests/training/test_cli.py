@@ -1,0 +1,73 @@
+"""vpr-train (init, fit, whiten) and vpr-eval on a tiny real set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vpr_edge.training import cli_eval, cli_train
+from vpr_edge.training.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def small_folders(gardens_point_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("gp")
+    for side in ("day_left", "day_right"):
+        (root / side).mkdir()
+        for i in range(0, 40, 2):
+            name = f"Image{i:03d}.jpg"
+            shutil.copy(gardens_point_dir / side / name, root / side / name)
+    return root / "day_left", root / "day_right"
+
+
+def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
+    left, right = small_folders
+    init = tmp_path / "init.pt"
+    assert cli_train.main(["init", "--images", str(left), "--output", str(init),
+                           "--clusters", "8", "--height", "64", "--width", "96",
+                           "--json", str(tmp_path / "init.json")]) == 0
+    report = json.loads((tmp_path / "init.json").read_text())
+    assert report["images_used"] == 20 and report["dim"] == 8 * 112
+    assert load_checkpoint(init).provenance["made_by"] == "vpr-train init"
+
+    fitted = tmp_path / "fit.pt"
+    assert cli_train.main(["fit", "--frame-aligned", str(left), str(right), "--span", "0", "0.7",
+                           "--val-span", "0.7", "1.0", "--init", str(init), "--output",
+                           str(fitted), "--epochs", "1", "--negatives", "3",
+                           "--negative-pool", "10", "--no-progress", "--threads", "2",
+                           "--json", str(tmp_path / "fit.json")]) == 0
+    history = json.loads((tmp_path / "fit.json").read_text())["history"]
+    assert history[0]["epoch"] == 1 and "R@1" in history[0]["recall"]
+
+    whitened = tmp_path / "white.pt"
+    assert cli_train.main(["whiten", str(fitted), "--images", str(left), "--dim", "8",
+                           "--max-dim", "16", "--output", str(whitened)]) == 0
+    ckpt = load_checkpoint(whitened)
+    assert ckpt.config.whitening_dim == 8 and ckpt.config.whitening_max_dim == 16
+
+    result = tmp_path / "eval.json"
+    assert cli_eval.main([str(whitened), "--frame-aligned", str(left), str(right),
+                          "--no-progress", "--json", str(result), "--ns", "1", "5"]) == 0
+    recalls = json.loads(result.read_text())
+    assert recalls["queries"] == 20 and 0.0 <= recalls["recall@1"] <= recalls["recall@5"] <= 1
+    assert "R@1" in capsys.readouterr().out
+
+
+def test_clear_errors(tmp_path: Path, corridor_dir: Path, capsys) -> None:
+    assert cli_train.main(["init", "--images", str(tmp_path / "none"), "--output",
+                           str(tmp_path / "m.pt")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_train.main(["init", "--images", str(tmp_path / "empty"), "--output",
+                           str(tmp_path / "m.pt")]) == 2
+    assert "no images" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert cli_eval.main([str(tmp_path / "junk.pt"), "--corridor", str(tmp_path)]) == 2
+    assert "expected ref" in capsys.readouterr().err
+    assert cli_eval.main([str(tmp_path / "junk.pt"), "--corridor", str(corridor_dir)]) == 2
+    assert "not a readable vpr-edge checkpoint" in capsys.readouterr().err
+    assert cli_eval.main([str(tmp_path / "junk.pt")]) == 2
+    assert "give exactly one" in capsys.readouterr().err
