@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.index import IndexSettings, PlaceIndex
 
 
@@ -277,7 +278,7 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
 
 def cli(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000],
                    help="map sizes (places), measured incrementally on one growing index")
     p.add_argument("--dims", type=int, nargs="+", default=[512, 1024], help="descriptor dims")

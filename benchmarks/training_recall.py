@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from vpr_edge.training.checkpoint import save_checkpoint
 from vpr_edge.training.config import preset
 from vpr_edge.training.datasets.corridor import corridor_dataset
@@ -33,6 +32,8 @@ from vpr_edge.training.init_model import init_model
 from vpr_edge.training.mining import MiningConfig
 from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.train import TrainConfig, train
+
+from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def vprbench_recalls(corridor: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data", type=Path, default=Path(os.environ.get(
         "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
     p.add_argument("--output", type=Path, default=REPO / "runs" / "training_recall",

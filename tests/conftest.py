@@ -61,14 +61,26 @@ def long_mode(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long") or os.environ.get("VPR_EDGE_LONG"))
 
 
-@pytest.fixture(scope="session")
-def crash_child() -> ModuleType:
-    """tests/reliability/map_crash_child.py: the crash-test child and its checks."""
-    path = REPO_ROOT / "tests" / "reliability" / "map_crash_child.py"
-    spec = importlib.util.spec_from_file_location("map_crash_child", path)
+def _load_test_module(relative: str) -> ModuleType:
+    """Import a helper file under tests/ by path (tests are not a package)."""
+    path = REPO_ROOT / "tests" / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def crash_child() -> ModuleType:
+    """tests/reliability/map_crash_child.py: the crash-test child and its checks."""
+    return _load_test_module("reliability/map_crash_child.py")
+
+
+@pytest.fixture(scope="session")
+def bag_writer() -> ModuleType:
+    """tests/bag_writer.py: writes small ROS 1 bags (needs the ``ros`` extra)."""
+    pytest.importorskip("rosbags")
+    return _load_test_module("bag_writer.py")
 
 
 def _has_cuda() -> bool:

@@ -31,9 +31,8 @@ def test_import_vpr_edge_does_not_import_torch() -> None:
         "               if n in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, f"importing every runtime module failed:\n{out.stderr}"
     assert out.stdout.strip() == "", f"importing the runtime pulled in: {out.stdout.strip()}"
 
 
@@ -69,3 +68,45 @@ def test_runtime_source_never_imports_torch_training_or_export() -> None:
         for match in _FORBIDDEN_IMPORT.finditer(path.read_text())
     ]
     assert offenders == []
+
+
+def _parsers(parser):
+    """A parser and all its sub-command parsers."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_cli_has_help_without_noise(monkeypatch) -> None:
+    """Each console script's help (and its sub-commands') shows meaningful defaults only."""
+    import argparse
+    import importlib
+
+    built: list[argparse.ArgumentParser] = []
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        built.append(self)
+        raise SystemExit(0)
+
+    scripts = _pyproject()["project"]["scripts"]
+    assert set(scripts) >= {"vpr-train", "vpr-eval", "vpr-export", "vpr-edge"}
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        try:
+            getattr(importlib.import_module(module), func)([])
+        except SystemExit:
+            pass
+        assert built, f"{name} built no parser"
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", real_parse)
+    for parser in (p for top in built for p in _parsers(top)):
+        text = parser.format_help()
+        for noise in ("(default: None)", "(default: False)", "(default: True)"):
+            assert noise not in text, f"{parser.prog}: help shows {noise!r}"
+        undocumented = [a.dest for a in parser._actions if not a.help]
+        assert undocumented == [], f"{parser.prog}: options without help: {undocumented}"

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from vpr_edge import __version__
+from vpr_edge.atomic_file import atomic_write
 from vpr_edge.errors import ModelFormatError
 
 from .config import ModelConfig
@@ -112,17 +112,7 @@ def save_checkpoint(path: str | os.PathLike, model: VPRModel, *,
         },
         "training_state": training_state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

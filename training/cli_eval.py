@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.errors import InvalidInputError, VprEdgeError
 
 from .datasets.places import RetrievalDataset
@@ -27,7 +28,7 @@ from .evaluate import DEFAULT_NS, RecallResult, encode_images, evaluate, format_
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vpr-eval", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("model", type=Path, help="checkpoint (.pt) or exported model (.onnx/.engine)")
     data = p.add_argument_group("dataset (give one)")
     data.add_argument("--corridor", type=Path, help="Corridor folder (query/, ref/, "

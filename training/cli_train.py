@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.errors import VprEdgeError
 
 from .config import BACKBONES, preset
@@ -31,7 +32,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_init(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "init", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "init", formatter_class=HelpFormatter,
         help="a usable model in minutes: pretrained backbone + k-means NetVLAD",
         description="Build an untrained but usable model: ImageNet backbone, NetVLAD "
                     "centroids from k-means on local features of your images, and the "
@@ -74,7 +75,7 @@ def run_init(args: argparse.Namespace) -> dict:
 
 def _add_whiten(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "whiten", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "whiten", formatter_class=HelpFormatter,
         help="fit PCA-whitening on a (large) folder of images",
         description="Fit a PCA-whitening layer on the descriptors of a folder of images and "
                     "write a new checkpoint. Needs many more images than output dims.",
@@ -121,11 +122,12 @@ def _print_table(title: str, values: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vpr-train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="vpr-train", formatter_class=HelpFormatter,
         description="Make, train and whiten NetVLAD place-recognition models.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="run `vpr-train COMMAND --help` for its options")
     _add_init(sub)
     from .train import add_fit_parser
 

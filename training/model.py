@@ -102,7 +102,8 @@ class ImageInput(nn.Module):
         self.register_buffer("shift", -mean / std)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast first: TensorRT accepts uint8 only as a network input feeding a Cast
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         return self.model(x * self.scale + self.shift)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.errors import InvalidInputError
 
 from . import distributed
@@ -307,7 +308,7 @@ def train(model: VPRModel, dataset: RetrievalDataset, config: TrainConfig, *, ou
 def add_fit_parser(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser(
-        "fit", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "fit", formatter_class=HelpFormatter,
         help="train NetVLAD with the paper's weakly supervised triplet ranking loss",
         description=__doc__.splitlines()[0] + " Works on one process or under torchrun.",
     )

@@ -21,8 +21,36 @@ from .errors import (
 )
 from .metadata import ModelMetadata
 
+_LAZY = {
+    "Localizer": ("vpr_edge.localizer", "Localizer"),
+    "LoopClosureDetector": ("vpr_edge.loop_closure", "LoopClosureDetector"),
+    "LoopClosureConfig": ("vpr_edge.loop_closure", "LoopClosureConfig"),
+    "LoopClosure": ("vpr_edge.loop_closure", "LoopClosure"),
+    "PlaceIndex": ("vpr_edge.index", "PlaceIndex"),
+    "IndexSettings": ("vpr_edge.index", "IndexSettings"),
+    "PlaceMatch": ("vpr_edge.index", "PlaceMatch"),
+}
+
+
+def __getattr__(name: str):
+    """``from vpr_edge import Localizer`` without importing hnswlib/onnxruntime up front."""
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'vpr_edge' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
+    "IndexSettings",
+    "Localizer",
+    "LoopClosure",
+    "LoopClosureConfig",
+    "LoopClosureDetector",
+    "PlaceIndex",
+    "PlaceMatch",
     "BackendUnavailableError",
     "EngineMismatchError",
     "ImageDecodeError",

@@ -36,8 +36,12 @@ class LoopClosureConfig:
             candidates (they are trivially similar to the current one). VINS-Mono: 50.
         exclusion_seconds: also exclude places stamped within this many seconds before the
             current frame (needs stamps); None disables the time window.
-        min_score: candidates below this cosine similarity are ignored. Calibrate it on your
-            route (``vpr-edge loops --ground-truth`` prints the precision-recall curve).
+        min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
+            compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
+            places about 0-0.3), so this depends on the model: with the default model on
+            Gardens Point (scripts/demo.sh) 0.30 gave precision 0.93 / recall 0.81 and 0.40
+            precision 1.0 / recall 0.10. Calibrate it on your route
+            (``vpr-edge loops --gt names --sweep`` prints the precision-recall curve).
         consistency: a loop is reported when this many successive keyframes each have a
             candidate close (``consistency_radius``) to the previous one's. ORB-SLAM: 3.
             1 reports every candidate above ``min_score``.
@@ -55,7 +59,7 @@ class LoopClosureConfig:
 
     exclusion_frames: int = 50
     exclusion_seconds: float | None = None
-    min_score: float = 0.5
+    min_score: float = 0.3
     consistency: int = 3
     consistency_radius: int = 3
     candidates: int = 5

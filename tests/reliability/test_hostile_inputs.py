@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from vpr_edge.errors import (
-    ImageDecodeError, InvalidInputError, MapCorruptError, ModelFormatError, VprEdgeError,
+    ImageDecodeError,
+    InvalidInputError,
+    MapCorruptError,
+    ModelFormatError,
+    VprEdgeError,
 )
 from vpr_edge.images import decode_image
 from vpr_edge.localizer import Localizer

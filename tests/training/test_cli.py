@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from vpr_edge.training import cli_eval, cli_train
 from vpr_edge.training.checkpoint import load_checkpoint
 

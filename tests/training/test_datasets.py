@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from vpr_edge.errors import InvalidInputError
 from vpr_edge.training.datasets.corridor import corridor_dataset
 from vpr_edge.training.datasets.frame_aligned import frame_aligned_dataset, route_splits
 from vpr_edge.training.datasets.manifest import read_manifest
 from vpr_edge.training.datasets.pittsburgh import read_pittsburgh
 from vpr_edge.training.datasets.places import PlaceSet, Radii, RetrievalDataset, within_radius
+
+from vpr_edge.errors import InvalidInputError
 
 
 def _images(folder: Path, names: list[str]) -> None:

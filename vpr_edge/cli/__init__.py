@@ -16,18 +16,21 @@ import sys
 
 from ..errors import VprEdgeError
 from . import bench, info, localize, loops, map_build, query
+from .help_format import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vpr-edge", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="vpr-edge", formatter_class=HelpFormatter,
         description="Visual place recognition on the robot: build maps, query them, detect "
                     "loop closures, measure latency.")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="run `vpr-edge COMMAND --help` for its options")
     info.add_parser(sub)
     map_parser = sub.add_parser("map", help="map commands (build)")
-    map_sub = map_parser.add_subparsers(dest="map_command", required=True, metavar="ACTION")
+    map_sub = map_parser.add_subparsers(dest="map_command", required=True, metavar="ACTION",
+                                        help="run `vpr-edge map ACTION --help`")
     map_build.add_parser(map_sub)
     query.add_parser(sub)
     localize.add_parser(sub)

@@ -1,5 +1,8 @@
+"""``python -m vpr_edge.cli`` runs the ``vpr-edge`` command."""
+
 import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

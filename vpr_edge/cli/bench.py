@@ -16,12 +16,13 @@ import numpy as np
 
 from ..images import as_rgb_frame, load_image, resize
 from .common import add_model_arguments, backend_options
+from .help_format import HelpFormatter
 from .output import print_facts, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency of describe/add/query on this machine",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description=__doc__.splitlines()[0])
     add_model_arguments(p)
     p.add_argument("--places", type=int, default=10000, help="map size for the search")

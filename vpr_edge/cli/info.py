@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from .help_format import HelpFormatter
 from .output import print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a model (.onnx/.engine) or a map directory",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Print the metadata of an exported model or engine, or "
                                    "the manifest of a map directory.")
     p.add_argument("path", type=Path, help="model.onnx, model.engine or a map directory")

@@ -16,12 +16,13 @@ import numpy as np
 
 from ..errors import InvalidInputError, MapError
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from .help_format import HelpFormatter
 from .output import print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("localize", help="query every frame of a traversal against a map",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description=__doc__.splitlines()[0])
     add_model_arguments(p)
     p.add_argument("map", type=Path, help="map directory")

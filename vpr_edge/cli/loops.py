@@ -21,16 +21,21 @@ from ..errors import InvalidInputError
 from ..geometric import VerifyConfig
 from ..loop_closure import FrameResult, LoopClosureConfig, LoopClosureDetector
 from ..loop_metrics import (
-    LoopScore, pr_curve, recall_at_full_precision, score_loops, truth_from_names,
+    LoopScore,
+    pr_curve,
+    recall_at_full_precision,
+    score_loops,
+    truth_from_names,
     truth_from_positions,
 )
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from .help_format import HelpFormatter
 from .output import print_facts, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("loops", help="detect loop closures over a sequence (offline)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description=__doc__.splitlines()[0])
     add_model_arguments(p)
     add_source_arguments(p)

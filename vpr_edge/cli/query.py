@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from .common import add_model_arguments, backend_options
+from .help_format import HelpFormatter
 from .output import print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("query", help="find the places in a map most similar to images",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Print the k best matches in MAP for each image.")
     add_model_arguments(p)
     p.add_argument("map", type=Path, help="map directory")

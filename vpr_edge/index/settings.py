@@ -17,7 +17,7 @@ class IndexSettings:
     """How the place index is built and searched.
 
     ``M``, ``ef_construction`` and ``ef`` are hnswlib's parameters; the defaults were chosen by
-    ``benchmarks/index_scaling_quick.py`` (figures in docs/drafts/index.md): places added in
+    ``benchmarks/index_scaling_quick.py`` (figures in docs/index.md): places added in
     route order (as a robot adds them) make a weaker graph than shuffled ones, and at 100k
     places ``ef_construction=400, ef=128`` was the cheapest pair keeping recall@1 >= 0.99 of
     exact search with a query under 1 ms (dim 1024, 2-core x86 VM). Small maps need far less

@@ -110,3 +110,20 @@ def test_bench_reports_every_stage(tiny_onnx: Path, tmp_path: Path, cpu_only: No
                            "describe", "add"}
     assert all(row["p50_ms"] > 0 for row in stages.values())
     assert result["places"] == 500
+
+
+def test_map_build_from_a_bag_stores_stamps_and_poses(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                      cpu_only: None, bag_writer) -> None:
+    from vpr_edge import Localizer
+
+    frames = list(tiny.frames(8, seed=3, h=24, w=32))
+    bag = bag_writer.write_bag(tmp_path / "run.bag", frames, odometry=True)
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--bag", str(bag), "--topic",
+                 bag_writer.IMAGE_TOPIC, "--pose-topic", bag_writer.ODOM_TOPIC,
+                 "--every", "2", "--no-progress"]) == 0
+    loc = Localizer(tiny_onnx, map_dir, backend="cpu")
+    assert len(loc) == 4
+    records = sorted((loc.get(i) for i in loc.index.ids()), key=lambda r: r.stamp)
+    assert [r.pose[0] for r in records] == [0.0, 2.0, 4.0, 6.0]
+    assert records[1].stamp == pytest.approx(1000.2)

@@ -1,0 +1,101 @@
+"""``vpr-export CHECKPOINT``: validated ONNX (FP32, FP16) and TensorRT engines for robots.
+
+    vpr-export model.pt --fp16 --validate data/corridor/ref
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vpr_edge.cli.help_format import HelpFormatter
+from vpr_edge.errors import VprEdgeError
+
+from .targets import ExportConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ExportConfig(checkpoint=Path("x"))
+    p = argparse.ArgumentParser(
+        prog="vpr-export", formatter_class=HelpFormatter,
+        description="Export a vpr-train checkpoint to ONNX (uint8 NHWC image in, L2-normalised "
+                    "float32 descriptor out, metadata inside) and, when TensorRT is installed, "
+                    "a TensorRT engine. Validated against PyTorch on real images.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt) from vpr-train")
+    p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where files go")
+    p.add_argument("--name", default=None, help="file name stem (default: the checkpoint's)")
+    p.add_argument("--height", type=int, default=None, help="input height (default: model's)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: model's)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write NAME.fp16.onnx (strongly typed FP16) and build the engine "
+                        "from it")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--engine", dest="engine", action="store_const", const=True,
+                        default=None, help="build NAME.engine (error if no TensorRT module)")
+    engine.add_argument("--no-engine", dest="engine", action="store_const", const=False,
+                        help="do not build an engine (default: build one when TensorRT or "
+                             "TensorRT-RTX is installed)")
+    p.add_argument("--batch", type=int, nargs=3, default=d.batch, metavar=("MIN", "OPT", "MAX"),
+                   help="engine optimisation profile")
+    p.add_argument("--workspace", type=int, default=d.workspace_mib, dest="workspace_mib",
+                   help="TensorRT builder workspace (MiB)")
+    p.add_argument("--compute-capability", action="append", default=None,
+                   dest="compute_capabilities",
+                   help="TensorRT-RTX target (e.g. 8.9; repeat for several); default: all")
+    p.add_argument("--whitening-dim", type=int, default=None,
+                   help="output dims of a whitened checkpoint (any up to the stored ones)")
+    p.add_argument("--validate", type=Path, default=None, dest="validate_dir", metavar="DIR",
+                   help="images to validate on (up to --validate-images, evenly spaced)")
+    p.add_argument("--validate-images", type=int, default=d.validate_images,
+                   help="images used for validation")
+    p.add_argument("--no-validate", action="store_false", dest="validate",
+                   help="skip validation")
+    plugin = p.add_mutually_exclusive_group()
+    plugin.add_argument("--plugin", action="store_true", dest="plugin",
+                        help="use the fused FP16 NetVLAD TensorRT plugin node")
+    plugin.add_argument("--no-plugin", action="store_false", dest="plugin",
+                        help="plain ONNX ops (runs everywhere)")
+    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset")
+    p.add_argument("--no-simplify", action="store_false", dest="simplify",
+                   help="skip onnxslim simplification")
+    p.add_argument("--json", type=Path, default=None, help="write the export report here")
+    p.add_argument("--quiet", "-q", action="store_true", help="no step log")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .exporter import export, usage_commands
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s")
+    fields = {k: v for k, v in vars(args).items() if k not in ("json", "quiet")}
+    fields["batch"] = tuple(fields["batch"])
+    if fields["compute_capabilities"]:
+        fields["compute_capabilities"] = tuple(fields["compute_capabilities"])
+    try:
+        result = export(ExportConfig(**fields))
+    except VprEdgeError as exc:
+        report = getattr(exc, "result", None)
+        if args.json and report is not None:
+            args.json.write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"vpr-export: error: {exc}", file=sys.stderr)
+        return 1 if report is not None else 2
+    print("\nwritten:")
+    for target, path in result.files.items():
+        print(f"  {target:<10} {path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+    for note in result.notes:
+        print(f"note: {note}")
+    print("\nuse them:")
+    for line in usage_commands(result):
+        print(f"  {line}")
+    if args.json:
+        args.json.write_text(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""``export(config)``: checkpoint -> validated ONNX (FP32, FP16) and TensorRT engine.
+
+Steps, each timed and logged with its output size: load the checkpoint, trace to FP32 ONNX,
+simplify and check, write metadata, convert to FP16, build the engine, validate on real
+images. Outputs are written under temporary names and renamed only when every step
+(validation included) succeeded, so a failure never leaves a half-written or unvalidated file
+under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpr_edge import __version__
+from vpr_edge.atomic_file import temp_path_beside
+from vpr_edge.errors import InvalidInputError, VprEdgeError
+from vpr_edge.metadata import ModelMetadata
+
+from .targets import TARGETS, ExportConfig, check_arguments, check_output_dir
+
+log = logging.getLogger("vpr_edge.export")
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    output: str | None = None
+    bytes: int | None = None
+
+
+@dataclass
+class ExportResult:
+    """What was written, how long each step took, and how validation went."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    validation: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metadata: ModelMetadata | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.validation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": {k: {"path": str(v), "bytes": v.stat().st_size if v.exists() else None}
+                      for k, v in self.files.items()},
+            "steps": [vars(s) for s in self.steps],
+            "validation": [c.to_dict() for c in self.validation],
+            "passed": self.passed, "notes": self.notes,
+            "fingerprint": None if self.metadata is None else self.metadata.fingerprint,
+        }
+
+
+def _metadata(model, height: int, width: int, sha: str, precision: str) -> ModelMetadata:
+    from vpr_edge.training.netvlad import NetVLAD
+
+    config = model.config
+    aggregation = model.aggregation
+    if isinstance(aggregation, NetVLAD):
+        k, d = aggregation.num_clusters, aggregation.dim
+    else:
+        k, d = 1, int(aggregation.output_dim)
+    pre = config.preprocess
+    return ModelMetadata(
+        model_name=config.name, backbone=config.backbone.name, num_clusters=k, local_dim=d,
+        dim=model.dim, input_height=height, input_width=width, mean=tuple(pre.mean),
+        std=tuple(pre.std), weights_sha256=sha, package_version=__version__,
+        whitening_dim=None if model.whitening is None else model.whitening.dim,
+        precision=precision, colour_order=pre.colour_order,
+        extra={"aggregation": config.aggregation, "backbone_stride": model.backbone.stride},
+    )
+
+
+class _Timer:
+    def __init__(self, result: ExportResult, name: str) -> None:
+        self.result, self.name = result, name
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        self.output: Path | None = None
+        return self
+
+    def __exit__(self, kind, *_: object) -> None:
+        if kind is not None:
+            return
+        seconds = time.perf_counter() - self.start
+        size = self.output.stat().st_size if self.output is not None else None
+        self.result.steps.append(Step(self.name, round(seconds, 3),
+                                      None if self.output is None else self.output.name, size))
+        log.info("%-22s %7.2f s%s", self.name, seconds,
+                 "" if size is None else f"  {size / 2**20:.1f} MiB")
+
+
+def export(config: ExportConfig) -> ExportResult:
+    """Run the export described by ``config`` (see :class:`ExportConfig`)."""
+    import onnx
+    import torch
+    from vpr_edge.training.checkpoint import load_checkpoint
+
+    from .onnx_fp16 import convert_to_fp16, fp16_fraction
+    from .onnx_fp32 import export_fp32
+    from .onnx_hygiene import check_graph, set_metadata, simplify
+    from .tensorrt_build import EngineBuildConfig, build_engine, builder_available
+
+    check_arguments(config)
+    out_dir = Path(config.output_dir)
+    check_output_dir(out_dir)
+    name = config.name or Path(config.checkpoint).stem
+    result = ExportResult()
+    final = {target: out_dir / f"{name}{spec['suffix']}" for target, spec in TARGETS.items()}
+    temps: dict[str, Path] = {}
+    try:
+        with _Timer(result, "load checkpoint"):
+            ckpt = load_checkpoint(config.checkpoint)
+            model = ckpt.build()
+            if config.whitening_dim is not None:
+                model.set_whitening_dim(config.whitening_dim)
+        pre = model.config.preprocess
+        height = config.height or pre.input_height
+        width = config.width or pre.input_width
+        stride = model.backbone.stride
+        if height < stride or width < stride:
+            raise InvalidInputError(
+                f"input {height}x{width} is smaller than the backbone's stride {stride}: "
+                "NetVLAD would see no local features; use a larger --height/--width")
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, height, width))
+        except RuntimeError as exc:
+            raise InvalidInputError(f"the backbone cannot take {height}x{width} input "
+                                    f"({str(exc).splitlines()[0]})") from exc
+
+        with _Timer(result, "export FP32 ONNX") as step:
+            graph = export_fp32(model, height, width, opset=config.opset)
+            if config.simplify:
+                graph = simplify(graph)
+            check_graph(graph, height=height, width=width, dim=model.dim)
+            meta32 = _metadata(model, height, width, ckpt.weights_sha256, "fp32")
+            set_metadata(graph, meta32)
+            temps["onnx"] = step.output = temp_path_beside(final["onnx"])
+            onnx.save(graph, str(temps["onnx"]))
+        result.metadata = meta32
+        engine_source = temps["onnx"]
+        if config.fp16:
+            with _Timer(result, "convert to FP16 ONNX") as step:
+                half = convert_to_fp16(graph)
+                check_graph(half, height=height, width=width, dim=model.dim)
+                set_metadata(half, _metadata(model, height, width, ckpt.weights_sha256,
+                                             "fp16"))
+                temps["onnx-fp16"] = step.output = temp_path_beside(final["onnx-fp16"])
+                onnx.save(half, str(temps["onnx-fp16"]))
+            result.notes.append(f"FP16 graph: {fp16_fraction(half):.0%} of Conv/MatMul "
+                                "nodes in FP16; NetVLAD, softmax and norms in FP32")
+            engine_source = temps["onnx-fp16"]
+
+        want_engine = config.engine
+        if want_engine is None:
+            want_engine, reason = builder_available()
+            if not want_engine:
+                result.notes.append(f"no engine built: {reason}")
+        if want_engine:
+            with _Timer(result, "build TensorRT engine") as step:
+                from vpr_edge.engine_file import engine_header_for, write_engine_file
+
+                built = build_engine(engine_source, EngineBuildConfig(
+                    batch=config.batch, workspace_mib=config.workspace_mib,
+                    timing_cache=out_dir / f"{name}.timing.cache",
+                    compute_capabilities=config.compute_capabilities,
+                    module=config.tensorrt_module))
+                source_meta = _metadata(model, height, width, ckpt.weights_sha256,
+                                        "fp16" if config.fp16 else "fp32")
+                header = engine_header_for(
+                    source_meta, built.engine, tensorrt_module=built.module,
+                    tensorrt_version=built.version, compute_capability=built.compute_capability,
+                    device_name=built.device_name,
+                    builder={**built.settings, "precision": source_meta.precision,
+                             "onnx": final["onnx-fp16" if config.fp16 else "onnx"].name})
+                temps["engine"] = step.output = temp_path_beside(final["engine"])
+                write_engine_file(temps["engine"], header, built.engine)
+            targets = ", ".join(built.settings["compute_capabilities"])
+            result.notes.append(f"engine built with {built.module} {built.version} for compute "
+                                f"capability {targets}; engines run only on such a GPU, so it "
+                                "was not validated by this export")
+
+        if config.validate:
+            if config.validate_dir is None:
+                result.notes.append("not validated: give --validate DIR (images)")
+            else:
+                with _Timer(result, "validate"):
+                    result.validation = _validate(model, height, width, config, temps)
+                for comparison in result.validation:
+                    print(comparison.report())
+                if not result.passed:
+                    raise _ValidationFailed(result)
+        for target, temp in temps.items():
+            os.replace(temp, final[target])
+            result.files[target] = final[target]
+        return result
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
+class _ValidationFailed(VprEdgeError):
+    def __init__(self, result: ExportResult) -> None:
+        failed = [c for c in result.validation if not c.passed]
+        super().__init__("validation FAILED for " + ", ".join(
+            f"{c.file} ({c.runtime}: min cosine {c.min_cosine:.6f}, top-1 agreement "
+            f"{c.top1_agreement:.1%})" for c in failed) + "; no file was written")
+        self.result = result
+
+
+def _validate(model, height: int, width: int, config: ExportConfig,
+              temps: dict[str, Path]) -> list:
+    import torch
+    from vpr_edge.training.model import images_to_tensor
+
+    from .validate import load_validation_images, validate_files
+
+    images = load_validation_images(Path(config.validate_dir), height, width,
+                                    limit=config.validate_images)
+    pre = model.config.preprocess
+
+    def describe(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(images_to_tensor(batch, pre)).numpy()
+
+    files = [(temps["onnx"], "fp32")]
+    if "onnx-fp16" in temps:
+        files.append((temps["onnx-fp16"], "fp16"))
+    comparisons = validate_files(describe, images, files,
+                                 reference_images=config.reference_images)
+    final_names = {temps[t].name: f for t, f in (("onnx", "onnx"), ("onnx-fp16", "onnx-fp16"))
+                   if t in temps}
+    for c in comparisons:  # report final names, not temp names
+        target = final_names.get(c.file)
+        if target is not None:
+            object.__setattr__(c, "file", TARGETS[target]["suffix"].lstrip("."))
+    return comparisons
+
+
+def usage_commands(result: ExportResult) -> list[str]:
+    """The exact commands to use what was written."""
+    lines = []
+    cpu_onnx = result.files.get("onnx")  # ONNX Runtime on a CPU: the FP32 graph
+    trt_onnx = result.files.get("onnx-fp16") or cpu_onnx  # TensorRT: the exported precision
+    if cpu_onnx is not None:
+        meta = result.metadata
+        lines += [
+            f"vpr-edge info {cpu_onnx}",
+            f"python -c \"from vpr_edge import Localizer; loc = Localizer('{cpu_onnx}'); "
+            f"print(loc.info()['model'])\"",
+            f"vpr-edge map build {cpu_onnx} maps/route --images FRAMES_DIR",
+            f"trtexec --onnx={trt_onnx} --stronglyTyped "
+            f"--minShapes=image:1x{meta.input_height}x{meta.input_width}x3 "
+            f"--maxShapes=image:8x{meta.input_height}x{meta.input_width}x3",
+            f"polygraphy run {cpu_onnx} --onnxrt --input-shapes "
+            f"image:[1,{meta.input_height},{meta.input_width},3]",
+        ]
+    if "engine" in result.files:
+        lines.append(f"vpr-edge bench {result.files['engine']}   # on the target GPU")
+    return lines

@@ -1,0 +1,112 @@
+"""What ``vpr-export`` can write, what each output needs, and up-front argument checks.
+
+| target | file | precision | needs | arguments it takes |
+|---|---|---|---|---|
+| onnx | NAME.onnx | FP32 | torch, onnx | height, width, whitening_dim, opset, plugin |
+| onnx-fp16 | NAME.fp16.onnx (``--fp16``) | FP16 (strongly typed) | torch, onnx | same |
+| engine | NAME.engine | as its ONNX (FP16 with ``--fp16``) | tensorrt or tensorrt_rtx | batch, workspace, compute capability |
+
+Everything is checked before any work starts; a request that cannot be honoured is an error
+that says what to install or change, never a silent downgrade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vpr_edge.errors import InvalidInputError, MissingDependencyError
+
+TARGETS = {
+    "onnx": {"suffix": ".onnx", "precision": "fp32",
+             "arguments": ("height", "width", "whitening_dim", "opset", "plugin")},
+    "onnx-fp16": {"suffix": ".fp16.onnx", "precision": "fp16",
+                  "arguments": ("height", "width", "whitening_dim", "opset", "plugin")},
+    "engine": {"suffix": ".engine", "precision": "from its ONNX",
+               "arguments": ("batch", "workspace_mib", "compute_capabilities")},
+}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Arguments of :func:`vpr_edge.export.exporter.export` (the CLI fills them).
+
+    Attributes:
+        checkpoint: the ``.pt`` file from ``vpr-train``.
+        output_dir, name: outputs are ``output_dir/name.onnx`` etc. (name: checkpoint stem).
+        height, width: input size (None: the checkpoint's).
+        fp16: also write the strongly typed FP16 ONNX (and build the engine from it).
+        engine: True = build an engine (error without TensorRT), False = don't, None = build
+            one when a TensorRT module is installed.
+        batch: engine profile (min, opt, max); the ONNX has a dynamic batch anyway.
+        whitening_dim: output dims for checkpoints with PCA-whitening (None: as trained).
+        validate_dir: images to validate on (None with validate=True: skip with a warning).
+        plugin: replace NetVLAD by the fused TensorRT plugin node (see ``export/plugin``).
+    """
+
+    checkpoint: Path
+    output_dir: Path = Path(".")
+    name: str | None = None
+    height: int | None = None
+    width: int | None = None
+    fp16: bool = False
+    engine: bool | None = None
+    batch: tuple[int, int, int] = (1, 1, 8)
+    workspace_mib: int = 1024
+    compute_capabilities: tuple[str, ...] | None = None
+    tensorrt_module: str | None = None
+    whitening_dim: int | None = None
+    validate: bool = True
+    validate_dir: Path | None = None
+    validate_images: int = 64
+    reference_images: int = 2
+    plugin: bool = False
+    opset: int = 17
+    simplify: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def check_arguments(config: ExportConfig) -> None:
+    """Refuse impossible requests before any work starts."""
+    problems = []
+    lo, opt, hi = config.batch
+    if not 1 <= lo <= opt <= hi:
+        problems.append(f"--batch needs 1 <= min <= opt <= max, got {config.batch}")
+    for name in ("height", "width"):
+        value = getattr(config, name)
+        if value is not None and value < 16:
+            problems.append(f"--{name} {value} is too small (at least 16 pixels)")
+    if config.workspace_mib < 16:
+        problems.append(f"--workspace {config.workspace_mib} MiB is too small")
+    if not 13 <= config.opset <= 21:
+        problems.append(f"--opset must be between 13 and 21, got {config.opset}")
+    if config.validate_dir is not None and not Path(config.validate_dir).is_dir():
+        problems.append(f"--validate {config.validate_dir}: not a directory")
+    if not Path(config.checkpoint).is_file():
+        problems.append(f"{config.checkpoint}: no such checkpoint file")
+    if problems:
+        raise InvalidInputError("; ".join(problems))
+    if config.plugin:
+        from .plugin_hook import plugin_status
+
+        ok, reason = plugin_status()
+        if not ok:
+            raise MissingDependencyError(f"--plugin cannot be honoured: {reason}")
+    if config.engine:
+        from .tensorrt_build import builder_available
+
+        ok, reason = builder_available()
+        if not ok:
+            raise MissingDependencyError(f"--engine cannot be honoured: {reason}")
+
+
+def check_output_dir(path: Path) -> None:
+    """The output directory exists (or can be made) and is writable."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise InvalidInputError(f"--output-dir {path}: cannot write there ({exc})") from exc

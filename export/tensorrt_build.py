@@ -1,0 +1,177 @@
+"""Build a TensorRT engine from our ONNX, with one code path for TensorRT 10.x, 11.x and RTX.
+
+- **Strongly typed** network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): every tensor
+  keeps the type the ONNX gives it, so the FP16 graph runs FP16 where it says and FP32 where
+  it says. TensorRT 11 removed the FP16 builder flag; this works on 10.x (Jetson: 10.3),
+  11.x and TensorRT-RTX alike.
+- An optimisation profile for the batch (min/opt/max), a workspace limit, and a timing cache
+  kept next to the outputs and reused by later builds.
+- ``tensorrt`` (full TensorRT) builds for the GPU it runs on and needs one. ``tensorrt_rtx``
+  (PyPI ``tensorrt-rtx-cu13``) builds without a GPU for the compute capabilities asked
+  (RTX GPUs: 7.5 to 12.1; not Jetson): that is how CI proves our graphs build.
+
+Equivalent commands for users with full TensorRT::
+
+    trtexec --onnx=model.fp16.onnx --stronglyTyped --minShapes=image:1x240x320x3 \\
+            --optShapes=image:1x240x320x3 --maxShapes=image:8x240x320x3 \\
+            --memPoolSize=workspace:1024M --timingCacheFile=timing.cache --saveEngine=raw.plan
+    polygraphy run model.fp16.onnx --trt --strongly-typed --onnxrt --input-shapes image:[1,240,320,3]
+
+(``trtexec`` writes a bare plan; ``vpr-edge`` needs the header, so build with ``vpr-export``.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from vpr_edge.errors import MissingDependencyError, ModelFormatError
+
+log = logging.getLogger("vpr_edge.export")
+
+BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
+#: RTX builds without a GPU target these by default (Turing, 7.5, cannot run FP32 GEMMs
+#: in TensorRT-RTX, which our NetVLAD needs).
+RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
+
+
+@dataclass(frozen=True)
+class EngineBuildConfig:
+    """Attributes:
+        batch: (min, opt, max) batch of the optimisation profile.
+        workspace_mib: builder workspace limit.
+        timing_cache: file to read and update (None: no cache).
+        compute_capabilities: TensorRT-RTX targets (e.g. ("8.9",)); ignored by full
+            TensorRT, which builds for its GPU.
+        module: force ``tensorrt`` or ``tensorrt_rtx`` (None: whichever is installed).
+    """
+
+    batch: tuple[int, int, int] = (1, 1, 8)
+    workspace_mib: int = 1024
+    timing_cache: Path | None = None
+    compute_capabilities: tuple[str, ...] | None = None
+    module: str | None = None
+    plugin: dict[str, Any] | None = None
+
+
+@dataclass
+class BuiltEngine:
+    engine: bytes
+    module: str
+    version: str
+    compute_capability: str | None
+    device_name: str | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def find_builder(preferred: str | None = None) -> tuple[ModuleType, str] | None:
+    """The TensorRT module to build with, or None when none is installed."""
+    names = (preferred,) if preferred else BUILDER_MODULES
+    for name in names:
+        try:
+            return importlib.import_module(name), name
+        except ImportError:
+            continue
+        except Exception as exc:  # a broken install (missing CUDA libraries, ...)
+            log.warning("cannot import %s: %s", name, exc)
+    return None
+
+
+def builder_available() -> tuple[bool, str]:
+    found = find_builder()
+    if found is None:
+        return False, ("no TensorRT module: install full TensorRT (`pip install "
+                       "'vpr-edge[tensorrt]'` on a machine with NVIDIA's libraries) or "
+                       "`pip install tensorrt-rtx-cu13` to build RTX engines")
+    return True, f"{found[1]} {found[0].__version__}"
+
+
+class _Logger:
+    """A TensorRT logger that keeps errors for the exception message."""
+
+    def __init__(self, trt: ModuleType) -> None:
+        class Recorder(trt.ILogger):
+            def __init__(inner) -> None:  # noqa: N805 - TensorRT's ILogger API
+                trt.ILogger.__init__(inner)
+                inner.errors: list[str] = []
+
+            def log(inner, severity, msg) -> None:  # noqa: N805
+                if severity <= trt.ILogger.Severity.ERROR:
+                    inner.errors.append(str(msg))
+                elif severity <= trt.ILogger.Severity.WARNING:
+                    log.debug("tensorrt: %s", msg)
+
+        self.impl = Recorder()
+
+
+def _capability_enum(trt: ModuleType, text: str) -> Any:
+    name = "SM" + text.replace(".", "")
+    value = getattr(trt.ComputeCapability, name, None)
+    if value is None:
+        known = [m[2:] for m in dir(trt.ComputeCapability) if m.startswith("SM")]
+        raise ModelFormatError(f"{trt.__name__} cannot target compute capability {text}; it "
+                               f"knows {', '.join(k[:-1] + '.' + k[-1] for k in known)}")
+    return value
+
+
+def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
+    """Parse ``onnx_path`` and build a serialized engine (see module docstring)."""
+    found = find_builder(config.module)
+    if found is None:
+        raise MissingDependencyError(builder_available()[1])
+    trt, name = found
+    recorder = _Logger(trt).impl
+    builder = trt.Builder(recorder)
+    flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flag)
+    parser = trt.OnnxParser(network, recorder)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        raise ModelFormatError(f"{name} cannot parse {onnx_path.name}: {'; '.join(errors)}")
+    builder_config = builder.create_builder_config()
+    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
+                                         config.workspace_mib << 20)
+    lo, opt, hi = config.batch
+    image = network.get_input(0)
+    _, height, width, channels = image.shape
+    profile = builder.create_optimization_profile()
+    profile.set_shape(image.name, (lo, height, width, channels), (opt, height, width, channels),
+                      (hi, height, width, channels))
+    builder_config.add_optimization_profile(profile)
+    cache_used = False
+    # TensorRT-RTX has no timing cache (its operations are deprecated no-ops there).
+    use_cache = config.timing_cache is not None and name != "tensorrt_rtx"
+    if use_cache:
+        blob = config.timing_cache.read_bytes() if config.timing_cache.is_file() else b""
+        cache = builder_config.create_timing_cache(blob)
+        builder_config.set_timing_cache(cache, ignore_mismatch=True)
+        cache_used = bool(blob)
+    capability, device, targets = None, None, None
+    if name == "tensorrt_rtx":
+        targets = tuple(config.compute_capabilities or RTX_DEFAULT_TARGETS)
+        builder_config.num_compute_capabilities = len(targets)
+        for i, text in enumerate(targets):
+            builder_config.set_compute_capability(_capability_enum(trt, text), i)
+        capability = targets[0] if len(targets) == 1 else None
+    else:
+        from vpr_edge.backends import cuda_memory
+
+        major, minor = cuda_memory.compute_capability(0)
+        capability, device = f"{major}.{minor}", cuda_memory.device_name(0)
+    serialized = builder.build_serialized_network(network, builder_config)
+    if serialized is None:
+        raise ModelFormatError(f"{name} failed to build an engine from {onnx_path.name}: "
+                               + "; ".join(recorder.errors[-5:]))
+    if use_cache:
+        config.timing_cache.write_bytes(
+            memoryview(builder_config.get_timing_cache().serialize()).tobytes())
+    settings = {"strongly_typed": True, "profile": {"min": lo, "opt": opt, "max": hi},
+                "workspace_mib": config.workspace_mib, "timing_cache_reused": cache_used,
+                "compute_capabilities": list(targets) if targets else [capability],
+                "plugin": config.plugin}
+    return BuiltEngine(memoryview(serialized).tobytes(), name, str(trt.__version__),
+                       capability, device, settings)

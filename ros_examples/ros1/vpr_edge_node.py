@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""ROS 1 (Noetic) loop-closure node: camera images in, vpr-edge loop closures out.
+
+A thin adapter over ``vpr_edge.loop_node.LoopClosureNode``: it reads the parameters in
+``vpr_edge.node_params.PARAMS`` (private, ``~name``), converts messages, and publishes.
+
+Topics (relative; remap them in the launch file):
+  in   image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage)
+  in   odom (nav_msgs/Odometry), optional: poses for keyframing and for the map
+  out  loop_closure (vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray with
+       message_type: standard)
+  out  loop_closure/match_pose (geometry_msgs/PoseStamped), when the match has a pose
+Services: save_map, reset (std_srvs/Trigger).
+
+    rosrun / python3 vpr_edge_node.py _model:=model.onnx _map_dir:=maps/lab image:=/camera/image_raw
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import rospy
+from geometry_msgs.msg import Pose as PoseMsg
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_srvs.srv import Trigger, TriggerResponse
+
+from vpr_edge.errors import VprEdgeError
+from vpr_edge.loop_node import LoopClosureNode
+from vpr_edge.node_params import node_config_from_params, transport_settings
+from vpr_edge.poses import pose_from_message, stamp_seconds
+from vpr_edge.ros_image import message_to_rgb
+from vpr_edge.ros_messages import LOOP_ROW_FIELDS, fill_pose, loop_closure_fields, loop_closure_row
+
+MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
+def loop_closure_class():
+    """vpr_edge_msgs/LoopClosure: the catkin-built package if installed, else generated at
+    run time from ros_examples/vpr_edge_msgs/msg/LoopClosure.msg (same md5, same wire format)."""
+    try:
+        from vpr_edge_msgs.msg import LoopClosure
+
+        return LoopClosure
+    except ImportError:
+        import genpy.dynamic
+
+        sep = "\n" + "=" * 80 + "\n"
+        text = (MSG_FILE.read_text() + sep + "MSG: std_msgs/Header\n" + Header._full_text
+                + sep + "MSG: geometry_msgs/Pose\n" + PoseMsg._full_text)
+        return genpy.dynamic.generate_dynamic("vpr_edge_msgs/LoopClosure", text)[
+            "vpr_edge_msgs/LoopClosure"]
+
+
+class Ros1LoopClosureNode:
+    def __init__(self) -> None:
+        get = lambda name, default: rospy.get_param("~" + name, default)  # noqa: E731
+        self.config = node_config_from_params(get)
+        self.transport = transport_settings(get)
+        self.frame_id = ""
+        standard = self.transport["message_type"] == "standard"
+        self.loop_type = None if standard else loop_closure_class()
+        self.core = LoopClosureNode(self.config, self.publish)
+        self.loop_pub = rospy.Publisher("loop_closure",
+                                        Float64MultiArray if standard else self.loop_type,
+                                        queue_size=10)
+        self.pose_pub = rospy.Publisher("loop_closure/match_pose", PoseStamped, queue_size=10)
+        queue = self.transport["queue_size"]
+        if self.transport["use_compressed"]:
+            rospy.Subscriber("image/compressed", CompressedImage, self.on_image,
+                             queue_size=queue, buff_size=2 ** 24)
+        else:
+            rospy.Subscriber("image", Image, self.on_image, queue_size=queue,
+                             buff_size=2 ** 24)
+        rospy.Subscriber("odom", Odometry, self.on_odom, queue_size=100)
+        rospy.Service("save_map", Trigger, self.on_save)
+        rospy.Service("reset", Trigger, self.on_reset)
+        rospy.on_shutdown(self.shutdown)
+        rospy.loginfo("vpr-edge loop closure: %s", json.dumps(self.core.localizer.info()))
+
+    # -- callbacks -------------------------------------------------------------------------
+    def on_image(self, msg) -> None:
+        stamp = stamp_seconds(msg.header) or rospy.get_time()
+        self.frame_id = msg.header.frame_id
+        # malformed messages are counted by kind and logged once per kind by the core
+        self.core.on_image(lambda: message_to_rgb(msg), stamp)
+
+    def on_odom(self, msg: Odometry) -> None:
+        try:
+            self.core.on_pose(stamp_seconds(msg.header), pose_from_message(msg))
+        except VprEdgeError as exc:
+            self.core.report_problem("bad odometry", exc)
+
+    def on_save(self, _request) -> TriggerResponse:
+        try:
+            return TriggerResponse(success=True, message=self.core.save())
+        except VprEdgeError as exc:
+            return TriggerResponse(success=False, message=str(exc))
+
+    def on_reset(self, _request) -> TriggerResponse:
+        self.core.reset()
+        return TriggerResponse(success=True, message="map and detector state cleared")
+
+    # -- output (worker thread) ------------------------------------------------------------
+    def publish(self, loop) -> None:
+        header = Header(stamp=rospy.Time.from_sec(loop.query_stamp), frame_id=self.frame_id)
+        if self.loop_type is None:
+            row = loop_closure_row(loop)
+            msg = Float64MultiArray(data=row)
+            msg.layout.dim = [MultiArrayDimension(label=",".join(LOOP_ROW_FIELDS),
+                                                  size=len(row), stride=len(row))]
+        else:
+            msg = self.loop_type(header=header,
+                                 **loop_closure_fields(loop, rospy.Time.from_sec, PoseMsg))
+        self.loop_pub.publish(msg)
+        if loop.match_pose is not None:
+            pose = fill_pose(PoseMsg(), loop.match_pose)
+            self.pose_pub.publish(PoseStamped(header=header, pose=pose))
+
+    def shutdown(self) -> None:
+        self.core.close()
+        summary = self.core.stats.summary()
+        rospy.loginfo("vpr-edge loop closure stopped: %s", json.dumps(summary))
+        if self.transport["stats_file"]:
+            Path(self.transport["stats_file"]).write_text(json.dumps(summary, indent=2))
+
+
+def main() -> int:
+    rospy.init_node("vpr_edge_loop_closure")
+    try:
+        Ros1LoopClosureNode()
+    except VprEdgeError as exc:
+        rospy.logfatal(f"vpr-edge: {exc}")
+        return 2
+    rospy.spin()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

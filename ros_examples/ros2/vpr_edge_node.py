@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""ROS 2 (Humble/Jazzy/Kilted) loop-closure node: camera images in, vpr-edge loop closures out.
+
+A thin adapter over ``vpr_edge.loop_node.LoopClosureNode``. Every parameter of
+``vpr_edge.node_params.PARAMS`` is declared before any publisher is created.
+
+Topics (relative; remap them in the launch file):
+  in   image (sensor_msgs/Image, sensor-data QoS) or image/compressed (CompressedImage)
+  in   odom (nav_msgs/Odometry), optional
+  out  loop_closure (vpr_edge_msgs/LoopClosure; std_msgs/Float64MultiArray with
+       message_type: standard, for when vpr_edge_msgs is not built)
+  out  loop_closure/match_pose (geometry_msgs/PoseStamped), when the match has a pose
+Services: save_map, reset (std_srvs/Trigger).
+
+    python3 vpr_edge_node.py --ros-args -p model:=model.onnx -p map_dir:=maps/lab \\
+        -r image:=/camera/image_raw
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose as PoseMsg
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_srvs.srv import Trigger
+
+from vpr_edge.errors import VprEdgeError
+from vpr_edge.loop_node import LoopClosureNode
+from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
+from vpr_edge.poses import pose_from_message, stamp_seconds
+from vpr_edge.ros_image import message_to_rgb
+from vpr_edge.ros_messages import LOOP_ROW_FIELDS, fill_pose, loop_closure_fields, loop_closure_row
+
+
+def to_time(seconds: float) -> Time:
+    sec = int(seconds // 1)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+class Ros2LoopClosureNode(Node):
+    def __init__(self) -> None:
+        super().__init__("vpr_edge_loop_closure")
+        for param in PARAMS:  # declared before any publisher exists
+            self.declare_parameter(param.name, param.default)
+
+        def get(name, _default):
+            return self.get_parameter(name).value
+
+        self.config = node_config_from_params(get)
+        self.transport = transport_settings(get)
+        self.frame_id = ""
+        self.loop_type = None
+        if self.transport["message_type"] == "vpr_edge_msgs":
+            try:
+                from vpr_edge_msgs.msg import LoopClosure
+            except ImportError as exc:
+                raise VprEdgeError(
+                    "vpr_edge_msgs is not built in this workspace: build "
+                    "ros_examples/vpr_edge_msgs with colcon, or set the parameter "
+                    "message_type:=standard (std_msgs/Float64MultiArray)") from exc
+            self.loop_type = LoopClosure
+        self.core = LoopClosureNode(self.config, self.publish)
+        self.loop_pub = self.create_publisher(self.loop_type or Float64MultiArray,
+                                              "loop_closure", 10)
+        self.pose_pub = self.create_publisher(PoseStamped, "loop_closure/match_pose", 10)
+        if self.transport["use_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self.on_image,
+                                     qos_profile_sensor_data)
+        else:
+            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
+        self.create_subscription(Odometry, "odom", self.on_odom, 100)
+        self.create_service(Trigger, "save_map", self.on_save)
+        self.create_service(Trigger, "reset", self.on_reset)
+        self.get_logger().info("vpr-edge loop closure: "
+                               + json.dumps(self.core.localizer.info()))
+
+    def on_image(self, msg) -> None:
+        stamp = stamp_seconds(msg.header) or self.get_clock().now().nanoseconds * 1e-9
+        self.frame_id = msg.header.frame_id
+        self.core.on_image(lambda: message_to_rgb(msg), stamp)
+
+    def on_odom(self, msg: Odometry) -> None:
+        try:
+            self.core.on_pose(stamp_seconds(msg.header), pose_from_message(msg))
+        except VprEdgeError as exc:
+            self.core.report_problem("bad odometry", exc)
+
+    def on_save(self, _request, response):
+        try:
+            response.success, response.message = True, self.core.save()
+        except VprEdgeError as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def on_reset(self, _request, response):
+        self.core.reset()
+        response.success, response.message = True, "map and detector state cleared"
+        return response
+
+    def publish(self, loop) -> None:
+        header = Header(stamp=to_time(loop.query_stamp), frame_id=self.frame_id)
+        if self.loop_type is None:
+            row = loop_closure_row(loop)
+            msg = Float64MultiArray(data=row)
+            msg.layout.dim = [MultiArrayDimension(label=",".join(LOOP_ROW_FIELDS),
+                                                  size=len(row), stride=len(row))]
+        else:
+            msg = self.loop_type(header=header,
+                                 **loop_closure_fields(loop, to_time, PoseMsg))
+        self.loop_pub.publish(msg)
+        if loop.match_pose is not None:
+            pose = fill_pose(PoseMsg(), loop.match_pose)
+            self.pose_pub.publish(PoseStamped(header=header, pose=pose))
+
+    def shutdown(self) -> None:
+        self.core.close()
+        summary = self.core.stats.summary()
+        self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
+        if self.transport["stats_file"]:
+            Path(self.transport["stats_file"]).write_text(json.dumps(summary, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    try:
+        node = Ros2LoopClosureNode()
+    except VprEdgeError as exc:
+        print(f"[FATAL] vpr-edge: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

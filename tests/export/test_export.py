@@ -1,0 +1,194 @@
+"""vpr-export on small checkpoints: files, metadata, FP16 graph, engines, validation, errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from vpr_edge.export.cli import main
+from vpr_edge.export.exporter import export
+from vpr_edge.export.onnx_hygiene import TENSORRT_10_3_OPS
+from vpr_edge.export.targets import ExportConfig
+from vpr_edge.training.checkpoint import load_checkpoint, save_checkpoint
+from vpr_edge.training.config import preset
+from vpr_edge.training.model import build_model, images_to_tensor
+from vpr_edge.training.whitening import PCAWhitening
+
+from vpr_edge.errors import InvalidInputError, MissingDependencyError, ModelFormatError
+from vpr_edge.metadata import read_onnx_metadata
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(preset(num_clusters=8, input_size=(H, W))).eval()
+    whitening = PCAWhitening(model.dim, 32, 24)
+    whitening.fit(torch.randn(100, model.dim).numpy())
+    model.set_whitening(whitening)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", model)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, corridor_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = export(ExportConfig(checkpoint=checkpoint, output_dir=out, fp16=True,
+                                 validate_dir=corridor_dir / "ref", validate_images=24,
+                                 reference_images=2))
+    return result, out
+
+
+def test_files_metadata_and_fingerprint(exported, checkpoint) -> None:
+    result, out = exported
+    assert {p.name for p in out.iterdir() if not p.name.endswith(".cache")} >= {
+        "small.onnx", "small.fp16.onnx"}
+    assert not list(out.glob(".*.tmp")), "temp files left behind"
+    meta32 = read_onnx_metadata(str(out / "small.onnx"))
+    meta16 = read_onnx_metadata(str(out / "small.fp16.onnx"))
+    ckpt = load_checkpoint(checkpoint)
+    assert meta32.weights_sha256 == ckpt.weights_sha256
+    assert (meta32.precision, meta16.precision) == ("fp32", "fp16")
+    assert meta32.fingerprint == meta16.fingerprint  # comparable descriptors
+    assert (meta32.num_clusters, meta32.local_dim, meta32.dim, meta32.whitening_dim) == (
+        8, 112, 24, 24)
+    assert meta32.input_shape == (H, W) and meta32.plugin is None
+    assert [s.name for s in result.steps][:2] == ["load checkpoint", "export FP32 ONNX"]
+    assert all(s.seconds >= 0 for s in result.steps)
+
+
+def test_graph_contract_and_tensorrt_op_set(exported) -> None:
+    _, out = exported
+    for name in ("small.onnx", "small.fp16.onnx"):
+        model = onnx.load(str(out / name))
+        onnx.checker.check_model(model)
+        (inp,), (outp,) = model.graph.input, model.graph.output
+        dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+        assert (inp.name, inp.type.tensor_type.elem_type) == ("image", onnx.TensorProto.UINT8)
+        assert isinstance(dims[0], str) and dims[1:] == [H, W, 3]
+        assert outp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert model.opset_import[0].version == 17
+        ops = Counter(n.op_type for n in model.graph.node)
+        assert set(ops) <= TENSORRT_10_3_OPS, set(ops) - TENSORRT_10_3_OPS
+
+
+def test_fp16_graph_is_fp16_where_it_should_be(exported) -> None:
+    _, out = exported
+    model = onnx.load(str(out / "small.fp16.onnx"))
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    half, full = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    backbone = [n for n in convs if n.name.startswith("/model/backbone/")]
+    assert backbone and all(inits[n.input[1]] == half for n in backbone)
+    netvlad = [n for n in convs if n.name.startswith("/model/aggregation/")]
+    assert netvlad and all(inits[n.input[1]] == full for n in netvlad)
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert all(types[n.output[0]] == full for n in softmax)  # softmax in FP32
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert sum(1 for c in casts if c.attribute[0].i == half) >= 1
+    assert sum(1 for c in casts if c.attribute[0].i == full) >= 1
+
+
+def test_validation_passed_and_says_who_ran_it(exported) -> None:
+    result, _ = exported
+    runtimes = {(c.file, c.runtime) for c in result.validation}
+    assert ("onnx", "onnxruntime CPU") in runtimes
+    assert ("fp16.onnx", "onnxruntime CPU") in runtimes
+    assert ("fp16.onnx", "onnx.reference (numpy FP16)") in runtimes
+    assert result.passed
+    fp32 = next(c for c in result.validation if c.precision == "fp32")
+    assert fp32.min_cosine >= 0.9999 and fp32.images == 24
+
+
+def test_exported_model_matches_pytorch_through_the_runtime(exported, checkpoint) -> None:
+    from vpr_edge.backends import open_backend
+
+    _, out = exported
+    model = load_checkpoint(checkpoint).build()
+    frames = np.random.default_rng(0).integers(0, 256, (3, H, W, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model(images_to_tensor(frames, model.config.preprocess)).numpy()
+    with open_backend(out / "small.onnx", backend="onnxruntime-cpu") as backend:
+        got = backend.run(frames)
+    assert (got * expected).sum(1).min() > 0.9999
+
+
+def test_engine_builds_with_tensorrt_rtx(checkpoint, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt_rtx")
+    from vpr_edge.engine_file import read_engine_file
+
+    result = export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, fp16=True,
+                                 engine=True, validate=False, compute_capabilities=("8.9",),
+                                 batch=(1, 2, 4)))
+    header, blob = read_engine_file(result.files["engine"])
+    assert header.tensorrt_module == "tensorrt_rtx" and header.compute_capability == "8.9"
+    assert header.builder["strongly_typed"] and header.builder["precision"] == "fp16"
+    assert header.builder["profile"] == {"min": 1, "opt": 2, "max": 4}
+    assert header.model.fingerprint == read_onnx_metadata(
+        str(result.files["onnx"])).fingerprint
+    assert len(blob) == header.engine_size > 100_000
+    # TensorRT-RTX has no timing cache: none is written, none is claimed as reused.
+    assert not (tmp_path / "small.timing.cache").exists()
+    assert header.builder["timing_cache_reused"] is False
+
+
+def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.json"
+    assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--no-validate",
+                 "--whitening-dim", "16", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "vpr-edge info" in out and "trtexec --onnx=" in out and "Localizer(" in out
+    data = json.loads(report.read_text())
+    assert data["files"]["onnx"]["bytes"] > 0 and data["steps"]
+    assert read_onnx_metadata(str(tmp_path / "small.onnx")).dim == 16
+
+
+@pytest.mark.parametrize("changes, error, words", [
+    ({"height": 8}, InvalidInputError, "too small"),
+    ({"batch": (4, 2, 8)}, InvalidInputError, "min <= opt <= max"),
+    ({"plugin": True}, MissingDependencyError, "plugin"),
+    ({"whitening_dim": 64}, InvalidInputError, "whitening dim"),
+    ({"validate_dir": Path("/nonexistent")}, InvalidInputError, "not a directory"),
+])
+def test_bad_requests_fail_before_writing(checkpoint, tmp_path: Path, changes, error,
+                                          words) -> None:
+    with pytest.raises(error, match=words):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
+                            **changes))
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_engine_without_tensorrt_is_an_error(checkpoint, tmp_path: Path, monkeypatch) -> None:
+    from vpr_edge.export import tensorrt_build
+
+    monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
+    with pytest.raises(MissingDependencyError, match="install"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=True))
+
+
+def test_not_our_checkpoint_and_unwritable_output(tmp_path: Path, checkpoint) -> None:
+    junk = tmp_path / "junk.pt"
+    torch.save({"weights": torch.zeros(3)}, junk)
+    with pytest.raises(ModelFormatError, match="not a vpr-edge checkpoint"):
+        export(ExportConfig(checkpoint=junk, output_dir=tmp_path / "o", engine=False))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InvalidInputError, match="cannot write"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=blocker / "sub", engine=False))
+
+
+def test_failed_validation_writes_nothing(checkpoint, corridor_dir, tmp_path: Path,
+                                          monkeypatch) -> None:
+    from vpr_edge.export import validate
+
+    monkeypatch.setitem(validate.THRESHOLDS, "fp32", {"min_cosine": 1.1, "top1_agreement": 0})
+    assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--validate",
+                 str(corridor_dir / "ref"), "--validate-images", "4"]) == 1
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,112 @@
+"""Fixtures for the ROS node tests: a real model, and process helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ROUTE_FRAMES = 200  # frames per Gardens Point walk
+KEEP_EVERY = 3  # the nodes' keyframe_every_n in the end-to-end tests
+
+
+@pytest.fixture(scope="session")
+def gp_model(gardens_point_dir: Path, tmp_path_factory) -> Path:
+    """The default model (ImageNet EfficientNet-Lite0 + k-means NetVLAD, 240x320) on day_left."""
+    pytest.importorskip("torch")
+    from vpr_edge.export.exporter import export
+    from vpr_edge.export.targets import ExportConfig
+    from vpr_edge.training.checkpoint import save_checkpoint
+    from vpr_edge.training.config import preset
+    from vpr_edge.training.init_model import init_model, list_images
+
+    out = tmp_path_factory.mktemp("gp_model")
+    model, _ = init_model(preset(), list_images(gardens_point_dir / "day_left")[::2],
+                          progress=False)
+    save_checkpoint(out / "gp.pt", model)
+    result = export(ExportConfig(checkpoint=out / "gp.pt", output_dir=out, engine=False,
+                                 validate=False))
+    return result.files["onnx"]
+
+
+def environment_python(variable: str, venv: str, imports: str, what: str) -> str:
+    """The interpreter of a ROS venv, or skip (fail when ``VPR_EDGE_REQUIRE_<ROS>`` is set)."""
+    python = os.environ.get(variable, str(REPO / venv / "bin" / "python"))
+    required = os.environ.get(variable.replace("_PYTHON", "").replace("VPR_EDGE_",
+                                                                      "VPR_EDGE_REQUIRE_"))
+
+    def unavailable(reason: str):
+        if required:
+            pytest.fail(f"{what} required but {reason}")
+        pytest.skip(reason)
+
+    if not Path(python).exists():
+        unavailable(f"no {what} environment at {python}; run scripts/setup.sh")
+    probe = subprocess.run([python, "-c", f"import {imports}"], capture_output=True, text=True)
+    if probe.returncode:
+        unavailable(f"{python} cannot import {imports}: {probe.stderr[-300:]}")
+    return python
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> str:
+    """SIGINT (what Ctrl-C and roslaunch send), then the process's output."""
+    process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def check_route_run(result: dict, stats: dict, min_loops: int = 20,
+                    min_received: float = 0.95) -> list[bool]:
+    """The checks both end-to-end tests make; returns per-loop correctness.
+
+    ``min_received``: fraction of the published frames the middleware must deliver.
+    """
+    assert result["frames"] == 2 * ROUTE_FRAMES and result["achieved_rate_hz"] > 25
+    assert stats["received"] >= min_received * result["frames"], stats
+    # The node kept up by dropping frames by policy, not by queueing them.
+    assert abs(stats["keyframes"] - stats["received"] / KEEP_EVERY) <= 2, stats
+    assert stats["processed"] + stats["dropped_busy"] == stats["keyframes"]
+    assert stats["dropped_busy"] <= 0.05 * stats["keyframes"], stats
+    assert stats["errors"] == 0
+    loops = result["loops"]
+    assert len(loops) >= min_loops, (stats, loops[:5])
+    assert all(lp["query"] is not None and lp["match"] is not None for lp in loops), \
+        "every loop names frames that were published"
+    assert all(lp["query"] >= ROUTE_FRAMES for lp in loops), "no loops on the first walk"
+    correct = [abs((lp["query"] - ROUTE_FRAMES) - lp["match"]) <= 3 for lp in loops]
+    assert sum(correct) / len(correct) >= 0.9, loops
+    return correct
+
+
+@pytest.fixture(scope="session")
+def ros1_python() -> str:
+    """Python of .venv-ros1 (Debian's rospy + vpr-edge), with rosmaster on PATH."""
+    if shutil.which("rosmaster") is None and not os.environ.get("VPR_EDGE_REQUIRE_ROS1"):
+        pytest.skip("no rosmaster: run scripts/setup.sh (Debian ROS 1 packages)")
+    return environment_python("VPR_EDGE_ROS1_PYTHON", ".venv-ros1",
+                              "rospy, std_srvs, vpr_edge, onnxruntime", "ROS 1")
+
+
+@pytest.fixture(scope="session")
+def ros2_python() -> str:
+    """Python of .venv-ros2 (the ros-rclpy wheels from PyPI + vpr-edge)."""
+    return environment_python("VPR_EDGE_ROS2_PYTHON", ".venv-ros2",
+                              "rclpy, std_srvs.srv, nav_msgs.msg, vpr_edge, onnxruntime",
+                              "ROS 2")
+
+
+@pytest.fixture(scope="session")
+def ros() -> SimpleNamespace:
+    """The helpers above, for the test modules (which cannot import this conftest)."""
+    return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
+                           stop=stop, check_route_run=check_route_run)

@@ -1,0 +1,144 @@
+"""The ROS 1 node end to end against a real rosmaster, on real Gardens Point images.
+
+Needs the ROS 1 Python packages (Debian: python3-rospy, python3-rosmaster, ... see
+scripts/setup.sh) and a venv made from ``/usr/bin/python3 --system-site-packages`` with
+vpr-edge installed (``.venv-ros1``, or ``$VPR_EDGE_ROS1_PYTHON``). Skipped when absent, unless
+``VPR_EDGE_REQUIRE_ROS1=1`` (CI sets it), which turns the skip into a failure.
+
+The route is walked twice (day_left then day_right, 400 frames) at 30 Hz as 640x480
+``sensor_msgs/Image``; the node keeps every 3rd frame, and every loop closure it publishes must
+pair a frame of the second walk with the same place of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = REPO / "ros_examples" / "ros1" / "vpr_edge_node.py"
+PLAYER = REPO / "ros_examples" / "ros1" / "play_images.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ros_env(ros1_python: str, tmp_path: Path):
+    """A real rosmaster on a free port; yields the environment for ROS processes."""
+    port = _free_port()
+    env = {**os.environ, "ROS_MASTER_URI": f"http://127.0.0.1:{port}",
+           "ROS_HOSTNAME": "127.0.0.1", "ROS_HOME": str(tmp_path / "ros_home"),
+           "ROS_LOG_DIR": str(tmp_path / "ros_log"), "PYTHONUNBUFFERED": "1"}
+    master = subprocess.Popen([ros1_python, shutil.which("rosmaster"), "--core", "-p",
+                               str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or master.poll() is not None:
+                master.kill()
+                pytest.fail("rosmaster did not start")
+            time.sleep(0.1)
+    yield env
+    master.send_signal(signal.SIGINT)
+    try:
+        master.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        master.kill()
+
+
+def test_loop_closures_on_a_route_walked_twice(ros1_python, ros_env, gp_model, tmp_path,
+                                               gardens_point_dir, record_property, ros) -> None:
+    stats_file, map_dir, result_file = (tmp_path / "stats.json", tmp_path / "map",
+                                        tmp_path / "player.json")
+    node = subprocess.Popen(
+        [ros1_python, str(NODE), f"_model:={gp_model}", f"_map_dir:={map_dir}",
+         "_backend:=onnxruntime-cpu", f"_keyframe_every_n:={ros.KEEP_EVERY}",
+         "_exclusion_frames:=20", "_consistency:=3",
+         "_consistency_radius:=2", f"_stats_file:={stats_file}", "image:=/camera/image_raw"],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        player = subprocess.run(
+            [ros1_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
+             str(gardens_point_dir / "day_right"), "--rate", "30", "--size", "480", "640",
+             "--out", str(result_file), "image:=/camera/image_raw"],
+            env=ros_env, capture_output=True, text=True, timeout=180)
+    finally:
+        node_log = ros.stop(node)
+    assert player.returncode == 0, player.stdout + player.stderr + node_log
+    assert node.returncode == 0, node_log
+    result = json.loads(result_file.read_text())
+    stats = json.loads(stats_file.read_text())
+    correct = ros.check_route_run(result, stats)
+    loops = result["loops"]
+    record_property("ros1_latency_ms_p50", result["latency_ms_p50"])
+    record_property("ros1_latency_ms_p95", result["latency_ms_p95"])
+    print(f"\nROS 1 image-to-loop-closure latency: p50 {result['latency_ms_p50']:.1f} ms, "
+          f"p95 {result['latency_ms_p95']:.1f} ms; {len(loops)} loops, "
+          f"{sum(correct)} correct; node stats {stats}")
+
+    from vpr_edge.localizer import Localizer
+
+    with Localizer(gp_model, map_dir, backend="onnxruntime-cpu") as saved:
+        assert len(saved) == stats["processed"]  # the map was saved at shutdown
+
+
+def test_missing_model_is_a_fatal_error_not_a_hang(ros1_python, ros_env, tmp_path) -> None:
+    started = time.monotonic()
+    node = subprocess.run([ros1_python, str(NODE), f"_model:={tmp_path / 'absent.onnx'}"],
+                          env=ros_env, capture_output=True, text=True, timeout=60)
+    assert node.returncode == 2
+    assert "absent.onnx" in node.stdout + node.stderr
+    assert time.monotonic() - started < 30
+
+
+BAD_PUBLISHER = """
+import sys, time, rospy
+from sensor_msgs.msg import Image
+rospy.init_node("bad_images", anonymous=True)
+pub = rospy.Publisher("image", Image, queue_size=10)
+while pub.get_num_connections() == 0:
+    time.sleep(0.05)
+time.sleep(0.5)
+frames = [("yuv422", 4, 4 * 4 * 2), ("rgb8", 5, 4 * 4 * 3), ("rgb8", 12, 10), ("rgb8", 12, 48)]
+for i in range(8):
+    encoding, step, size = frames[i % 4]
+    pub.publish(Image(height=4, width=4, encoding=encoding, step=step, data=bytes(size)))
+    time.sleep(0.1)
+"""
+
+
+def test_malformed_images_are_counted_and_the_node_stays_up(ros1_python, ros_env, tiny_onnx,
+                                                           tmp_path, ros) -> None:
+    stats_file = tmp_path / "stats.json"
+    node = subprocess.Popen([ros1_python, str(NODE), f"_model:={tiny_onnx}",
+                             "_backend:=onnxruntime-cpu", f"_stats_file:={stats_file}"],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        subprocess.run([ros1_python, "-c", BAD_PUBLISHER], env=ros_env, check=True,
+                       timeout=60, capture_output=True)
+        time.sleep(0.5)
+        assert node.poll() is None, "the node died on bad input"
+    finally:
+        log = ros.stop(node)
+    stats = json.loads(stats_file.read_text())
+    assert stats["problems"] == {"unsupported encoding": 2, "step too small": 2,
+                                 "truncated data": 2}, log
+    assert stats["processed"] == 2 and stats["errors"] == 0  # the two good frames
+    assert log.count("unsupported encoding") == 1  # logged once per kind

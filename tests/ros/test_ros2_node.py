@@ -1,0 +1,79 @@
+"""The ROS 2 node end to end with real rclpy (the ros-rclpy wheels from PyPI, Fast DDS).
+
+Needs ``.venv-ros2`` (or ``$VPR_EDGE_ROS2_PYTHON``) from scripts/setup.sh; skipped when absent,
+unless ``VPR_EDGE_REQUIRE_ROS2=1``. The wheels are unofficial builds of ROS 2 (Kilted); no
+vpr_edge_msgs package is built there, so the node runs with ``message_type:=standard``.
+Each test gets its own DDS domain, restricted to this host. Frames lost by the middleware are
+tolerated (see the test); frames the node receives must all be handled by the keyframe
+policy, never queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = REPO / "ros_examples" / "ros2" / "vpr_edge_node.py"
+PLAYER = REPO / "ros_examples" / "ros2" / "play_images.py"
+
+
+@pytest.fixture
+def ros2_env(tmp_path: Path) -> dict:
+    return {**os.environ, "ROS_DOMAIN_ID": str(random.randint(1, 100)),
+            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1",
+            "ROS_LOG_DIR": str(tmp_path / "ros_log"), "PYTHONUNBUFFERED": "1",
+            # 640x480 images are 0.9 MB: Fast DDS's large-data transports (shared memory,
+            # TCP) instead of UDP fragments, which drop most such frames under best effort
+            "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, tmp_path,
+                                               gardens_point_dir, record_property, ros) -> None:
+    stats_file, map_dir, result_file = (tmp_path / "stats.json", tmp_path / "map",
+                                        tmp_path / "player.json")
+    node = subprocess.Popen(
+        [ros2_python, str(NODE), "--ros-args", "-p", f"model:={gp_model}",
+         "-p", f"map_dir:={map_dir}", "-p", "backend:=onnxruntime-cpu",
+         "-p", f"keyframe_every_n:={ros.KEEP_EVERY}", "-p", "exclusion_frames:=20",
+         "-p", "consistency_radius:=2", "-p", "message_type:=standard",
+         "-p", f"stats_file:={stats_file}", "-r", "image:=/camera/image_raw"],
+        env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        player = subprocess.run(
+            [ros2_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
+             str(gardens_point_dir / "day_right"), "--rate", "30", "--out", str(result_file),
+             "--ros-args", "-r", "image:=/camera/image_raw"],
+            env=ros2_env, capture_output=True, text=True, timeout=240)
+    finally:
+        node_log = ros.stop(node)
+    assert player.returncode == 0, player.stdout + player.stderr + node_log
+    assert node.returncode == 0, node_log
+    result = json.loads(result_file.read_text())
+    stats = json.loads(stats_file.read_text())
+    # rclpy (these wheels, Fast DDS, best-effort sensor QoS) delivers about 70% of 30 Hz
+    # 640x480 frames on the 2-core CI machine even to a bare subscriber that does nothing
+    # (141-152 of 200 measured), so delivery is not the node's to guarantee here.
+    correct = ros.check_route_run(result, stats, min_loops=10, min_received=0.5)
+    record_property("ros2_latency_ms_p50", result["latency_ms_p50"])
+    record_property("ros2_latency_ms_p95", result["latency_ms_p95"])
+    print(f"\nROS 2 image-to-loop-closure latency: p50 {result['latency_ms_p50']:.1f} ms, "
+          f"p95 {result['latency_ms_p95']:.1f} ms; {len(correct)} loops, "
+          f"{sum(correct)} correct; node stats {stats}")
+    assert map_dir.is_dir()  # saved on shutdown
+
+
+def test_missing_message_package_is_a_clear_fatal_error(ros2_python, ros2_env,
+                                                        tiny_onnx) -> None:
+    started = time.monotonic()
+    node = subprocess.run([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}"],
+                          env=ros2_env, capture_output=True, text=True, timeout=60)
+    assert node.returncode == 2
+    assert "message_type:=standard" in node.stderr
+    assert time.monotonic() - started < 30

@@ -1,0 +1,34 @@
+"""Atomic file writes: ordinary permissions, and a failed write keeps the old file."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from vpr_edge.atomic_file import atomic_write
+
+
+def test_new_file_gets_umask_permissions(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "model.onnx", lambda fh: fh.write(b"abc"))
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"abc"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_failed_write_keeps_the_previous_file_and_no_temp(tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"old")
+
+    def broken(fh) -> None:
+        fh.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -1,0 +1,47 @@
+"""Keyframe selection: every n-th frame, or by motion when poses are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vpr_edge.errors import InvalidInputError
+from vpr_edge.keyframes import KeyframeConfig, KeyframePolicy
+from vpr_edge.poses import Pose
+
+
+def test_every_n_keeps_first_and_each_nth() -> None:
+    policy = KeyframePolicy(KeyframeConfig(every_n=3))
+    assert [policy.accept() for _ in range(7)] == [True, False, False, True, False, False, True]
+    assert all(KeyframePolicy().accept() for _ in range(3))
+
+
+def test_motion_policy_by_distance_and_rotation() -> None:
+    policy = KeyframePolicy(KeyframeConfig(every_n=100, min_distance=1.0,
+                                           min_rotation=math.radians(20)))
+    kept = [policy.accept(stamp=i * 0.1, pose=Pose(i * 0.3, 0)) for i in range(10)]
+    assert [i for i, k in enumerate(kept) if k] == [0, 4, 8]  # every >= 1 m
+    turned = Pose(2.4, 0, 0, 0, 0, math.sin(math.radians(12.5)), math.cos(math.radians(12.5)))
+    assert policy.accept(stamp=1.0, pose=turned)  # 25 degrees, no travel
+    assert not policy.accept(stamp=1.1, pose=turned)
+
+
+def test_standing_still_keeps_only_with_max_interval() -> None:
+    still = KeyframePolicy(KeyframeConfig(min_distance=1.0))
+    assert [still.accept(stamp=t, pose=Pose(0, 0)) for t in range(5)] == [True] + [False] * 4
+    timed = KeyframePolicy(KeyframeConfig(min_distance=1.0, max_interval=2.0))
+    assert [timed.accept(stamp=t, pose=Pose(0, 0)) for t in range(5)] == [
+        True, False, True, False, True]
+
+
+def test_without_pose_the_motion_policy_falls_back_to_every_n() -> None:
+    policy = KeyframePolicy(KeyframeConfig(every_n=2, min_distance=1.0))
+    assert [policy.accept(stamp=t) for t in range(4)] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("kwargs", [dict(every_n=0), dict(every_n=True),
+                                    dict(min_distance=0.0), dict(max_interval=-1.0)])
+def test_bad_config_is_refused(kwargs) -> None:
+    with pytest.raises(InvalidInputError):
+        KeyframeConfig(**kwargs)

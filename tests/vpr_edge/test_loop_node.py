@@ -1,0 +1,161 @@
+"""The ROS nodes' logic without ROS: keyframes, the drop-oldest mailbox, loops, services."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.keyframes import KeyframeConfig
+from vpr_edge.localizer import Localizer
+from vpr_edge.loop_closure import LoopClosureConfig
+from vpr_edge.loop_node import LoopClosureNode, NodeConfig
+from vpr_edge.poses import Pose
+
+
+@pytest.fixture
+def route() -> tuple[np.ndarray, np.ndarray]:
+    """40 distinct frames, and the same 40 seen again with mild noise.
+
+    The tiny test model sees channel means and maxima, so each place gets its own colour:
+    revisits then score >= 0.9996 and different places <= 0.9963.
+    """
+    rng = np.random.default_rng(5)
+    colours = rng.integers(20, 236, (40, 1, 1, 3))
+    first = np.clip(colours + rng.integers(-8, 9, (40, 24, 32, 3)), 0, 255).astype(np.uint8)
+    again = np.clip(first.astype(int) + rng.integers(-3, 4, first.shape), 0, 255)
+    return first, again.astype(np.uint8)
+
+
+def make_node(tiny_onnx: Path, tmp_path: Path, **changes) -> tuple[LoopClosureNode, list]:
+    loops: list = []
+    config = NodeConfig(
+        model=str(tiny_onnx), map_dir=str(tmp_path / "map"),
+        detector=LoopClosureConfig(min_score=0.999, exclusion_frames=10, consistency=3),
+        **changes)
+    loc = Localizer(tiny_onnx, config.map_dir, backend="onnxruntime-cpu")
+    return LoopClosureNode(config, loops.append, localizer=loc), loops
+
+
+def feed(node: LoopClosureNode, frames, start: float, wait: bool = True) -> None:
+    for i, frame in enumerate(frames):
+        node.on_image(lambda f=frame: f, stamp=start + i * 0.1)
+        if wait:
+            assert node.wait_idle()
+
+
+def test_loops_found_on_the_second_pass(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, loops = make_node(tiny_onnx, tmp_path)
+    first, again = route
+    feed(node, first, 0.0)
+    assert loops == []
+    feed(node, again, 100.0)
+    node.close()
+    assert len(loops) >= 30, node.stats.summary()
+    assert all(abs(loop.query_id - 40 - loop.match_id) <= 1 for loop in loops)
+    stats = node.stats.summary()
+    assert stats["processed"] == 80 and stats["loops"] == len(loops) and stats["errors"] == 0
+    assert stats["latency_ms_p50"] > 0
+    reopened = Localizer(tiny_onnx, tmp_path / "map", backend="onnxruntime-cpu")
+    assert len(reopened) == 80  # saved on shutdown
+
+
+def test_keyframe_policy_skips_conversion(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=4))
+    converted = []
+    for i, frame in enumerate(route[0]):
+        node.on_image(lambda f=frame: converted.append(1) or f, stamp=i * 0.1)
+        node.wait_idle()
+    node.close()
+    assert len(converted) == 10 and node.stats.dropped_policy == 30
+    assert len(node.localizer) == 10
+
+
+def test_motion_keyframes_use_poses(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(40):
+        node.on_pose(i * 0.1, Pose(i * 0.25, 0.0))  # 2.5 m/s
+    feed(node, route[0], 0.0)
+    node.close()
+    assert node.stats.keyframes == 10
+    xs = sorted(node.localizer.get(pid).pose[0] for pid in node.localizer.index.ids())
+    assert xs == pytest.approx([i * 1.0 for i in range(10)])
+
+
+def test_a_flood_is_dropped_not_queued(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path)
+    real = node.detector.process_frame
+    node.detector.process_frame = lambda *a, **k: (time.sleep(0.02), real(*a, **k))[1]
+    frames = np.concatenate([route[0]] * 5)  # 200 frames as fast as they come
+    tic = time.monotonic()
+    feed(node, frames, 0.0, wait=False)
+    assert time.monotonic() - tic < 1.0, "on_image must not block on the worker"
+    assert node.wait_idle()
+    node.close()
+    s = node.stats
+    assert s.dropped_busy > 100 and s.processed + s.dropped_busy == s.keyframes == 200
+
+
+def test_a_bad_frame_is_logged_and_the_node_goes_on(tiny_onnx, tmp_path, cpu_only,
+                                                    route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path)
+    node.on_image(lambda: np.zeros((4, 4), np.float64), stamp=0.0)  # not uint8
+    assert node.wait_idle()
+    feed(node, route[0][:3], 1.0)
+    node.close()
+    assert node.stats.errors == 1 and node.stats.processed == 3
+
+
+def test_save_and_reset_services(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, loops = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0], 0.0)
+    assert Path(node.save()).is_dir()
+    node.reset()
+    assert len(node.localizer) == 0
+    feed(node, route[1], 100.0)  # the old places are gone: no loops
+    node.close()
+    assert loops == []
+
+
+def test_queries_run_while_the_worker_adds(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path)
+    errors = []
+
+    def query() -> None:
+        try:
+            for frame in route[1]:
+                node.localizer.query(frame, k=3)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=query)
+    reader.start()
+    feed(node, route[0], 0.0)
+    reader.join()
+    node.close()
+    assert errors == []
+
+
+def test_bad_messages_are_counted_by_kind_and_logged_once(tiny_onnx, tmp_path, cpu_only,
+                                                          route, caplog) -> None:
+    from types import SimpleNamespace
+
+    from vpr_edge.ros_image import image_to_rgb
+
+    node, _ = make_node(tiny_onnx, tmp_path)
+    bad = [SimpleNamespace(encoding="yuv422", height=2, width=2, step=4, data=b"\0" * 8)] * 3
+    bad += [SimpleNamespace(encoding="rgb8", height=2, width=2, step=3, data=b"\0" * 12)] * 2
+    with caplog.at_level("WARNING", logger="vpr_edge.loop_node"):
+        for i, msg in enumerate(bad):
+            assert not node.on_image(lambda m=msg: image_to_rgb(m), stamp=float(i))
+        node.on_pose(5.0, Pose(0, 0))
+        node.on_pose(4.0, Pose(0, 0))  # out of order: kept, counted
+    feed(node, route[0][:2], 10.0)
+    node.close()
+    assert node.stats.problems == {"unsupported encoding": 3, "step too small": 2,
+                                   "odometry out of order": 1}
+    assert len(caplog.records) == 3  # once per kind
+    assert node.stats.processed == 2 and len(node.poses) == 2

@@ -1,0 +1,61 @@
+"""Poses from ROS-shaped messages, motion measures, nearest-time lookup."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace as NS
+
+import pytest
+
+from vpr_edge.errors import InvalidInputError
+from vpr_edge.poses import Pose, PoseTrack, pose_from_message, stamp_seconds
+
+POINT = NS(x=1.0, y=2.0, z=3.0)
+QUAT = NS(x=0.0, y=0.0, z=math.sin(0.25), w=math.cos(0.25))  # 0.5 rad about z
+EXPECTED = (1.0, 2.0, 3.0, 0.0, 0.0, math.sin(0.25), math.cos(0.25))
+
+
+@pytest.mark.parametrize("message", [
+    NS(pose=NS(pose=NS(position=POINT, orientation=QUAT), covariance=[0] * 36)),  # Odometry
+    NS(header=None, pose=NS(position=POINT, orientation=QUAT)),  # PoseStamped
+    NS(transform=NS(translation=POINT, rotation=QUAT)),  # TransformStamped
+    NS(position=POINT, orientation=QUAT),  # Pose
+])
+def test_pose_from_every_message_kind(message) -> None:
+    assert pose_from_message(message).as_tuple() == pytest.approx(EXPECTED)
+
+
+def test_message_without_pose_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="carries no pose"):
+        pose_from_message(NS(data=1))
+
+
+def test_distance_and_rotation() -> None:
+    a = Pose(0, 0)
+    b = Pose(3, 4, 0, *EXPECTED[3:])
+    assert a.distance_to(b) == pytest.approx(5.0)
+    assert a.rotation_to(b) == pytest.approx(0.5)
+    flipped = Pose(0, 0, 0, 0, 0, -math.sin(0.25), -math.cos(0.25))  # same rotation, -q
+    assert b.rotation_to(flipped) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_non_finite_pose_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        Pose(float("nan"), 0)
+
+
+def test_stamps_from_ros1_and_ros2_times() -> None:
+    assert stamp_seconds(NS(stamp=NS(sec=3, nanosec=500_000_000))) == 3.5
+    assert stamp_seconds(NS(secs=2, nsecs=250_000_000)) == 2.25
+    with pytest.raises(InvalidInputError):
+        stamp_seconds(NS(foo=1))
+
+
+def test_track_returns_nearest_within_gap() -> None:
+    track = PoseTrack(max_gap=0.1)
+    for t in (3.0, 1.0, 2.0):  # out of order on purpose
+        track.add(t, Pose(t, 0))
+    assert len(track) == 3
+    assert track.at(2.04).x == 2.0 and track.at(2.96).x == 3.0
+    assert track.at(2.5) is None and track.at(10.0) is None
+    assert PoseTrack().at(1.0) is None

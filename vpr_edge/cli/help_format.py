@@ -1,0 +1,19 @@
+"""One argparse help formatter for every vpr-edge command line.
+
+Like ``ArgumentDefaultsHelpFormatter``, but shows a default only where it tells the reader
+something: not for on/off flags, not for ``None`` (the help says what happens then), and not
+when the help text already states its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.nargs == 0 or action.default in (None, argparse.SUPPRESS)
+                or "default" in text.lower()):
+            return text
+        return super()._get_help_string(action)

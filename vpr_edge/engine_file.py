@@ -1,0 +1,210 @@
+"""The ``.engine`` file: a small JSON header in front of a serialized TensorRT engine.
+
+Layout::
+
+    b"VPRENGN1"                      8 bytes, magic + format version
+    uint32 little-endian             length of the header in bytes
+    header                           UTF-8 JSON (see EngineHeader.to_dict)
+    engine                           the bytes TensorRT serialized
+
+A TensorRT engine only runs with the TensorRT version and (for ``tensorrt``) the GPU
+architecture it was built for, and a mismatch fails deep inside TensorRT, or worse, crashes.
+The header lets the runtime refuse such a file first, naming the field that differs. It also
+carries the model metadata (:class:`~vpr_edge.metadata.ModelMetadata`) so the runtime knows
+the input size and the model fingerprint without touching the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic_file import atomic_write
+from .errors import EngineMismatchError, ModelFormatError
+from .metadata import ModelMetadata
+
+MAGIC = b"VPRENGN1"
+FORMAT_NAME = "vpr-edge-engine"
+FORMAT_VERSION = 1
+_MAX_HEADER = 1 << 20
+TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
+
+
+@dataclass(frozen=True)
+class EngineHeader:
+    """What an engine was built from, with what, and for which GPU.
+
+    Attributes:
+        model: the exported model's metadata (same as in its ONNX file).
+        tensorrt_module: ``"tensorrt"`` or ``"tensorrt_rtx"`` (engines are not interchangeable).
+        tensorrt_version: the builder's version; the runtime must have the same one.
+        compute_capability: ``"8.7"`` etc. for engines tied to one GPU architecture, or None
+            for portable engines (TensorRT-RTX compiles for the device when it loads them).
+        device_name: the GPU the engine was built on (informational).
+        builder: builder settings (precision, strongly_typed, profile, workspace, plugin...).
+        engine_sha256, engine_size: checksum and size of the engine bytes.
+    """
+
+    model: ModelMetadata
+    tensorrt_module: str
+    tensorrt_version: str
+    compute_capability: str | None
+    engine_sha256: str
+    engine_size: int
+    device_name: str | None = None
+    builder: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME, "format_version": self.format_version,
+            "model": self.model.to_dict(), "tensorrt_module": self.tensorrt_module,
+            "tensorrt_version": self.tensorrt_version,
+            "compute_capability": self.compute_capability, "device_name": self.device_name,
+            "builder": self.builder, "engine_sha256": self.engine_sha256,
+            "engine_size": self.engine_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "engine header") -> EngineHeader:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ModelFormatError(f"{where}: not a vpr-edge engine header")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{where}: engine format version {version!r} is newer than this vpr-edge "
+                f"reads ({FORMAT_VERSION}); upgrade vpr-edge"
+            )
+        try:
+            return cls(
+                model=ModelMetadata.from_dict(data["model"]),
+                tensorrt_module=str(data["tensorrt_module"]),
+                tensorrt_version=str(data["tensorrt_version"]),
+                compute_capability=data.get("compute_capability"),
+                engine_sha256=str(data["engine_sha256"]),
+                engine_size=int(data["engine_size"]),
+                device_name=data.get("device_name"),
+                builder=dict(data.get("builder") or {}),
+                format_version=version,
+            )
+        except KeyError as exc:
+            raise ModelFormatError(f"{where}: engine header lacks {exc}") from exc
+
+
+def engine_header_for(model: ModelMetadata, engine: bytes, *, tensorrt_module: str,
+                      tensorrt_version: str, compute_capability: str | None,
+                      device_name: str | None = None,
+                      builder: dict[str, Any] | None = None) -> EngineHeader:
+    """A header describing ``engine`` (computes its checksum and size)."""
+    if tensorrt_module not in TENSORRT_MODULES:
+        raise ModelFormatError(f"tensorrt_module must be one of {TENSORRT_MODULES}")
+    return EngineHeader(model=model, tensorrt_module=tensorrt_module,
+                        tensorrt_version=tensorrt_version,
+                        compute_capability=compute_capability,
+                        engine_sha256=hashlib.sha256(engine).hexdigest(),
+                        engine_size=len(engine), device_name=device_name,
+                        builder=dict(builder or {}))
+
+
+def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: bytes) -> Path:
+    """Write header + engine atomically (temp file, fsync, rename)."""
+    if header.engine_size != len(engine) or \
+            header.engine_sha256 != hashlib.sha256(engine).hexdigest():
+        raise ModelFormatError("engine header does not describe these engine bytes")
+    blob = json.dumps(header.to_dict(), sort_keys=True).encode("utf-8")
+
+    def write(fh) -> None:
+        fh.write(MAGIC + struct.pack("<I", len(blob)) + blob)
+        fh.write(engine)
+
+    return atomic_write(path, write)
+
+
+def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
+    prefix = fh.read(len(MAGIC) + 4)
+    if len(prefix) < len(MAGIC) + 4 or not prefix.startswith(MAGIC):
+        raise ModelFormatError(
+            f"{path}: not a vpr-edge engine file (no {MAGIC!r} header). Engines built by "
+            "trtexec or polygraphy lack the header the runtime needs to check them; build "
+            "with `vpr-export CHECKPOINT --engine`"
+        )
+    (length,) = struct.unpack("<I", prefix[len(MAGIC):])
+    if length > _MAX_HEADER:
+        raise ModelFormatError(f"{path}: engine header of {length} bytes: the file is damaged")
+    blob = fh.read(length)
+    if len(blob) != length:
+        raise ModelFormatError(f"{path}: truncated engine header")
+    try:
+        data = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: engine header is not JSON ({exc})") from exc
+    return EngineHeader.from_dict(data, str(path)), len(prefix) + length
+
+
+def read_engine_header(path: str | os.PathLike) -> EngineHeader:
+    """Read only the header (the engine bytes are not loaded)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return _read_header(fh, path)[0]
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read engine file ({exc})") from exc
+
+
+def read_engine_file(path: str | os.PathLike) -> tuple[EngineHeader, bytes]:
+    """Header and engine bytes, checked against the header's size and sha256."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header, _ = _read_header(fh, path)
+            engine = fh.read()
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read engine file ({exc})") from exc
+    if len(engine) != header.engine_size:
+        raise ModelFormatError(
+            f"{path}: engine is {len(engine)} bytes, the header says {header.engine_size}: "
+            "the file is truncated or damaged; rebuild it with vpr-export"
+        )
+    if hashlib.sha256(engine).hexdigest() != header.engine_sha256:
+        raise ModelFormatError(f"{path}: engine bytes fail their checksum: the file is damaged")
+    return header, engine
+
+
+def _capability_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return f"{value // 10}.{value % 10}"
+    major, minor = value
+    return f"{major}.{minor}"
+
+
+def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
+                            tensorrt_version: str, compute_capability: Any) -> None:
+    """Refuse an engine this machine cannot run, naming the field, both values and the fix."""
+    fix = ("rebuild the engine on this machine: `vpr-export CHECKPOINT --engine`, or "
+           "`trtexec --onnx=MODEL.onnx --stronglyTyped --saveEngine=...` and wrap it")
+    if header.tensorrt_module != tensorrt_module:
+        raise EngineMismatchError(
+            f"tensorrt_module: the engine was built with {header.tensorrt_module}, this "
+            f"machine runs {tensorrt_module}; {fix}"
+        )
+    if str(header.tensorrt_version) != str(tensorrt_version):
+        raise EngineMismatchError(
+            f"tensorrt_version: the engine was built with {header.tensorrt_module} "
+            f"{header.tensorrt_version}, this machine has {tensorrt_version}; {fix}"
+        )
+    built_for = _capability_text(header.compute_capability)
+    here = _capability_text(compute_capability)
+    if built_for is not None and here is not None and built_for != here:
+        raise EngineMismatchError(
+            f"compute_capability: the engine was built for a GPU of compute capability "
+            f"{built_for} ({header.device_name or 'unknown GPU'}), this GPU is {here}; {fix}"
+        )

@@ -1,0 +1,85 @@
+"""Which camera frames become keyframes: every n-th frame, or after enough motion.
+
+A camera at 30 Hz sees nearly the same place in successive frames; describing and storing all
+of them costs time and floods the map with near-duplicates. :class:`KeyframePolicy` keeps a
+frame when ``every_n`` frames have passed since the last keyframe, or, when a pose is known,
+when the robot has moved ``min_distance`` metres or turned ``min_rotation`` radians since the
+last keyframe (whichever comes first; ``max_interval`` seconds forces one while standing still
+only if set).
+
+>>> policy = KeyframePolicy(KeyframeConfig(every_n=3))
+>>> [policy.accept(stamp=t * 0.1) for t in range(6)]
+[True, False, False, True, False, False]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidInputError
+from .poses import Pose
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    """Attributes:
+    every_n: keep every n-th frame when no pose is known (1 keeps all).
+    min_distance: with poses, keep a frame after this many metres of travel (None: ignore).
+    min_rotation: with poses, keep a frame after this many radians of turning (None: ignore).
+    max_interval: with poses, also keep a frame when this many seconds passed (None: never).
+    """
+
+    every_n: int = 1
+    min_distance: float | None = None
+    min_rotation: float | None = None
+    max_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every_n, int) or isinstance(self.every_n, bool) \
+                or self.every_n < 1:
+            raise InvalidInputError(f"every_n must be an int >= 1, got {self.every_n!r}")
+        for name in ("min_distance", "min_rotation", "max_interval"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidInputError(f"{name} must be > 0 or None, got {value!r}")
+
+    @property
+    def uses_motion(self) -> bool:
+        return self.min_distance is not None or self.min_rotation is not None
+
+
+class KeyframePolicy:
+    """Stateful decision per incoming frame (feed frames in time order, from one thread)."""
+
+    def __init__(self, config: KeyframeConfig = KeyframeConfig()) -> None:
+        self.config = config
+        self._since_last = 0
+        self._last_pose: Pose | None = None
+        self._last_stamp: float | None = None
+        self._started = False
+
+    def accept(self, *, stamp: float | None = None, pose: Pose | None = None) -> bool:
+        """True if this frame should be a keyframe (the policy then counts it as the last)."""
+        cfg = self.config
+        first = not self._started
+        if cfg.uses_motion and pose is not None:
+            keep = first or self._last_pose is None or self._moved_enough(pose) or (
+                cfg.max_interval is not None and stamp is not None
+                and self._last_stamp is not None
+                and stamp - self._last_stamp >= cfg.max_interval)
+        else:
+            keep = first or self._since_last + 1 >= cfg.every_n
+        if keep:
+            self._started = True
+            self._since_last = 0
+            self._last_pose = pose
+            self._last_stamp = stamp
+        else:
+            self._since_last += 1
+        return keep
+
+    def _moved_enough(self, pose: Pose) -> bool:
+        cfg, last = self.config, self._last_pose
+        return bool((cfg.min_distance is not None and pose.distance_to(last) >= cfg.min_distance)
+                    or (cfg.min_rotation is not None
+                        and pose.rotation_to(last) >= cfg.min_rotation))

@@ -1,0 +1,211 @@
+"""The logic of the ROS loop-closure nodes, without ROS: frames in, loop closures out.
+
+``ros_examples/`` holds thin ROS 1 / ROS 2 adapters that convert messages and call this class;
+everything that decides something lives here and is tested without ROS.
+
+Frames arrive on the middleware's thread (:meth:`LoopClosureNode.on_image`), which only does
+cheap work: the keyframe decision and putting the frame in a **one-slot mailbox**. A worker
+thread takes the newest frame from the mailbox, describes it, runs the
+:class:`~vpr_edge.loop_closure.LoopClosureDetector` and calls ``publish(loop)``. A frame that
+arrives while the worker is busy replaces the waiting one (counted as ``dropped_busy``), so the
+node keeps up with any camera rate by dropping frames, never by growing a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .keyframes import KeyframeConfig, KeyframePolicy
+from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
+from .poses import Pose, PoseTrack
+
+log = logging.getLogger("vpr_edge.loop_node")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the ROS nodes expose as parameters (see ros_examples/README.md)."""
+
+    model: str
+    map_dir: str | None = None
+    backend: str = "auto"
+    detector: LoopClosureConfig = field(default_factory=LoopClosureConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    pose_max_gap: float = 0.1
+    save_on_shutdown: bool = True
+
+
+@dataclass
+class NodeStats:
+    received: int = 0
+    keyframes: int = 0
+    processed: int = 0
+    dropped_policy: int = 0
+    dropped_busy: int = 0
+    errors: int = 0
+    loops: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    problems: dict[str, int] = field(default_factory=dict)  # bad input, by kind
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms[-1000:])
+        return {"received": self.received, "keyframes": self.keyframes,
+                "processed": self.processed, "dropped_policy": self.dropped_policy,
+                "dropped_busy": self.dropped_busy, "errors": self.errors, "loops": self.loops,
+                "problems": dict(self.problems),
+                "latency_ms_p50": float(np.median(lat)) if lat.size else None,
+                "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    rgb: np.ndarray
+    stamp: float
+    pose: Pose | None
+    arrived: float  # time.monotonic() when the message reached on_image
+
+
+class LoopClosureNode:
+    """Keyframe selection, a drop-oldest mailbox, a worker, and the detector.
+
+    Args:
+        config: the node's parameters.
+        publish: called from the worker thread with each :class:`LoopClosure`.
+        localizer: an open :class:`~vpr_edge.Localizer` (tests inject one); by default one is
+            opened from ``config.model`` / ``config.map_dir``.
+    """
+
+    def __init__(self, config: NodeConfig, publish: Callable[[LoopClosure], None],
+                 localizer: Any = None) -> None:
+        if localizer is None:
+            from .localizer import Localizer
+
+            localizer = Localizer(config.model, config.map_dir, backend=config.backend)
+        self.config = config
+        self.localizer = localizer
+        self.detector = LoopClosureDetector(localizer, config.detector)
+        self.policy = KeyframePolicy(config.keyframes)
+        self.poses = PoseTrack(max_gap=config.pose_max_gap)
+        self.stats = NodeStats()
+        self._publish = publish
+        self._slot: _Pending | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._map_lock = threading.Lock()
+        self._last_pose_stamp: float | None = None
+        self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
+                                        daemon=True)
+        self._worker.start()
+
+    # -- inputs (middleware threads) -------------------------------------------------------
+    def report_problem(self, kind: str, error: Exception | str) -> None:
+        """Count a bad input by kind; log the first of each kind (the rest only count)."""
+        count = self.stats.problems.get(kind, 0) + 1
+        self.stats.problems[kind] = count
+        if count == 1:
+            log.warning("%s: %s (further ones are counted in the node's statistics, not "
+                        "logged)", kind, error)
+
+    def on_pose(self, stamp: float, pose: Pose) -> None:
+        """An odometry pose; out-of-order ones are kept (and counted)."""
+        if self._last_pose_stamp is not None and stamp < self._last_pose_stamp:
+            self.report_problem("odometry out of order",
+                                f"pose stamped {stamp:.3f} after one stamped "
+                                f"{self._last_pose_stamp:.3f}")
+        self._last_pose_stamp = max(stamp, self._last_pose_stamp or stamp)
+        self.poses.add(stamp, pose)
+
+    def on_image(self, convert: Callable[[], np.ndarray], stamp: float) -> bool:
+        """A camera frame arrived. ``convert`` turns the message into RGB (called only for
+        keyframes, so skipped frames cost nothing); a malformed message is counted by kind
+        (:meth:`report_problem`) and dropped. Returns True if the frame was queued."""
+        arrived = time.monotonic()
+        self.stats.received += 1
+        pose = self.poses.at(stamp) if len(self.poses) else None
+        if not self.policy.accept(stamp=stamp, pose=pose):
+            self.stats.dropped_policy += 1
+            return False
+        try:
+            rgb = convert()
+        except InvalidInputError as exc:
+            self.report_problem(getattr(exc, "kind", "bad image"), exc)
+            return False
+        self.stats.keyframes += 1
+        with self._cond:
+            if self._slot is not None:
+                self.stats.dropped_busy += 1
+            self._slot = _Pending(rgb, stamp, pose, arrived)
+            self._cond.notify()
+        return True
+
+    # -- services --------------------------------------------------------------------------
+    def save(self) -> str:
+        """Save the map atomically; returns its directory."""
+        with self._map_lock:
+            return str(self.localizer.save())
+
+    def reset(self) -> None:
+        """Forget the map's places and the detector's state (a new session)."""
+        with self._map_lock:
+            index = self.localizer.index
+            ids = index.ids()
+            if ids:
+                index.remove(ids)
+            self.detector = LoopClosureDetector(self.localizer, self.config.detector)
+            self.policy = KeyframePolicy(self.config.keyframes)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until the mailbox is empty and the worker idle (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._slot is not None or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        """Stop the worker, then save the map if configured to and it has a directory."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._worker.join(timeout=30)
+        if self.config.save_on_shutdown and self.config.map_dir and len(self.localizer):
+            self.save()
+
+    # -- worker ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                item, self._slot, self._busy = self._slot, None, True
+            try:
+                with self._map_lock:
+                    result = self.detector.process_frame(
+                        item.rgb, stamp=item.stamp, colour_order="RGB",
+                        pose=None if item.pose is None else item.pose.as_tuple())
+                self.stats.processed += 1
+                if result.loop is not None:
+                    self.stats.loops += 1
+                    self.stats.latencies_ms.append((time.monotonic() - item.arrived) * 1e3)
+                    self._publish(result.loop)
+            except Exception:  # one bad frame must not kill the node
+                self.stats.errors += 1
+                log.exception("frame stamped %.3f could not be processed", item.stamp)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

@@ -1,0 +1,108 @@
+"""The ROS nodes' parameters: one table (name, type, default, range, meaning) for ROS 1 and 2.
+
+Both nodes declare exactly these parameters (ROS 2 before creating publishers), read them with
+``get(name, default)`` and build a :class:`~vpr_edge.loop_node.NodeConfig` with
+:func:`node_config_from_params`. ros_examples/README.md shows the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInputError
+from .geometric import VerifyConfig
+from .keyframes import KeyframeConfig
+from .loop_closure import LoopClosureConfig
+from .loop_node import NodeConfig
+
+
+@dataclass(frozen=True)
+class NodeParam:
+    name: str
+    default: Any
+    range: str
+    meaning: str
+
+    @property
+    def type_name(self) -> str:
+        return type(self.default).__name__
+
+
+PARAMS: tuple[NodeParam, ...] = (
+    NodeParam("model", "", "path", "exported model, .onnx or .engine (required)"),
+    NodeParam("map_dir", "", "path or ''", "map directory to open/extend; '' keeps it in memory"),
+    NodeParam("backend", "auto", "auto, onnxruntime-cpu, onnxruntime-cuda, "
+              "onnxruntime-tensorrt, tensorrt", "inference backend"),
+    NodeParam("min_score", 0.3, "-1..1", "ignore candidates below this cosine similarity"),
+    NodeParam("exclusion_frames", 50, ">= 0", "most recent keyframes never matched"),
+    NodeParam("exclusion_seconds", 0.0, ">= 0 (0: off)",
+              "also exclude places stamped this recently"),
+    NodeParam("consistency", 3, ">= 1", "successive keyframes that must agree"),
+    NodeParam("consistency_radius", 3, ">= 0", "keyframes apart two agreeing candidates may be"),
+    NodeParam("candidates", 5, ">= 1", "places searched per keyframe"),
+    NodeParam("verify", False, "bool", "ORB + RANSAC geometric verification (needs OpenCV)"),
+    NodeParam("min_inliers", 15, ">= 8", "RANSAC inliers a verified loop needs"),
+    NodeParam("keyframe_every_n", 1, ">= 1", "keep every n-th frame (without odometry)"),
+    NodeParam("keyframe_min_distance", 0.0, ">= 0 m (0: off)",
+              "with odometry: keep a frame after this much travel"),
+    NodeParam("keyframe_min_rotation", 0.0, ">= 0 rad (0: off)",
+              "with odometry: keep a frame after this much turning"),
+    NodeParam("keyframe_max_interval", 0.0, ">= 0 s (0: off)",
+              "with odometry: keep a frame at least this often"),
+    NodeParam("pose_max_gap", 0.1, "> 0 s", "odometry older/newer than this is not the frame's"),
+    NodeParam("queue_size", 1, ">= 1", "subscriber queue (the node keeps only the newest frame)"),
+    NodeParam("use_compressed", False, "bool", "subscribe to image/compressed instead of image"),
+    NodeParam("message_type", "vpr_edge_msgs", "vpr_edge_msgs, standard",
+              "loop_closure as vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray"),
+    NodeParam("save_on_shutdown", True, "bool", "save the map when the node stops"),
+    NodeParam("stats_file", "", "path or ''",
+              "on shutdown, write frame/drop/latency statistics here as JSON"),
+)
+DEFAULTS = {p.name: p.default for p in PARAMS}
+
+
+def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
+    """Read every parameter through ``get(name, default)`` and check it."""
+    values = {p.name: get(p.name, p.default) for p in PARAMS}
+    for p in PARAMS:  # ROS may hand ints for floats (e.g. min_score: 1)
+        value = values[p.name]
+        if isinstance(p.default, float) and isinstance(value, int) \
+                and not isinstance(value, bool):
+            values[p.name] = value = float(value)
+        if type(value) is not type(p.default):
+            raise InvalidInputError(f"parameter {p.name} must be {p.type_name} "
+                                    f"({p.range}), got {value!r}")
+    if not values["model"]:
+        raise InvalidInputError("parameter model is required: the exported .onnx or .engine")
+    if values["message_type"] not in ("vpr_edge_msgs", "standard"):
+        raise InvalidInputError("parameter message_type must be 'vpr_edge_msgs' or 'standard', "
+                                f"got {values['message_type']!r}")
+    if values["queue_size"] < 1:
+        raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
+
+    def off_if_zero(name: str) -> float | None:
+        return values[name] or None
+
+    detector = LoopClosureConfig(
+        exclusion_frames=values["exclusion_frames"],
+        exclusion_seconds=off_if_zero("exclusion_seconds"),
+        min_score=values["min_score"], consistency=values["consistency"],
+        consistency_radius=values["consistency_radius"], candidates=values["candidates"],
+        verify=values["verify"], verify_config=VerifyConfig(min_inliers=values["min_inliers"]))
+    keyframes = KeyframeConfig(
+        every_n=values["keyframe_every_n"],
+        min_distance=off_if_zero("keyframe_min_distance"),
+        min_rotation=off_if_zero("keyframe_min_rotation"),
+        max_interval=off_if_zero("keyframe_max_interval"))
+    return NodeConfig(model=values["model"], map_dir=values["map_dir"] or None,
+                      backend=values["backend"], detector=detector, keyframes=keyframes,
+                      pose_max_gap=values["pose_max_gap"],
+                      save_on_shutdown=values["save_on_shutdown"])
+
+
+def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """The parameters that shape subscriptions and messages rather than the detector."""
+    return {name: get(name, DEFAULTS[name])
+            for name in ("queue_size", "use_compressed", "message_type", "stats_file")}
