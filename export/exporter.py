@@ -87,7 +87,8 @@ class _Timer:
 
     def __enter__(self) -> _Timer:
         self.start = time.perf_counter()
-        self.output: Path | None = None
+        self.output: Path | None = None  # the file being written (a temporary name)
+        self.label: str | None = None  # the name it will have
         return self
 
     def __exit__(self, kind, *_: object) -> None:
@@ -96,7 +97,7 @@ class _Timer:
         seconds = time.perf_counter() - self.start
         size = self.output.stat().st_size if self.output is not None else None
         self.result.steps.append(Step(self.name, round(seconds, 3),
-                                      None if self.output is None else self.output.name, size))
+                                      self.label, size))
         log.info("%-22s %7.2f s%s", self.name, seconds,
                  "" if size is None else f"  {size / 2**20:.1f} MiB")
 
@@ -148,6 +149,7 @@ def export(config: ExportConfig) -> ExportResult:
             meta32 = _metadata(model, height, width, ckpt.weights_sha256, "fp32")
             set_metadata(graph, meta32)
             temps["onnx"] = step.output = temp_path_beside(final["onnx"])
+            step.label = final["onnx"].name
             onnx.save(graph, str(temps["onnx"]))
         result.metadata = meta32
         engine_source = temps["onnx"]
@@ -158,6 +160,7 @@ def export(config: ExportConfig) -> ExportResult:
                 set_metadata(half, _metadata(model, height, width, ckpt.weights_sha256,
                                              "fp16"))
                 temps["onnx-fp16"] = step.output = temp_path_beside(final["onnx-fp16"])
+                step.label = final["onnx-fp16"].name
                 onnx.save(half, str(temps["onnx-fp16"]))
             result.notes.append(f"FP16 graph: {fp16_fraction(half):.0%} of Conv/MatMul "
                                 "nodes in FP16; NetVLAD, softmax and norms in FP32")
@@ -186,6 +189,7 @@ def export(config: ExportConfig) -> ExportResult:
                     builder={**built.settings, "precision": source_meta.precision,
                              "onnx": final["onnx-fp16" if config.fp16 else "onnx"].name})
                 temps["engine"] = step.output = temp_path_beside(final["engine"])
+                step.label = final["engine"].name
                 write_engine_file(temps["engine"], header, built.engine)
             targets = ", ".join(built.settings["compute_capabilities"])
             result.notes.append(f"engine built with {built.module} {built.version} for compute "

@@ -21,6 +21,9 @@ def player_arguments(description: str) -> argparse.ArgumentParser:
                         help="frames are resized to this")
     parser.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8",
                         help="sensor_msgs/Image encoding")
+    parser.add_argument("--compressed", action="store_true",
+                        help="publish JPEG sensor_msgs/CompressedImage on image/compressed "
+                             "instead")
     parser.add_argument("--linger", type=float, default=3.0,
                         help="seconds to keep listening after the last frame")
     parser.add_argument("--wait-subscriber", type=float, default=60.0,
@@ -70,3 +73,13 @@ class Recorder:
         print(f"published {result['frames']} frames at {achieved:.1f} Hz; "
               f"{len(self.loops)} loop closures; latency p50 {result['latency_ms_p50']} ms")
         return result
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=quality)
+    return out.getvalue()

@@ -61,14 +61,27 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
     track = _pose_track(bag, pose_topic, max_pose_gap) if pose_topic else None
     with _open(bag) as reader:
         connections = _connections(reader, bag, topic, IMAGE_TYPES)
-        for index, (conn, bag_time, raw) in enumerate(reader.messages(connections=connections)):
+        messages = iter(reader.messages(connections=connections))
+        index = -1
+        while True:
+            try:
+                conn, bag_time, raw = next(messages)
+            except StopIteration:
+                return
+            except Exception as exc:  # rosbags' own errors for damaged chunks
+                raise InvalidInputError(f"{bag} {topic}: the bag is damaged after message "
+                                        f"{index} ({type(exc).__name__}: {exc})") from exc
+            index += 1
             if index % every_n:
                 continue
-            msg = reader.deserialize(raw, conn.msgtype)
             try:
+                msg = reader.deserialize(raw, conn.msgtype)
                 image = message_to_rgb(msg)
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{bag} {topic} message {index}: {exc}") from exc
+            except Exception as exc:  # a message that does not deserialise
+                raise InvalidInputError(f"{bag} {topic} message {index} is damaged "
+                                        f"({type(exc).__name__}: {exc})") from exc
             stamp = _message_time(msg, bag_time)
             yield BagFrame(index, stamp, image, track.at(stamp) if track else None)
 

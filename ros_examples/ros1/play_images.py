@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import rospy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-from player_common import Recorder, load_frames, player_arguments  # noqa: E402
+from player_common import Recorder, jpeg_bytes, load_frames, player_arguments  # noqa: E402
 from vpr_edge_node import loop_closure_class  # noqa: E402
 
 
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
                     time.monotonic(), verified=msg.verified,
                     consistent_frames=msg.consistent_frames)
 
-    pub = rospy.Publisher("image", Image, queue_size=1)
+    if args.compressed:
+        jpegs = [jpeg_bytes(rgb) for rgb in frames]
+        pub = rospy.Publisher("image/compressed", CompressedImage, queue_size=1)
+    else:
+        pub = rospy.Publisher("image", Image, queue_size=1)
     rospy.Subscriber("loop_closure", loop_closure_class(), on_loop, queue_size=100)
     deadline = time.monotonic() + args.wait_subscriber
     while pub.get_num_connections() == 0:
@@ -55,10 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     for i, rgb in enumerate(frames):
         time.sleep(max(0.0, start + i * period - time.monotonic()))
         stamp = rospy.Time.now()
-        pixels = rgb if args.encoding == "rgb8" else rgb[..., ::-1]
-        msg = Image(header=Header(stamp=stamp, frame_id="camera"), height=rgb.shape[0],
-                    width=rgb.shape[1], encoding=args.encoding, is_bigendian=0,
-                    step=rgb.shape[1] * 3, data=np.ascontiguousarray(pixels).tobytes())
+        header = Header(stamp=stamp, frame_id="camera")
+        if args.compressed:
+            msg = CompressedImage(header=header, format="jpeg", data=jpegs[i])
+        else:
+            pixels = rgb if args.encoding == "rgb8" else rgb[..., ::-1]
+            msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1],
+                        encoding=args.encoding, is_bigendian=0, step=rgb.shape[1] * 3,
+                        data=np.ascontiguousarray(pixels).tobytes())
         record.sent(i, stamp.to_sec(), time.monotonic())
         pub.publish(msg)
     achieved = len(frames) / (time.monotonic() - start)

@@ -20,12 +20,12 @@ import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from player_common import Recorder, load_frames, player_arguments  # noqa: E402
+from player_common import Recorder, jpeg_bytes, load_frames, player_arguments  # noqa: E402
 
 from vpr_edge.ros_messages import LOOP_ROW_FIELDS  # noqa: E402
 
@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                     verified=int(row[COLUMN["verified"]]),
                     consistent_frames=int(row[COLUMN["consistent_frames"]]))
 
-    pub = node.create_publisher(Image, "image", qos_profile_sensor_data)
+    if args.compressed:
+        jpegs = [array.array("B", jpeg_bytes(rgb)) for rgb in frames]
+        pub = node.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)
+    else:
+        pub = node.create_publisher(Image, "image", qos_profile_sensor_data)
     node.create_subscription(Float64MultiArray, "loop_closure", on_loop, 100)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -75,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             spin_until(start + i * period)
             now = node.get_clock().now().nanoseconds
             stamp = Time(sec=now // 1_000_000_000, nanosec=now % 1_000_000_000)
-            pixels = rgb if args.encoding == "rgb8" else rgb[..., ::-1]
-            msg = Image(header=Header(stamp=stamp, frame_id="camera"), height=rgb.shape[0],
-                        width=rgb.shape[1], encoding=args.encoding, is_bigendian=0,
-                        step=rgb.shape[1] * 3)
-            # an array('B') is taken as is; bytes would be checked element by element
-            msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
+            header = Header(stamp=stamp, frame_id="camera")
+            if args.compressed:
+                msg = CompressedImage(header=header, format="jpeg")
+                msg.data = jpegs[i]
+            else:
+                pixels = rgb if args.encoding == "rgb8" else rgb[..., ::-1]
+                msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1],
+                            encoding=args.encoding, is_bigendian=0, step=rgb.shape[1] * 3)
+                # an array('B') is taken as is; bytes would be checked element by element
+                msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
             record.sent(i, stamp.sec + stamp.nanosec * 1e-9, time.monotonic())
             pub.publish(msg)
         achieved = len(frames) / (time.monotonic() - start)

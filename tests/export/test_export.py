@@ -137,6 +137,10 @@ def test_engine_builds_with_tensorrt_rtx(checkpoint, tmp_path: Path) -> None:
     # TensorRT-RTX has no timing cache: none is written, none is claimed as reused.
     assert not (tmp_path / "small.timing.cache").exists()
     assert header.builder["timing_cache_reused"] is False
+    fp32 = export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path / "fp32",
+                               engine=True, validate=False, compute_capabilities=("8.6",)))
+    header32, _ = read_engine_file(fp32.files["engine"])
+    assert header32.builder["precision"] == "fp32" and header32.compute_capability == "8.6"
 
 
 def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) -> None:
@@ -147,6 +151,8 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     assert "vpr-edge info" in out and "trtexec --onnx=" in out and "Localizer(" in out
     data = json.loads(report.read_text())
     assert data["files"]["onnx"]["bytes"] > 0 and data["steps"]
+    written = {step["output"]: step["bytes"] for step in data["steps"] if step["output"]}
+    assert written == {Path(data["files"]["onnx"]["path"]).name: data["files"]["onnx"]["bytes"]}
     assert read_onnx_metadata(str(tmp_path / "small.onnx")).dim == 16
 
 

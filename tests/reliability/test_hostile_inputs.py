@@ -28,8 +28,6 @@ FAST = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-
-
 def _localizer(tmp_path: Path, tiny) -> Localizer:
     model = tiny.build(tmp_path / "tiny.onnx", tiny.metadata())
     return Localizer(model, backend="onnxruntime-cpu")
@@ -141,3 +139,43 @@ def test_any_bit_flip_in_a_map_is_refused_or_harmless(tmp_path_factory, position
     except VprEdgeError as exc:  # pragma: no cover - any other refusal must be documented
         pytest.fail(f"unexpected error type {type(exc).__name__}: {exc}")
     assert [m.place_id for m in index.query(_CACHE["x7"], k=5)] == _CACHE["answer"]
+
+
+@FAST
+@given(encoding=st.sampled_from(["rgb8", "bgr8", "mono8", "rgba8", "mono16", "rgb16",
+                                 "yuv422", "", "32FC1"]),
+       height=st.integers(-2, 9), width=st.integers(-2, 9), step=st.integers(-4, 60),
+       size=st.integers(0, 400), big=st.integers(0, 1))
+def test_any_image_message_header_is_converted_or_refused(encoding, height, width, step, size,
+                                                          big) -> None:
+    """Malformed sensor_msgs/Image headers (step/size mismatch, unknown encoding)."""
+    from types import SimpleNamespace
+
+    from vpr_edge.ros_image import image_to_rgb
+
+    msg = SimpleNamespace(encoding=encoding, height=height, width=width, step=step,
+                          is_bigendian=big, data=bytes(range(256)) * 2)
+    msg.data = msg.data[:size]
+    try:
+        rgb = image_to_rgb(msg)
+    except InvalidInputError:
+        return
+    assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
+
+
+@FAST
+@given(cut=st.integers(0, 4000), flip=st.integers(0, 3999))
+def test_damaged_bags_are_refused_cleanly(tmp_path_factory, rosbag_path, cut, flip) -> None:
+    """A truncated or bit-flipped ROS bag reads or raises InvalidInputError, nothing else."""
+    pytest.importorskip("rosbags")
+    from vpr_edge import bags
+
+    blob = bytearray(rosbag_path.read_bytes()[: 4000 + cut * 200])
+    blob[flip] ^= 0xFF
+    path = tmp_path_factory.mktemp("bag") / "damaged.bag"
+    path.write_bytes(bytes(blob))
+    try:
+        for frame in bags.read_image_frames(path, "/spot/camera/hand_color/image"):
+            assert frame.image.dtype == np.uint8 and frame.image.ndim == 3
+    except InvalidInputError:
+        pass

@@ -1,4 +1,5 @@
-"""The ROS 2 node end to end with real rclpy (the ros-rclpy wheels from PyPI, Fast DDS).
+"""The ROS 2 node end to end with real rclpy (the ros-rclpy wheels from PyPI, Fast DDS), fed
+JPEG ``sensor_msgs/CompressedImage`` (the ROS 1 test covers raw ``sensor_msgs/Image``).
 
 Needs ``.venv-ros2`` (or ``$VPR_EDGE_ROS2_PYTHON``) from scripts/setup.sh; skipped when absent,
 unless ``VPR_EDGE_REQUIRE_ROS2=1``. The wheels are unofficial builds of ROS 2 (Kilted); no
@@ -29,8 +30,8 @@ def ros2_env(tmp_path: Path) -> dict:
     return {**os.environ, "ROS_DOMAIN_ID": str(random.randint(1, 100)),
             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1",
             "ROS_LOG_DIR": str(tmp_path / "ros_log"), "PYTHONUNBUFFERED": "1",
-            # 640x480 images are 0.9 MB: Fast DDS's large-data transports (shared memory,
-            # TCP) instead of UDP fragments, which drop most such frames under best effort
+            # Fast DDS large-data transports (shared memory, TCP), as recommended for camera
+            # streams on one host
             "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
 
 
@@ -43,13 +44,15 @@ def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, 
          "-p", f"map_dir:={map_dir}", "-p", "backend:=onnxruntime-cpu",
          "-p", f"keyframe_every_n:={ros.KEEP_EVERY}", "-p", "exclusion_frames:=20",
          "-p", "consistency_radius:=2", "-p", "message_type:=standard",
-         "-p", f"stats_file:={stats_file}", "-r", "image:=/camera/image_raw"],
+         "-p", "use_compressed:=true", "-p", f"stats_file:={stats_file}",
+         "-r", "image/compressed:=/camera/image_raw/compressed"],
         env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         player = subprocess.run(
             [ros2_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
-             str(gardens_point_dir / "day_right"), "--rate", "30", "--out", str(result_file),
-             "--ros-args", "-r", "image:=/camera/image_raw"],
+             str(gardens_point_dir / "day_right"), "--rate", "30", "--compressed",
+             "--out", str(result_file),
+             "--ros-args", "-r", "image/compressed:=/camera/image_raw/compressed"],
             env=ros2_env, capture_output=True, text=True, timeout=240)
     finally:
         node_log = ros.stop(node)
@@ -57,10 +60,10 @@ def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, 
     assert node.returncode == 0, node_log
     result = json.loads(result_file.read_text())
     stats = json.loads(stats_file.read_text())
-    # rclpy (these wheels, Fast DDS, best-effort sensor QoS) delivers about 70% of 30 Hz
-    # 640x480 frames on the 2-core CI machine even to a bare subscriber that does nothing
-    # (141-152 of 200 measured), so delivery is not the node's to guarantee here.
-    correct = ros.check_route_run(result, stats, min_loops=10, min_received=0.5)
+    # JPEG frames: rclpy (these wheels, Fast DDS, best-effort sensor QoS) delivers only about
+    # 70% of raw 30 Hz 640x480 frames on the 2-core CI machine even to a bare subscriber
+    # (141-152 of 200 measured); compressed ones are ~60 KB and arrive.
+    correct = ros.check_route_run(result, stats, min_received=0.9)
     record_property("ros2_latency_ms_p50", result["latency_ms_p50"])
     record_property("ros2_latency_ms_p95", result["latency_ms_p95"])
     print(f"\nROS 2 image-to-loop-closure latency: p50 {result['latency_ms_p50']:.1f} ms, "

@@ -1,0 +1,147 @@
+"""Latency on this machine: PyTorch eager vs ONNX Runtime FP32 / FP16, and Localizer.query.
+
+All in one run, side by side (this machine is shared and noisy: compare the ratios):
+
+- the model of a checkpoint (default: a fresh ``vpr-train init`` model on Gardens Point)
+  exported to FP32 and FP16 ONNX; PyTorch eager, ONNX Runtime FP32 and FP16 on the CPU at
+  batch 1 and 8, median and p90 over ``--repeat`` runs after ``--warmup`` runs;
+- ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
+  (resize), inference and search.
+
+    python benchmarks/latency.py --json benchmarks/results/latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vpr_edge.cli.help_format import HelpFormatter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(fn: Callable[[], object], warmup: int, repeat: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - tic) * 1e3)
+    return {"median_ms": round(float(np.median(times)), 3),
+            "p90_ms": round(float(np.percentile(times, 90)), 3)}
+
+
+def make_checkpoint(data: Path, out: Path) -> Path:
+    from vpr_edge.training.checkpoint import save_checkpoint
+    from vpr_edge.training.config import preset
+    from vpr_edge.training.init_model import init_model, list_images
+
+    model, _ = init_model(preset(), list_images(data / "gardens_point" / "day_left")[::4],
+                          progress=False)
+    return save_checkpoint(out / "bench.pt", model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint to measure (default: a fresh init model on Gardens Point)")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    p.add_argument("--repeat", type=int, default=30, help="timed runs")
+    p.add_argument("--places", type=int, default=10000, help="map size for the query breakdown")
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from vpr_edge.export.exporter import export
+    from vpr_edge.export.targets import ExportConfig
+    from vpr_edge.localizer import Localizer
+    from vpr_edge.training.checkpoint import load_model
+    from vpr_edge.training.model import images_to_tensor
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="vpr-latency-"))
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        if not (args.data / "gardens_point").is_dir():
+            print(f"skipped: no --checkpoint and no real data under {args.data}")
+            return 0
+        checkpoint = make_checkpoint(args.data, work)
+    files = export(ExportConfig(checkpoint=checkpoint, output_dir=work, name="bench", fp16=True,
+                                engine=False, validate=False)).files
+    model = load_model(checkpoint).eval()
+    pre = model.config.preprocess
+    h, w = pre.input_height, pre.input_width
+    rng = np.random.default_rng(0)
+    rows = []
+    options = {"intra_op_num_threads": args.threads}
+    runners = {"onnxruntime fp32": Localizer(files["onnx"], backend="cpu",
+                                             backend_options=options),
+               "onnxruntime fp16": Localizer(files["onnx-fp16"], backend="cpu",
+                                             backend_options=options)}
+    for batch in (1, 8):
+        frames = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+
+        def eager(frames=frames):
+            with torch.inference_mode():
+                return model(images_to_tensor(frames, pre))
+
+        base = timed(eager, args.warmup, args.repeat)
+        rows.append({"runtime": "pytorch eager fp32", "batch": batch, **base, "speedup": 1.0})
+        for name, loc in runners.items():
+            result = timed(lambda loc=loc, frames=frames: loc._backend.run(frames),
+                           args.warmup, args.repeat)
+            rows.append({"runtime": name, "batch": batch, **result,
+                         "speedup": round(base["median_ms"] / result["median_ms"], 2)})
+
+    loc = runners["onnxruntime fp32"]
+    dim = loc.metadata.dim
+    base_vectors = rng.standard_normal((args.places, dim)).astype(np.float32)
+    loc.index.add(base_vectors / np.linalg.norm(base_vectors, axis=1, keepdims=True))
+    camera = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    batch1 = loc._prepare(camera, "RGB")[0]
+    descriptor = loc.describe(camera)
+    breakdown = {
+        "preprocess (resize 640x480)": timed(lambda: loc._prepare(camera, "RGB"),
+                                             args.warmup, args.repeat),
+        "inference": timed(lambda: loc._infer(batch1), args.warmup, args.repeat),
+        f"search ({args.places} places, k=5)": timed(
+            lambda: loc.query_descriptor(descriptor, 5), args.warmup, args.repeat),
+        "Localizer.query total": timed(lambda: loc.query(camera, 5), args.warmup, args.repeat),
+    }
+    print(f"model {model.config.name}, input {h}x{w}, dim {dim}, {args.threads} threads; "
+          f"FP32 ONNX {files['onnx'].stat().st_size / 2**20:.1f} MiB, "
+          f"FP16 ONNX {files['onnx-fp16'].stat().st_size / 2**20:.1f} MiB")
+    print(f"{'runtime':<22}{'batch':>6}{'median ms':>11}{'p90 ms':>9}{'x eager':>9}")
+    for r in rows:
+        print(f"{r['runtime']:<22}{r['batch']:>6}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}"
+              f"{r['speedup']:>9.2f}")
+    print("\nLocalizer.query breakdown (batch 1)")
+    for stage, r in breakdown.items():
+        print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "model": {"name": model.config.name, "input": [h, w], "dim": dim,
+                      "onnx_bytes": files["onnx"].stat().st_size,
+                      "onnx_fp16_bytes": files["onnx-fp16"].stat().st_size},
+            "threads": args.threads, "runtimes": rows, "query_breakdown": breakdown,
+            "machine": {"cpus": os.cpu_count()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
