@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip validation")
     plugin = p.add_mutually_exclusive_group()
     plugin.add_argument("--plugin", action="store_true", dest="plugin",
-                        help="use the fused FP16 NetVLAD TensorRT plugin node")
+                        help="also write NAME.plugin[.fp16].onnx with NetVLAD as one "
+                        "vpr_edge::NetVLAD node (validated through an ONNX Runtime custom "
+                        "op) and build the engine from it on TensorRT >= 10.9 "
+                        "(export/plugin/README.md)")
     plugin.add_argument("--no-plugin", action="store_false", dest="plugin",
                         help="plain ONNX ops (runs everywhere)")
     p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if report is not None else 2
     print("\nwritten:")
     for target, path in result.files.items():
-        print(f"  {target:<10} {path}  ({path.stat().st_size / 2**20:.1f} MiB)")
+        print(f"  {target:<16} {path}  ({path.stat().st_size / 2**20:.1f} MiB)")
     for note in result.notes:
         print(f"note: {note}")
     print("\nuse them:")

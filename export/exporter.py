@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from vpr_edge import __version__
 from vpr_edge.atomic_file import temp_path_beside
 from vpr_edge.errors import InvalidInputError, VprEdgeError
-from vpr_edge.metadata import ModelMetadata
+from vpr_edge.metadata import ModelMetadata, PluginInfo
 
 from .targets import TARGETS, ExportConfig, check_arguments, check_output_dir
 
@@ -152,6 +152,8 @@ def export(config: ExportConfig) -> ExportResult:
             step.label = final["onnx"].name
             onnx.save(graph, str(temps["onnx"]))
         result.metadata = meta32
+        if config.plugin:
+            _write_plugin_graph(result, model, graph, meta32, "onnx-plugin", final, temps)
         engine_source = temps["onnx"]
         if config.fp16:
             with _Timer(result, "convert to FP16 ONNX") as step:
@@ -165,6 +167,10 @@ def export(config: ExportConfig) -> ExportResult:
             result.notes.append(f"FP16 graph: {fp16_fraction(half):.0%} of Conv/MatMul "
                                 "nodes in FP16; NetVLAD, softmax and norms in FP32")
             engine_source = temps["onnx-fp16"]
+            if config.plugin:
+                _write_plugin_graph(result, model, half, _metadata(
+                    model, height, width, ckpt.weights_sha256, "fp16"), "onnx-plugin-fp16",
+                    final, temps)
 
         want_engine = config.engine
         if want_engine is None:
@@ -172,6 +178,9 @@ def export(config: ExportConfig) -> ExportResult:
             if not want_engine:
                 result.notes.append(f"no engine built: {reason}")
         if want_engine:
+            plugin = None
+            if config.plugin:
+                plugin, engine_source = _plugin_for_engine(result, config, engine_source, temps)
             with _Timer(result, "build TensorRT engine") as step:
                 from vpr_edge.engine_file import engine_header_for, write_engine_file
 
@@ -179,15 +188,17 @@ def export(config: ExportConfig) -> ExportResult:
                     batch=config.batch, workspace_mib=config.workspace_mib,
                     timing_cache=out_dir / f"{name}.timing.cache",
                     compute_capabilities=config.compute_capabilities,
-                    module=config.tensorrt_module))
+                    module=config.tensorrt_module, plugin=plugin))
                 source_meta = _metadata(model, height, width, ckpt.weights_sha256,
                                         "fp16" if config.fp16 else "fp32")
+                if plugin is not None:
+                    source_meta = replace(source_meta, plugin=PLUGIN_INFO)
                 header = engine_header_for(
                     source_meta, built.engine, tensorrt_module=built.module,
                     tensorrt_version=built.version, compute_capability=built.compute_capability,
                     device_name=built.device_name,
                     builder={**built.settings, "precision": source_meta.precision,
-                             "onnx": final["onnx-fp16" if config.fp16 else "onnx"].name})
+                             "onnx": _final_name(engine_source, temps, final)})
                 temps["engine"] = step.output = temp_path_beside(final["engine"])
                 step.label = final["engine"].name
                 write_engine_file(temps["engine"], header, built.engine)
@@ -215,6 +226,63 @@ def export(config: ExportConfig) -> ExportResult:
             temp.unlink(missing_ok=True)
 
 
+PLUGIN_INFO = PluginInfo(name="NetVLAD", version="1", namespace="vpr_edge")
+
+
+def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata, target: str,
+                        final: dict[str, Path], temps: dict[str, Path]) -> None:
+    """Write ``graph`` with its NetVLAD subgraph as one ``vpr_edge::NetVLAD`` node."""
+    import onnx
+    from vpr_edge.training.netvlad import NetVLAD
+
+    from .onnx_hygiene import check_graph, set_metadata
+    from .plugin.onnx_node import PLUGIN_OP, PLUGIN_VERSION, replace_netvlad
+
+    layer = model.aggregation
+    if not isinstance(layer, NetVLAD):
+        raise InvalidInputError(f"--plugin: the model aggregates with "
+                                f"{model.config.aggregation}, not NetVLAD; export without "
+                                "--plugin")
+    assert PLUGIN_INFO.version == PLUGIN_VERSION
+    dtype = np.float16 if meta.precision == "fp16" else np.float32
+    with _Timer(result, f"plugin ONNX ({meta.precision})") as step:
+        plugin_graph = replace_netvlad(
+            graph, layer.assignment_weight.detach().numpy(),
+            layer.assignment_bias.detach().numpy(), layer.centroids.detach().numpy(),
+            eps=layer.eps, normalize_input=layer.normalize_input, dtype=dtype)
+        check_graph(plugin_graph, height=meta.input_height, width=meta.input_width,
+                    dim=meta.dim, extra_ops=frozenset({PLUGIN_OP}))
+        set_metadata(plugin_graph, replace(meta, plugin=PLUGIN_INFO))
+        temps[target] = step.output = temp_path_beside(final[target])
+        step.label = final[target].name
+        onnx.save(plugin_graph, str(temps[target]))
+
+
+def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source: Path,
+                       temps: dict[str, Path]) -> tuple[dict | None, Path]:
+    """(plugin settings, ONNX to build from): the plugin graph when this TensorRT can
+    register the plugin, else the plain graph, with the reason logged and noted."""
+    from .plugin.onnx_node import PLUGIN_ID, PLUGIN_VERSION
+    from .plugin.registration import prepare_builder
+    from .tensorrt_build import find_builder
+
+    found = find_builder(config.tensorrt_module)
+    ok, reason = prepare_builder(found[1] if found else "tensorrt")
+    if not ok:
+        message = (f"--plugin: the engine is built from the plain graph, because {reason}; "
+                   "the plugin ONNX files are written all the same")
+        log.warning(message)
+        result.notes.append(message)
+        return None, plain_source
+    source = temps["onnx-plugin-fp16" if config.fp16 else "onnx-plugin"]
+    return {"id": PLUGIN_ID, "version": PLUGIN_VERSION}, source
+
+
+def _final_name(path: Path, temps: dict[str, Path], final: dict[str, Path]) -> str:
+    target = next(t for t, p in temps.items() if p == path)
+    return final[target].name
+
+
 class _ValidationFailed(VprEdgeError):
     def __init__(self, result: ExportResult) -> None:
         failed = [c for c in result.validation if not c.passed]
@@ -239,13 +307,12 @@ def _validate(model, height: int, width: int, config: ExportConfig,
         with torch.no_grad():
             return model(images_to_tensor(batch, pre)).numpy()
 
-    files = [(temps["onnx"], "fp32")]
-    if "onnx-fp16" in temps:
-        files.append((temps["onnx-fp16"], "fp16"))
+    files = [(temps[target], TARGETS[target]["precision"],
+              "plugin" if "plugin" in target else "plain")
+             for target in TARGETS if target in temps and target != "engine"]
     comparisons = validate_files(describe, images, files,
                                  reference_images=config.reference_images)
-    final_names = {temps[t].name: f for t, f in (("onnx", "onnx"), ("onnx-fp16", "onnx-fp16"))
-                   if t in temps}
+    final_names = {temps[t].name: t for t in temps}
     for c in comparisons:  # report final names, not temp names
         target = final_names.get(c.file)
         if target is not None:
@@ -271,6 +338,10 @@ def usage_commands(result: ExportResult) -> list[str]:
             f"polygraphy run {cpu_onnx} --onnxrt --input-shapes "
             f"image:[1,{meta.input_height},{meta.input_width},3]",
         ]
+    if "onnx-plugin" in result.files:
+        lines.append("python -c \"from vpr_edge.export.plugin.registration import "
+                     "register_plugin; register_plugin()\"   # before TensorRT parses "
+                     f"{(result.files.get('onnx-plugin-fp16') or result.files['onnx-plugin']).name}")
     if "engine" in result.files:
         lines.append(f"vpr-edge bench {result.files['engine']}   # on the target GPU")
     return lines

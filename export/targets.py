@@ -4,7 +4,9 @@
 |---|---|---|---|---|
 | onnx | NAME.onnx | FP32 | torch, onnx | height, width, whitening_dim, opset, plugin |
 | onnx-fp16 | NAME.fp16.onnx (``--fp16``) | FP16 (strongly typed) | torch, onnx | same |
-| engine | NAME.engine | as its ONNX (FP16 with ``--fp16``) | tensorrt or tensorrt_rtx | batch, workspace, compute capability |
+| onnx-plugin | NAME.plugin.onnx (``--plugin``) | FP32, NetVLAD as one ``vpr_edge::NetVLAD`` node | onnx, onnxruntime-extensions | same |
+| onnx-plugin-fp16 | NAME.plugin.fp16.onnx (``--plugin --fp16``) | FP16, FP16 plugin node | same | same |
+| engine | NAME.engine | as its ONNX (the plugin graph with ``--plugin`` on TensorRT >= 10.9) | tensorrt or tensorrt_rtx | batch, workspace, compute capability |
 
 Everything is checked before any work starts; a request that cannot be honoured is an error
 that says what to install or change, never a silent downgrade.
@@ -22,6 +24,10 @@ TARGETS = {
              "arguments": ("height", "width", "whitening_dim", "opset", "plugin")},
     "onnx-fp16": {"suffix": ".fp16.onnx", "precision": "fp16",
                   "arguments": ("height", "width", "whitening_dim", "opset", "plugin")},
+    "onnx-plugin": {"suffix": ".plugin.onnx", "precision": "fp32",
+                    "arguments": ("height", "width", "whitening_dim", "opset")},
+    "onnx-plugin-fp16": {"suffix": ".plugin.fp16.onnx", "precision": "fp16",
+                         "arguments": ("height", "width", "whitening_dim", "opset")},
     "engine": {"suffix": ".engine", "precision": "from its ONNX",
                "arguments": ("batch", "workspace_mib", "compute_capabilities")},
 }
@@ -41,7 +47,9 @@ class ExportConfig:
         batch: engine profile (min, opt, max); the ONNX has a dynamic batch anyway.
         whitening_dim: output dims for checkpoints with PCA-whitening (None: as trained).
         validate_dir: images to validate on (None with validate=True: skip with a warning).
-        plugin: replace NetVLAD by the fused TensorRT plugin node (see ``export/plugin``).
+        plugin: also write the plugin graphs (NetVLAD as one ``vpr_edge::NetVLAD`` node, see
+            ``export/plugin``) and build the engine from them where TensorRT >= 10.9 can
+            register the plugin.
     """
 
     checkpoint: Path
@@ -87,9 +95,9 @@ def check_arguments(config: ExportConfig) -> None:
     if problems:
         raise InvalidInputError("; ".join(problems))
     if config.plugin:
-        from .plugin_hook import plugin_status
+        from .plugin import plugin_available
 
-        ok, reason = plugin_status()
+        ok, reason = plugin_available()
         if not ok:
             raise MissingDependencyError(f"--plugin cannot be honoured: {reason}")
     if config.engine:

@@ -135,17 +135,33 @@ def reference_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
         [evaluator.run(None, {"image": batch[i:i + 1]})[0] for i in range(len(batch))])
 
 
+def plugin_graph_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A plugin graph (``vpr_edge::NetVLAD`` node) through the ONNX Runtime custom op."""
+    from .plugin.ort_custom_op import ort_runner
+
+    return ort_runner(path)
+
+
+RUNNERS = {  # how a file is executed here, and what the report calls it
+    "plain": (onnxruntime_runner, "onnxruntime CPU"),
+    "plugin": (plugin_graph_runner,
+               "onnxruntime CPU + vpr_edge::NetVLAD custom op (numpy, FP32 math)"),
+}
+
+
 def validate_files(torch_describe: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                   files: Sequence[tuple[Path, str]], *, reference_images: int = 2
+                   files: Sequence[tuple[Path, str, str]], *, reference_images: int = 2
                    ) -> list[Comparison]:
-    """Compare each ``(path, precision)`` with PyTorch on ``images``."""
+    """Compare each ``(path, precision, graph)`` with PyTorch on ``images``; ``graph`` is
+    ``plain`` or ``plugin`` (see :data:`RUNNERS`)."""
     expected = run_in_batches(torch_describe, images)
     results = []
-    for path, precision in files:
-        got = run_in_batches(onnxruntime_runner(path), images)
+    for path, precision, graph in files:
+        make_runner, runtime = RUNNERS[graph]
+        got = run_in_batches(make_runner(path), images)
         results.append(compare(expected, got, file=path.name, precision=precision,
-                               runtime="onnxruntime CPU"))
-        if precision == "fp16" and reference_images > 0:
+                               runtime=runtime))
+        if precision == "fp16" and graph == "plain" and reference_images > 0:
             few = images[:max(2, reference_images)]
             got = run_in_batches(reference_runner(path), few)
             results.append(compare(expected[:len(few)], got, file=path.name,

@@ -13,18 +13,20 @@ IMAGE_TOPIC = "/camera/image_raw"
 ODOM_TOPIC = "/odom"
 
 
-def _store():
+def _store(ros2: bool = False):
     from rosbags.typesys import Stores, get_typestore
 
-    return get_typestore(Stores.ROS1_NOETIC)
+    return get_typestore(Stores.ROS2_HUMBLE if ros2 else Stores.ROS1_NOETIC)
 
 
 def _header(store, seconds: float, frame_id: str = "camera"):
     Header = store.types["std_msgs/msg/Header"]
     Time = store.types["builtin_interfaces/msg/Time"]
     sec = int(seconds)
-    return Header(seq=0, stamp=Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9))),
-                  frame_id=frame_id)
+    stamp = Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
+    if "seq" in Header.__dataclass_fields__:  # ROS 1
+        return Header(seq=0, stamp=stamp, frame_id=frame_id)
+    return Header(stamp=stamp, frame_id=frame_id)
 
 
 def image_message(store, rgb: np.ndarray, seconds: float, encoding: str = "rgb8",
@@ -59,31 +61,43 @@ def odometry_message(store, seconds: float, x: float, y: float):
 
 def write_bag(path: Path, frames: list[np.ndarray], *, rate_hz: float = 10.0,
               start: float = 1000.0, encoding: str = "rgb8", pad: int = 0,
-              odometry: bool = False, compressed: bool = False) -> Path:
+              odometry: bool = False, compressed: bool = False,
+              ros2_storage: str | None = None, image_delay: float = 0.0) -> Path:
     """Frames at ``rate_hz`` on IMAGE_TOPIC (and, with ``odometry``, poses at 2x the rate on
-    ODOM_TOPIC with x = frame index metres). ``compressed`` writes JPEG CompressedImage."""
-    from rosbags.rosbag1 import Writer
+    ODOM_TOPIC with x = frame index metres). ``compressed`` writes JPEG CompressedImage.
+    ``ros2_storage`` ("sqlite3" or "mcap") writes a ROS 2 bag directory instead of ROS 1.
+    ``image_delay`` shifts the image stamps (not the odometry) by that many seconds."""
+    store = _store(ros2=ros2_storage is not None)
+    if ros2_storage is None:
+        from rosbags.rosbag1 import Writer
 
-    store = _store()
-    with Writer(path) as writer:
+        writer_cm, serialize = Writer(path), store.serialize_ros1
+    else:
+        from rosbags.rosbag2 import StoragePlugin
+        from rosbags.rosbag2 import Writer as Writer2
+
+        plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[ros2_storage]
+        writer_cm = Writer2(path, version=9, storage_plugin=plugin)
+        serialize = store.serialize_cdr
+    with writer_cm as writer:
         kind = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
         images = writer.add_connection(IMAGE_TOPIC, kind, typestore=store)
         odom = (writer.add_connection(ODOM_TOPIC, "nav_msgs/msg/Odometry", typestore=store)
                 if odometry else None)
         for i, frame in enumerate(frames):
             seconds = start + i / rate_hz
+            stamp = seconds + image_delay
             if compressed:
                 msg = store.types["sensor_msgs/msg/CompressedImage"](
-                    header=_header(store, seconds), format="jpeg",
+                    header=_header(store, stamp), format="jpeg",
                     data=np.frombuffer(_jpeg(frame), np.uint8))
             else:
-                msg = image_message(store, frame, seconds, encoding, pad)
-            writer.write(images, int(seconds * 1e9),
-                         store.serialize_ros1(msg, images.msgtype))
+                msg = image_message(store, frame, stamp, encoding, pad)
+            writer.write(images, int(seconds * 1e9), serialize(msg, images.msgtype))
             if odom is not None:
                 for half in (0.0, 0.5):
                     t = seconds + half / rate_hz
-                    writer.write(odom, int(t * 1e9), store.serialize_ros1(
+                    writer.write(odom, int(t * 1e9), serialize(
                         odometry_message(store, t, i + half, 0.0), odom.msgtype))
     return path
 

@@ -210,6 +210,11 @@ def read_onnx_metadata(path: str) -> ModelMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
+        if "vpr_edge" in str(exc) and "NetVLAD" in str(exc):
+            raise ModelFormatError(
+                f"{path}: this is a plugin graph (NetVLAD as the vpr_edge::NetVLAD TensorRT "
+                "plugin node), which ONNX Runtime cannot run; use the plain NAME.onnx or "
+                "NAME.fp16.onnx, or the engine built from it") from exc
         raise ModelFormatError(
             f"{path}: not a loadable ONNX model ({exc}); re-export it with vpr-export"
         ) from exc

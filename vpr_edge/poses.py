@@ -4,8 +4,9 @@ A :class:`Pose` is position ``x, y, z`` (metres) and orientation quaternion ``qx
 ``as_tuple()`` is the 7-tuple the map stores per place. :func:`pose_from_message` reads
 ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped``, ``PoseWithCovarianceStamped``,
 ``TransformStamped`` and bare ``Pose``/``Transform`` from any ROS client library (duck typed).
-:class:`PoseTrack` answers "where was the robot at time t" for images, from the nearest pose
-within a tolerance (no interpolation: odometry usually runs faster than the camera).
+:class:`PoseTrack` answers "where was the robot at time t" for images: interpolated between
+the two poses around t (position linearly, orientation by slerp) when both are within
+``max_gap`` seconds of t, else the nearest pose within ``max_gap``, else None.
 """
 
 from __future__ import annotations
@@ -102,13 +103,38 @@ class PoseTrack:
         self._poses.insert(i, pose)
 
     def at(self, stamp: float) -> Pose | None:
-        """The pose nearest in time to ``stamp``, or None if none is within ``max_gap``."""
-        i = bisect.bisect(self._times, stamp)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(self._times)),
-                   key=lambda j: abs(self._times[j] - stamp), default=None)
-        if best is None or abs(self._times[best] - stamp) > self.max_gap:
+        """The pose at ``stamp`` (see the module docstring), or None if none is near."""
+        times = self._times
+        i = bisect.bisect(times, stamp)
+        before, after = i - 1, i
+        if 0 <= before and after < len(times) and stamp - times[before] <= self.max_gap \
+                and times[after] - stamp <= self.max_gap:
+            span = times[after] - times[before]
+            weight = 0.0 if span == 0 else (stamp - times[before]) / span
+            return interpolate(self._poses[before], self._poses[after], weight)
+        best = min((j for j in (before, after) if 0 <= j < len(times)),
+                   key=lambda j: abs(times[j] - stamp), default=None)
+        if best is None or abs(times[best] - stamp) > self.max_gap:
             return None
         return self._poses[best]
+
+
+def interpolate(a: Pose, b: Pose, weight: float) -> Pose:
+    """The pose ``weight`` (0..1) of the way from ``a`` to ``b``: lerp and slerp."""
+    qa, qb = _unit(a), _unit(b)
+    dot = sum(p * q for p, q in zip(qa, qb))
+    if dot < 0:  # the shorter way round
+        qb, dot = tuple(-q for q in qb), -dot
+    if dot > 0.9995:  # nearly equal: lerp, then normalise
+        q = [p + weight * (r - p) for p, r in zip(qa, qb)]
+    else:
+        theta = math.acos(dot)
+        wa = math.sin((1 - weight) * theta) / math.sin(theta)
+        wb = math.sin(weight * theta) / math.sin(theta)
+        q = [wa * p + wb * r for p, r in zip(qa, qb)]
+    norm = math.sqrt(sum(v * v for v in q))
+    x, y, z = (pa + weight * (pb - pa) for pa, pb in zip((a.x, a.y, a.z), (b.x, b.y, b.z)))
+    return Pose(x, y, z, *(v / norm for v in q))
 
 
 def _unit(pose: Pose) -> tuple[float, float, float, float]:

@@ -159,7 +159,6 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
 @pytest.mark.parametrize("changes, error, words", [
     ({"height": 8}, InvalidInputError, "too small"),
     ({"batch": (4, 2, 8)}, InvalidInputError, "min <= opt <= max"),
-    ({"plugin": True}, MissingDependencyError, "plugin"),
     ({"whitening_dim": 64}, InvalidInputError, "whitening dim"),
     ({"validate_dir": Path("/nonexistent")}, InvalidInputError, "not a directory"),
 ])
@@ -169,6 +168,20 @@ def test_bad_requests_fail_before_writing(checkpoint, tmp_path: Path, changes, e
         export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
                             **changes))
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_plugin_without_its_dependencies_is_an_error(checkpoint, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime_extensions"
+                        else real(name, *a))
+    with pytest.raises(MissingDependencyError, match="--plugin.*onnxruntime_extensions"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
+                            plugin=True))
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_engine_without_tensorrt_is_an_error(checkpoint, tmp_path: Path, monkeypatch) -> None:

@@ -43,6 +43,27 @@ def test_frames_roundtrip_with_poses(tmp_path, bag_writer, gp_frames, encoding, 
         assert f.stamp == pytest.approx(1000.0 + f.index / 10)
 
 
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_ros2_bags_db3_and_mcap(tmp_path, bag_writer, gp_frames, storage) -> None:
+    bag = bag_writer.write_bag(tmp_path / f"gp_{storage}", gp_frames[:4], encoding="bgr8",
+                               odometry=True, ros2_storage=storage)
+    assert bags.count_frames(bag, bag_writer.IMAGE_TOPIC) == 4
+    got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                      pose_topic=bag_writer.ODOM_TOPIC))
+    for f in got:
+        np.testing.assert_array_equal(f.image, gp_frames[f.index])
+        assert f.pose.x == pytest.approx(f.index)
+
+
+def test_poses_are_interpolated_to_the_frame_stamp(tmp_path, bag_writer, gp_frames) -> None:
+    # odometry every 0.05 s with x = 0, 0.5, 1, ...; images stamped 0.025 s after a pose
+    bag = bag_writer.write_bag(tmp_path / "late.bag", gp_frames[:3], odometry=True,
+                               image_delay=0.025)
+    got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                      pose_topic=bag_writer.ODOM_TOPIC))
+    assert [f.pose.x for f in got] == pytest.approx([0.25, 1.25, 2.25])
+
+
 def test_compressed_images(tmp_path, bag_writer, gp_frames) -> None:
     bag = bag_writer.write_bag(tmp_path / "c.bag", gp_frames[:2], compressed=True)
     got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC))

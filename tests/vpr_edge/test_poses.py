@@ -51,11 +51,24 @@ def test_stamps_from_ros1_and_ros2_times() -> None:
         stamp_seconds(NS(foo=1))
 
 
-def test_track_returns_nearest_within_gap() -> None:
+def test_track_interpolates_between_close_poses_else_nearest() -> None:
     track = PoseTrack(max_gap=0.1)
-    for t in (3.0, 1.0, 2.0):  # out of order on purpose
+    for t in (3.0, 1.0, 2.0, 2.1):  # out of order on purpose
         track.add(t, Pose(t, 0))
-    assert len(track) == 3
-    assert track.at(2.04).x == 2.0 and track.at(2.96).x == 3.0
+    assert len(track) == 4
+    assert track.at(2.04).x == pytest.approx(2.04)  # between 2.0 and 2.1: interpolated
+    assert track.at(1.95).x == 2.0 and track.at(2.96).x == 3.0  # one side only: nearest
     assert track.at(2.5) is None and track.at(10.0) is None
     assert PoseTrack().at(1.0) is None
+
+
+def test_interpolation_slerps_the_orientation() -> None:
+    half = math.radians(45)  # 0 and 90 degrees about z
+    a, b = Pose(0, 0), Pose(2, 0, 0, 0, 0, math.sin(half), math.cos(half))
+    track = PoseTrack(max_gap=1.0)
+    track.add(0.0, a)
+    track.add(1.0, b)
+    mid = track.at(0.5)
+    assert mid.x == pytest.approx(1.0)
+    assert a.rotation_to(mid) == pytest.approx(math.radians(45))
+    assert mid.rotation_to(b) == pytest.approx(math.radians(45))

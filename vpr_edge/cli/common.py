@@ -18,8 +18,8 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--bag", type=Path, default=None, help="ROS 1 .bag or ROS 2 bag")
     group.add_argument("--topic", default=None, help="image topic in the bag")
     group.add_argument("--pose-topic", default=None,
-                       help="odometry/pose topic in the bag: each frame gets the pose nearest in "
-                            "time (within 0.1 s)")
+                       help="odometry/pose topic in the bag: each frame gets the pose at its "
+                            "stamp, interpolated (or the nearest within 0.1 s)")
     group.add_argument("--every", type=int, default=1, help="use every n-th frame")
 
 

@@ -1,0 +1,130 @@
+"""The fused NetVLAD Triton kernel against PyTorch eager NetVLAD (FP16 and FP32), on a GPU.
+
+Side by side in one run, batch 1/8/32 x maps 15x20/30x40/60x80, K=64, D=112 (the default
+EfficientNet-Lite0 model): median time over ``--repeat`` CUDA-event-timed runs after warm-up,
+the kernel's speed-up over each eager variant, its max error against the FP32 layer, and the
+achieved memory bandwidth (bytes the kernel must move: features + weights + output, over its
+time) as a fraction of the GPU's peak (``--peak-gbs``, default: looked up from the device
+name). Needs a CUDA GPU; without one it prints why, writes the JSON with ``"status": "not
+run"`` and exits 0.
+
+    python benchmarks/plugin_kernel.py --json benchmarks/results/plugin_kernel.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vpr_edge.cli.help_format import HelpFormatter
+
+#: peak DRAM bandwidth in GB/s by device-name fragment (vendor data sheets)
+PEAK_GBS = {"H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100": 3350, "H200": 4800,
+            "A100-SXM4-80GB": 2039, "A100": 1555, "L4": 300, "Orin": 204.8}
+BATCHES = (1, 8, 32)
+MAPS = ((15, 20), (30, 40), (60, 80))
+
+
+def peak_bandwidth(device_name: str) -> float | None:
+    for fragment, gbs in PEAK_GBS.items():
+        if fragment in device_name:
+            return float(gbs)
+    return None
+
+
+def cuda_time_ms(fn, warmup: int, repeat: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bench(warmup: int, repeat: int, peak_gbs: float | None) -> list[dict]:
+    import torch
+    from vpr_edge.export.plugin.kernel import fused_netvlad
+    from vpr_edge.training.netvlad import NetVLAD
+
+    torch.manual_seed(0)
+    layer32 = NetVLAD(64, 112).eval().cuda()
+    layer16 = NetVLAD(64, 112).eval().cuda()
+    layer16.load_state_dict(layer32.state_dict())
+    layer16.half()
+    weights32 = [t.detach() for t in (layer32.assignment_weight, layer32.assignment_bias,
+                                      layer32.centroids)]
+    weights16 = [t.half() for t in weights32]
+    rows = []
+    for n in BATCHES:
+        for h, w in MAPS:
+            x32 = torch.randn(n, 112, h, w, device="cuda").relu()
+            x16 = x32.half()
+            with torch.no_grad():
+                reference = layer32(x16.float())
+                row = {"batch": n, "map": f"{h}x{w}"}
+                for name, fn in (
+                        ("eager_fp32", lambda: layer32(x32)),
+                        ("eager_fp16", lambda: layer16(x16)),
+                        ("kernel_fp32", lambda: fused_netvlad(x32, *weights32)),
+                        ("kernel_fp16", lambda: fused_netvlad(x16, *weights16))):
+                    row[f"{name}_ms"] = round(cuda_time_ms(fn, warmup, repeat), 4)
+                got = fused_netvlad(x16, *weights16).float()
+            row["kernel_fp16_max_abs_error"] = float((got - reference).abs().max())
+            row["speedup_vs_eager_fp16"] = round(row["eager_fp16_ms"] / row["kernel_fp16_ms"], 2)
+            row["speedup_vs_eager_fp32"] = round(row["eager_fp32_ms"] / row["kernel_fp16_ms"], 2)
+            moved = 2 * (n * 112 * h * w + 3 * 64 * 112 + n * 64 * 112)  # FP16 bytes
+            gbs = moved / (row["kernel_fp16_ms"] * 1e-3) / 1e9
+            row["kernel_fp16_gbs"] = round(gbs, 1)
+            row["fraction_of_peak"] = None if peak_gbs is None else round(gbs / peak_gbs, 3)
+            rows.append(row)
+            print(f"{n:>5} {h:>3}x{w:<3} {row['eager_fp32_ms']:>9.3f} {row['eager_fp16_ms']:>9.3f}"
+                  f" {row['kernel_fp32_ms']:>9.3f} {row['kernel_fp16_ms']:>9.3f} "
+                  f"{row['speedup_vs_eager_fp16']:>7.2f}x {gbs:>8.1f} "
+                  f"{row['kernel_fp16_max_abs_error']:>9.2e}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    p.add_argument("--repeat", type=int, default=50, help="timed runs (median reported)")
+    p.add_argument("--peak-gbs", type=float, default=None,
+                   help="the GPU's peak memory bandwidth in GB/s (default: by device name)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = p.parse_args(argv)
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    report: dict = {"benchmark": "plugin_kernel"}
+    if not has_gpu:
+        print("no CUDA GPU here: the kernel benchmark was not run (run it on a GPU machine)")
+        report["status"] = "not run: no CUDA GPU"
+    else:
+        device = torch.cuda.get_device_name(0)
+        peak = args.peak_gbs or peak_bandwidth(device)
+        print(f"{device}, peak {peak} GB/s; K=64, D=112; median of {args.repeat} runs, ms")
+        print(f"{'batch':>5} {'map':<7} {'eager32':>9} {'eager16':>9} {'kern32':>9} "
+              f"{'kern16':>9} {'vs e16':>8} {'GB/s':>8} {'max err':>9}")
+        report.update(status="ran", device=device, peak_gbs=peak,
+                      rows=bench(args.warmup, args.repeat, peak))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
