@@ -127,6 +127,7 @@ class Row:
     query_e2e_filtered: dict = field(default_factory=dict)
     rerank: dict = field(default_factory=dict)
     exact: dict = field(default_factory=dict)
+    faiss_flat: dict = field(default_factory=dict)
     memory_bytes_per_place: float = 0.0
     rss_bytes_per_place: float = 0.0
     disk_bytes_per_place: float = 0.0
@@ -189,6 +190,7 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
         mirror = db[:n]
         row.exact = latencies(lambda v, m=mirror: np.argpartition(-(m @ v), 10)[:10],
                               q[:exact_queries], warmup=3)
+        row.faiss_flat = faiss_flat(mirror, q[:exact_queries], truth[:exact_queries])
         row.memory_bytes_per_place = index.info()["memory_bytes"]["per_place"]
         target = workdir / f"map-{dim}-{n}"
         t = time.perf_counter()
@@ -213,6 +215,24 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
     return rows
 
 
+def faiss_flat(db: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """faiss-cpu IndexFlatIP (exact, BLAS) on the same places: build, query, recall, memory."""
+    try:
+        import faiss
+    except ImportError:
+        return {"skipped": "faiss-cpu not installed (pip install 'vpr-edge[bench]')"}
+    faiss.omp_set_num_threads(1)
+    t = time.perf_counter()
+    flat = faiss.IndexFlatIP(db.shape[1])
+    flat.add(np.ascontiguousarray(db, dtype=np.float32))
+    build_s = time.perf_counter() - t
+    _, labels = flat.search(np.ascontiguousarray(queries, dtype=np.float32), 10)
+    r1, r10 = recall(labels.astype(np.int64), truth)
+    lat = latencies(lambda v: flat.search(v[None].astype(np.float32), 10), queries, warmup=3)
+    return {"build_s": round(build_s, 3), "recall_at_1": r1, "recall_at_10": r10,
+            "memory_bytes_per_place": 4 * db.shape[1], **lat}
+
+
 def print_header(efs: list[int]) -> None:
     print(f"{'dim':>5} {'places':>7} {'build/s':>8} {'ef':>4} {'R@1':>6} {'R@10':>6} "
           f"{'p50 ms':>7} {'p99 ms':>7}")
@@ -228,7 +248,8 @@ def print_row(row: Row, efs: list[int]) -> None:
           f"{e['p99_ms']:.3f} ms, R@1 {e['recall_at_1']:.3f}; with temporal exclusion p50 "
           f"{row.query_e2e_filtered['p50_ms']:.3f} ms; rerank x{row.rerank['factor']} R@1 "
           f"{row.rerank['recall_at_1']:.3f} p50 {row.rerank['p50_ms']:.3f} ms; exact numpy "
-          f"p50 {row.exact['p50_ms']:.2f} ms")
+          f"p50 {row.exact['p50_ms']:.2f} ms; faiss flat p50 "
+          f"{row.faiss_flat.get('p50_ms', float('nan')):.2f} ms")
     print(f"      build {row.build_s:.1f} s; memory {row.memory_bytes_per_place:.0f} B/place "
           f"(RSS growth {row.rss_bytes_per_place:.0f} B/place), "
           f"disk {row.disk_bytes_per_place:.0f} B/place; save {row.save_s:.2f} s, save after "

@@ -34,8 +34,8 @@ step "installing $TORCH_PACKAGES"
 # shellcheck disable=SC2086
 $PIP install --quiet $TORCH_PACKAGES
 
-step "installing vpr-edge (editable) with extras cpu, train, export, plugin, verify, ros, dev"
-$PIP install --quiet -e ".[cpu,train,export,plugin,verify,ros,dev]"
+step "installing vpr-edge (editable) with extras cpu, train, export, plugin, verify, ros, bench, dev"
+$PIP install --quiet -e ".[cpu,train,export,plugin,verify,ros,bench,dev]"
 
 step "installing TensorRT-RTX (builds engines without a GPU; used by the export tests)"
 $PIP install --quiet "tensorrt-rtx-cu13" || echo "TensorRT-RTX not installable here: engine tests will skip"

@@ -1,0 +1,159 @@
+"""Loop closure on a route walked twice: precision-recall, with and without the consistency
+check and geometric verification, side by side on the same descriptors.
+
+The sequence is Gardens Point day_left (frames 0-199) followed by day_right (200-399), the
+same walk on the other side of the path; a loop is correct when it matches the same frame
+number +-2 in the other walk (``truth_from_names``). Every frame is described once with the
+model (default: a fresh ``vpr-train init`` EfficientNet-Lite0 NetVLAD: k-means on every 4th
+day_left frame, no training, exported to FP32 ONNX); then the detector runs over ``min_score``
+thresholds for four configurations. Reported: the PR curve, recall at 100% precision, the
+best F1, and a PNG plot when matplotlib is installed (``vpr-edge[bench]``).
+
+    python benchmarks/loop_closure.py --json benchmarks/results/loop_closure.json \\
+        --plot benchmarks/results/loop_closure_pr.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from vpr_edge.cli.help_format import HelpFormatter
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {  # name: (consistency, verify)
+    "single frame": (1, False),
+    "3 consecutive": (3, False),
+    "single frame + ORB/RANSAC": (1, True),
+    "3 consecutive + ORB/RANSAC": (3, True),
+}
+
+
+def default_model(data: Path, work: Path) -> Path:
+    from latency import make_checkpoint  # benchmarks/latency.py, next to this script
+    from vpr_edge.export.exporter import export
+    from vpr_edge.export.targets import ExportConfig
+
+    checkpoint = make_checkpoint(data, work)
+    return export(ExportConfig(checkpoint=checkpoint, output_dir=work, name="loops",
+                               engine=False, validate=False)).files["onnx"]
+
+
+def best_f1(rows: list[dict]) -> float:
+    scores = [2 * r["precision"] * r["recall"] / (r["precision"] + r["recall"])
+              for r in rows if r["precision"] + r["recall"] > 0 and r["reported"] > 0]
+    return round(max(scores, default=0.0), 4)
+
+
+def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"no plot: matplotlib is not installed (pip install 'vpr-edge[bench]'); {path} "
+              "not written")
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for name, rows in curves.items():
+        pts = sorted((r["recall"], r["precision"]) for r in rows if r["reported"] > 0)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=name)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("--model", type=Path, default=None,
+                   help="exported .onnx to use (default: a fresh init model, see above)")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    p.add_argument("--thresholds", type=int, default=25, help="min_score values swept")
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.add_argument("--plot", type=Path, default=None, help="write the PR curves (PNG) here")
+    args = p.parse_args(argv)
+
+    from vpr_edge.cli.loops import _eligible, _score, detect
+    from vpr_edge.geometric import orb_features
+    from vpr_edge.localizer import Localizer
+    from vpr_edge.loop_closure import LoopClosureConfig
+    from vpr_edge.loop_metrics import pr_curve, recall_at_full_precision, truth_from_names
+    from vpr_edge.sources import IMAGE_SUFFIXES
+
+    route = args.data / "gardens_point"
+    if not route.is_dir():
+        print(f"skipped: no Gardens Point under {args.data}")
+        return 0
+    model = args.model or default_model(args.data, Path(tempfile.mkdtemp(prefix="vpr-loops-")))
+    files = [f for walk in ("day_left", "day_right")
+             for f in sorted((route / walk).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    keys = [f"{f.parent.name}/{f.name}" for f in files]
+    truth = truth_from_names(keys, tolerance=2)
+    stamps = list(range(len(files)))
+    tic = time.perf_counter()
+    with Localizer(model, backend="cpu") as loc:
+        descriptors = np.concatenate([loc.describe([str(f) for f in files[i:i + 8]])
+                                      for i in range(0, len(files), 8)])
+    describe_s = time.perf_counter() - tic
+    from vpr_edge.images import load_image
+
+    tic = time.perf_counter()
+    features = [orb_features(load_image(f), LoopClosureConfig().verify_config) for f in files]
+    orb_s = time.perf_counter() - tic
+    base = LoopClosureConfig()
+    eligible = _eligible(base, stamps)
+    best = [r.best.score for r in detect(descriptors, stamps, replace(base, min_score=-1.0,
+                                                                      consistency=1))
+            if r.best is not None]
+    thresholds = np.unique(np.quantile(best, np.linspace(0.0, 0.99, args.thresholds)).round(4))
+    curves, summary = {}, []
+    for name, (consistency, verify) in CONFIGS.items():
+        config = replace(base, consistency=consistency, verify=verify)
+        tic = time.perf_counter()
+        rows = pr_curve(lambda t, c=config, v=verify: _score(
+            detect(descriptors, stamps, replace(c, min_score=t), features if v else None),
+            truth, eligible), thresholds)
+        curves[name] = rows
+        at_default = next((r for r in rows if r["min_score"] >= base.min_score), rows[-1])
+        summary.append({"configuration": name, "consistency": consistency, "verify": verify,
+                        "recall_at_100_precision": recall_at_full_precision(rows),
+                        "best_f1": best_f1(rows),
+                        "at_min_score": at_default,
+                        "sweep_s": round(time.perf_counter() - tic, 1)})
+    print(f"Gardens Point day_left + day_right ({len(files)} frames, {len(thresholds)} "
+          f"thresholds), model {Path(model).name}; describe {describe_s:.1f} s, ORB "
+          f"{orb_s:.1f} s")
+    print(f"{'configuration':<28}{'R@100%P':>9}{'best F1':>9}   at min_score ~{base.min_score}")
+    for s in summary:
+        d = s["at_min_score"]
+        print(f"{s['configuration']:<28}{s['recall_at_100_precision']:>9.3f}{s['best_f1']:>9.3f}"
+              f"   P {d['precision']:.3f} R {d['recall']:.3f} (t={d['min_score']})")
+    plotted = args.plot is not None and plot(curves, args.plot,
+                                             "Gardens Point, day_left then day_right")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "sequence": "gardens_point day_left + day_right", "frames": len(files),
+            "model": str(model) if args.model else "fresh init model (k-means, no training)",
+            "truth": "same frame number +-2 in the other walk",
+            "exclusion_frames": base.exclusion_frames, "summary": summary, "curves": curves,
+            "plot": str(args.plot) if plotted else None}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
