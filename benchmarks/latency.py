@@ -6,7 +6,8 @@ All in one run, side by side (this machine is shared and noisy: compare the rati
   exported to FP32 and FP16 ONNX; PyTorch eager, ONNX Runtime FP32 and FP16 on the CPU at
   batch 1 and 8, median and p90 over ``--repeat`` runs after ``--warmup`` runs;
 - ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
-  (resize), inference and search.
+  (resize), inference and search;
+- with ``--backbones``, eager vs ONNX Runtime FP32/FP16 for each named backbone preset.
 
     python benchmarks/latency.py --json benchmarks/results/latency.json
 """
@@ -51,6 +52,55 @@ def make_checkpoint(data: Path, out: Path) -> Path:
     return save_checkpoint(out / "bench.pt", model)
 
 
+def backbone_rows(backbones: list[str], size: tuple[int, int], threads: int, warmup: int,
+                  repeat: int, work: Path) -> list[dict]:
+    """Eager vs ONNX Runtime FP32/FP16 for each backbone preset (random weights: the timing
+    does not depend on them; NetVLAD K=64 on the stride-16 features)."""
+    import torch
+
+    from vpr_edge.export.exporter import export
+    from vpr_edge.export.targets import ExportConfig
+    from vpr_edge.localizer import Localizer
+    from vpr_edge.training.checkpoint import save_checkpoint
+    from vpr_edge.training.config import preset
+    from vpr_edge.training.model import build_model, images_to_tensor
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for name in backbones:
+        model = build_model(preset(name, input_size=size, pretrained=False)).eval()
+        checkpoint = save_checkpoint(work / f"{name}.pt", model)
+        files = export(ExportConfig(checkpoint=checkpoint, output_dir=work, name=name,
+                                    fp16=True, engine=False, validate=False)).files
+        options = {"intra_op_num_threads": threads}
+        runners = {f"onnxruntime {p}": Localizer(files[key], backend="cpu",
+                                                 backend_options=options)
+                   for p, key in (("fp32", "onnx"), ("fp16", "onnx-fp16"))}
+        pre = model.config.preprocess
+        for batch in (1, 8):
+            frames = rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8)
+
+            def eager(frames=frames, model=model, pre=pre):
+                with torch.inference_mode():
+                    return model(images_to_tensor(frames, pre))
+
+            base = timed(eager, warmup, repeat)
+            row = {"backbone": name, "dim": model.dim, "batch": batch,
+                   "eager_fp32_ms": base["median_ms"]}
+            for label, loc in runners.items():
+                got = timed(lambda loc=loc, frames=frames: loc._backend.run(frames), warmup,
+                            repeat)
+                key = label.replace("onnxruntime ", "ort_")
+                row[f"{key}_ms"] = got["median_ms"]
+                row[f"{key}_speedup"] = round(base["median_ms"] / got["median_ms"], 2)
+            rows.append(row)
+            print(f"{name:<24}{batch:>6}{row['eager_fp32_ms']:>11.1f}{row['ort_fp32_ms']:>10.1f}"
+                  f"{row['ort_fp32_speedup']:>8.2f}x{row['ort_fp16_ms']:>10.1f}", flush=True)
+        for loc in runners.values():
+            loc.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -61,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--repeat", type=int, default=30, help="timed runs")
     p.add_argument("--places", type=int, default=10000, help="map size for the query breakdown")
+    p.add_argument("--backbones", nargs="*", default=[],
+                   help="also time these backbone presets (random weights), e.g. "
+                        "efficientnet_lite0 mobilenetv3_large_100 resnet18 resnet50 vgg16")
+    p.add_argument("--backbone-repeat", type=int, default=10,
+                   help="timed runs per backbone measurement")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     args = p.parse_args(argv)
 
@@ -132,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\nLocalizer.query breakdown (batch 1)")
     for stage, r in breakdown.items():
         print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
+    per_backbone = []
+    if args.backbones:
+        print(f"\nper backbone ({h}x{w}, NetVLAD K=64, medians of {args.backbone_repeat} runs)")
+        print(f"{'backbone':<24}{'batch':>6}{'eager ms':>11}{'ORT ms':>10}{'x eager':>9}"
+              f"{'ORT16 ms':>10}")
+        per_backbone = backbone_rows(args.backbones, (h, w), args.threads, 2,
+                                     args.backbone_repeat, work)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
@@ -139,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                       "onnx_bytes": files["onnx"].stat().st_size,
                       "onnx_fp16_bytes": files["onnx-fp16"].stat().st_size},
             "threads": args.threads, "runtimes": rows, "query_breakdown": breakdown,
+            "per_backbone": per_backbone,
             "machine": {"cpus": os.cpu_count()}}, indent=2))
     return 0
 

@@ -47,6 +47,23 @@ def default_model(data: Path, work: Path) -> Path:
                                engine=False, validate=False)).files["onnx"]
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--data``, shared with retrieval_montage.py."""
+    p.add_argument("--model", type=Path, default=None,
+                   help="exported .onnx to use (default: a fresh init model, see above)")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+
+
+def describe_files(model: Path, files: list[Path]) -> np.ndarray:
+    """Descriptors of image files, in batches of 8, on the CPU."""
+    from vpr_edge.localizer import Localizer
+
+    with Localizer(model, backend="cpu") as loc:
+        return np.concatenate([loc.describe([str(f) for f in files[i:i + 8]])
+                               for i in range(0, len(files), 8)])
+
+
 def best_f1(rows: list[dict]) -> float:
     scores = [2 * r["precision"] * r["recall"] / (r["precision"] + r["recall"])
               for r in rows if r["precision"] + r["recall"] > 0 and r["reported"] > 0]
@@ -78,10 +95,7 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--model", type=Path, default=None,
-                   help="exported .onnx to use (default: a fresh init model, see above)")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    add_model_arguments(p)
     p.add_argument("--thresholds", type=int, default=25, help="min_score values swept")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     p.add_argument("--plot", type=Path, default=None, help="write the PR curves (PNG) here")
@@ -89,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from vpr_edge.cli.loops import _eligible, _score, detect
     from vpr_edge.geometric import orb_features
-    from vpr_edge.localizer import Localizer
     from vpr_edge.loop_closure import LoopClosureConfig
     from vpr_edge.loop_metrics import pr_curve, recall_at_full_precision, truth_from_names
     from vpr_edge.sources import IMAGE_SUFFIXES
@@ -105,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = truth_from_names(keys, tolerance=2)
     stamps = list(range(len(files)))
     tic = time.perf_counter()
-    with Localizer(model, backend="cpu") as loc:
-        descriptors = np.concatenate([loc.describe([str(f) for f in files[i:i + 8]])
-                                      for i in range(0, len(files), 8)])
+    descriptors = describe_files(model, files)
     describe_s = time.perf_counter() - tic
     from vpr_edge.images import load_image
 

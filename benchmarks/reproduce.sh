@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 out=benchmarks/results
 mkdir -p "$out"
-$PY benchmarks/latency.py --json "$out/latency.json"
+$PY benchmarks/latency.py --json "$out/latency.json" \
+    --backbones efficientnet_lite0 mobilenetv3_large_100 resnet18 resnet50 vgg16
 $PY benchmarks/loop_closure.py --json "$out/loop_closure.json" --plot "$out/loop_closure_pr.png"
+$PY benchmarks/retrieval_montage.py --plot "$out/corridor_montage.png" --json "$out/corridor_montage.json"
 $PY benchmarks/plugin_kernel.py --json "$out/plugin_kernel.json"
 if [ "${1:-}" = "--quick" ]; then
   $PY benchmarks/index_scaling_quick.py --sizes 10000 --dims 512 --efs 64 128 --queries 300 \

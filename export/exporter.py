@@ -23,6 +23,7 @@ from vpr_edge.atomic_file import temp_path_beside
 from vpr_edge.errors import InvalidInputError, VprEdgeError
 from vpr_edge.metadata import ModelMetadata, PluginInfo
 
+from .plugin.onnx_node import PLUGIN_DOMAIN, PLUGIN_OP, PLUGIN_VERSION
 from .targets import TARGETS, ExportConfig, check_arguments, check_output_dir
 
 log = logging.getLogger("vpr_edge.export")
@@ -226,7 +227,7 @@ def export(config: ExportConfig) -> ExportResult:
             temp.unlink(missing_ok=True)
 
 
-PLUGIN_INFO = PluginInfo(name="NetVLAD", version="1", namespace="vpr_edge")
+PLUGIN_INFO = PluginInfo(name=PLUGIN_OP, version=PLUGIN_VERSION, namespace=PLUGIN_DOMAIN)
 
 
 def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata, target: str,
@@ -236,14 +237,16 @@ def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata,
     from vpr_edge.training.netvlad import NetVLAD
 
     from .onnx_hygiene import check_graph, set_metadata
-    from .plugin.onnx_node import PLUGIN_OP, PLUGIN_VERSION, replace_netvlad
+    from .plugin.onnx_node import kernel_size_problem, replace_netvlad
 
     layer = model.aggregation
     if not isinstance(layer, NetVLAD):
         raise InvalidInputError(f"--plugin: the model aggregates with "
                                 f"{model.config.aggregation}, not NetVLAD; export without "
                                 "--plugin")
-    assert PLUGIN_INFO.version == PLUGIN_VERSION
+    problem = kernel_size_problem(layer.num_clusters, layer.dim)
+    if problem is not None:
+        raise InvalidInputError(f"--plugin: {problem}")
     dtype = np.float16 if meta.precision == "fp16" else np.float32
     with _Timer(result, f"plugin ONNX ({meta.precision})") as step:
         plugin_graph = replace_netvlad(
@@ -262,7 +265,7 @@ def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source:
                        temps: dict[str, Path]) -> tuple[dict | None, Path]:
     """(plugin settings, ONNX to build from): the plugin graph when this TensorRT can
     register the plugin, else the plain graph, with the reason logged and noted."""
-    from .plugin.onnx_node import PLUGIN_ID, PLUGIN_VERSION
+    from .plugin.onnx_node import PLUGIN_ID
     from .plugin.registration import prepare_builder
     from .tensorrt_build import find_builder
 

@@ -102,6 +102,21 @@ def replace_netvlad(model, weight: np.ndarray, bias: np.ndarray, centroids: np.n
     return out
 
 
+def kernel_size_problem(num_clusters: int, dim: int) -> str | None:
+    """Why the GPU kernel cannot take K x D (None when it can).
+
+    The kernel pads K and D to powers of two (>= 16) and must stay within 48 KB of shared
+    memory (AOT plugins cannot opt in to more): measured 44 KB at 64 x 128 and at 128 x 64,
+    50 KB at 32 x 256. So: padded D <= 128 and padded K x padded D <= 8192.
+    """
+    k_pad, d_pad = (max(16, 1 << (max(1, v) - 1).bit_length()) for v in (num_clusters, dim))
+    if d_pad <= 128 and k_pad * d_pad <= 8192:
+        return None
+    return (f"the fused NetVLAD kernel supports D <= 128 and K x D <= 64 x 128 (padded to "
+            f"powers of two); this layer has K={num_clusters}, D={dim}: export without "
+            "--plugin (the plain graph runs it)")
+
+
 def _fp16_source(graph, name: str) -> str | None:
     """If ``name`` is made by the FP16 pass's boundary Cast (``X__to_fp32``: FP16 ``X`` to
     FP32), then ``X``."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -59,3 +60,13 @@ def test_loop_benchmark_f1_and_plot(tmp_path: Path) -> None:
     png = tmp_path / "pr.png"
     assert module.plot({"a": rows}, png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_montage_picks_failures_first_then_spreads() -> None:
+    module = load("retrieval_montage.py")
+    correct = np.array([True] * 10)
+    correct[[3, 7]] = False
+    assert module.pick_queries(correct, 4, failures=2)[:2] == [3, 7]
+    assert module.pick_queries(correct, 3, failures=0) == [0, 4, 9]
+    assert len(set(module.pick_queries(correct, 4, failures=5))) == 4
+    assert module.middle(["a", "b", "c", "d", "e"]) == "c"

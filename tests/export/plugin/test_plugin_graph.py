@@ -144,6 +144,28 @@ def test_graph_without_netvlad_is_refused(exported) -> None:
                         np.zeros((8, 112)), eps=1e-12, normalize_input=True)
 
 
+@pytest.mark.parametrize("k, d, ok", [(64, 112, True), (64, 128, True), (128, 64, True),
+                                      (16, 40, True), (64, 256, False), (32, 256, False),
+                                      (128, 128, False), (64, 512, False)])
+def test_kernel_size_limits(k: int, d: int, ok: bool) -> None:
+    from vpr_edge.export.plugin.onnx_node import kernel_size_problem
+
+    problem = kernel_size_problem(k, d)
+    assert (problem is None) is ok
+    if not ok:
+        assert f"K={k}, D={d}" in problem and "without --plugin" in problem
+
+
+def test_plugin_on_a_layer_too_large_for_the_kernel_is_an_error(tmp_path: Path) -> None:
+    model = build_model(preset("resnet18", num_clusters=8, input_size=(H, W),
+                               pretrained=False)).eval()
+    checkpoint = save_checkpoint(tmp_path / "r18.pt", model)
+    with pytest.raises(InvalidInputError, match="D=256"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, plugin=True,
+                            engine=False, validate=False))
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 def test_plugin_on_a_gem_model_is_an_error(tmp_path: Path) -> None:
     model = build_model(preset(num_clusters=8, input_size=(H, W), aggregation="gem")).eval()
     checkpoint = save_checkpoint(tmp_path / "gem.pt", model)
