@@ -160,8 +160,8 @@ def export(config: ExportConfig) -> ExportResult:
             with _Timer(result, "convert to FP16 ONNX") as step:
                 half = convert_to_fp16(graph)
                 check_graph(half, height=height, width=width, dim=model.dim)
-                set_metadata(half, _metadata(model, height, width, ckpt.weights_sha256,
-                                             "fp16"))
+                meta16 = replace(meta32, precision="fp16")
+                set_metadata(half, meta16)
                 temps["onnx-fp16"] = step.output = temp_path_beside(final["onnx-fp16"])
                 step.label = final["onnx-fp16"].name
                 onnx.save(half, str(temps["onnx-fp16"]))
@@ -169,9 +169,8 @@ def export(config: ExportConfig) -> ExportResult:
                                 "nodes in FP16; NetVLAD, softmax and norms in FP32")
             engine_source = temps["onnx-fp16"]
             if config.plugin:
-                _write_plugin_graph(result, model, half, _metadata(
-                    model, height, width, ckpt.weights_sha256, "fp16"), "onnx-plugin-fp16",
-                    final, temps)
+                _write_plugin_graph(result, model, half, meta16, "onnx-plugin-fp16", final,
+                                    temps)
 
         want_engine = config.engine
         if want_engine is None:
@@ -190,8 +189,7 @@ def export(config: ExportConfig) -> ExportResult:
                     timing_cache=out_dir / f"{name}.timing.cache",
                     compute_capabilities=config.compute_capabilities,
                     module=config.tensorrt_module, plugin=plugin))
-                source_meta = _metadata(model, height, width, ckpt.weights_sha256,
-                                        "fp16" if config.fp16 else "fp32")
+                source_meta = meta16 if config.fp16 else meta32
                 if plugin is not None:
                     source_meta = replace(source_meta, plugin=PLUGIN_INFO)
                 header = engine_header_for(

@@ -13,11 +13,13 @@ node keeps up with any camera rate by dropping frames, never by growing a queue.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,6 +184,14 @@ class LoopClosureNode:
         self._worker.join(timeout=30)
         if self.config.save_on_shutdown and self.config.map_dir and len(self.localizer):
             self.save()
+
+    def shutdown(self, stats_file: str | None = None) -> dict[str, Any]:
+        """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``)."""
+        self.close()
+        summary = self.stats.summary()
+        if stats_file:
+            Path(stats_file).write_text(json.dumps(summary, indent=2))
+        return summary
 
     # -- worker ----------------------------------------------------------------------------
     def _run(self) -> None:

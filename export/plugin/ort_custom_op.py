@@ -21,7 +21,7 @@ from vpr_edge._optional import require
 from .onnx_node import PLUGIN_DOMAIN, PLUGIN_OP
 
 ORTX_DOMAIN = "ai.onnx.contrib"
-_registered = False
+_ortx = None  # onnxruntime_extensions, once the op is registered
 
 
 def netvlad_reference(features: np.ndarray, weight: np.ndarray, bias: np.ndarray,
@@ -65,10 +65,11 @@ def check_node(node, initializers: dict) -> None:
                          f"{shapes} do not fit num_clusters={k}, dim={d}")
 
 
-def _register() -> None:
-    global _registered
-    if _registered:
-        return
+def _register():
+    """Register the op once per process; returns onnxruntime_extensions."""
+    global _ortx
+    if _ortx is not None:
+        return _ortx
     ortx = require("onnxruntime_extensions", extra="export",
                    purpose="running the NetVLAD plugin node in ONNX Runtime")
     attrs = {"num_clusters": ortx.PyCustomOpDef.dt_int64, "dim": ortx.PyCustomOpDef.dt_int64,
@@ -81,7 +82,8 @@ def _register() -> None:
         return netvlad_reference(features, weight, bias, centroids, eps=float(values["eps"]),
                                  normalize_input=bool(values["normalize_input"]))
 
-    _registered = True
+    _ortx = ortx
+    return ortx
 
 
 def ort_session(plugin_model):
@@ -89,8 +91,7 @@ def ort_session(plugin_model):
     import onnx
     import onnxruntime as ort
 
-    _register()
-    ortx = require("onnxruntime_extensions", extra="export", purpose="the NetVLAD custom op")
+    ortx = _register()
     if isinstance(plugin_model, (str, Path)):
         plugin_model = onnx.load(str(plugin_model))
     model = onnx.ModelProto()

@@ -34,7 +34,7 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_rgb
-from vpr_edge.ros_messages import LOOP_ROW_FIELDS, fill_pose, loop_closure_fields, loop_closure_row
+from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
 def loop_closure_class():
@@ -61,10 +61,11 @@ class Ros1LoopClosureNode:
         self.transport = transport_settings(get)
         self.frame_id = ""
         standard = self.transport["message_type"] == "standard"
-        self.loop_type = None if standard else loop_closure_class()
+        loop_type = None if standard else loop_closure_class()
+        self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
+                                     PoseStamped)
         self.core = LoopClosureNode(self.config, self.publish)
-        self.loop_pub = rospy.Publisher("loop_closure",
-                                        Float64MultiArray if standard else self.loop_type,
+        self.loop_pub = rospy.Publisher("loop_closure", loop_type or Float64MultiArray,
                                         queue_size=10)
         self.pose_pub = rospy.Publisher("loop_closure/match_pose", PoseStamped, queue_size=10)
         queue = self.transport["queue_size"]
@@ -106,25 +107,14 @@ class Ros1LoopClosureNode:
     # -- output (worker thread) ------------------------------------------------------------
     def publish(self, loop) -> None:
         header = Header(stamp=rospy.Time.from_sec(loop.query_stamp), frame_id=self.frame_id)
-        if self.loop_type is None:
-            row = loop_closure_row(loop)
-            msg = Float64MultiArray(data=row)
-            msg.layout.dim = [MultiArrayDimension(label=",".join(LOOP_ROW_FIELDS),
-                                                  size=len(row), stride=len(row))]
-        else:
-            msg = self.loop_type(header=header,
-                                 **loop_closure_fields(loop, rospy.Time.from_sec, PoseMsg))
-        self.loop_pub.publish(msg)
-        if loop.match_pose is not None:
-            pose = fill_pose(PoseMsg(), loop.match_pose)
-            self.pose_pub.publish(PoseStamped(header=header, pose=pose))
+        message, pose = loop_closure_messages(loop, header, rospy.Time.from_sec, self.messages)
+        self.loop_pub.publish(message)
+        if pose is not None:
+            self.pose_pub.publish(pose)
 
     def shutdown(self) -> None:
-        self.core.close()
-        summary = self.core.stats.summary()
+        summary = self.core.shutdown(self.transport["stats_file"])
         rospy.loginfo("vpr-edge loop closure stopped: %s", json.dumps(summary))
-        if self.transport["stats_file"]:
-            Path(self.transport["stats_file"]).write_text(json.dumps(summary, indent=2))
 
 
 def main() -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -38,7 +37,7 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_rgb
-from vpr_edge.ros_messages import LOOP_ROW_FIELDS, fill_pose, loop_closure_fields, loop_closure_row
+from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
 
 
 def to_time(seconds: float) -> Time:
@@ -58,7 +57,7 @@ class Ros2LoopClosureNode(Node):
         self.config = node_config_from_params(get)
         self.transport = transport_settings(get)
         self.frame_id = ""
-        self.loop_type = None
+        loop_type = None
         if self.transport["message_type"] == "vpr_edge_msgs":
             try:
                 from vpr_edge_msgs.msg import LoopClosure
@@ -67,10 +66,12 @@ class Ros2LoopClosureNode(Node):
                     "vpr_edge_msgs is not built in this workspace: build "
                     "ros_examples/vpr_edge_msgs with colcon, or set the parameter "
                     "message_type:=standard (std_msgs/Float64MultiArray)") from exc
-            self.loop_type = LoopClosure
+            loop_type = LoopClosure
+        self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
+                                     PoseStamped)
         self.core = LoopClosureNode(self.config, self.publish)
-        self.loop_pub = self.create_publisher(self.loop_type or Float64MultiArray,
-                                              "loop_closure", 10)
+        self.loop_pub = self.create_publisher(loop_type or Float64MultiArray, "loop_closure",
+                                              10)
         self.pose_pub = self.create_publisher(PoseStamped, "loop_closure/match_pose", 10)
         if self.transport["use_compressed"]:
             self.create_subscription(CompressedImage, "image/compressed", self.on_image,
@@ -108,25 +109,14 @@ class Ros2LoopClosureNode(Node):
 
     def publish(self, loop) -> None:
         header = Header(stamp=to_time(loop.query_stamp), frame_id=self.frame_id)
-        if self.loop_type is None:
-            row = loop_closure_row(loop)
-            msg = Float64MultiArray(data=row)
-            msg.layout.dim = [MultiArrayDimension(label=",".join(LOOP_ROW_FIELDS),
-                                                  size=len(row), stride=len(row))]
-        else:
-            msg = self.loop_type(header=header,
-                                 **loop_closure_fields(loop, to_time, PoseMsg))
-        self.loop_pub.publish(msg)
-        if loop.match_pose is not None:
-            pose = fill_pose(PoseMsg(), loop.match_pose)
-            self.pose_pub.publish(PoseStamped(header=header, pose=pose))
+        message, pose = loop_closure_messages(loop, header, to_time, self.messages)
+        self.loop_pub.publish(message)
+        if pose is not None:
+            self.pose_pub.publish(pose)
 
     def shutdown(self) -> None:
-        self.core.close()
-        summary = self.core.stats.summary()
+        summary = self.core.shutdown(self.transport["stats_file"])
         self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
-        if self.transport["stats_file"]:
-            Path(self.transport["stats_file"]).write_text(json.dumps(summary, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -65,6 +66,20 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> str:
     return out
 
 
+def play_route(node: subprocess.Popen, player: list[str], env: dict, timeout: float,
+               result_file: Path, stats_file: Path) -> tuple[dict, dict]:
+    """Run the image player against the started ``node``, stop the node, and return the
+    player's results and the node's statistics (asserting both exited cleanly)."""
+    try:
+        played = subprocess.run(player, env=env, capture_output=True, text=True,
+                                timeout=timeout)
+    finally:
+        node_log = stop(node)
+    assert played.returncode == 0, played.stdout + played.stderr + node_log
+    assert node.returncode == 0, node_log
+    return json.loads(result_file.read_text()), json.loads(stats_file.read_text())
+
+
 def check_route_run(result: dict, stats: dict, min_loops: int = 20,
                     min_received: float = 0.95) -> list[bool]:
     """The checks both end-to-end tests make; returns per-loop correctness.
@@ -109,4 +124,4 @@ def ros2_python() -> str:
 def ros() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import this conftest)."""
     return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
-                           stop=stop, check_route_run=check_route_run)
+                           stop=stop, play_route=play_route, check_route_run=check_route_run)

@@ -72,18 +72,11 @@ def test_loop_closures_on_a_route_walked_twice(ros1_python, ros_env, gp_model, t
          "_exclusion_frames:=20", "_consistency:=3",
          "_consistency_radius:=2", f"_stats_file:={stats_file}", "image:=/camera/image_raw"],
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        player = subprocess.run(
-            [ros1_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
-             str(gardens_point_dir / "day_right"), "--rate", "30", "--size", "480", "640",
-             "--out", str(result_file), "image:=/camera/image_raw"],
-            env=ros_env, capture_output=True, text=True, timeout=180)
-    finally:
-        node_log = ros.stop(node)
-    assert player.returncode == 0, player.stdout + player.stderr + node_log
-    assert node.returncode == 0, node_log
-    result = json.loads(result_file.read_text())
-    stats = json.loads(stats_file.read_text())
+    result, stats = ros.play_route(
+        node, [ros1_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
+               str(gardens_point_dir / "day_right"), "--rate", "30", "--size", "480", "640",
+               "--out", str(result_file), "image:=/camera/image_raw"],
+        ros_env, 180, result_file, stats_file)
     correct = ros.check_route_run(result, stats)
     loops = result["loops"]
     record_property("ros1_latency_ms_p50", result["latency_ms_p50"])

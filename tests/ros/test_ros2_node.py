@@ -11,7 +11,6 @@ policy, never queued.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -47,19 +46,12 @@ def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, 
          "-p", "use_compressed:=true", "-p", f"stats_file:={stats_file}",
          "-r", "image/compressed:=/camera/image_raw/compressed"],
         env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        player = subprocess.run(
-            [ros2_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
-             str(gardens_point_dir / "day_right"), "--rate", "30", "--compressed",
-             "--out", str(result_file),
-             "--ros-args", "-r", "image/compressed:=/camera/image_raw/compressed"],
-            env=ros2_env, capture_output=True, text=True, timeout=240)
-    finally:
-        node_log = ros.stop(node)
-    assert player.returncode == 0, player.stdout + player.stderr + node_log
-    assert node.returncode == 0, node_log
-    result = json.loads(result_file.read_text())
-    stats = json.loads(stats_file.read_text())
+    result, stats = ros.play_route(
+        node, [ros2_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
+               str(gardens_point_dir / "day_right"), "--rate", "30", "--compressed",
+               "--out", str(result_file),
+               "--ros-args", "-r", "image/compressed:=/camera/image_raw/compressed"],
+        ros2_env, 240, result_file, stats_file)
     # JPEG frames: rclpy (these wheels, Fast DDS, best-effort sensor QoS) delivers only about
     # 70% of raw 30 Hz 640x480 frames on the 2-core CI machine even to a bare subscriber
     # (141-152 of 200 measured); compressed ones are ~60 KB and arrive.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import threading
 import time
 from pathlib import Path
@@ -53,7 +55,8 @@ def test_loops_found_on_the_second_pass(tiny_onnx, tmp_path, cpu_only, route) ->
     feed(node, first, 0.0)
     assert loops == []
     feed(node, again, 100.0)
-    node.close()
+    summary = node.shutdown(str(tmp_path / "stats.json"))
+    assert json.loads((tmp_path / "stats.json").read_text()) == summary
     assert len(loops) >= 30, node.stats.summary()
     assert all(abs(loop.query_id - 40 - loop.match_id) <= 1 for loop in loops)
     stats = node.stats.summary()

@@ -1,0 +1,57 @@
+"""The nodes' output messages, built from stand-ins of the generated ROS message classes."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+from vpr_edge.loop_closure import LoopClosure
+from vpr_edge.ros_messages import (
+    LOOP_ROW_FIELDS,
+    MessageTypes,
+    loop_closure_messages,
+)
+
+
+class Msg(SimpleNamespace):
+    """A generated message class: keyword fields, attributes settable afterwards."""
+
+
+class Pose(SimpleNamespace):
+    def __init__(self) -> None:
+        super().__init__(position=SimpleNamespace(), orientation=SimpleNamespace())
+
+
+class ArrayMsg(Msg):
+    def __init__(self, **fields) -> None:
+        super().__init__(layout=SimpleNamespace(dim=[]), **fields)
+
+
+def loop(pose=(1.0, 2.0, 3.0)) -> LoopClosure:
+    return LoopClosure(query_id=40, query_stamp=12.5, match_id=3, match_stamp=2.0, score=0.41,
+                       verified=None, inliers=None, match_pose=pose, consistent_frames=3)
+
+
+def types(loop_type=None) -> MessageTypes:
+    return MessageTypes(loop_type, ArrayMsg, Msg, Pose, Msg)
+
+
+def test_standard_row_and_match_pose() -> None:
+    header = object()
+    message, pose = loop_closure_messages(loop(), header, float, types())
+    assert message.data[:5] == [12.5, 40.0, 2.0, 3.0, 0.41] and message.data[5:7] == [-1, -1]
+    assert message.layout.dim[0].label == ",".join(LOOP_ROW_FIELDS)
+    assert message.layout.dim[0].size == len(LOOP_ROW_FIELDS) == len(message.data)
+    assert pose.header is header
+    assert (pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w) == (1, 3, 1)
+
+
+def test_vpr_edge_msgs_and_no_pose() -> None:
+    header = object()
+    message, pose = loop_closure_messages(loop(pose=None), header, lambda t: ("time", t),
+                                          types(loop_type=Msg))
+    assert pose is None
+    assert message.header is header and message.query_stamp == ("time", 12.5)
+    assert (message.match_id, message.verified, message.has_match_pose) == (3, -1, False)
+    row, _ = loop_closure_messages(loop(pose=None), header, float, types())
+    assert all(math.isnan(v) for v in row.data[-3:])
