@@ -2,7 +2,9 @@
 per place, save and open time, at several map sizes and descriptor dimensions.
 
 Descriptors are synthetic unless ``--descriptors`` gives real ones (a float ``.npy`` of shape
-``[n, dim]``; queries are then noisy copies of random rows). The synthetic ones imitate a robot
+``[n, dim]``; queries are then noisy copies of random rows), or ``--synthesise-from`` gives real
+ones to synthesise any number from (PCA of the real ones plus noise, see ``real_route.py``; this
+is how the 1M-place rows are made). The synthetic ones imitate a robot
 route (see :func:`synthetic_route`): consecutive frames are similar, the route passes through
 repeating "environments" that look alike (perceptual aliasing), and queries are revisits under
 appearance change. Recall is measured against exact float32 search over the same map, which is
@@ -10,6 +12,9 @@ what the index promises (not place-recognition accuracy).
 
     python benchmarks/index_scaling_quick.py                      # 10k and 100k, dims 512, 1024
     python benchmarks/index_scaling_quick.py --sizes 2000 --dims 256 --json out.json
+    python benchmarks/real_route.py --output runs/real_descriptors.npy
+    python benchmarks/index_scaling_quick.py --sizes 10000 100000 1000000 --dims 512 \
+        --synthesise-from runs/real_descriptors.npy --json out.json
 """
 
 from __future__ import annotations
@@ -139,10 +144,10 @@ class Row:
 
 def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int,
               ef_construction: int, default_ef: int, workdir: Path, seed: int,
-              real: np.ndarray | None, exact_queries: int, query_cos: float) -> list[Row]:
+              make_db, exact_queries: int, query_cos: float) -> list[Row]:
     n_max = max(sizes)
     n_total = n_max + max(1, n_max // 100)  # the last size's 1% append needs rows too
-    db = real[:n_total] if real is not None else synthetic_route(n_total, dim, seed)
+    db = make_db(n_total, dim, seed)
     settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef, mode="hnsw",
                              initial_capacity=n_total)
     rss0 = rss_bytes()
@@ -259,13 +264,20 @@ def print_row(row: Row, efs: list[int]) -> None:
 def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int,
          ef_construction: int, default_ef: int, seed: int, descriptors: str | None,
          workdir: str | None, exact_queries: int, query_cos: float,
-         json_path: str | None) -> dict:
-    real = None
+         json_path: str | None, synthesise_from: str | None = None) -> dict:
+    make_db, data = synthetic_route, "synthetic_route"
     if descriptors:
         real = np.load(descriptors, allow_pickle=False).astype(np.float32)
         real /= np.linalg.norm(real, axis=1, keepdims=True)
         dims = [real.shape[1]]
         sizes = [s for s in sizes if s <= len(real)] or [len(real)]
+        make_db, data = (lambda n, dim, seed: real[:n]), "real:" + descriptors
+    elif synthesise_from:
+        from real_route import route_from_real  # neighbour script
+
+        source = np.load(synthesise_from, allow_pickle=False)
+        make_db = lambda n, dim, seed: route_from_real(n, source, dim, seed)
+        data = f"synthesised from {source.shape[0]} real descriptors: {synthesise_from}"
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vpr-index-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -274,7 +286,7 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
     try:
         for dim in dims:
             rows += bench_dim(dim, sizes, queries, efs, M, ef_construction, default_ef, base,
-                              seed, real, exact_queries, query_cos)
+                              seed, make_db, exact_queries, query_cos)
     finally:
         if not workdir:
             shutil.rmtree(base, ignore_errors=True)
@@ -282,7 +294,7 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
 
     result = {
         "benchmark": "index_scaling_quick",
-        "data": "real:" + descriptors if descriptors else "synthetic_route",
+        "data": data,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "numpy": np.__version__, "hnswlib": importlib.metadata.version("hnswlib")},
@@ -295,6 +307,43 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
     return result
+
+
+def plot(result: dict, path: Path) -> bool:
+    """Recall@1 vs ef per map size, and query p50 vs map size (hnswlib at the default ef,
+    exact numpy, faiss flat), one panel each; False when matplotlib is missing."""
+    from loop_closure import pyplot  # neighbour script
+
+    plt = pyplot(path)
+    if plt is None:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for row in result["rows"]:
+        sweep = row["ef_sweep"]
+        left.plot([s["ef"] for s in sweep], [s["recall_at_1"] for s in sweep], marker="o",
+                  label=f"{row['places']:,} places, {row['dim']}-d")
+    left.axhline(0.99, color="grey", linestyle=":", linewidth=1)
+    left.set(xlabel="ef", ylabel="recall@1 vs exact", title="hnswlib: recall vs ef")
+    left.legend(fontsize=8)
+    for dim in sorted({r["dim"] for r in result["rows"]}):
+        rows = sorted((r for r in result["rows"] if r["dim"] == dim), key=lambda r: r["places"])
+        sizes = [r["places"] for r in rows]
+        series = {f"PlaceIndex.query (ef {rows[0]['default_ef']})":
+                  [r["query_e2e"]["p50_ms"] for r in rows],
+                  "exact numpy": [r["exact"]["p50_ms"] for r in rows],
+                  "faiss IndexFlatIP": [r["faiss_flat"].get("p50_ms") for r in rows]}
+        for name, values in series.items():
+            if None not in values:
+                right.plot(sizes, values, marker="o", label=f"{name}, {dim}-d")
+    right.set(xscale="log", yscale="log", xlabel="places in the map", ylabel="query p50 (ms)",
+              title="latency vs map size (k = 10, one thread)")
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def cli(argv: list[str] | None = None) -> dict:
@@ -314,6 +363,9 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--descriptors", default=None,
                    help="real descriptors (.npy [n, dim]) instead of synthetic ones")
+    p.add_argument("--synthesise-from", default=None,
+                   help="real descriptors (.npy) to synthesise maps of any size from "
+                        "(PCA to each --dims, re-driven with noise: real_route.py)")
     p.add_argument("--workdir", default=None,
                    help="where maps are saved (default: a temp dir, removed afterwards)")
     p.add_argument("--exact-queries", type=int, default=50,
@@ -321,9 +373,20 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--query-cos", type=float, default=0.75,
                    help="cosine between a query and the place it revisits")
     p.add_argument("--json", dest="json_path", default=None, help="write results as JSON here")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="write recall-vs-ef and latency-vs-map-size plots (PNG) here")
+    p.add_argument("--replot", type=Path, default=None,
+                   help="only redraw --plot from this results JSON (no measuring)")
     a = p.parse_args(argv)
-    return main(a.sizes, a.dims, a.queries, a.efs, a.M, a.ef_construction, a.default_ef,
-                a.seed, a.descriptors, a.workdir, a.exact_queries, a.query_cos, a.json_path)
+    if a.replot is not None:
+        result = json.loads(a.replot.read_text())
+    else:
+        result = main(a.sizes, a.dims, a.queries, a.efs, a.M, a.ef_construction, a.default_ef,
+                      a.seed, a.descriptors, a.workdir, a.exact_queries, a.query_cos,
+                      a.json_path, a.synthesise_from)
+    if a.plot is not None:
+        plot(result, a.plot)
+    return result
 
 
 if __name__ == "__main__":

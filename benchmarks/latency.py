@@ -6,7 +6,9 @@ All in one run, side by side (this machine is shared and noisy: compare the rati
   exported to FP32 and FP16 ONNX; PyTorch eager, ONNX Runtime FP32 and FP16 on the CPU at
   batch 1 and 8, median and p90 over ``--repeat`` runs after ``--warmup`` runs;
 - ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
-  (resize), inference and search;
+  (resize), inference and search, and its overhead over inference alone; for the model as it
+  is and for the same model with PCA-whitening to each ``--whitening-dims`` (a random
+  orthonormal projection: the timing does not depend on the fitted values);
 - with ``--backbones``, eager vs ONNX Runtime FP32/FP16 for each named backbone preset.
 
     python benchmarks/latency.py --json benchmarks/results/latency.json
@@ -50,6 +52,53 @@ def make_checkpoint(data: Path, out: Path) -> Path:
     model, _ = init_model(preset(), list_images(data / "gardens_point" / "day_left")[::4],
                           progress=False)
     return save_checkpoint(out / "bench.pt", model)
+
+
+def query_breakdown(loc, places: int, warmup: int, repeat: int) -> dict:
+    """``Localizer.query`` of a 640x480 frame against a ``places`` map of route-shaped
+    synthetic descriptors (``index_scaling_quick.synthetic_route``), split into stages;
+    overhead = total / inference - 1."""
+    from index_scaling_quick import synthetic_route  # neighbour script
+
+    rng = np.random.default_rng(0)
+    loc.index.add(synthetic_route(places, loc.metadata.dim))
+    camera = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    batch1 = loc._prepare(camera, "RGB")[0]
+    descriptor = loc.describe(camera)
+    out = {
+        "preprocess (resize 640x480)": timed(lambda: loc._prepare(camera, "RGB"), warmup, repeat),
+        "inference": timed(lambda: loc._infer(batch1), warmup, repeat),
+        f"search ({places} places, k=5)": timed(lambda: loc.query_descriptor(descriptor, 5),
+                                                warmup, repeat),
+        "Localizer.query total": timed(lambda: loc.query(camera, 5), warmup, repeat),
+    }
+    out["overhead vs inference"] = round(
+        out["Localizer.query total"]["median_ms"] / out["inference"]["median_ms"] - 1, 4)
+    return out
+
+
+def whitened_export(model, dim: int, work: Path) -> Path:
+    """FP32 ONNX of ``model`` + PCA-whitening to ``dim`` (random orthonormal components)."""
+    import copy
+
+    import torch
+
+    from vpr_edge.export.exporter import export
+    from vpr_edge.export.targets import ExportConfig
+    from vpr_edge.training.checkpoint import save_checkpoint
+    from vpr_edge.training.whitening import PCAWhitening
+
+    variant = copy.deepcopy(model)
+    variant.set_whitening(None)
+    layer = PCAWhitening(variant.dim, dim, dim)
+    generator = torch.Generator().manual_seed(dim)
+    q, _ = torch.linalg.qr(torch.randn(variant.dim, dim, generator=generator))
+    layer.components.copy_(q.t())
+    layer.explained_variance.fill_(1.0)
+    variant.set_whitening(layer)
+    checkpoint = save_checkpoint(work / f"whitened{dim}.pt", variant.eval())
+    return export(ExportConfig(checkpoint=checkpoint, output_dir=work, name=f"whitened{dim}",
+                               engine=False, validate=False)).files["onnx"]
 
 
 def backbone_rows(backbones: list[str], size: tuple[int, int], threads: int, warmup: int,
@@ -111,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--repeat", type=int, default=30, help="timed runs")
     p.add_argument("--places", type=int, default=10000, help="map size for the query breakdown")
+    p.add_argument("--whitening-dims", type=int, nargs="*", default=[512, 1024],
+                   help="also break Localizer.query down with PCA-whitening to these dims")
     p.add_argument("--backbones", nargs="*", default=[],
                    help="also time these backbone presets (random weights), e.g. "
                         "efficientnet_lite0 mobilenetv3_large_100 resnet18 resnet50 vgg16")
@@ -164,19 +215,13 @@ def main(argv: list[str] | None = None) -> int:
 
     loc = runners["onnxruntime fp32"]
     dim = loc.metadata.dim
-    base_vectors = rng.standard_normal((args.places, dim)).astype(np.float32)
-    loc.index.add(base_vectors / np.linalg.norm(base_vectors, axis=1, keepdims=True))
-    camera = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    batch1 = loc._prepare(camera, "RGB")[0]
-    descriptor = loc.describe(camera)
-    breakdown = {
-        "preprocess (resize 640x480)": timed(lambda: loc._prepare(camera, "RGB"),
-                                             args.warmup, args.repeat),
-        "inference": timed(lambda: loc._infer(batch1), args.warmup, args.repeat),
-        f"search ({args.places} places, k=5)": timed(
-            lambda: loc.query_descriptor(descriptor, 5), args.warmup, args.repeat),
-        "Localizer.query total": timed(lambda: loc.query(camera, 5), args.warmup, args.repeat),
-    }
+    breakdowns = {f"{dim}-d (as exported)": query_breakdown(loc, args.places, args.warmup,
+                                                            args.repeat)}
+    for wdim in args.whitening_dims:
+        path = whitened_export(model, wdim, work)
+        with Localizer(path, backend="cpu", backend_options=options) as wloc:
+            breakdowns[f"{wdim}-d (PCA-whitened)"] = query_breakdown(
+                wloc, args.places, args.warmup, args.repeat)
     print(f"model {model.config.name}, input {h}x{w}, dim {dim}, {args.threads} threads; "
           f"FP32 ONNX {files['onnx'].stat().st_size / 2**20:.1f} MiB, "
           f"FP16 ONNX {files['onnx-fp16'].stat().st_size / 2**20:.1f} MiB")
@@ -184,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['runtime']:<22}{r['batch']:>6}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}"
               f"{r['speedup']:>9.2f}")
-    print("\nLocalizer.query breakdown (batch 1)")
-    for stage, r in breakdown.items():
-        print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
+    for name, breakdown in breakdowns.items():
+        print(f"\nLocalizer.query breakdown, {name} descriptors (batch 1)")
+        for stage, r in breakdown.items():
+            if stage == "overhead vs inference":
+                print(f"  {stage:<34}{100 * r:>9.1f} %")
+            else:
+                print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
     per_backbone = []
     if args.backbones:
         print(f"\nper backbone ({h}x{w}, NetVLAD K=64, medians of {args.backbone_repeat} runs)")
@@ -200,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": {"name": model.config.name, "input": [h, w], "dim": dim,
                       "onnx_bytes": files["onnx"].stat().st_size,
                       "onnx_fp16_bytes": files["onnx-fp16"].stat().st_size},
-            "threads": args.threads, "runtimes": rows, "query_breakdown": breakdown,
+            "threads": args.threads, "runtimes": rows, "query_breakdown": breakdowns,
             "per_backbone": per_backbone,
             "machine": {"cpus": os.cpu_count()}}, indent=2))
     return 0

@@ -70,7 +70,8 @@ def best_f1(rows: list[dict]) -> float:
     return round(max(scores, default=0.0), 4)
 
 
-def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
+def pyplot(path: Path):
+    """``matplotlib.pyplot`` (Agg backend), or None with a message when it is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -78,6 +79,13 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
     except ImportError:
         print(f"no plot: matplotlib is not installed (pip install 'vpr-edge[bench]'); {path} "
               "not written")
+        return None
+    return plt
+
+
+def plot(curves: dict[str, list[dict]], path: Path, title: str) -> bool:
+    plt = pyplot(path)
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     for name, rows in curves.items():

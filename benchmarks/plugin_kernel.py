@@ -95,6 +95,25 @@ def bench(warmup: int, repeat: int, peak_gbs: float | None) -> list[dict]:
     return rows
 
 
+def cuda_device(report: dict, what: str) -> str | None:
+    """The CUDA device name, or None after noting in ``report`` that ``what`` was not run."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    print(f"no CUDA GPU here: {what} was not run (run it on a GPU machine)")
+    report["status"] = "not run: no CUDA GPU"
+    return None
+
+
+def write_report(report: dict, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
@@ -103,26 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="the GPU's peak memory bandwidth in GB/s (default: by device name)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
-    try:
-        import torch
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
     report: dict = {"benchmark": "plugin_kernel"}
-    if not has_gpu:
-        print("no CUDA GPU here: the kernel benchmark was not run (run it on a GPU machine)")
-        report["status"] = "not run: no CUDA GPU"
-    else:
-        device = torch.cuda.get_device_name(0)
+    device = cuda_device(report, "the kernel benchmark")
+    if device is not None:
         peak = args.peak_gbs or peak_bandwidth(device)
         print(f"{device}, peak {peak} GB/s; K=64, D=112; median of {args.repeat} runs, ms")
         print(f"{'batch':>5} {'map':<7} {'eager32':>9} {'eager16':>9} {'kern32':>9} "
               f"{'kern16':>9} {'vs e16':>8} {'GB/s':>8} {'max err':>9}")
         report.update(status="ran", device=device, peak_gbs=peak,
                       rows=bench(args.warmup, args.repeat, peak))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.json)
     return 0
 
 

@@ -32,6 +32,7 @@ from vpr_edge.training.mining import MiningConfig
 from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.train import TrainConfig, train
 
+from accuracy_matrix import vprbench_recalls  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,20 +50,6 @@ def recall(model, dataset, label: str, ns=(1, 5, 10)):
     db = encode_images(describe, dataset.database.paths, **kw)
     q = encode_images(describe, dataset.queries.paths, **kw)
     return evaluate(q, db, dataset.positives(), ns=ns, method=label, dataset=dataset.name)
-
-
-def vprbench_recalls(corridor: Path) -> list[dict]:
-    """Recall@1 of the VPR-Bench methods from their shipped retrieval results."""
-    gt = np.load(corridor / "ground_truth.npy", allow_pickle=True)
-    positives = {int(q): {int(r) for r in refs} for q, refs in gt}
-    rows = []
-    for path in sorted((corridor / "reference_results").glob("vprbench_*.npy")):
-        data = np.load(path, allow_pickle=True, encoding="latin1")
-        queries, retrieved = np.asarray(data[0]).ravel(), np.asarray(data[1]).ravel()
-        hits = [int(r) in positives[int(q)] for q, r in zip(queries, retrieved)]
-        rows.append({"method": path.stem.removeprefix("vprbench_"),
-                     "recall@1": round(float(np.mean(hits)), 3)})
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

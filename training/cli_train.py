@@ -86,6 +86,9 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-dim", type=int, default=None,
                    help="components stored (any dim up to it can be selected at export); "
                         "default: --dim")
+    p.add_argument("--projection-only", action="store_true",
+                   help="PCA projection without whitening (no variance scaling): drops the "
+                        "weakest directions only; measured safer when the images are few")
     p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
     p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
     p.set_defaults(run=run_whiten)
@@ -99,9 +102,10 @@ def run_whiten(args: argparse.Namespace) -> dict:
     model = ckpt.build()
     report = InitReport()
     fit_whitening(model, list_images(args.images), args.dim, max_dim=args.max_dim,
-                  report=report)
+                  report=report, whiten=not args.projection_only)
     save_checkpoint(args.output, model, provenance={
         **ckpt.provenance, "whitening": {"images": str(args.images), "dim": args.dim,
+                                         "whitened": not args.projection_only,
                                          "skipped": len(report.skipped)}})
     result = {"checkpoint": str(args.output), "dim": model.dim,
               "images_skipped": len(report.skipped)}

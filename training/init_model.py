@@ -143,8 +143,9 @@ def init_model(config: ModelConfig, image_paths: Sequence[str | os.PathLike], *,
 @torch.no_grad()
 def fit_whitening(model: VPRModel, image_paths: Sequence[Path], dim: int, *,
                   max_dim: int | None = None, batch_size: int = 16, progress: bool = True,
-                  report: InitReport | None = None) -> PCAWhitening:
-    """Fit PCA-whitening (``max_dim`` stored components, ``dim`` used) on these images."""
+                  report: InitReport | None = None, whiten: bool = True) -> PCAWhitening:
+    """Fit PCA-whitening (``max_dim`` stored components, ``dim`` used) on these images
+    (``whiten=False``: a PCA projection without the variance scaling)."""
     report = report if report is not None else InitReport()
     model.set_whitening(None)
     model.eval()
@@ -156,7 +157,7 @@ def fit_whitening(model: VPRModel, image_paths: Sequence[Path], dim: int, *,
     ]
     data = np.concatenate(descriptors) if descriptors else np.zeros((0, model.dim))
     whitening = PCAWhitening(model.dim, max_dim or dim, dim)
-    whitening.fit(data)
+    whitening.fit(data, whiten=whiten)
     model.set_whitening(whitening)
     report.whitening_dim = dim
     return whitening

@@ -52,12 +52,15 @@ class PCAWhitening(nn.Module):
         return F.normalize(y, p=2.0, dim=1, eps=self.eps)
 
     @torch.no_grad()
-    def fit(self, descriptors: np.ndarray | torch.Tensor, *, regularisation: float = 1e-6
-            ) -> None:
+    def fit(self, descriptors: np.ndarray | torch.Tensor, *, regularisation: float = 1e-6,
+            whiten: bool = True) -> None:
         """Fit on ``[n, in_dim]`` descriptors (n must exceed ``max_dim``).
 
         Eigenvalues get ``regularisation * largest`` added before the inverse square root,
-        so near-empty directions are not blown up into noise.
+        so near-empty directions are not blown up into noise. ``whiten=False`` keeps the
+        principal directions unscaled (a PCA projection: ``y = U^T (x - mean)``): it only
+        drops the weakest directions, which is safer when the fitting set is small (whitening
+        then amplifies directions the few images estimate badly; see benchmarks/README.md).
         """
         x = np.asarray(descriptors, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
@@ -86,7 +89,7 @@ class PCAWhitening(nn.Module):
             vectors = centred.T @ gram_vectors[:, order]
             vectors /= np.linalg.norm(vectors, axis=0, keepdims=True).clip(1e-300)
         values = np.clip(values, 0.0, None)
-        scale = 1.0 / np.sqrt(values + regularisation * values.max())
+        scale = 1.0 / np.sqrt(values + regularisation * values.max()) if whiten else 1.0
         self.components.copy_(torch.from_numpy((vectors * scale).T.astype(np.float32)))
         self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
         self.explained_variance.copy_(torch.from_numpy(values.astype(np.float32)))

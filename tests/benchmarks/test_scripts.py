@@ -34,12 +34,13 @@ def test_every_script_has_help_with_defaults(script: str) -> None:
     assert "--json" in done.stdout and "usage:" in done.stdout
 
 
-def test_gpu_benchmark_reports_not_run_without_a_gpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["plugin_kernel.py", "gpu_latency.py"])
+def test_gpu_benchmarks_report_not_run_without_a_gpu(script: str, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the benchmark would run")
-    report = tmp_path / "kernel.json"
-    assert load("plugin_kernel.py").main(["--json", str(report)]) == 0
+    report = tmp_path / "gpu.json"
+    assert load(script).main(["--json", str(report)]) == 0
     assert json.loads(report.read_text())["status"].startswith("not run")
 
 
@@ -70,3 +71,43 @@ def test_montage_picks_failures_first_then_spreads() -> None:
     assert module.pick_queries(correct, 3, failures=0) == [0, 4, 9]
     assert len(set(module.pick_queries(correct, 4, failures=5))) == 4
     assert module.middle(["a", "b", "c", "d", "e"]) == "c"
+
+
+def test_route_from_real_keeps_the_real_spectrum() -> None:
+    module = load("real_route.py")
+    rng = np.random.default_rng(0)
+    # a "real" route: a random walk (neighbouring frames alike) with 3 strong directions
+    steps = rng.standard_normal((200, 64)) * np.r_[[10.0, 8.0, 6.0], np.full(61, 0.5)]
+    real = np.cumsum(steps, axis=0)
+    rows = module.route_from_real(1000, real, 16, seed=1)
+    assert rows.shape == (1000, 16) and rows.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    variance = rows.var(axis=0)
+    assert variance[:3].sum() > 0.8 * variance.sum()  # PCA order and spectrum survive
+    consecutive = np.einsum("ij,ij->i", rows[1:200], rows[:199]).mean()
+    assert consecutive > 0.9  # a route: neighbouring frames look alike
+    with pytest.raises(ValueError, match="more than 16"):
+        module.route_from_real(10, real[:16], 16)
+
+
+def test_runtime_memory_reports_every_step(tmp_path: Path, tiny_onnx: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports a neighbour script when run
+    report = tmp_path / "memory.json"
+    module = load("runtime_memory.py")
+    assert module.main(["--model", str(tiny_onnx), "--places", "3000", "--queries", "2",
+                        "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["places"] == 3000 and result["torch_imported"] is False
+    steps = result["steps"]
+    assert list(steps) == ["python + numpy", "import vpr_edge", "model opened",
+                           "model + map opened", "after queries"]
+    assert steps["model + map opened"]["VmRSS"] > steps["python + numpy"]["VmRSS"] > 0
+
+
+def test_vprbench_recalls_from_the_shipped_results(corridor_dir: Path) -> None:
+    rows = {r["method"]: r for r in load("accuracy_matrix.py").vprbench_recalls(corridor_dir)}
+    assert rows["NetVLAD"]["recall@1"] == pytest.approx(0.676, abs=1e-3)  # data/README.md
+    assert rows["HybridNet"]["recall@1"] == pytest.approx(0.901, abs=1e-3)
+    for row in rows.values():
+        assert row["recall@1"] <= row.get("recall@5", 1) <= row.get("recall@10", 1) <= 1

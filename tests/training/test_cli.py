@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from vpr_edge.training import cli_eval, cli_train
 from vpr_edge.training.checkpoint import load_checkpoint
 
@@ -46,6 +47,13 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
                            "--max-dim", "16", "--output", str(whitened)]) == 0
     ckpt = load_checkpoint(whitened)
     assert ckpt.config.whitening_dim == 8 and ckpt.config.whitening_max_dim == 16
+    projected = tmp_path / "projected.pt"
+    assert cli_train.main(["whiten", str(fitted), "--images", str(left), "--dim", "8",
+                           "--projection-only", "--output", str(projected)]) == 0
+    rows = load_checkpoint(projected).build().whitening.components.double()
+    torch.testing.assert_close(rows @ rows.T, torch.eye(8, dtype=torch.float64), atol=1e-4,
+                               rtol=0)  # unscaled principal directions: orthonormal rows
+    assert load_checkpoint(projected).provenance["whitening"]["whitened"] is False
 
     result = tmp_path / "eval.json"
     assert cli_eval.main([str(whitened), "--frame-aligned", str(left), str(right),

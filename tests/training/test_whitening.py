@@ -27,6 +27,20 @@ def test_projection_whitens_the_training_data(n: int, in_dim: int) -> None:
     np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)
 
 
+def test_projection_only_keeps_the_principal_directions_unscaled() -> None:
+    data = correlated(2000, 16)
+    layer = PCAWhitening(16, 16)
+    layer.fit(data, whiten=False)
+    components = layer.components.numpy().astype(np.float64)
+    np.testing.assert_allclose(components @ components.T, np.eye(16), atol=1e-5)  # a rotation
+    centred = data - data.mean(axis=0)
+    projected = centred @ components.T
+    variance = projected.var(axis=0)
+    assert np.all(np.diff(variance) <= 1e-6 * variance[0])  # strongest direction first
+    np.testing.assert_allclose(projected @ projected.T, centred @ centred.T, rtol=1e-4,
+                               atol=1e-3)  # all dims kept: inner products unchanged
+
+
 def test_smaller_dims_are_a_prefix_of_the_same_fit() -> None:
     data = correlated(500, 12, seed=1)
     layer = PCAWhitening(12, 8)
