@@ -7,8 +7,10 @@ All in one run, side by side (this machine is shared and noisy: compare the rati
   batch 1 and 8, median and p90 over ``--repeat`` runs after ``--warmup`` runs;
 - ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
   (resize), inference and search, and its overhead over inference alone; for the model as it
-  is and for the same model with PCA-whitening to each ``--whitening-dims`` (a random
-  orthonormal projection: the timing does not depend on the fitted values);
+  is (default index settings: the graph holds 512-d random projections, candidates re-scored
+  exactly), the same with a full-dimension graph (``search_dim=None``), and the model with
+  PCA-whitening to each ``--whitening-dims`` (a random orthonormal projection: the timing does
+  not depend on the fitted values);
 - with ``--backbones``, eager vs ONNX Runtime FP32/FP16 for each named backbone preset.
 
     python benchmarks/latency.py --json benchmarks/results/latency.json
@@ -215,12 +217,19 @@ def main(argv: list[str] | None = None) -> int:
 
     loc = runners["onnxruntime fp32"]
     dim = loc.metadata.dim
-    breakdowns = {f"{dim}-d (as exported)": query_breakdown(loc, args.places, args.warmup,
-                                                            args.repeat)}
+    from vpr_edge.index import IndexSettings
+
+    graph = loc.index.info()["graph_dim"]
+    breakdowns = {f"{dim}-d (graph {graph}-d, default)": query_breakdown(
+        loc, args.places, args.warmup, args.repeat)}
+    with Localizer(files["onnx"], backend="cpu", backend_options=options,
+                   index_settings=IndexSettings(search_dim=None)) as full:
+        breakdowns[f"{dim}-d (graph {dim}-d, search_dim=None)"] = query_breakdown(
+            full, args.places, args.warmup, args.repeat)
     for wdim in args.whitening_dims:
         path = whitened_export(model, wdim, work)
         with Localizer(path, backend="cpu", backend_options=options) as wloc:
-            breakdowns[f"{wdim}-d (PCA-whitened)"] = query_breakdown(
+            breakdowns[f"{wdim}-d (PCA-whitened model)"] = query_breakdown(
                 wloc, args.places, args.warmup, args.repeat)
     print(f"model {model.config.name}, input {h}x{w}, dim {dim}, {args.threads} threads; "
           f"FP32 ONNX {files['onnx'].stat().st_size / 2**20:.1f} MiB, "

@@ -24,7 +24,7 @@ from ..errors import MapCorruptError, MapVersionError
 from .settings import SPACE
 
 FORMAT_NAME = "vpr-edge-map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional "search_dim" (a projected graph); maps without it stay 1
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.hnsw"
 REMOVED_NAME = "removed.npy"
@@ -104,8 +104,14 @@ class Manifest:
     created_at: str
     updated_at: str
     vpr_edge_version: str
+    search_dim: int | None = None
     space: str = SPACE
     format_version: int = FORMAT_VERSION
+
+    @property
+    def graph_dim(self) -> int:
+        """Dimension of the vectors in ``index.hnsw`` (``search_dim`` when projected)."""
+        return self.dim if self.search_dim is None else self.search_dim
 
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {
@@ -133,6 +139,8 @@ class Manifest:
             "files": {name: {"bytes": info.bytes, "sha256": info.sha256}
                       for name, info in sorted(self.files.items())},
         }
+        if self.search_dim is not None:
+            body["search_dim"] = self.search_dim
         body["manifest_sha256"] = hashlib.sha256(canonical_json(body)).hexdigest()
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
@@ -218,13 +226,20 @@ class Manifest:
         missing = sorted(needed - files.keys())
         if missing:
             raise bad(f"no checksum for {', '.join(missing)}")
+        dim = num("dim", low=1)
+        search_dim = None
+        if "search_dim" in body:
+            search_dim = num("search_dim", low=1)
+            if search_dim >= dim:
+                raise bad(f"search_dim {search_dim} is not below dim {dim}")
         count = num("count")
         elements = num("elements", index)
         if count > rows or elements > rows or count > elements:
             raise bad(f"counts disagree (count {count}, rows {rows}, index elements {elements})")
         return cls(
             fingerprint=text("fingerprint", optional=True),
-            dim=num("dim", low=1),
+            dim=dim,
+            search_dim=search_dim,
             M=num("M", low=2),
             ef_construction=num("ef_construction", low=1),
             ef=num("ef", low=1),

@@ -78,6 +78,7 @@ class MapContents:
     count: int
     next_id: int
     created_at: str
+    search_dim: int | None = None
 
 
 @dataclass
@@ -237,6 +238,7 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
     manifest = {
         "fingerprint": contents.fingerprint,
         "dim": contents.dim,
+        "search_dim": contents.search_dim,
         "M": contents.M,
         "ef_construction": contents.ef_construction,
         "ef": contents.ef,
@@ -265,9 +267,10 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
     except (OSError, hnsw_file.HnswFileError) as exc:
         raise MapError(f"{index_path}: hnswlib wrote an incomplete index file ({exc}); is "
                        "the disk full? The previous map is untouched") from exc
-    if header.elements != m["index_elements"] or header.dim != m["dim"]:
+    graph_dim = m["search_dim"] or m["dim"]
+    if header.elements != m["index_elements"] or header.dim != graph_dim:
         raise MapError(f"{index_path}: hnswlib wrote {header.elements} elements of dim "
-                       f"{header.dim}, expected {m['index_elements']} of dim {m['dim']}")
+                       f"{header.dim}, expected {m['index_elements']} of dim {graph_dim}")
     with open(index_path, "rb") as fh:
         size, sha = _hash_fd(fh)
     for name in pending.new_files:  # linked files were made durable by an earlier save
@@ -275,7 +278,8 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
     files = dict(pending.files)
     files[INDEX_NAME] = FileInfo(bytes=size, sha256=sha)
     manifest = Manifest(
-        fingerprint=m["fingerprint"], dim=m["dim"], M=m["M"],
+        fingerprint=m["fingerprint"], dim=m["dim"], search_dim=m["search_dim"],
+        format_version=1 if m["search_dim"] is None else 2, M=m["M"],
         ef_construction=m["ef_construction"], ef=m["ef"], count=m["count"], rows=m["rows"],
         next_id=m["next_id"], pose_dim=m["pose_dim"], index_elements=m["index_elements"],
         index_capacity=m["index_capacity"], segments=pending.segments,
@@ -486,13 +490,14 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
         raise _corrupt(path, f"not a consistent hnswlib index ({exc})") from exc
     except OSError as exc:
         raise _corrupt(path, f"cannot read ({exc})") from exc
-    expected = (manifest.dim, manifest.M, manifest.ef_construction, manifest.index_elements)
+    expected = (manifest.graph_dim, manifest.M, manifest.ef_construction,
+                manifest.index_elements)
     found = (header.dim, header.M, header.ef_construction, header.elements)
     if found != expected:
         raise _corrupt(path, "the index file disagrees with the manifest: (dim, M, "
                        f"ef_construction, elements) = {found} in the file, {expected} in "
                        "the manifest")
-    index = hnsw_factory(manifest.dim)
+    index = hnsw_factory(manifest.graph_dim)
     try:
         index.load_index(str(path), max_elements=max(manifest.index_capacity, 1))
     except RuntimeError as exc:

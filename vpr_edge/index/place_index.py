@@ -1,8 +1,10 @@
 """``PlaceIndex``: the places a robot has seen, searchable by descriptor, saved as a map.
 
 An hnswlib graph (inner product on L2-normalised float32 descriptors) plus per-place records
-(id, stamp, pose, metadata, float16 descriptor). Exact numpy search replaces the graph for
-small maps, and the same query semantics hold in both. Queries run concurrently with each
+(id, stamp, pose, metadata, float16 descriptor). Descriptors longer than
+``IndexSettings.search_dim`` enter the graph randomly projected, and graph candidates are then
+re-scored from the float16 descriptors. Exact numpy search replaces the graph for small maps,
+and the same query semantics hold in every mode. Queries run concurrently with each
 other; adds, removals and rebuilds take turns with them (a readers-writer lock), because
 hnswlib's search is not safe against inserts.
 """
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from . import atomic_dir, exact, map_store, validate
+from .projection import count_sketch, project
 from .records import PlaceRecords
 from .results import PlaceMatch, PlaceRecord
 from .rwlock import ReadWriteLock
@@ -89,7 +92,10 @@ class PlaceIndex:
         self._row_of: dict[int, int] = {}  # id -> latest row (live or removed)
         self._live = 0
         self._next_id = 0
-        self._hnsw = _new_hnsw(self._dim, settings, settings.initial_capacity)
+        self._graph_dim = settings.graph_dim(self._dim)
+        self._projection = (None if self._graph_dim == self._dim
+                            else count_sketch(self._dim, self._graph_dim))
+        self._hnsw = _new_hnsw(self._graph_dim, settings, settings.initial_capacity)
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
         self._disk: tuple[int, map_store.DiskState] | None = None
@@ -174,7 +180,7 @@ class PlaceIndex:
                 new_ids = given
             fresh = sum(1 for i in new_ids if i not in self._row_of)
             self._reserve(self._hnsw.element_count + fresh)
-            self._hnsw.add_items(desc, np.asarray(new_ids, dtype=np.uint64),
+            self._hnsw.add_items(self._to_graph(desc), np.asarray(new_ids, dtype=np.uint64),
                                  num_threads=self._threads(n))
             start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
             for j, pid in enumerate(new_ids):
@@ -266,7 +272,7 @@ class PlaceIndex:
                 :meth:`get`, not :meth:`add`/:meth:`remove`.
             rerank: fetch ``k * settings.rerank_factor`` HNSW candidates and re-score them
                 from the stored float16 descriptors (None = ``settings.rerank``; ignored by
-                exact search).
+                exact search; always on when the graph is projected, ``settings.search_dim``).
 
         Exclusions happen inside the search (hnswlib's ``filter``, or a mask in exact mode):
         ``k`` allowed places come back even when the most similar ones are all excluded.
@@ -303,12 +309,13 @@ class PlaceIndex:
         """Sizes, settings and memory use, as a JSON-friendly dict."""
         with self._lock.read():
             rec = self._records
-            per_element = self._dim * 4 + (2 * self._settings.M) * 4 + 4 + 8
+            per_element = self._graph_dim * 4 + (2 * self._settings.M) * 4 + 4 + 8
             hnsw_bytes = int(self._hnsw.max_elements) * per_element
             rec_bytes = rec.capacity * (2 * self._dim + 17 + 8 * rec.pose_dim)
             exact_bytes = 0 if self._exact is None else int(self._exact.nbytes)
             return {
                 "dim": self._dim,
+                "graph_dim": self._graph_dim,
                 "space": SPACE,
                 "places": self._live,
                 "rows": rec.rows,
@@ -360,7 +367,8 @@ class PlaceIndex:
                         records=self._records, hnsw=self._hnsw, dim=self._dim,
                         M=self._settings.M, ef_construction=self._settings.ef_construction,
                         ef=self._settings.ef, fingerprint=self._fingerprint, count=self._live,
-                        next_id=self._next_id, created_at=self._created_at)
+                        next_id=self._next_id, created_at=self._created_at,
+                        search_dim=None if self._projection is None else self._graph_dim)
                     pending = map_store.write_files(tmp, contents, target, previous)
                 disk = map_store.finish(pending, target, _now())
                 atomic_dir.commit(tmp, target)
@@ -382,8 +390,8 @@ class PlaceIndex:
                 interrupted between its two renames), that previous complete map is read.
             fingerprint: the model's fingerprint; a map made with another model raises
                 :class:`ModelMismatchError`. None skips the check.
-            settings: runtime settings (ef, mode, rerank, ...). ``M`` and
-                ``ef_construction`` always come from the map; ``ef`` too when None.
+            settings: runtime settings (ef, mode, rerank, ...). ``M``, ``ef_construction``
+                and ``search_dim`` always come from the map; ``ef`` too when None.
             rebuild_if_corrupt: rebuild a damaged/missing ``index.hnsw`` from the stored
                 descriptors instead of refusing the map (the records must be intact).
 
@@ -403,7 +411,8 @@ class PlaceIndex:
             log.warning("%s is missing; opened %s, the complete map an interrupted save left "
                         "behind (the next save puts it back in place)", target, loaded.source)
         base = settings if settings is not None else IndexSettings(ef=m.ef)
-        resolved = dataclasses.replace(base, M=m.M, ef_construction=m.ef_construction)
+        resolved = dataclasses.replace(base, M=m.M, ef_construction=m.ef_construction,
+                                       search_dim=m.search_dim)
         self = cls(m.dim, fingerprint=m.fingerprint,
                    settings=dataclasses.replace(resolved, initial_capacity=1))
         self._settings = resolved
@@ -436,6 +445,11 @@ class PlaceIndex:
             grown = max(elements, math.ceil(current * self._settings.growth_factor))
             self._hnsw.resize_index(grown)
 
+    def _to_graph(self, descriptors: np.ndarray) -> np.ndarray:
+        """What the graph holds for ``[n, dim]`` unit descriptors (projected or as they are)."""
+        return descriptors if self._projection is None else project(descriptors,
+                                                                     self._projection)
+
     def _wants_exact(self) -> bool:
         mode = self._settings.mode
         return mode == "exact" or (mode == "auto" and self._live <= self._settings.exact_max_places)
@@ -450,15 +464,17 @@ class PlaceIndex:
         rec = self._records
         mirror = np.zeros((rec.capacity, self._dim), dtype=np.float32)
         rows = rec.live_rows()
-        if rows.size:
+        if rows.size and self._projection is not None:  # the graph holds projections
+            mirror[rows] = rec.desc16[rows].astype(np.float32)
+        elif rows.size:
             mirror[rows] = self._hnsw.get_items(rec.ids[rows].astype(np.uint64))
         self._exact = mirror
 
     def _rebuild_locked(self) -> None:
         rec = self._records.compacted()
-        hnsw = _new_hnsw(self._dim, self._settings, max(rec.rows, 1))
+        hnsw = _new_hnsw(self._graph_dim, self._settings, max(rec.rows, 1))
         if rec.rows:
-            hnsw.add_items(rec.desc16[: rec.rows].astype(np.float32),
+            hnsw.add_items(self._to_graph(rec.desc16[: rec.rows].astype(np.float32)),
                            rec.ids[: rec.rows].astype(np.uint64),
                            num_threads=self._threads(rec.rows))
         self._records = rec
@@ -519,11 +535,17 @@ class PlaceIndex:
             scores = self._exact[: rec.rows] @ q.T
             return [exact.top_k(scores[:, j], k, mask, accept) for j in range(q.shape[0])]
 
-        fetch = min(k * self._settings.rerank_factor if rerank else k, self._live)
+        s = self._settings
+        if self._projection is not None:
+            rerank = True  # graph scores are of projections: re-score from the descriptors
+            fetch = min(max(k * s.rerank_factor, s.search_candidates), self._live)
+        else:
+            fetch = min(k * s.rerank_factor if rerank else k, self._live)
         fn = self._hnsw_filter(excluded, cutoff, newest, user)
-        threads = 1 if fn is not None or q.shape[0] == 1 else (self._settings.num_threads or -1)
+        threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or -1)
         try:
-            labels, dists = self._hnsw.knn_query(q, k=fetch, num_threads=threads, filter=fn)
+            labels, dists = self._hnsw.knn_query(self._to_graph(q), k=fetch, num_threads=threads,
+                                                 filter=fn)
         except RuntimeError as exc:
             if "contiguous 2D array" not in str(exc):
                 raise
@@ -553,7 +575,7 @@ class PlaceIndex:
         if not hits:
             return []
         rows = [row for row, _ in hits]
-        if rerank:
+        if rerank or self._projection is not None:
             scores = np.array([s for _, s in hits], dtype=np.float32)
         else:
             vectors = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)),
