@@ -64,6 +64,21 @@ def vprbench_recalls(corridor: Path) -> list[dict]:
     return rows
 
 
+def real_splits(data: Path):
+    """``(train, gardens_point, corridor)``: Gardens Point's first 60% (k-means, training,
+    PCA), its last 30% (evaluation) and Corridor; None when the real data is absent."""
+    from vpr_edge.training.datasets.corridor import corridor_dataset
+    from vpr_edge.training.datasets.frame_aligned import frame_aligned_dataset
+
+    gp, corridor = data / "gardens_point", data / "corridor"
+    if not gp.is_dir() or not corridor.is_dir():
+        print(f"skipped: real data not found under {data}")
+        return None
+    return (frame_aligned_dataset(gp / "day_left", gp / "day_right", span=(0.0, 0.6)),
+            frame_aligned_dataset(gp / "day_left", gp / "day_right", span=(0.7, 1.0)),
+            corridor_dataset(corridor))
+
+
 def mirrored_descriptors(model, paths: list[Path], batch: int = 16) -> np.ndarray:
     """Eager descriptors of each image and of its left-right mirror image."""
     import torch
@@ -147,17 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     args = p.parse_args(argv)
-    gp, corridor = args.data / "gardens_point", args.data / "corridor"
-    if not gp.is_dir() or not corridor.is_dir():
-        print(f"skipped: real data not found under {args.data}")
+    splits = real_splits(args.data)
+    if splits is None:
         return 0
+    train_set, gp_test, corridor_set = splits
 
     import torch
 
     from vpr_edge.training.checkpoint import load_model
     from vpr_edge.training.config import preset
-    from vpr_edge.training.datasets.corridor import corridor_dataset
-    from vpr_edge.training.datasets.frame_aligned import frame_aligned_dataset
     from vpr_edge.training.init_model import init_model
     from vpr_edge.training.mining import MiningConfig
     from vpr_edge.training.model import build_model
@@ -166,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tic = time.perf_counter()
-    train_set = frame_aligned_dataset(gp / "day_left", gp / "day_right", span=(0.0, 0.6))
-    datasets = {"gardens_point": frame_aligned_dataset(gp / "day_left", gp / "day_right",
-                                                       span=(0.7, 1.0)),
-                "corridor": corridor_dataset(corridor)}
+    datasets = {"gardens_point": gp_test, "corridor": corridor_set}
     fit_paths = list(train_set.database.paths) + list(train_set.queries.paths)
 
     with tempfile.TemporaryDirectory(prefix="vpr-accuracy-") as tmp:
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
     print()
     print_table(rows, list(datasets))
-    bench = vprbench_recalls(corridor)
+    bench = vprbench_recalls(args.data / "corridor")
     print("\nVPR-Bench on Corridor (from reference_results): " + ", ".join(
         f"{r['method']} {r['recall@1']:.3f}" for r in bench))
     seconds = time.perf_counter() - tic

@@ -24,15 +24,13 @@ import numpy as np
 import torch
 from vpr_edge.training.checkpoint import save_checkpoint
 from vpr_edge.training.config import preset
-from vpr_edge.training.datasets.corridor import corridor_dataset
-from vpr_edge.training.datasets.frame_aligned import frame_aligned_dataset
 from vpr_edge.training.evaluate import encode_images, evaluate, format_table
 from vpr_edge.training.init_model import init_model
 from vpr_edge.training.mining import MiningConfig
 from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.train import TrainConfig, train
 
-from accuracy_matrix import vprbench_recalls  # neighbour script
+from accuracy_matrix import real_splits, vprbench_recalls  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,15 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     args = p.parse_args(argv)
-    gp, corridor = args.data / "gardens_point", args.data / "corridor"
-    if not gp.is_dir() or not corridor.is_dir():
-        print(f"skipped: real data not found under {args.data}")
+    splits = real_splits(args.data)
+    if splits is None:
         return 0
+    train_set, test_set, corridor_set = splits
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    train_set = frame_aligned_dataset(gp / "day_left", gp / "day_right", span=(0.0, 0.6))
-    test_set = frame_aligned_dataset(gp / "day_left", gp / "day_right", span=(0.7, 1.0))
-    corridor_set = corridor_dataset(corridor)
     results = []
 
     for aggregation in ("avg", "gem"):
@@ -100,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds in (test_set, corridor_set):  # train() trained kmeans_model in place
         results.append(recall(kmeans_model, ds, "NetVLAD trained"))
     print(format_table(results))
-    bench = vprbench_recalls(corridor)
+    bench = vprbench_recalls(args.data / "corridor")
     print("VPR-Bench on Corridor (from reference_results):",
           ", ".join(f"{r['method']} {r['recall@1']}" for r in bench))
     throughput = float(np.mean([h.images_per_second for h in trained.history]))

@@ -575,7 +575,7 @@ class PlaceIndex:
         if not hits:
             return []
         rows = [row for row, _ in hits]
-        if rerank or self._projection is not None:
+        if rerank:  # _search sets it for a projected graph
             scores = np.array([s for _, s in hits], dtype=np.float32)
         else:
             vectors = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)),
