@@ -261,22 +261,26 @@ def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata,
 
 def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source: Path,
                        temps: dict[str, Path]) -> tuple[dict | None, Path]:
-    """(plugin settings, ONNX to build from): the plugin graph when this TensorRT can
-    register the plugin, else the plain graph, with the reason logged and noted."""
+    """(plugin settings, ONNX to build from): the FP16 plugin graph when the engine is FP16
+    and this TensorRT can register the plugin, else the plain graph, with the reason logged
+    and noted."""
     from .plugin.onnx_node import PLUGIN_ID
     from .plugin.registration import prepare_builder
     from .tensorrt_build import find_builder
 
-    found = find_builder(config.tensorrt_module)
-    ok, reason = prepare_builder(found[1] if found else "tensorrt")
+    if config.fp16:
+        found = find_builder(config.tensorrt_module)
+        ok, reason = prepare_builder(found[1] if found else "tensorrt")
+    else:
+        ok, reason = False, ("the fused kernel runs FP16 only in TensorRT (its FP32 build "
+                             "needs more shared memory than a plugin launch gets); add --fp16")
     if not ok:
         message = (f"--plugin: the engine is built from the plain graph, because {reason}; "
                    "the plugin ONNX files are written all the same")
         log.warning(message)
         result.notes.append(message)
         return None, plain_source
-    source = temps["onnx-plugin-fp16" if config.fp16 else "onnx-plugin"]
-    return {"id": PLUGIN_ID, "version": PLUGIN_VERSION}, source
+    return {"id": PLUGIN_ID, "version": PLUGIN_VERSION}, temps["onnx-plugin-fp16"]
 
 
 def _final_name(path: Path, temps: dict[str, Path], final: dict[str, Path]) -> str:

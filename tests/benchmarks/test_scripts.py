@@ -111,3 +111,26 @@ def test_vprbench_recalls_from_the_shipped_results(corridor_dir: Path) -> None:
     assert rows["HybridNet"]["recall@1"] == pytest.approx(0.901, abs=1e-3)
     for row in rows.values():
         assert row["recall@1"] <= row.get("recall@5", 1) <= row.get("recall@10", 1) <= 1
+
+
+def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
+    """A tiny run of the insertion-order study: both graphs are measured at every ef, and
+    recall is a fraction of the held-out queries."""
+    module = load("insertion_order.py")
+    rng = np.random.default_rng(0)
+    real = np.cumsum(rng.standard_normal((120, 600)).astype(np.float32), axis=0)
+    lifted = module.lifted_route(real, 50, 20, seed=1)
+    assert lifted.shape == (50, 600)
+    np.testing.assert_allclose(np.linalg.norm(lifted, axis=1), 1.0, atol=1e-5)
+    path = tmp_path / "real.npy"
+    np.save(path, real)
+    out = tmp_path / "order.json"
+    assert module.main(["--descriptors", str(path), "--places", "2600", "--queries", "20",
+                        "--components", "20", "--efs", "16", "64", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["places"] == 2600 and result["graph_dim"] == 512
+    assert [row["ef"] for row in result["rows"]] == [16, 64]
+    for row in result["rows"]:
+        for graph in ("route_order", "rebuilt"):
+            assert 0.0 <= row[graph]["recall_at_1"] <= 1.0 and row[graph]["p50_ms"] > 0
+    assert result["rows"][-1]["rebuilt"]["recall_at_1"] >= 0.9

@@ -135,6 +135,33 @@ def test_append_save_links_old_segments(tmp_path: Path) -> None:
     assert answers(opened, queries) == answers(index, queries)
 
 
+def test_rebuild_rewrites_segments_only_after_removals(tmp_path: Path) -> None:
+    """rebuild() without removals keeps the rows, so the saved segments stay linked; after
+    removals it renumbers them, so the next save writes every segment anew."""
+    index, _ = build(300)
+    target = index.save(tmp_path / "m")
+
+    def inodes() -> dict[str, int]:
+        return {f.name: f.stat().st_ino for f in target.iterdir() if f.name.startswith("seg-")}
+
+    first = inodes()
+    index.rebuild()
+    index.save()
+    assert inodes() == first
+    index.remove([5, 6])
+    index.rebuild()
+    index.save()
+    assert not set(inodes().values()) & set(first.values())
+    opened = PlaceIndex.open(target)
+    assert opened.ids() == index.ids() and len(opened) == 298
+    queries = unit(5, seed=78)
+    got, want = opened.query(queries, k=5), index.query(queries, k=5)
+    assert [[m.place_id for m in row] for row in got] == [[m.place_id for m in row]
+                                                          for row in want]
+    np.testing.assert_allclose([[m.score for m in row] for row in got],
+                               [[m.score for m in row] for row in want], atol=1e-6)
+
+
 def test_open_from_another_process_copy_is_rewritten_not_linked(tmp_path: Path) -> None:
     """A save links a segment only if the file on disk is the one this process saw."""
     index, _ = build(100)

@@ -226,6 +226,34 @@ def test_hnsw_gets_the_filter_and_plain_k(monkeypatch) -> None:
     assert all(m.stamp <= 200.0 for m in got) and len(got) == 3
 
 
+def test_graph_gets_batches_in_a_seeded_random_order(monkeypatch) -> None:
+    """Route-order insertion makes a weak HNSW graph, so batch adds and rebuild() insert in
+    a random order (the same each time); ids and records keep the caller's order."""
+    db = unit(200)
+    index = make("hnsw")
+    real = index._hnsw
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def add_items(self, data, ids, num_threads=-1):
+            calls.append((np.array(data), np.array(ids)))
+            return real.add_items(data, ids, num_threads=num_threads)
+
+    monkeypatch.setattr(index, "_hnsw", Spy())
+    index.add(db[:150])
+    index.add(db[150])  # a single add: nothing to shuffle
+    (vectors, labels), (_, single) = calls
+    seed = index.settings.random_seed
+    np.testing.assert_array_equal(labels, np.random.default_rng(seed).permutation(150))
+    np.testing.assert_allclose(vectors, index._to_graph(db[:150])[labels], atol=1e-6)
+    assert single.tolist() == [150]
+    assert index.ids() == list(range(151))
+    assert [hits[0].place_id for hits in index.query(db[:151], k=1)] == list(range(151))
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_fewer_allowed_than_k(mode: str) -> None:
     db = unit(300)

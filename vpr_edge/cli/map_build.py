@@ -3,6 +3,12 @@
 Resumable: every place records the frame it came from (``meta["source"]``), the map is saved
 atomically every ``--save-every`` frames, and a rerun over the same frames skips those already
 in the map. A crash or Ctrl-C loses at most the frames since the last save.
+
+Frames arrive in route order, which makes a weaker search graph than a random order: each
+inference batch is added at once (a batch enters the graph shuffled), and when this run at
+least doubled the map (a new map, say) and the map is searched through its graph, the graph is
+rebuilt in a random order before the last save (:meth:`~vpr_edge.index.PlaceIndex.rebuild`;
+``--no-rebuild`` skips it).
 """
 
 from __future__ import annotations
@@ -10,11 +16,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter
 from .output import print_facts, write_json
+
+if TYPE_CHECKING:
+    from ..index import IndexSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,22 +35,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_source_arguments(p)
     p.add_argument("--save-every", type=int, default=500,
                    help="save the map atomically after this many new frames")
+    p.add_argument("--no-rebuild", action="store_true",
+                   help="keep the route-order graph (skip the random-order rebuild at the end)")
     p.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batch: int = 8,
-              save_every: int = 500, progress: bool = True,
-              options: dict | None = None) -> dict[str, Any]:
-    """Add every frame of ``source`` not yet in the map; return a summary."""
+              save_every: int = 500, progress: bool = True, rebuild: bool = True,
+              options: dict | None = None,
+              index_settings: IndexSettings | None = None) -> dict[str, Any]:
+    """Add every frame of ``source`` not yet in the map; return a summary. ``rebuild``:
+    rebuild the graph in a random order at the end when this run at least doubled the map;
+    ``index_settings`` for a new map (default ``IndexSettings()``)."""
     from tqdm import tqdm
 
     from ..localizer import Localizer
 
     start = time.perf_counter()
     with Localizer(model, map_dir, backend=backend, batch_size=batch,
-                   backend_options=options) as loc:
+                   backend_options=options, index_settings=index_settings) as loc:
         done = {loc.get(pid).meta.get("source") for pid in loc.index.ids()}
         added = skipped = since_save = 0
         infer_seconds = 0.0
@@ -54,9 +68,11 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             t0 = time.perf_counter()
             descriptors = loc.describe([f.pixels() for f in pending])
             infer_seconds += time.perf_counter() - t0
-            for frame, descriptor in zip(pending, descriptors):
-                loc.add_descriptor(descriptor, stamp=frame.stamp, pose=frame.pose,
-                                   meta={"source": frame.key, "index": frame.index})
+            # one add per batch: batches enter the graph shuffled and start no background
+            # rebuild (the whole map is rebuilt at the end)
+            loc.index.add(descriptors, stamps=[f.stamp for f in pending],
+                          poses=[f.pose for f in pending],
+                          meta=[{"source": f.key, "index": f.index} for f in pending])
             added += len(pending)
             since_save += len(pending)
             pending.clear()
@@ -73,6 +89,12 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                 loc.save()
                 since_save = 0
         flush()
+        rebuild_seconds = None
+        if (rebuild and added and added >= len(loc) - added
+                and loc.index.info()["search"] == "hnsw"):
+            t0 = time.perf_counter()
+            loc.index.rebuild()
+            rebuild_seconds = round(time.perf_counter() - t0, 3)
         loc.save()
         places = len(loc)
     seconds = time.perf_counter() - start
@@ -80,13 +102,15 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         "map": str(map_dir), "source": source.description, "added": added,
         "already_in_map": skipped, "places": places, "seconds": round(seconds, 3),
         "describe_ms_per_frame": round(1000 * infer_seconds / added, 2) if added else None,
+        "graph_rebuild_seconds": rebuild_seconds,
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = build_map(args.model, args.map, source_from(args), backend=args.backend,
                         batch=args.batch, save_every=args.save_every,
-                        progress=not args.no_progress, options=backend_options(args))
+                        progress=not args.no_progress, rebuild=not args.no_rebuild,
+                        options=backend_options(args))
     print_facts(summary, title="vpr-edge map build")
     write_json(args.json, summary)
     return summary

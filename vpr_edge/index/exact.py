@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import float16_scores
+
 
 def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
           accept: Callable[[int], bool] | None = None) -> list[tuple[int, float]]:
@@ -60,6 +62,5 @@ def scores_from_float16(desc16: np.ndarray, query: np.ndarray, chunk: int = 1638
     """``desc16 @ query`` in float32 without converting the whole float16 matrix at once."""
     out = np.empty(desc16.shape[0], dtype=np.float32)
     for start in range(0, desc16.shape[0], chunk):
-        block = desc16[start:start + chunk].astype(np.float32)
-        out[start:start + chunk] = block @ query
+        out[start:start + chunk] = float16_scores.scores(desc16[start:start + chunk], query)
     return out

@@ -18,10 +18,14 @@ class IndexSettings:
 
     ``M``, ``ef_construction`` and ``ef`` are hnswlib's parameters; the defaults were chosen by
     ``benchmarks/index_scaling_quick.py`` (figures in docs/index.md): places added in
-    route order (as a robot adds them) make a weaker graph than shuffled ones. On descriptors
-    synthesised from real NetVLAD ones (512-d, 2-core x86 VM), ``ef_construction=400, ef=192``
-    was the cheapest pair keeping recall@1 >= 0.99 of exact search at 100k and at 1M places,
-    with a query under 1 ms (``ef=128`` gave 0.988 / 0.984). Small maps need far less
+    route order (as a robot adds them) make a weaker graph than shuffled ones, so batch adds
+    and :meth:`PlaceIndex.rebuild` insert in a random order, and places added one at a time
+    start background rebuilds (``rebuild_growth``). ``benchmarks/insertion_order.py``, 100k
+    7168-d places added one by one, recall@1 at ef 192: 0.982 without rebuilds, 0.992 with
+    the background ones, 1.000 after ``rebuild()``. On descriptors synthesised from real
+    NetVLAD ones (512-d, 2-core x86 VM), ``ef_construction=400, ef=192`` was the cheapest pair
+    keeping recall@1 >= 0.99 of exact search at 100k and at 1M places, with a query under
+    1 ms (``ef=128`` gave 0.988 / 0.984). Small maps need far less
     (``ef=32`` reached 0.99 at 10k), and ``mode="auto"`` searches maps under
     ``exact_max_places`` exactly anyway.
 
@@ -55,6 +59,12 @@ class IndexSettings:
             map is created (saved in its manifest).
         search_candidates: graph candidates re-scored per query with a projection (at least
             ``k * rerank_factor``); more = closer to exact search, slower.
+        rebuild_growth: when places added one at a time have grown the graph to this many
+            times its size at its last random-order build (counting from
+            ``exact_max_places``; a map opened from disk counts from its size then), start
+            :meth:`PlaceIndex.rebuild` in the background on one thread: route-order graphs
+            lose recall (benchmarks/insertion_order.py). 2.0 rebuilds at 4k, 8k, 16k, ...
+            places, so a robot's map is always at least half random-order. None: never.
     """
 
     M: int = 16
@@ -71,6 +81,7 @@ class IndexSettings:
     random_seed: int = 100
     search_dim: int | None = 512
     search_candidates: int = 32
+    rebuild_growth: float | None = 2.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -101,6 +112,10 @@ class IndexSettings:
                                          and self.search_dim >= 8),
              f"search_dim must be None or an int >= 8, got {self.search_dim!r}")
         need(self.search_candidates >= 1, "search_candidates must be >= 1")
+        need(self.rebuild_growth is None or (isinstance(self.rebuild_growth, (int, float))
+                                             and not isinstance(self.rebuild_growth, bool)
+                                             and self.rebuild_growth > 1.0),
+             f"rebuild_growth must be None or > 1, got {self.rebuild_growth!r}")
 
     def graph_dim(self, dim: int) -> int:
         """Dimension of the vectors the HNSW graph holds for ``dim``-d descriptors."""

@@ -183,10 +183,28 @@ def test_engine_without_plugin_support_is_built_from_the_plain_graph(exported,
     result, _ = exported
     checkpoint = next(Path(result.files["onnx"]).parent.parent.glob("ckpt*/small.pt"))
     built = export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, plugin=True,
-                                engine=True, validate=False, compute_capabilities=("8.6",)))
+                                fp16=True, engine=True, validate=False,
+                                compute_capabilities=("8.6",)))
     assert any("built from the plain graph" in note and "tensorrt_rtx" in note
                for note in built.notes)
     header, _ = read_engine_file(built.files["engine"])
     assert header.builder["plugin"] is None and header.model.plugin is None
-    assert header.builder["onnx"] == "small.onnx"
-    assert {"onnx-plugin", "engine"} <= set(built.files)
+    assert header.builder["onnx"] == "small.fp16.onnx"
+    assert {"onnx-plugin-fp16", "engine"} <= set(built.files)
+
+
+def test_fp32_engine_is_built_from_the_plain_graph(tmp_path: Path, monkeypatch) -> None:
+    """The kernel's FP32 build does not fit an AOT plugin launch's 48 KB of shared memory
+    (measured on an H200: 60 KB), so an FP32 engine never uses the plugin, whatever TensorRT
+    is installed."""
+    from vpr_edge.export import exporter
+    from vpr_edge.export.exporter import ExportResult
+
+    monkeypatch.setattr("vpr_edge.export.plugin.registration.prepare_builder",
+                        lambda module: pytest.fail("FP32 must not reach the plugin builder"))
+    result = ExportResult()
+    temps = {"onnx-plugin": tmp_path / "m.plugin.onnx"}
+    config = ExportConfig(checkpoint=tmp_path / "m.pt", output_dir=tmp_path, plugin=True)
+    plugin, source = exporter._plugin_for_engine(result, config, tmp_path / "m.onnx", temps)
+    assert plugin is None and source == tmp_path / "m.onnx"
+    assert any("FP16 only" in note and "--fp16" in note for note in result.notes)

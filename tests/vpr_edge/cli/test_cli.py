@@ -45,6 +45,29 @@ def test_map_build_resumes_without_duplicates(tiny_onnx: Path, routes, tmp_path:
     assert "vpr-edge map build" in capsys.readouterr().out
 
 
+def test_map_build_rebuilds_a_new_graph_in_random_order(tiny_onnx: Path, routes,
+                                                        tmp_path: Path, cpu_only: None) -> None:
+    from vpr_edge.cli.map_build import build_map
+    from vpr_edge.index import IndexSettings, PlaceIndex
+    from vpr_edge.sources import folder_source
+
+    run1, run2 = routes
+    settings = IndexSettings(mode="hnsw")
+    map_dir = tmp_path / "map"
+    first = build_map(tiny_onnx, map_dir, folder_source(run1), progress=False,
+                      index_settings=settings)
+    assert first["added"] == 30 and first["graph_rebuild_seconds"] is not None
+    index = PlaceIndex.open(map_dir)
+    assert index.ids() == list(range(30))  # ids and records keep the route order
+    assert [index.get(i).meta["index"] for i in range(30)] == list(range(30))
+    # a rerun adds nothing: no rebuild; --no-rebuild keeps the route-order graph
+    again = build_map(tiny_onnx, map_dir, folder_source(run1), progress=False)
+    assert again["added"] == 0 and again["graph_rebuild_seconds"] is None
+    kept = build_map(tiny_onnx, map_dir, folder_source(run2), progress=False,
+                     rebuild=False)
+    assert kept["added"] == 30 and kept["graph_rebuild_seconds"] is None
+
+
 def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None,
                                  capsys) -> None:
     run1, run2 = routes
