@@ -131,6 +131,6 @@ def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
     assert result["places"] == 2600 and result["graph_dim"] == 512
     assert [row["ef"] for row in result["rows"]] == [16, 64]
     for row in result["rows"]:
-        for graph in ("route_order", "rebuilt"):
+        for graph in ("route_order", "background_rebuilds", "rebuilt"):
             assert 0.0 <= row[graph]["recall_at_1"] <= 1.0 and row[graph]["p50_ms"] > 0
     assert result["rows"][-1]["rebuilt"]["recall_at_1"] >= 0.9

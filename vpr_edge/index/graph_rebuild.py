@@ -54,6 +54,7 @@ class GraphRebuild:
         self._threads = threads
         self._changes: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         self._graph: Any = None
+        self.error: BaseException | None = None  # why the build failed
         self.future: Future = Future()
 
     @property
@@ -76,9 +77,7 @@ class GraphRebuild:
                 self.build()
             except BaseException as exc:  # reported through the future; the old graph stays
                 log.warning("background graph rebuild failed (the old graph stays): %s", exc)
-                self.future.set_exception(exc)
-                on_built(self)
-                return
+                self.error = exc
             on_built(self)
 
         threading.Thread(target=run, name="vpr-edge-graph-rebuild", daemon=True).start()
@@ -92,10 +91,6 @@ class GraphRebuild:
             graph.add_items(vectors, self._labels[start:start + CHUNK],
                             num_threads=self._threads)
         self._graph = graph
-
-    @property
-    def failed(self) -> bool:
-        return self._graph is None
 
     def take_changes(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
         """The changes recorded so far, forgotten here (caller holds the write lock)."""

@@ -305,9 +305,10 @@ class PlaceIndex:
         """Called by the rebuild's thread when its graph is built (or its build failed):
         catch up with the changes made meanwhile, in rounds outside the lock while many
         arrive, then swap the new graph in under the write lock."""
+        error = job.error
         try:
             for _ in range(CATCH_UP_ROUNDS):
-                if job.failed:
+                if error is not None:
                     break
                 with self._lock.write():
                     changes = job.take_changes()
@@ -323,11 +324,12 @@ class PlaceIndex:
                     self._swap_locked(job)
         except BaseException as exc:  # the old graph stays
             log.warning("background graph rebuild could not be swapped in: %s", exc)
-            job.future.set_exception(exc)
+            error = exc
         finally:
             with self._lock.write():
                 self._background = None
-        if job.future.done():
+        if error is not None:
+            job.future.set_exception(error)
             return
         log.info("background graph rebuild of %d places swapped in", job.places)
         job.future.set_result(job.places)
