@@ -162,6 +162,29 @@ def test_rebuild_rewrites_segments_only_after_removals(tmp_path: Path) -> None:
                                [[m.score for m in row] for row in want], atol=1e-6)
 
 
+def test_descriptors_are_read_into_place_and_checked(tmp_path: Path) -> None:
+    """Opening reads each descriptor segment straight into the records' array (no loaded
+    copy); a file of another dtype or shape, or a short one, is refused by name."""
+    from vpr_edge.index import map_store
+
+    rows = np.arange(12, dtype=np.float16).reshape(3, 4)
+    np.save(tmp_path / "good.npy", rows)
+    out = np.zeros((3, 4), np.float16)
+    map_store._read_npy_into(tmp_path, "good.npy", None, out)
+    np.testing.assert_array_equal(out, rows)
+    map_store._read_npy_into(tmp_path, "good.npy", (tmp_path / "good.npy").read_bytes(),
+                             out)  # verified small files come as bytes
+    np.save(tmp_path / "wide.npy", np.zeros((3, 5), np.float16))
+    np.save(tmp_path / "f32.npy", rows.astype(np.float32))
+    for name in ("wide.npy", "f32.npy"):
+        with pytest.raises(MapCorruptError, match=f"{name}.*expected float16 \\(3, 4\\)"):
+            map_store._read_npy_into(tmp_path, name, None, out)
+    data = (tmp_path / "good.npy").read_bytes()
+    (tmp_path / "short.npy").write_bytes(data[:-5])
+    with pytest.raises(MapCorruptError, match="short.npy.*truncated"):
+        map_store._read_npy_into(tmp_path, "short.npy", None, out)
+
+
 def test_open_from_another_process_copy_is_rewritten_not_linked(tmp_path: Path) -> None:
     """A save links a segment only if the file on disk is the one this process saw."""
     index, _ = build(100)

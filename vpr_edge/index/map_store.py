@@ -358,6 +358,34 @@ def _load_npy(where: Path, name: str, data: bytes | None) -> np.ndarray:
         raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
 
 
+def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) -> None:
+    """Read the array in file ``name`` (or in its verified bytes ``data``) straight into
+    ``out``, refusing another dtype or shape: a large map's descriptors are held once while
+    the map opens, never as a loaded copy as well."""
+    path = where / name
+    if data is not None:
+        array = _load_npy(where, name, data)
+        if array.dtype != out.dtype or array.shape != out.shape:
+            raise _corrupt(path, f"dtype {array.dtype} shape {array.shape}, expected "
+                           f"{out.dtype} {out.shape}")
+        out[...] = array
+        return
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            if dtype != out.dtype or tuple(shape) != out.shape or (fortran and out.ndim > 1):
+                raise _corrupt(path, f"dtype {dtype} shape {tuple(shape)}, expected "
+                               f"{out.dtype} {out.shape}")
+            got = fh.readinto(memoryview(out).cast("B"))
+    except (ValueError, OSError, EOFError) as exc:
+        raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
+    if got != out.nbytes:
+        raise _corrupt(path, f"truncated: {got} of {out.nbytes} data bytes")
+
+
 def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[str | None]:
     path = where / name
     raw = data if data is not None else path.read_bytes()
@@ -447,20 +475,25 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
 def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None]
                   ) -> PlaceRecords:
     dtype = record_dtype(manifest.pose_dim)
-    ids, stamps, poses, descs, metas = [], [], [], [], []
+    ids, stamps, poses, metas = [], [], [], []
+    # the descriptors are read straight into the records' own array, segment by segment:
+    # opening a map holds them once (loading and concatenating them tripled the peak)
+    descs = np.zeros((max(manifest.rows, 1), manifest.dim), np.float16)
+    row = 0
     for seg in manifest.segments:
         rec = _load_npy(where, seg.records, small.get(seg.records))
         if rec.dtype != dtype or rec.shape != (seg.rows,):
             raise _corrupt(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
                            f"{dtype} ({seg.rows},)")
-        desc = _load_npy(where, seg.descriptors, small.get(seg.descriptors))
-        if desc.dtype != np.float16 or desc.shape != (seg.rows, manifest.dim):
-            raise _corrupt(where / seg.descriptors, f"dtype {desc.dtype} shape {desc.shape}, "
-                           f"expected float16 ({seg.rows}, {manifest.dim})")
+        if row + seg.rows > descs.shape[0]:
+            raise _corrupt(where / MANIFEST_NAME, f"segments hold more than the {manifest.rows} "
+                           "rows the manifest says")
+        _read_npy_into(where, seg.descriptors, small.get(seg.descriptors),
+                       descs[row:row + seg.rows])
+        row += seg.rows
         ids.append(rec["id"])
         stamps.append(rec["stamp"])
         poses.append(rec["pose"].reshape(seg.rows, manifest.pose_dim))
-        descs.append(desc)
         metas.extend(_load_meta(where, seg.meta, small.get(seg.meta), seg.rows))
     removed = _load_npy(where, REMOVED_NAME, small.get(REMOVED_NAME))
     if removed.dtype != np.bool_ or removed.shape != (manifest.rows,):
@@ -476,8 +509,7 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     if id_col.size and int(id_col.max()) >= manifest.next_id:
         raise _corrupt(where / MANIFEST_NAME, "next_id is not above every place id")
     return PlaceRecords.from_columns(
-        dim, id_col, cat(stamps, np.zeros(0)), removed,
-        cat(descs, np.zeros((0, dim), np.float16)),
+        dim, id_col, cat(stamps, np.zeros(0)), removed, descs,
         cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None,
         metas, capacity=manifest.rows)
 

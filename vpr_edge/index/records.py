@@ -153,13 +153,17 @@ class PlaceRecords:
     def from_columns(cls, dim: int, ids: np.ndarray, stamps: np.ndarray, removed: np.ndarray,
                      desc16: np.ndarray, poses: np.ndarray | None, meta: list[str | None],
                      capacity: int) -> PlaceRecords:
-        """Records from loaded columns (all of length ``rows``)."""
+        """Records from loaded columns (all of length ``rows``; ``desc16`` may be longer:
+        an array of ``capacity`` rows is taken over as it is, without a copy)."""
         rows = len(ids)
         out = cls(dim, max(capacity, rows, 1))
         out.ids[:rows] = ids
         out.stamps[:rows] = stamps
         out.removed[:rows] = removed
-        out.desc16[:rows] = desc16
+        if desc16.shape == out.desc16.shape and desc16.dtype == np.float16:
+            out.desc16 = desc16
+        else:
+            out.desc16[:rows] = desc16[:rows]
         if poses is not None and poses.shape[1] > 0:
             out.poses = np.full((out.capacity, poses.shape[1]), np.nan, dtype=np.float64)
             out.poses[:rows] = poses
