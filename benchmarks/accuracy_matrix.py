@@ -147,11 +147,16 @@ def print_table(rows: list[dict], datasets: list[str]) -> None:
         print(line)
 
 
+def add_data_argument(p: argparse.ArgumentParser) -> None:
+    """``--data``: the real data folder (``$VPR_EDGE_DATA``, else ``../shared/data``)."""
+    p.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    add_data_argument(p)
     p.add_argument("--trained", type=Path, default=None,
                    help="trained NetVLAD checkpoint (e.g. runs/training_recall/trained.pt); "
                         "default: train one here for --epochs")

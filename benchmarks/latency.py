@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accuracy_matrix import add_data_argument  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint to measure (default: a fresh init model on Gardens Point)")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    add_data_argument(p)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--repeat", type=int, default=30, help="timed runs")

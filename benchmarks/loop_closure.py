@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accuracy_matrix import add_data_argument  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +51,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """``--model`` and ``--data``, shared with retrieval_montage.py."""
     p.add_argument("--model", type=Path, default=None,
                    help="exported .onnx to use (default: a fresh init model, see above)")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    add_data_argument(p)
 
 
 def describe_files(model: Path, files: list[Path]) -> np.ndarray:

@@ -30,7 +30,7 @@ from vpr_edge.training.mining import MiningConfig
 from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.train import TrainConfig, train
 
-from accuracy_matrix import real_splits, vprbench_recalls  # neighbour script
+from accuracy_matrix import add_data_argument, real_splits, vprbench_recalls  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +53,7 @@ def recall(model, dataset, label: str, ns=(1, 5, 10)):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "VPR_EDGE_DATA", REPO.parent / "shared" / "data")), help="folder of the real data")
+    add_data_argument(p)
     p.add_argument("--output", type=Path, default=REPO / "runs" / "training_recall",
                    help="where checkpoints go")
     p.add_argument("--epochs", type=int, default=8, help="training epochs")
