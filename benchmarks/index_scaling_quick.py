@@ -149,9 +149,10 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
     n_total = n_max + max(1, n_max // 100)  # the last size's 1% append needs rows too
     db = make_db(n_total, dim, seed)
     # search_dim=None: a plain full-dimension graph (the ef sweep queries hnswlib directly;
-    # the sketched graph of long descriptors is measured by latency.py)
+    # the sketched graph of long descriptors is measured by latency.py); ef_scaling=False:
+    # set_ef() sets the ef the sweep and the end-to-end rows use, whatever the map's size
     settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef, mode="hnsw",
-                             initial_capacity=n_total, search_dim=None)
+                             initial_capacity=n_total, search_dim=None, ef_scaling=False)
     rss0 = rss_bytes()
     index = PlaceIndex(dim, fingerprint="benchmark", settings=settings)
     rows: list[Row] = []

@@ -3,11 +3,12 @@
 A robot adds places one at a time in route order; HNSW graphs built that way are weaker than
 graphs built in a random order. This builds a ``--places`` map of full-dimension (7168-d)
 descriptors synthesised from the real ones and adds it to a :class:`PlaceIndex` (512-d
-sketched graph, exact re-scoring) one place at a time in route order, twice: without
-rebuilds (``rebuild_growth=None``), and with the default automatic background rebuilds
-(at 4k, 8k, 16k, ... places); then ``rebuild()`` (a random order for all). For each
-``--efs`` it measures recall@1 against exact search over the stored float16 descriptors and
-the query p50, and the add latency while background rebuilds run.
+sketched graph, exact re-scoring) one place at a time in route order, once per setting:
+plain hnswlib inserts (``refine_single_adds=False, rebuild_growth=None``), with the automatic
+background rebuilds (at 4k, 8k, 16k, ... places), with each place re-inserted once its
+successor is in (``refine_single_adds``), and both (the defaults); then ``rebuild()`` (a
+random order for all). For each ``--efs`` it measures recall@1 against exact search over the
+stored float16 descriptors and the query p50, and the add latency of each setting.
 
 Descriptors: :func:`real_route.route_from_real` in the first ``--components`` principal
 components of the real descriptors, mapped back to 7168-d (the real mean plus the components,
@@ -21,6 +22,7 @@ out of the map (other passes over the same places).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -76,10 +78,26 @@ def grow_one_by_one(database: np.ndarray, settings, label: str):
     return index, time.perf_counter() - tic, times
 
 
-def run(real: np.ndarray, places: int, n_queries: int, components: int, efs: list[int],
-        seed: int) -> dict:
+def add_latency(times: np.ndarray) -> dict:
+    return {"p50": round(1e3 * float(np.median(times)), 3),
+            "p99": round(1e3 * float(np.percentile(times, 99)), 3),
+            "max": round(1e3 * float(times.max()), 1)}
+
+
+def variants() -> dict:
+    """The one-by-one settings compared: label -> IndexSettings."""
     from vpr_edge.index import IndexSettings
 
+    fixed = IndexSettings(ef_scaling=False)  # each --efs value as it is
+    return {label: dataclasses.replace(fixed, rebuild_growth=growth, refine_single_adds=refine)
+            for label, growth, refine in (("route order", None, False),
+                                          ("background rebuilds", 2.0, False),
+                                          ("refined", None, True),
+                                          ("refined + rebuilds", 2.0, True))}
+
+
+def run(real: np.ndarray, places: int, n_queries: int, components: int, efs: list[int],
+        seed: int, only: list[str] | None = None) -> dict:
     data = lifted_route(real, places + n_queries, components, seed)
     held_out = np.sort(np.random.default_rng(seed).permutation(len(data))[:n_queries])
     keep = np.setdiff1d(np.arange(len(data)), held_out)
@@ -87,28 +105,21 @@ def run(real: np.ndarray, places: int, n_queries: int, components: int, efs: lis
     stored = database.astype(np.float16).astype(np.float32)  # what the index re-scores
     truth = np.concatenate([(stored @ block.T).argmax(axis=0)
                             for block in np.array_split(queries, max(1, n_queries // 100))])
-    plain, plain_s, _ = grow_one_by_one(database, IndexSettings(rebuild_growth=None),
-                                        "route order, no rebuilds")
-    route = measure(plain, queries, truth, efs)
-    del plain
-    index, auto_s, add_times = grow_one_by_one(database, IndexSettings(),
-                                               "route order, background rebuilds")
-    automatic = measure(index, queries, truth, efs)
+    graphs: dict[str, dict] = {}
+    index = None
+    for label, settings in variants().items():
+        if only and label not in only:
+            continue
+        index, seconds, add_times = grow_one_by_one(database, settings, label)
+        graphs[label] = {"build_s": round(seconds, 1), "add_ms": add_latency(add_times),
+                         "efs": measure(index, queries, truth, efs)}
     tic = time.perf_counter()
     index.rebuild()
-    rebuild_seconds = time.perf_counter() - tic
-    rebuilt = measure(index, queries, truth, efs)
+    graphs["rebuilt"] = {"build_s": round(time.perf_counter() - tic, 1),
+                         "efs": measure(index, queries, truth, efs)}
     return {"places": places, "queries": n_queries, "dim": int(database.shape[1]),
             "graph_dim": index.info()["graph_dim"], "components": components,
-            "route_order_build_s": round(plain_s, 1),
-            "background_rebuilds_build_s": round(auto_s, 1),
-            "add_ms_with_background_rebuilds": {
-                "p50": round(1e3 * float(np.median(add_times)), 3),
-                "p99": round(1e3 * float(np.percentile(add_times, 99)), 3),
-                "max": round(1e3 * float(add_times.max()), 1)},
-            "rebuild_s": round(rebuild_seconds, 1),
-            "rows": [{"ef": a["ef"], "route_order": a, "background_rebuilds": b, "rebuilt": c}
-                     for a, b, c in zip(route, automatic, rebuilt)]}
+            "graphs": graphs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=500, help="held-out queries")
     p.add_argument("--components", type=int, default=400,
                    help="principal components the route is synthesised in")
-    p.add_argument("--efs", type=int, nargs="+", default=[64, 128, 192], help="ef values")
+    p.add_argument("--efs", type=int, nargs="+", default=[32, 64, 128, 192], help="ef values")
+    p.add_argument("--only", nargs="+", default=None, choices=list(variants()),
+                   help="build only these one-by-one graphs (default: all; the last one built "
+                        "is then rebuilt)")
     p.add_argument("--seed", type=int, default=3, help="synthesis seed")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
@@ -128,20 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {args.descriptors} not found (make it with benchmarks/real_route.py)")
         return 0
     result = run(np.load(args.descriptors), args.places, args.queries, args.components,
-                 args.efs, args.seed)
-    adds = result["add_ms_with_background_rebuilds"]
-    print(f"{result['places']} places, {result['dim']}-d ({result['graph_dim']}-d graph); "
-          f"one by one: {result['route_order_build_s']} s without rebuilds, "
-          f"{result['background_rebuilds_build_s']} s with background rebuilds (add p50 "
-          f"{adds['p50']} ms, p99 {adds['p99']} ms, max {adds['max']} ms); "
-          f"rebuild() {result['rebuild_s']} s")
-    print(f"{'ef':>5}{'route R@1':>11}{'p50 ms':>8}{'background R@1':>16}{'p50 ms':>8}"
-          f"{'rebuilt R@1':>13}{'p50 ms':>8}")
-    for row in result["rows"]:
-        a, b, c = row["route_order"], row["background_rebuilds"], row["rebuilt"]
-        print(f"{row['ef']:>5}{a['recall_at_1']:>11.3f}{a['p50_ms']:>8.3f}"
-              f"{b['recall_at_1']:>16.3f}{b['p50_ms']:>8.3f}"
-              f"{c['recall_at_1']:>13.3f}{c['p50_ms']:>8.3f}")
+                 args.efs, args.seed, args.only)
+    graphs = result["graphs"]
+    print(f"{result['places']} places, {result['dim']}-d ({result['graph_dim']}-d graph), "
+          f"added one by one in route order; recall@1 of exact search (p50 query ms)")
+    print(f"{'graph':<22}{'build s':>8}{'add p50/p99/max ms':>22}"
+          + "".join(f"{'ef ' + str(ef):>16}" for ef in args.efs))
+    for label, g in graphs.items():
+        adds = g.get("add_ms")
+        add_text = f"{adds['p50']}/{adds['p99']}/{adds['max']}" if adds else "rebuild()"
+        print(f"{label:<22}{g['build_s']:>8}{add_text:>22}"
+              + "".join(f"{r['recall_at_1']:>9.3f} ({r['p50_ms']:.2f})" for r in g["efs"]))
     if args.json:
         args.json.write_text(json.dumps({"benchmark": "insertion_order", **result}, indent=2))
     return 0

@@ -8,7 +8,8 @@ All in one run, side by side (this machine is shared and noisy: compare the rati
 - ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
   (resize), inference and search, and its overhead over inference alone; for the model as it
   is (default index settings: the graph holds 512-d random projections, candidates re-scored
-  exactly), the same after ``rebuild()`` searched with ``ef=64``, with a full-dimension graph
+  exactly, ef for the map's size), the same at the fixed ``ef=192`` (``ef_scaling=False``),
+  with a full-dimension graph
   (``search_dim=None``), and the model with
   PCA-whitening to each ``--whitening-dims`` (a random orthonormal projection: the timing does
   not depend on the fitted values);
@@ -75,19 +76,15 @@ def paired_overhead(query: Callable[[], object], infer: Callable[[], object], wa
     return round(float(np.median(ratios)) - 1, 4)
 
 
-def query_breakdown(loc, places: int, warmup: int, repeat: int, *,
-                    rebuild_ef: int | None = None) -> dict:
+def query_breakdown(loc, places: int, warmup: int, repeat: int, rounds: int) -> dict:
     """``Localizer.query`` of a 640x480 frame against a ``places`` map of route-shaped
-    synthetic descriptors (``index_scaling_quick.synthetic_route``), split into stages;
-    overhead = total / inference - 1 (paired rounds). ``rebuild_ef``: rebuild the graph
-    (random insertion order) and search it with this ``ef``."""
+    synthetic descriptors (``index_scaling_quick.synthetic_route``, one batch: a random-order
+    graph), split into stages; overhead = total / inference - 1 (median of ``rounds`` paired
+    rounds)."""
     from index_scaling_quick import synthetic_route  # neighbour script
 
     rng = np.random.default_rng(0)
     loc.index.add(synthetic_route(places, loc.metadata.dim))
-    if rebuild_ef is not None:
-        loc.index.rebuild()
-        loc.index.set_ef(rebuild_ef)
     camera = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     batch1 = loc._prepare(camera, "RGB")[0]
     descriptor = loc.describe(camera)
@@ -99,7 +96,7 @@ def query_breakdown(loc, places: int, warmup: int, repeat: int, *,
         "Localizer.query total": timed(lambda: loc.query(camera, 5), warmup, repeat),
     }
     out["overhead vs inference"] = paired_overhead(lambda: loc.query(camera, 5),
-                                                   lambda: loc._infer(batch1), warmup, repeat)
+                                                   lambda: loc._infer(batch1), warmup, rounds)
     return out
 
 
@@ -184,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--repeat", type=int, default=30, help="timed runs")
+    p.add_argument("--rounds", type=int, default=200,
+                   help="paired rounds (inference, then query) for each query overhead")
     p.add_argument("--places", type=int, default=10000, help="map size for the query breakdown")
     p.add_argument("--whitening-dims", type=int, nargs="*", default=[512, 1024],
                    help="also break Localizer.query down with PCA-whitening to these dims")
@@ -243,20 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     from vpr_edge.index import IndexSettings, float16_scores
 
     graph = loc.index.info()["graph_dim"]
-    breakdowns = {f"{dim}-d (graph {graph}-d, default)": query_breakdown(
-        loc, args.places, args.warmup, args.repeat)}
-    with Localizer(files["onnx"], backend="cpu", backend_options=options) as rebuilt:
-        breakdowns[f"{dim}-d (graph {graph}-d, rebuilt, ef 64)"] = query_breakdown(
-            rebuilt, args.places, args.warmup, args.repeat, rebuild_ef=64)
+    default = query_breakdown(loc, args.places, args.warmup, args.repeat, args.rounds)
+    breakdowns = {f"{dim}-d (graph {graph}-d, default: ef {loc.index.info()['ef_in_use']})":
+                  default}
+    fixed = IndexSettings(ef_scaling=False)
+    with Localizer(files["onnx"], backend="cpu", backend_options=options,
+                   index_settings=fixed) as unscaled:
+        breakdowns[f"{dim}-d (graph {graph}-d, ef {fixed.ef}: ef_scaling=False)"] = \
+            query_breakdown(unscaled, args.places, args.warmup, args.repeat, args.rounds)
     with Localizer(files["onnx"], backend="cpu", backend_options=options,
                    index_settings=IndexSettings(search_dim=None)) as full:
         breakdowns[f"{dim}-d (graph {dim}-d, search_dim=None)"] = query_breakdown(
-            full, args.places, args.warmup, args.repeat)
+            full, args.places, args.warmup, args.repeat, args.rounds)
     for wdim in args.whitening_dims:
         path = whitened_export(model, wdim, work)
         with Localizer(path, backend="cpu", backend_options=options) as wloc:
             breakdowns[f"{wdim}-d (PCA-whitened model)"] = query_breakdown(
-                wloc, args.places, args.warmup, args.repeat)
+                wloc, args.places, args.warmup, args.repeat, args.rounds)
     print(f"model {model.config.name}, input {h}x{w}, dim {dim}, {args.threads} threads; "
           f"FP32 ONNX {files['onnx'].stat().st_size / 2**20:.1f} MiB, "
           f"FP16 ONNX {files['onnx-fp16'].stat().st_size / 2**20:.1f} MiB")

@@ -107,7 +107,8 @@ def as_rgb_frame(frame: np.ndarray, colour_order: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(frame: np.ndarray, height: int, width: int, *, out: np.ndarray | None = None
+           ) -> np.ndarray:
     """Resize an ``uint8 HxWx3`` frame to ``height x width``.
 
     Shrinking averages the source pixels each output pixel covers (an area/box filter, so
@@ -115,18 +116,34 @@ def resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     faster than Pillow for a 640x480 frame), Pillow otherwise; the two agree to within one
     grey level on average (tested). Training, export validation and the robot all call this
     function, so models see the same pixels everywhere.
+
+    ``out``: a C-contiguous ``uint8 height x width x 3`` array to write the result into (and
+    return), e.g. a row of the model's input batch: OpenCV then writes it there directly.
     """
+    if out is not None and (out.shape != (height, width, 3) or out.dtype != np.uint8
+                            or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {(height, width, 3)}"
+                         f", got {out.dtype} {out.shape}")
     if frame.shape[0] == height and frame.shape[1] == width:
-        return frame
+        if out is None:
+            return frame
+        out[...] = frame
+        return out
     shrinking = height <= frame.shape[0] and width <= frame.shape[1]
     cv2 = _opencv()
     if cv2 is not None:
         flag = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        return cv2.resize(frame, (width, height), interpolation=flag)
-    from PIL import Image
+        result = cv2.resize(frame, (width, height), dst=out, interpolation=flag)
+    else:
+        from PIL import Image
 
-    flag = Image.BOX if shrinking else Image.BILINEAR
-    return np.asarray(Image.fromarray(frame).resize((width, height), flag))
+        flag = Image.BOX if shrinking else Image.BILINEAR
+        result = np.asarray(Image.fromarray(frame).resize((width, height), flag))
+    if out is None:
+        return result
+    if not np.may_share_memory(result, out):  # Pillow (OpenCV wrote into out)
+        out[...] = result
+    return out
 
 
 def resizer_name() -> str:

@@ -129,8 +129,10 @@ class Localizer:
                 rgb = load_image(item)
             else:
                 rgb = as_rgb_frame(item, colour_order)
-            small = resize(rgb, height, width)
-            prepared[i] = small[:, :, ::-1] if self.metadata.colour_order == "BGR" else small
+            if self.metadata.colour_order == "BGR":
+                prepared[i] = resize(rgb, height, width)[:, :, ::-1]
+            else:
+                resize(rgb, height, width, out=prepared[i])
         return prepared, single
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -139,7 +141,7 @@ class Localizer:
         with self._infer_lock:
             for start in range(0, batch.shape[0], step):
                 outputs.append(self._backend.run(batch[start:start + step]))
-        return np.concatenate(outputs, axis=0)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
 
     # -- map -----------------------------------------------------------------------------
     def add(self, frame: Frame, *, stamp: float | None = None,

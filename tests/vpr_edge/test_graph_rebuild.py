@@ -146,7 +146,8 @@ def test_one_by_one_growth_starts_background_rebuilds(tmp_path: Path,
 
     monkeypatch.setattr(PlaceIndex, "_start_background_rebuild", spy)
     db = unit(500, seed=9)
-    index = PlaceIndex(DIM, settings=IndexSettings(exact_max_places=50))
+    growing = IndexSettings(exact_max_places=50, rebuild_growth=2.0)
+    index = PlaceIndex(DIM, settings=growing)
     for row in db[:99]:
         index.add(row)
     assert started == []  # exact search up to 50, then the graph grows to 2 x 50
@@ -161,12 +162,12 @@ def test_one_by_one_growth_starts_background_rebuilds(tmp_path: Path,
     index.add(db[200:450])  # a batch goes in shuffled: no rebuild
     assert started == [(100, 1), (200, 1)]
     index.save(tmp_path / "m")
-    opened = PlaceIndex.open(tmp_path / "m", settings=IndexSettings(exact_max_places=50))
+    opened = PlaceIndex.open(tmp_path / "m", settings=growing)
     for row in db[450:]:
         opened.add(row)  # 500 < 2 x 450 (the size it was opened at)
     assert started == [(100, 1), (200, 1)]
     assert top1(opened, db) == list(range(500))
-    never = PlaceIndex(DIM, settings=IndexSettings(exact_max_places=50, rebuild_growth=None))
+    never = PlaceIndex(DIM, settings=IndexSettings(exact_max_places=50))  # the default: None
     for row in db[:300]:
         never.add(row)
     assert started == [(100, 1), (200, 1)] and never.wait_for_rebuild(0)
@@ -176,3 +177,65 @@ def test_one_by_one_growth_starts_background_rebuilds(tmp_path: Path,
 def test_bad_rebuild_growth_is_refused(growth) -> None:
     with pytest.raises(InvalidInputError, match="rebuild_growth"):
         IndexSettings(rebuild_growth=growth)
+
+
+def test_a_stopped_build_keeps_the_old_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, db = route_index(200)
+    old_graph = index._hnsw
+    real = graph_rebuild.GraphRebuild.build
+
+    def stopped_first(self) -> None:
+        self.stop()
+        real(self)
+
+    monkeypatch.setattr(graph_rebuild.GraphRebuild, "build", stopped_first)
+    future = index.rebuild(background=True)
+    with pytest.raises(graph_rebuild.RebuildStopped, match="exiting"):
+        future.result(timeout=30)
+    assert index._hnsw is old_graph and not index.info()["background_rebuild"]
+    assert top1(index, db[:20]) == list(range(20))
+
+
+def test_the_exit_hook_stops_running_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, db = route_index(200)
+    old_graph = index._hnsw
+
+    def until_stopped(self) -> None:  # a build that only ends when it is stopped
+        while True:
+            self.check_stop()
+            threading.Event().wait(0.01)
+
+    monkeypatch.setattr(graph_rebuild.GraphRebuild, "build", until_stopped)
+    future = index.rebuild(background=True)
+    assert graph_rebuild._hook_registered and not future.done()
+    graph_rebuild._stop_running_builds()  # what atexit calls
+    with pytest.raises(graph_rebuild.RebuildStopped):
+        future.result(timeout=0)  # done: the hook waited for the thread
+    assert index._hnsw is old_graph and not list(graph_rebuild._running)
+    assert top1(index, db[:20]) == list(range(20))
+
+
+GROW_AND_EXIT = """
+import numpy as np
+from vpr_edge.index import IndexSettings, PlaceIndex
+
+x = np.random.default_rng(0).standard_normal((30, 64)).astype(np.float32)
+index = PlaceIndex(64, settings=IndexSettings(exact_max_places=0, rebuild_growth=2.0))
+for row in x / np.linalg.norm(x, axis=1, keepdims=True):
+    index.add(row)  # background rebuilds at 2, 4, 8, 16 places
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_exits_cleanly_while_rebuilds_run() -> None:
+    """Without the exit hook, 2 of 15 such runs aborted: Python shut down under the
+    build's thread while it was in hnswlib ("terminate called without an active exception",
+    exit status 134)."""
+    import subprocess
+    import sys
+
+    for _ in range(4):
+        done = subprocess.run([sys.executable, "-c", GROW_AND_EXIT], capture_output=True,
+                              check=False, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "exiting" and "terminate" not in done.stderr

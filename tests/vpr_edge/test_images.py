@@ -66,6 +66,25 @@ def test_resize_is_antialiased_and_exact_size() -> None:
     assert 100 < small.mean() < 155 and small.std() < 40
 
 
+@pytest.mark.parametrize("resizer", ["opencv", "pillow"])
+@pytest.mark.parametrize("size", [(480, 640), (240, 320), (120, 160)])
+def test_resize_into_a_batch_row(size: tuple[int, int], resizer: str,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpr_edge import images
+
+    if resizer == "opencv":
+        pytest.importorskip("cv2")
+    else:
+        monkeypatch.setattr(images, "_CV2", [None])
+    frame = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    batch = np.zeros((2, 240, 320, 3), dtype=np.uint8)
+    got = resize(frame, 240, 320, out=batch[1])
+    assert np.shares_memory(got, batch) and not batch[0].any()
+    np.testing.assert_array_equal(batch[1], resize(frame, 240, 320))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        resize(frame, 240, 320, out=batch[:, :, :, 0])
+
+
 @pytest.mark.parametrize("size", [(480, 640), (540, 960), (100, 130)])
 def test_opencv_and_pillow_resizers_agree(gardens_point_dir: Path, size: tuple[int, int],
                                           monkeypatch: pytest.MonkeyPatch) -> None:

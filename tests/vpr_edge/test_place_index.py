@@ -399,9 +399,117 @@ def test_set_ef_and_info() -> None:
     index.add(unit(10))
     index.set_ef(123)
     info = index.info()
-    assert info["settings"]["ef"] == 123 and index._hnsw.ef == 123
+    assert info["settings"]["ef"] == 123 and index._hnsw.ef == info["ef_in_use"] == 64
+    index.set_ef(48)  # below what the scaling gives: the most it uses
+    assert index._hnsw.ef == index.info()["ef_in_use"] == 48
     assert info["fingerprint"] == "abc" and info["places"] == 10 and info["dim"] == DIM
     with pytest.raises(InvalidInputError):
         PlaceIndex(0)
     with pytest.raises(InvalidInputError):
         PlaceIndex(DIM, fingerprint=123)  # type: ignore[arg-type]
+
+
+class GraphSpy:
+    """Forwards to a hnswlib index and records the labels of each ``add_items`` call."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.adds: list[list[int]] = []
+
+    def add_items(self, vectors, labels, **kw):
+        self.adds.append([int(label) for label in np.asarray(labels).ravel()])
+        return self.graph.add_items(vectors, labels, **kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self.graph, name)
+
+
+def spied(**kw) -> tuple[PlaceIndex, GraphSpy]:
+    index = make("hnsw", rebuild_growth=None, **kw)
+    index._hnsw = GraphSpy(index._hnsw)
+    return index, index._hnsw
+
+
+def test_each_single_add_refines_the_one_before() -> None:
+    db = unit(5, seed=4)
+    index, spy = spied()
+    for row in db:
+        index.add(row)
+    assert spy.adds == [[0], [1], [0], [2], [1], [3], [2], [4], [3]]
+    np.testing.assert_allclose(spy.graph.get_items([1]), db[1:2], atol=1e-6)  # same vector
+    assert [hits[0].place_id for hits in index.query(db, k=1)] == list(range(5))
+
+
+def test_a_batch_refines_the_single_add_before_it_but_not_its_own_rows() -> None:
+    db = unit(5, seed=4)
+    index, spy = spied()
+    index.add(db[0])
+    index.add(db[1:4])
+    index.add(db[4])
+    assert len(spy.adds) == 4 and spy.adds[0] == [0] and sorted(spy.adds[1]) == [1, 2, 3]
+    assert spy.adds[2:] == [[0], [4]]
+
+
+def test_refinement_never_undeletes_or_reverts_a_place() -> None:
+    db = unit(6, seed=4)
+    index, spy = spied()
+    index.add(db[0])
+    index.add(db[1])
+    index.remove([1])
+    index.add(db[2])
+    assert spy.adds == [[0], [1], [0], [2]]  # 1 was removed: re-adding it would undelete it
+    labels, _ = spy.graph.knn_query(db[1], k=2)
+    assert 1 not in index and 1 not in labels[0].tolist()
+    index.remove([2])
+    index.add(db[5], ids=2)  # the same id, a new place
+    assert spy.adds[4:] == [[2]]  # the old place 2 is not re-added with its old vector
+    index.add(db[3])
+    assert spy.adds[5:] == [[3], [2]]  # the new place 2 is, with its own
+    np.testing.assert_allclose(spy.graph.get_items([2]), db[5:6], atol=1e-6)
+    assert index.query(db[5], k=1)[0].place_id == 2
+
+
+def test_refinement_can_be_switched_off() -> None:
+    index, spy = spied(refine_single_adds=False)
+    for row in unit(3, seed=4):
+        index.add(row)
+    assert spy.adds == [[0], [1], [2]]
+    with pytest.raises(InvalidInputError, match="refine_single_adds"):
+        IndexSettings(refine_single_adds=1)
+
+
+@pytest.mark.parametrize(("places", "ef"), [(1, 64), (10_000, 64), (20_000, 96), (30_000, 112),
+                                            (50_000, 144), (90_000, 192), (10**6, 192)])
+def test_the_search_ef_grows_with_the_map(places: int, ef: int) -> None:
+    assert IndexSettings().search_ef(places) == ef
+    assert IndexSettings(ef_scaling=False).search_ef(places) == 192
+    assert IndexSettings(ef=100).search_ef(places) == min(ef, 100)
+
+
+def test_the_graph_searches_with_the_ef_for_its_size(tmp_path) -> None:
+    from vpr_edge.index import settings as index_settings
+
+    small = index_settings.SCALED_EF_PLACES
+    try:
+        index_settings.SCALED_EF_PLACES = 100  # the same rule, at 1/100 the size
+        index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw", ef=500))
+        index.add(unit(100))
+        assert index.info()["ef_in_use"] == 64
+        for row in unit(300, seed=1):
+            index.add(row)
+        assert index.info()["ef_in_use"] == 128  # 64 * sqrt(400 / 100)
+        index.remove(list(range(300)))
+        assert index.info()["ef_in_use"] == 64
+        index.add(unit(800, seed=2))
+        index.rebuild()
+        assert index.info()["ef_in_use"] == 16 * np.ceil(64 * 3 / 16)  # 900 places
+        index.save(tmp_path / "m")
+        opened = PlaceIndex.open(tmp_path / "m")
+        assert opened.info()["ef_in_use"] == 192 and opened.settings.ef == 500
+        fixed = PlaceIndex.open(tmp_path / "m",
+                                settings=IndexSettings(ef=300, ef_scaling=False))
+        assert fixed.info()["ef_in_use"] == 300  # settings= gives the runtime fields
+    finally:
+        index_settings.SCALED_EF_PLACES = small
+    with pytest.raises(InvalidInputError, match="ef_scaling"):
+        IndexSettings(ef_scaling=1)

@@ -1,24 +1,32 @@
 """A new HNSW graph for a :class:`~vpr_edge.index.PlaceIndex`, built in a background thread.
 
-A robot adds places one at a time along its route, and an HNSW graph built in that order is
-weaker than one built in a random order (``benchmarks/insertion_order.py``: recall@1 of exact
-search 0.98 instead of 1.000 at 10k and 100k places). ``PlaceIndex.rebuild()`` fixes that but
-holds the index's write lock while it runs (63-71 s at 100k places on two cores). A
-:class:`GraphRebuild` instead builds the new graph outside the lock, from a snapshot of the
-live places, while the old graph keeps answering queries and taking adds and removals; those
-are recorded here and replayed on the new graph, in rounds outside the lock until few are left,
-then the rest under the write lock as the new graph is swapped in. hnswlib releases the GIL
-while it inserts, so queries run at full speed in the meantime; the build uses ``threads``
-cores (default one, leaving the others to inference).
+An HNSW graph built in route order (a robot's adds) is weaker than one built in a random order
+(``benchmarks/insertion_order.py``). The index re-inserts each place added on its own once the
+next one is in, which repairs most of that (``IndexSettings.refine_single_adds``), and
+``PlaceIndex.rebuild()`` builds a random-order graph but holds the index's write lock while it
+runs (63-71 s at 100k places on two cores). A :class:`GraphRebuild` instead builds the new
+graph outside the lock, from a snapshot of the live places, while the old graph keeps
+answering queries and taking adds and removals; those are recorded here and replayed on the
+new graph, in rounds outside the lock until few are left, then the rest under the write lock
+as the new graph is swapped in. hnswlib releases the GIL while it inserts, so queries run at
+full speed in the meantime; the build uses ``threads`` cores (default one, leaving the others
+to inference).
 
 The snapshot reads float16 descriptor rows that were written before it was taken; record rows
 are append-only, so nothing writes those rows again while the build reads them.
+
+A process that exits while a build runs would otherwise abort ("terminate called without an
+active exception", exit status 134): the daemon thread is inside hnswlib when Python shuts
+down. An exit hook (registered with the first background build) stops running builds between
+steps of :data:`STEP` places and waits for their threads; the old graph stays, as it is.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -27,8 +35,37 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: rows converted to float32 and inserted at a time (bounds the temporary memory)
+#: rows converted to float32 at a time (bounds the temporary memory)
 CHUNK = 8192
+#: places inserted per hnswlib call; a stop request waits for at most one step
+STEP = 1024
+#: seconds the exit hook waits for each build's thread
+EXIT_WAIT_S = 30.0
+
+_running: weakref.WeakSet[GraphRebuild] = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hook_registered = False
+
+
+class RebuildStopped(RuntimeError):
+    """A background build stopped before its end because the process is exiting."""
+
+
+def _stop_running_builds() -> None:
+    """Exit hook: stop every background build and wait for its thread (the old graphs stay)."""
+    jobs = list(_running)
+    for job in jobs:
+        job.stop()
+    for job in jobs:
+        job.join(EXIT_WAIT_S)
+
+
+def _register_exit_hook() -> None:
+    global _hook_registered
+    with _hook_lock:
+        if not _hook_registered:
+            atexit.register(_stop_running_builds)
+            _hook_registered = True
 
 
 class GraphRebuild:
@@ -54,6 +91,8 @@ class GraphRebuild:
         self._threads = threads
         self._changes: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         self._graph: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # why the build failed
         self.future: Future = Future()
 
@@ -75,12 +114,35 @@ class GraphRebuild:
         def run() -> None:
             try:
                 self.build()
+            except RebuildStopped as exc:
+                log.info("background graph rebuild stopped: %s", exc)
+                self.error = exc
             except BaseException as exc:  # reported through the future; the old graph stays
                 log.warning("background graph rebuild failed (the old graph stays): %s", exc)
                 self.error = exc
-            on_built(self)
+            try:
+                on_built(self)
+            finally:
+                _running.discard(self)
 
-        threading.Thread(target=run, name="vpr-edge-graph-rebuild", daemon=True).start()
+        _register_exit_hook()
+        _running.add(self)
+        self._thread = threading.Thread(target=run, name="vpr-edge-graph-rebuild", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the build (and the catch-up replay) to stop at the next step."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the build's thread (after :meth:`start`)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def check_stop(self) -> None:
+        """Raise :class:`RebuildStopped` once :meth:`stop` was called."""
+        if self._stop.is_set():
+            raise RebuildStopped("the process is exiting; the old graph stays")
 
     def build(self) -> None:
         """Build the graph (in the calling thread; :meth:`start` runs it in another)."""
@@ -88,8 +150,11 @@ class GraphRebuild:
         for start in range(0, len(self._rows), CHUNK):
             rows = self._rows[start:start + CHUNK]
             vectors = self._to_graph(self._desc16[rows].astype(np.float32))
-            graph.add_items(vectors, self._labels[start:start + CHUNK],
-                            num_threads=self._threads)
+            labels = self._labels[start:start + CHUNK]
+            for step in range(0, len(rows), STEP):
+                self.check_stop()
+                graph.add_items(vectors[step:step + STEP], labels[step:step + STEP],
+                                num_threads=self._threads)
         self._graph = graph
 
     def take_changes(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -106,6 +171,7 @@ class GraphRebuild:
         if needed > int(graph.max_elements):
             graph.resize_index(max(needed, 2 * int(graph.max_elements)))
         for kind, labels, vectors in changes:
+            self.check_stop()
             if kind == "add":
                 graph.add_items(vectors, labels, num_threads=1)
             else:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from . import atomic_dir, exact, float16_scores, map_store, validate
-from .graph_rebuild import GraphRebuild
+from .graph_rebuild import GraphRebuild, RebuildStopped
 from .projection import count_sketch, project
 from .records import PlaceRecords
 from .results import PlaceMatch, PlaceRecord
@@ -106,11 +106,13 @@ class PlaceIndex:
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._background: GraphRebuild | None = None  # a graph being rebuilt in a thread
         self._rebuilt_at = 0  # places in the graph at its last random-order build
+        self._unrefined: tuple[int, int, np.ndarray] | None = None  # last single add
         self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
         self._disk: tuple[int, map_store.DiskState] | None = None
         self._path: Path | None = None
         self._created_at = _now()
         self._sync_exact()
+        self._apply_ef()
 
     # -- properties ----------------------------------------------------------------------
     @property
@@ -196,6 +198,7 @@ class PlaceIndex:
             start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
             for j, pid in enumerate(new_ids):
                 self._row_of[pid] = start + j
+            self._refine_previous((new_ids[0], start) if n == 1 else None, vectors)
             self._live += n
             self._next_id = max(self._next_id, max(new_ids) + 1)
             if self._exact is not None:
@@ -205,6 +208,7 @@ class PlaceIndex:
                     self._exact = grown
                 self._exact[start:start + n] = desc
             self._sync_exact()
+            self._apply_ef()
             reorder = n == 1 and self._graph_outgrew_its_order()
         if reorder:
             log.info("the graph grew to %d places one by one: rebuilding it in the background "
@@ -236,6 +240,7 @@ class PlaceIndex:
                 self._background.record_remove(wanted)
             self._live -= len(wanted)
             self._sync_exact()
+            self._apply_ef()
         return len(wanted)
 
     def rebuild(self, *, background: bool = False, threads: int = 1) -> Future | None:
@@ -322,6 +327,8 @@ class PlaceIndex:
                 with self._lock.write():
                     job.replay(job.take_changes())
                     self._swap_locked(job)
+        except RebuildStopped as exc:  # the process is exiting; the old graph stays
+            error = exc
         except BaseException as exc:  # the old graph stays
             log.warning("background graph rebuild could not be swapped in: %s", exc)
             error = exc
@@ -335,17 +342,18 @@ class PlaceIndex:
         job.future.set_result(job.places)
 
     def _swap_locked(self, job: GraphRebuild) -> None:
-        graph = job.graph  # sized for what it holds; add() grows it as it grows the old one
-        graph.set_ef(self._settings.ef)
-        self._hnsw = graph
+        self._hnsw = job.graph  # sized for what it holds; add() grows it as it grows the old one
+        self._apply_ef()
         self._rebuilt_at = job.places
 
     def set_ef(self, ef: int) -> None:
-        """Change the search candidate-list size (saved in the manifest on the next save)."""
+        """Change the search candidate-list size (saved in the manifest on the next save).
+        With ``settings.ef_scaling`` it is the most the search uses (smaller maps use less,
+        :meth:`IndexSettings.search_ef`); ``info()["ef_in_use"]`` says what it uses now."""
         settings = dataclasses.replace(self._settings, ef=ef)
         with self._lock.write():
             self._settings = settings
-            self._hnsw.set_ef(ef)
+            self._apply_ef()
 
     # -- read ----------------------------------------------------------------------------
     def get(self, place_id: int) -> PlaceRecord:
@@ -434,6 +442,7 @@ class PlaceIndex:
                 "next_id": self._next_id,
                 "capacity": int(self._hnsw.max_elements),
                 "search": "exact" if self._exact is not None else "hnsw",
+                "ef_in_use": int(self._hnsw.ef),
                 "background_rebuild": self._background is not None,
                 "fingerprint": self._fingerprint,
                 "path": None if self._path is None else str(self._path),
@@ -541,11 +550,11 @@ class PlaceIndex:
             self._rebuild_locked()
         else:
             self._hnsw = loaded.hnsw
-            self._hnsw.set_ef(resolved.ef)
             self._disk = (self._layout, loaded.disk)
             self._rebuilt_at = m.count  # unknown order: count growth from here
         self._exact = None
         self._sync_exact()
+        self._apply_ef()
         return self
 
     # -- internals (callers hold the lock) -----------------------------------------------
@@ -566,6 +575,37 @@ class PlaceIndex:
             order = self._insertion_order(len(labels))
             vectors, labels = vectors[order], labels[order]
         hnsw.add_items(vectors, labels, num_threads=self._threads(len(labels)))
+
+    def _refine_previous(self, added: tuple[int, int] | None, vector: np.ndarray) -> None:
+        """Re-insert the place added on its own just before this add, now that a successor
+        is in the graph (``settings.refine_single_adds``); remember ``added`` (id and row of
+        a place added on its own, with its graph ``vector``) for the next add.
+
+        Re-adding a label is hnswlib's update: the place's links, and its neighbours' links,
+        are chosen again from their neighbourhoods. A graph built one place at a time in route
+        order otherwise keeps links chosen before the places that follow existed, and misses
+        exact best matches: on 10k real-derived 7168-d places, recall@1 of exact search at
+        ef 64 went from 0.964 to 1.000, as good as a random-order build
+        (``benchmarks/insertion_order.py``), for about 1 ms more per add.
+        """
+        previous, self._unrefined = self._unrefined, None
+        if not self._settings.refine_single_adds:
+            return
+        if previous is not None:
+            pid, row, prev_vector = previous
+            # only the same, still live place: re-adding a removed label would undelete it,
+            # and a removed id added again has a new row and its own vector
+            if self._row_of.get(pid) == row and not self._records.removed[row]:
+                label = np.asarray([pid], dtype=np.uint64)
+                self._hnsw.add_items(prev_vector, label, num_threads=1)
+                if self._background is not None:
+                    self._background.record_add(label, prev_vector)
+        if added is not None:
+            self._unrefined = (*added, vector)
+
+    def _apply_ef(self) -> None:
+        """Give the graph the ef for the map's size (``IndexSettings.search_ef``)."""
+        self._hnsw.set_ef(self._settings.search_ef(self._live))
 
     def _reserve(self, elements: int) -> None:
         current = int(self._hnsw.max_elements)
@@ -613,6 +653,7 @@ class PlaceIndex:
             self._disk = None
         self._exact = None
         self._sync_exact()
+        self._apply_ef()
 
     def _allowed_mask(self, excluded: set[int] | None, cutoff: float | None, newest: int
                       ) -> np.ndarray:
@@ -681,7 +722,6 @@ class PlaceIndex:
             return [self._fallback(q[j], k, excluded, cutoff, newest, accept, rerank)
                     for j in range(q.shape[0])]
         row_of = self._row_of
-        scores_all = (np.float32(1.0) - dists).tolist()  # hnswlib 'ip' distance = 1 - dot
         out: list[list[tuple[int, float]]] = []
         for j, found in enumerate(labels.tolist()):
             rows = [row_of[label] for label in found]
@@ -689,8 +729,8 @@ class PlaceIndex:
                 scores = float16_scores.scores(rec.desc16[rows], q[j])
                 order = np.lexsort((rows, -scores))[:k]
                 out.append([(rows[i], float(scores[i])) for i in order])
-            else:
-                out.append(list(zip(rows, scores_all[j])))
+            else:  # hnswlib's 'ip' distance is 1 - dot
+                out.append(list(zip(rows, (np.float32(1.0) - dists[j]).tolist())))
         return out
 
     def _fallback(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,

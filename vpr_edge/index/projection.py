@@ -52,7 +52,8 @@ def count_sketch(dim: int, search_dim: int) -> Sketch:
 
 def project(descriptors: np.ndarray, sketch: Sketch) -> np.ndarray:
     """``[n, dim]`` unit rows -> ``[n, search_dim]`` unit rows (float32, C-contiguous)."""
-    signed = np.asarray(descriptors, dtype=np.float32)[:, sketch.order] * sketch.signs
+    signed = np.asarray(descriptors, dtype=np.float32).take(sketch.order, axis=1)
+    signed *= sketch.signs  # in place on the gathered copy: half the time of fancy indexing
     out = np.ascontiguousarray(np.add.reduceat(signed, sketch.starts, axis=1), dtype=np.float32)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out /= np.maximum(norms, np.float32(1e-12))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
@@ -10,6 +11,10 @@ from ..errors import InvalidInputError
 SPACE = "ip"
 #: Search strategies: ``auto`` = exact below ``exact_max_places`` live places, HNSW above.
 MODES = ("auto", "hnsw", "exact")
+#: With ``ef_scaling``, the search uses ``ef = SCALED_EF * sqrt(places / SCALED_EF_PLACES)``
+#: (rounded up to a multiple of 16), at least SCALED_EF and at most ``IndexSettings.ef``.
+SCALED_EF = 64
+SCALED_EF_PLACES = 10_000
 
 
 @dataclass(frozen=True)
@@ -19,10 +24,11 @@ class IndexSettings:
     ``M``, ``ef_construction`` and ``ef`` are hnswlib's parameters; the defaults were chosen by
     ``benchmarks/index_scaling_quick.py`` (figures in docs/index.md): places added in
     route order (as a robot adds them) make a weaker graph than shuffled ones, so batch adds
-    and :meth:`PlaceIndex.rebuild` insert in a random order, and places added one at a time
-    start background rebuilds (``rebuild_growth``). ``benchmarks/insertion_order.py``, 100k
-    7168-d places added one by one, recall@1 at ef 192: 0.982 without rebuilds, 0.992 with
-    the background ones, 1.000 after ``rebuild()``. On descriptors synthesised from real
+    and :meth:`PlaceIndex.rebuild` insert in a random order, and a place added on its own is
+    re-inserted once the next one is in (``refine_single_adds``). In
+    ``benchmarks/insertion_order.py`` (100k 7168-d places added one by one) recall@1 at
+    ef 192 was 0.982 with plain inserts and 1.000 refined, the same as a random-order
+    ``rebuild()``. On descriptors synthesised from real
     NetVLAD ones (512-d, 2-core x86 VM), ``ef_construction=400, ef=192`` was the cheapest pair
     keeping recall@1 >= 0.99 of exact search at 100k and at 1M places, with a query under
     1 ms (``ef=128`` gave 0.988 / 0.984). Small maps need far less
@@ -34,6 +40,13 @@ class IndexSettings:
         ef_construction: candidate-list size while inserting; more = better graph, slower adds.
         ef: candidate-list size while searching (hnswlib uses ``max(ef, k)``); more = better
             recall, slower queries. Saved in the map's manifest (hnswlib files do not hold it).
+            With ``ef_scaling`` it is the most the search uses, reached at about 90k places.
+        ef_scaling: search smaller maps with a smaller ef (:meth:`search_ef`): 64 up to 10k
+            places, growing with the square root of the map's size (112 at 30k, 144 at 50k)
+            up to ``ef``. The measured need grows that way: with refined or random-order
+            graphs, recall@1 of exact search was 1.000 at ef 64 with 10k places and 0.954-0.974
+            at 100k, where ef 192 gave 1.000 (``benchmarks/insertion_order.py``); at 10k, ef 64
+            instead of 192 saved 0.13 ms per query. False: always ``ef``.
         mode: ``"auto"`` searches exactly (numpy matrix product over float32 descriptors)
             while the map holds at most ``exact_max_places`` live places and with HNSW above;
             ``"hnsw"`` and ``"exact"`` force one. Results have the same meaning in every mode.
@@ -62,14 +75,23 @@ class IndexSettings:
         rebuild_growth: when places added one at a time have grown the graph to this many
             times its size at its last random-order build (counting from
             ``exact_max_places``; a map opened from disk counts from its size then), start
-            :meth:`PlaceIndex.rebuild` in the background on one thread: route-order graphs
-            lose recall (benchmarks/insertion_order.py). 2.0 rebuilds at 4k, 8k, 16k, ...
-            places, so a robot's map is always at least half random-order. None: never.
+            :meth:`PlaceIndex.rebuild` in the background on one thread (2.0: at 4k, 8k, 16k,
+            ... places). None (default): never; ``refine_single_adds`` already gives graphs
+            grown one by one the recall of a random-order build, without a core busy for
+            minutes (100 s at 64k places) and a pause of up to 1 s at each swap.
+        refine_single_adds: re-insert each place added on its own (one descriptor per
+            :meth:`PlaceIndex.add`) when the next one is added, which is hnswlib's update: its
+            links and its neighbours' are chosen again now that its successor exists. Graphs
+            grown one place at a time in route order otherwise miss exact best matches:
+            recall@1 at ef 192 0.980 (10k) / 0.982 (100k) without, 1.000 / 1.000 with, for
+            adds about 3x slower (p50 1.7 ms at 10k, 2.4 ms at 100k; 0.6 / 0.75 ms without),
+            ``benchmarks/insertion_order.py``. Batch adds go in shuffled and are not refined.
     """
 
     M: int = 16
     ef_construction: int = 400
     ef: int = 192
+    ef_scaling: bool = True
     mode: str = "auto"
     exact_max_places: int = 2000
     initial_capacity: int = 1024
@@ -81,7 +103,8 @@ class IndexSettings:
     random_seed: int = 100
     search_dim: int | None = 512
     search_candidates: int = 32
-    rebuild_growth: float | None = 2.0
+    rebuild_growth: float | None = None
+    refine_single_adds: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -102,6 +125,8 @@ class IndexSettings:
         need(isinstance(self.growth_factor, (int, float)) and self.growth_factor > 1.0,
              f"growth_factor must be > 1, got {self.growth_factor!r}")
         need(isinstance(self.rerank, bool), "rerank must be True or False")
+        need(isinstance(self.ef_scaling, bool), "ef_scaling must be True or False")
+        need(isinstance(self.refine_single_adds, bool), "refine_single_adds must be True or False")
         need(self.rerank_factor >= 1, "rerank_factor must be >= 1")
         need(isinstance(self.norm_tolerance, (int, float)) and 0 < self.norm_tolerance < 1,
              f"norm_tolerance must be in (0, 1), got {self.norm_tolerance!r}")
@@ -116,6 +141,13 @@ class IndexSettings:
                                              and not isinstance(self.rebuild_growth, bool)
                                              and self.rebuild_growth > 1.0),
              f"rebuild_growth must be None or > 1, got {self.rebuild_growth!r}")
+
+    def search_ef(self, places: int) -> int:
+        """The ef a graph search uses in a map of ``places`` live places."""
+        if not self.ef_scaling:
+            return self.ef
+        scaled = SCALED_EF * math.sqrt(max(places, 1) / SCALED_EF_PLACES)
+        return min(self.ef, max(SCALED_EF, 16 * math.ceil(scaled / 16)))
 
     def graph_dim(self, dim: int) -> int:
         """Dimension of the vectors the HNSW graph holds for ``dim``-d descriptors."""
