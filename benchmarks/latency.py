@@ -6,13 +6,12 @@ All in one run, side by side (this machine is shared and noisy: compare the rati
   exported to FP32 and FP16 ONNX; PyTorch eager, ONNX Runtime FP32 and FP16 on the CPU at
   batch 1 and 8, median and p90 over ``--repeat`` runs after ``--warmup`` runs;
 - ``Localizer.query`` on a 640x480 frame against a ``--places`` map, split into preprocessing
-  (resize), inference and search, and its overhead over inference alone; for the model as it
-  is (default index settings: the graph holds 512-d random projections, candidates re-scored
-  exactly, ef for the map's size), the same at the fixed ``ef=192`` (``ef_scaling=False``),
-  with a full-dimension graph
-  (``search_dim=None``), and the model with
-  PCA-whitening to each ``--whitening-dims`` (a random orthonormal projection: the timing does
-  not depend on the fitted values);
+  (resize), inference and search (each alone, and in sequence after an inference), and its
+  overhead over inference alone; for the model as it is (default index settings: the graph
+  holds 512-d random projections, candidates re-scored exactly, ef for the map's size), the
+  same at the fixed ``ef=192`` (``ef_scaling=False``), with a full-dimension graph
+  (``search_dim=None``), and the model with PCA-whitening to each ``--whitening-dims`` (a
+  random orthonormal projection: the timing does not depend on the fitted values);
 - with ``--backbones``, eager vs ONNX Runtime FP32/FP16 for each named backbone preset.
 
     python benchmarks/latency.py --json benchmarks/results/latency.json
@@ -97,7 +96,32 @@ def query_breakdown(loc, places: int, warmup: int, repeat: int, rounds: int) -> 
     }
     out["overhead vs inference"] = paired_overhead(lambda: loc.query(camera, 5),
                                                    lambda: loc._infer(batch1), warmup, rounds)
+    out["after an inference"] = stages_after_inference(loc, camera, batch1, rounds)
     return out
+
+
+def stages_after_inference(loc, camera: np.ndarray, batch1: np.ndarray, rounds: int
+                           ) -> dict[str, float]:
+    """Medians over ``rounds`` of the stages of a query timed right after an inference (the
+    caches then hold the network's data, not the frame, graph or descriptors), and of that
+    inference."""
+    parts: dict[str, list[float]] = {"inference alone": [], "resize": [],
+                                     "inference in the query": [], "search": []}
+    for _ in range(rounds):
+        tic = time.perf_counter()
+        loc._infer(batch1)
+        t1 = time.perf_counter()
+        batch, _ = loc._prepare(camera, "RGB")
+        t2 = time.perf_counter()
+        descriptor = loc._infer(batch)[0]
+        t3 = time.perf_counter()
+        loc.query_descriptor(descriptor, 5)
+        t4 = time.perf_counter()
+        for key, start, stop in (("inference alone", tic, t1), ("resize", t1, t2),
+                                 ("inference in the query", t2, t3), ("search", t3, t4)):
+            parts[key].append(stop - start)
+    return {f"{key} ms": round(1e3 * float(np.median(values)), 3)
+            for key, values in parts.items()}
 
 
 def whitened_export(model, dim: int, work: Path) -> Path:
@@ -271,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         for stage, r in breakdown.items():
             if stage == "overhead vs inference":
                 print(f"  {stage:<34}{100 * r:>9.1f} %")
+            elif stage == "after an inference":
+                print("  timed in sequence after an inference: "
+                      + ", ".join(f"{key} {ms:.2f}" for key, ms in r.items()))
             else:
                 print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
     per_backbone = []

@@ -114,7 +114,7 @@ def test_vprbench_recalls_from_the_shipped_results(corridor_dir: Path) -> None:
 
 
 def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
-    """A tiny run of the insertion-order study: both graphs are measured at every ef, and
+    """A tiny run of the insertion-order study: every graph is measured at every ef, and
     recall is a fraction of the held-out queries."""
     module = load("insertion_order.py")
     rng = np.random.default_rng(0)
@@ -129,8 +129,14 @@ def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
                         "--components", "20", "--efs", "16", "64", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["places"] == 2600 and result["graph_dim"] == 512
-    assert [row["ef"] for row in result["rows"]] == [16, 64]
-    for row in result["rows"]:
-        for graph in ("route_order", "background_rebuilds", "rebuilt"):
-            assert 0.0 <= row[graph]["recall_at_1"] <= 1.0 and row[graph]["p50_ms"] > 0
-    assert result["rows"][-1]["rebuilt"]["recall_at_1"] >= 0.9
+    graphs = result["graphs"]
+    assert list(graphs) == ["route order", "background rebuilds", "refined",
+                            "refined + rebuilds", "batches of 8", "batches of 8, refined",
+                            "rebuilt"]
+    for label, graph in graphs.items():
+        assert [row["ef"] for row in graph["efs"]] == [16, 64]
+        for row in graph["efs"]:
+            assert 0.0 <= row["recall_at_1"] <= 1.0 and row["p50_ms"] > 0
+        assert label == "rebuilt" or graph["add_ms"]["p50"] > 0
+    assert graphs["rebuilt"]["efs"][-1]["recall_at_1"] >= 0.9
+    assert graphs["refined"]["efs"][-1]["recall_at_1"] >= 0.9

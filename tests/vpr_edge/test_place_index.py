@@ -245,7 +245,8 @@ def test_graph_gets_batches_in_a_seeded_random_order(monkeypatch) -> None:
     monkeypatch.setattr(index, "_hnsw", Spy())
     index.add(db[:150])
     index.add(db[150])  # a single add: nothing to shuffle
-    (vectors, labels), (_, single) = calls
+    (vectors, labels), (_, single), (_, refined) = calls
+    assert refined.tolist() == list(range(150))  # the batch, re-inserted in the caller's order
     seed = index.settings.random_seed
     np.testing.assert_array_equal(labels, np.random.default_rng(seed).permutation(150))
     np.testing.assert_allclose(vectors, index._to_graph(db[:150])[labels], atol=1e-6)
@@ -440,14 +441,25 @@ def test_each_single_add_refines_the_one_before() -> None:
     assert [hits[0].place_id for hits in index.query(db, k=1)] == list(range(5))
 
 
-def test_a_batch_refines_the_single_add_before_it_but_not_its_own_rows() -> None:
-    db = unit(5, seed=4)
+def test_small_batches_are_refined_by_the_next_add_and_large_ones_are_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpr_edge.index import place_index
+
+    monkeypatch.setattr(place_index, "REFINE_MAX_PLACES", 4)
+    db = unit(12, seed=4)
     index, spy = spied()
     index.add(db[0])
     index.add(db[1:4])
     index.add(db[4])
-    assert len(spy.adds) == 4 and spy.adds[0] == [0] and sorted(spy.adds[1]) == [1, 2, 3]
-    assert spy.adds[2:] == [[0], [4]]
+    assert spy.adds[0] == [0] and sorted(spy.adds[1]) == [1, 2, 3]  # a batch goes in shuffled
+    assert spy.adds[2:] == [[0], [4], [1, 2, 3]]  # and is re-inserted by the next add
+    index.add(db[5:10])  # more than REFINE_MAX_PLACES: not refined later
+    index.add(db[10])
+    assert sorted(spy.adds[5]) == [5, 6, 7, 8, 9] and spy.adds[6] == [4]
+    assert spy.adds[7:] == [[10]]
+    index.remove([10])
+    index.add(db[11])
+    assert spy.adds[8:] == [[11]]
 
 
 def test_refinement_never_undeletes_or_reverts_a_place() -> None:
@@ -470,12 +482,12 @@ def test_refinement_never_undeletes_or_reverts_a_place() -> None:
 
 
 def test_refinement_can_be_switched_off() -> None:
-    index, spy = spied(refine_single_adds=False)
+    index, spy = spied(refine_adds=False)
     for row in unit(3, seed=4):
         index.add(row)
     assert spy.adds == [[0], [1], [2]]
-    with pytest.raises(InvalidInputError, match="refine_single_adds"):
-        IndexSettings(refine_single_adds=1)
+    with pytest.raises(InvalidInputError, match="refine_adds"):
+        IndexSettings(refine_adds=1)
 
 
 @pytest.mark.parametrize(("places", "ef"), [(1, 64), (10_000, 64), (20_000, 96), (30_000, 112),

@@ -5,10 +5,11 @@ atomically every ``--save-every`` frames, and a rerun over the same frames skips
 in the map. A crash or Ctrl-C loses at most the frames since the last save.
 
 Frames arrive in route order, which makes a weaker search graph than a random order: each
-inference batch is added at once (a batch enters the graph shuffled), and when this run at
-least doubled the map (a new map, say) and the map is searched through its graph, the graph is
-rebuilt in a random order before the last save (:meth:`~vpr_edge.index.PlaceIndex.rebuild`;
-``--no-rebuild`` skips it).
+inference batch is added at once (a batch enters the graph shuffled, and is re-inserted when
+the next one is in: ``IndexSettings.refine_adds``), and when this run at least doubled the map
+(a new map, say) and the map is searched through its graph, the graph is rebuilt in a random
+order before the last save (:meth:`~vpr_edge.index.PlaceIndex.rebuild`; ``--no-rebuild``
+skips it).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             t0 = time.perf_counter()
             descriptors = loc.describe([f.pixels() for f in pending])
             infer_seconds += time.perf_counter() - t0
-            # one add per batch: batches enter the graph shuffled and start no background
-            # rebuild (the whole map is rebuilt at the end)
+            # one add per batch: a batch enters the graph shuffled and is re-inserted by the
+            # next add (IndexSettings.refine_adds); a new map is rebuilt at the end
             loc.index.add(descriptors, stamps=[f.stamp for f in pending],
                           poses=[f.pose for f in pending],
                           meta=[{"source": f.key, "index": f.index} for f in pending])

@@ -34,7 +34,7 @@ from .projection import count_sketch, project
 from .records import PlaceRecords
 from .results import PlaceMatch, PlaceRecord
 from .rwlock import ReadWriteLock
-from .settings import SPACE, IndexSettings
+from .settings import REFINE_MAX_PLACES, SPACE, IndexSettings
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class PlaceIndex:
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._background: GraphRebuild | None = None  # a graph being rebuilt in a thread
         self._rebuilt_at = 0  # places in the graph at its last random-order build
-        self._unrefined: tuple[int, int, np.ndarray] | None = None  # last single add
+        self._unrefined: tuple[list[int], int, np.ndarray] | None = None  # the last add
         self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
         self._disk: tuple[int, map_store.DiskState] | None = None
         self._path: Path | None = None
@@ -198,7 +198,7 @@ class PlaceIndex:
             start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
             for j, pid in enumerate(new_ids):
                 self._row_of[pid] = start + j
-            self._refine_previous((new_ids[0], start) if n == 1 else None, vectors)
+            self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors)
             self._live += n
             self._next_id = max(self._next_id, max(new_ids) + 1)
             if self._exact is not None:
@@ -576,32 +576,38 @@ class PlaceIndex:
             vectors, labels = vectors[order], labels[order]
         hnsw.add_items(vectors, labels, num_threads=self._threads(len(labels)))
 
-    def _refine_previous(self, added: tuple[int, int] | None, vector: np.ndarray) -> None:
-        """Re-insert the place added on its own just before this add, now that a successor
-        is in the graph (``settings.refine_single_adds``); remember ``added`` (id and row of
-        a place added on its own, with its graph ``vector``) for the next add.
+    def _refine_previous(self, added: tuple[list[int], int] | None, vectors: np.ndarray
+                         ) -> None:
+        """Re-insert the places of the previous add, now that its successors are in the
+        graph (``settings.refine_adds``); remember ``added`` (the ids of this add and its first
+        row, None for a large add) and their graph ``vectors`` for the next add.
 
         Re-adding a label is hnswlib's update: the place's links, and its neighbours' links,
-        are chosen again from their neighbourhoods. A graph built one place at a time in route
-        order otherwise keeps links chosen before the places that follow existed, and misses
-        exact best matches: on 10k real-derived 7168-d places, recall@1 of exact search at
-        ef 64 went from 0.964 to 1.000, as good as a random-order build
-        (``benchmarks/insertion_order.py``), for about 1 ms more per add.
+        are chosen again from their neighbourhoods. A graph built a place (or a small batch)
+        at a time in route order otherwise keeps links chosen before the places that follow
+        existed, and misses exact best matches: on 10k real-derived 7168-d places added one
+        by one, recall@1 of exact search at ef 64 went from 0.964 to 1.000, as good as a
+        random-order build (``benchmarks/insertion_order.py``), for 0.9-1.3 ms more per
+        place (10k-100k places).
         """
         previous, self._unrefined = self._unrefined, None
-        if not self._settings.refine_single_adds:
+        if not self._settings.refine_adds:
             return
         if previous is not None:
-            pid, row, prev_vector = previous
-            # only the same, still live place: re-adding a removed label would undelete it,
+            ids, start, prev_vectors = previous
+            removed, row_of = self._records.removed, self._row_of
+            # only the same, still live places: re-adding a removed label would undelete it,
             # and a removed id added again has a new row and its own vector
-            if self._row_of.get(pid) == row and not self._records.removed[row]:
-                label = np.asarray([pid], dtype=np.uint64)
-                self._hnsw.add_items(prev_vector, label, num_threads=1)
+            keep = [j for j, pid in enumerate(ids)
+                    if row_of.get(pid) == start + j and not removed[start + j]]
+            if keep:
+                labels = np.asarray([ids[j] for j in keep], dtype=np.uint64)
+                again = prev_vectors[keep]
+                self._hnsw.add_items(again, labels, num_threads=self._threads(len(keep)))
                 if self._background is not None:
-                    self._background.record_add(label, prev_vector)
+                    self._background.record_add(labels, again)
         if added is not None:
-            self._unrefined = (*added, vector)
+            self._unrefined = (*added, vectors)
 
     def _apply_ef(self) -> None:
         """Give the graph the ef for the map's size (``IndexSettings.search_ef``)."""

@@ -15,6 +15,10 @@ MODES = ("auto", "hnsw", "exact")
 #: (rounded up to a multiple of 16), at least SCALED_EF and at most ``IndexSettings.ef``.
 SCALED_EF = 64
 SCALED_EF_PLACES = 10_000
+#: With ``refine_adds``, adds of at most this many places are re-inserted by the next add;
+#: larger ones go in shuffled, which left little to repair (blocks of 1024 places shuffled
+#: within reached recall@1 0.998 of exact search at 10k places, ef 192).
+REFINE_MAX_PLACES = 1024
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,8 @@ class IndexSettings:
     ``M``, ``ef_construction`` and ``ef`` are hnswlib's parameters; the defaults were chosen by
     ``benchmarks/index_scaling_quick.py`` (figures in docs/index.md): places added in
     route order (as a robot adds them) make a weaker graph than shuffled ones, so batch adds
-    and :meth:`PlaceIndex.rebuild` insert in a random order, and a place added on its own is
-    re-inserted once the next one is in (``refine_single_adds``). In
+    and :meth:`PlaceIndex.rebuild` insert in a random order, and a place added on its own (or
+    in a small batch) is re-inserted once the next add is in (``refine_adds``). In
     ``benchmarks/insertion_order.py`` (100k 7168-d places added one by one) recall@1 at
     ef 192 was 0.982 with plain inserts and 1.000 refined, the same as a random-order
     ``rebuild()``. On descriptors synthesised from real
@@ -46,7 +50,7 @@ class IndexSettings:
             up to ``ef``. The measured need grows that way: with refined or random-order
             graphs, recall@1 of exact search was 1.000 at ef 64 with 10k places and 0.954-0.974
             at 100k, where ef 192 gave 1.000 (``benchmarks/insertion_order.py``); at 10k, ef 64
-            instead of 192 saved 0.13 ms per query. False: always ``ef``.
+            instead of 192 saved 0.2 ms per query. False: always ``ef``.
         mode: ``"auto"`` searches exactly (numpy matrix product over float32 descriptors)
             while the map holds at most ``exact_max_places`` live places and with HNSW above;
             ``"hnsw"`` and ``"exact"`` force one. Results have the same meaning in every mode.
@@ -76,16 +80,18 @@ class IndexSettings:
             times its size at its last random-order build (counting from
             ``exact_max_places``; a map opened from disk counts from its size then), start
             :meth:`PlaceIndex.rebuild` in the background on one thread (2.0: at 4k, 8k, 16k,
-            ... places). None (default): never; ``refine_single_adds`` already gives graphs
+            ... places). None (default): never; ``refine_adds`` already gives graphs
             grown one by one the recall of a random-order build, without a core busy for
             minutes (100 s at 64k places) and a pause of up to 1 s at each swap.
-        refine_single_adds: re-insert each place added on its own (one descriptor per
-            :meth:`PlaceIndex.add`) when the next one is added, which is hnswlib's update: its
-            links and its neighbours' are chosen again now that its successor exists. Graphs
-            grown one place at a time in route order otherwise miss exact best matches:
-            recall@1 at ef 192 0.980 (10k) / 0.982 (100k) without, 1.000 / 1.000 with, for
-            adds about 3x slower (p50 1.7 ms at 10k, 2.4 ms at 100k; 0.6 / 0.75 ms without),
-            ``benchmarks/insertion_order.py``. Batch adds go in shuffled and are not refined.
+        refine_adds: re-insert the places of each add of at most :data:`REFINE_MAX_PLACES`
+            places (a place added on its own, a small batch) when the next add arrives, which
+            is hnswlib's update: their links and their neighbours' are chosen again now that
+            their successors exist. Graphs grown a place or a small batch at a time in route
+            order otherwise miss exact best matches: one place at a time, recall@1 at ef 192
+            0.980 (10k) / 0.982 (100k) without, 1.000 / 1.000 with, for adds about 2.5x
+            slower (p50 1.5 ms at 10k, 2.2 ms at 100k; 0.6-0.7 / 0.9 ms without),
+            ``benchmarks/insertion_order.py``; in batches of 8 (shuffled within), 10k places,
+            ef 64: 0.952 without, 1.000 with. Larger adds go in shuffled and are not refined.
     """
 
     M: int = 16
@@ -104,7 +110,7 @@ class IndexSettings:
     search_dim: int | None = 512
     search_candidates: int = 32
     rebuild_growth: float | None = None
-    refine_single_adds: bool = True
+    refine_adds: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -126,7 +132,7 @@ class IndexSettings:
              f"growth_factor must be > 1, got {self.growth_factor!r}")
         need(isinstance(self.rerank, bool), "rerank must be True or False")
         need(isinstance(self.ef_scaling, bool), "ef_scaling must be True or False")
-        need(isinstance(self.refine_single_adds, bool), "refine_single_adds must be True or False")
+        need(isinstance(self.refine_adds, bool), "refine_adds must be True or False")
         need(self.rerank_factor >= 1, "rerank_factor must be >= 1")
         need(isinstance(self.norm_tolerance, (int, float)) and 0 < self.norm_tolerance < 1,
              f"norm_tolerance must be in (0, 1), got {self.norm_tolerance!r}")
