@@ -76,7 +76,9 @@ def detect(descriptors: np.ndarray, stamps: list, config: LoopClosureConfig,
     """Run the detector over precomputed descriptors with a fresh exact in-memory map."""
     from ..index import IndexSettings, PlaceIndex
 
-    index = PlaceIndex(descriptors.shape[1], settings=IndexSettings(mode="exact"))
+    # exact search; the graph is never searched, so it is not refined either
+    index = PlaceIndex(descriptors.shape[1],
+                       settings=IndexSettings(mode="exact", refine_adds=False))
     detector = LoopClosureDetector(index, config)
     return [detector.process_descriptor(d, stamp=stamps[i],
                                         features=None if features is None else features[i])
