@@ -226,26 +226,38 @@ def test_hnsw_gets_the_filter_and_plain_k(monkeypatch) -> None:
     assert all(m.stamp <= 200.0 for m in got) and len(got) == 3
 
 
-def test_graph_gets_batches_in_a_seeded_random_order(monkeypatch) -> None:
+class GraphSpy:
+    """Forwards to a hnswlib index and records each ``add_items`` call: ``calls`` holds
+    (vectors, labels), ``adds`` the labels as lists."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+        self.adds: list[list[int]] = []
+
+    def add_items(self, vectors, labels, **kw):
+        self.calls.append((np.array(vectors), np.array(labels)))
+        self.adds.append([int(label) for label in np.asarray(labels).ravel()])
+        return self.graph.add_items(vectors, labels, **kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self.graph, name)
+
+
+def spied(**kw) -> tuple[PlaceIndex, GraphSpy]:
+    index = make("hnsw", **kw)
+    index._hnsw = GraphSpy(index._hnsw)
+    return index, index._hnsw
+
+
+def test_graph_gets_batches_in_a_seeded_random_order() -> None:
     """Route-order insertion makes a weak HNSW graph, so batch adds and rebuild() insert in
     a random order (the same each time); ids and records keep the caller's order."""
     db = unit(200)
-    index = make("hnsw")
-    real = index._hnsw
-    calls = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def add_items(self, data, ids, num_threads=-1):
-            calls.append((np.array(data), np.array(ids)))
-            return real.add_items(data, ids, num_threads=num_threads)
-
-    monkeypatch.setattr(index, "_hnsw", Spy())
+    index, spy = spied()
     index.add(db[:150])
     index.add(db[150])  # a single add: nothing to shuffle
-    (vectors, labels), (_, single), (_, refined) = calls
+    (vectors, labels), (_, single), (_, refined) = spy.calls
     assert refined.tolist() == list(range(150))  # the batch, re-inserted in the caller's order
     seed = index.settings.random_seed
     np.testing.assert_array_equal(labels, np.random.default_rng(seed).permutation(150))
@@ -408,27 +420,6 @@ def test_set_ef_and_info() -> None:
         PlaceIndex(0)
     with pytest.raises(InvalidInputError):
         PlaceIndex(DIM, fingerprint=123)  # type: ignore[arg-type]
-
-
-class GraphSpy:
-    """Forwards to a hnswlib index and records the labels of each ``add_items`` call."""
-
-    def __init__(self, graph) -> None:
-        self.graph = graph
-        self.adds: list[list[int]] = []
-
-    def add_items(self, vectors, labels, **kw):
-        self.adds.append([int(label) for label in np.asarray(labels).ravel()])
-        return self.graph.add_items(vectors, labels, **kw)
-
-    def __getattr__(self, name: str):
-        return getattr(self.graph, name)
-
-
-def spied(**kw) -> tuple[PlaceIndex, GraphSpy]:
-    index = make("hnsw", rebuild_growth=None, **kw)
-    index._hnsw = GraphSpy(index._hnsw)
-    return index, index._hnsw
 
 
 def test_each_single_add_refines_the_one_before() -> None:
