@@ -66,6 +66,9 @@ def test_non_contiguous_inputs(fresh) -> None:
     wide = np.repeat(q, 2)[::2]
     np.testing.assert_allclose(fresh.scores(rows, wide), rows.astype(np.float32) @ q,
                                rtol=0, atol=1e-6)
+    got = fresh.scores(rows, q.astype(np.float64))  # another dtype: converted, not refused
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, rows.astype(np.float32) @ q, rtol=0, atol=1e-6)
 
 
 def test_float16_subnormals_are_not_flushed(fresh) -> None:

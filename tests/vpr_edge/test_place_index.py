@@ -135,6 +135,33 @@ def test_nan_inf_refused(value: float) -> None:
     assert len(index) == 0
 
 
+@pytest.mark.parametrize("value, match", [
+    (np.nan, "row 0 contains NaN or inf"), (np.inf, "row 0 contains NaN or inf"),
+    (1e20, "L2 norm 1e\\+20, not 1"),  # finite, but its square overflows float32
+])
+def test_one_bad_descriptor_refused(value: float, match: str) -> None:
+    # a single descriptor takes a shorter check (validate.descriptors); same refusals
+    index = make("hnsw")
+    index.add(unit(3))
+    x = unit(1)[0]
+    x[5] = value
+    for call in (index.add, index.query):
+        with pytest.raises(InvalidInputError, match=match):
+            call(x)
+    assert len(index) == 3
+
+
+def test_one_near_unit_descriptor_is_renormalised() -> None:
+    from vpr_edge.index import validate
+
+    x = unit(1)[0] * 1.009
+    out, single = validate.descriptors(x, DIM, 1e-2)
+    assert single and out.shape == (1, DIM) and out.dtype == np.float32
+    assert abs(float(np.linalg.norm(out.astype(np.float64))) - 1.0) < 1e-6
+    with pytest.raises(InvalidInputError, match="L2 norm 1.011"):
+        validate.descriptors(x * 1.002, DIM, 1e-2)
+
+
 def test_near_unit_descriptors_are_renormalised() -> None:
     index = make("exact")
     x = unit(2) * 1.005

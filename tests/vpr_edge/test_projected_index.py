@@ -60,6 +60,28 @@ def test_the_sketch_is_frozen_and_balanced() -> None:
                                atol=1e-6)
 
 
+def test_a_query_sketch_is_the_stored_sketch_unnormalised() -> None:
+    # the search skips the query's norm: a positive scale keeps the order of inner products
+    sketch = count_sketch(DIM, SEARCH)
+    x = route(4)
+    raw = project(x, sketch, normalise=False)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True),
+                               project(x, sketch), atol=1e-6)
+    assert raw.flags.c_contiguous and raw.dtype == np.float32
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)  # really not normed
+
+
+def test_equal_scores_come_back_in_insertion_order() -> None:
+    db = route(300)
+    index = PlaceIndex(DIM, settings=HNSW)
+    index.add(db)
+    twin = db[7]
+    index.add(np.stack([twin, twin, twin]), ids=[1000, 500, 700])  # rows 300, 301, 302
+    hits = index.query(twin, k=4)
+    assert [m.place_id for m in hits] == [7, 1000, 500, 700]
+    assert hits[0].score == hits[1].score == hits[2].score == hits[3].score
+
+
 def test_projected_search_returns_the_exact_results() -> None:
     db = route(3000)
     index = PlaceIndex(DIM, settings=HNSW)

@@ -76,6 +76,9 @@ def scores(candidates: np.ndarray, query: np.ndarray) -> np.ndarray:
     session = _onnxruntime_session()
     if session is None or candidates.shape[0] == 0:
         return candidates.astype(np.float32) @ query
-    (out,) = session.run(None, {"candidates": np.ascontiguousarray(candidates),
-                                "queries": np.ascontiguousarray(query, np.float32)[:, None]})
-    return out[:, 0]
+    if not candidates.flags.c_contiguous:  # (each numpy call skipped counts after inference)
+        candidates = np.ascontiguousarray(candidates)
+    if query.dtype != np.float32 or not query.flags.c_contiguous:
+        query = np.ascontiguousarray(query, np.float32)
+    (out,) = session.run(None, {"candidates": candidates, "queries": query.reshape(-1, 1)})
+    return out.reshape(-1)

@@ -619,10 +619,12 @@ class PlaceIndex:
             grown = max(elements, math.ceil(current * self._settings.growth_factor))
             self._hnsw.resize_index(grown)
 
-    def _to_graph(self, descriptors: np.ndarray) -> np.ndarray:
-        """What the graph holds for ``[n, dim]`` unit descriptors (projected or as they are)."""
-        return descriptors if self._projection is None else project(descriptors,
-                                                                     self._projection)
+    def _to_graph(self, descriptors: np.ndarray, *, query: bool = False) -> np.ndarray:
+        """What the graph holds for ``[n, dim]`` unit descriptors (projected or as they are);
+        ``query``: what it is searched with (a projection without its norm, same order)."""
+        if self._projection is None:
+            return descriptors
+        return project(descriptors, self._projection, normalise=not query)
 
     def _wants_exact(self) -> bool:
         mode = self._settings.mode
@@ -719,7 +721,7 @@ class PlaceIndex:
         fn = self._hnsw_filter(excluded, cutoff, newest, user)
         threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or -1)
         try:
-            labels, dists = self._hnsw.knn_query(self._to_graph(q), k=fetch, num_threads=threads,
+            labels, dists = self._hnsw.knn_query(self._to_graph(q, query=True), k=fetch, num_threads=threads,
                                                  filter=fn)
         except RuntimeError as exc:
             if "contiguous 2D array" not in str(exc):
@@ -731,10 +733,10 @@ class PlaceIndex:
         out: list[list[tuple[int, float]]] = []
         for j, found in enumerate(labels.tolist()):
             rows = [row_of[label] for label in found]
-            if rerank:
-                scores = float16_scores.scores(rec.desc16[rows], q[j])
-                order = np.lexsort((rows, -scores))[:k]
-                out.append([(rows[i], float(scores[i])) for i in order])
+            if rerank:  # best score first, ties by row; sorted in Python (a few dozen items)
+                scores = float16_scores.scores(rec.desc16[rows], q[j]).tolist()
+                order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))[:k]
+                out.append([(rows[i], scores[i]) for i in order])
             else:  # hnswlib's 'ip' distance is 1 - dot
                 out.append(list(zip(rows, (np.float32(1.0) - dists[j]).tolist())))
         return out
