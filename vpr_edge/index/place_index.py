@@ -721,8 +721,8 @@ class PlaceIndex:
         fn = self._hnsw_filter(excluded, cutoff, newest, user)
         threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or -1)
         try:
-            labels, dists = self._hnsw.knn_query(self._to_graph(q, query=True), k=fetch, num_threads=threads,
-                                                 filter=fn)
+            labels, dists = self._hnsw.knn_query(self._to_graph(q, query=True), k=fetch,
+                                                 num_threads=threads, filter=fn)
         except RuntimeError as exc:
             if "contiguous 2D array" not in str(exc):
                 raise
