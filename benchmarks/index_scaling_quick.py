@@ -15,6 +15,15 @@ what the index promises (not place-recognition accuracy).
     python benchmarks/real_route.py --output runs/real_descriptors.npy
     python benchmarks/index_scaling_quick.py --sizes 10000 100000 1000000 --dims 512 \
         --synthesise-from runs/real_descriptors.npy --json out.json
+    python benchmarks/index_scaling_quick.py --sizes 10000 100000 --dims 400 --lift \
+        --synthesise-from runs/real_descriptors.npy --graph default --json out.json
+
+By default the index holds a plain graph of the full descriptors at a fixed ``ef`` and the
+script sweeps hnswlib's ``ef``; ``--graph default`` measures the index as ``IndexSettings()``
+makes it instead (descriptors longer than 512-d enter the graph as a 512-d sketch and are
+re-scored exactly; ``ef`` follows the map's size), with no sweep. ``--lift`` synthesises in
+``--dims`` principal components and maps back to the real descriptors' dimension (7168-d for
+the default model), as ``insertion_order.py`` does.
 """
 
 from __future__ import annotations
@@ -126,6 +135,7 @@ class Row:
     ef_construction: int
     build_s: float
     build_per_s: float
+    graph: str = "full"
     ef_sweep: list = field(default_factory=list)
     default_ef: int = 0
     query_e2e: dict = field(default_factory=dict)
@@ -144,15 +154,21 @@ class Row:
 
 def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int,
               ef_construction: int, default_ef: int, workdir: Path, seed: int,
-              make_db, exact_queries: int, query_cos: float) -> list[Row]:
+              make_db, exact_queries: int, query_cos: float, graph: str = "full") -> list[Row]:
     n_max = max(sizes)
     n_total = n_max + max(1, n_max // 100)  # the last size's 1% append needs rows too
     db = make_db(n_total, dim, seed)
-    # search_dim=None: a plain full-dimension graph (the ef sweep queries hnswlib directly;
-    # the sketched graph of long descriptors is measured by latency.py); ef_scaling=False:
-    # set_ef() sets the ef the sweep and the end-to-end rows use, whatever the map's size
-    settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef, mode="hnsw",
-                             initial_capacity=n_total, search_dim=None, ef_scaling=False)
+    dim = db.shape[1]  # --lift: synthesised in `dim` components, lifted to the real dim
+    if graph == "default":  # as IndexSettings() makes it: sketched graph, ef for the size
+        settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef,
+                                 mode="hnsw", initial_capacity=n_total)
+    else:
+        # search_dim=None: a plain full-dimension graph (the ef sweep queries hnswlib
+        # directly); ef_scaling=False: set_ef() sets the ef the sweep and the end-to-end rows
+        # use, whatever the map's size
+        settings = IndexSettings(M=M, ef_construction=ef_construction, ef=default_ef,
+                                 mode="hnsw", initial_capacity=n_total, search_dim=None,
+                                 ef_scaling=False)
     rss0 = rss_bytes()
     index = PlaceIndex(dim, fingerprint="benchmark", settings=settings)
     rows: list[Row] = []
@@ -170,19 +186,19 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
         add(built, n)
         build_s += time.perf_counter() - t
         built = n
-        row = Row(dim, n, M, ef_construction, build_s, n / build_s)
+        row = Row(dim, n, M, ef_construction, build_s, n / build_s, graph=graph)
         row.rss_bytes_per_place = (rss_bytes() - rss0) / n
         q = revisits(db[:n], n_queries, seed + n, query_cos)
         truth = exact_topk(db[:n], q, 10)
         hnsw = index._hnsw  # raw hnswlib for the ef sweep (the wrapper adds the same overhead)
-        for ef in efs:
+        for ef in efs if graph == "full" else []:
             index.set_ef(ef)
             labels, _ = hnsw.knn_query(q, k=10, num_threads=1)
             r1, r10 = recall(labels.astype(np.int64), truth)
             lat = latencies(lambda v, h=hnsw: h.knn_query(v, k=10, num_threads=1), q)
             row.ef_sweep.append({"ef": ef, "recall_at_1": r1, "recall_at_10": r10, **lat})
         index.set_ef(default_ef)
-        row.default_ef = default_ef
+        row.default_ef = index.info()["ef_in_use"]
         row.query_e2e = latencies(lambda v: index.query(v, k=10), q)
         found = np.array([[m.place_id for m in index.query(v, k=10)] for v in q])
         row.query_e2e["recall_at_1"], row.query_e2e["recall_at_10"] = recall(found, truth)
@@ -191,10 +207,13 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
         cutoff = float(n - max(1, n // 100))
         row.query_e2e_filtered = latencies(
             lambda v, c=cutoff: index.query(v, k=10, exclude_newest=50, exclude_after_stamp=c), q)
-        found = np.array([[m.place_id for m in index.query(v, k=10, rerank=True)] for v in q])
-        r1, r10 = recall(found, truth)
-        row.rerank = {"factor": settings.rerank_factor, "recall_at_1": r1, "recall_at_10": r10,
-                      **latencies(lambda v: index.query(v, k=10, rerank=True), q)}
+        if index.info()["graph_dim"] == dim:  # (a sketched graph always re-ranks)
+            found = np.array([[m.place_id for m in index.query(v, k=10, rerank=True)]
+                              for v in q])
+            r1, r10 = recall(found, truth)
+            row.rerank = {"factor": settings.rerank_factor, "recall_at_1": r1,
+                          "recall_at_10": r10,
+                          **latencies(lambda v: index.query(v, k=10, rerank=True), q)}
         mirror = db[:n]
         row.exact = latencies(lambda v, m=mirror: np.argpartition(-(m @ v), 10)[:10],
                               q[:exact_queries], warmup=3)
@@ -251,11 +270,13 @@ def print_row(row: Row, efs: list[int]) -> None:
         print(f"{row.dim:>5} {row.places:>7} {row.build_per_s:>8.0f} {sweep['ef']:>4} "
               f"{sweep['recall_at_1']:>6.3f} {sweep['recall_at_10']:>6.3f} "
               f"{sweep['p50_ms']:>7.3f} {sweep['p99_ms']:>7.3f}")
-    e = row.query_e2e
-    print(f"      PlaceIndex.query (ef={row.default_ef}): p50 {e['p50_ms']:.3f} ms, p99 "
-          f"{e['p99_ms']:.3f} ms, R@1 {e['recall_at_1']:.3f}; with temporal exclusion p50 "
-          f"{row.query_e2e_filtered['p50_ms']:.3f} ms; rerank x{row.rerank['factor']} R@1 "
-          f"{row.rerank['recall_at_1']:.3f} p50 {row.rerank['p50_ms']:.3f} ms; exact numpy "
+    e, r = row.query_e2e, row.rerank
+    reranked = (f"rerank x{r['factor']} R@1 {r['recall_at_1']:.3f} p50 {r['p50_ms']:.3f} ms"
+                if r else "re-ranked (sketched graph)")
+    print(f"      PlaceIndex.query ({row.graph} graph, ef {row.default_ef}): p50 "
+          f"{e['p50_ms']:.3f} ms, p99 {e['p99_ms']:.3f} ms, R@1 {e['recall_at_1']:.3f}, R@10 "
+          f"{e['recall_at_10']:.3f}; with temporal exclusion p50 "
+          f"{row.query_e2e_filtered['p50_ms']:.3f} ms; {reranked}; exact numpy "
           f"p50 {row.exact['p50_ms']:.2f} ms; faiss flat p50 "
           f"{row.faiss_flat.get('p50_ms', float('nan')):.2f} ms")
     print(f"      build {row.build_s:.1f} s; memory {row.memory_bytes_per_place:.0f} B/place "
@@ -267,7 +288,8 @@ def print_row(row: Row, efs: list[int]) -> None:
 def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int,
          ef_construction: int, default_ef: int, seed: int, descriptors: str | None,
          workdir: str | None, exact_queries: int, query_cos: float,
-         json_path: str | None, synthesise_from: str | None = None) -> dict:
+         json_path: str | None, synthesise_from: str | None = None, lift: bool = False,
+         graph: str = "full") -> dict:
     make_db, data = synthetic_route, "synthetic_route"
     if descriptors:
         real = np.load(descriptors, allow_pickle=False).astype(np.float32)
@@ -281,6 +303,11 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
         source = np.load(synthesise_from, allow_pickle=False)
         make_db = lambda n, dim, seed: route_from_real(n, source, dim, seed)
         data = f"synthesised from {source.shape[0]} real descriptors: {synthesise_from}"
+        if lift:
+            from insertion_order import lifted_route  # neighbour script
+
+            make_db = lambda n, dim, seed: lifted_route(source, n, dim, seed)
+            data += f" (in {dims} principal components, lifted to {source.shape[1]}-d)"
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vpr-index-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -289,7 +316,7 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
     try:
         for dim in dims:
             rows += bench_dim(dim, sizes, queries, efs, M, ef_construction, default_ef, base,
-                              seed, make_db, exact_queries, query_cos)
+                              seed, make_db, exact_queries, query_cos, graph)
     finally:
         if not workdir:
             shutil.rmtree(base, ignore_errors=True)
@@ -303,6 +330,7 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
                     "numpy": np.__version__, "hnswlib": importlib.metadata.version("hnswlib")},
         "queries": queries,
         "query_cos": query_cos,
+        "graph": graph,
         "seconds": time.perf_counter() - t0,
         "rows": [asdict(r) for r in rows],
     }
@@ -369,6 +397,13 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--synthesise-from", default=None,
                    help="real descriptors (.npy) to synthesise maps of any size from "
                         "(PCA to each --dims, re-driven with noise: real_route.py)")
+    p.add_argument("--lift", action="store_true",
+                   help="with --synthesise-from: synthesise in --dims principal components, "
+                        "then map back to the real descriptors' dimension")
+    p.add_argument("--graph", choices=["full", "default"], default="full",
+                   help="full: a plain graph of the full descriptors, fixed ef, ef sweep; "
+                        "default: the index as IndexSettings() makes it (sketched graph for "
+                        "long descriptors, ef for the map's size), no sweep")
     p.add_argument("--workdir", default=None,
                    help="where maps are saved (default: a temp dir, removed afterwards)")
     p.add_argument("--exact-queries", type=int, default=50,
@@ -386,7 +421,7 @@ def cli(argv: list[str] | None = None) -> dict:
     else:
         result = main(a.sizes, a.dims, a.queries, a.efs, a.M, a.ef_construction, a.default_ef,
                       a.seed, a.descriptors, a.workdir, a.exact_queries, a.query_cos,
-                      a.json_path, a.synthesise_from)
+                      a.json_path, a.synthesise_from, a.lift, a.graph)
     if a.plot is not None:
         plot(result, a.plot)
     return result

@@ -42,9 +42,12 @@ def lifted_route(real: np.ndarray, n: int, components: int, seed: int) -> np.nda
     _, singular, vt = np.linalg.svd(real - mean, full_matrices=False)
     coords = route_from_real(n, real, components, seed=seed)  # unit rows in PCA coordinates
     spread = np.linalg.norm(singular[:components] / np.sqrt(len(real) - 1))
-    rows = (coords * spread) @ vt[:components] + mean
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows.astype(np.float32)
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    for start in range(0, n, 8192):  # in blocks: float64 rows of a 100k map would be 5.7 GB
+        rows = (coords[start:start + 8192] * spread) @ vt[:components] + mean
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        out[start:start + 8192] = rows
+    return out
 
 
 def measure(index, queries: np.ndarray, truth: np.ndarray, efs: list[int]) -> list[dict]:

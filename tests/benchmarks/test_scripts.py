@@ -20,6 +20,7 @@ def load(name: str):
     try:
         spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), BENCHMARKS / name)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
     finally:
@@ -140,3 +141,30 @@ def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
         assert label == "rebuilt" or graph["add_ms"]["p50"] > 0
     assert graphs["rebuilt"]["efs"][-1]["recall_at_1"] >= 0.9
     assert graphs["refined"]["efs"][-1]["recall_at_1"] >= 0.9
+
+
+def test_index_scaling_measures_the_default_index_and_the_full_graph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--graph default --lift``: the index as IndexSettings() makes it (600-d descriptors
+    lifted from 20 components, so a 512-d sketched graph), no ef sweep; the plain full graph
+    still sweeps every ef."""
+    module = load("index_scaling_quick.py")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # --lift imports insertion_order.py
+    rng = np.random.default_rng(0)
+    real = np.cumsum(rng.standard_normal((120, 600)).astype(np.float32), axis=0)
+    path = tmp_path / "real.npy"
+    np.save(path, real)
+    common = ["--sizes", "600", "--queries", "20", "--exact-queries", "5"]
+    out = tmp_path / "default.json"
+    result = module.cli([*common, "--dims", "20", "--synthesise-from", str(path), "--lift",
+                         "--graph", "default", "--json", str(out)])
+    assert json.loads(out.read_text())["graph"] == "default"
+    (row,) = result["rows"]
+    assert (row["dim"], row["places"], row["graph"]) == (600, 600, "default")
+    assert row["ef_sweep"] == [] and row["rerank"] == {} and row["default_ef"] == 64
+    assert 0.5 <= row["query_e2e"]["recall_at_1"] <= 1.0 and row["query_e2e"]["p99_ms"] > 0
+    assert row["disk_bytes_per_place"] > 2 * 600  # the float16 descriptors at least
+    full = module.cli([*common, "--dims", "16", "--efs", "16", "32"])
+    (row,) = full["rows"]
+    assert row["graph"] == "full" and [s["ef"] for s in row["ef_sweep"]] == [16, 32]
+    assert row["rerank"]["factor"] == 4
