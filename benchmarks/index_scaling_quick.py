@@ -416,6 +416,8 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--replot", type=Path, default=None,
                    help="only redraw --plot from this results JSON (no measuring)")
     a = p.parse_args(argv)
+    if a.lift and not a.synthesise_from:
+        p.error("--lift needs --synthesise-from (the real descriptors to lift back to)")
     if a.replot is not None:
         result = json.loads(a.replot.read_text())
     else:

@@ -164,6 +164,8 @@ def test_index_scaling_measures_the_default_index_and_the_full_graph(
     assert row["ef_sweep"] == [] and row["rerank"] == {} and row["default_ef"] == 64
     assert 0.5 <= row["query_e2e"]["recall_at_1"] <= 1.0 and row["query_e2e"]["p99_ms"] > 0
     assert row["disk_bytes_per_place"] > 2 * 600  # the float16 descriptors at least
+    with pytest.raises(SystemExit):  # --lift without real descriptors to lift
+        module.cli([*common, "--dims", "16", "--lift"])
     full = module.cli([*common, "--dims", "16", "--efs", "16", "32"])
     (row,) = full["rows"]
     assert row["graph"] == "full" and [s["ef"] for s in row["ef_sweep"]] == [16, 32]
