@@ -198,7 +198,8 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
             lat = latencies(lambda v, h=hnsw: h.knn_query(v, k=10, num_threads=1), q)
             row.ef_sweep.append({"ef": ef, "recall_at_1": r1, "recall_at_10": r10, **lat})
         index.set_ef(default_ef)
-        row.default_ef = index.info()["ef_in_use"]
+        info = index.info()
+        row.default_ef = info["ef_in_use"]
         row.query_e2e = latencies(lambda v: index.query(v, k=10), q)
         found = np.array([[m.place_id for m in index.query(v, k=10)] for v in q])
         row.query_e2e["recall_at_1"], row.query_e2e["recall_at_10"] = recall(found, truth)
@@ -207,7 +208,7 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
         cutoff = float(n - max(1, n // 100))
         row.query_e2e_filtered = latencies(
             lambda v, c=cutoff: index.query(v, k=10, exclude_newest=50, exclude_after_stamp=c), q)
-        if index.info()["graph_dim"] == dim:  # (a sketched graph always re-ranks)
+        if info["graph_dim"] == dim:  # (a sketched graph always re-ranks)
             found = np.array([[m.place_id for m in index.query(v, k=10, rerank=True)]
                               for v in q])
             r1, r10 = recall(found, truth)
@@ -301,13 +302,14 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
         from real_route import route_from_real  # neighbour script
 
         source = np.load(synthesise_from, allow_pickle=False)
-        make_db = lambda n, dim, seed: route_from_real(n, source, dim, seed)
         data = f"synthesised from {source.shape[0]} real descriptors: {synthesise_from}"
         if lift:
             from insertion_order import lifted_route  # neighbour script
 
             make_db = lambda n, dim, seed: lifted_route(source, n, dim, seed)
             data += f" (in {dims} principal components, lifted to {source.shape[1]}-d)"
+        else:
+            make_db = lambda n, dim, seed: route_from_real(n, source, dim, seed)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vpr-index-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
