@@ -32,15 +32,17 @@ def route_index(n: int = 600) -> tuple[PlaceIndex, np.ndarray]:
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch):
-    """Hold every background build after it has built its graph, until the test opens it."""
+    """Hold every background build after it has built its graph, until the test opens it
+    (a plain rebuild, on the caller's thread, is not held)."""
     opened = threading.Event()
     built = threading.Event()
     real = graph_rebuild.GraphRebuild.build
 
     def held(self) -> None:
         real(self)
-        built.set()
-        assert opened.wait(30), "the test never released the rebuild"
+        if threading.current_thread().name == "vpr-edge-graph-rebuild":
+            built.set()
+            assert opened.wait(30), "the test never released the rebuild"
 
     monkeypatch.setattr(graph_rebuild.GraphRebuild, "build", held)
     yield opened, built
@@ -113,6 +115,48 @@ def test_save_during_the_build_and_after_the_swap(tmp_path: Path, gate) -> None:
     assert all(after[name] == inode for name, inode in segments.items())  # rows kept: linked
     reopened = PlaceIndex.open(target)
     assert top1(reopened, db) == list(range(300))
+
+
+def test_removed_places_keep_their_slot_in_the_background_graph(tmp_path: Path) -> None:
+    """The records keep removed places until a plain rebuild, so the new graph keeps their
+    labels (marked deleted): the map it saves opens, and their ids can be added again."""
+    db = unit(50)
+    index = PlaceIndex(DIM, fingerprint="fp",
+                       settings=IndexSettings(mode="hnsw", refine_adds=False))
+    index.add(db)
+    index.remove([3, 4, 5])
+    assert index.rebuild(background=True).result(timeout=30) == 47
+    reopened = PlaceIndex.open(index.save(tmp_path / "m"), fingerprint="fp")
+    assert reopened.ids() == index.ids()
+    for idx in (index, reopened):
+        idx.add(db[3], ids=3)  # the graph had room for it: no hnswlib capacity error
+        idx.add(db[[4, 5]], ids=[4, 100])
+        assert len(idx) == 50 and 5 not in idx
+        assert top1(idx, db[[3, 4, 5, 6]]) == [3, 4, 100, 6]
+        assert 5 not in {m.place_id for hits in idx.query(db, k=5) for m in hits}
+    assert PlaceIndex.open(index.save(), fingerprint="fp").ids() == index.ids()
+
+
+@pytest.mark.parametrize("changes_meanwhile", [False, True])
+def test_a_plain_rebuild_replaces_a_running_background_one(tmp_path: Path, gate,
+                                                           changes_meanwhile: bool) -> None:
+    """A background graph from an older snapshot is never swapped in over a plain rebuild
+    (it would hold places the plain rebuild dropped: a map that does not open)."""
+    opened, built = gate
+    index, db = route_index(200)
+    future = index.rebuild(background=True)
+    assert built.wait(30)
+    if changes_meanwhile:
+        index.remove([5])
+    index.rebuild()
+    plain_graph = index._hnsw
+    opened.set()
+    with pytest.raises(graph_rebuild.RebuildStopped, match="plain rebuild"):
+        future.result(timeout=30)
+    assert index._hnsw is plain_graph and not index.info()["background_rebuild"]
+    live = [i for i in range(200) if not (changes_meanwhile and i == 5)]
+    reopened = PlaceIndex.open(index.save(tmp_path / "m"))
+    assert reopened.ids() == live and top1(reopened, db[live]) == live
 
 
 def test_background_rebuild_recovers_route_order_recall() -> None:

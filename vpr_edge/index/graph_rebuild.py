@@ -48,7 +48,8 @@ _hook_registered = False
 
 
 class RebuildStopped(RuntimeError):
-    """A background build stopped before its end because the process is exiting."""
+    """A background build stopped before its swap: the process is exiting, or a plain
+    ``rebuild()`` replaced it."""
 
 
 def _stop_running_builds() -> None:
@@ -78,28 +79,33 @@ class GraphRebuild:
         rows: the snapshot's live record rows, in the order they will be inserted.
         labels: their place ids (hnswlib labels), aligned with ``rows``.
         threads: hnswlib threads for the build.
+        deleted: labels among ``labels`` to mark deleted once inserted (removed places whose
+            records the index keeps).
     """
 
     def __init__(self, new_graph: Callable[[int], Any],
                  to_graph: Callable[[np.ndarray], np.ndarray], desc16: np.ndarray,
-                 rows: np.ndarray, labels: np.ndarray, threads: int = 1) -> None:
+                 rows: np.ndarray, labels: np.ndarray, threads: int = 1, *,
+                 deleted: np.ndarray | None = None) -> None:
         self._new_graph = new_graph
         self._to_graph = to_graph
         self._desc16 = desc16
         self._rows = rows
         self._labels = labels.astype(np.uint64)
         self._threads = threads
+        self._deleted = [] if deleted is None else np.asarray(deleted, dtype=np.uint64).tolist()
         self._changes: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         self._graph: Any = None
         self._stop = threading.Event()
+        self._stop_reason = "the process is exiting"
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # why the build failed
         self.future: Future = Future()
 
     @property
     def places(self) -> int:
-        """Places in the snapshot."""
-        return len(self._rows)
+        """Live places in the snapshot."""
+        return len(self._rows) - len(self._deleted)
 
     # -- recorded while the build runs (the caller holds the index's write lock) -----------
     def record_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -130,8 +136,10 @@ class GraphRebuild:
         self._thread = threading.Thread(target=run, name="vpr-edge-graph-rebuild", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Ask the build (and the catch-up replay) to stop at the next step."""
+    def stop(self, reason: str = "the process is exiting") -> None:
+        """Ask the build (and the catch-up replay) to stop at the next step; its future
+        then raises :class:`RebuildStopped` with ``reason``."""
+        self._stop_reason = reason
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
@@ -142,7 +150,7 @@ class GraphRebuild:
     def check_stop(self) -> None:
         """Raise :class:`RebuildStopped` once :meth:`stop` was called."""
         if self._stop.is_set():
-            raise RebuildStopped("the process is exiting; the old graph stays")
+            raise RebuildStopped(f"{self._stop_reason}; this rebuild's graph is not used")
 
     def build(self) -> None:
         """Build the graph (in the calling thread; :meth:`start` runs it in another)."""
@@ -155,6 +163,8 @@ class GraphRebuild:
                 self.check_stop()
                 graph.add_items(vectors[step:step + STEP], labels[step:step + STEP],
                                 num_threads=self._threads)
+        for label in self._deleted:
+            graph.mark_deleted(label)
         self._graph = graph
 
     def take_changes(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:

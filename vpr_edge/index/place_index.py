@@ -257,7 +257,9 @@ class PlaceIndex:
                 and swap it in when done (adds and removals made meanwhile are replayed on
                 it); returns a :class:`~concurrent.futures.Future` that resolves to the
                 number of places rebuilt (the one already running, if any). Removed places
-                keep their records until a plain ``rebuild()``.
+                keep their records (and a deleted slot in the new graph) until a plain
+                ``rebuild()``; a plain ``rebuild()`` called meanwhile replaces it, and its
+                future then raises ``RebuildStopped``.
             threads: hnswlib threads for a background build (default 1: the other cores stay
                 with inference).
         """
@@ -266,6 +268,8 @@ class PlaceIndex:
                 raise InvalidInputError(f"threads must be a positive int, got {threads!r}")
             return self._start_background_rebuild(threads)
         with self._lock.write():
+            if self._background is not None:  # its snapshot would undo this rebuild's rows
+                self._background.stop("a plain rebuild() replaced it")
             self._rebuild_locked()
         return None
 
@@ -289,19 +293,28 @@ class PlaceIndex:
         base = max(self._rebuilt_at, self._settings.exact_max_places, 1)
         return self._live >= growth * base
 
-    def _rebuild_job(self, rec: PlaceRecords, threads: int) -> GraphRebuild:
-        """A new graph of the live places of ``rec``, in :meth:`_insertion_order`."""
-        rows = rec.live_rows()
+    def _rebuild_job(self, rec: PlaceRecords, threads: int, *, removed_too: bool = False
+                     ) -> GraphRebuild:
+        """A new graph of the live places of ``rec``, in :meth:`_insertion_order`.
+        ``removed_too`` (a background rebuild, which keeps the records as they are): also
+        the removed places the records still hold, marked deleted, so that the graph keeps
+        a label for every id the records know, as :meth:`add` (which counts the new labels
+        it needs room for) and opening a saved map expect."""
+        if removed_too:
+            rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
+        else:
+            rows = rec.live_rows()
         rows = rows[self._insertion_order(len(rows))]
         settings, graph_dim = self._settings, self._graph_dim
         return GraphRebuild(lambda n: _new_hnsw(graph_dim, settings, n), self._to_graph,
-                            rec.desc16, rows, rec.ids[rows], threads)
+                            rec.desc16, rows, rec.ids[rows], threads,
+                            deleted=rec.ids[rows[rec.removed[rows]]])
 
     def _start_background_rebuild(self, threads: int) -> Future:
         with self._lock.write():
             if self._background is not None:
                 return self._background.future
-            job = self._rebuild_job(self._records, threads)
+            job = self._rebuild_job(self._records, threads, removed_too=True)
             self._background = job
         job.start(self._swap_in)
         return job.future
@@ -327,7 +340,7 @@ class PlaceIndex:
                 with self._lock.write():
                     job.replay(job.take_changes())
                     self._swap_locked(job)
-        except RebuildStopped as exc:  # the process is exiting; the old graph stays
+        except RebuildStopped as exc:  # exiting, or replaced by a plain rebuild()
             error = exc
         except BaseException as exc:  # the old graph stays
             log.warning("background graph rebuild could not be swapped in: %s", exc)
@@ -342,6 +355,7 @@ class PlaceIndex:
         job.future.set_result(job.places)
 
     def _swap_locked(self, job: GraphRebuild) -> None:
+        job.check_stop()  # a plain rebuild() may have replaced it while it waited for the lock
         self._hnsw = job.graph  # sized for what it holds; add() grows it as it grows the old one
         self._apply_ef()
         self._rebuilt_at = job.places
