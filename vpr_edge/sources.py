@@ -58,6 +58,12 @@ class FrameSource:
         return self.length
 
 
+def _key(path: Path) -> str:
+    """A frame file's key: its absolute path, as text a map can store (a byte that is not
+    UTF-8 in a file name becomes ``\\xNN``; other names are unchanged)."""
+    return os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
+
+
 def folder_source(folder: PathLike, *, every: int = 1) -> FrameSource:
     """Image files in ``folder`` sorted by name (natural order for zero-padded frame numbers)."""
     root = Path(folder)
@@ -70,7 +76,7 @@ def folder_source(folder: PathLike, *, every: int = 1) -> FrameSource:
     return FrameSource(
         description=f"{root} ({len(files)} images)",
         length=len(files),
-        frames=lambda: (SourceFrame(i, str(p.resolve()), p) for i, p in enumerate(files)),
+        frames=lambda: (SourceFrame(i, _key(p), p) for i, p in enumerate(files)),
     )
 
 
@@ -103,7 +109,7 @@ def list_source(csv_path: PathLike, *, every: int = 1) -> FrameSource:
     return FrameSource(
         description=f"{path} ({len(frames)} images)",
         length=len(frames),
-        frames=lambda: (SourceFrame(i, str(img.resolve()), img, stamp, pose)
+        frames=lambda: (SourceFrame(i, _key(img), img, stamp, pose)
                         for i, (img, stamp, pose) in enumerate(frames)),
     )
 
@@ -119,7 +125,7 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
     def frames() -> Iterator[SourceFrame]:
         for frame in bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic):
             pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
-            yield SourceFrame(frame.index, f"{Path(bag).resolve()}:{topic}:{frame.index}",
+            yield SourceFrame(frame.index, f"{_key(Path(bag))}:{topic}:{frame.index}",
                               frame.image, frame.stamp, pose)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,

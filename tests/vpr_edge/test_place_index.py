@@ -180,12 +180,26 @@ def test_near_unit_descriptors_are_renormalised() -> None:
     ({"meta": {1: "int key"}}, "not a string"),
     ({"meta": ["not", "a", "dict"]}, "must be a dict"),
     ({"meta": {"o": object()}}, "JSON"),
+    ({"meta": {"image": "frame_\udcff.png"}}, "UTF-8"),  # os.fsdecode of a non-UTF-8 name
+    ({"meta": {"k\ud800": 1}}, "UTF-8"),
 ])
 def test_bad_records_refused(kwargs, match) -> None:
     index = make("hnsw")
     with pytest.raises(InvalidInputError, match=match):
         index.add(unit(1)[0], **kwargs)
     assert len(index) == 0
+
+
+@pytest.mark.parametrize("mode", ["exact", "auto"])
+def test_equal_descriptors_come_back_oldest_first(mode: str) -> None:
+    """A robot standing still adds the same descriptor again and again: exact search gives
+    ties in insertion order (it used to return an arbitrary subset of the tied places; a
+    graph search can only order the tied places it visits)."""
+    index = make(mode, exact_max_places=5000)
+    still = unit(1)[0]
+    index.add(np.r_[unit(10, seed=3), np.repeat(still[None], 990, axis=0)])
+    assert [m.place_id for m in index.query(still, k=3)] == [10, 11, 12]
+    assert [m.place_id for m in index.query(still, k=3, exclude_ids=[11])] == [10, 12, 13]
 
 
 def test_pose_length_is_fixed_per_map() -> None:

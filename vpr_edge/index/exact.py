@@ -40,7 +40,9 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
         if want >= n:
             cand = np.arange(n)
         else:
-            cand = np.argpartition(-s, want - 1)[:want]
+            # every row tied with the want-th best is a candidate, so ties go to lower rows
+            kth = s[np.argpartition(-s, want - 1)[want - 1]]
+            cand = np.flatnonzero(s >= kth)
         order = cand[np.lexsort((cand, -s[cand]))]
         order = order[np.isfinite(s[order])]
         if done is not None:

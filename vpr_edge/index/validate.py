@@ -193,7 +193,16 @@ def meta_json(value: Any, what: str = "meta") -> str | None:
         return None
     _check_keys(value, what)
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")  # maps are saved as UTF-8: refuse now what save() could not write
+        return text
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what}: a string holds a character UTF-8 cannot store ({exc.reason}: "
+            f"{exc.object[max(0, exc.start - 20):exc.end + 20]!r}), such as a file name "
+            "decoded with os.fsdecode; pass it as os.fsencode(name).decode('utf-8', "
+            "'replace') or its repr"
+        ) from exc
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(
             f"{what}: not JSON-serialisable ({exc}); use str/int/float/bool/None, lists and "

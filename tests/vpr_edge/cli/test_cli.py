@@ -68,6 +68,27 @@ def test_map_build_rebuilds_a_new_graph_in_random_order(tiny_onnx: Path, routes,
     assert kept["added"] == 30 and kept["graph_rebuild_seconds"] is None
 
 
+def test_map_build_stores_non_utf8_file_names(tiny_onnx: Path, tmp_path: Path, tiny,
+                                              cpu_only: None) -> None:
+    """A file name that is not UTF-8 (Linux allows any bytes) is stored escaped, so the map
+    saves, and a rerun recognises the frame as already in the map."""
+    import os
+
+    from vpr_edge.cli.map_build import build_map
+    from vpr_edge.index import PlaceIndex
+    from vpr_edge.sources import folder_source
+
+    folder = write_route(tmp_path / "run", tiny.frames(3, seed=4, h=24, w=32))
+    odd = os.fsencode(folder) + b"/Image\xff.png"
+    os.rename(folder / "Image001.png", odd)
+    map_dir = tmp_path / "map"
+    assert build_map(tiny_onnx, map_dir, folder_source(folder), progress=False)["added"] == 3
+    keys = {PlaceIndex.open(map_dir).get(i).meta["source"] for i in range(3)}
+    assert os.fsencode(folder).decode() + "/Image\\xff.png" in keys
+    again = build_map(tiny_onnx, map_dir, folder_source(folder), progress=False)
+    assert again["added"] == 0 and again["already_in_map"] == 3
+
+
 def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None,
                                  capsys) -> None:
     run1, run2 = routes
