@@ -1,32 +1,47 @@
 """Write a file so that a crash leaves either the old file or the new one, never half of one.
 
-The bytes go to a temporary file beside the target, are fsynced, and the temporary file is
-renamed over the target. The file gets ordinary permissions (0666 minus the umask, like
-``open()``), not the 0600 of ``tempfile.mkstemp``.
+The bytes go to a temporary file beside the target, are fsynced, the temporary file is
+renamed over the target, and the directory is fsynced so that the rename survives a power
+cut. The file gets ordinary permissions (0666 minus the umask, like ``open()``), not the 0600
+of ``tempfile.mkstemp``.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 
-def _mode_from_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of a directory (creations, renames, deletions) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # platforms that cannot open directories (Windows)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; nothing more can be done
+    finally:
+        os.close(fd)
 
 
 def temp_path_beside(final: str | os.PathLike) -> Path:
-    """A new, empty temporary file in ``final``'s directory (for writers that need a path)."""
+    """A new, empty temporary file in ``final``'s directory (for writers that need a path),
+    created with mode 0666 so that the kernel applies the umask (no process-wide umask
+    change, which would race with other threads)."""
     final = Path(final)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.chmod(name, _mode_from_umask())
-    return Path(name)
+    while True:
+        name = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -42,4 +57,5 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MapError
 from .images import as_rgb_frame, load_image, resize, resizer_name
-from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord
+from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir
 from .metadata import ModelMetadata
 
 log = logging.getLogger("vpr_edge")
@@ -88,7 +88,7 @@ class Localizer:
     def _open_or_create_index(self, settings: IndexSettings | None) -> PlaceIndex:
         fingerprint = self.metadata.fingerprint
         target = self._map_dir
-        if target is not None and (target.exists() or Path(f"{target}.old").exists()):
+        if target is not None and atomic_dir.resolve_for_read(target) is not None:
             index = PlaceIndex.open(target, fingerprint=fingerprint, settings=settings)
             if index.dim != self.metadata.dim:
                 raise MapError(

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vpr_edge.index import atomic_dir
+
 
 def test_sigkill_at_random_moments_never_loses_a_saved_place(tmp_path: Path, crash_child,
                                                              long_mode: bool) -> None:
@@ -35,7 +37,7 @@ def test_sigkill_at_random_moments_never_loses_a_saved_place(tmp_path: Path, cra
         assert proc.returncode == -9, err
         reported = [int(line) for line in out.split()]
         latest = reported[-1] if reported else last
-        if not target.exists() and not (tmp_path / "m.old").exists():
+        if not target.exists() and not (tmp_path / f"m{atomic_dir.OLD_SUFFIX}").exists():
             assert last == 0 and not reported  # killed before the very first save finished
             continue
         mid_save += any(p.name not in ("m", "m.lock") for p in tmp_path.iterdir())
@@ -77,7 +79,7 @@ def test_map_build_killed_and_resumed_adds_every_frame_once(tmp_path: Path, make
         time.sleep(rng.uniform(0.0, 0.6))
         proc.kill()
         proc.communicate(timeout=30)
-        if target.exists() or Path(f"{target}.old").exists():
+        if target.exists() or Path(f"{target}{atomic_dir.OLD_SUFFIX}").exists():
             from vpr_edge.index import PlaceIndex
 
             count = len(PlaceIndex.open(target))

@@ -32,3 +32,26 @@ def test_failed_write_keeps_the_previous_file_and_no_temp(tmp_path) -> None:
         atomic_write(path, broken)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_no_process_wide_umask_change(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the umask to read it races with other threads creating files (they would get
+    world-writable ones): the temporary file's mode comes from the kernel instead."""
+    from vpr_edge import atomic_file
+
+    def forbidden(mask: int) -> int:
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    temp = atomic_file.temp_path_beside(tmp_path / "engine.plan")
+    assert temp.parent == tmp_path and temp.exists() and temp.stat().st_size == 0
+    assert atomic_write(tmp_path / "a.bin", lambda fh: fh.write(b"x")).read_bytes() == b"x"
+
+
+def test_the_rename_is_made_durable(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpr_edge import atomic_file
+
+    synced = []
+    monkeypatch.setattr(atomic_file, "fsync_dir", lambda path: synced.append(path))
+    atomic_write(tmp_path / "model.pt", lambda fh: fh.write(b"abc"))
+    assert synced == [tmp_path]

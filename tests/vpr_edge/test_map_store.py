@@ -379,7 +379,7 @@ def test_rebuild_if_corrupt(saved_map: Path) -> None:
 def test_interrupted_swap_is_recovered(tmp_path: Path) -> None:
     index, _ = build(50)
     target = index.save(tmp_path / "m")
-    old = tmp_path / "m.old"
+    old = tmp_path / f"m{atomic_dir.OLD_SUFFIX}"
     os.rename(target, old)  # as if killed between "rename aside" and "rename in"
     opened = PlaceIndex.open(target)
     assert len(opened) == 50 and not target.exists() and old.exists()  # read-only
@@ -388,10 +388,58 @@ def test_interrupted_swap_is_recovered(tmp_path: Path) -> None:
     assert target.is_dir() and not old.exists()
     assert len(PlaceIndex.open(target)) == 51
     shutil.copytree(target, old)  # killed between "rename in" and "remove old"
-    (tmp_path / "m.tmp-999-deadbeef").mkdir()  # killed while writing
+    (tmp_path / f"m{atomic_dir.TMP_INFIX}999-deadbeef").mkdir()  # killed while writing
     assert len(PlaceIndex.open(target)) == 51  # the new map wins; leftovers ignored
     opened.save()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
+
+
+def test_a_save_leaves_the_users_own_folders_alone(tmp_path: Path) -> None:
+    """``m.old`` (a backup made with ``cp -r m m.old``) and ``m.tmp-notes`` are the user's:
+    only the save protocol's own names are ever renamed or deleted."""
+    index, _ = build(20)
+    target = index.save(tmp_path / "m")
+    shutil.copytree(target, tmp_path / "m.old")
+    (tmp_path / "m.tmp-notes").mkdir()
+    (tmp_path / f"m{atomic_dir.TMP_INFIX}notes").mkdir()  # not a name a save makes
+    index.add(unit(1, seed=9)[0])
+    index.save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "m", f"m{atomic_dir.TMP_INFIX}notes", "m.lock", "m.old", "m.tmp-notes"])
+    assert len(PlaceIndex.open(tmp_path / "m.old")) == 20 and len(PlaceIndex.open(target)) == 21
+    shutil.rmtree(target)  # a map left as m.old by an older vpr-edge's interrupted save
+    with pytest.raises(MapError, match="m.old holds a map .* rename it to m"):
+        PlaceIndex.open(target)
+
+
+def test_a_map_behind_a_symbolic_link(tmp_path: Path) -> None:
+    """Saving through ``current -> 2024-06-01`` replaces the map the link names and keeps
+    the link (it used to replace the link with a directory, then fail every save)."""
+    index, _ = build(20)
+    real = index.save(tmp_path / "2024-06-01")
+    link = tmp_path / "current"
+    link.symlink_to(real.name)
+    opened = PlaceIndex.open(link)
+    for n in (1, 2):
+        opened.add(unit(1, seed=10 + n)[0])
+        assert opened.save() == link
+        assert link.is_symlink() and len(PlaceIndex.open(real)) == 20 + n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2024-06-01", "2024-06-01.lock",
+                                                          "current"]
+
+
+def test_a_reader_makes_the_lock_file_a_copied_map_lacks(tmp_path: Path) -> None:
+    """A map copied onto the robot (rsync, scp) has no lock file; a reader creates it, so
+    that a save starting while it reads waits for it instead of making the map look damaged.
+    Opening a map that is not there creates nothing."""
+    index, _ = build(10)
+    index.save(tmp_path / "m")
+    (tmp_path / "m.lock").unlink()
+    assert len(PlaceIndex.open(tmp_path / "m")) == 10
+    assert (tmp_path / "m.lock").is_file()
+    with pytest.raises(MapError, match="no map at"):
+        PlaceIndex.open(tmp_path / "typo")
+    assert not (tmp_path / "typo.lock").exists()
 
 
 def test_failed_save_leaves_previous_map(tmp_path: Path, monkeypatch) -> None:

@@ -3,35 +3,44 @@
 The protocol (``T`` = target directory, all names in T's parent, so renames stay on one file
 system)::
 
-    lock      T.lock               exclusive flock: one saver at a time, across processes
-    recover   T missing, T.old ok  -> rename T.old back to T (a crash hit between 3 and 4)
-              T and T.old present  -> delete T.old (a crash hit between 4 and 5)
-              T.tmp-*              -> delete (a crash hit while writing)
-    1 write   T.tmp-<pid>-<rand>/  every file written, fsynced, then the directory fsynced
+    lock      T.lock                 exclusive flock: one saver at a time, across processes
+    recover   T missing, T.vpr-edge-old  -> rename it back to T (a crash hit between 3 and 4)
+              T and T.vpr-edge-old       -> delete T.vpr-edge-old (a crash between 4 and 5)
+              T.vpr-edge-tmp-<pid>-<rand> -> delete (a crash hit while writing)
+    1 write   T.vpr-edge-tmp-<pid>-<rand>/  every file written, fsynced, then the directory
     2         (the caller's last file, the manifest, is written and fsynced last)
-    3 aside   rename T -> T.old    fsync parent
-    4 in      rename T.tmp-.. -> T fsync parent
-    5 cleanup delete T.old         fsync parent
+    3 aside   rename T -> T.vpr-edge-old      fsync parent
+    4 in      rename T.vpr-edge-tmp-.. -> T   fsync parent
+    5 cleanup delete T.vpr-edge-old           fsync parent
 
-At every instant either ``T`` is a complete directory, or ``T`` is missing and ``T.old`` is the
-previous complete one. Readers use :func:`resolve_for_read`, which picks ``T`` or else
-``T.old`` and never changes anything on disk; savers repair the leftovers while holding the
-lock. Renames and fsyncs are POSIX (Linux, macOS); the lock needs ``fcntl`` and is skipped where
-it does not exist.
+At every instant either ``T`` is a complete directory, or ``T`` is missing and
+``T.vpr-edge-old`` is the previous complete one. Readers use :func:`resolve_for_read`, which
+picks ``T`` or else ``T.vpr-edge-old`` and changes nothing on disk but creating ``T.lock``;
+savers repair the leftovers while holding the lock. The names are ours alone, so a user's
+``T.old`` backup or ``T.tmp-notes`` folder is never touched. ``T`` is the real path:
+:func:`real_target` resolves a symbolic link to the map (``maps/current ->
+maps/2024-06-01``), so a save replaces the directory it points to and keeps the link.
+Renames and fsyncs are POSIX (Linux, macOS); the lock needs ``fcntl`` and is skipped where it
+does not exist.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-OLD_SUFFIX = ".old"
-TMP_INFIX = ".tmp-"
+from ..atomic_file import fsync_dir
+
+OLD_SUFFIX = ".vpr-edge-old"
+TMP_INFIX = ".vpr-edge-tmp-"
 LOCK_SUFFIX = ".lock"
+#: what older vpr-edge named the previous map during a save (now only named in errors)
+LEGACY_OLD_SUFFIX = ".old"
 
 #: Test hook: called with the name of each protocol step as it is reached (crash tests kill
 #: the process there). None in normal use.
@@ -55,18 +64,9 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the entries of a directory (creations, renames, deletions) durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # platforms that cannot open directories (Windows)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; nothing more can be done
-    finally:
-        os.close(fd)
+def real_target(path: Path) -> Path:
+    """The map directory ``path`` names, with symbolic links resolved (what is replaced)."""
+    return Path(os.path.realpath(path))
 
 
 @contextmanager
@@ -82,7 +82,18 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
     else:
         try:
             fd = os.open(lock_path, os.O_RDONLY)
-        except OSError:  # no saver ever ran here (or unreadable): nothing to wait for
+        except FileNotFoundError:
+            # a map copied here (rsync, scp) has no lock file yet: make it, so that a saver
+            # starting now waits for this reader, unless there is no map to read at all
+            if resolve_for_read(target) is None:
+                yield
+                return
+            try:
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+            except OSError:  # a read-only place: no saver can run here either
+                yield
+                return
+        except OSError:  # unreadable lock file: nothing to wait for
             yield
             return
     try:
@@ -98,12 +109,13 @@ def exclusive_lock(target: Path):
 
 
 def shared_lock(target: Path):
-    """Hold while reading ``target``: waits for a saver, never creates anything."""
+    """Hold while reading ``target``: waits for a saver; creates nothing but the lock file
+    (for an existing map, where it can)."""
     return _flock(target, False)
 
 
 def resolve_for_read(target: Path) -> Path | None:
-    """The complete directory to read: ``target``, else ``target.old``, else None."""
+    """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None."""
     if target.is_dir():
         return target
     old = sibling(target, OLD_SUFFIX)
@@ -123,9 +135,11 @@ def recover(target: Path) -> None:
     elif target.is_dir() and old.exists():
         shutil.rmtree(old)
         changed = True
+    ours = re.compile(re.escape(target.name + TMP_INFIX) + r"\d+-[0-9a-f]{8}")
     for stale in parent.glob(f"{target.name}{TMP_INFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-        changed = True
+        if ours.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+            changed = True
     if changed:
         fsync_dir(parent)
 

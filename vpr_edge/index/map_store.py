@@ -101,7 +101,7 @@ class LoadedMap:
     hnsw: Any  # hnswlib.Index, or None when it must be rebuilt (see ``index_problem``)
     index_problem: str | None
     disk: DiskState
-    source: Path  # the directory actually read (the map, or its ``.old`` after a crash)
+    source: Path  # the directory actually read (the map, or its ``.vpr-edge-old`` after a crash)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -431,8 +431,13 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
     with atomic_dir.shared_lock(target):
         where = atomic_dir.resolve_for_read(target)
         if where is None:
+            legacy = atomic_dir.sibling(target, atomic_dir.LEGACY_OLD_SUFFIX)
+            hint = (f"; {legacy.name} holds a map (an interrupted save by an older "
+                    f"vpr-edge leaves one, or it is a copy): rename it to {target.name} to "
+                    "open it"
+                    if (legacy / MANIFEST_NAME).is_file() else "")
             raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
-                           "left by an interrupted save)")
+                           f"left by an interrupted save){hint}")
         manifest = read_manifest(where)
         if fingerprint is not None and manifest.fingerprint != fingerprint:
             raise ModelMismatchError(

@@ -487,13 +487,14 @@ class PlaceIndex:
             target = self._path
         else:
             target = Path(os.path.abspath(os.fspath(path)))
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_dir.fsync_dir(target.parent.parent)
-        with self._save_mutex, atomic_dir.exclusive_lock(target):
-            map_store.check_replaceable(target)
-            atomic_dir.recover(target)
-            tmp = atomic_dir.make_temp(target)
+        real = atomic_dir.real_target(target)  # through a symbolic link: replace what it names
+        if not real.parent.is_dir():
+            real.parent.mkdir(parents=True, exist_ok=True)
+            atomic_dir.fsync_dir(real.parent.parent)
+        with self._save_mutex, atomic_dir.exclusive_lock(real):
+            map_store.check_replaceable(real)
+            atomic_dir.recover(real)
+            tmp = atomic_dir.make_temp(real)
             try:
                 with self._lock.read():
                     layout = self._layout
@@ -504,9 +505,9 @@ class PlaceIndex:
                         ef=self._settings.ef, fingerprint=self._fingerprint, count=self._live,
                         next_id=self._next_id, created_at=self._created_at,
                         search_dim=None if self._projection is None else self._graph_dim)
-                    pending = map_store.write_files(tmp, contents, target, previous)
-                disk = map_store.finish(pending, target, _now())
-                atomic_dir.commit(tmp, target)
+                    pending = map_store.write_files(tmp, contents, real, previous)
+                disk = map_store.finish(pending, real, _now())
+                atomic_dir.commit(tmp, real)
             except BaseException:
                 atomic_dir.discard(tmp)
                 raise
@@ -521,8 +522,9 @@ class PlaceIndex:
         """Open a saved map, checking it completely first; nothing on disk is changed.
 
         Args:
-            path: the map directory. If it is missing but ``<path>.old`` exists (a save was
-                interrupted between its two renames), that previous complete map is read.
+            path: the map directory (or a symbolic link to it). If it is missing but
+                ``<path>.vpr-edge-old`` exists (a save was interrupted between its two
+                renames), that previous complete map is read.
             fingerprint: the model's fingerprint; a map made with another model raises
                 :class:`ModelMismatchError`. None skips the check.
             settings: runtime settings (ef, mode, rerank, ...). ``M``, ``ef_construction``
@@ -538,11 +540,12 @@ class PlaceIndex:
         target = Path(os.path.abspath(os.fspath(path)))
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise InvalidInputError("fingerprint must be a string")
+        real = atomic_dir.real_target(target)
         loaded = map_store.read_map(
-            target, fingerprint=fingerprint, rebuild_if_corrupt=rebuild_if_corrupt,
+            real, fingerprint=fingerprint, rebuild_if_corrupt=rebuild_if_corrupt,
             hnsw_factory=lambda dim: hnswlib.Index(space=SPACE, dim=dim))
         m = loaded.manifest
-        if loaded.source != target:
+        if loaded.source != real:
             log.warning("%s is missing; opened %s, the complete map an interrupted save left "
                         "behind (the next save puts it back in place)", target, loaded.source)
         base = settings if settings is not None else IndexSettings(ef=m.ef)
