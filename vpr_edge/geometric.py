@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._optional import require
+from .errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,23 @@ class VerifyConfig:
     ransac_threshold: float = 2.0
     confidence: float = 0.999
     min_inliers: int = 15
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, least, why in (("features", 8, ""), ("max_side", 32, ""),
+                                 ("min_inliers", 8, " (a fundamental matrix fits any 7 "
+                                  "matches, so fewer would verify anything)")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                problems.append(f"{name} must be an int >= {least}{why}, got {value!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            problems.append(f"ratio must be in (0, 1], got {self.ratio!r}")
+        if not self.ransac_threshold > 0.0:
+            problems.append(f"ransac_threshold must be > 0 pixels, got {self.ransac_threshold!r}")
+        if not 0.0 < self.confidence < 1.0:
+            problems.append(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if problems:
+            raise InvalidInputError("VerifyConfig: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

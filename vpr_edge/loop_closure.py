@@ -32,8 +32,10 @@ class LoopClosureConfig:
     """Parameters of :class:`LoopClosureDetector`.
 
     Attributes:
-        exclusion_frames: the last ``exclusion_frames`` keyframes added are never loop
-            candidates (they are trivially similar to the current one). VINS-Mono: 50.
+        exclusion_frames: the last ``exclusion_frames`` keyframes this detector added are
+            never loop candidates (they are trivially similar to the current one).
+            VINS-Mono: 50. Places of a map opened from disk are not counted: a robot that
+            starts again where its last session ended can close a loop with its last places.
         exclusion_seconds: also exclude places stamped within this many seconds before the
             current frame (needs stamps); None disables the time window.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
@@ -49,11 +51,17 @@ class LoopClosureConfig:
             two successive candidates may be and still agree.
         candidates: map places considered per keyframe (top-k of the search).
         verify: check candidates geometrically (ORB + RANSAC on the fundamental matrix;
-            needs ``vpr-edge[verify]``); unverified candidates are not reported.
+            needs ``vpr-edge[verify]``); only verified loops are reported. The check needs
+            the matched place's ORB features, which the detector keeps in memory for the
+            places it added (``max_feature_places``): places of a map opened from disk, or
+            dropped from memory, cannot be checked and are skipped, unless
+            ``report_unverifiable``.
         verify_config: the geometric check's parameters (min inliers etc.).
         max_feature_places: ORB features are kept in memory for at most this many recent
-            places (about 36 KB each with 1000 features); older places cannot be verified and
-            are reported with ``verified=None``.
+            places (about 36 KB each with 1000 features).
+        report_unverifiable: with ``verify``, also report loops to places that cannot be
+            checked, with ``verified=None`` (for example against a map from an earlier
+            session, whose images are not kept). False: skip them.
         add_to_map: add every processed keyframe to the map after searching it.
     """
 
@@ -66,6 +74,7 @@ class LoopClosureConfig:
     verify: bool = False
     verify_config: VerifyConfig = VerifyConfig()
     max_feature_places: int = 20000
+    report_unverifiable: bool = False
     add_to_map: bool = True
 
     def __post_init__(self) -> None:
@@ -80,6 +89,9 @@ class LoopClosureConfig:
                 problems.append(f"{name} must be an int >= 1, got {value!r}")
         if not -1.0 <= float(self.min_score) <= 1.0:
             problems.append(f"min_score must be in [-1, 1], got {self.min_score!r}")
+        for name in ("verify", "report_unverifiable", "add_to_map"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.exclusion_seconds is not None and not self.exclusion_seconds >= 0:
             problems.append(f"exclusion_seconds must be >= 0 or None, got "
                             f"{self.exclusion_seconds!r}")
@@ -96,8 +108,8 @@ class LoopClosure:
         query_stamp: the current keyframe's stamp.
         match_id, match_stamp, match_pose: the earlier place.
         score: cosine similarity of the two descriptors.
-        verified: True if geometry confirmed it, None if not checked (``verify=False`` or no
-            stored features for the match).
+        verified: True if geometry confirmed it, None if not checked (``verify=False``, or
+            ``report_unverifiable`` and no stored features for the match).
         inliers: RANSAC inliers (None if not checked).
         consistent_frames: successive keyframes that agreed (>= ``consistency``).
     """
@@ -148,6 +160,7 @@ class LoopClosureDetector:
         # place id -> position in insertion order ("where along the route" it was added)
         self._order: dict[int, int] = {pid: i for i, pid in enumerate(self.index.ids())}
         self._next_order = len(self._order)
+        self._added = 0  # places this detector added (the frame exclusion window's extent)
         self._chains: list[tuple[int, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -185,14 +198,20 @@ class LoopClosureDetector:
                            pose: Sequence[float] | None = None,
                            meta: dict[str, Any] | None = None,
                            features: OrbFeatures | None = None) -> FrameResult:
-        """The detector's core, for a descriptor already computed."""
+        """The detector's core, for a descriptor already computed (with ``verify``, pass the
+        frame's ``features=orb_features(rgb, config.verify_config)``)."""
         cfg = self.config
         if cfg.exclusion_seconds is not None and stamp is None:
             raise InvalidInputError("exclusion_seconds is set, so every frame needs a stamp")
+        if cfg.verify and features is None:
+            raise InvalidInputError(
+                "verify=True needs the frame's ORB features: pass features="
+                "vpr_edge.geometric.orb_features(rgb, config.verify_config), or use "
+                "process_frame()")
         cutoff = None if cfg.exclusion_seconds is None else float(stamp) - cfg.exclusion_seconds
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
-            exclude_newest=cfg.exclusion_frames, exclude_after_stamp=cutoff,
+            exclude_newest=min(cfg.exclusion_frames, self._added), exclude_after_stamp=cutoff,
         )
         chains = self._extend_chains(matches)
         place_id = None
@@ -200,6 +219,7 @@ class LoopClosureDetector:
             (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
             self._order[place_id] = self._next_order
             self._next_order += 1
+            self._added += 1
             if features is not None:
                 self._remember(place_id, features)
         loop = self._report(matches, chains, place_id, stamp, features)
@@ -225,6 +245,8 @@ class LoopClosureDetector:
             verified, inliers = None, None
             if self.config.verify and features is not None:
                 stored = self._features.get(match.place_id)
+                if stored is None and not self.config.report_unverifiable:
+                    continue  # cannot be checked (a place from disk, or features dropped)
                 if stored is not None:
                     inliers = count_inliers(features, stored, self.config.verify_config)
                     verified = inliers >= self.config.verify_config.min_inliers

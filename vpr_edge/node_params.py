@@ -44,6 +44,8 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("candidates", 5, ">= 1", "places searched per keyframe"),
     NodeParam("verify", False, "bool", "ORB + RANSAC geometric verification (needs OpenCV)"),
     NodeParam("min_inliers", 15, ">= 8", "RANSAC inliers a verified loop needs"),
+    NodeParam("report_unverifiable", False, "bool",
+              "with verify: also report loops to places it cannot check (from a map on disk), as unverified"),
     NodeParam("keyframe_every_n", 1, ">= 1", "keep every n-th frame (without odometry)"),
     NodeParam("keyframe_min_distance", 0.0, ">= 0 m (0: off)",
               "with odometry: keep a frame after this much travel"),
@@ -90,7 +92,8 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
         exclusion_seconds=off_if_zero("exclusion_seconds"),
         min_score=values["min_score"], consistency=values["consistency"],
         consistency_radius=values["consistency_radius"], candidates=values["candidates"],
-        verify=values["verify"], verify_config=VerifyConfig(min_inliers=values["min_inliers"]))
+        verify=values["verify"], verify_config=VerifyConfig(min_inliers=values["min_inliers"]),
+        report_unverifiable=values["report_unverifiable"])
     keyframes = KeyframeConfig(
         every_n=values["keyframe_every_n"],
         min_distance=off_if_zero("keyframe_min_distance"),

@@ -21,19 +21,27 @@ LOOP_ROW_FIELDS = ("query_stamp", "query_id", "match_stamp", "match_id", "score"
 
 
 def loop_closure_row(loop: LoopClosure) -> list[float]:
-    pose = loop.match_pose or (math.nan,) * 3
+    position = (math.nan,) * 3 if loop.match_pose is None else full_pose(loop.match_pose)[:3]
     return [float(v) for v in (
         loop.query_stamp, -1 if loop.query_id is None else loop.query_id,
         math.nan if loop.match_stamp is None else loop.match_stamp, loop.match_id, loop.score,
         -1 if loop.verified is None else int(loop.verified),
-        -1 if loop.inliers is None else loop.inliers, loop.consistent_frames, *pose[:3])]
+        -1 if loop.inliers is None else loop.inliers, loop.consistent_frames, *position)]
+
+
+def full_pose(pose) -> tuple[float, ...]:
+    """``(x, y, z, qx, qy, qz, qw)`` from a stored pose of any length: a missing ``z`` is 0
+    (maps built from ``x, y`` columns) and a missing orientation is the identity."""
+    values = [float(v) for v in pose]
+    position = (values[:3] + [0.0, 0.0, 0.0])[:3]
+    orientation = values[3:7] if len(values) >= 7 else [0.0, 0.0, 0.0, 1.0]
+    return (*position, *orientation)
 
 
 def fill_pose(msg: Any, pose) -> Any:
-    """Set a ``geometry_msgs/Pose``-shaped message from ``(x, y, z, qx, qy, qz, qw)``."""
-    values = [float(v) for v in pose[:7]] + [0.0, 0.0, 0.0, 1.0][len(pose) - 3:]
+    """Set a ``geometry_msgs/Pose``-shaped message from a stored pose (:func:`full_pose`)."""
     (msg.position.x, msg.position.y, msg.position.z, msg.orientation.x, msg.orientation.y,
-     msg.orientation.z, msg.orientation.w) = values[:7]
+     msg.orientation.z, msg.orientation.w) = full_pose(pose)
     return msg
 
 

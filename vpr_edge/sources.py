@@ -123,9 +123,12 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
     length = (count + every - 1) // every
 
     def frames() -> Iterator[SourceFrame]:
-        for frame in bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic):
+        # index: the position in this sequence (after --every), as for folders and lists;
+        # the key keeps the frame's number on the topic
+        frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic)
+        for position, frame in enumerate(frames):
             pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
-            yield SourceFrame(frame.index, f"{_key(Path(bag))}:{topic}:{frame.index}",
+            yield SourceFrame(position, f"{_key(Path(bag))}:{topic}:{frame.index}",
                               frame.image, frame.stamp, pose)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,

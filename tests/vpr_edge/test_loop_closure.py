@@ -135,3 +135,69 @@ def test_geometric_verification_separates_same_and_other_places(gardens_point_di
     assert np.median(same) >= config.min_inliers, same
     # unrelated places: none does
     assert max(other) < config.min_inliers, other
+
+
+def test_the_frame_window_counts_only_this_sessions_frames(tiny_onnx: Path, route: np.ndarray,
+                                                           tmp_path: Path, cpu_only: None) -> None:
+    """A robot that starts again where its last session ended (at its dock) can close a loop
+    with the last places of that session; the frames it has just seen stay excluded."""
+    config = LoopClosureConfig(min_score=0.8, consistency=1, exclusion_frames=50)
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        run(LoopClosureDetector(loc, config), route[:60])
+        loc.save()
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        detector = LoopClosureDetector(loc, config)
+        view = revisit(route, 59, 0.3, 1)
+        first = detector.process_descriptor(view)
+        assert first.loop is not None and first.loop.match_id == 59
+        # the same view again: the place it just added (score 1.0) is excluded, 59 is not
+        again = detector.process_descriptor(view)
+        assert again.loop is not None and again.loop.match_id == 59
+        assert again.best.place_id == 59 != first.place_id
+
+
+class _Features:
+    """Stands in for OrbFeatures (count_inliers is replaced in these tests)."""
+
+
+def test_verification_skips_places_it_cannot_check(route: np.ndarray, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("cv2")
+    from vpr_edge import loop_closure
+    from vpr_edge.index import PlaceIndex
+
+    monkeypatch.setattr(loop_closure, "count_inliers", lambda a, b, config: 40)
+    config = LoopClosureConfig(min_score=0.8, consistency=1, exclusion_frames=5, verify=True)
+    index = PlaceIndex(route.shape[1])
+    first = LoopClosureDetector(index, config)
+    for d in route[:30]:
+        first.process_descriptor(d, features=_Features())
+    index.save(tmp_path / "map")
+    reopened = PlaceIndex.open(tmp_path / "map")
+    detector = LoopClosureDetector(reopened, config)
+    # a place from disk has no features in memory: it cannot be verified, so it is skipped
+    assert detector.process_descriptor(revisit(route, 10, 0.3, 1), features=_Features()).loop \
+        is None
+    ids = [detector.process_descriptor(d, features=_Features()).place_id
+           for d in route[30:40]]  # this session's places can be checked
+    loop = detector.process_descriptor(revisit(route, 32, 0.3, 2), features=_Features()).loop
+    assert (loop.match_id, loop.verified, loop.inliers) == (ids[2], True, 40)
+    monkeypatch.setattr(loop_closure, "count_inliers", lambda a, b, config: 7)
+    assert detector.process_descriptor(revisit(route, 33, 0.3, 3), features=_Features()).loop \
+        is None  # checked and refused
+    # report_unverifiable: a loop to an earlier session's place, marked unchecked
+    lenient = LoopClosureDetector(PlaceIndex.open(tmp_path / "map"),
+                                  LoopClosureConfig(min_score=0.8, consistency=1, verify=True,
+                                                    report_unverifiable=True))
+    loop = lenient.process_descriptor(revisit(route, 10, 0.3, 4), features=_Features()).loop
+    assert (loop.match_id, loop.verified, loop.inliers) == (10, None, None)
+    with pytest.raises(InvalidInputError, match="ORB features"):
+        lenient.process_descriptor(route[0])
+
+
+@pytest.mark.parametrize("min_inliers", [0, 7, -1, 8.5])
+def test_too_few_inliers_to_mean_anything_are_refused(min_inliers) -> None:
+    from vpr_edge.geometric import VerifyConfig
+
+    with pytest.raises(InvalidInputError, match="min_inliers must be an int >= 8"):
+        VerifyConfig(min_inliers=min_inliers)

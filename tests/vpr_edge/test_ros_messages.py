@@ -55,3 +55,20 @@ def test_vpr_edge_msgs_and_no_pose() -> None:
     assert (message.match_id, message.verified, message.has_match_pose) == (3, -1, False)
     row, _ = loop_closure_messages(loop(pose=None), header, float, types())
     assert all(math.isnan(v) for v in row.data[-3:])
+
+
+def test_planar_and_full_poses() -> None:
+    """A map built from ``x, y`` columns has 2-value poses: the loop is still published (it
+    was lost to an unpacking error), with z = 0 and the identity orientation."""
+    for stored, position, orientation in [
+        ((4.0, 5.0), (4, 5, 0), (0, 0, 0, 1)),
+        ((4.0, 5.0, 6.0), (4, 5, 6), (0, 0, 0, 1)),
+        ((1, 2, 3, 0.0, 0.0, 0.7071, 0.7071), (1, 2, 3), (0, 0, 0.7071, 0.7071)),
+    ]:
+        for message_type in (None, Msg):  # std_msgs row + PoseStamped, vpr_edge_msgs
+            _, pose = loop_closure_messages(loop(pose=stored), object(), float,
+                                                  types(loop_type=message_type))
+            p, q = pose.pose.position, pose.pose.orientation
+            assert (p.x, p.y, p.z) == position and (q.x, q.y, q.z, q.w) == orientation
+        row, _ = loop_closure_messages(loop(pose=stored), object(), float, types())
+        assert len(row.data) == len(LOOP_ROW_FIELDS) and row.data[-3:] == list(position)

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency of describe/add/query on this machine",
                        formatter_class=HelpFormatter,
                        description=__doc__.splitlines()[0])
-    add_model_arguments(p)
+    add_model_arguments(p, batch=False)  # times one frame at a time
     p.add_argument("--places", type=int, default=10000, help="map size for the search")
     p.add_argument("--repeat", type=int, default=50, help="timed repetitions per stage")
     p.add_argument("--image", type=Path, default=None, help="frame to use (default: noise)")

@@ -28,13 +28,16 @@ def source_from(args: argparse.Namespace) -> FrameSource:
                        topic=args.topic, pose_topic=args.pose_topic, every=args.every)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
+    """The model, backend and thread options; ``batch``: also ``--batch``, for commands that
+    describe several frames per inference call (not those timing one frame at a time)."""
     p.add_argument("model", type=Path, help="exported model (.onnx or .engine)")
     p.add_argument("--backend", default="auto",
                    help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for ONNX Runtime (default: physical cores)")
-    p.add_argument("--batch", type=int, default=8, help="frames per inference call")
+    if batch:
+        p.add_argument("--batch", type=int, default=8, help="frames per inference call")
 
 
 def backend_options(args: argparse.Namespace) -> dict:

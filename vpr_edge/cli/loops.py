@@ -13,7 +13,7 @@ import csv
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,16 @@ from ..loop_metrics import (
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter
 from .output import print_facts, print_table, write_json
+
+
+class FrameInfo(NamedTuple):
+    """What the run keeps of a frame: its position in the sequence (which is also its place
+    id in the detector's map and its row in the ground truth), key, stamp and pose."""
+
+    index: int
+    key: str
+    stamp: float | None
+    pose: tuple[float, ...] | None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -113,36 +123,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         exclusion_seconds=args.exclusion_seconds, candidates=args.candidates,
         verify=args.verify, verify_config=VerifyConfig(min_inliers=args.min_inliers),
     )
+    if args.sweep and args.gt is None:
+        raise InvalidInputError("--sweep scores each threshold against ground truth: give "
+                                "--gt names or --gt positions")
     source = source_from(args)
-    frames = list(source)
-    keys = [f.key for f in frames]
-    stamps = [f.stamp for f in frames]
-    if config.exclusion_seconds is not None and any(s is None for s in stamps):
-        raise InvalidInputError("--exclusion-seconds needs stamps (use --list with a "
-                                "timestamp column, or a bag)")
-    truth = None
-    if args.gt == "names":
-        truth = truth_from_names(keys, args.gt_tolerance)
-    elif args.gt == "positions":
-        if any(f.pose is None for f in frames):
-            raise InvalidInputError("--gt positions needs a pose per frame (--list with x, y "
-                                    "columns or --bag with --pose-topic)")
-        truth = truth_from_positions(np.array([f.pose[:3] for f in frames]), args.gt_radius)
-
     progress = not args.no_progress
     start = time.perf_counter()
+    # one pass over the frames, keeping what the detection needs, not the pixels (a bag's
+    # decoded frames would otherwise all be in memory at once)
+    frames: list[FrameInfo] = []
+    chunks: list[np.ndarray] = []
+    features: list | None = [] if config.verify else None
+    pending: list[np.ndarray] = []
+    orb_s = 0.0
+
     with Localizer(args.model, backend=args.backend, batch_size=args.batch,
                    backend_options=backend_options(args)) as loc:
-        chunks = []
-        for i in tqdm(range(0, len(frames), args.batch), desc="describe", unit="batch",
-                      disable=not progress):
-            chunks.append(loc.describe([f.pixels() for f in frames[i:i + args.batch]]))
-        descriptors = np.concatenate(chunks)
-    describe_s = time.perf_counter() - start
-    features = None
-    if config.verify:
-        features = [orb_features(f.pixels(), config.verify_config)
-                    for f in tqdm(frames, desc="ORB features", disable=not progress)]
+        def flush() -> None:
+            nonlocal orb_s
+            if pending:
+                chunks.append(loc.describe(pending))
+                if features is not None:
+                    t = time.perf_counter()
+                    features.extend(orb_features(px, config.verify_config) for px in pending)
+                    orb_s += time.perf_counter() - t
+                pending.clear()
+
+        for frame in tqdm(source, total=len(source), desc="describe", unit="frame",
+                          disable=not progress):
+            _check_frame(frame, len(frames), config, args.gt)
+            frames.append(FrameInfo(len(frames), frame.key, frame.stamp, frame.pose))
+            pending.append(frame.pixels())
+            if len(pending) >= args.batch:
+                flush()
+        flush()
+    if not frames:
+        raise InvalidInputError(f"{source.description}: no frames")
+    descriptors = np.concatenate(chunks)
+    describe_s = time.perf_counter() - start - orb_s  # decoding + inference
+    stamps = [f.stamp for f in frames]
+    truth = None
+    if args.gt == "names":
+        truth = truth_from_names([f.key for f in frames], args.gt_tolerance)
+    elif args.gt == "positions":
+        truth = truth_from_positions(np.array([f.pose[:3] for f in frames]), args.gt_radius)
     t0 = time.perf_counter()
     results = detect(descriptors, stamps, config, features)
     detect_s = time.perf_counter() - t0
@@ -175,7 +199,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _write_csv(path: Path, frames, results: list[FrameResult], truth) -> None:
+def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None) -> None:
+    """Refuse, at the first frame that lacks it, what the run will need."""
+    if config.exclusion_seconds is not None and frame.stamp is None:
+        raise InvalidInputError(f"frame {position} ({frame.key}) has no stamp: "
+                                "--exclusion-seconds needs stamps (use --list with a "
+                                "timestamp column, or a bag)")
+    if gt == "positions" and frame.pose is None:
+        raise InvalidInputError(f"frame {position} ({frame.key}) has no pose: --gt positions "
+                                "needs a pose per frame (--list with x, y columns or --bag "
+                                "with --pose-topic)")
+
+
+def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult], truth
+               ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.map.exists():
         raise MapError(f"{args.map}: no such map; build one with `vpr-edge map build`")
     results = []
-    with Localizer(args.model, args.map, backend=args.backend,
+    with Localizer(args.model, args.map, backend=args.backend, batch_size=args.batch,
                    backend_options=backend_options(args)) as loc:
         descriptors = loc.describe([str(p) for p in args.images])
         for image, descriptor in zip(args.images, descriptors):

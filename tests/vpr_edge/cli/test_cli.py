@@ -105,7 +105,11 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
                  "names", "--no-progress", "--json", str(loc_json)]) == 0
     summary = json.loads(loc_json.read_text())
     assert summary["frames"] == 30 and summary["recall@1"] >= 0.9
-    assert summary["query_ms_p50"] > 0
+    assert summary["query_ms_p50"] > 0 and summary["decode_ms_p50"] > 0
+    # positions cannot be scored against a map without poses: an error, not recall 0
+    assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
+                 "positions", "--no-progress"]) == 2
+    assert "have no poses" in capsys.readouterr().err
     info_json = tmp_path / "info.json"
     assert main(["info", str(map_dir), "--json", str(info_json)]) == 0
     assert json.loads(info_json.read_text())["places"] == 30
@@ -142,7 +146,33 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
     assert main(["query", str(tiny_onnx), str(tmp_path / "nomap"), "x.png"]) == 2
     assert "no such map" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "absent.onnx")]) == 2
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(folder / "Image000.png")
+    assert main(["loops", str(tiny_onnx), "--images", str(folder), "--sweep",
+                 "--no-progress"]) == 2  # it used to be ignored without ground truth
+    assert "--sweep scores each threshold against ground truth" in capsys.readouterr().err
 
+
+def test_batch_is_an_option_where_frames_are_batched(tiny_onnx: Path, routes, tmp_path: Path,
+                                                     cpu_only: None, monkeypatch) -> None:
+    from vpr_edge.localizer import Localizer
+
+    run1, run2 = routes
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
+                 "--no-progress"]) == 0
+    calls: list[tuple[int, int]] = []
+    real_infer = Localizer._infer
+    monkeypatch.setattr(Localizer, "_infer", lambda self, batch: calls.append(
+        (len(batch), self._batch_size)) or real_infer(self, batch))
+    images = [str(p) for p in sorted(run2.iterdir())[:5]]
+    assert main(["query", str(tiny_onnx), str(map_dir), *images, "--batch", "2"]) == 0
+    assert calls == [(5, 2)]  # five frames, inferred two at a time (it used 8)
+    for command in (["localize", str(tiny_onnx), str(map_dir), "--images", str(run2)],
+                    ["bench", str(tiny_onnx)]):
+        with pytest.raises(SystemExit):  # one frame per query: no --batch to be ignored
+            main([*command, "--batch", "2"])
 
 def test_bench_reports_every_stage(tiny_onnx: Path, tmp_path: Path, cpu_only: None) -> None:
     out = tmp_path / "bench.json"
@@ -171,3 +201,26 @@ def test_map_build_from_a_bag_stores_stamps_and_poses(tiny_onnx: Path, tiny, tmp
     records = sorted((loc.get(i) for i in loc.index.ids()), key=lambda r: r.stamp)
     assert [r.pose[0] for r in records] == [0.0, 2.0, 4.0, 6.0]
     assert records[1].stamp == pytest.approx(1000.2)
+    # frames are numbered by position after --every (as for folders); keys keep the topic's
+    assert [r.meta["index"] for r in records] == [0, 1, 2, 3]
+    assert [r.meta["source"].rsplit(":", 1)[1] for r in records] == ["0", "2", "4", "6"]
+
+
+def test_loops_over_a_bag_with_every_and_positions(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                   cpu_only: None, bag_writer) -> None:
+    """Ground truth, results and the CSV all count frames by position in the sequence
+    (with --every 2 a bag's frame numbers used to index the truth: an IndexError)."""
+    import csv
+
+    frames = list(tiny.frames(6, seed=3, h=24, w=32))
+    bag = bag_writer.write_bag(tmp_path / "run.bag", frames + frames, odometry=True)
+    out = tmp_path / "loops.csv"
+    assert main(["loops", str(tiny_onnx), "--bag", str(bag), "--topic",
+                 bag_writer.IMAGE_TOPIC, "--pose-topic", bag_writer.ODOM_TOPIC, "--every",
+                 "2", "--gt", "positions", "--gt-radius", "0.5", "--exclusion-frames", "1",
+                 "--consistency", "1", "--min-score", "-1", "--no-progress",
+                 "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["index"]) for r in rows] == list(range(6))
+    assert [r["source"].rsplit(":", 1)[1] for r in rows] == ["0", "2", "4", "6", "8", "10"]
+    assert all(r["correct"] in ("", "True", "False") for r in rows)
