@@ -8,8 +8,10 @@ in :mod:`vpr_edge.export`, both installed only with their extras.
 from ._version import __version__
 from .errors import (
     BackendUnavailableError,
+    CudaError,
     EngineMismatchError,
     ImageDecodeError,
+    InferenceError,
     InvalidInputError,
     MapCorruptError,
     MapError,
@@ -52,8 +54,10 @@ __all__ = [
     "PlaceIndex",
     "PlaceMatch",
     "BackendUnavailableError",
+    "CudaError",
     "EngineMismatchError",
     "ImageDecodeError",
+    "InferenceError",
     "InvalidInputError",
     "MapCorruptError",
     "MapError",

@@ -94,6 +94,11 @@ class EngineHeader:
             )
         except KeyError as exc:
             raise ModelFormatError(f"{where}: engine header lacks {exc}") from exc
+        except ModelFormatError:
+            raise
+        except (TypeError, ValueError) as exc:  # a field of the wrong type
+            raise ModelFormatError(f"{where}: engine header has a malformed field ({exc}); "
+                                   "the file is damaged: rebuild or re-wrap the engine") from exc
 
 
 def engine_header_for(model: ModelMetadata, engine: bytes, *, tensorrt_module: str,
@@ -182,7 +187,11 @@ def _capability_text(value: Any) -> str | None:
         return value
     if isinstance(value, int):
         return f"{value // 10}.{value % 10}"
-    major, minor = value
+    try:
+        major, minor = value
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"compute capability {value!r} is not (major, minor), "
+                               "'major.minor' or an int such as 87") from exc
     return f"{major}.{minor}"
 
 

@@ -34,10 +34,12 @@ def load_image(path: PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
+            return _rgb_of(img, str(path))
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: image file not found") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{path}: {exc}; frames larger than {MAX_SIDE} pixels a "
+                               "side are refused") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(
             f"{path}: cannot decode image ({exc}); the file is truncated, damaged or not an "
@@ -53,13 +55,33 @@ def decode_image(data: bytes) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
+            return _rgb_of(img, f"{len(data)} bytes of image data")
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{exc}; frames larger than {MAX_SIDE} pixels a side are "
+                               "refused") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(
             f"cannot decode {len(data)} bytes of image data ({exc}); expected a complete "
             "JPEG or PNG"
         ) from exc
+
+
+#: Pillow modes of 16-bit and 32-bit pixels, which its RGB conversion clips rather than scales
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _rgb_of(img, what: str) -> np.ndarray:
+    """An opened Pillow image as ``uint8 HxWx3`` RGB: checked, then decoded."""
+    if max(img.size) > MAX_SIDE:
+        raise ImageDecodeError(f"{what}: {img.size[0]}x{img.size[1]} pixels exceeds the "
+                               f"{MAX_SIDE}-pixel limit per side")
+    if img.mode in _WIDE_MODES:  # 16-bit mono (depth, thermal) or float pixels
+        raise ImageDecodeError(
+            f"{what}: {img.mode!r} pixels (16-bit or float), but vpr-edge takes 8-bit frames "
+            "and converting would clip them; load it yourself and scale to 0..255, e.g. "
+            "np.asarray(Image.open(path)) >> 8 for 16 bits, then .astype(np.uint8)")
+    img.load()
+    return np.asarray(img.convert("RGB"))
 
 
 def as_rgb_frame(frame: np.ndarray, colour_order: str = "RGB") -> np.ndarray:
@@ -112,10 +134,15 @@ def resize(frame: np.ndarray, height: int, width: int, *, out: np.ndarray | None
     """Resize an ``uint8 HxWx3`` frame to ``height x width``.
 
     Shrinking averages the source pixels each output pixel covers (an area/box filter, so
-    nothing aliases); enlarging is bilinear. OpenCV does it when it is installed (about 20x
-    faster than Pillow for a 640x480 frame), Pillow otherwise; the two agree to within one
-    grey level on average (tested). Training, export validation and the robot all call this
-    function, so models see the same pixels everywhere.
+    nothing aliases); enlarging is bilinear. OpenCV does it when it is installed (the
+    ``verify`` extra; about 20x faster than Pillow for a 640x480 frame), Pillow otherwise.
+    For a whole-number shrink (640x480 -> 320x240) both average exactly the pixels each
+    output covers and agree to rounding (tested). For other factors Pillow's box filter
+    weighs a source pixel that an output pixel covers in part fully or not at all, where
+    OpenCV weighs it by the part covered: a mean difference of about one grey level, up to
+    30-50 at sharp edges (measured on Gardens Point frames). Training, export validation and
+    the robot all call this function; for identical pixels everywhere, install OpenCV on
+    all of them (``Localizer.info()["preprocessing"]["resizer"]`` says which one runs).
 
     ``out``: a C-contiguous ``uint8 height x width x 3`` array to write the result into (and
     return), e.g. a row of the model's input batch: OpenCV then writes it there directly.

@@ -82,7 +82,11 @@ class Localizer:
         self.metadata: ModelMetadata = self._backend.metadata
         self._infer_lock = threading.Lock()
         self._map_dir = None if map_dir is None else Path(map_dir)
-        self.index = self._open_or_create_index(index_settings)
+        try:
+            self.index = self._open_or_create_index(index_settings)
+        except BaseException:  # another model's or a damaged map: free the backend now
+            self._backend.close()
+            raise
 
     # -- set-up --------------------------------------------------------------------------
     def _open_or_create_index(self, settings: IndexSettings | None) -> PlaceIndex:
@@ -111,11 +115,21 @@ class Localizer:
 
         A frame is a ``uint8`` numpy array (``HxWx3`` in ``colour_order``, default the
         Localizer's; ``HxW`` mono) or an image file path. A batch is a list of frames or an
-        ``NxHxWx3`` array. Frames of any size are resized to the model's input size.
+        ``NxHxWx3`` array. Frames of any size are resized to the model's input size. A long
+        list is decoded, resized and described ``batch_size`` frames at a time, so memory
+        does not grow with its length (beyond the descriptors).
         """
-        batch, single = self._prepare(frames, colour_order or self._colour_order)
-        out = self._infer(batch)
-        return out[0] if single else out
+        order = colour_order or self._colour_order
+        if _is_single(frames) or isinstance(frames, np.ndarray):
+            batch, single = self._prepare(frames, order)
+            out = self._infer(batch)
+            return out[0] if single else out
+        items = list(frames)
+        step = self._batch_size
+        if len(items) <= step:
+            return self._infer(self._prepare(items, order)[0])
+        return np.concatenate([self._infer(self._prepare(items[i:i + step], order)[0])
+                               for i in range(0, len(items), step)])
 
     def _prepare(self, frames: Any, colour_order: str) -> tuple[np.ndarray, bool]:
         single = _is_single(frames)
@@ -153,6 +167,8 @@ class Localizer:
         (a JSON-serialisable dict) are stored with the place and come back with matches.
         ``place_id`` gives an explicit id (ids are otherwise numbered from 0).
         """
+        _one_frame(frame, "add", "descriptors = describe(frames); "
+                   "index.add(descriptors, stamps=..., poses=..., meta=...)")
         descriptor = self.describe(frame, colour_order=colour_order)
         return self.add_descriptor(descriptor, stamp=stamp, pose=pose, meta=meta,
                                    place_id=place_id)
@@ -162,6 +178,7 @@ class Localizer:
                        meta: dict[str, Any] | None = None,
                        place_id: int | None = None) -> int:
         """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
+        _one_descriptor(descriptor, "add_descriptor", "index.add(descriptors, ...)")
         (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
                                    meta=meta)
         return new_id
@@ -182,6 +199,8 @@ class Localizer:
             :class:`~vpr_edge.index.PlaceMatch` items: ``place_id``, ``score``, ``stamp``,
             ``pose``, ``meta``.
         """
+        _one_frame(frame, "query", "descriptors = describe(frames); "
+                   "index.query(descriptors, k) (one list of matches per frame)")
         descriptor = self.describe(frame, colour_order=colour_order)
         return self.query_descriptor(descriptor, k, min_score=min_score,
                                      exclude_recent=exclude_recent,
@@ -191,6 +210,7 @@ class Localizer:
                          min_score: float | None = None, exclude_recent: int = 0,
                          exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
         """:meth:`query` for a descriptor :meth:`describe` made."""
+        _one_descriptor(descriptor, "query_descriptor", "index.query(descriptors, k)")
         return self.index.query(descriptor, k, min_score=min_score,
                                 exclude_newest=exclude_recent,
                                 exclude_after_stamp=exclude_after_stamp)
@@ -256,6 +276,19 @@ class Localizer:
     def __repr__(self) -> str:
         return (f"Localizer(model={str(self._model_path)!r}, backend={self._backend.name!r}, "
                 f"places={len(self.index)}, map_dir={self._map_dir})")
+
+
+def _one_frame(frame: Any, method: str, batch_way: str) -> None:
+    """Refuse a batch where one frame is expected, before anything is described or added."""
+    if not _is_single(frame):
+        raise InvalidInputError(f"{method}() takes one frame, got a batch; for many frames: "
+                                f"{batch_way}")
+
+
+def _one_descriptor(descriptor: Any, method: str, batch_way: str) -> None:
+    if np.ndim(descriptor) != 1:
+        raise InvalidInputError(f"{method}() takes one descriptor [dim], got shape "
+                                f"{np.shape(descriptor)}; for a batch: {batch_way}")
 
 
 def _is_single(frames: Any) -> bool:

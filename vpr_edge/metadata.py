@@ -75,6 +75,12 @@ class ModelMetadata:
                 f"schema_version {self.schema_version} is newer than this vpr-edge reads "
                 f"({SCHEMA_VERSION}); upgrade vpr-edge"
             )
+        for name in ("model_name", "backbone", "package_version"):
+            if not isinstance(getattr(self, name), str):
+                problems.append(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.plugin is not None and not (isinstance(self.plugin.name, str)
+                                            and isinstance(self.plugin.version, str)):
+            problems.append(f"plugin name and version must be strings, got {self.plugin!r}")
         for name in ("num_clusters", "local_dim", "dim", "input_height", "input_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -91,12 +97,16 @@ class ModelMetadata:
             )
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
-                problems.append(f"{name} must be three numbers, got {value!r}")
-        if any(v <= 0 for v in self.std if isinstance(v, (int, float))):
+            if (not isinstance(value, (tuple, list)) or len(value) != 3
+                    or not all(_finite_number(v) for v in value)):
+                problems.append(f"{name} must be three finite numbers, got {value!r}")
+        if any(v <= 0 for v in self.std if _finite_number(v)):
             problems.append(f"std must be positive, got {self.std!r}")
-        if len(self.weights_sha256) != 64:
-            problems.append("weights_sha256 must be a 64-character hex sha256")
+        if (not isinstance(self.weights_sha256, str) or len(self.weights_sha256) != 64
+                or any(c not in "0123456789abcdef" for c in self.weights_sha256)):
+            problems.append("weights_sha256 must be a 64-character lower-case hex sha256")
+        if not isinstance(self.extra, dict):
+            problems.append(f"extra must be a JSON object, got {type(self.extra).__name__}")
         if self.whitening_dim is not None and self.whitening_dim != self.dim:
             problems.append(
                 f"whitening_dim ({self.whitening_dim}) must equal dim ({self.dim})"
@@ -168,8 +178,11 @@ class ModelMetadata:
                 values[name] = tuple(values[name])
         try:
             meta = cls(**values)
-        except TypeError as exc:
-            raise ModelFormatError(f"invalid model metadata: {exc}") from exc
+        except ModelFormatError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # fields of the wrong type
+            raise ModelFormatError(f"invalid model metadata: {exc}; re-export the model "
+                                   "with vpr-export") from exc
         stated = data.get("fingerprint")
         if stated is not None and stated != meta.fingerprint:
             raise ModelFormatError(
@@ -187,6 +200,11 @@ class ModelMetadata:
         return cls.from_dict(data)
 
 
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value == value and abs(value) != float("inf"))
+
+
 def model_fingerprint(weights_sha256: str, preprocessing: dict[str, Any], dim: int) -> str:
     """sha256 over the weights hash, the canonical preprocessing JSON and the output dim."""
     payload = json.dumps(
@@ -195,6 +213,20 @@ def model_fingerprint(weights_sha256: str, preprocessing: dict[str, Any], dim: i
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def onnx_load_error(path: Any, exc: BaseException) -> ModelFormatError:
+    """What to raise when ONNX Runtime cannot load ``path``: our plugin graph (which only
+    TensorRT runs), or a damaged / non-ONNX file."""
+    text = str(exc).strip() or type(exc).__name__
+    if "vpr_edge" in text and "NetVLAD" in text:
+        return ModelFormatError(
+            f"{path}: this is a plugin graph (NetVLAD as the vpr_edge::NetVLAD TensorRT "
+            "plugin node), which ONNX Runtime cannot run; use the plain NAME.onnx or "
+            "NAME.fp16.onnx, or the engine built from it")
+    return ModelFormatError(
+        f"{path}: not a loadable ONNX model ({text.splitlines()[0][:300]}); the file is "
+        "truncated, damaged or not ONNX: export it again with vpr-export")
 
 
 def read_onnx_metadata(path: str) -> ModelMetadata:
@@ -210,14 +242,7 @@ def read_onnx_metadata(path: str) -> ModelMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        if "vpr_edge" in str(exc) and "NetVLAD" in str(exc):
-            raise ModelFormatError(
-                f"{path}: this is a plugin graph (NetVLAD as the vpr_edge::NetVLAD TensorRT "
-                "plugin node), which ONNX Runtime cannot run; use the plain NAME.onnx or "
-                "NAME.fp16.onnx, or the engine built from it") from exc
-        raise ModelFormatError(
-            f"{path}: not a loadable ONNX model ({exc}); re-export it with vpr-export"
-        ) from exc
+        raise onnx_load_error(path, exc) from exc
     props = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in props:
         raise ModelFormatError(

@@ -81,3 +81,23 @@ def test_damaged_files_are_refused(engine: Path, tmp_path: Path) -> None:
     short.write_bytes(data[:20])
     with pytest.raises(ModelFormatError, match="truncated engine header"):
         read_engine_header(short)
+
+
+@pytest.mark.parametrize("field, value", [("engine_size", "big"), ("builder", 3.5),
+                                          ("model", [1, 2])])
+def test_malformed_header_fields_are_format_errors(engine: Path, field: str, value) -> None:
+    """A damaged or hand-edited header is a ModelFormatError naming the file, not a raw
+    ValueError or TypeError that `except VprEdgeError` would miss."""
+    from vpr_edge.engine_file import EngineHeader
+
+    data = read_engine_header(engine).to_dict()
+    data[field] = value
+    with pytest.raises(ModelFormatError, match="m.engine|model metadata"):
+        EngineHeader.from_dict(data, where=str(engine))
+
+
+def test_a_compute_capability_that_is_no_version_is_a_format_error(engine: Path) -> None:
+    header = read_engine_header(engine)
+    with pytest.raises(ModelFormatError, match="major, minor"):
+        check_engine_compatible(header, tensorrt_module="tensorrt", tensorrt_version="10.3.0",
+                                compute_capability=8.7)

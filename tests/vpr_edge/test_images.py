@@ -101,3 +101,37 @@ def test_opencv_and_pillow_resizers_agree(gardens_point_dir: Path, size: tuple[i
     with_pil = resize(src, 240, 320).astype(float)
     assert with_cv2.shape == with_pil.shape == (240, 320, 3)
     assert np.abs(with_cv2 - with_pil).mean() < 1.0
+
+
+@pytest.mark.parametrize("mode, value", [("I;16", 40000), ("I", 70000), ("F", 0.5)])
+def test_wide_pixel_files_are_refused_not_clipped(tmp_path: Path, mode: str, value) -> None:
+    """Pillow's RGB conversion clips 16-bit and float pixels (a 16-bit mono PNG came back
+    almost all white, a float TIFF of 0.5 all black): refused, as such arrays are."""
+    from PIL import Image
+
+    path = tmp_path / ("depth.png" if mode == "I;16" else "depth.tif")
+    Image.new(mode, (32, 24), value).save(path)
+    with pytest.raises(ImageDecodeError, match="16-bit or float"):
+        load_image(path)
+    with pytest.raises(ImageDecodeError, match="16-bit or float"):
+        decode_image(path.read_bytes())
+
+
+def test_huge_image_files_are_decode_errors(tmp_path: Path, monkeypatch) -> None:
+    """Beyond Pillow's decompression-bomb limit or our side limit: an ImageDecodeError
+    (a VprEdgeError), not Pillow's own exception; nothing is decoded."""
+    from PIL import Image
+
+    from vpr_edge import images
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (400, 10)).save(path)
+    monkeypatch.setattr(images, "MAX_SIDE", 300)
+    with pytest.raises(ImageDecodeError, match="300-pixel limit"):
+        load_image(path)
+    monkeypatch.setattr(images, "MAX_SIDE", 16384)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4000 pixels: over twice that
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(path)
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        decode_image(path.read_bytes())

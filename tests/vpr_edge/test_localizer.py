@@ -132,3 +132,98 @@ def test_queries_run_while_another_thread_adds(loc: Localizer, tiny) -> None:
         seen += 1
     thread.join(timeout=30)
     assert errors == [] and len(loc) == 60 and seen > 0
+
+
+def test_add_and_query_take_one_frame(loc: Localizer, tiny) -> None:
+    """A batch given to add() used to add every frame, then fail unpacking the ids: now it
+    is refused before anything is described or added."""
+    frames = tiny.frames(3, seed=12)
+    for batch in (frames, list(frames)):
+        with pytest.raises(InvalidInputError, match="add\\(\\) takes one frame"):
+            loc.add(batch)
+        with pytest.raises(InvalidInputError, match="query\\(\\) takes one frame"):
+            loc.query(batch)
+    descriptors = loc.describe(frames)
+    with pytest.raises(InvalidInputError, match="add_descriptor\\(\\) takes one descriptor"):
+        loc.add_descriptor(descriptors)
+    with pytest.raises(InvalidInputError, match="query_descriptor\\(\\) takes one"):
+        loc.query_descriptor(descriptors)
+    assert len(loc) == 0
+
+
+def test_long_lists_are_described_a_batch_at_a_time(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                    cpu_only: None, monkeypatch) -> None:
+    """describe() over many files decodes and infers ``batch_size`` frames at a time (it
+    used to hold every decoded frame at once); results are the same."""
+    from PIL import Image
+
+    frames = tiny.frames(7, seed=13)
+    paths = []
+    for i, frame in enumerate(frames):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(frame).save(paths[-1])
+    with Localizer(tiny_onnx, backend="onnxruntime-cpu", batch_size=3) as loc:
+        whole = loc.describe(frames)  # an array batch: already in memory
+        sizes: list[int] = []
+        real = Localizer._prepare
+        monkeypatch.setattr(Localizer, "_prepare", lambda self, items, order: (
+            sizes.append(len(items)), real(self, items, order))[1])
+        chunked = loc.describe([str(p) for p in paths])
+    assert sizes == [3, 3, 1]
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
+def test_a_map_that_cannot_be_opened_frees_the_backend(tiny_onnx: Path, make_model, tiny,
+                                                      tmp_path: Path, cpu_only: None,
+                                                      monkeypatch) -> None:
+    from vpr_edge.backends.base import Backend
+
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        loc.add(tiny.frames(1, seed=14)[0])
+        loc.save()
+    closed: list[Backend] = []
+    real_close = Backend.close
+    monkeypatch.setattr(Backend, "close",
+                        lambda self: closed.append(self) or real_close(self))
+    other = make_model("other.onnx", meta=replace(tiny.metadata(), weights_sha256="cd" * 32))
+    with pytest.raises(ModelMismatchError):
+        Localizer(other, tmp_path / "map")
+    assert len(closed) == 1 and closed[0].closed  # not left open until garbage collection
+
+
+def test_the_plugin_graph_is_named_not_called_damaged(tiny_onnx: Path, tmp_path: Path,
+                                                      cpu_only: None) -> None:
+    onnx = pytest.importorskip("onnx")
+    from vpr_edge.errors import ModelFormatError
+
+    model = onnx.load(str(tiny_onnx))
+    for i, node in enumerate(model.graph.node):  # NetVLAD as the TensorRT plugin node
+        if node.op_type == "MatMul":
+            model.graph.node[i].CopyFrom(onnx.helper.make_node(
+                "NetVLAD", list(node.input), list(node.output), domain="vpr_edge"))
+    model.opset_import.append(onnx.helper.make_opsetid("vpr_edge", 1))
+    path = tmp_path / "m.plugin.onnx"
+    onnx.save(model, str(path))
+    for backend in ("onnxruntime-cpu", "auto"):
+        with pytest.raises(ModelFormatError, match="plugin graph"):
+            Localizer(path, backend=backend)
+
+
+def test_closing_while_another_thread_runs_is_a_clear_error(tiny_onnx: Path, tiny,
+                                                           cpu_only: None) -> None:
+    """close() from one thread while run() works through its chunks in another: the running
+    chunk finishes, the next one says the backend was closed (not an AttributeError)."""
+    from vpr_edge.backends import open_backend
+
+    backend = open_backend(tiny_onnx, backend="onnxruntime-cpu", max_batch=1)
+    frames = tiny.frames(2, seed=15)
+    real = backend._infer
+
+    def infer_then_close(batch):
+        out = real(batch)
+        backend.close()  # as if another thread closed it between two chunks
+        return out
+
+    backend._infer = infer_then_close
+    with pytest.raises(InvalidInputError, match="closed while running"):
+        backend.run(frames)

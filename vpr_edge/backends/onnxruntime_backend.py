@@ -36,7 +36,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError
-from ..metadata import ONNX_METADATA_KEY, ModelMetadata
+from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
 from .base import Backend
 
 logger = logging.getLogger(__name__)
@@ -301,10 +301,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelFormatError(
-                f"{self.path}: not a loadable ONNX model ({_first_line(exc)}); the file is "
-                "truncated, damaged or not ONNX: export it again with vpr-export"
-            ) from exc
+            raise onnx_load_error(self.path, exc) from exc
 
     def _probe_metadata(self, ort: Any) -> ModelMetadata:
         return self._metadata_from(self._cpu_probe(ort))
@@ -401,7 +398,11 @@ class OnnxRuntimeBackend(Backend):
     # -- Backend ---------------------------------------------------------------------------
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        session = self._session  # close() in another thread leaves this run its session
+        if session is None:
+            raise InvalidInputError(f"{self.name} backend was closed while running; open the "
+                                    "model again")
+        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         return out
 
     def _release(self) -> None:

@@ -168,7 +168,7 @@ def test_batch_is_an_option_where_frames_are_batched(tiny_onnx: Path, routes, tm
         (len(batch), self._batch_size)) or real_infer(self, batch))
     images = [str(p) for p in sorted(run2.iterdir())[:5]]
     assert main(["query", str(tiny_onnx), str(map_dir), *images, "--batch", "2"]) == 0
-    assert calls == [(5, 2)]  # five frames, inferred two at a time (it used 8)
+    assert calls == [(2, 2), (2, 2), (1, 2)]  # five frames, two at a time (it used 8)
     for command in (["localize", str(tiny_onnx), str(map_dir), "--images", str(run2)],
                     ["bench", str(tiny_onnx)]):
         with pytest.raises(SystemExit):  # one frame per query: no --batch to be ignored
