@@ -29,7 +29,7 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import InvalidInputError, MapError
-from .images import as_rgb_frame, load_image, resize, resizer_name
+from .images import load_image, prepare_frame, resizer_name
 from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir
 from .metadata import ModelMetadata
 
@@ -140,18 +140,17 @@ class Localizer:
         prepared = np.empty((len(items), height, width, 3), dtype=np.uint8)
         for i, item in enumerate(items):
             if isinstance(item, (str, os.PathLike)):
-                rgb = load_image(item)
+                item, order = load_image(item), "RGB"
             else:
-                rgb = as_rgb_frame(item, colour_order)
-            if self.metadata.colour_order == "BGR":
-                prepared[i] = resize(rgb, height, width)[:, :, ::-1]
-            else:
-                resize(rgb, height, width, out=prepared[i])
+                order = colour_order
+            prepare_frame(item, order, height, width, self.metadata.colour_order,
+                          out=prepared[i])
         return prepared, single
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         outputs = []
-        step = min(self._batch_size, self._backend.max_batch)
+        # a static-batch model pads every call to min_batch frames: fill them with frames
+        step = max(min(self._batch_size, self._backend.max_batch), self._backend.min_batch)
         with self._infer_lock:
             for start in range(0, batch.shape[0], step):
                 outputs.append(self._backend.run(batch[start:start + step]))

@@ -186,11 +186,12 @@ class LoopClosureDetector:
                                     "process_descriptor(), or build it on a Localizer")
         order = colour_order or self.localizer.colour_order
         if isinstance(frame, (str, os.PathLike)):
-            rgb = load_image(frame)
-        else:
-            rgb = as_rgb_frame(frame, order)
-        descriptor = self.localizer.describe(rgb, colour_order="RGB")
-        features = orb_features(rgb, self.config.verify_config) if self.config.verify else None
+            frame, order = load_image(frame), "RGB"
+        features = None
+        if self.config.verify:  # ORB needs the full frame; convert it once for both
+            frame, order = as_rgb_frame(frame, order), "RGB"
+            features = orb_features(frame, self.config.verify_config)
+        descriptor = self.localizer.describe(frame, colour_order=order)
         return self.process_descriptor(descriptor, stamp=stamp, pose=pose, meta=meta,
                                        features=features)
 

@@ -69,7 +69,8 @@ class NodeStats:
 
 @dataclass(frozen=True)
 class _Pending:
-    rgb: np.ndarray
+    frame: np.ndarray
+    colour_order: str
     stamp: float
     pose: Pose | None
     arrived: float  # time.monotonic() when the message reached on_image
@@ -126,10 +127,13 @@ class LoopClosureNode:
         self._last_pose_stamp = max(stamp, self._last_pose_stamp or stamp)
         self.poses.add(stamp, pose)
 
-    def on_image(self, convert: Callable[[], np.ndarray], stamp: float) -> bool:
-        """A camera frame arrived. ``convert`` turns the message into RGB (called only for
-        keyframes, so skipped frames cost nothing); a malformed message is counted by kind
-        (:meth:`report_problem`) and dropped. Returns True if the frame was queued."""
+    def on_image(self, convert: Callable[[], np.ndarray | tuple[np.ndarray, str]],
+                 stamp: float) -> bool:
+        """A camera frame arrived. ``convert`` turns the message into pixels: an RGB (or
+        mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
+        it is called only for keyframes, so skipped frames cost nothing. A malformed message
+        is counted by kind (:meth:`report_problem`) and dropped. Returns True if the frame
+        was queued."""
         arrived = time.monotonic()
         self.stats.received += 1
         pose = self.poses.at(stamp) if len(self.poses) else None
@@ -137,7 +141,7 @@ class LoopClosureNode:
             self.stats.dropped_policy += 1
             return False
         try:
-            rgb = convert()
+            converted = convert()
         except InvalidInputError as exc:
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
@@ -145,7 +149,8 @@ class LoopClosureNode:
         with self._cond:
             if self._slot is not None:
                 self.stats.dropped_busy += 1
-            self._slot = _Pending(rgb, stamp, pose, arrived)
+            frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
+            self._slot = _Pending(frame, order, stamp, pose, arrived)
             self._cond.notify()
         return True
 
@@ -205,7 +210,7 @@ class LoopClosureNode:
             try:
                 with self._map_lock:
                     result = self.detector.process_frame(
-                        item.rgb, stamp=item.stamp, colour_order="RGB",
+                        item.frame, stamp=item.stamp, colour_order=item.colour_order,
                         pose=None if item.pose is None else item.pose.as_tuple())
                 self.stats.processed += 1
                 if result.loop is not None:

@@ -33,7 +33,7 @@ from vpr_edge.errors import VprEdgeError
 from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
-from vpr_edge.ros_image import message_to_rgb
+from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
@@ -86,7 +86,7 @@ class Ros1LoopClosureNode:
         stamp = stamp_seconds(msg.header) or rospy.get_time()
         self.frame_id = msg.header.frame_id
         # malformed messages are counted by kind and logged once per kind by the core
-        self.core.on_image(lambda: message_to_rgb(msg), stamp)
+        self.core.on_image(lambda: message_to_frame(msg), stamp)
 
     def on_odom(self, msg: Odometry) -> None:
         try:

@@ -36,7 +36,7 @@ from vpr_edge.errors import VprEdgeError
 from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
-from vpr_edge.ros_image import message_to_rgb
+from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
 
 
@@ -87,7 +87,7 @@ class Ros2LoopClosureNode(Node):
     def on_image(self, msg) -> None:
         stamp = stamp_seconds(msg.header) or self.get_clock().now().nanoseconds * 1e-9
         self.frame_id = msg.header.frame_id
-        self.core.on_image(lambda: message_to_rgb(msg), stamp)
+        self.core.on_image(lambda: message_to_frame(msg), stamp)
 
     def on_odom(self, msg: Odometry) -> None:
         try:

@@ -170,3 +170,14 @@ def test_index_scaling_measures_the_default_index_and_the_full_graph(
     (row,) = full["rows"]
     assert row["graph"] == "full" and [s["ef"] for s in row["ef_sweep"]] == [16, 32]
     assert row["rerank"]["factor"] == 4
+
+
+def test_preprocess_layouts_times_both_orders(tmp_path: Path) -> None:
+    out = tmp_path / "layouts.json"
+    assert load("preprocess_layouts.py").main(["--repeat", "3", "--frame-size", "48", "64",
+                                               "--input-size", "24", "32",
+                                               "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["frame"] for r in rows] == ["RGB", "BGR", "mono"]
+    assert all(r["convert_then_resize_ms"] > 0 and r["resize_then_convert_ms"] > 0
+               for r in rows)

@@ -47,7 +47,8 @@ def test_bgr_and_mono_frames_become_rgb() -> None:
     [
         (np.zeros((4, 5, 3), np.float32), "uint8"),
         (np.zeros((4, 5), np.uint16), "16-bit"),
-        (np.zeros((4, 5, 4), np.uint8), "HxWx3"),
+        (np.zeros((4, 5, 4), np.uint8), "drop the alpha"),
+        (np.zeros((3, 5, 6), np.uint8), "transpose"),
         (np.zeros((0, 5, 3), np.uint8), "empty"),
         (np.zeros((2, 4, 5, 3), np.uint8), "HxWx3"),
         ([[1, 2], [3, 4]], "numpy array"),
@@ -135,3 +136,32 @@ def test_huge_image_files_are_decode_errors(tmp_path: Path, monkeypatch) -> None
         load_image(path)
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
         decode_image(path.read_bytes())
+
+
+@pytest.mark.parametrize("resizer", ["opencv", "pillow"])
+@pytest.mark.parametrize("model_order", ["RGB", "BGR"])
+def test_prepare_frame_converts_channels_after_resizing(resizer: str, model_order: str,
+                                                        monkeypatch) -> None:
+    """Reordering or repeating channels after the resize gives the very pixels of doing it
+    first (on the full frame, a copy the size of the camera frame), in every combination."""
+    from vpr_edge import images
+
+    if resizer == "opencv":
+        pytest.importorskip("cv2")
+    else:
+        monkeypatch.setattr(images, "_CV2", [None])
+    rgb = np.random.default_rng(3).integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    mono = rgb[:, :, 1].copy()
+
+    def first_convert(frame: np.ndarray, order: str) -> np.ndarray:
+        small = resize(as_rgb_frame(frame, order), 24, 32)
+        return small[:, :, ::-1] if model_order == "BGR" else small
+
+    for frame, order in [(rgb, "RGB"), (np.ascontiguousarray(rgb[:, :, ::-1]), "BGR"),
+                         (rgb[:, :, ::-1], "BGR"), (mono, "RGB"), (mono[:, :, None], "BGR")]:
+        want = first_convert(frame, order)
+        got = images.prepare_frame(frame, order, 24, 32, model_order)
+        np.testing.assert_array_equal(got, want)
+        out = np.empty((24, 32, 3), np.uint8)
+        assert images.prepare_frame(frame, order, 24, 32, model_order, out=out) is out
+        np.testing.assert_array_equal(out, want)

@@ -227,3 +227,18 @@ def test_closing_while_another_thread_runs_is_a_clear_error(tiny_onnx: Path, tin
     backend._infer = infer_then_close
     with pytest.raises(InvalidInputError, match="closed while running"):
         backend.run(frames)
+
+
+def test_a_static_batch_model_is_filled_not_padded(make_model, tiny, cpu_only: None,
+                                                   monkeypatch) -> None:
+    """A model exported with a fixed batch of 4 runs 4 frames per call even when batch_size
+    is 2 (two padded calls would cost twice the inference)."""
+    path = make_model("static.onnx", batch=4)
+    with Localizer(path, backend="onnxruntime-cpu", batch_size=2) as loc:
+        assert loc._backend.min_batch == 4
+        calls: list[int] = []
+        real = loc._backend.run
+        monkeypatch.setattr(loc._backend, "run", lambda b: calls.append(len(b)) or real(b))
+        frames = tiny.frames(6, seed=16)
+        out = loc.describe(frames)
+    assert calls == [4, 2] and out.shape == (6, tiny.DIM)

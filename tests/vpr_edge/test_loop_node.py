@@ -66,6 +66,21 @@ def test_loops_found_on_the_second_pass(tiny_onnx, tmp_path, cpu_only, route) ->
     assert len(reopened) == 80  # saved on shutdown
 
 
+def test_frames_in_their_own_channel_order(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """``convert`` may give ``(pixels, colour_order)`` (``message_to_frame``): BGR frames
+    find the same loops as their RGB conversions."""
+    node, loops = make_node(tiny_onnx, tmp_path)
+    first, again = route
+    feed(node, first, 0.0)
+    for i, frame in enumerate(again):
+        bgr = np.ascontiguousarray(frame[:, :, ::-1])
+        node.on_image(lambda f=bgr: (f, "BGR"), stamp=100.0 + i * 0.1)
+        assert node.wait_idle()
+    node.shutdown()
+    assert len(loops) >= 30, node.stats.summary()
+    assert all(abs(loop.query_id - 40 - loop.match_id) <= 1 for loop in loops)
+
+
 def test_keyframe_policy_skips_conversion(tiny_onnx, tmp_path, cpu_only, route) -> None:
     node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=4))
     converted = []

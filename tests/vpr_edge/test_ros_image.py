@@ -100,3 +100,29 @@ def test_compressed_jpeg_and_png() -> None:
     assert error.value.kind == "undecodable compressed image"
     with pytest.raises(ImageMessageError, match="no data"):
         compressed_to_rgb(SimpleNamespace(format="jpeg", data=b""))
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_eight_bit_messages_pass_as_they_are(pad: int) -> None:
+    """rgb8 / bgr8 / mono8 go to the model in their own channel order (reordered after the
+    resize); they describe the same as the RGB conversion. Others are converted to RGB."""
+    from vpr_edge.images import as_rgb_frame
+    from vpr_edge.ros_image import message_to_frame
+
+    bgr = np.ascontiguousarray(RGB[..., ::-1])
+    for encoding, pixels, order in [("rgb8", RGB, "RGB"), ("bgr8", bgr, "BGR"),
+                                    ("8UC3", bgr, "BGR"), ("mono8", RGB[..., 0], "RGB")]:
+        message = msg(np.ascontiguousarray(pixels), encoding, pad)
+        frame, got_order = message_to_frame(message)
+        assert got_order == order
+        np.testing.assert_array_equal(frame, pixels)  # no conversion on the full frame
+        np.testing.assert_array_equal(as_rgb_frame(frame, order), image_to_rgb(message))
+    rgba = np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)])
+    frame, order = message_to_frame(msg(rgba, "rgba8", pad))
+    assert order == "RGB"
+    np.testing.assert_array_equal(frame, RGB)
+    jpeg = io.BytesIO()
+    Image.fromarray(RGB).save(jpeg, format="PNG")
+    frame, order = message_to_frame(SimpleNamespace(format="png", data=jpeg.getvalue()))
+    assert order == "RGB"
+    np.testing.assert_array_equal(frame, RGB)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images import as_rgb_frame, load_image, resize
+from ..images import load_image, prepare_frame
 from .common import add_model_arguments, backend_options
 from .help_format import HelpFormatter
 from .output import print_facts, print_table, write_json
@@ -52,7 +52,8 @@ def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
     with Localizer(model, backend=backend, backend_options=options) as loc:
         meta = loc.metadata
         h, w = meta.input_shape
-        small = resize(as_rgb_frame(frame), h, w)[None]
+        order = meta.colour_order
+        small = prepare_frame(frame, "RGB", h, w, order)[None]
         rng = np.random.default_rng(0)
         synthetic = rng.standard_normal((places, meta.dim)).astype(np.float32)
         synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
@@ -61,7 +62,7 @@ def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
             loc.index.add(synthetic[start:start + 10000])
         descriptor = loc.describe(frame)
         stages = {
-            "preprocess": _timed(lambda: resize(as_rgb_frame(frame), h, w), repeat),
+            "preprocess": _timed(lambda: prepare_frame(frame, "RGB", h, w, order), repeat),
             "inference": _timed(lambda: loc._backend.run(small), repeat),
             "search": _timed(lambda: loc.query_descriptor(descriptor, 5), repeat),
             "query (end to end)": _timed(lambda: loc.query(frame, 5), repeat),
