@@ -11,6 +11,7 @@ $PY benchmarks/latency.py --json "$out/latency.json" \
     --backbones efficientnet_lite0 mobilenetv3_large_100 resnet18 resnet50 vgg16
 $PY benchmarks/loop_closure.py --json "$out/loop_closure.json" --plot "$out/loop_closure_pr.png"
 $PY benchmarks/retrieval_montage.py --plot "$out/corridor_montage.png" --json "$out/corridor_montage.json"
+$PY benchmarks/preprocess_layouts.py --json "$out/preprocess_layouts.json"
 # GPU benchmarks (plugin_kernel.py, gpu_latency.py) run on a GPU machine: scripts/gpu_checks.sh
 if [ "${1:-}" = "--quick" ]; then
   $PY benchmarks/index_scaling_quick.py --sizes 10000 --dims 512 --efs 64 128 --queries 300 \
