@@ -44,8 +44,17 @@ def describe_path(path: Path) -> dict[str, Any]:
         return {"kind": "onnx model", "path": str(path), **_model_facts(meta),
                 "bytes": path.stat().st_size}
     from ..engine_file import read_engine_header
+    from ..errors import ModelFormatError
 
-    header = read_engine_header(path)
+    try:
+        header = read_engine_header(path)
+    except ModelFormatError:
+        if path.suffix.lower() in (".engine", ".plan", ".trt"):
+            raise
+        raise InvalidInputError(
+            f"{path}: neither an ONNX model (.onnx) nor a vpr-edge engine nor a map; "
+            "vpr-edge info takes an exported .onnx or .engine file, or a map directory"
+        ) from None
     return {"kind": "tensorrt engine", "path": str(path), **_model_facts(header.model),
             "tensorrt": f"{header.tensorrt_module} {header.tensorrt_version}",
             "compute_capability": header.compute_capability, "bytes": path.stat().st_size}

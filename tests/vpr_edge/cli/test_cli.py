@@ -146,6 +146,9 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
     assert main(["query", str(tiny_onnx), str(tmp_path / "nomap"), "x.png"]) == 2
     assert "no such map" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "absent.onnx")]) == 2
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not a model")
+    assert main(["info", str(tmp_path / "photo.png")]) == 2
+    assert "neither an ONNX model" in capsys.readouterr().err
     folder = tmp_path / "frames"
     folder.mkdir()
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(folder / "Image000.png")
