@@ -183,6 +183,7 @@ class TensorRTBackend(LockedBackend):
             ) from exc
         self.compute_capability = (major, minor)
         self.device = f"cuda:{device_id}"
+        self._device_id = device_id
         try:
             api.check_engine_compatible(
                 header,
@@ -296,7 +297,9 @@ class TensorRTBackend(LockedBackend):
         if self._context is None:
             raise BackendUnavailableError(
                 f"tensorrt: could not create an execution context for {self.path} (out of "
-                "device memory?); lower max_batch or free GPU memory"
+                "device memory?); free GPU memory, or rebuild the engine with a smaller batch "
+                "profile (vpr-export --batch MIN OPT MAX): the context reserves memory for the "
+                "largest one, whatever max_batch is"
             )
         ok = self._context.set_tensor_address(INPUT_NAME, self._dev_in.ptr)
         ok = self._context.set_tensor_address(OUTPUT_NAME, self._dev_out.ptr) and ok
@@ -310,6 +313,9 @@ class TensorRTBackend(LockedBackend):
     # -- Backend ---------------------------------------------------------------------------
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        # the current CUDA device is per host thread: a ROS callback or a worker thread
+        # starts on device 0, and the engine's stream lives on device_id
+        cuda_memory.set_device(self._device_id)
         rows = batch.shape[0]  # min_batch..max_batch: run() chunks and pads
         self._host_in.array[:rows] = batch
         h, w, c = self.input_shape

@@ -487,3 +487,33 @@ def test_engine_file_module_offers_what_the_backend_calls() -> None:
     params = inspect.signature(api.check_engine_compatible).parameters
     for keyword in ("tensorrt_module", "tensorrt_version", "compute_capability"):
         assert keyword in params, f"check_engine_compatible lacks keyword {keyword!r}"
+
+
+def test_inference_selects_the_engines_gpu_on_the_calling_thread(fakes, engine_path,
+                                                                   tiny) -> None:
+    """The current CUDA device is per host thread: a worker thread (a ROS callback) starts on
+    device 0, so run() must select device_id itself before it enqueues."""
+    import threading
+
+    class PerThreadDevice(FakeCuda):
+        def __init__(self):
+            super().__init__()
+            self.local = threading.local()
+
+        def set_device(self, device):
+            self.local.device = device
+
+        def current(self):
+            return getattr(self.local, "device", 0)
+
+    cuda = PerThreadDevice()
+    fakes.install(cuda=cuda)
+    backend = trt_backend.TensorRTBackend(engine_path, device_id=1)
+    seen = []
+    launch = backend._context.execute_async_v3
+    backend._context.execute_async_v3 = lambda h: seen.append(cuda.current()) or launch(h)
+    worker = threading.Thread(target=lambda: backend.run(tiny.frames(2)))
+    worker.start()
+    worker.join()
+    backend.close()
+    assert seen == [1]
