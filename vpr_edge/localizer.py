@@ -126,10 +126,9 @@ class Localizer:
             return out[0] if single else out
         items = list(frames)
         step = self._batch_size
-        if len(items) <= step:
-            return self._infer(self._prepare(items, order)[0])
-        return np.concatenate([self._infer(self._prepare(items[i:i + step], order)[0])
-                               for i in range(0, len(items), step)])
+        chunks = [self._infer(self._prepare(items[i:i + step], order)[0])
+                  for i in range(0, max(len(items), 1), step)]  # [] -> "empty batch" error
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def _prepare(self, frames: Any, colour_order: str) -> tuple[np.ndarray, bool]:
         single = _is_single(frames)

@@ -244,7 +244,7 @@ class LoopClosureDetector:
             if chain < self.config.consistency:
                 continue
             verified, inliers = None, None
-            if self.config.verify and features is not None:
+            if self.config.verify:  # process_descriptor made sure features were given
                 stored = self._features.get(match.place_id)
                 if stored is None and not self.config.report_unverifiable:
                     continue  # cannot be checked (a place from disk, or features dropped)

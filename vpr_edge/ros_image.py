@@ -117,7 +117,7 @@ def message_to_frame(msg: Any) -> tuple[np.ndarray, str]:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageMessageError("empty image", f"image message is {width}x{height}: empty image")
-    channels = 1 if encoding in ("mono8", "8uc1") else 3
+    channels = _LAYOUTS[encoding][0]
     pixels = _rows(msg, height, width, step, channels, 1)
     return (pixels[:, :, 0] if channels == 1 else pixels), _AS_IS[encoding]
 

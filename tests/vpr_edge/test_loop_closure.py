@@ -96,12 +96,19 @@ def test_min_score_gates_candidates(loc: Localizer, route: np.ndarray) -> None:
     assert detector.process_descriptor(revisit(route, 3, 0.01, 7)).loop.match_id == 3
 
 
+def saved_session(tiny_onnx: Path, map_dir: Path, config: LoopClosureConfig,
+                  route: np.ndarray) -> Path:
+    """A map left by an earlier session of the detector along ``route``."""
+    with Localizer(tiny_onnx, map_dir) as loc:
+        run(LoopClosureDetector(loc, config), route)
+        loc.save()
+    return map_dir
+
+
 def test_map_opened_from_disk_keeps_route_order(tiny_onnx: Path, route: np.ndarray,
                                                 tmp_path: Path, cpu_only: None) -> None:
     config = LoopClosureConfig(min_score=0.8, consistency=2, exclusion_frames=5)
-    with Localizer(tiny_onnx, tmp_path / "map") as loc:
-        run(LoopClosureDetector(loc, config), route[:50])
-        loc.save()
+    saved_session(tiny_onnx, tmp_path / "map", config, route[:50])
     with Localizer(tiny_onnx, tmp_path / "map") as loc:
         detector = LoopClosureDetector(loc, config)
         out = [detector.process_descriptor(revisit(route, i, 0.3, i)) for i in (20, 21, 22)]
@@ -142,9 +149,7 @@ def test_the_frame_window_counts_only_this_sessions_frames(tiny_onnx: Path, rout
     """A robot that starts again where its last session ended (at its dock) can close a loop
     with the last places of that session; the frames it has just seen stay excluded."""
     config = LoopClosureConfig(min_score=0.8, consistency=1, exclusion_frames=50)
-    with Localizer(tiny_onnx, tmp_path / "map") as loc:
-        run(LoopClosureDetector(loc, config), route[:60])
-        loc.save()
+    saved_session(tiny_onnx, tmp_path / "map", config, route[:60])
     with Localizer(tiny_onnx, tmp_path / "map") as loc:
         detector = LoopClosureDetector(loc, config)
         view = revisit(route, 59, 0.3, 1)
