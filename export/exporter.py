@@ -188,7 +188,8 @@ def export(config: ExportConfig) -> ExportResult:
                     batch=config.batch, workspace_mib=config.workspace_mib,
                     timing_cache=out_dir / f"{name}.timing.cache",
                     compute_capabilities=config.compute_capabilities,
-                    module=config.tensorrt_module, plugin=plugin))
+                    module=config.tensorrt_module, plugin=plugin,
+                    version_compatible=config.version_compatible))
                 source_meta = meta16 if config.fp16 else meta32
                 if plugin is not None:
                     source_meta = replace(source_meta, plugin=PLUGIN_INFO)
@@ -205,6 +206,10 @@ def export(config: ExportConfig) -> ExportResult:
             result.notes.append(f"engine built with {built.module} {built.version} for compute "
                                 f"capability {targets}; engines run only on such a GPU, so it "
                                 "was not validated by this export")
+            if config.version_compatible:
+                result.notes.append(f"version-compatible engine: runs on {built.module} "
+                                    f"{built.version} or later and on the lean runtime "
+                                    "(tensorrt_lean) of those versions")
 
         if config.validate:
             if config.validate_dir is None:
@@ -268,7 +273,10 @@ def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source:
     from .plugin.registration import prepare_builder
     from .tensorrt_build import find_builder
 
-    if config.fp16:
+    if config.version_compatible:
+        ok, reason = False, ("vpr-export builds version-compatible engines from plain ONNX ops "
+                             "only (a plugin in such an engine is not verified)")
+    elif config.fp16:
         found = find_builder(config.tensorrt_module)
         ok, reason = prepare_builder(found[1] if found else "tensorrt")
     else:

@@ -6,7 +6,7 @@
 | onnx-fp16 | NAME.fp16.onnx (``--fp16``) | FP16 (strongly typed) | torch, onnx | same |
 | onnx-plugin | NAME.plugin.onnx (``--plugin``) | FP32, NetVLAD as one ``vpr_edge::NetVLAD`` node | onnx, onnxruntime-extensions | same |
 | onnx-plugin-fp16 | NAME.plugin.fp16.onnx (``--plugin --fp16``) | FP16, FP16 plugin node | same | same |
-| engine | NAME.engine | as its ONNX (the plugin graph with ``--plugin`` on TensorRT >= 10.9) | tensorrt or tensorrt_rtx | batch, workspace, compute capability |
+| engine | NAME.engine | as its ONNX (the plugin graph with ``--plugin`` on TensorRT >= 10.9) | tensorrt or tensorrt_rtx | batch, workspace, compute capability, version_compatible |
 
 Everything is checked before any work starts; a request that cannot be honoured is an error
 that says what to install or change, never a silent downgrade.
@@ -29,7 +29,8 @@ TARGETS = {
     "onnx-plugin-fp16": {"suffix": ".plugin.fp16.onnx", "precision": "fp16",
                          "arguments": ("height", "width", "whitening_dim", "opset")},
     "engine": {"suffix": ".engine", "precision": "from its ONNX",
-               "arguments": ("batch", "workspace_mib", "compute_capabilities")},
+               "arguments": ("batch", "workspace_mib", "compute_capabilities",
+                             "version_compatible")},
 }
 
 
@@ -50,6 +51,8 @@ class ExportConfig:
         plugin: also write the plugin graphs (NetVLAD as one ``vpr_edge::NetVLAD`` node, see
             ``export/plugin``) and build the engine from them where TensorRT >= 10.9 can
             register the plugin.
+        version_compatible: build the engine with TensorRT's ``VERSION_COMPATIBLE`` flag
+            (runs on later TensorRT versions and on the lean runtime; full TensorRT only).
     """
 
     checkpoint: Path
@@ -69,6 +72,7 @@ class ExportConfig:
     validate_images: int = 64
     reference_images: int = 2
     plugin: bool = False
+    version_compatible: bool = False
     opset: int = 17
     simplify: bool = True
     extra: dict = field(default_factory=dict)
@@ -88,6 +92,11 @@ def check_arguments(config: ExportConfig) -> None:
         problems.append(f"--workspace {config.workspace_mib} MiB is too small")
     if not 13 <= config.opset <= 21:
         problems.append(f"--opset must be between 13 and 21, got {config.opset}")
+    if config.version_compatible and config.engine is False:
+        problems.append("--version-compatible is about the engine, and --no-engine builds none")
+    if config.version_compatible and config.tensorrt_module == "tensorrt_rtx":
+        problems.append("--version-compatible needs full TensorRT (tensorrt); TensorRT-RTX "
+                        "engines are portable across GPUs but not across RTX versions")
     if config.validate_dir is not None and not Path(config.validate_dir).is_dir():
         problems.append(f"--validate {config.validate_dir}: not a directory")
     if not Path(config.checkpoint).is_file():

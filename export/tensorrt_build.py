@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from vpr_edge.backends.tensorrt_logger import process_logger
 from vpr_edge.errors import MissingDependencyError, ModelFormatError
 
 log = logging.getLogger("vpr_edge.export")
@@ -48,6 +49,11 @@ class EngineBuildConfig:
         compute_capabilities: TensorRT-RTX targets (e.g. ("8.9",)); ignored by full
             TensorRT, which builds for its GPU.
         module: force ``tensorrt`` or ``tensorrt_rtx`` (None: whichever is installed).
+        plugin: the plugin the graph uses (recorded in the settings), or None.
+        version_compatible: set ``BuilderFlag.VERSION_COMPATIBLE`` (full TensorRT only): the
+            engine also runs on later TensorRT versions and on the lean runtime. It embeds
+            the lean runtime, which the runtime must be allowed to load
+            (``engine_host_code_allowed``; :class:`vpr_edge.backends.TensorRTBackend` does).
     """
 
     batch: tuple[int, int, int] = (1, 1, 8)
@@ -56,6 +62,7 @@ class EngineBuildConfig:
     compute_capabilities: tuple[str, ...] | None = None
     module: str | None = None
     plugin: dict[str, Any] | None = None
+    version_compatible: bool = False
 
 
 @dataclass
@@ -90,24 +97,6 @@ def builder_available() -> tuple[bool, str]:
     return True, f"{found[1]} {found[0].__version__}"
 
 
-class _Logger:
-    """A TensorRT logger that keeps errors for the exception message."""
-
-    def __init__(self, trt: ModuleType) -> None:
-        class Recorder(trt.ILogger):
-            def __init__(inner) -> None:  # noqa: N805 - TensorRT's ILogger API
-                trt.ILogger.__init__(inner)
-                inner.errors: list[str] = []
-
-            def log(inner, severity, msg) -> None:  # noqa: N805
-                if severity <= trt.ILogger.Severity.ERROR:
-                    inner.errors.append(str(msg))
-                elif severity <= trt.ILogger.Severity.WARNING:
-                    log.debug("tensorrt: %s", msg)
-
-        self.impl = Recorder()
-
-
 def _capability_enum(trt: ModuleType, text: str) -> Any:
     name = "SM" + text.replace(".", "")
     value = getattr(trt.ComputeCapability, name, None)
@@ -124,7 +113,11 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
     if found is None:
         raise MissingDependencyError(builder_available()[1])
     trt, name = found
-    recorder = _Logger(trt).impl
+    if config.version_compatible and name != "tensorrt":
+        raise ModelFormatError(f"--version-compatible needs full TensorRT (tensorrt); {name} "
+                               "cannot build version-compatible engines")
+    recorder = process_logger(trt)
+    mark = recorder.mark()
     builder = trt.Builder(recorder)
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flag)
@@ -142,6 +135,8 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
     profile.set_shape(image.name, (lo, height, width, channels), (opt, height, width, channels),
                       (hi, height, width, channels))
     builder_config.add_optimization_profile(profile)
+    if config.version_compatible:
+        builder_config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     cache_used = False
     # TensorRT-RTX has no timing cache (its operations are deprecated no-ops there).
     use_cache = config.timing_cache is not None and name != "tensorrt_rtx"
@@ -165,7 +160,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
     serialized = builder.build_serialized_network(network, builder_config)
     if serialized is None:
         raise ModelFormatError(f"{name} failed to build an engine from {onnx_path.name}: "
-                               + "; ".join(recorder.errors[-5:]))
+                               + "; ".join(recorder.errors_since(mark, last=5)))
     if use_cache:
         config.timing_cache.write_bytes(
             memoryview(builder_config.get_timing_cache().serialize()).tobytes())
@@ -173,5 +168,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
                 "workspace_mib": config.workspace_mib, "timing_cache_reused": cache_used,
                 "compute_capabilities": list(targets) if targets else [capability],
                 "plugin": config.plugin}
+    if config.version_compatible:
+        settings["version_compatible"] = True
     return BuiltEngine(memoryview(serialized).tobytes(), name, str(trt.__version__),
                        capability, device, settings)

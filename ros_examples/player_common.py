@@ -33,13 +33,16 @@ def player_arguments(description: str) -> argparse.ArgumentParser:
 
 
 def load_frames(folders: list[Path], size: tuple[int, int]) -> list[np.ndarray]:
-    """Every image of the folders, in order, as RGB resized to ``size`` (H, W)."""
+    """Every image of the folders, in order, as RGB (upright, as vpr-edge loads files)
+    resized to ``size`` (H, W)."""
     from PIL import Image
+
+    from vpr_edge.images import load_image
 
     files = [p for folder in folders for p in sorted(folder.iterdir())
              if p.suffix.lower() in SUFFIXES]
     height, width = size
-    return [np.asarray(Image.open(p).convert("RGB").resize((width, height), Image.BILINEAR))
+    return [np.asarray(Image.fromarray(load_image(p)).resize((width, height), Image.BILINEAR))
             for p in files]
 
 

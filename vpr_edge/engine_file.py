@@ -7,8 +7,9 @@ Layout::
     header                           UTF-8 JSON (see EngineHeader.to_dict)
     engine                           the bytes TensorRT serialized
 
-A TensorRT engine only runs with the TensorRT version and (for ``tensorrt``) the GPU
-architecture it was built for, and a mismatch fails deep inside TensorRT, or worse, crashes.
+A TensorRT engine only runs with the TensorRT version (or, built version-compatible, a later
+one) and (for ``tensorrt``) the GPU architecture it was built for, and a mismatch fails deep
+inside TensorRT, or worse, crashes.
 The header lets the runtime refuse such a file first, naming the field that differs. It also
 carries the model metadata (:class:`~vpr_edge.metadata.ModelMetadata`) so the runtime knows
 the input size and the model fingerprint without touching the engine.
@@ -17,6 +18,7 @@ the input size and the model fingerprint without touching the engine.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -46,7 +48,8 @@ class EngineHeader:
         compute_capability: ``"8.7"`` etc. for engines tied to one GPU architecture, or None
             for portable engines (TensorRT-RTX compiles for the device when it loads them).
         device_name: the GPU the engine was built on (informational).
-        builder: builder settings (precision, strongly_typed, profile, workspace, plugin...).
+        builder: builder settings (strongly_typed, profile, workspace, plugin, and
+            ``version_compatible: true`` for engines built with ``--version-compatible``).
         engine_sha256, engine_size: checksum and size of the engine bytes.
     """
 
@@ -195,20 +198,63 @@ def _capability_text(value: Any) -> str | None:
     return f"{major}.{minor}"
 
 
+def _version_numbers(text: str) -> tuple[int, ...] | None:
+    """``"10.3.0.26"`` -> ``(10, 3, 0, 26)``; None when it does not start with a number."""
+    numbers = []
+    for part in str(text).split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers) or None
+
+
+def is_version_compatible(header: EngineHeader) -> bool:
+    """Built with TensorRT's ``VERSION_COMPATIBLE`` flag (``vpr-export --version-compatible``):
+    such an engine runs on the TensorRT it was built with and on any later one, and it is the
+    only kind the lean runtime (``tensorrt_lean``) runs."""
+    return header.builder.get("version_compatible") is True
+
+
 def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
                             tensorrt_version: str, compute_capability: Any) -> None:
-    """Refuse an engine this machine cannot run, naming the field, both values and the fix."""
+    """Refuse an engine this machine cannot run, naming the field, both values and the fix.
+
+    An engine runs on the TensorRT module and version it was built with, except that a
+    version-compatible engine (:func:`is_version_compatible`) from full TensorRT also runs on
+    any later version of it and on the lean runtime (``tensorrt_lean``) of the same or a later
+    version. Engines tied to a GPU architecture need that compute capability."""
     fix = ("rebuild the engine on this machine: `vpr-export CHECKPOINT --engine`, or "
            "`trtexec --onnx=MODEL.onnx --stronglyTyped --saveEngine=...` and wrap it")
-    if header.tensorrt_module != tensorrt_module:
+    flexible = is_version_compatible(header)
+    lean_runs_it = header.tensorrt_module == "tensorrt" and tensorrt_module == "tensorrt_lean"
+    if header.tensorrt_module != tensorrt_module and not lean_runs_it:
         raise EngineMismatchError(
             f"tensorrt_module: the engine was built with {header.tensorrt_module}, this "
             f"machine runs {tensorrt_module}; {fix}"
         )
-    if str(header.tensorrt_version) != str(tensorrt_version):
+    if lean_runs_it and not flexible:
+        raise EngineMismatchError(
+            "tensorrt_module: this machine has TensorRT's lean runtime (tensorrt_lean), which "
+            "runs only version-compatible engines, and this engine was built without "
+            "--version-compatible; rebuild it with `vpr-export CHECKPOINT --engine "
+            "--version-compatible`, or install full TensorRT here (pip install "
+            "'vpr-edge[tensorrt]'; on Jetson, the TensorRT JetPack ships)"
+        )
+    if flexible:
+        built, here = _version_numbers(header.tensorrt_version), _version_numbers(tensorrt_version)
+        if built is None or here is None or here < built:
+            raise EngineMismatchError(
+                f"tensorrt_version: the engine was built version-compatible with "
+                f"{header.tensorrt_module} {header.tensorrt_version}, which runs on that "
+                f"version or a later one; this machine has {tensorrt_module} "
+                f"{tensorrt_version}; upgrade TensorRT here, or {fix}"
+            )
+    elif str(header.tensorrt_version) != str(tensorrt_version):
         raise EngineMismatchError(
             f"tensorrt_version: the engine was built with {header.tensorrt_module} "
-            f"{header.tensorrt_version}, this machine has {tensorrt_version}; {fix}"
+            f"{header.tensorrt_version}, this machine has {tensorrt_version}; {fix} (or build "
+            "it with --version-compatible to run it on later TensorRT versions)"
         )
     built_for = _capability_text(header.compute_capability)
     here = _capability_text(compute_capability)

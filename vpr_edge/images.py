@@ -25,7 +25,8 @@ COLOUR_ORDERS = ("RGB", "BGR")
 
 
 def load_image(path: PathLike) -> np.ndarray:
-    """Read an image file as ``uint8 HxWx3`` RGB.
+    """Read an image file as ``uint8 HxWx3`` RGB, turned upright as its EXIF orientation says
+    (as ``cv2.imread`` does).
 
     Raises :class:`ImageDecodeError` for a missing, unreadable, truncated or non-image file.
     """
@@ -48,7 +49,8 @@ def load_image(path: PathLike) -> np.ndarray:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 HxWx3`` RGB."""
+    """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 HxWx3`` RGB, turned upright as
+    their EXIF orientation says."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -81,7 +83,25 @@ def _rgb_of(img, what: str) -> np.ndarray:
             "and converting would clip them; load it yourself and scale to 0..255, e.g. "
             "np.asarray(Image.open(path)) >> 8 for 16 bits, then .astype(np.uint8)")
     img.load()
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(_upright(img).convert("RGB"))
+
+
+#: The EXIF tag that says how a camera's pixels must be turned to be upright.
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(img):
+    """``img`` turned as its EXIF orientation says (phones and many cameras store pixels as
+    the sensor read them and record the turn). ``cv2.imread`` and image viewers apply it, so
+    a map built from files must too, or frames of the same scene arrive turned by 90 degrees
+    depending on how they were loaded. Images without the tag come back as they are."""
+    from PIL import ImageOps
+
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block is not a reason to refuse the pixels
+        return img
+    return img if orientation in (1, None) else ImageOps.exif_transpose(img)
 
 
 def as_rgb_frame(frame: np.ndarray, colour_order: str = "RGB") -> np.ndarray:

@@ -211,3 +211,78 @@ def test_failed_validation_writes_nothing(checkpoint, corridor_dir, tmp_path: Pa
     assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--validate",
                  str(corridor_dir / "ref"), "--validate-images", "4"]) == 1
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def _fake_full_tensorrt():
+    """Enough of full TensorRT's builder API to see what build_engine asks of it."""
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0"
+    trt.flags = []
+
+    class ILogger:
+        Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3,
+                                         VERBOSE=4)
+
+        def __init__(self) -> None:
+            pass
+
+    trt.ILogger = ILogger
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(VERSION_COMPATIBLE="VERSION_COMPATIBLE")
+    image = types.SimpleNamespace(name="image", shape=(-1, 32, 32, 3))
+    network = types.SimpleNamespace(get_input=lambda i: image)
+    config = types.SimpleNamespace(set_memory_pool_limit=lambda *a: None,
+                                   set_flag=trt.flags.append,
+                                   add_optimization_profile=lambda p: None)
+    profile = types.SimpleNamespace(set_shape=lambda *a: None)
+    trt.Builder = lambda logger: types.SimpleNamespace(
+        create_network=lambda flags: network, create_builder_config=lambda: config,
+        create_optimization_profile=lambda: profile,
+        build_serialized_network=lambda net, cfg: b"plan")
+    trt.OnnxParser = lambda net, logger: types.SimpleNamespace(parse_from_file=lambda p: True)
+    return trt
+
+
+@pytest.mark.parametrize("version_compatible", [False, True])
+def test_version_compatible_engines_set_the_builder_flag(tmp_path: Path, monkeypatch,
+                                                         version_compatible) -> None:
+    from vpr_edge.backends import cuda_memory
+    from vpr_edge.export import tensorrt_build
+
+    trt = _fake_full_tensorrt()
+    monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: (trt, "tensorrt"))
+    monkeypatch.setattr(cuda_memory, "compute_capability", lambda device: (8, 7))
+    monkeypatch.setattr(cuda_memory, "device_name", lambda device: "Orin")
+    built = tensorrt_build.build_engine(tmp_path / "m.onnx", tensorrt_build.EngineBuildConfig(
+        version_compatible=version_compatible))
+    assert built.engine == b"plan" and built.compute_capability == "8.7"
+    assert trt.flags == (["VERSION_COMPATIBLE"] if version_compatible else [])
+    assert built.settings.get("version_compatible", False) is version_compatible
+
+
+def test_version_compatible_needs_full_tensorrt(checkpoint, tmp_path: Path,
+                                                monkeypatch) -> None:
+    from vpr_edge.export import tensorrt_build
+
+    for changes, words in (({"engine": False}, "--no-engine builds none"),
+                           ({"tensorrt_module": "tensorrt_rtx"}, "needs full TensorRT")):
+        with pytest.raises(InvalidInputError, match=words):
+            export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
+                                version_compatible=True, **changes))
+    rtx = _fake_full_tensorrt()
+    monkeypatch.setattr(tensorrt_build, "find_builder",
+                        lambda preferred=None: (rtx, "tensorrt_rtx"))
+    with pytest.raises(ModelFormatError, match="needs full TensorRT"):
+        tensorrt_build.build_engine(tmp_path / "m.onnx", tensorrt_build.EngineBuildConfig(
+            version_compatible=True))
+    assert rtx.flags == []
+
+
+def test_cli_takes_version_compatible() -> None:
+    from vpr_edge.export.cli import build_parser
+
+    assert build_parser().parse_args(["m.pt", "--version-compatible"]).version_compatible
+    assert not build_parser().parse_args(["m.pt"]).version_compatible

@@ -8,6 +8,7 @@ from vpr_edge.engine_file import (
     MAGIC,
     check_engine_compatible,
     engine_header_for,
+    is_version_compatible,
     read_engine_file,
     read_engine_header,
     write_engine_file,
@@ -101,3 +102,58 @@ def test_a_compute_capability_that_is_no_version_is_a_format_error(engine: Path)
     with pytest.raises(ModelFormatError, match="major, minor"):
         check_engine_compatible(header, tensorrt_module="tensorrt", tensorrt_version="10.3.0",
                                 compute_capability=8.7)
+
+
+def _header(tiny, *, version_compatible: bool, version: str = "10.3.0"):
+    builder = {"version_compatible": True} if version_compatible else {}
+    return engine_header_for(tiny.metadata(), BLOB, tensorrt_module="tensorrt",
+                             tensorrt_version=version, compute_capability="8.7",
+                             builder=builder)
+
+
+@pytest.mark.parametrize("module, version", [
+    ("tensorrt", "10.3.0"), ("tensorrt", "10.3.1"), ("tensorrt", "10.16.1.11"),
+    ("tensorrt", "11.0.0"), ("tensorrt_lean", "10.3.0"), ("tensorrt_lean", "10.7.0"),
+])
+def test_version_compatible_engines_run_on_later_and_lean_runtimes(tiny, module,
+                                                                   version) -> None:
+    check_engine_compatible(_header(tiny, version_compatible=True), tensorrt_module=module,
+                            tensorrt_version=version, compute_capability="8.7")
+
+
+@pytest.mark.parametrize("module", ["tensorrt", "tensorrt_lean"])
+def test_version_compatible_engines_need_their_version_or_later(tiny, module) -> None:
+    with pytest.raises(EngineMismatchError, match=r"tensorrt_version: .*version-compatible.*"
+                       r"10\.3\.0.*or a later one.*10\.2\.1"):
+        check_engine_compatible(_header(tiny, version_compatible=True), tensorrt_module=module,
+                                tensorrt_version="10.2.1", compute_capability="8.7")
+    with pytest.raises(EngineMismatchError, match="compute_capability"):
+        check_engine_compatible(_header(tiny, version_compatible=True), tensorrt_module=module,
+                                tensorrt_version="10.3.0", compute_capability="9.0")
+
+
+def test_the_lean_runtime_refuses_an_ordinary_engine_naming_both_fixes(tiny) -> None:
+    with pytest.raises(EngineMismatchError) as info:
+        check_engine_compatible(_header(tiny, version_compatible=False),
+                                tensorrt_module="tensorrt_lean", tensorrt_version="10.3.0",
+                                compute_capability="8.7")
+    text = str(info.value)
+    assert "lean runtime" in text and "--version-compatible" in text
+    assert "vpr-edge[tensorrt]" in text
+
+
+def test_an_ordinary_engine_on_a_later_tensorrt_suggests_version_compatible(tiny) -> None:
+    with pytest.raises(EngineMismatchError, match=r"10\.3\.0, this machine has 10\.3\.1.*"
+                       r"--version-compatible"):
+        check_engine_compatible(_header(tiny, version_compatible=False),
+                                tensorrt_module="tensorrt", tensorrt_version="10.3.1",
+                                compute_capability="8.7")
+
+
+def test_only_a_literal_true_marks_an_engine_version_compatible(tiny) -> None:
+    assert is_version_compatible(_header(tiny, version_compatible=True))
+    for value in ("true", 1, None):
+        header = engine_header_for(tiny.metadata(), BLOB, tensorrt_module="tensorrt",
+                                   tensorrt_version="10.3.0", compute_capability="8.7",
+                                   builder={"version_compatible": value})
+        assert not is_version_compatible(header)

@@ -165,3 +165,27 @@ def test_prepare_frame_converts_channels_after_resizing(resizer: str, model_orde
         out = np.empty((24, 32, 3), np.uint8)
         assert images.prepare_frame(frame, order, 24, 32, model_order, out=out) is out
         np.testing.assert_array_equal(out, want)
+
+
+def _turned_jpeg(upright: np.ndarray, path: Path) -> bytes:
+    """A JPEG of ``upright`` as a phone stores it held sideways: the pixels turned 90 degrees
+    counter-clockwise and EXIF orientation 6 ("turn 90 degrees clockwise to show")."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(
+        path, "JPEG", quality=95, exif=exif)
+    return path.read_bytes()
+
+
+def test_exif_orientation_is_applied_as_opencv_does(tmp_path: Path, corridor_dir: Path) -> None:
+    upright = load_image(corridor_dir / "ref" / "0000000.jpg")  # 120x160, no orientation
+    data = _turned_jpeg(upright, tmp_path / "sideways.jpg")
+    for got in (load_image(tmp_path / "sideways.jpg"), decode_image(data)):
+        assert got.shape == upright.shape
+        assert np.abs(got.astype(int) - upright).mean() < 4  # JPEG re-encoding only
+    cv2 = pytest.importorskip("cv2")
+    by_opencv = cv2.imread(str(tmp_path / "sideways.jpg"))[:, :, ::-1]
+    assert by_opencv.shape == upright.shape
+    assert np.abs(by_opencv.astype(int) - load_image(tmp_path / "sideways.jpg")).mean() < 2

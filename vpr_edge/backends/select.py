@@ -218,12 +218,11 @@ def open_backend(
                 )
                 return chosen
         skipped.append(f"{name} ({reason})")
-    raise BackendUnavailableError(
-        f"no backend can run {path}: " + "; ".join(skipped)
-        + ". Install vpr-edge[cpu] for ONNX Runtime on the CPU"
-        + (", or export an .onnx model (engines need TensorRT and a GPU)"
-           if kind == "engine" else "")
-    )
+    fix = (". A TensorRT engine runs only with TensorRT on an NVIDIA GPU: install "
+           "vpr-edge[tensorrt] there (on Jetson, the TensorRT JetPack ships), or run the .onnx "
+           "model vpr-export wrote next to it (vpr-edge[cpu]: ONNX Runtime on the CPU)"
+           if kind == "engine" else ". Install vpr-edge[cpu] for ONNX Runtime on the CPU")
+    raise BackendUnavailableError(f"no backend can run {path}: " + "; ".join(skipped) + fix)
 
 
 def _reason(name: str, exc: BaseException) -> str:

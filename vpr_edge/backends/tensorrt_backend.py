@@ -47,6 +47,7 @@ from ..errors import (
 from ..metadata import ModelMetadata
 from . import cuda_memory
 from .base import LockedBackend
+from .tensorrt_logger import process_logger
 
 logger = logging.getLogger(__name__)
 
@@ -116,27 +117,6 @@ def _np_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
     return np.dtype(table[name])
 
 
-def _make_logger(trt: ModuleType) -> Any:
-    """A TensorRT logger that forwards to Python logging and remembers the errors."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            sev = trt.ILogger.Severity
-            if severity in (sev.INTERNAL_ERROR, sev.ERROR):
-                self.errors.append(msg)
-                logger.error("TensorRT: %s", msg)
-            elif severity == sev.WARNING:
-                logger.warning("TensorRT: %s", msg)
-            else:
-                logger.debug("TensorRT: %s", msg)
-
-    return _Logger()
-
-
 class TensorRTBackend(LockedBackend):
     """A vpr-edge engine file on one CUDA device.
 
@@ -161,7 +141,7 @@ class TensorRTBackend(LockedBackend):
             raise ModelFormatError(f"{self.path}: TensorRT engine file not found")
         if not isinstance(device_id, int) or device_id < 0:
             raise InvalidInputError(f"device_id must be >= 0, got {device_id!r}")
-        api = engine_file_api()
+        api = self._api = engine_file_api()
 
         # 1. the header, before anything touches the engine bytes
         header = api.read_engine_header(self.path)
@@ -217,14 +197,20 @@ class TensorRTBackend(LockedBackend):
 
     def _deserialize(self, blob: bytes) -> None:
         trt = self._trt
-        self._trt_logger = _make_logger(trt)
+        self._trt_logger = process_logger(trt)
+        mark = self._trt_logger.mark()
         init_plugins = getattr(trt, "init_libnvinfer_plugins", None)
         if init_plugins is not None:
             init_plugins(self._trt_logger, "")
         self._runtime = trt.Runtime(self._trt_logger)
+        if self._api.is_version_compatible(self.header):
+            # A version-compatible engine from full TensorRT carries the lean runtime it was
+            # built with, which is host code; the file's sha256 was checked on reading, and
+            # such engines are what `vpr-export --version-compatible` writes.
+            self._runtime.engine_host_code_allowed = True
         self._engine = self._runtime.deserialize_cuda_engine(blob)
         if self._engine is None:
-            detail = "; ".join(self._trt_logger.errors[-3:]) or "no detail from TensorRT"
+            detail = "; ".join(self._trt_logger.errors_since(mark)) or "no detail from TensorRT"
             plugin = self.metadata.plugin
             hint = (
                 f" The engine uses the {plugin.namespace}::{plugin.name} v{plugin.version} "
@@ -280,6 +266,13 @@ class TensorRTBackend(LockedBackend):
                     "%s: max_batch=%d exceeds the engine profile's max batch %d; using %d "
                     "(bigger batches are chunked)", self.path, max_batch, hi, hi,
                 )
+            elif max_batch < lo:
+                logger.warning(
+                    "%s: max_batch=%d is below the engine profile's min batch %d; the buffers "
+                    "hold %d frames (smaller batches are padded). To use less device memory, "
+                    "rebuild the engine with a smaller profile (vpr-export --batch MIN OPT MAX)",
+                    self.path, max_batch, lo, lo,
+                )
             hi = max(lo, min(hi, max_batch))
         self.min_batch, self.max_batch = lo, hi
 
@@ -326,11 +319,12 @@ class TensorRTBackend(LockedBackend):
         frame_bytes = h * w * c
         out_row_bytes = self.metadata.dim * self._out_dtype.itemsize
         stream = self._stream
+        mark = self._trt_logger.mark()
         cuda_memory.memcpy_htod_async(self._dev_in.ptr, self._host_in.ptr, rows * frame_bytes,
                                       stream)
         if not self._context.execute_async_v3(stream.handle):
             stream.synchronize()
-            detail = "; ".join(self._trt_logger.errors[-3:]) or "see the TensorRT log"
+            detail = "; ".join(self._trt_logger.errors_since(mark)) or "see the TensorRT log"
             raise InferenceError(f"tensorrt: execute_async_v3 failed ({detail})")
         cuda_memory.memcpy_dtoh_async(self._host_out.ptr, self._dev_out.ptr,
                                       rows * out_row_bytes, stream)
@@ -338,8 +332,15 @@ class TensorRTBackend(LockedBackend):
         return self._host_out.array[:rows].astype(np.float32)  # a copy: the buffer is reused
 
     def _release(self) -> None:
-        # The context goes before the engine, the engine before the runtime, all before the
-        # memory they point at.
+        # Copies or a launch still queued after a failed run may write to the buffers: let
+        # the stream finish first. The context goes before the engine, the engine before
+        # the runtime, all before the memory they point at.
+        stream, self._stream = getattr(self, "_stream", None), None
+        if stream is not None:
+            try:
+                stream.synchronize()
+            except CudaError as exc:
+                logger.warning("tensorrt: synchronising the stream before freeing: %s", exc)
         self._context = None
         self._engine = None
         self._runtime = None

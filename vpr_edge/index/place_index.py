@@ -400,7 +400,9 @@ class PlaceIndex:
             exclude_after_stamp: places stamped later than this are never returned (places
                 without a stamp are kept). For loop closure: ``now - window_seconds``.
             exclude_newest: the places added by the last ``exclude_newest`` add rows are
-                never returned (a frame-count window; removed places still count).
+                never returned (a frame-count window; removed places still count, until a
+                plain :meth:`rebuild` drops their rows: the window then reaches back over as
+                many older places, so it never excludes less).
             filter: ``filter(place_id) -> bool``; False excludes the place. It may call
                 :meth:`get`, not :meth:`add`/:meth:`remove`.
             rerank: fetch ``k * settings.rerank_factor`` HNSW candidates and re-score them

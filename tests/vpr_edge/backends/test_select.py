@@ -166,3 +166,14 @@ def test_missing_onnxruntime_is_reported(tiny_onnx, monkeypatch, no_tensorrt) ->
     with pytest.raises(BackendUnavailableError, match=r"vpr-edge\[cpu\]"):
         open_backend(tiny_onnx)
     assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_engine_nothing_can_run_names_a_fix_that_runs_an_engine(no_tensorrt, tmp_path) -> None:
+    """ONNX Runtime never runs an .engine file: the fix is TensorRT on a GPU, or the .onnx."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(BackendUnavailableError) as info:
+        open_backend(engine)
+    text = str(info.value)
+    assert "vpr-edge[tensorrt]" in text and "run the .onnx model" in text
+    assert not text.endswith("Install vpr-edge[cpu] for ONNX Runtime on the CPU")

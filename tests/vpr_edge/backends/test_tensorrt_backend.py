@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vpr_edge import engine_file
 from vpr_edge.backends import open_backend
 from vpr_edge.backends import tensorrt_backend as trt_backend
 from vpr_edge.errors import (
@@ -45,6 +46,7 @@ class FakeHeader:
     tensorrt_version: str = "10.9.0"
     compute_capability: object = (8, 7)
     builder: dict = field(default_factory=dict)
+    device_name: str | None = None
 
 
 class FakeEngineFileApi:
@@ -61,17 +63,12 @@ class FakeEngineFileApi:
         self.calls.append("read_file")
         return self.header, self.blob
 
-    def check_engine_compatible(self, header, *, tensorrt_module, tensorrt_version,
-                                compute_capability):
-        self.calls.append(("check", tensorrt_module, tensorrt_version, compute_capability))
-        for fld, here in (("tensorrt_module", tensorrt_module),
-                          ("tensorrt_version", tensorrt_version),
-                          ("compute_capability", compute_capability)):
-            if getattr(header, fld) != here:
-                raise EngineMismatchError(
-                    f"{fld}: engine built for {getattr(header, fld)!r}, this machine has "
-                    f"{here!r}; rebuild the engine on this device"
-                )
+    def check_engine_compatible(self, header, **here):
+        self.calls.append(("check", here["tensorrt_module"], here["tensorrt_version"],
+                           here["compute_capability"]))
+        engine_file.check_engine_compatible(header, **here)
+
+    is_version_compatible = staticmethod(engine_file.is_version_compatible)
 
 
 # -- fake tensorrt module --------------------------------------------------------------------
@@ -94,6 +91,7 @@ def make_fake_trt(tiny, name: str = "tensorrt", version: str = "10.9.0", *,
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT", NONE="NONE")
     trt.runs = []  # batch sizes given to execute_async_v3
     trt.deserialized = []
+    trt.loggers = []  # given to Runtime(); like TensorRT, all runtimes log to the first one
 
     class ILogger:
         Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
@@ -160,7 +158,9 @@ def make_fake_trt(tiny, name: str = "tensorrt", version: str = "10.9.0", *,
 
     class Runtime:
         def __init__(self, logger) -> None:
-            self.logger = logger
+            trt.loggers.append(logger)
+            self.logger = trt.loggers[0]
+            self.engine_host_code_allowed = False
 
         def deserialize_cuda_engine(self, blob):
             trt.deserialized.append(blob)
@@ -328,11 +328,66 @@ def test_capability_is_passed_in_the_headers_representation(fakes, engine_path, 
 
 
 def test_the_module_the_header_names_is_preferred(fakes, engine_path, tiny) -> None:
-    header = FakeHeader(tiny.metadata(), tensorrt_module="tensorrt_lean")
-    fakes.install(header=header, modules=("tensorrt", "tensorrt_lean"))
+    header = FakeHeader(tiny.metadata(), tensorrt_module="tensorrt_rtx", compute_capability=None)
+    fakes.install(header=header, modules=("tensorrt", "tensorrt_rtx"))
     with trt_backend.TensorRTBackend(engine_path) as b:
-        assert b.info()["runtime"] == "tensorrt_lean 10.9.0"
+        assert b.info()["runtime"] == "tensorrt_rtx 10.9.0"
+        assert b.tensorrt_module == "tensorrt_rtx"
+
+
+def test_the_lean_runtime_runs_a_version_compatible_engine(fakes, engine_path, tiny) -> None:
+    """Engine headers name the builder (full TensorRT); on a robot with only the lean runtime
+    a version-compatible engine runs, with the lean runtime it embeds allowed to load."""
+    header = FakeHeader(tiny.metadata(), builder={"version_compatible": True})
+    f = fakes.install(header=header, modules=("tensorrt_lean",), version="10.11.0")
+    frames = tiny.frames(2, seed=3)
+    with trt_backend.TensorRTBackend(engine_path) as b:
         assert b.tensorrt_module == "tensorrt_lean"
+        assert b._runtime.engine_host_code_allowed is True
+        np.testing.assert_allclose(b.run(frames), tiny.reference(frames, tiny.metadata()),
+                                   rtol=1e-6)
+    assert f.trt["tensorrt_lean"].runs == [2]
+
+
+def test_the_lean_runtime_refuses_other_engines_before_deserialising(fakes, engine_path,
+                                                                      tiny) -> None:
+    f = fakes.install(modules=("tensorrt_lean",))
+    with pytest.raises(EngineMismatchError, match=r"lean runtime.*--version-compatible.*"
+                       r"vpr-edge\[tensorrt\]") as info:
+        trt_backend.TensorRTBackend(engine_path)
+    assert str(engine_path) in str(info.value)
+    assert f.trt["tensorrt_lean"].deserialized == []
+
+
+def test_host_code_stays_refused_for_ordinary_engines(fakes, engine_path, tiny) -> None:
+    fakes.install()
+    with trt_backend.TensorRTBackend(engine_path) as b:
+        assert b._runtime.engine_host_code_allowed is False
+
+
+def test_every_runtime_shares_tensorrts_one_logger(fakes, engine_path, tiny) -> None:
+    """TensorRT logs to the first logger a process gives it: a second backend with a logger of
+    its own would lose its errors. Here the second engine is damaged."""
+    f = fakes.install()
+    first = trt_backend.TensorRTBackend(engine_path)
+    f.api.blob = b"garbage"
+    with pytest.raises(ModelFormatError, match="Serialization assertion failed"):
+        trt_backend.TensorRTBackend(engine_path)
+    first.close()
+    loggers = f.trt["tensorrt"].loggers
+    assert len(loggers) == 2 and loggers[0] is loggers[1]
+
+
+def test_an_error_reports_only_what_tensorrt_logged_since_it_began(fakes, engine_path,
+                                                                   tiny) -> None:
+    f = fakes.install()
+    with trt_backend.TensorRTBackend(engine_path) as b:
+        severity = f.trt["tensorrt"].ILogger.Severity
+        b._trt_logger.log(severity.ERROR, "a complaint while loading, long ago")
+        b._context.execute_async_v3 = lambda handle: False
+        with pytest.raises(InferenceError, match="execute_async_v3 failed") as info:
+            b.run(tiny.frames(1))
+    assert "long ago" not in str(info.value)
 
 
 def test_engine_from_a_module_that_is_missing_here_is_a_mismatch(fakes, engine_path, tiny) -> None:
@@ -385,6 +440,28 @@ def test_user_max_batch_caps_the_buffers(fakes, engine_path, tiny) -> None:
         b.run(tiny.frames(7))
     assert f.trt["tensorrt"].runs == [3, 3, 1]
     assert max(buf.nbytes for buf in f.cuda.buffers) == 3 * tiny.H * tiny.W * 3
+
+
+def test_max_batch_below_a_static_batch_is_said(fakes, engine_path, tiny, caplog) -> None:
+    import logging
+
+    fakes.install(static_batch=4)
+    with caplog.at_level(logging.WARNING, logger="vpr_edge"), \
+            trt_backend.TensorRTBackend(engine_path, max_batch=2) as b:
+        assert (b.min_batch, b.max_batch) == (4, 4)
+    assert "max_batch=2 is below the engine profile's min batch 4" in caplog.text
+
+
+def test_close_waits_for_the_stream_before_freeing(fakes, engine_path, tiny) -> None:
+    """After a failed run, copies may still be queued on the stream: freeing the buffers
+    under them would let the GPU write freed memory."""
+    f = fakes.install()
+    b = trt_backend.TensorRTBackend(engine_path)
+    seen = []
+    b._stream.synchronize = lambda: seen.append([buf.closed for buf in f.cuda.buffers])
+    b.close()
+    assert seen and not any(seen[0])
+    assert all(buf.closed for buf in f.cuda.buffers)
 
 
 def test_static_batch_engine_is_padded(fakes, engine_path, tiny) -> None:
@@ -474,7 +551,7 @@ def test_real_engine_runs() -> None:
 
 
 def test_engine_file_module_offers_what_the_backend_calls() -> None:
-    """The backend calls these three functions of vpr_edge.engine_file (written with the
+    """The backend calls these functions of vpr_edge.engine_file (written with the
     exporter); this catches a drift of names or keywords once that module exists."""
     import importlib.util
     import inspect
@@ -482,7 +559,8 @@ def test_engine_file_module_offers_what_the_backend_calls() -> None:
     if importlib.util.find_spec("vpr_edge.engine_file") is None:
         pytest.skip("vpr_edge.engine_file not written yet")
     api = trt_backend.engine_file_api()
-    for name in ("read_engine_header", "read_engine_file", "check_engine_compatible"):
+    for name in ("read_engine_header", "read_engine_file", "check_engine_compatible",
+                 "is_version_compatible"):
         assert callable(getattr(api, name, None)), f"vpr_edge.engine_file.{name} missing"
     params = inspect.signature(api.check_engine_compatible).parameters
     for keyword in ("tensorrt_module", "tensorrt_version", "compute_capability"):
