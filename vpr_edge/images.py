@@ -95,13 +95,15 @@ def _upright(img):
     the sensor read them and record the turn). ``cv2.imread`` and image viewers apply it, so
     a map built from files must too, or frames of the same scene arrive turned by 90 degrees
     depending on how they were loaded. Images without the tag come back as they are."""
+    import struct
+
     from PIL import ImageOps
 
     try:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # an unreadable EXIF block is not a reason to refuse the pixels
-        return img
-    return img if orientation in (1, None) else ImageOps.exif_transpose(img)
+        return img if orientation in (1, None) else ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError, struct.error):
+        return img  # a damaged EXIF block is no reason to refuse the pixels
 
 
 def as_rgb_frame(frame: np.ndarray, colour_order: str = "RGB") -> np.ndarray:
