@@ -106,6 +106,21 @@ def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model
         Localizer(other, map_dir)
 
 
+def test_an_empty_directory_takes_a_new_map(tiny_onnx: Path, tiny, tmp_path: Path,
+                                            cpu_only: None) -> None:
+    """README: the map is created if new; a directory made for it beforehand is new."""
+    map_dir = tmp_path / "maps" / "today"
+    map_dir.mkdir(parents=True)
+    frames = tiny.frames(3, seed=2)
+    with Localizer(tiny_onnx, map_dir) as loc:
+        assert len(loc) == 0
+        for f in frames:
+            loc.add(f)
+        loc.save()
+    with Localizer(tiny_onnx, map_dir) as again:
+        assert len(again) == 3 and again.query(frames[1], k=1)[0].place_id == 1
+
+
 def test_save_without_a_directory_is_a_clear_error(loc: Localizer) -> None:
     with pytest.raises(InvalidInputError, match="no map directory"):
         loc.save()

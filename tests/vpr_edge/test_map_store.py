@@ -216,8 +216,10 @@ def test_no_map_and_not_a_map(tmp_path: Path) -> None:
         PlaceIndex.open(tmp_path / "nothing")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "important.txt").write_text("keep me")
-    with pytest.raises(MapCorruptError, match="manifest.json"):
+    with pytest.raises(MapError, match="is not a vpr-edge map.*manifest.json") as info:
         PlaceIndex.open(tmp_path / "docs")
+    # not "damaged": code that deletes damaged maps must not delete someone's folder
+    assert not isinstance(info.value, MapCorruptError)
     index, _ = build(10)
     with pytest.raises(MapError, match="refusing to replace"):
         index.save(tmp_path / "docs")
@@ -225,6 +227,39 @@ def test_no_map_and_not_a_map(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(MapError, match="not a directory"):
         index.save(tmp_path / "afile")
+
+
+def test_an_empty_directory_is_a_place_for_a_new_map(tmp_path: Path) -> None:
+    """``mkdir maps/today`` before the first run: no map there yet, and the map is saved
+    into it."""
+    empty = tmp_path / "today"
+    empty.mkdir()
+    with pytest.raises(MapError, match="no map at") as info:
+        PlaceIndex.open(empty)
+    assert not isinstance(info.value, MapCorruptError)
+    index, _ = build(10)
+    index.save(empty)
+    assert len(PlaceIndex.open(empty, fingerprint=FP)) == 10
+
+
+def test_an_empty_directory_beside_the_previous_map_gives_it_back(tmp_path: Path) -> None:
+    """An empty directory where a save left ``<map>.vpr-edge-old`` (the previous complete
+    map): it is read, and the next save puts it back instead of deleting it."""
+    index, _ = build(10)
+    target = index.save(tmp_path / "m")
+    old = tmp_path / "m.vpr-edge-old"
+    target.rename(old)
+    target.mkdir()
+    assert len(PlaceIndex.open(target, fingerprint=FP)) == 10
+    index.add(unit(1, seed=5))
+    index.save(target)
+    assert not old.exists() and len(PlaceIndex.open(target, fingerprint=FP)) == 11
+
+
+def test_a_map_that_lost_its_manifest_is_damaged(saved_map: Path) -> None:
+    (saved_map / "manifest.json").unlink()
+    with pytest.raises(MapCorruptError, match="holds a map index but no manifest"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
 
 
 FILE_KINDS = ["manifest.json", "index.hnsw", "removed.npy", ".records.npy", ".descriptors.npy",

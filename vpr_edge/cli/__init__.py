@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except VprEdgeError as exc:
-        print(f"vpr-edge {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "map_command", None))))
+        print(f"vpr-edge {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,14 +16,14 @@ import numpy as np
 
 from ..images import load_image, prepare_frame
 from .common import add_model_arguments, backend_options
-from .help_format import HelpFormatter
+from .help_format import HelpFormatter, summary
 from .output import print_facts, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency of describe/add/query on this machine",
                        formatter_class=HelpFormatter,
-                       description=__doc__.splitlines()[0])
+                       description=summary(__doc__))
     add_model_arguments(p, batch=False)  # times one frame at a time
     p.add_argument("--places", type=int, default=10000, help="map size for the search")
     p.add_argument("--repeat", type=int, default=50, help="timed repetitions per stage")

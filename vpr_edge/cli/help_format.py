@@ -17,3 +17,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or "default" in text.lower()):
             return text
         return super()._get_help_string(action)
+
+
+def summary(doc: str | None) -> str:
+    """The first line of a command module's docstring as plain text for ``--help`` (without
+    the reStructuredText double backticks)."""
+    return (doc or "").strip().splitlines()[0].replace("``", "") if doc else ""

@@ -18,14 +18,14 @@ import numpy as np
 
 from ..errors import InvalidInputError, MapError
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
-from .help_format import HelpFormatter
+from .help_format import HelpFormatter, summary
 from .output import print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("localize", help="query every frame of a traversal against a map",
                        formatter_class=HelpFormatter,
-                       description=__doc__.splitlines()[0])
+                       description=summary(__doc__))
     add_model_arguments(p, batch=False)  # one frame per query, as on the robot
     p.add_argument("map", type=Path, help="map directory")
     add_source_arguments(p)

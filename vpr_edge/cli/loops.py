@@ -29,7 +29,7 @@ from ..loop_metrics import (
     truth_from_positions,
 )
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
-from .help_format import HelpFormatter
+from .help_format import HelpFormatter, summary
 from .output import print_facts, print_table, write_json
 
 
@@ -46,7 +46,7 @@ class FrameInfo(NamedTuple):
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("loops", help="detect loop closures over a sequence (offline)",
                        formatter_class=HelpFormatter,
-                       description=__doc__.splitlines()[0])
+                       description=summary(__doc__))
     add_model_arguments(p)
     add_source_arguments(p)
     d = LoopClosureConfig()

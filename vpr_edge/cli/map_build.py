@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
-from .help_format import HelpFormatter
+from .help_format import HelpFormatter, summary
 from .output import print_facts, write_json
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build (or extend/resume) a map from frames",
                        formatter_class=HelpFormatter,
-                       description=__doc__.splitlines()[0])
+                       description=summary(__doc__))
     add_model_arguments(p)
     p.add_argument("map", type=Path, help="map directory (created, or extended if it exists)")
     add_source_arguments(p)

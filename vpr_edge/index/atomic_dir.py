@@ -115,13 +115,22 @@ def shared_lock(target: Path):
 
 
 def resolve_for_read(target: Path) -> Path | None:
-    """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None."""
-    if target.is_dir():
+    """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None.
+    An empty ``target`` directory holds no map (one made for the map to be saved into)."""
+    if target.is_dir() and not _empty_dir(target):
         return target
     old = sibling(target, OLD_SUFFIX)
-    if not target.exists() and old.is_dir():
+    if _absent_or_empty(target) and old.is_dir():
         return old
     return None
+
+
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _absent_or_empty(path: Path) -> bool:
+    return not path.exists() or _empty_dir(path)
 
 
 def recover(target: Path) -> None:
@@ -129,7 +138,9 @@ def recover(target: Path) -> None:
     old = sibling(target, OLD_SUFFIX)
     parent = target.parent
     changed = False
-    if not target.exists() and old.is_dir():
+    if _absent_or_empty(target) and old.is_dir():
+        if target.exists():
+            target.rmdir()
         os.rename(old, target)
         changed = True
     elif target.is_dir() and old.exists():

@@ -413,8 +413,13 @@ def read_manifest(where: Path) -> Manifest:
         with open(path, "rb") as fh:
             data = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError as exc:
-        raise MapCorruptError(f"{path}: file missing; {where} is not a vpr-edge map or is "
-                              "damaged") from exc
+        if not (where / INDEX_NAME).exists():  # nothing of a map: someone else's directory
+            raise MapError(f"{where} is not a vpr-edge map (it has no {MANIFEST_NAME}); give "
+                           "the map's directory, or a new or empty one to make a map "
+                           "in") from exc
+        raise MapCorruptError(f"{path}: file missing; {where} holds a map index but no "
+                              "manifest: the map is damaged (restore it from a backup, or "
+                              "rebuild it)") from exc
     except OSError as exc:
         raise MapCorruptError(f"{path}: cannot read ({exc})") from exc
     return Manifest.from_bytes(data, path)

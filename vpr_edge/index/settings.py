@@ -44,7 +44,7 @@ class IndexSettings:
         ef_construction: candidate-list size while inserting; more = better graph, slower adds.
         ef: candidate-list size while searching (hnswlib uses ``max(ef, k)``); more = better
             recall, slower queries. Saved in the map's manifest (hnswlib files do not hold it).
-            With ``ef_scaling`` it is the most the search uses, reached at about 90k places.
+            With ``ef_scaling`` it is the most the search uses, reached at about 76k places.
         ef_scaling: search smaller maps with a smaller ef (:meth:`search_ef`): 64 up to 10k
             places, growing with the square root of the map's size (112 at 30k, 144 at 50k)
             up to ``ef``. The measured need grows that way: with refined or random-order

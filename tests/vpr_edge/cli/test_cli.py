@@ -142,7 +142,8 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
                                         capsys) -> None:
     assert main(["map", "build", str(tiny_onnx), str(tmp_path / "m"), "--images",
                  str(tmp_path / "nowhere"), "--no-progress"]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "vpr-edge map build: error:" in err and "not a directory" in err
     assert main(["query", str(tiny_onnx), str(tmp_path / "nomap"), "x.png"]) == 2
     assert "no such map" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "absent.onnx")]) == 2
@@ -155,6 +156,24 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
     assert main(["loops", str(tiny_onnx), "--images", str(folder), "--sweep",
                  "--no-progress"]) == 2  # it used to be ignored without ground truth
     assert "--sweep scores each threshold against ground truth" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["map", "build"], ["localize"], ["loops"], ["bench"],
+                                     ["query"], ["info"]])
+def test_help_describes_each_command_in_plain_text(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and len(out.splitlines()) > 3
+
+
+def test_map_build_into_an_empty_directory(tiny_onnx: Path, routes, tmp_path: Path,
+                                           cpu_only: None) -> None:
+    target = tmp_path / "maps" / "new"
+    target.mkdir(parents=True)
+    assert main(["map", "build", str(tiny_onnx), str(target), "--images", str(routes[0]),
+                 "--no-progress"]) == 0
+    assert (target / "manifest.json").is_file()
 
 
 def test_batch_is_an_option_where_frames_are_batched(tiny_onnx: Path, routes, tmp_path: Path,
