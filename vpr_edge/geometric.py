@@ -27,7 +27,8 @@ class VerifyConfig:
             of the image ORB ran on (longer side at most ``max_side``), so that a camera's
             resolution does not change what verifies: measured in original pixels, the same
             Gardens Point pairs upscaled to 1920x1080 kept a median of 19.5 inliers instead of
-            27.5 (24 in ORB's pixels). 4/3 is the 2 pixels at 960x540 that ``min_inliers`` was calibrated with.
+            27.5 (24 in ORB's pixels). 4/3 is the 2 pixels at 960x540 that ``min_inliers``
+            was calibrated with.
         confidence: RANSAC confidence.
         min_inliers: a candidate is verified when at least this many matches are inliers.
             Unrelated Gardens Point views score 7-11 (eight-point RANSAC fits some chance

@@ -22,4 +22,4 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def summary(doc: str | None) -> str:
     """The first line of a command module's docstring as plain text for ``--help`` (without
     the reStructuredText double backticks)."""
-    return (doc or "").strip().splitlines()[0].replace("``", "") if doc else ""
+    return doc.strip().splitlines()[0].replace("``", "") if doc else ""

@@ -126,7 +126,10 @@ def resolve_for_read(target: Path) -> Path | None:
 
 
 def _empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:  # unreadable: not known to be empty; reading it will say what is wrong
+        return False
 
 
 def _absent_or_empty(path: Path) -> bool:
