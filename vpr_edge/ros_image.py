@@ -59,9 +59,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """A ``sensor_msgs/Image`` (fields encoding, height, width, step, is_bigendian, data) as
     a fresh ``uint8 HxWx3`` RGB array."""
     encoding = str(getattr(msg, "encoding", "")).lower()
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageMessageError("empty image", f"image message is {width}x{height}: empty image")
+    height, width, step = _size(msg)
     if encoding in _BAYER:
         return _debayer(_rows(msg, height, width, step, 1, 1)[..., 0], _BAYER[encoding])
     if encoding not in _LAYOUTS:
@@ -114,12 +112,18 @@ def message_to_frame(msg: Any) -> tuple[np.ndarray, str]:
     encoding = str(getattr(msg, "encoding", "")).lower()
     if encoding not in _AS_IS:  # CompressedImage has no encoding: decoded to RGB
         return message_to_rgb(msg), "RGB"
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageMessageError("empty image", f"image message is {width}x{height}: empty image")
+    height, width, step = _size(msg)
     channels = _LAYOUTS[encoding][0]
     pixels = _rows(msg, height, width, step, channels, 1)
     return (pixels[:, :, 0] if channels == 1 else pixels), _AS_IS[encoding]
+
+
+def _size(msg: Any) -> tuple[int, int, int]:
+    """``(height, width, step)`` of a ``sensor_msgs/Image``; an empty image is refused."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageMessageError("empty image", f"image message is {width}x{height}: empty image")
+    return height, width, step
 
 
 def _rows(msg: Any, height: int, width: int, step: int, channels: int,

@@ -43,13 +43,14 @@ def describe_path(path: Path) -> dict[str, Any]:
         meta = read_onnx_metadata(str(path))
         return {"kind": "onnx model", "path": str(path), **_model_facts(meta),
                 "bytes": path.stat().st_size}
+    from ..backends.select import ENGINE_SUFFIXES
     from ..engine_file import read_engine_header
     from ..errors import ModelFormatError
 
     try:
         header = read_engine_header(path)
     except ModelFormatError:
-        if path.suffix.lower() in (".engine", ".plan", ".trt"):
+        if path.suffix.lower() in ENGINE_SUFFIXES:
             raise
         raise InvalidInputError(
             f"{path}: neither an ONNX model (.onnx) nor a vpr-edge engine nor a map; "
