@@ -43,11 +43,13 @@ def image_message(store, rgb: np.ndarray, seconds: float, encoding: str = "rgb8"
                  is_bigendian=0, step=w * c + pad, data=rows.ravel())
 
 
-def odometry_message(store, seconds: float, x: float, y: float):
+def odometry_message(store, seconds: float, x: float, y: float,
+                     orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)):
     t = store.types
+    qx, qy, qz, qw = orientation
     pose = t["geometry_msgs/msg/Pose"](
         position=t["geometry_msgs/msg/Point"](x=x, y=y, z=0.0),
-        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+        orientation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
     twist = t["geometry_msgs/msg/Twist"](
         linear=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
         angular=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0))
@@ -110,3 +112,27 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="JPEG", quality=95)
     return out.getvalue()
+
+
+def compressed_message(store, data: bytes, seconds: float, fmt: str = "png"):
+    """A sensor_msgs/CompressedImage holding ``data`` (encoded image bytes)."""
+    return store.types["sensor_msgs/msg/CompressedImage"](
+        header=_header(store, seconds), format=fmt, data=np.frombuffer(data, np.uint8))
+
+
+def write_messages(path: Path, images: list, poses: list = (), *,
+                   image_type: str = "sensor_msgs/msg/Image") -> Path:
+    """A ROS 1 bag of ``(seconds, message)`` items on IMAGE_TOPIC (of ``image_type``) and
+    ODOM_TOPIC (odometry), written at those times; a message given as ``bytes`` is written
+    as it is (a damaged message). Both connections exist even when their list is empty."""
+    from rosbags.rosbag1 import Writer
+
+    store = _store()
+    with Writer(path) as writer:
+        for topic, kind, items in ((IMAGE_TOPIC, image_type, images),
+                                   (ODOM_TOPIC, "nav_msgs/msg/Odometry", poses)):
+            connection = writer.add_connection(topic, kind, typestore=store)
+            for seconds, msg in items:
+                raw = msg if isinstance(msg, bytes) else store.serialize_ros1(msg, kind)
+                writer.write(connection, int(seconds * 1e9), raw)
+    return path

@@ -3,7 +3,10 @@
 Uses the pure-Python ``rosbags`` package (``pip install 'vpr-edge[ros]'``), so no ROS install
 is needed. ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` topics are supported;
 with ``pose_topic`` each frame gets the pose (``nav_msgs/Odometry``, ``PoseStamped``, ...)
-nearest in time within ``max_pose_gap`` seconds.
+at its stamp: interpolated between the poses before and after it when both are within
+``max_pose_gap`` seconds, else the nearest within ``max_pose_gap``, else None
+(:class:`~vpr_edge.poses.PoseTrack`). Pose messages with NaN or inf values (odometry that
+lost track) are skipped, with a warning.
 
 >>> for frame in read_image_frames("run.bag", "/camera/image_raw", every_n=5):  # doctest: +SKIP
 ...     print(frame.index, frame.stamp, frame.image.shape)
@@ -11,6 +14,8 @@ nearest in time within ``max_pose_gap`` seconds.
 
 from __future__ import annotations
 
+import logging
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +29,8 @@ from ._optional import require
 from .errors import InvalidInputError
 from .poses import Pose, PoseTrack, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
+
+log = logging.getLogger("vpr_edge")
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -53,25 +60,16 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
                       max_pose_gap: float = 0.1) -> Iterator[BagFrame]:
     """Every ``every_n``-th image on ``topic`` as RGB, in bag order (see module docstring).
 
-    A frame that cannot be decoded raises :class:`InvalidInputError` naming the bag, topic
-    and message number, so a bad recording is found rather than silently skipped.
+    A frame or pose message that cannot be decoded raises :class:`InvalidInputError` naming
+    the bag, topic and message number, so a bad recording is found rather than silently
+    skipped.
     """
-    if not isinstance(every_n, int) or every_n < 1:
+    if not positive_int(every_n):
         raise InvalidInputError(f"every_n must be a positive integer, got {every_n!r}")
+    every_n = int(every_n)
     track = _pose_track(bag, pose_topic, max_pose_gap) if pose_topic else None
     with _open(bag) as reader:
-        connections = _connections(reader, bag, topic, IMAGE_TYPES)
-        messages = iter(reader.messages(connections=connections))
-        index = -1
-        while True:
-            try:
-                conn, bag_time, raw = next(messages)
-            except StopIteration:
-                return
-            except Exception as exc:  # rosbags' own errors for damaged chunks
-                raise InvalidInputError(f"{bag} {topic}: the bag is damaged after message "
-                                        f"{index} ({type(exc).__name__}: {exc})") from exc
-            index += 1
+        for index, conn, bag_time, raw in _messages(reader, bag, topic, IMAGE_TYPES):
             if index % every_n:
                 continue
             try:
@@ -96,14 +94,52 @@ def list_topics(bag: PathLike) -> dict[str, tuple[str, int]]:
         return topics
 
 
+def positive_int(value: Any) -> bool:
+    """An int >= 1 (numpy integers too; not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
     track = PoseTrack(max_gap=max_gap)
+    skipped: list[int] = []
+    count = 0
     with _open(bag) as reader:
-        for conn, bag_time, raw in reader.messages(
-                connections=_connections(reader, bag, topic, POSE_TYPES)):
-            msg = reader.deserialize(raw, conn.msgtype)
-            track.add(_message_time(msg, bag_time), pose_from_message(msg))
+        for index, conn, bag_time, raw in _messages(reader, bag, topic, POSE_TYPES):
+            count += 1
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as exc:  # a message that does not deserialise
+                raise InvalidInputError(f"{bag} {topic} message {index} is damaged "
+                                        f"({type(exc).__name__}: {exc})") from exc
+            try:
+                pose = pose_from_message(msg)
+            except InvalidInputError:  # NaN/inf: odometry that lost track
+                skipped.append(index)
+                continue
+            track.add(_message_time(msg, bag_time), pose)
+    if skipped:
+        log.warning("%s %s: skipped %d of %d pose messages with NaN or inf values (the "
+                    "first: message %d); frames near them take the poses around them",
+                    bag, topic, len(skipped), count, skipped[0])
     return track
+
+
+def _messages(reader: Any, bag: PathLike, topic: str, types: tuple[str, ...]
+              ) -> Iterator[tuple[int, Any, int, bytes]]:
+    """``(number on the topic, connection, bag time, raw bytes)`` of each message on
+    ``topic``; a damaged chunk of the bag is an :class:`InvalidInputError`."""
+    messages = iter(reader.messages(connections=_connections(reader, bag, topic, types)))
+    index = -1
+    while True:
+        try:
+            conn, bag_time, raw = next(messages)
+        except StopIteration:
+            return
+        except Exception as exc:  # rosbags' own errors for damaged chunks
+            raise InvalidInputError(f"{bag} {topic}: the bag is damaged after message "
+                                    f"{index} ({type(exc).__name__}: {exc})") from exc
+        index += 1
+        yield index, conn, bag_time, raw
 
 
 def _message_time(msg: Any, bag_time_ns: int) -> float:
@@ -129,8 +165,9 @@ def _open(bag: PathLike) -> Iterator[Any]:
         reader.open()
     except Exception as exc:  # rosbags raises its own reader errors for damaged files
         raise InvalidInputError(
-            f"{path}: cannot read this bag ({type(exc).__name__}: {exc}); is it a complete "
-            f"ROS 1 .bag or ROS 2 bag directory? (`rosbag reindex` repairs unclosed ROS 1 bags)"
+            f"{path}: cannot read this bag ({type(exc).__name__}: {exc}); give a complete "
+            f"ROS 1 .bag, a ROS 2 bag directory (with its metadata.yaml) or a ROS 2 .db3/.mcap "
+            f"file (`rosbag reindex` repairs unclosed ROS 1 bags)"
         ) from exc
     try:
         yield reader

@@ -78,7 +78,10 @@ class EngineHeader:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ModelFormatError(f"{where}: not a vpr-edge engine header")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelFormatError(f"{where}: engine header has no valid format_version "
+                                   f"({version!r}); the file is damaged: rebuild the engine")
+        if version > FORMAT_VERSION:
             raise ModelFormatError(
                 f"{where}: engine format version {version!r} is newer than this vpr-edge "
                 f"reads ({FORMAT_VERSION}); upgrade vpr-edge"
@@ -88,9 +91,9 @@ class EngineHeader:
                 model=ModelMetadata.from_dict(data["model"]),
                 tensorrt_module=str(data["tensorrt_module"]),
                 tensorrt_version=str(data["tensorrt_version"]),
-                compute_capability=data.get("compute_capability"),
+                compute_capability=_stated_capability(data.get("compute_capability")),
                 engine_sha256=str(data["engine_sha256"]),
-                engine_size=int(data["engine_size"]),
+                engine_size=_size(data["engine_size"]),
                 device_name=data.get("device_name"),
                 builder=dict(data.get("builder") or {}),
                 format_version=version,
@@ -99,9 +102,26 @@ class EngineHeader:
             raise ModelFormatError(f"{where}: engine header lacks {exc}") from exc
         except ModelFormatError:
             raise
-        except (TypeError, ValueError) as exc:  # a field of the wrong type
+        except (TypeError, ValueError, OverflowError) as exc:  # a field of the wrong type
             raise ModelFormatError(f"{where}: engine header has a malformed field ({exc}); "
                                    "the file is damaged: rebuild or re-wrap the engine") from exc
+
+
+def _stated_capability(value: Any) -> str | None:
+    """A header's compute capability: None (several or any GPU) or ``"major.minor"``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _version_numbers(value) is None \
+            or len(_version_numbers(value)) != 2:
+        raise ValueError(f"compute_capability {value!r} is not 'major.minor'")
+    return value
+
+
+def _size(value: Any) -> int:
+    size = int(value)
+    if isinstance(value, bool) or size < 0 or size != value:
+        raise ValueError(f"engine_size {value!r} is not a byte count")
+    return size
 
 
 def engine_header_for(model: ModelMetadata, engine: bytes, *, tensorrt_module: str,
@@ -149,8 +169,8 @@ def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
         raise ModelFormatError(f"{path}: truncated engine header")
     try:
         data = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: engine header is not JSON ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFormatError(f"{path}: engine header is not JSON ({exc!r:.200})") from exc
     return EngineHeader.from_dict(data, str(path)), len(prefix) + length
 
 
@@ -196,6 +216,16 @@ def _capability_text(value: Any) -> str | None:
         raise ModelFormatError(f"compute capability {value!r} is not (major, minor), "
                                "'major.minor' or an int such as 87") from exc
     return f"{major}.{minor}"
+
+
+def _version_targets(header: EngineHeader) -> list[tuple[int, ...]]:
+    """The compute capabilities a multi-architecture engine was built for (its builder's
+    ``compute_capabilities``), as number tuples; [] when it names none."""
+    listed = header.builder.get("compute_capabilities")
+    if not isinstance(listed, list):
+        return []
+    parsed = [_version_numbers(text) for text in listed if isinstance(text, str)]
+    return [numbers for numbers in parsed if numbers]
 
 
 def _version_numbers(text: str) -> tuple[int, ...] | None:
@@ -263,3 +293,14 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             f"compute_capability: the engine was built for a GPU of compute capability "
             f"{built_for} ({header.device_name or 'unknown GPU'}), this GPU is {here}; {fix}"
         )
+    targets = _version_targets(header)
+    if built_for is None and targets and here is not None:
+        # a TensorRT-RTX engine for several architectures runs on those and later ones
+        # (its documentation: "8.0, 8.6, 8.9, 12.0, and later"), not on older GPUs
+        if _version_numbers(here) < min(targets):
+            raise EngineMismatchError(
+                f"compute_capability: the engine was built for GPUs of compute capability "
+                f"{', '.join(header.builder['compute_capabilities'])} and later, this GPU is "
+                f"{here}; rebuild it with `vpr-export CHECKPOINT --engine "
+                f"--compute-capability {here}`"
+            )

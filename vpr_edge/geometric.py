@@ -107,6 +107,10 @@ def count_inliers(a: OrbFeatures, b: OrbFeatures, config: VerifyConfig = VerifyC
         return 0
     src = a.points[[m.queryIdx for m in good]]
     dst = b.points[[m.trainIdx for m in good]]
-    _, mask = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, config.ransac_threshold,
-                                     config.confidence)
-    return 0 if mask is None else int(mask.sum())
+    fundamental, mask = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, config.ransac_threshold,
+                                               config.confidence)
+    # no fundamental matrix (degenerate points): OpenCV may still hand back a mask, of
+    # uninitialised bytes (OpenCV 5.0 did), which counted hundreds of "inliers"
+    if fundamental is None or fundamental.size == 0 or mask is None:
+        return 0
+    return int(np.count_nonzero(mask))

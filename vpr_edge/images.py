@@ -48,16 +48,19 @@ def load_image(path: PathLike) -> np.ndarray:
         ) from exc
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def decode_image(data: bytes, *, scale_16bit: bool = False) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 HxWx3`` RGB, turned upright as
-    their EXIF orientation says."""
+    their EXIF orientation says. 16-bit mono pixels are refused, as in :func:`load_image`,
+    unless ``scale_16bit``: then they keep their top 8 bits (``>> 8``), the conversion of
+    16-bit ``sensor_msgs/Image`` messages, for the PNGs ROS's ``compressed`` transport makes
+    of them."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return _rgb_of(img, f"{len(data)} bytes of image data")
+            return _rgb_of(img, f"{len(data)} bytes of image data", scale_16bit)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{exc}; frames larger than {MAX_SIDE} pixels a side are "
                                "refused") from exc
@@ -68,15 +71,21 @@ def decode_image(data: bytes) -> np.ndarray:
         ) from exc
 
 
-#: Pillow modes of 16-bit and 32-bit pixels, which its RGB conversion clips rather than scales
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+#: Pillow modes of 16-bit mono pixels, and all those (with 32-bit ones) that its RGB
+#: conversion clips rather than scales
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_WIDE_MODES = (*_16BIT_MODES, "I", "F")
 
 
-def _rgb_of(img, what: str) -> np.ndarray:
+def _rgb_of(img, what: str, scale_16bit: bool = False) -> np.ndarray:
     """An opened Pillow image as ``uint8 HxWx3`` RGB: checked, then decoded."""
     if max(img.size) > MAX_SIDE:
         raise ImageDecodeError(f"{what}: {img.size[0]}x{img.size[1]} pixels exceeds the "
                                f"{MAX_SIDE}-pixel limit per side")
+    if scale_16bit and img.mode in _16BIT_MODES:
+        img.load()
+        top = (np.asarray(_upright(img)) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(top[:, :, None], 3, axis=2))
     if img.mode in _WIDE_MODES:  # 16-bit mono (depth, thermal) or float pixels
         raise ImageDecodeError(
             f"{what}: {img.mode!r} pixels (16-bit or float), but vpr-edge takes 8-bit frames "

@@ -26,7 +26,8 @@ class KeyframeConfig:
     every_n: keep every n-th frame when no pose is known (1 keeps all).
     min_distance: with poses, keep a frame after this many metres of travel (None: ignore).
     min_rotation: with poses, keep a frame after this many radians of turning (None: ignore).
-    max_interval: with poses, also keep a frame when this many seconds passed (None: never).
+    max_interval: with poses and ``min_distance`` or ``min_rotation``, also keep a frame when
+        this many seconds passed without one (None: never).
     """
 
     every_n: int = 1
@@ -42,6 +43,11 @@ class KeyframeConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InvalidInputError(f"{name} must be > 0 or None, got {value!r}")
+        if self.max_interval is not None and not self.uses_motion:
+            raise InvalidInputError(
+                "max_interval forces a keyframe while the robot stands still, so it needs "
+                "min_distance or min_rotation (without them every_n decides): set one of "
+                "them, or leave max_interval unset")
 
     @property
     def uses_motion(self) -> bool:

@@ -6,7 +6,7 @@ The one class robot code needs::
 
     with Localizer("model.onnx", "maps/lab") as loc:      # opens the map, or starts one
         place_id = loc.add(frame, stamp=t, pose=(x, y, z, qx, qy, qz, qw))
-        for match in loc.query(other_frame, k=3, min_score=0.5, exclude_recent=50):
+        for match in loc.query(other_frame, k=3, min_score=0.3, exclude_recent=50):
             print(match.place_id, match.score, match.pose)
         loc.save()                                         # atomic: survives a power cut
 

@@ -12,8 +12,9 @@ ignores the most recent 50 keyframes when searching for loops.
 
 from __future__ import annotations
 
+import math
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -87,13 +88,17 @@ class LoopClosureConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be an int >= 1, got {value!r}")
-        if not -1.0 <= float(self.min_score) <= 1.0:
-            problems.append(f"min_score must be in [-1, 1], got {self.min_score!r}")
+        if not (isinstance(self.min_score, (int, float)) and not isinstance(self.min_score, bool)
+                and -1.0 <= self.min_score <= 1.0):
+            problems.append(f"min_score must be a number in [-1, 1], got {self.min_score!r}")
         for name in ("verify", "report_unverifiable", "add_to_map"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.exclusion_seconds is not None and not self.exclusion_seconds >= 0:
-            problems.append(f"exclusion_seconds must be >= 0 or None, got "
+        if self.exclusion_seconds is not None and not (
+                isinstance(self.exclusion_seconds, (int, float))
+                and not isinstance(self.exclusion_seconds, bool)
+                and 0 <= self.exclusion_seconds < math.inf):
+            problems.append(f"exclusion_seconds must be finite seconds >= 0 or None, got "
                             f"{self.exclusion_seconds!r}")
         if problems:
             raise InvalidInputError("LoopClosureConfig: " + "; ".join(problems))
@@ -140,7 +145,7 @@ class FrameResult:
 class LoopClosureDetector:
     """Detect loop closures in a stream of keyframes.
 
-    >>> detector = LoopClosureDetector(localizer, LoopClosureConfig(min_score=0.6))
+    >>> detector = LoopClosureDetector(localizer, LoopClosureConfig(min_score=0.3))
     >>> loop = detector.process(frame, stamp=t, pose=pose)   # LoopClosure or None
 
     ``localizer`` is a :class:`~vpr_edge.Localizer`; for descriptors computed elsewhere a
@@ -157,11 +162,14 @@ class LoopClosureDetector:
         else:
             self.localizer, self.index = localizer, localizer.index
         self.config = config
-        # place id -> position in insertion order ("where along the route" it was added)
+        # place id -> position in insertion order ("where along the route" it was added);
+        # places added to the map by anything else have none, and never agree
         self._order: dict[int, int] = {pid: i for i, pid in enumerate(self.index.ids())}
         self._next_order = len(self._order)
-        self._added = 0  # places this detector added (the frame exclusion window's extent)
-        self._chains: list[tuple[int, int]] = []  # (order of candidate, chain length)
+        # the places this detector added last (the frame exclusion window): its own, not
+        # the map's newest, which another writer (a second camera) may have added
+        self._recent: deque[int] = deque(maxlen=config.exclusion_frames)
+        self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
             require("cv2", extra="verify", purpose="LoopClosureConfig(verify=True)")
@@ -202,6 +210,10 @@ class LoopClosureDetector:
         """The detector's core, for a descriptor already computed (with ``verify``, pass the
         frame's ``features=orb_features(rgb, config.verify_config)``)."""
         cfg = self.config
+        if np.ndim(descriptor) != 1:
+            raise InvalidInputError(
+                f"the detector takes one keyframe at a time (a descriptor of shape (dim,)), "
+                f"got shape {np.shape(descriptor)}: call it once per frame, in time order")
         if cfg.exclusion_seconds is not None and stamp is None:
             raise InvalidInputError("exclusion_seconds is set, so every frame needs a stamp")
         if cfg.verify and features is None:
@@ -212,31 +224,34 @@ class LoopClosureDetector:
         cutoff = None if cfg.exclusion_seconds is None else float(stamp) - cfg.exclusion_seconds
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
-            exclude_newest=min(cfg.exclusion_frames, self._added), exclude_after_stamp=cutoff,
+            exclude_ids=self._recent or None, exclude_after_stamp=cutoff,
         )
-        chains = self._extend_chains(matches)
+        chains, state = self._extend_chains(matches)
         place_id = None
-        if cfg.add_to_map:
+        if cfg.add_to_map:  # a frame the map refuses (a NaN pose...) changes nothing here
             (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
             self._order[place_id] = self._next_order
             self._next_order += 1
-            self._added += 1
+            self._recent.append(place_id)
             if features is not None:
                 self._remember(place_id, features)
+        self._chains = state
         loop = self._report(matches, chains, place_id, stamp, features)
         return FrameResult(place_id=place_id, best=matches[0] if matches else None, loop=loop)
 
     # -- internals -----------------------------------------------------------------------
-    def _extend_chains(self, matches: list[PlaceMatch]) -> list[int]:
+    def _extend_chains(self, matches: list[PlaceMatch]
+                       ) -> tuple[list[int], list[tuple[int | None, int]]]:
+        """Each match's chain length, and the chains to keep once the frame is in."""
         radius = self.config.consistency_radius
         lengths = []
         for match in matches:
-            where = self._order.get(match.place_id, -10**12)
-            previous = [n for order, n in self._chains if abs(order - where) <= radius]
+            where = self._order.get(match.place_id)
+            previous = [] if where is None else [n for order, n in self._chains
+                                                 if order is not None
+                                                 and abs(order - where) <= radius]
             lengths.append(1 + max(previous, default=0))
-        self._chains = [(self._order.get(m.place_id, -10**12), n)
-                        for m, n in zip(matches, lengths)]
-        return lengths
+        return lengths, [(self._order.get(m.place_id), n) for m, n in zip(matches, lengths)]
 
     def _report(self, matches: list[PlaceMatch], chains: list[int], place_id: int | None,
                 stamp: float | None, features: OrbFeatures | None) -> LoopClosure | None:

@@ -103,6 +103,8 @@ def pr_curve(run: Callable[[float], LoopScore], thresholds: Sequence[float]
 
 
 def recall_at_full_precision(rows: Sequence[dict]) -> float:
-    """Highest recall among operating points with precision 1 (and at least one loop)."""
-    return max((r["recall"] for r in rows if r["precision"] >= 1.0 and r["reported"] > 0),
+    """Highest recall among operating points where every reported loop is correct (and at
+    least one is reported); counted, not from the rounded precision (24999 correct of 25000
+    rounds to 1.0)."""
+    return max((r["recall"] for r in rows if r["correct"] == r["reported"] > 0),
                default=0.0)

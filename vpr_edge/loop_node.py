@@ -9,6 +9,10 @@ thread takes the newest frame from the mailbox, describes it, runs the
 :class:`~vpr_edge.loop_closure.LoopClosureDetector` and calls ``publish(loop)``. A frame that
 arrives while the worker is busy replaces the waiting one (counted as ``dropped_busy``), so the
 node keeps up with any camera rate by dropping frames, never by growing a queue.
+
+Poses go to the map at the map's own length: a map built with ``x, y`` poses (``--list`` with
+two pose columns) gets the ``x, y`` of each odometry pose, not all seven values (which it
+would refuse).
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
 from .poses import Pose, PoseTrack
 
 log = logging.getLogger("vpr_edge.loop_node")
+
+#: Odometry older than the newest pose by this many seconds is forgotten (at 100 Hz a node
+#: otherwise gathers 70 MB of poses an hour); image stamps lag far less.
+POSE_HISTORY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class LoopClosureNode:
         self.localizer = localizer
         self.detector = LoopClosureDetector(localizer, config.detector)
         self.policy = KeyframePolicy(config.keyframes)
-        self.poses = PoseTrack(max_gap=config.pose_max_gap)
+        self.poses = PoseTrack(max_gap=config.pose_max_gap, keep_seconds=POSE_HISTORY_SECONDS)
         self.stats = NodeStats()
         self._publish = publish
         self._slot: _Pending | None = None
@@ -104,6 +112,7 @@ class LoopClosureNode:
         self._stop = False
         self._busy = False
         self._map_lock = threading.Lock()
+        self._changed = False  # places added or the map reset since it was opened or saved
         self._last_pose_stamp: float | None = None
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
@@ -142,7 +151,7 @@ class LoopClosureNode:
             return False
         try:
             converted = convert()
-        except InvalidInputError as exc:
+        except VprEdgeError as exc:  # a malformed message, or Bayer pixels without OpenCV
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
         self.stats.keyframes += 1
@@ -158,15 +167,25 @@ class LoopClosureNode:
     def save(self) -> str:
         """Save the map atomically; returns its directory."""
         with self._map_lock:
-            return str(self.localizer.save())
+            path = str(self.localizer.save())
+            self._changed = False
+            return path
 
     def reset(self) -> None:
-        """Forget the map's places and the detector's state (a new session)."""
+        """Forget the map's places, the frame waiting for the worker, the odometry and the
+        detector's state (a new session). The emptied map is saved like a changed one."""
         with self._map_lock:
+            with self._cond:
+                self._slot = None
+                self.poses = PoseTrack(max_gap=self.config.pose_max_gap,
+                                       keep_seconds=POSE_HISTORY_SECONDS)
+                self._last_pose_stamp = None
             index = self.localizer.index
             ids = index.ids()
             if ids:
                 index.remove(ids)
+                index.rebuild()  # drops the removed places' rows for good
+            self._changed = True
             self.detector = LoopClosureDetector(self.localizer, self.config.detector)
             self.policy = KeyframePolicy(self.config.keyframes)
 
@@ -182,20 +201,27 @@ class LoopClosureNode:
         return True
 
     def close(self) -> None:
-        """Stop the worker, then save the map if configured to and it has a directory."""
+        """Stop the worker (a keyframe still waiting counts as dropped), then save the map
+        if configured to, it has a directory and it changed."""
         with self._cond:
             self._stop = True
+            if self._slot is not None:
+                self._slot = None
+                self.stats.dropped_busy += 1
             self._cond.notify_all()
         self._worker.join(timeout=30)
-        if self.config.save_on_shutdown and self.config.map_dir and len(self.localizer):
+        if self.config.save_on_shutdown and self.config.map_dir and self._changed:
             self.save()
 
     def shutdown(self, stats_file: str | None = None) -> dict[str, Any]:
-        """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``)."""
-        self.close()
-        summary = self.stats.summary()
-        if stats_file:
-            Path(stats_file).write_text(json.dumps(summary, indent=2))
+        """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``,
+        even when the save at close fails)."""
+        try:
+            self.close()
+        finally:
+            summary = self.stats.summary()
+            if stats_file:
+                Path(stats_file).write_text(json.dumps(summary, indent=2))
         return summary
 
     # -- worker ----------------------------------------------------------------------------
@@ -211,7 +237,8 @@ class LoopClosureNode:
                 with self._map_lock:
                     result = self.detector.process_frame(
                         item.frame, stamp=item.stamp, colour_order=item.colour_order,
-                        pose=None if item.pose is None else item.pose.as_tuple())
+                        pose=self._pose_for_map(item.pose))
+                    self._changed = self._changed or result.place_id is not None
                 self.stats.processed += 1
                 if result.loop is not None:
                     self.stats.loops += 1
@@ -224,3 +251,12 @@ class LoopClosureNode:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _pose_for_map(self, pose: Pose | None) -> tuple[float, ...] | None:
+        """``pose`` as the map stores poses: all seven values, or the first ``pose_dim``
+        (``x, y`` or ``x, y, z``) of a map that was built with shorter ones."""
+        if pose is None:
+            return None
+        values = pose.as_tuple()
+        width = self.localizer.index.pose_dim
+        return values if width in (0, len(values)) else values[:width]

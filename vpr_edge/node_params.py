@@ -52,7 +52,7 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("keyframe_min_rotation", 0.0, ">= 0 rad (0: off)",
               "with odometry: keep a frame after this much turning"),
     NodeParam("keyframe_max_interval", 0.0, ">= 0 s (0: off)",
-              "with odometry: keep a frame at least this often"),
+              "with odometry and a min distance/rotation: keep a frame at least this often"),
     NodeParam("pose_max_gap", 0.1, "> 0 s", "odometry older/newer than this is not the frame's"),
     NodeParam("queue_size", 1, ">= 1", "subscriber queue (the node keeps only the newest frame)"),
     NodeParam("use_compressed", False, "bool", "subscribe to image/compressed instead of image"),

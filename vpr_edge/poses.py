@@ -7,12 +7,17 @@ A :class:`Pose` is position ``x, y, z`` (metres) and orientation quaternion ``qx
 :class:`PoseTrack` answers "where was the robot at time t" for images: interpolated between
 the two poses around t (position linearly, orientation by slerp) when both are within
 ``max_gap`` seconds of t, else the nearest pose within ``max_gap``, else None.
+
+A zero quaternion means "no orientation": it is what ROS 1 leaves in a pose whose publisher
+set only the position. Such a pose keeps its position; its orientation stays zero (also when
+interpolated), and :meth:`Pose.rotation_to` counts no rotation to or from it.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +26,8 @@ from .errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Pose:
-    """A position in metres and a unit quaternion (identity orientation by default)."""
+    """A position in metres and an orientation quaternion (identity by default; a zero
+    quaternion means the orientation is unknown, see the module docstring)."""
 
     x: float
     y: float
@@ -44,8 +50,11 @@ class Pose:
         return math.dist((self.x, self.y, self.z), (other.x, other.y, other.z))
 
     def rotation_to(self, other: Pose) -> float:
-        """Angle of the relative rotation between the orientations, in radians (0..pi)."""
+        """Angle of the relative rotation between the orientations, in radians (0..pi); 0.0
+        when either orientation is unknown (a zero quaternion)."""
         a, b = _unit(self), _unit(other)
+        if a is None or b is None:
+            return 0.0
         dot = abs(sum(p * q for p, q in zip(a, b)))
         return 2.0 * math.acos(min(1.0, dot))
 
@@ -84,26 +93,45 @@ def stamp_seconds(header_or_stamp: Any) -> float:
 
 
 class PoseTrack:
-    """Timestamped poses, looked up by nearest time (poses may arrive in any order)."""
+    """Timestamped poses, looked up by time as the module docstring says (poses may arrive
+    in any order). Thread-safe: one thread may add while another looks up (a ROS node's
+    odometry and image callbacks)."""
 
-    def __init__(self, max_gap: float = 0.1) -> None:
-        """``max_gap``: largest time difference (s) at which a pose still counts as "at" t."""
+    def __init__(self, max_gap: float = 0.1, keep_seconds: float | None = None) -> None:
+        """``max_gap``: largest time difference (s) at which a pose still counts as "at" t.
+        ``keep_seconds``: forget poses this much older than the newest (None: keep all; a
+        node running for hours keeps a bounded history)."""
         if not max_gap > 0:
             raise InvalidInputError(f"max_gap must be positive seconds, got {max_gap!r}")
+        if keep_seconds is not None and not keep_seconds > 0:
+            raise InvalidInputError(f"keep_seconds must be positive or None, got "
+                                    f"{keep_seconds!r}")
         self.max_gap = float(max_gap)
+        self.keep_seconds = keep_seconds
         self._times: list[float] = []
         self._poses: list[Pose] = []
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._times)
 
     def add(self, stamp: float, pose: Pose) -> None:
-        i = bisect.bisect(self._times, stamp)
-        self._times.insert(i, float(stamp))
-        self._poses.insert(i, pose)
+        with self._lock:
+            times = self._times
+            i = bisect.bisect(times, stamp)
+            times.insert(i, float(stamp))
+            self._poses.insert(i, pose)
+            keep = self.keep_seconds
+            if keep is not None and times[-1] - times[0] > 2 * keep:  # in batches, now and then
+                cut = bisect.bisect_left(times, times[-1] - keep)
+                del times[:cut], self._poses[:cut]
 
     def at(self, stamp: float) -> Pose | None:
         """The pose at ``stamp`` (see the module docstring), or None if none is near."""
+        with self._lock:
+            return self._at(stamp)
+
+    def _at(self, stamp: float) -> Pose | None:
         times = self._times
         i = bisect.bisect(times, stamp)
         before, after = i - 1, i
@@ -116,12 +144,16 @@ class PoseTrack:
                    key=lambda j: abs(times[j] - stamp), default=None)
         if best is None or abs(times[best] - stamp) > self.max_gap:
             return None
-        return self._poses[best]
+        return _normalised(self._poses[best])
 
 
 def interpolate(a: Pose, b: Pose, weight: float) -> Pose:
-    """The pose ``weight`` (0..1) of the way from ``a`` to ``b``: lerp and slerp."""
+    """The pose ``weight`` (0..1) of the way from ``a`` to ``b``: lerp and slerp (the
+    orientation stays unknown, a zero quaternion, if either one's is)."""
+    x, y, z = (pa + weight * (pb - pa) for pa, pb in zip((a.x, a.y, a.z), (b.x, b.y, b.z)))
     qa, qb = _unit(a), _unit(b)
+    if qa is None or qb is None:
+        return Pose(x, y, z, 0.0, 0.0, 0.0, 0.0)
     dot = sum(p * q for p, q in zip(qa, qb))
     if dot < 0:  # the shorter way round
         qb, dot = tuple(-q for q in qb), -dot
@@ -133,13 +165,21 @@ def interpolate(a: Pose, b: Pose, weight: float) -> Pose:
         wb = math.sin(weight * theta) / math.sin(theta)
         q = [wa * p + wb * r for p, r in zip(qa, qb)]
     norm = math.sqrt(sum(v * v for v in q))
-    x, y, z = (pa + weight * (pb - pa) for pa, pb in zip((a.x, a.y, a.z), (b.x, b.y, b.z)))
     return Pose(x, y, z, *(v / norm for v in q))
 
 
-def _unit(pose: Pose) -> tuple[float, float, float, float]:
+def _normalised(pose: Pose) -> Pose:
+    """``pose`` with a unit quaternion (a zero one, no orientation, stays zero)."""
+    q = _unit(pose)
+    if q is None or q == (pose.qx, pose.qy, pose.qz, pose.qw):
+        return pose
+    return Pose(pose.x, pose.y, pose.z, *q)
+
+
+def _unit(pose: Pose) -> tuple[float, float, float, float] | None:
+    """The orientation as a unit quaternion, or None if it is unknown (zero)."""
     q = (pose.qx, pose.qy, pose.qz, pose.qw)
     norm = math.sqrt(sum(v * v for v in q))
     if norm == 0:
-        raise InvalidInputError("pose orientation is the zero quaternion")
+        return None
     return tuple(v / norm for v in q)  # type: ignore[return-value]

@@ -2,8 +2,10 @@
 
 Works on any object with the message's fields (rospy, rclpy and rosbags messages all qualify),
 so the ROS nodes, the bag reader and the tests share one conversion. Row padding (``step``
-larger than ``width * channels``) is removed; 16-bit images are scaled to 8 bits honouring
-``is_bigendian``; Bayer images need OpenCV (``vpr-edge[verify]``).
+larger than ``width * channels``) is removed; 16-bit images keep their top 8 bits (``>> 8``)
+honouring ``is_bigendian``, and so do 16-bit PNGs in a ``CompressedImage`` (what ROS's
+``compressed`` transport makes of a ``mono16`` camera); Bayer images need OpenCV
+(``vpr-edge[verify]``).
 
 >>> import numpy as np
 >>> from types import SimpleNamespace
@@ -81,13 +83,14 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` (JPEG or PNG in ``data``) as ``uint8 HxWx3`` RGB."""
+    """A ``sensor_msgs/CompressedImage`` (JPEG or PNG in ``data``) as ``uint8 HxWx3`` RGB
+    (16-bit PNGs scaled as 16-bit ``Image`` messages are: ``>> 8``)."""
     data = bytes(msg.data)
     if not data:
         raise ImageMessageError("empty image", f"compressed image message "
                                 f"({getattr(msg, 'format', '?')}) has no data")
     try:
-        return decode_image(data)
+        return decode_image(data, scale_16bit=True)
     except ImageDecodeError as exc:
         raise ImageMessageError("undecodable compressed image", str(exc)) from exc
 

@@ -11,6 +11,7 @@ qz, qw`` (``x, y`` alone are fine too).
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ from typing import Any, Union
 
 import numpy as np
 
+from .bags import positive_int
 from .errors import InvalidInputError
 from .images import load_image
+
+log = logging.getLogger("vpr_edge")
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -115,21 +119,31 @@ def list_source(csv_path: PathLike, *, every: int = 1) -> FrameSource:
 
 
 def bag_source(bag: PathLike, topic: str, *, every: int = 1,
-               pose_topic: str | None = None) -> FrameSource:
-    """Images on ``topic`` of a ROS 1 or ROS 2 bag (needs ``vpr-edge[ros]``)."""
+               pose_topic: str | None = None, max_pose_gap: float = 0.1) -> FrameSource:
+    """Images on ``topic`` of a ROS 1 or ROS 2 bag (needs ``vpr-edge[ros]``); with
+    ``pose_topic``, each frame's pose at its stamp (``bags.read_image_frames``)."""
     from . import bags
 
     count = bags.count_frames(bag, topic)
+    if count == 0:
+        raise InvalidInputError(f"{bag}: topic {topic!r} has no messages")
     length = (count + every - 1) // every
 
     def frames() -> Iterator[SourceFrame]:
         # index: the position in this sequence (after --every), as for folders and lists;
         # the key keeps the frame's number on the topic
-        frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic)
+        frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic,
+                                        max_pose_gap=max_pose_gap)
+        without_pose = 0
         for position, frame in enumerate(frames):
             pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
+            without_pose += pose_topic is not None and pose is None
             yield SourceFrame(position, f"{_key(Path(bag))}:{topic}:{frame.index}",
                               frame.image, frame.stamp, pose)
+        if without_pose:
+            log.warning("%d of %d frames got no pose from %s: none within %g s of their "
+                        "stamps (a slower pose topic needs a larger --pose-max-gap)",
+                        without_pose, length, pose_topic, max_pose_gap)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
                        frames=frames)
@@ -155,9 +169,9 @@ def concat_sources(sources: list[FrameSource]) -> FrameSource:
 def open_source(*, images: PathLike | list[PathLike] | None = None,
                 frame_list: PathLike | None = None, bag: PathLike | None = None,
                 topic: str | None = None, pose_topic: str | None = None,
-                every: int = 1) -> FrameSource:
+                every: int = 1, max_pose_gap: float = 0.1) -> FrameSource:
     """Exactly one of ``images`` (one folder or several, in order), ``frame_list`` or
-    ``bag`` (+ ``topic``)."""
+    ``bag`` (+ ``topic``, and optionally ``pose_topic`` with ``max_pose_gap`` seconds)."""
     given = [name for name, value in (("--images", images), ("--list", frame_list),
                                       ("--bag", bag)) if value]
     if len(given) != 1:
@@ -165,8 +179,12 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
             f"give exactly one frame source (--images DIR, --list CSV or --bag BAG --topic T); "
             f"got {given or 'none'}"
         )
-    if not isinstance(every, int) or every < 1:
+    if not positive_int(every):
         raise InvalidInputError(f"--every must be a positive integer, got {every!r}")
+    every = int(every)
+    if not (isinstance(max_pose_gap, (int, float)) and math.isfinite(max_pose_gap)
+            and max_pose_gap > 0):
+        raise InvalidInputError(f"--pose-max-gap must be positive seconds, got {max_pose_gap!r}")
     if images:
         folders = images if isinstance(images, (list, tuple)) else [images]
         return concat_sources([folder_source(f, every=every) for f in folders])
@@ -174,7 +192,8 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
         return list_source(frame_list, every=every)
     if topic is None:
         raise InvalidInputError("--bag needs --topic (the sensor_msgs/Image topic)")
-    return bag_source(bag, topic, every=every, pose_topic=pose_topic)
+    return bag_source(bag, topic, every=every, pose_topic=pose_topic,
+                      max_pose_gap=max_pose_gap)
 
 
 def _number(text: str | None, path: Path, line: int, column: str) -> float | None:

@@ -90,7 +90,9 @@ class Ros1LoopClosureNode:
 
     def on_odom(self, msg: Odometry) -> None:
         try:
-            self.core.on_pose(stamp_seconds(msg.header), pose_from_message(msg))
+            # unstamped odometry takes the arrival time, as unstamped images do
+            stamp = stamp_seconds(msg.header) or rospy.get_time()
+            self.core.on_pose(stamp, pose_from_message(msg))
         except VprEdgeError as exc:
             self.core.report_problem("bad odometry", exc)
 

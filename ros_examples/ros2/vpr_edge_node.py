@@ -5,7 +5,8 @@ A thin adapter over ``vpr_edge.loop_node.LoopClosureNode``. Every parameter of
 ``vpr_edge.node_params.PARAMS`` is declared before any publisher is created.
 
 Topics (relative; remap them in the launch file):
-  in   image (sensor_msgs/Image, sensor-data QoS) or image/compressed (CompressedImage)
+  in   image (sensor_msgs/Image, sensor-data QoS of depth queue_size) or image/compressed
+       (CompressedImage)
   in   odom (nav_msgs/Odometry), optional
   out  loop_closure (vpr_edge_msgs/LoopClosure; std_msgs/Float64MultiArray with
        message_type: standard, for when vpr_edge_msgs is not built)
@@ -26,8 +27,9 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 from std_srvs.srv import Trigger
@@ -42,14 +44,20 @@ from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
 
 def to_time(seconds: float) -> Time:
     sec = int(seconds // 1)
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    nanosec = int(round((seconds - sec) * 1e9))
+    if nanosec >= 1_000_000_000:  # rounded up to the next second
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
 
 
 class Ros2LoopClosureNode(Node):
     def __init__(self) -> None:
         super().__init__("vpr_edge_loop_closure")
-        for param in PARAMS:  # declared before any publisher exists
-            self.declare_parameter(param.name, param.default)
+        # declared before any publisher exists; with dynamic typing, so that `min_score: 1`
+        # reaches node_params' checks (which take an int for a float) instead of failing here
+        dynamic = ParameterDescriptor(dynamic_typing=True)
+        for param in PARAMS:
+            self.declare_parameter(param.name, param.default, dynamic)
 
         def get(name, _default):
             return self.get_parameter(name).value
@@ -73,11 +81,13 @@ class Ros2LoopClosureNode(Node):
         self.loop_pub = self.create_publisher(loop_type or Float64MultiArray, "loop_closure",
                                               10)
         self.pose_pub = self.create_publisher(PoseStamped, "loop_closure/match_pose", 10)
+        sensor = qos_profile_sensor_data
+        qos = QoSProfile(history=sensor.history, depth=self.transport["queue_size"],
+                         reliability=sensor.reliability, durability=sensor.durability)
         if self.transport["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self.on_image,
-                                     qos_profile_sensor_data)
+            self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos)
         else:
-            self.create_subscription(Image, "image", self.on_image, qos_profile_sensor_data)
+            self.create_subscription(Image, "image", self.on_image, qos)
         self.create_subscription(Odometry, "odom", self.on_odom, 100)
         self.create_service(Trigger, "save_map", self.on_save)
         self.create_service(Trigger, "reset", self.on_reset)
@@ -91,7 +101,9 @@ class Ros2LoopClosureNode(Node):
 
     def on_odom(self, msg: Odometry) -> None:
         try:
-            self.core.on_pose(stamp_seconds(msg.header), pose_from_message(msg))
+            # unstamped odometry takes the arrival time, as unstamped images do
+            stamp = stamp_seconds(msg.header) or self.get_clock().now().nanoseconds * 1e-9
+            self.core.on_pose(stamp, pose_from_message(msg))
         except VprEdgeError as exc:
             self.core.report_problem("bad odometry", exc)
 
@@ -132,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            node.shutdown()
+        finally:  # even when the map could not be saved
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

@@ -72,3 +72,22 @@ def test_missing_message_package_is_a_clear_fatal_error(ros2_python, ros2_env,
     assert node.returncode == 2
     assert "message_type:=standard" in node.stderr
     assert time.monotonic() - started < 30
+
+
+def test_an_int_for_a_float_parameter_and_stamps_near_a_whole_second(ros2_python, ros2_env,
+                                                                     tiny_onnx) -> None:
+    """`min_score:=1` (an int where the default is a float) reaches the node's own checks
+    (it used to end in rclpy's InvalidParameterTypeException); a stamp that rounds up to the
+    next second carries into `sec` (it came out as 1 s instead of 2 s)."""
+    node = subprocess.run([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
+                           "-p", "min_score:=1", "-p", "keyframe_min_distance:=2",
+                           "-p", "queue_size:=3"],
+                          env=ros2_env, capture_output=True, text=True, timeout=60)
+    assert "InvalidParameterType" not in node.stderr, node.stderr
+    assert node.returncode == 2 and "message_type:=standard" in node.stderr, node.stderr
+    probe = subprocess.run(
+        [ros2_python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from vpr_edge_node import to_time; t = to_time(1.9999999996); "
+         "print(t.sec, t.nanosec)", str(NODE.parent)],
+        env=ros2_env, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.split() == ["2", "0"], probe.stderr

@@ -89,3 +89,105 @@ def test_truncated_bag_is_a_clear_error(tmp_path, rosbag_path) -> None:
     cut.write_bytes(rosbag_path.read_bytes()[:5000])
     with pytest.raises(InvalidInputError, match="cannot read this bag"):
         bags.count_frames(cut, SPOT_TOPIC)
+
+
+def _odometry(bag_writer, times_and_x, orientation=(0.0, 0.0, 0.0, 1.0)) -> list:
+    store = bag_writer._store()
+    return [(t, bag_writer.odometry_message(store, t, x, 0.0, orientation))
+            for t, x in times_and_x]
+
+
+def _images(bag_writer, frames, times) -> list:
+    store = bag_writer._store()
+    return [(t, bag_writer.image_message(store, f, t)) for f, t in zip(frames, times)]
+
+
+def test_a_slow_pose_topic_needs_a_larger_gap(tmp_path, bag_writer, gp_frames, caplog) -> None:
+    """Odometry at 2 Hz, frames at 10 Hz: within the default 0.1 s only the frames next to a
+    pose get one; ``max_pose_gap`` (``--pose-max-gap``) gives every frame its interpolated
+    pose, and a source that left frames without a pose says so."""
+    from vpr_edge.sources import open_source
+
+    times = [10.0 + i / 10 for i in range(6)]
+    bag = bag_writer.write_messages(
+        tmp_path / "slow.bag", _images(bag_writer, gp_frames, times),
+        _odometry(bag_writer, [(10.0, 0.0), (10.5, 5.0), (11.0, 10.0)]))
+    read = lambda **kw: [None if f.pose is None else round(f.pose.x, 6)  # noqa: E731
+                         for f in bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                                         pose_topic=bag_writer.ODOM_TOPIC,
+                                                         **kw)]
+    assert read() == [0.0, 0.0, None, None, 5.0, 5.0]
+    assert read(max_pose_gap=0.5) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    source = open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC,
+                         pose_topic=bag_writer.ODOM_TOPIC, max_pose_gap=0.5)
+    assert [f.pose[0] for f in source] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC,
+                         pose_topic=bag_writer.ODOM_TOPIC))
+    assert "2 of 6 frames got no pose" in caplog.text and "--pose-max-gap" in caplog.text
+    with pytest.raises(InvalidInputError, match="pose-max-gap"):
+        open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC, max_pose_gap=0)
+
+
+def test_odometry_that_lost_track_or_has_no_orientation(tmp_path, bag_writer, gp_frames,
+                                                        caplog) -> None:
+    """A NaN pose message is skipped with a warning (it used to end the read), and a pose
+    without orientation (ROS 1's zero quaternion) keeps its position."""
+    nan = float("nan")
+    poses = (_odometry(bag_writer, [(10.0, 0.0), (10.1, nan), (10.2, 2.0)])
+             + _odometry(bag_writer, [(10.3, 3.0), (10.4, 4.0)], orientation=(0, 0, 0, 0)))
+    times = [10.05, 10.15, 10.35]
+    bag = bag_writer.write_messages(tmp_path / "odd.bag",
+                                    _images(bag_writer, gp_frames[:3], times), poses)
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                          pose_topic=bag_writer.ODOM_TOPIC, max_pose_gap=0.2))
+    assert "skipped 1 of 5 pose messages with NaN" in caplog.text
+    assert [f.pose.x for f in got] == pytest.approx([0.5, 1.5, 3.5])
+    assert got[1].pose.qw == pytest.approx(1.0)  # between two poses with orientation
+    assert got[2].pose.as_tuple()[3:] == (0.0, 0.0, 0.0, 0.0)  # between two without
+
+
+def test_a_damaged_pose_message_is_a_clear_error(tmp_path, bag_writer, gp_frames) -> None:
+    poses = _odometry(bag_writer, [(10.0, 0.0)]) + [(10.1, b"\x01\x02")]
+    bag = bag_writer.write_messages(tmp_path / "bad.bag",
+                                    _images(bag_writer, gp_frames[:1], [10.0]), poses)
+    with pytest.raises(InvalidInputError, match=r"/odom message 1 is damaged"):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                    pose_topic=bag_writer.ODOM_TOPIC))
+
+
+def test_a_16bit_png_compressed_image_is_scaled_like_a_mono16_image(tmp_path,
+                                                                     bag_writer) -> None:
+    """What ROS's compressed transport makes of a mono16 (thermal, depth) camera: the top 8
+    bits, as for a raw 16-bit Image message (it used to be refused)."""
+    import io
+
+    from PIL import Image
+
+    wide = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)
+    png = io.BytesIO()
+    Image.fromarray(wide).save(png, format="PNG")
+    store = bag_writer._store()
+    bag = bag_writer.write_messages(
+        tmp_path / "thermal.bag", [(10.0, bag_writer.compressed_message(store, png.getvalue(),
+                                                                         10.0))],
+        image_type="sensor_msgs/msg/CompressedImage")
+    (frame,) = bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC)
+    expected = (wide >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(frame.image, np.repeat(expected[:, :, None], 3, axis=2))
+
+
+def test_an_empty_image_topic_is_refused_and_every_takes_numpy_ints(tmp_path, bag_writer,
+                                                                     gp_frames) -> None:
+    from vpr_edge.sources import open_source
+
+    empty = bag_writer.write_messages(tmp_path / "empty.bag", [],
+                                      _odometry(bag_writer, [(10.0, 0.0)]))
+    with pytest.raises(InvalidInputError, match="topic '/camera/image_raw' has no messages"):
+        open_source(bag=empty, topic=bag_writer.IMAGE_TOPIC)
+    bag = bag_writer.write_bag(tmp_path / "gp.bag", gp_frames[:4])
+    got = bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, every_n=np.int64(3))
+    assert [f.index for f in got] == [0, 3]
+    with pytest.raises(InvalidInputError, match="every_n"):
+        next(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, every_n=True))

@@ -62,6 +62,32 @@ def test_portable_engines_accept_any_gpu(tmp_path: Path, tiny) -> None:
                             compute_capability=(12, 0))
 
 
+def test_a_multi_architecture_engine_refuses_an_older_gpu(tiny) -> None:
+    """TensorRT-RTX's default engine (8.0, 8.6, 8.9, 12.0, 'and later' in its documentation)
+    has no single compute capability: the check used to be skipped, and a Turing GPU (7.5)
+    reached deserialisation."""
+    header = engine_header_for(tiny.metadata(), BLOB, tensorrt_module="tensorrt_rtx",
+                               tensorrt_version="1.7", compute_capability=None,
+                               builder={"compute_capabilities": ["8.0", "8.6", "8.9", "12.0"]})
+    for gpu in ((8, 0), (8, 9), (9, 0), (12, 0)):
+        check_engine_compatible(header, tensorrt_module="tensorrt_rtx", tensorrt_version="1.7",
+                                compute_capability=gpu)
+    with pytest.raises(EngineMismatchError, match=r"8\.0, 8\.6, 8\.9, 12\.0 and later.*7\.5"
+                       r".*--compute-capability 7\.5"):
+        check_engine_compatible(header, tensorrt_module="tensorrt_rtx", tensorrt_version="1.7",
+                                compute_capability=(7, 5))
+
+
+def test_a_deeply_nested_header_is_a_format_error(engine: Path, tmp_path: Path) -> None:
+    import struct
+
+    blob = b"[" * 100000 + b"]" * 100000
+    deep = tmp_path / "deep.engine"
+    deep.write_bytes(MAGIC + struct.pack("<I", len(blob)) + blob)
+    with pytest.raises(ModelFormatError, match="not JSON"):
+        read_engine_header(deep)
+
+
 def test_damaged_files_are_refused(engine: Path, tmp_path: Path) -> None:
     data = engine.read_bytes()
     cut = tmp_path / "cut.engine"
@@ -85,7 +111,11 @@ def test_damaged_files_are_refused(engine: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field, value", [("engine_size", "big"), ("builder", 3.5),
-                                          ("model", [1, 2])])
+                                          ("model", [1, 2]), ("engine_size", float("inf")),
+                                          ("engine_size", -5), ("engine_size", 2.5),
+                                          ("compute_capability", {"x": 1}),
+                                          ("compute_capability", "8.7.1"),
+                                          ("format_version", 0), ("format_version", True)])
 def test_malformed_header_fields_are_format_errors(engine: Path, field: str, value) -> None:
     """A damaged or hand-edited header is a ModelFormatError naming the file, not a raw
     ValueError or TypeError that `except VprEdgeError` would miss."""

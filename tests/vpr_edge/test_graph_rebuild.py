@@ -159,6 +159,25 @@ def test_a_plain_rebuild_replaces_a_running_background_one(tmp_path: Path, gate,
     assert reopened.ids() == live and top1(reopened, db[live]) == live
 
 
+def test_a_background_rebuild_asked_for_after_a_plain_one_is_a_new_one(gate) -> None:
+    """After a plain rebuild() stopped a background one, rebuild(background=True) starts a
+    new build (it used to hand back the stopped one's future, and nothing was rebuilt)."""
+    opened, built = gate
+    index, db = route_index(200)
+    stopped = index.rebuild(background=True)
+    assert built.wait(30)
+    index.rebuild()
+    plain_graph = index._hnsw
+    again = index.rebuild(background=True)
+    assert again is not stopped and index.info()["background_rebuild"]
+    opened.set()
+    with pytest.raises(graph_rebuild.RebuildStopped):
+        stopped.result(timeout=30)
+    assert again.result(timeout=30) == 200
+    assert index._hnsw is not plain_graph and not index.info()["background_rebuild"]
+    assert top1(index, db) == list(range(200))
+
+
 def test_background_rebuild_recovers_route_order_recall() -> None:
     """The point of it: a graph rebuilt in a random order finds what the route-order graph
     finds, or more (a real-data measurement is in benchmarks/insertion_order.py)."""

@@ -45,3 +45,11 @@ def test_without_pose_the_motion_policy_falls_back_to_every_n() -> None:
 def test_bad_config_is_refused(kwargs) -> None:
     with pytest.raises(InvalidInputError):
         KeyframeConfig(**kwargs)
+
+
+def test_max_interval_without_a_motion_threshold_is_refused() -> None:
+    """It forces keyframes while standing still, a motion policy's notion; alone it used to
+    do nothing at all (every_n decided)."""
+    with pytest.raises(InvalidInputError, match="needs min_distance or min_rotation"):
+        KeyframeConfig(every_n=50, max_interval=1.0)
+    assert KeyframeConfig(min_rotation=0.3, max_interval=1.0).uses_motion

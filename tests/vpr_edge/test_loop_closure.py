@@ -233,3 +233,80 @@ def test_too_few_inliers_to_mean_anything_are_refused(min_inliers) -> None:
 
     with pytest.raises(InvalidInputError, match="min_inliers must be an int >= 8"):
         VerifyConfig(min_inliers=min_inliers)
+
+
+def test_degenerate_matches_verify_nothing() -> None:
+    """Points that fit no fundamental matrix (all on one spot, or on one line): OpenCV then
+    hands back no matrix and, in 5.0, a mask of uninitialised bytes, which was summed into
+    hundreds of 'inliers' (a loop verified from 20 matches)."""
+    pytest.importorskip("cv2")
+    from vpr_edge.geometric import OrbFeatures, count_inliers
+
+    descriptors = np.random.default_rng(0).integers(0, 256, (20, 32), dtype=np.uint8)
+    spot = np.zeros((20, 2), np.float32)
+    line = np.stack([np.arange(20), np.zeros(20)], axis=1).astype(np.float32)
+    for points in (spot, line):
+        for _ in range(5):
+            assert count_inliers(OrbFeatures(points, descriptors),
+                                 OrbFeatures(points, descriptors)) == 0
+
+
+def test_places_added_by_others_never_agree_and_do_not_shift_the_window(
+        route: np.ndarray, tiny) -> None:
+    """A map filled by another writer (a second camera, a map-building thread): its places
+    have no position in this detector's route, so they never make a chain (they all used
+    to 'agree'), and the frame window covers this detector's own keyframes, not the map's
+    newest rows."""
+    from vpr_edge.index import IndexSettings, PlaceIndex
+
+    index = PlaceIndex(tiny.DIM, settings=IndexSettings(mode="exact"))
+    detector = LoopClosureDetector(index, LoopClosureConfig(
+        min_score=0.8, consistency=3, consistency_radius=2, exclusion_frames=10))
+    index.add(route[:60])  # not through the detector
+    out = [detector.process_descriptor(revisit(route, j, 0.3, n)) for n, j in
+           enumerate([5, 40, 20])]
+    assert [r.best.place_id for r in out] == [5, 40, 20] and all(r.loop is None for r in out)
+    # its own keyframes stay excluded while another writer adds places
+    own = LoopClosureDetector(index, LoopClosureConfig(min_score=0.5, consistency=1,
+                                                       exclusion_frames=10))
+    first = own.process_descriptor(route[70]).place_id
+    index.add(route[61:69])  # the other camera's places, newer than `first`
+    again = own.process_descriptor(revisit(route, 70, 0.1, 9))
+    assert again.loop is None and (again.best is None or again.best.place_id != first)
+
+
+def test_a_frame_the_map_refuses_leaves_the_consistency_state(loc: Localizer,
+                                                               route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.8, consistency=2,
+                                                          exclusion_frames=5))
+    run(detector, route[:30])
+    with pytest.raises(InvalidInputError):  # a NaN pose: refused by the map
+        detector.process_descriptor(revisit(route, 10, 0.3, 1), pose=(float("nan"), 0.0))
+    assert len(loc) == 30
+    # the next revisit is the first of a chain, not the second
+    assert detector.process_descriptor(revisit(route, 11, 0.3, 2)).loop is None
+    assert detector.process_descriptor(revisit(route, 12, 0.3, 3)).loop.match_id == 12
+
+
+def test_a_batch_is_refused_naming_the_fix(loc: Localizer, route: np.ndarray) -> None:
+    detector = LoopClosureDetector(loc, LoopClosureConfig())
+    with pytest.raises(InvalidInputError, match="one keyframe at a time"):
+        detector.process_descriptor(route[:2])
+    frames = np.zeros((2, 24, 32, 3), np.uint8)
+    with pytest.raises(InvalidInputError, match="one keyframe at a time"):
+        detector.process(frames)
+
+
+@pytest.mark.parametrize("changes", [{"exclusion_seconds": float("inf")},
+                                     {"exclusion_seconds": "5"}, {"min_score": None}])
+def test_config_values_of_the_wrong_kind_are_refused(changes) -> None:
+    with pytest.raises(InvalidInputError, match="LoopClosureConfig"):
+        LoopClosureConfig(**changes)
+
+
+def test_recall_at_full_precision_counts_every_wrong_loop() -> None:
+    from vpr_edge.loop_metrics import recall_at_full_precision
+
+    rows = [{"precision": 1.0, "recall": 0.8333, "reported": 25000, "correct": 24999},
+            {"precision": 1.0, "recall": 0.5, "reported": 100, "correct": 100}]
+    assert recall_at_full_precision(rows) == 0.5

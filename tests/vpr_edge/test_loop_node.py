@@ -177,3 +177,111 @@ def test_bad_messages_are_counted_by_kind_and_logged_once(tiny_onnx, tmp_path, c
                                    "odometry out of order": 1}
     assert len(caplog.records) == 3  # once per kind
     assert node.stats.processed == 2 and len(node.poses) == 2
+
+
+def test_a_map_with_xy_poses_gets_the_x_y_of_odometry(tiny_onnx, tmp_path, cpu_only,
+                                                      route) -> None:
+    """A map built with x, y poses (a --list with two pose columns) refused every keyframe
+    of the node (7-value poses): nothing was added again, no loop found."""
+    loc = Localizer(tiny_onnx, backend="onnxruntime-cpu")
+    loc.index.add(loc.describe(list(route[0][:3])), poses=[(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)])
+    loc.save(tmp_path / "map")
+    loc.close()
+    node, _ = make_node(tiny_onnx, tmp_path)
+    node.on_pose(9.95, Pose(5.0, 6.0, 7.0))
+    node.on_pose(10.05, Pose(5.0, 6.0, 7.0))
+    feed(node, route[0][3:5], 10.0)
+    node.close()
+    assert node.stats.errors == 0 and node.stats.processed == 2
+    poses = [node.localizer.get(pid).pose for pid in node.localizer.index.ids()]
+    assert poses[3:] == [(5.0, 6.0), (5.0, 6.0)]
+
+
+def test_reset_starts_a_new_session(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """reset() drops the frame waiting for the worker, the odometry and the removed
+    places' rows, and an emptied map is saved at shutdown even when no frame follows (the
+    old places came back at the next start)."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    for i in range(5):
+        node.on_pose(i * 0.1, Pose(10.0, 0))
+    feed(node, route[0][:5], 0.0)
+    assert Path(node.save()).is_dir()
+    real = node.detector.process_frame
+    gate = threading.Event()
+    node.detector.process_frame = lambda *a, **k: (gate.wait(10), real(*a, **k))[1]
+    node.on_image(lambda: route[0][5], stamp=0.5)  # taken by the held worker
+    time.sleep(0.2)
+    node.on_image(lambda: route[0][6], stamp=0.6)  # waiting in the mailbox
+    node.detector.process_frame = real
+    reset = threading.Thread(target=node.reset)
+    reset.start()  # waits for the held frame's map lock
+    gate.set()
+    reset.join(10)
+    assert node.wait_idle()
+    assert len(node.localizer) == 0 and node.localizer.index.info()["rows"] == 0
+    assert len(node.poses) == 0
+    node.on_pose(50.0, Pose(500.0, 0))
+    node.on_pose(50.1, Pose(500.0, 0))
+    assert node.stats.problems == {}  # the new session's odometry is not "out of order"
+    node.shutdown()
+    assert len(Localizer(tiny_onnx, tmp_path / "map", backend="onnxruntime-cpu")) == 0
+
+
+def test_close_saves_only_a_changed_map_and_counts_a_waiting_frame(tiny_onnx, tmp_path,
+                                                                   cpu_only, route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:3], 0.0)
+    node.close()
+    manifest = tmp_path / "map" / "manifest.json"
+    saved = manifest.stat().st_mtime_ns
+    node, _ = make_node(tiny_onnx, tmp_path)  # opens it, gets no frame: nothing to save
+    real = node.detector.process_frame
+    gate = threading.Event()
+    node.detector.process_frame = lambda *a, **k: (gate.wait(10), real(*a, **k))[1]
+    node.on_image(lambda: route[0][3], stamp=1.0)  # held in the worker
+    time.sleep(0.2)
+    node.on_image(lambda: route[0][4], stamp=1.1)  # waiting when the node closes
+    closing = threading.Thread(target=node.close)
+    closing.start()
+    time.sleep(0.1)
+    gate.set()
+    closing.join(10)
+    assert node.stats.dropped_busy == 1 and node.stats.processed == 1
+    assert manifest.stat().st_mtime_ns != saved  # the held frame's place was added: saved
+    node, _ = make_node(tiny_onnx, tmp_path)
+    again = manifest.stat().st_mtime_ns
+    node.close()
+    assert manifest.stat().st_mtime_ns == again
+
+
+def test_shutdown_writes_statistics_when_the_save_fails(tiny_onnx, tmp_path, cpu_only,
+                                                        route) -> None:
+    from vpr_edge.errors import MapError
+
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:2], 0.0)
+
+    def failing_save(*_args):
+        raise MapError("disk full")
+
+    node.localizer.save = failing_save
+    with pytest.raises(MapError):
+        node.shutdown(str(tmp_path / "stats.json"))
+    assert json.loads((tmp_path / "stats.json").read_text())["processed"] == 2
+
+
+def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, cpu_only,
+                                                          route) -> None:
+    """Bayer images need OpenCV, which `vpr-edge[cpu]` lacks: MissingDependencyError is
+    counted like a malformed message (it used to escape into the ROS callback)."""
+    from vpr_edge.errors import MissingDependencyError
+
+    def bayer():
+        raise MissingDependencyError("bayer_rggb8 images need OpenCV: pip install "
+                                     "'vpr-edge[verify]'")
+
+    node, _ = make_node(tiny_onnx, tmp_path)
+    assert not node.on_image(bayer, stamp=0.0)
+    feed(node, route[0][:1], 1.0)
+    node.close()
+    assert node.stats.problems == {"bad image": 1} and node.stats.processed == 1

@@ -135,6 +135,60 @@ def test_append_save_links_old_segments(tmp_path: Path) -> None:
     assert answers(opened, queries) == answers(index, queries)
 
 
+def test_the_first_pose_after_a_save_rewrites_the_saved_rows(tmp_path: Path) -> None:
+    """A map saved without poses, then given its first pose: every record row gains a pose
+    column, so the saved segments cannot be linked as they are (a save used to link them,
+    and the map then did not open: 'damaged')."""
+    index = PlaceIndex(DIM, fingerprint=FP)
+    index.add(unit(10), stamps=np.arange(10.0))
+    target = index.save(tmp_path / "m")
+    index.add(unit(1, seed=1)[0], stamps=10.0, poses=(1.0, 2.0, 3.0))
+    index.save()
+    opened = PlaceIndex.open(target, fingerprint=FP)
+    assert opened.ids() == list(range(11))
+    assert opened.get(10).pose == (1.0, 2.0, 3.0) and opened.get(3).pose is None
+    opened.add(unit(1, seed=2)[0], poses=(4.0, 5.0, 6.0))  # and appends link again after it
+    opened.save()
+    assert PlaceIndex.open(target, fingerprint=FP).get(11).pose == (4.0, 5.0, 6.0)
+
+
+def test_a_map_saved_with_segments_lacking_the_pose_column_opens(tmp_path: Path) -> None:
+    """What earlier versions wrote in that case (a linked segment without a pose column, a
+    manifest with pose_dim 3) opens: those places have no pose."""
+    import dataclasses
+
+    index = PlaceIndex(DIM, fingerprint=FP)
+    index.add(unit(10), stamps=np.arange(10.0))
+    target = index.save(tmp_path / "m")
+    index.add(unit(1, seed=1)[0], stamps=10.0, poses=(1.0, 2.0, 3.0))
+    layout, disk = index._disk
+    index._disk = (layout, dataclasses.replace(disk, pose_dim=3))  # the old writer's view
+    index.save()
+    segments = json.loads((target / "manifest.json").read_text())["segments"]
+    old = np.load(target / f"seg-{segments[0]['start']:012d}-{segments[0]['stop']:012d}"
+                  ".records.npy")
+    assert old.dtype["pose"].shape == (0,)  # the old layout is on disk
+    opened = PlaceIndex.open(target, fingerprint=FP)
+    assert [opened.get(i).pose for i in (0, 9, 10)] == [None, None, (1.0, 2.0, 3.0)]
+    assert opened.get(4).stamp == 4.0
+    opened.add(unit(1, seed=2)[0], poses=(7.0, 8.0, 9.0))
+    opened.save()  # and the next save writes it in the current layout
+    again = PlaceIndex.open(target, fingerprint=FP)
+    assert again.get(11).pose == (7.0, 8.0, 9.0) and again.get(0).pose is None
+
+
+def test_a_map_of_many_segments_can_be_saved_over(tmp_path: Path) -> None:
+    """The format name sits after the list of files in manifest.json; with eight segments it
+    was beyond the first 4 KB, where the check that a save replaces a map looked."""
+    index = PlaceIndex(DIM, fingerprint=FP, settings=IndexSettings(mode="exact"))
+    target = tmp_path / "m"
+    for size in [4 ** k for k in range(7, -1, -1)] + [1]:
+        index.add(unit(size, seed=size))
+        index.save(target)
+    assert len(PlaceIndex.open(target, fingerprint=FP)) == len(index) == sum(
+        4 ** k for k in range(8)) + 1
+
+
 def test_rebuild_rewrites_segments_only_after_removals(tmp_path: Path) -> None:
     """rebuild() without removals keeps the rows, so the saved segments stay linked; after
     removals it renumbers them, so the next save writes every segment anew."""
@@ -209,6 +263,18 @@ def test_fingerprint_mismatch_refused(tmp_path: Path) -> None:
         PlaceIndex.open(tmp_path / "m", fingerprint="sha256:model-b")
     assert FP in str(err.value) and "sha256:model-b" in str(err.value)
     assert len(PlaceIndex.open(tmp_path / "m")) == 20  # no fingerprint given: no check
+
+
+def test_a_map_without_a_fingerprint_and_a_path_through_a_file(tmp_path: Path) -> None:
+    """A map made without a fingerprint is refused for a model's with its own message (not
+    'made with model fingerprint None'); a save path through a file is a MapError."""
+    PlaceIndex(DIM).save(tmp_path / "m")
+    with pytest.raises(ModelMismatchError, match="records no model fingerprint"):
+        PlaceIndex.open(tmp_path / "m", fingerprint=FP)
+    (tmp_path / "a-file").write_text("x")
+    index, _ = build(5)
+    with pytest.raises(MapError, match="cannot make the folder"):
+        index.save(tmp_path / "a-file" / "m")
 
 
 def test_no_map_and_not_a_map(tmp_path: Path) -> None:

@@ -79,6 +79,12 @@ def test_missing_fields_and_garbage_are_refused() -> None:
         ModelMetadata.from_json("{not json")
     with pytest.raises(ModelFormatError, match="JSON object"):
         ModelMetadata.from_json("[1, 2]")
+    with pytest.raises(ModelFormatError, match="not valid JSON"):  # not a RecursionError
+        ModelMetadata.from_json("[" * 100000 + "]" * 100000)
+    data = make().to_dict()
+    data["mean"] = [10 ** 400, 0.5, 0.5]  # an int no float holds: not an OverflowError
+    with pytest.raises(ModelFormatError, match="mean must be three finite numbers"):
+        ModelMetadata.from_dict(data)
 
 
 def test_edited_metadata_is_detected_by_its_fingerprint() -> None:

@@ -72,3 +72,59 @@ def test_interpolation_slerps_the_orientation() -> None:
     assert mid.x == pytest.approx(1.0)
     assert a.rotation_to(mid) == pytest.approx(math.radians(45))
     assert mid.rotation_to(b) == pytest.approx(math.radians(45))
+
+
+def test_a_zero_quaternion_is_no_orientation() -> None:
+    """ROS 1 leaves (0, 0, 0, 0) in a pose whose publisher set only the position. Looking
+    up a frame between two such poses used to raise ('zero quaternion'), which stopped a bag
+    read and every image callback of the ROS node; now the position is interpolated and the
+    orientation stays unknown."""
+    unknown = (0.0, 0.0, 0.0, 0.0)
+    track = PoseTrack(max_gap=1.0)
+    track.add(0.0, Pose(0, 0, 0, *unknown))
+    track.add(1.0, Pose(2, 0, 0, *unknown))
+    track.add(2.0, Pose(4, 0))  # an orientation after an unknown one
+    mid = track.at(0.5)
+    assert mid.as_tuple() == pytest.approx((1.0, 0.0, 0.0, *unknown))
+    assert track.at(1.5).as_tuple()[3:] == unknown
+    assert track.at(2.4).as_tuple() == (4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    assert mid.rotation_to(Pose(0, 0)) == 0.0 and Pose(0, 0).rotation_to(mid) == 0.0
+
+
+def test_the_nearest_pose_comes_back_with_a_unit_quaternion() -> None:
+    track = PoseTrack(max_gap=0.1)
+    track.add(1.0, Pose(1, 2, 3, 0, 0, 0, 2.0))  # not normalised by its publisher
+    assert track.at(1.05).as_tuple() == (1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_a_track_keeps_a_bounded_history_and_takes_adds_during_lookups() -> None:
+    """A ROS node adds odometry on one thread while images look poses up on another (two
+    unguarded list inserts let a lookup see them half done: IndexError), for hours (every
+    pose was kept: 70 MB an hour at 100 Hz)."""
+    import threading
+
+    track = PoseTrack(max_gap=0.05, keep_seconds=5.0)
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        while not done.is_set():
+            try:
+                track.at(1.234)
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=look_up)
+    reader.start()
+    try:
+        for i in range(20000):  # 200 s at 100 Hz
+            track.add(i * 0.01, Pose(i * 0.01, 0))
+    finally:
+        done.set()
+        reader.join()
+    assert errors == []
+    assert 500 <= len(track) <= 1001  # between keep_seconds and twice that, at 100 Hz
+    assert track.at(199.99).x == pytest.approx(199.99) and track.at(100.0) is None
+    with pytest.raises(InvalidInputError, match="keep_seconds"):
+        PoseTrack(keep_seconds=0)

@@ -87,8 +87,8 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
         message = f"{what} failed: {name} ({text})"
         if name in _NO_GPU_ERRORS:
             message += (
-                "; no usable NVIDIA GPU and driver here: run on a machine with one, or use "
-                "backend='onnxruntime-cpu'"
+                "; no usable NVIDIA GPU and driver here: run on a machine with one, or run "
+                "the exported .onnx model with backend='onnxruntime-cpu'"
             )
         raise CudaError(message, code=int(err), error_name=name)
     if not values:

@@ -181,9 +181,12 @@ def open_backend(
     known = frozenset().union(*(accepted_options(c) for c in candidates))
     unknown = sorted(set(options) - known)
     if unknown:
+        threads = ("; intra_op_num_threads (vpr-edge --threads) sets ONNX Runtime's CPU "
+                   "threads, and a TensorRT engine runs on the GPU without them"
+                   if "intra_op_num_threads" in unknown and kind == "engine" else "")
         raise InvalidInputError(
             f"unknown option(s) {', '.join(unknown)} for backend {backend!r}; accepted: "
-            f"{', '.join(sorted(known))}"
+            f"{', '.join(sorted(known)) or 'none'}{threads}"
         )
 
     if backend != "auto":

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..images import load_image, prepare_frame
 from .common import add_model_arguments, backend_options
 from .help_format import HelpFormatter, summary
@@ -49,6 +50,10 @@ def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
     from ..index import PlaceIndex
     from ..localizer import Localizer
 
+    if not isinstance(repeat, int) or repeat < 1:
+        raise InvalidInputError(f"--repeat must be at least 1, got {repeat!r}")
+    if not isinstance(places, int) or places < 0:
+        raise InvalidInputError(f"--places must be 0 or more, got {places!r}")
     with Localizer(model, backend=backend, backend_options=options) as loc:
         meta = loc.metadata
         h, w = meta.input_shape

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..sources import FrameSource, open_source
+from ..errors import InvalidInputError, MapError
+from ..sources import FrameSource, SourceFrame, open_source
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,13 +20,36 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--topic", default=None, help="image topic in the bag")
     group.add_argument("--pose-topic", default=None,
                        help="odometry/pose topic in the bag: each frame gets the pose at its "
-                            "stamp, interpolated (or the nearest within 0.1 s)")
+                            "stamp, interpolated between the poses around it (or the nearest)")
+    group.add_argument("--pose-max-gap", type=float, default=0.1,
+                       help="seconds: a pose further than this from a frame's stamp is not "
+                            "used for it (raise it for pose topics slower than 10 Hz)")
     group.add_argument("--every", type=int, default=1, help="use every n-th frame")
 
 
 def source_from(args: argparse.Namespace) -> FrameSource:
     return open_source(images=args.images, frame_list=args.frame_list, bag=args.bag,
-                       topic=args.topic, pose_topic=args.pose_topic, every=args.every)
+                       topic=args.topic, pose_topic=args.pose_topic, every=args.every,
+                       max_pose_gap=args.pose_max_gap)
+
+
+def require_map(path: Path) -> None:
+    """Refuse a path that holds no map (missing, a file, an empty folder) for commands that
+    read one: the Localizer would start an empty map there, and every query would find
+    nothing."""
+    from ..index import atomic_dir
+
+    if path.is_file() or atomic_dir.resolve_for_read(path) is None:
+        raise MapError(f"{path}: no such map (nothing, a file or an empty folder there); "
+                       "build one with `vpr-edge map build`")
+
+
+def require_pose(frame: SourceFrame, position: int) -> None:
+    """Refuse a frame without a pose, for ``--gt positions``."""
+    if frame.pose is None:
+        raise InvalidInputError(f"frame {position} ({frame.key}) has no pose: --gt positions "
+                                "needs a pose per frame (--list with x, y columns or --bag "
+                                "with --pose-topic)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> None:

@@ -37,18 +37,19 @@ def describe_path(path: Path) -> dict[str, Any]:
                 "bytes_on_disk": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file or directory")
-    if path.suffix == ".onnx":
+    from ..backends.select import ENGINE_SUFFIXES, ONNX_SUFFIXES
+
+    if path.suffix.lower() in ONNX_SUFFIXES:
         from ..metadata import read_onnx_metadata
 
         meta = read_onnx_metadata(str(path))
         return {"kind": "onnx model", "path": str(path), **_model_facts(meta),
                 "bytes": path.stat().st_size}
-    from ..backends.select import ENGINE_SUFFIXES
-    from ..engine_file import read_engine_header
+    from ..engine_file import read_engine_file, read_engine_header
     from ..errors import ModelFormatError
 
     try:
-        header = read_engine_header(path)
+        read_engine_header(path)
     except ModelFormatError:
         if path.suffix.lower() in ENGINE_SUFFIXES:
             raise
@@ -56,9 +57,13 @@ def describe_path(path: Path) -> dict[str, Any]:
             f"{path}: neither an ONNX model (.onnx) nor a vpr-edge engine nor a map; "
             "vpr-edge info takes an exported .onnx or .engine file, or a map directory"
         ) from None
+    header, _ = read_engine_file(path)  # a truncated or damaged engine is refused here
+    targets = header.builder.get("compute_capabilities")
     return {"kind": "tensorrt engine", "path": str(path), **_model_facts(header.model),
             "tensorrt": f"{header.tensorrt_module} {header.tensorrt_version}",
-            "compute_capability": header.compute_capability, "bytes": path.stat().st_size}
+            "compute_capability": header.compute_capability or (
+                f"{', '.join(map(str, targets))} and later" if targets else "any"),
+            "checksum": "ok", "bytes": path.stat().st_size}
 
 
 def _model_facts(meta) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The map was built from one traversal (``vpr-edge map build``); each frame of another
 traversal of the same route is queried. With ground truth by frame number (frame-aligned
 folders) or by position, Recall@1/5/10 are printed; always the per-frame latency:
-``decode_ms_p50`` (reading the image file or bag message) and ``query_ms_*``
+``decode_ms_p50`` (reading and decoding the image file or bag message) and ``query_ms_*``
 (``Localizer.query`` on the decoded frame: resize, inference, search).
 """
 
@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, MapError
-from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from ..errors import InvalidInputError
+from .common import (
+    add_model_arguments,
+    add_source_arguments,
+    backend_options,
+    require_map,
+    require_pose,
+    source_from,
+)
 from .help_format import HelpFormatter, summary
 from .output import print_facts, write_json
 
@@ -53,8 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..localizer import Localizer
 
-    if not args.map.exists():
-        raise MapError(f"{args.map}: no such map; build one with `vpr-edge map build`")
+    require_map(args.map)
     source = source_from(args)
     ks = (1, 5, 10)
     hits = {k: 0 for k in ks}
@@ -68,14 +74,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--gt positions: the places of {args.map} have no poses, so no match can be "
                 "scored; build the map with poses (--list with x, y columns, or --bag with "
                 "--pose-topic), or use --gt names")
-        for frame in tqdm(source, total=len(source), desc="localize", unit="frame",
-                          disable=args.no_progress):
+        frames = iter(source)
+        bar = tqdm(total=len(source), desc="localize", unit="frame", disable=args.no_progress)
+        while True:
             t0 = time.perf_counter()
-            pixels = frame.pixels()  # a file or a compressed message is decoded here
+            frame = next(frames, None)  # a bag message is read and decoded here
+            if frame is None:
+                break
+            pixels = frame.pixels()  # and an image file here
             t1 = time.perf_counter()
             matches = loc.query(pixels, k=max(ks))
             latencies.append(time.perf_counter() - t1)
             decode_times.append(t1 - t0)
+            bar.update()
             if args.gt is None:
                 continue
             if args.gt == "names":
@@ -83,14 +94,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 good = [abs(_frame_number(places[m.place_id].meta.get("source", "")) - want)
                         <= args.gt_tolerance for m in matches]
             else:
-                if frame.pose is None:
-                    raise InvalidInputError("--gt positions needs a pose for every frame")
+                require_pose(frame, frame.index)
                 good = [m.pose is not None and float(np.linalg.norm(
                     np.subtract(m.pose[:3], frame.pose[:3]))) <= args.gt_radius
                     for m in matches]
             scored += 1
             for k in ks:
                 hits[k] += int(any(good[:k]))
+        bar.close()
     if not latencies:
         raise InvalidInputError(f"{source.description}: no frames to localize")
     ms = np.array(latencies) * 1000

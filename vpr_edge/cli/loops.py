@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,9 +29,17 @@ from ..loop_metrics import (
     truth_from_names,
     truth_from_positions,
 )
-from .common import add_model_arguments, add_source_arguments, backend_options, source_from
+from .common import (
+    add_model_arguments,
+    add_source_arguments,
+    backend_options,
+    require_pose,
+    source_from,
+)
 from .help_format import HelpFormatter, summary
 from .output import print_facts, print_table, write_json
+
+log = logging.getLogger("vpr_edge")
 
 
 class FrameInfo(NamedTuple):
@@ -176,6 +185,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "describe_ms_per_frame": round(1000 * describe_s / max(1, len(frames)), 2),
         "detect_ms_per_frame": round(1000 * detect_s / max(1, len(frames)), 3),
     }
+    if truth is not None and not any(truth):  # every reported loop is then a false one
+        log.warning("--gt %s: no frame of this sequence has a ground-truth loop, so recall "
+                    "is 0 whatever is found (--gt names pairs frames of different folders by "
+                    "file number: give each traversal's folder; --gt positions pairs frames "
+                    "within --gt-radius)", args.gt)
     if truth is not None:
         eligible = _eligible(config, stamps)
         summary.update({f"at_min_score_{config.min_score}": _score(results, truth,
@@ -184,6 +198,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             best = [r.best.score for r in detect(descriptors, stamps,
                                                  replace(config, min_score=-1.0, verify=False))
                     if r.best is not None]
+            if not best:
+                raise InvalidInputError(
+                    f"--sweep: no frame had a candidate outside the exclusion window "
+                    f"({len(frames)} frames, --exclusion-frames {config.exclusion_frames}); "
+                    "give a longer sequence or a smaller window")
             thresholds = np.unique(np.quantile(best, np.linspace(0.0, 0.99, 25)).round(4))
             rows = pr_curve(lambda t: _score(detect(descriptors, stamps,
                                                     replace(config, min_score=t), features),
@@ -205,10 +224,8 @@ def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None
         raise InvalidInputError(f"frame {position} ({frame.key}) has no stamp: "
                                 "--exclusion-seconds needs stamps (use --list with a "
                                 "timestamp column, or a bag)")
-    if gt == "positions" and frame.pose is None:
-        raise InvalidInputError(f"frame {position} ({frame.key}) has no pose: --gt positions "
-                                "needs a pose per frame (--list with x, y columns or --bag "
-                                "with --pose-topic)")
+    if gt == "positions":
+        require_pose(frame, position)
 
 
 def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult], truth

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_model_arguments, backend_options
+from .common import add_model_arguments, backend_options, require_map
 from .help_format import HelpFormatter
 from .output import print_table, write_json
 
@@ -25,11 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..errors import MapError
     from ..localizer import Localizer
 
-    if not args.map.exists():
-        raise MapError(f"{args.map}: no such map; build one with `vpr-edge map build`")
+    require_map(args.map)
     results = []
     with Localizer(args.model, args.map, backend=args.backend, batch_size=args.batch,
                    backend_options=backend_options(args)) as loc:
@@ -39,7 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                           min_score=args.min_score), start=1):
                 results.append({"image": image.name, "rank": rank, "place_id": m.place_id,
                                 "score": round(m.score, 4), "stamp": m.stamp,
-                                "source": Path(str(m.meta.get("source", ""))).name or None})
+                                "source": Path(str(m.meta.get("source") or "")).name or None})
     print_table(results, title=f"vpr-edge query ({len(args.images)} images)")
     write_json(args.json, results)
     return {"matches": results}

@@ -12,7 +12,8 @@ Layout of a map directory::
 Record rows are append-only, so the segment files of rows already saved never change. A save
 hard-links them from the current map into the new one (falling back to writing them from
 memory when linking is impossible or the file on disk is not the one this process saw), and
-writes only a segment for the new rows. Trailing segments are merged while a segment is
+writes only a segment for the new rows (all of them are written again when the map's first
+pose widens every record). Trailing segments are merged while a segment is
 smaller than a quarter of the one before it, so there are O(log n) segments and each row is
 rewritten O(log n) times over the life of a map. ``index.hnsw`` and ``removed.npy`` are
 rewritten on every save.
@@ -62,6 +63,7 @@ class DiskState:
     files: dict[str, FileInfo]
     stats: dict[str, tuple[int, int, int]]  # name -> (inode, size, mtime_ns) when written
     created_at: str
+    pose_dim: int = 0  # the pose width of those segments' records
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,11 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
 
     Nothing is fsynced here, so the lock is held only while bytes go to the page cache."""
     records = contents.records
+    # segments are reused only as they were written: the first pose added to a map without
+    # poses widens every row's record, so all of them are written again
     reuse = previous is not None and previous.path == target and (
-        not previous.segments or previous.segments[-1].stop <= records.rows)
+        not previous.segments or previous.segments[-1].stop <= records.rows) and (
+        previous.pose_dim == records.pose_dim)
     prev_segments = previous.segments if reuse and previous is not None else ()
     plan = _plan_segments(prev_segments, records.rows)
     files: dict[str, FileInfo | None] = {}
@@ -290,7 +295,7 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
     _write_file(tmp / MANIFEST_NAME, lambda w: w.write(data))
     stats = {name: _stat(tmp / name) for name in manifest.files}
     return DiskState(path=target, segments=pending.segments, files=dict(manifest.files),
-                     stats=stats, created_at=m["created_at"])
+                     stats=stats, created_at=m["created_at"], pose_dim=m["pose_dim"])
 
 
 def check_replaceable(target: Path) -> None:
@@ -301,8 +306,9 @@ def check_replaceable(target: Path) -> None:
         raise MapError(f"{target} exists and is not a directory; refusing to replace it "
                        "with a map (choose another path)")
     manifest = target / MANIFEST_NAME
-    try:
-        head = manifest.read_bytes()[:4096]
+    try:  # all of it: the format name may come after a long list of files
+        with open(manifest, "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         if any(target.iterdir()):
             raise MapError(f"{target} exists, is not empty and holds no {MANIFEST_NAME}: it is "
@@ -310,7 +316,7 @@ def check_replaceable(target: Path) -> None:
         return
     except OSError as exc:
         raise MapError(f"{manifest}: cannot read ({exc})") from exc
-    if b'"vpr-edge-map"' not in head:
+    if b'"vpr-edge-map"' not in text:
         raise MapError(f"{target} is not a vpr-edge map ({MANIFEST_NAME} belongs to something "
                        "else); refusing to replace it")
 
@@ -444,6 +450,12 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
             raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
                            f"left by an interrupted save){hint}")
         manifest = read_manifest(where)
+        if fingerprint is not None and manifest.fingerprint is None:
+            raise ModelMismatchError(
+                f"{where}: this map records no model fingerprint (it was made by PlaceIndex "
+                "without one), so nothing shows its descriptors come from the model in use; "
+                "open it with PlaceIndex.open(path) (no fingerprint) if you know they do, or "
+                "build a new map with this model")
         if fingerprint is not None and manifest.fingerprint != fingerprint:
             raise ModelMismatchError(
                 f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
@@ -478,7 +490,8 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
         stats = {name: _stat(where / name) for name in manifest.files
                  if name != INDEX_NAME or hnsw is not None}
         disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
-                         stats=stats, created_at=manifest.created_at)
+                         stats=stats, created_at=manifest.created_at,
+                         pose_dim=manifest.pose_dim)
         return LoadedMap(manifest, records, hnsw, index_problem, disk, where)
 
 
@@ -492,6 +505,10 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     row = 0
     for seg in manifest.segments:
         rec = _load_npy(where, seg.records, small.get(seg.records))
+        if rec.dtype == record_dtype(0) and rec.shape == (seg.rows,) and manifest.pose_dim:
+            # earlier versions kept a segment saved before the map's first pose as it was,
+            # without a pose column (and wrote pose_dim > 0): its places have no pose
+            rec = _widened(rec, manifest.pose_dim)
         if rec.dtype != dtype or rec.shape != (seg.rows,):
             raise _corrupt(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
                            f"{dtype} ({seg.rows},)")
@@ -522,6 +539,15 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
         dim, id_col, cat(stamps, np.zeros(0)), removed, descs,
         cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None,
         metas, capacity=manifest.rows)
+
+
+def _widened(rec: np.ndarray, pose_dim: int) -> np.ndarray:
+    """Records without a pose column as records of ``pose_dim`` poses, all NaN (no pose)."""
+    out = np.empty(rec.shape, dtype=record_dtype(pose_dim))
+    out["id"] = rec["id"]
+    out["stamp"] = rec["stamp"]
+    out["pose"] = np.nan
+    return out
 
 
 def _read_index(where: Path, manifest: Manifest, hnsw_factory):

@@ -27,7 +27,7 @@ from typing import Any, Union
 import hnswlib
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MapError
 from . import atomic_dir, exact, float16_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
 from .projection import count_sketch, project
@@ -131,6 +131,12 @@ class PlaceIndex:
     def path(self) -> Path | None:
         """Where the map was last opened from or saved to (the default for :meth:`save`)."""
         return self._path
+
+    @property
+    def pose_dim(self) -> int:
+        """How many values each pose of this map has (0 until the first pose is added);
+        :meth:`add` refuses poses of another length."""
+        return self._records.pose_dim
 
     def __len__(self) -> int:
         return self._live
@@ -270,6 +276,7 @@ class PlaceIndex:
         with self._lock.write():
             if self._background is not None:  # its snapshot would undo this rebuild's rows
                 self._background.stop("a plain rebuild() replaced it")
+                self._background = None  # a background rebuild asked for next is a new one
             self._rebuild_locked()
         return None
 
@@ -347,7 +354,8 @@ class PlaceIndex:
             error = exc
         finally:
             with self._lock.write():
-                self._background = None
+                if self._background is job:  # not a newer one started after a plain rebuild
+                    self._background = None
         if error is not None:
             job.future.set_exception(error)
             return
@@ -491,7 +499,11 @@ class PlaceIndex:
             target = Path(os.path.abspath(os.fspath(path)))
         real = atomic_dir.real_target(target)  # through a symbolic link: replace what it names
         if not real.parent.is_dir():
-            real.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                real.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file where a folder of the path should be, no right
+                raise MapError(f"{target}: cannot make the folder {real.parent} for the map "
+                               f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
         with self._save_mutex, atomic_dir.exclusive_lock(real):
             map_store.check_replaceable(real)

@@ -24,7 +24,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params", default_value=str(PARAMS)),
         ExecuteProcess(
             cmd=["python3", str(NODE), "--ros-args", "--params-file", arg("params"),
-                 "-p", ["model:=", arg("model")], "-p", ["map_dir:=", arg("map_dir")],
+                 # quoted: rcl refuses an empty `map_dir:=` (the default: no map directory)
+                 "-p", ["model:=", arg("model")], "-p", ["map_dir:='", arg("map_dir"), "'"],
                  "-r", ["image:=", arg("image")], "-r", ["odom:=", arg("odom")]],
             output="screen"),
     ])

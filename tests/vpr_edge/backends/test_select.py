@@ -142,7 +142,8 @@ def test_unknown_names_and_options_are_refused(tiny_onnx, cpu_only) -> None:
 def test_onnx_only_option_for_an_engine_is_refused(tmp_path) -> None:
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
-    with pytest.raises(InvalidInputError, match="intra_op_num_threads"):
+    with pytest.raises(InvalidInputError, match="intra_op_num_threads.*vpr-edge --threads.*"
+                                                "runs on the GPU"):
         open_backend(engine, intra_op_num_threads=2)
 
 

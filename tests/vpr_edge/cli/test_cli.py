@@ -117,6 +117,22 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
     assert "tiny-test" in capsys.readouterr().out
 
 
+def test_loops_sweep_over_a_sequence_shorter_than_the_window(tiny_onnx: Path, routes,
+                                                            cpu_only: None, caplog,
+                                                            capsys) -> None:
+    """An exclusion window as long as the sequence leaves no frame a candidate, and --sweep
+    ended in a raw IndexError. One folder with --gt names has no ground truth at all: a
+    warning says so."""
+    run1, run2 = routes
+    assert main(["loops", str(tiny_onnx), "--images", str(run1), str(run2), "--gt", "names",
+                 "--exclusion-frames", "60", "--sweep", "--no-progress"]) == 2
+    assert "no frame had a candidate outside the exclusion window" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        assert main(["loops", str(tiny_onnx), "--images", str(run1), "--gt", "names",
+                     "--no-progress"]) == 0
+    assert "no frame of this sequence has a ground-truth loop" in caplog.text
+
+
 def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Path,
                                            cpu_only: None) -> None:
     run1, run2 = routes
@@ -156,6 +172,29 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
     assert main(["loops", str(tiny_onnx), "--images", str(folder), "--sweep",
                  "--no-progress"]) == 2  # it used to be ignored without ground truth
     assert "--sweep scores each threshold against ground truth" in capsys.readouterr().err
+
+
+def test_a_path_that_holds_no_map_and_bad_bench_counts(tiny_onnx: Path, routes,
+                                                       tmp_path: Path, cpu_only: None,
+                                                       capsys) -> None:
+    """`query` and `localize` given an image or an empty folder where the map goes printed
+    "(nothing)" / recall 0 and exited 0 (the Localizer starts an empty map there)."""
+    image = next(routes[0].iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (image, empty):
+        assert main(["query", str(tiny_onnx), str(where), str(image)]) == 2
+        assert "no such map" in capsys.readouterr().err
+        assert main(["localize", str(tiny_onnx), str(where), "--images", str(routes[0]),
+                     "--no-progress"]) == 2
+        assert "no such map" in capsys.readouterr().err
+    assert main(["bench", str(tiny_onnx), "--repeat", "0"]) == 2
+    assert "--repeat must be at least 1" in capsys.readouterr().err
+    assert main(["bench", str(tiny_onnx), "--places", "-5"]) == 2
+    assert "--places must be 0 or more" in capsys.readouterr().err
+    upper = tmp_path / "MODEL.ONNX"
+    upper.write_bytes(tiny_onnx.read_bytes())
+    assert main(["info", str(upper)]) == 0
 
 
 @pytest.mark.parametrize("command", [["map", "build"], ["localize"], ["loops"], ["bench"],
@@ -228,6 +267,39 @@ def test_map_build_from_a_bag_stores_stamps_and_poses(tiny_onnx: Path, tiny, tmp
     assert [r.meta["source"].rsplit(":", 1)[1] for r in records] == ["0", "2", "4", "6"]
 
 
+def test_localize_a_compressed_bag_with_a_slow_pose_topic(tiny_onnx: Path, tiny,
+                                                          tmp_path: Path, cpu_only: None,
+                                                          bag_writer, capsys) -> None:
+    """--pose-max-gap reaches the bag reader (poses at 2 Hz for frames at 10 Hz), the
+    decode time of a bag frame is measured (it was 0.0: the message was decoded before the
+    timer started), and an empty image topic is an error, not an empty map."""
+    frames = list(tiny.frames(6, seed=3, h=48, w=64))
+    store = bag_writer._store()
+    times = [10.0 + i / 10 for i in range(6)]
+    images = [(t, bag_writer.compressed_message(store, bag_writer._jpeg(f), t, "jpeg"))
+              for f, t in zip(frames, times)]
+    poses = [(t, bag_writer.odometry_message(store, t, x, 0.0))
+             for t, x in ((10.0, 0.0), (10.5, 5.0), (11.0, 10.0))]
+    bag = bag_writer.write_messages(tmp_path / "run.bag", images, poses,
+                                    image_type="sensor_msgs/msg/CompressedImage")
+    source = ["--bag", str(bag), "--topic", bag_writer.IMAGE_TOPIC, "--pose-topic",
+              bag_writer.ODOM_TOPIC, "--pose-max-gap", "0.5"]
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), *source, "--no-progress"]) == 0
+    out = tmp_path / "loc.json"
+    assert main(["localize", str(tiny_onnx), str(map_dir), *source, "--gt", "positions",
+                 "--gt-radius", "0.5", "--no-progress", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["frames"] == 6 and summary["recall@1"] == 1.0
+    assert summary["decode_ms_p50"] > 0
+    empty = bag_writer.write_messages(tmp_path / "empty.bag", [], poses)
+    capsys.readouterr()
+    assert main(["map", "build", str(tiny_onnx), str(tmp_path / "none"), "--bag", str(empty),
+                 "--topic", bag_writer.IMAGE_TOPIC, "--no-progress"]) == 2
+    assert "has no messages" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_loops_over_a_bag_with_every_and_positions(tiny_onnx: Path, tiny, tmp_path: Path,
                                                    cpu_only: None, bag_writer) -> None:
     """Ground truth, results and the CSV all count frames by position in the sequence
@@ -246,3 +318,22 @@ def test_loops_over_a_bag_with_every_and_positions(tiny_onnx: Path, tiny, tmp_pa
     assert [int(r["index"]) for r in rows] == list(range(6))
     assert [r["source"].rsplit(":", 1)[1] for r in rows] == ["0", "2", "4", "6", "8", "10"]
     assert all(r["correct"] in ("", "True", "False") for r in rows)
+
+
+def test_info_checks_the_whole_engine_file(tiny, tmp_path: Path, capsys) -> None:
+    """`info` read only the header, so a truncated engine passed as fine."""
+    from vpr_edge.engine_file import engine_header_for, write_engine_file
+
+    blob = bytes(range(256)) * 40
+    header = engine_header_for(tiny.metadata(), blob, tensorrt_module="tensorrt_rtx",
+                               tensorrt_version="1.7", compute_capability=None,
+                               builder={"compute_capabilities": ["8.0", "8.6"]})
+    engine = write_engine_file(tmp_path / "m.engine", header, blob)
+    out = tmp_path / "info.json"
+    assert main(["info", str(engine), "--json", str(out)]) == 0
+    facts = json.loads(out.read_text())
+    assert facts["checksum"] == "ok" and facts["compute_capability"] == "8.0, 8.6 and later"
+    engine.write_bytes(engine.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(["info", str(engine)]) == 2
+    assert "truncated" in capsys.readouterr().err
