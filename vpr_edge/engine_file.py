@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,7 @@ def _stated_capability(value: Any) -> str | None:
     """A header's compute capability: None (several or any GPU) or ``"major.minor"``."""
     if value is None:
         return None
-    if not isinstance(value, str) or _version_numbers(value) is None \
-            or len(_version_numbers(value)) != 2:
+    if not isinstance(value, str) or not re.fullmatch(r"\d+\.\d+", value):
         raise ValueError(f"compute_capability {value!r} is not 'major.minor'")
     return value
 
@@ -218,7 +218,7 @@ def _capability_text(value: Any) -> str | None:
     return f"{major}.{minor}"
 
 
-def _version_targets(header: EngineHeader) -> list[tuple[int, ...]]:
+def _capability_targets(header: EngineHeader) -> list[tuple[int, ...]]:
     """The compute capabilities a multi-architecture engine was built for (its builder's
     ``compute_capabilities``), as number tuples; [] when it names none."""
     listed = header.builder.get("compute_capabilities")
@@ -293,11 +293,12 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             f"compute_capability: the engine was built for a GPU of compute capability "
             f"{built_for} ({header.device_name or 'unknown GPU'}), this GPU is {here}; {fix}"
         )
-    targets = _version_targets(header)
-    if built_for is None and targets and here is not None:
+    targets = _capability_targets(header)
+    gpu = None if here is None else _version_numbers(here)
+    if built_for is None and targets and gpu is not None:
         # a TensorRT-RTX engine for several architectures runs on those and later ones
         # (its documentation: "8.0, 8.6, 8.9, 12.0, and later"), not on older GPUs
-        if _version_numbers(here) < min(targets):
+        if gpu < min(targets):
             raise EngineMismatchError(
                 f"compute_capability: the engine was built for GPUs of compute capability "
                 f"{', '.join(header.builder['compute_capabilities'])} and later, this GPU is "

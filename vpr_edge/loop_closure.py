@@ -13,6 +13,7 @@ ignores the most recent 50 keyframes when searching for loops.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -88,14 +89,14 @@ class LoopClosureConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be an int >= 1, got {value!r}")
-        if not (isinstance(self.min_score, (int, float)) and not isinstance(self.min_score, bool)
+        if not (isinstance(self.min_score, numbers.Real) and not isinstance(self.min_score, bool)
                 and -1.0 <= self.min_score <= 1.0):
             problems.append(f"min_score must be a number in [-1, 1], got {self.min_score!r}")
         for name in ("verify", "report_unverifiable", "add_to_map"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.exclusion_seconds is not None and not (
-                isinstance(self.exclusion_seconds, (int, float))
+                isinstance(self.exclusion_seconds, numbers.Real)
                 and not isinstance(self.exclusion_seconds, bool)
                 and 0 <= self.exclusion_seconds < math.inf):
             problems.append(f"exclusion_seconds must be finite seconds >= 0 or None, got "
