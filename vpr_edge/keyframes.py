@@ -63,6 +63,7 @@ class KeyframePolicy:
         self._last_pose: Pose | None = None
         self._last_stamp: float | None = None
         self._started = False
+        self._before: tuple = (False, 0, None, None)  # the state before the last accept()
 
     def accept(self, *, stamp: float | None = None, pose: Pose | None = None) -> bool:
         """True if this frame should be a keyframe (the policy then counts it as the last)."""
@@ -75,6 +76,7 @@ class KeyframePolicy:
                 and stamp - self._last_stamp >= cfg.max_interval)
         else:
             keep = first or self._since_last + 1 >= cfg.every_n
+        self._before = (self._started, self._since_last, self._last_pose, self._last_stamp)
         if keep:
             self._started = True
             self._since_last = 0
@@ -83,6 +85,12 @@ class KeyframePolicy:
         else:
             self._since_last += 1
         return keep
+
+    def unaccept(self) -> None:
+        """Take back the last :meth:`accept` of a keyframe that could not be used (a
+        malformed message): the next frame is decided as if it had not come, so a bad
+        keyframe does not cost the good one after it."""
+        self._started, self._since_last, self._last_pose, self._last_stamp = self._before
 
     def _moved_enough(self, pose: Pose) -> bool:
         cfg, last = self.config, self._last_pose

@@ -152,6 +152,7 @@ class LoopClosureNode:
         try:
             converted = convert()
         except VprEdgeError as exc:  # a malformed message, or Bayer pixels without OpenCV
+            self.policy.unaccept()  # the next good frame takes its place as keyframe
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
         self.stats.keyframes += 1

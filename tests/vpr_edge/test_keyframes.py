@@ -53,3 +53,17 @@ def test_max_interval_without_a_motion_threshold_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="needs min_distance or min_rotation"):
         KeyframeConfig(every_n=50, max_interval=1.0)
     assert KeyframeConfig(min_rotation=0.3, max_interval=1.0).uses_motion
+
+
+def test_a_keyframe_taken_back_leaves_the_next_frame_its_place() -> None:
+    """A keyframe whose message turned out malformed: the frame after it is decided as if
+    the bad one had not come (it used to wait for the next n frames or metres)."""
+    policy = KeyframePolicy(KeyframeConfig(every_n=3))
+    assert [policy.accept(stamp=t) for t in range(4)] == [True, False, False, True]
+    policy.unaccept()  # frame 3 could not be converted
+    assert [policy.accept(stamp=t) for t in range(4, 7)] == [True, False, False]
+    moving = KeyframePolicy(KeyframeConfig(min_distance=1.0))
+    assert moving.accept(stamp=0.0, pose=Pose(0, 0))
+    assert moving.accept(stamp=1.0, pose=Pose(1.0, 0))
+    moving.unaccept()
+    assert moving.accept(stamp=1.1, pose=Pose(1.1, 0))  # 1.1 m from the last good keyframe

@@ -280,8 +280,8 @@ def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, c
         raise MissingDependencyError("bayer_rggb8 images need OpenCV: pip install "
                                      "'vpr-edge[verify]'")
 
-    node, _ = make_node(tiny_onnx, tmp_path)
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=5))
     assert not node.on_image(bayer, stamp=0.0)
-    feed(node, route[0][:1], 1.0)
+    feed(node, route[0][:1], 1.0)  # the keyframe the bad one could not be
     node.close()
     assert node.stats.problems == {"bad image": 1} and node.stats.processed == 1
