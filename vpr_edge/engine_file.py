@@ -239,6 +239,11 @@ def _version_numbers(text: str) -> tuple[int, ...] | None:
     return tuple(numbers) or None
 
 
+#: The later major versions of TensorRT that run a version-compatible engine of a major
+#: version (NVIDIA's support matrix: 8 on 9 and 10, 10 on 11; no other pair).
+LATER_MAJORS: dict[int, tuple[int, ...]] = {8: (9, 10), 10: (11,)}
+
+
 def is_version_compatible(header: EngineHeader) -> bool:
     """Built with TensorRT's ``VERSION_COMPATIBLE`` flag (``vpr-export --version-compatible``):
     such an engine runs on the TensorRT it was built with and on any later one, and it is the
@@ -252,8 +257,9 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
 
     An engine runs on the TensorRT module and version it was built with, except that a
     version-compatible engine (:func:`is_version_compatible`) from full TensorRT also runs on
-    any later version of it and on the lean runtime (``tensorrt_lean``) of the same or a later
-    version. Engines tied to a GPU architecture need that compute capability."""
+    any later version of it (across major versions only as :data:`LATER_MAJORS` says) and on
+    the lean runtime (``tensorrt_lean``) of such a version. Engines tied to a GPU architecture
+    need that compute capability."""
     fix = ("rebuild the engine on this machine: `vpr-export CHECKPOINT --engine`, or "
            "`trtexec --onnx=MODEL.onnx --stronglyTyped --saveEngine=...` and wrap it")
     flexible = is_version_compatible(header)
@@ -279,6 +285,13 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
                 f"{header.tensorrt_module} {header.tensorrt_version}, which runs on that "
                 f"version or a later one; this machine has {tensorrt_module} "
                 f"{tensorrt_version}; upgrade TensorRT here, or {fix}"
+            )
+        if here[0] != built[0] and here[0] not in LATER_MAJORS.get(built[0], ()):
+            raise EngineMismatchError(
+                f"tensorrt_version: the engine was built version-compatible with "
+                f"{header.tensorrt_module} {header.tensorrt_version}, and TensorRT runs such "
+                f"engines on a later major version only from 8 on 9 or 10 and from 10 on 11; "
+                f"this machine has {tensorrt_module} {tensorrt_version}; {fix}"
             )
     elif str(header.tensorrt_version) != str(tensorrt_version):
         raise EngineMismatchError(

@@ -162,6 +162,22 @@ def test_version_compatible_engines_need_their_version_or_later(tiny, module) ->
                                 tensorrt_version="10.3.0", compute_capability="9.0")
 
 
+@pytest.mark.parametrize("built, runtime", [("10.3.0", "12.0.0"), ("8.6.1", "11.4.0"),
+                                            ("11.0.0", "12.1.0")])
+def test_version_compatible_engines_cross_only_the_major_versions_nvidia_supports(
+        tiny, built, runtime) -> None:
+    """NVIDIA runs version-compatible engines across major versions only from 8 on 9/10 and
+    from 10 on 11 ("no other combination"); any later version used to pass."""
+    with pytest.raises(EngineMismatchError, match="only from 8 on 9 or 10 and from 10 on 11"):
+        check_engine_compatible(_header(tiny, version_compatible=True, version=built),
+                                tensorrt_module="tensorrt", tensorrt_version=runtime,
+                                compute_capability="8.7")
+    for later in ("8.6.1", "9.3.0", "10.16.1") if built.startswith("8.") else ():
+        check_engine_compatible(_header(tiny, version_compatible=True, version=built),
+                                tensorrt_module="tensorrt", tensorrt_version=later,
+                                compute_capability="8.7")
+
+
 def test_the_lean_runtime_refuses_an_ordinary_engine_naming_both_fixes(tiny) -> None:
     with pytest.raises(EngineMismatchError) as info:
         check_engine_compatible(_header(tiny, version_compatible=False),
