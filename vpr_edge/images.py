@@ -222,7 +222,10 @@ def resize(frame: np.ndarray, height: int, width: int, *, out: np.ndarray | None
     output covers and agree to rounding (tested). For other factors Pillow's box filter
     weighs a source pixel that an output pixel covers in part fully or not at all, where
     OpenCV weighs it by the part covered: a mean difference of about one grey level, up to
-    30-50 at sharp edges (measured on Gardens Point frames). Training, export validation and
+    30-50 at sharp edges (measured on Gardens Point frames). A frame that shrinks one way and
+    grows the other (200x640 -> 240x320) is resized bilinearly, which Pillow widens along the
+    shrinking side (antialiasing) and OpenCV does not: differences up to about 30 grey
+    levels. Training, export validation and
     the robot all call this function; for identical pixels everywhere, install OpenCV on
     all of them (``Localizer.info()["preprocessing"]["resizer"]`` says which one runs).
 
