@@ -240,14 +240,15 @@ def _version_numbers(text: str) -> tuple[int, ...] | None:
 
 
 #: The later major versions of TensorRT that run a version-compatible engine of a major
-#: version (NVIDIA's support matrix: 8 on 9 and 10, 10 on 11; no other pair).
-LATER_MAJORS: dict[int, tuple[int, ...]] = {8: (9, 10), 10: (11,)}
+#: version (NVIDIA's documentation: 8 on 9 and 10, 9 on 10, 10 on 11; no other pair).
+LATER_MAJORS: dict[int, tuple[int, ...]] = {8: (9, 10), 9: (10,), 10: (11,)}
 
 
 def is_version_compatible(header: EngineHeader) -> bool:
     """Built with TensorRT's ``VERSION_COMPATIBLE`` flag (``vpr-export --version-compatible``):
-    such an engine runs on the TensorRT it was built with and on any later one, and it is the
-    only kind the lean runtime (``tensorrt_lean``) runs."""
+    such an engine runs on the TensorRT it was built with and on later ones (across major
+    versions as :data:`LATER_MAJORS` says), and it is the only kind the lean runtime
+    (``tensorrt_lean``) runs."""
     return header.builder.get("version_compatible") is True
 
 
@@ -290,7 +291,7 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             raise EngineMismatchError(
                 f"tensorrt_version: the engine was built version-compatible with "
                 f"{header.tensorrt_module} {header.tensorrt_version}, and TensorRT runs such "
-                f"engines on a later major version only from 8 on 9 or 10 and from 10 on 11; "
+                f"engines on a later major version only from 8 on 9 or 10, 9 on 10 and 10 on 11; "
                 f"this machine has {tensorrt_module} {tensorrt_version}; {fix}"
             )
     elif str(header.tensorrt_version) != str(tensorrt_version):

@@ -170,6 +170,7 @@ class LoopClosureDetector:
         # the places this detector added last (the frame exclusion window): its own, not
         # the map's newest, which another writer (a second camera) may have added
         self._recent: deque[int] = deque(maxlen=config.exclusion_frames)
+        self._recent_set: set[int] = set()  # the same ids, for the search's filter
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -225,7 +226,10 @@ class LoopClosureDetector:
         cutoff = None if cfg.exclusion_seconds is None else float(stamp) - cfg.exclusion_seconds
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
-            exclude_ids=self._recent or None, exclude_after_stamp=cutoff,
+            exclude_after_stamp=cutoff,
+            # a filter, not exclude_ids: ids the detector made need no checking, which cost
+            # about 1.3 us each (7 ms a query with a 5000-frame window)
+            filter=(lambda pid: pid not in self._recent_set) if self._recent_set else None,
         )
         chains, state = self._extend_chains(matches)
         place_id = None
@@ -233,7 +237,7 @@ class LoopClosureDetector:
             (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
             self._order[place_id] = self._next_order
             self._next_order += 1
-            self._recent.append(place_id)
+            self._remember_recent(place_id)
             if features is not None:
                 self._remember(place_id, features)
         self._chains = state
@@ -275,6 +279,15 @@ class LoopClosureDetector:
                 inliers=inliers, match_pose=match.pose, consistent_frames=chain,
             )
         return None
+
+    def _remember_recent(self, place_id: int) -> None:
+        recent = self._recent
+        if recent.maxlen == 0:
+            return
+        if len(recent) == recent.maxlen:
+            self._recent_set.discard(recent[0])  # the one append() pushes out
+        recent.append(place_id)
+        self._recent_set.add(place_id)
 
     def _remember(self, place_id: int, features: OrbFeatures) -> None:
         self._features[place_id] = features

@@ -82,6 +82,7 @@ class _Pending:
     stamp: float
     pose: Pose | None
     arrived: float  # time.monotonic() when the message reached on_image
+    session: int  # LoopClosureNode's session when it arrived (reset() starts a new one)
 
 
 class LoopClosureNode:
@@ -112,7 +113,10 @@ class LoopClosureNode:
         self._stop = False
         self._busy = False
         self._map_lock = threading.Lock()
-        self._changed = False  # places added or the map reset since it was opened or saved
+        # places added or the map reset since it was opened or saved (or it was read from
+        # what an interrupted save left: a save puts it back in place)
+        self._changed = _read_from_a_crash(config.map_dir)
+        self._session = 0
         self._last_pose_stamp: float | None = None
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
@@ -144,6 +148,7 @@ class LoopClosureNode:
         is counted by kind (:meth:`report_problem`) and dropped. Returns True if the frame
         was queued."""
         arrived = time.monotonic()
+        session = self._session  # a reset() while this frame is converted drops it
         self.stats.received += 1
         pose = self.poses.at(stamp) if len(self.poses) else None
         if not self.policy.accept(stamp=stamp, pose=pose):
@@ -155,12 +160,14 @@ class LoopClosureNode:
             self.policy.unaccept()  # the next good frame takes its place as keyframe
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
-        self.stats.keyframes += 1
         with self._cond:
+            if session != self._session:  # it came before a reset(), with the old odometry
+                return False
+            self.stats.keyframes += 1
             if self._slot is not None:
                 self.stats.dropped_busy += 1
             frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
-            self._slot = _Pending(frame, order, stamp, pose, arrived)
+            self._slot = _Pending(frame, order, stamp, pose, arrived, session)
             self._cond.notify()
         return True
 
@@ -177,6 +184,7 @@ class LoopClosureNode:
         detector's state (a new session). The emptied map is saved like a changed one."""
         with self._map_lock:
             with self._cond:
+                self._session += 1
                 self._slot = None
                 self.poses = PoseTrack(max_gap=self.config.pose_max_gap,
                                        keep_seconds=POSE_HISTORY_SECONDS)
@@ -236,6 +244,8 @@ class LoopClosureNode:
                 item, self._slot, self._busy = self._slot, None, True
             try:
                 with self._map_lock:
+                    if item.session != self._session:  # taken just before a reset()
+                        continue
                     result = self.detector.process_frame(
                         item.frame, stamp=item.stamp, colour_order=item.colour_order,
                         pose=self._pose_for_map(item.pose))
@@ -261,3 +271,14 @@ class LoopClosureNode:
         values = pose.as_tuple()
         width = self.localizer.index.pose_dim
         return values if width in (0, len(values)) else values[:width]
+
+
+def _read_from_a_crash(map_dir: str | None) -> bool:
+    """True when the map at ``map_dir`` is read from ``<map>.vpr-edge-old`` (left by an
+    interrupted save), which the node's next save puts back in place."""
+    if not map_dir:
+        return False
+    from .index import atomic_dir
+
+    where = atomic_dir.resolve_for_read(Path(map_dir))
+    return where is not None and where != Path(map_dir)

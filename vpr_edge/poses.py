@@ -100,7 +100,8 @@ class PoseTrack:
     def __init__(self, max_gap: float = 0.1, keep_seconds: float | None = None) -> None:
         """``max_gap``: largest time difference (s) at which a pose still counts as "at" t.
         ``keep_seconds``: forget poses this much older than the newest (None: keep all; a
-        node running for hours keeps a bounded history)."""
+        node running for hours keeps a bounded history); a pose older than that starts a new
+        history (time jumped back)."""
         if not max_gap > 0:
             raise InvalidInputError(f"max_gap must be positive seconds, got {max_gap!r}")
         if keep_seconds is not None and not keep_seconds > 0:
@@ -118,10 +119,15 @@ class PoseTrack:
     def add(self, stamp: float, pose: Pose) -> None:
         with self._lock:
             times = self._times
+            keep = self.keep_seconds
+            if keep is not None and times and stamp < times[-1] - keep:
+                # time jumped back (a looped bag, a restarted simulator): a new history;
+                # trimming against the old newest pose would drop every pose from now on
+                times.clear()
+                self._poses.clear()
             i = bisect.bisect(times, stamp)
             times.insert(i, float(stamp))
             self._poses.insert(i, pose)
-            keep = self.keep_seconds
             if keep is not None and times[-1] - times[0] > 2 * keep:  # in batches, now and then
                 cut = bisect.bisect_left(times, times[-1] - keep)
                 del times[:cut], self._poses[:cut]

@@ -168,7 +168,7 @@ def test_version_compatible_engines_cross_only_the_major_versions_nvidia_support
         tiny, built, runtime) -> None:
     """NVIDIA runs version-compatible engines across major versions only from 8 on 9/10 and
     from 10 on 11 ("no other combination"); any later version used to pass."""
-    with pytest.raises(EngineMismatchError, match="only from 8 on 9 or 10 and from 10 on 11"):
+    with pytest.raises(EngineMismatchError, match="only from 8 on 9 or 10, 9 on 10 and 10 on 11"):
         check_engine_compatible(_header(tiny, version_compatible=True, version=built),
                                 tensorrt_module="tensorrt", tensorrt_version=runtime,
                                 compute_capability="8.7")
@@ -176,6 +176,9 @@ def test_version_compatible_engines_cross_only_the_major_versions_nvidia_support
         check_engine_compatible(_header(tiny, version_compatible=True, version=built),
                                 tensorrt_module="tensorrt", tensorrt_version=later,
                                 compute_capability="8.7")
+    check_engine_compatible(_header(tiny, version_compatible=True, version="9.3.0"),
+                            tensorrt_module="tensorrt", tensorrt_version="10.3.0",
+                            compute_capability="8.7")
 
 
 def test_the_lean_runtime_refuses_an_ordinary_engine_naming_both_fixes(tiny) -> None:

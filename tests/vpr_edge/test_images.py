@@ -189,3 +189,17 @@ def test_exif_orientation_is_applied_as_opencv_does(tmp_path: Path, corridor_dir
     by_opencv = cv2.imread(str(tmp_path / "sideways.jpg"))[:, :, ::-1]
     assert by_opencv.shape == upright.shape
     assert np.abs(by_opencv.astype(int) - load_image(tmp_path / "sideways.jpg")).mean() < 2
+
+
+def test_older_pillows_16bit_png_mode_is_scaled_too() -> None:
+    """Pillow before 10.4 opens a 16-bit grey PNG in mode "I" (32-bit), not "I;16": the
+    compressed-image path must scale it as well."""
+    from PIL import Image
+
+    from vpr_edge import images
+
+    wide = np.array([[0, 255, 256, 40000, 65535]], dtype=np.int32)
+    img = Image.fromarray(wide, mode="I")
+    img.format = "PNG"
+    out = images._rgb_of(img, "test", scale_16bit=True)
+    assert out[0, :, 0].tolist() == [0, 0, 1, 156, 255] and out.shape == (1, 5, 3)

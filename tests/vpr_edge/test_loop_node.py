@@ -285,3 +285,41 @@ def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, c
     feed(node, route[0][:1], 1.0)  # the keyframe the bad one could not be
     node.close()
     assert node.stats.problems == {"bad image": 1} and node.stats.processed == 1
+
+
+def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx, tmp_path,
+                                                                       cpu_only,
+                                                                       route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path)
+    started, finish = threading.Event(), threading.Event()
+
+    def slow_convert():
+        started.set()
+        assert finish.wait(10)
+        return route[0][0]
+
+    arriving = threading.Thread(target=node.on_image, args=(slow_convert, 0.0))
+    arriving.start()
+    assert started.wait(10)
+    node.reset()  # while the old session's frame is being converted
+    finish.set()
+    arriving.join(10)
+    assert node.wait_idle()
+    assert len(node.localizer) == 0 and node.stats.keyframes == 0
+    feed(node, route[0][1:3], 10.0)
+    node.close()
+    assert len(node.localizer) == 2
+
+
+def test_a_map_read_from_an_interrupted_save_is_put_back_at_close(tiny_onnx, tmp_path,
+                                                                  cpu_only, route) -> None:
+    from vpr_edge.index import atomic_dir
+
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:3], 0.0)
+    node.close()
+    old = atomic_dir.sibling(tmp_path / "map", atomic_dir.OLD_SUFFIX)
+    (tmp_path / "map").rename(old)  # what a save interrupted at its swap leaves
+    node, _ = make_node(tiny_onnx, tmp_path)  # reads it from there; gets no frame
+    node.close()
+    assert (tmp_path / "map" / "manifest.json").is_file() and not old.exists()

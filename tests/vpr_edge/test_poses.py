@@ -128,3 +128,15 @@ def test_a_track_keeps_a_bounded_history_and_takes_adds_during_lookups() -> None
     assert track.at(199.99).x == pytest.approx(199.99) and track.at(100.0) is None
     with pytest.raises(InvalidInputError, match="keep_seconds"):
         PoseTrack(keep_seconds=0)
+
+
+def test_a_jump_back_in_time_starts_a_new_history() -> None:
+    """A looped bag or a restarted simulator: trimming against the old newest pose deleted
+    every new pose right after it came, and no frame got a pose again."""
+    track = PoseTrack(max_gap=0.05, keep_seconds=5.0)
+    for i in range(3000):
+        track.add(i * 0.1, Pose(i * 0.1, 0))  # 300 s
+    for i in range(100):
+        track.add(i * 0.1, Pose(-i * 0.1, 0))  # the bag again from 0 s
+    assert track.at(5.0).x == pytest.approx(-5.0)
+    assert len(track) == 100
