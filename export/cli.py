@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from vpr_edge.cli.help_format import HelpFormatter
+from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
 
 from .targets import ExportConfig
@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     if fields["compute_capabilities"]:
         fields["compute_capabilities"] = tuple(fields["compute_capabilities"])
     try:
+        check_output_file(args.json, "--json")
         result = export(ExportConfig(**fields))
     except VprEdgeError as exc:
         report = getattr(exc, "result", None)
         if args.json and report is not None:
-            args.json.write_text(json.dumps(report.to_dict(), indent=2))
+            write_json(args.json, report.to_dict())
         print(f"vpr-export: error: {exc}", file=sys.stderr)
         return 1 if report is not None else 2
     print("\nwritten:")
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nuse them:")
     for line in usage_commands(result):
         print(f"  {line}")
-    if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2))
+    write_json(args.json, result.to_dict())
     return 0
 
 

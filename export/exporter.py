@@ -48,7 +48,11 @@ class ExportResult:
     metadata: ModelMetadata | None = None
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        """True if every validation check passed, None if nothing was validated (a CI job
+        gating on ``passed`` must not accept an unvalidated model)."""
+        if not self.validation:
+            return None
         return all(c.passed for c in self.validation)
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,10 +97,22 @@ def check_arguments(config: ExportConfig) -> None:
     if config.version_compatible and config.tensorrt_module == "tensorrt_rtx":
         problems.append("--version-compatible needs full TensorRT (tensorrt); TensorRT-RTX "
                         "engines are portable across GPUs but not across RTX versions")
+    if config.validate and config.validate_images < 2:
+        problems.append(f"--validate-images must be at least 2 (the check compares images "
+                        f"with each other), got {config.validate_images}")
     if config.validate_dir is not None and not Path(config.validate_dir).is_dir():
         problems.append(f"--validate {config.validate_dir}: not a directory")
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
+    if config.version_compatible and config.engine is not False and not problems:
+        from .tensorrt_build import find_builder
+
+        found = find_builder(config.tensorrt_module)
+        if found is None or found[1] != "tensorrt":
+            problems.append(
+                "--version-compatible needs full TensorRT (tensorrt) to build the engine; "
+                + ("none is installed" if found is None else f"only {found[1]} is here")
+                + ": install it (pip install 'vpr-edge[tensorrt]') or drop the flag")
     if problems:
         raise InvalidInputError("; ".join(problems))
     if config.plugin:

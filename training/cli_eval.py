@@ -11,7 +11,6 @@ bounded. Checkpoints run in PyTorch; ``.onnx``/``.engine`` files run in the runt
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vpr_edge.cli.help_format import HelpFormatter
+from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import InvalidInputError, VprEdgeError
 
 from .datasets.places import RetrievalDataset
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_file(args.json, "--json")
         result = run(args)
     except VprEdgeError as exc:
         print(f"vpr-eval: error: {exc}", file=sys.stderr)
@@ -133,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table([result]))
     if result.queries_without_positive:
         print(f"({result.queries_without_positive} queries without a positive were left out)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2))
+    write_json(args.json, result.to_dict())
     return 0
 
 

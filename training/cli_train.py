@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from vpr_edge.cli.help_format import HelpFormatter
+from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
 
 from .config import BACKBONES, preset
@@ -146,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_file(getattr(args, "output", None), "-o/--output")
+        check_output_file(getattr(args, "json", None), "--json")
         result = args.run(args)
     except VprEdgeError as exc:
         print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    if result is not None and getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    if result is not None:
+        write_json(getattr(args, "json", None), result)
     return 0
 
 

@@ -107,8 +107,14 @@ class PreprocessConfig:
         _positive_int(self.input_width, "input_width")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise InvalidInputError(f"mean/std must be 3 values, std > 0: {self.mean}, {self.std}")
-        if self.colour_order not in ("RGB", "BGR"):
-            raise InvalidInputError(f"colour_order must be RGB or BGR, got {self.colour_order!r}")
+        if self.colour_order != "RGB":
+            # training, evaluation and export validation feed RGB frames (load_image) to the
+            # network as they are; a "BGR" model would be exported with metadata that makes
+            # the runtime swap the channels it was trained on (cosine 0.96 to itself)
+            raise InvalidInputError(
+                f"colour_order must be 'RGB', got {self.colour_order!r}: models are trained on "
+                "RGB frames; BGR cameras need no BGR model (Localizer(colour_order='BGR') "
+                "converts their frames)")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ def init_model(config: ModelConfig, image_paths: Sequence[str | os.PathLike], *,
     paths = [Path(p) for p in image_paths]
     if not paths:
         raise InvalidInputError("no images to initialise from: give a folder with images")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise InvalidInputError(f"--max-images must be at least 1, got {max_images!r}")
     if len(paths) > max_images:
         keep = np.linspace(0, len(paths) - 1, max_images).round().astype(int)
         paths = [paths[i] for i in keep]

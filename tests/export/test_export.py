@@ -281,8 +281,41 @@ def test_version_compatible_needs_full_tensorrt(checkpoint, tmp_path: Path,
     assert rtx.flags == []
 
 
+def test_version_compatible_is_refused_before_any_work_without_full_tensorrt(
+        checkpoint, tmp_path: Path, monkeypatch) -> None:
+    """With only TensorRT-RTX the export used to write both ONNX files and then fail at the
+    engine (leaving nothing); with no TensorRT at all the flag was silently ignored."""
+    from vpr_edge.export import tensorrt_build
+
+    for found, words in (((object(), "tensorrt_rtx"), "only tensorrt_rtx is here"),
+                         (None, "none is installed")):
+        monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None, f=found: f)
+        out = tmp_path / f"out-{words.split()[0]}"
+        with pytest.raises(InvalidInputError, match=words):
+            export(ExportConfig(checkpoint=checkpoint, output_dir=out, version_compatible=True))
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_validation_needs_two_images_and_no_validation_is_not_a_pass(checkpoint,
+                                                                     tmp_path: Path) -> None:
+    from vpr_edge.export.exporter import ExportResult
+
+    with pytest.raises(InvalidInputError, match="--validate-images must be at least 2"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
+                            validate_images=1))
+    assert ExportResult().passed is None and ExportResult().to_dict()["passed"] is None
+
+
 def test_cli_takes_version_compatible() -> None:
     from vpr_edge.export.cli import build_parser
 
     assert build_parser().parse_args(["m.pt", "--version-compatible"]).version_compatible
     assert not build_parser().parse_args(["m.pt"]).version_compatible
+
+
+def test_a_json_report_that_cannot_be_written_is_refused_first(checkpoint, tmp_path: Path,
+                                                               capsys) -> None:
+    out = tmp_path / "out"
+    assert main([str(checkpoint), "-o", str(out), "--no-engine", "--no-validate",
+                 "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err and not out.exists()

@@ -67,6 +67,11 @@ def test_config_round_trip_and_strictness() -> None:
         ModelConfig.from_dict(data)
     with pytest.raises(InvalidInputError):
         preset("alexnet")
+    from vpr_edge.training.config import PreprocessConfig
+
+    # training feeds RGB frames: a BGR model's metadata made the runtime swap its channels
+    with pytest.raises(InvalidInputError, match="colour_order must be 'RGB'"):
+        PreprocessConfig(colour_order="BGR")
 
 
 def _save_raw(path: Path, payload) -> Path:

@@ -78,3 +78,23 @@ def test_clear_errors(tmp_path: Path, corridor_dir: Path, capsys) -> None:
     assert "not a readable vpr-edge checkpoint" in capsys.readouterr().err
     assert cli_eval.main([str(tmp_path / "junk.pt")]) == 2
     assert "give exactly one" in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Path,
+                                                                     capsys) -> None:
+    """An output that is a directory, or a path through a file, ended each tool in a raw
+    traceback after the work (for `fit`, after an epoch)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    folder = tmp_path / "nowhere-images"  # never read: the check comes first
+    for output, json_path, words in ((tmp_path, None, "is a directory"),
+                                     (a_file / "m.pt", None, "is a file, not a folder"),
+                                     (tmp_path / "m.pt", tmp_path, "--json")):
+        args = ["init", "--images", str(folder), "--output", str(output)]
+        if json_path is not None:
+            args += ["--json", str(json_path)]
+        assert cli_train.main(args) == 2
+        assert words in capsys.readouterr().err
+    assert cli_eval.main([str(tmp_path / "m.pt"), "--frame-aligned", str(folder), str(folder),
+                          "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err

@@ -52,3 +52,6 @@ def test_unreadable_images_are_counted_and_empty_folders_refused(tmp_path: Path,
         init_model(config, [folder / "broken.jpg"], progress=False)
     with pytest.raises(InvalidInputError, match="not a directory"):
         list_images(folder / "nowhere")
+    for bad in (0, -1):  # an IndexError / a numpy ValueError before
+        with pytest.raises(InvalidInputError, match="--max-images must be at least 1"):
+            init_model(config, list_images(folder), max_images=bad, progress=False)

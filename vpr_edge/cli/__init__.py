@@ -17,6 +17,7 @@ import sys
 from ..errors import VprEdgeError
 from . import bench, info, localize, loops, map_build, query
 from .help_format import HelpFormatter
+from .output import check_output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        for option in ("json", "csv"):  # before the work, not after it
+            check_output_file(getattr(args, option, None), f"--{option}")
         args.run(args)
     except VprEdgeError as exc:
         command = " ".join(filter(None, (args.command, getattr(args, "map_command", None))))

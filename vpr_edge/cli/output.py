@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError
+
 
 def format_value(value: Any) -> str:
     if isinstance(value, float):
@@ -39,6 +41,24 @@ def print_facts(facts: dict[str, Any], title: str | None = None) -> None:
     width = max((len(k) for k in facts), default=0)
     for key, value in facts.items():
         print(f"  {key:<{width}}  {format_value(value)}")
+
+
+def check_output_file(path: str | os.PathLike | None, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a directory, or a
+    path through a file (the work would be done and then lost to a traceback)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInputError(f"{option} {target}: is a directory; give a file name")
+    parent = target.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise InvalidInputError(f"{option} {target}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise InvalidInputError(f"{option} {target}: cannot write in {folder}")
+            return
 
 
 def write_json(path: str | os.PathLike | None, data: Any) -> None:

@@ -337,3 +337,17 @@ def test_info_checks_the_whole_engine_file(tiny, tmp_path: Path, capsys) -> None
     capsys.readouterr()
     assert main(["info", str(engine)]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_a_json_or_csv_path_that_cannot_be_written_is_refused_first(tiny_onnx: Path, routes,
+                                                                    tmp_path: Path,
+                                                                    cpu_only: None,
+                                                                    capsys) -> None:
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(routes[0]),
+                 "--no-progress", "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err and not map_dir.exists()
+    (tmp_path / "a-file").write_text("x")
+    assert main(["loops", str(tiny_onnx), "--images", str(routes[0]), "--no-progress",
+                 "--csv", str(tmp_path / "a-file" / "loops.csv")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
