@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -169,8 +169,7 @@ class LoopClosureDetector:
         self._next_order = len(self._order)
         # the places this detector added last (the frame exclusion window): its own, not
         # the map's newest, which another writer (a second camera) may have added
-        self._recent: deque[int] = deque(maxlen=config.exclusion_frames)
-        self._recent_set: set[int] = set()  # the same ids, for the search's filter
+        self._recent: dict[int, None] = {}  # oldest first (an ordered set)
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -229,7 +228,7 @@ class LoopClosureDetector:
             exclude_after_stamp=cutoff,
             # a filter, not exclude_ids: ids the detector made need no checking, which cost
             # about 1.3 us each (7 ms a query with a 5000-frame window)
-            filter=(lambda pid: pid not in self._recent_set) if self._recent_set else None,
+            filter=(lambda pid: pid not in self._recent) if self._recent else None,
         )
         chains, state = self._extend_chains(matches)
         place_id = None
@@ -282,12 +281,9 @@ class LoopClosureDetector:
 
     def _remember_recent(self, place_id: int) -> None:
         recent = self._recent
-        if recent.maxlen == 0:
-            return
-        if len(recent) == recent.maxlen:
-            self._recent_set.discard(recent[0])  # the one append() pushes out
-        recent.append(place_id)
-        self._recent_set.add(place_id)
+        recent[place_id] = None
+        while len(recent) > self.config.exclusion_frames:
+            del recent[next(iter(recent))]
 
     def _remember(self, place_id: int, features: OrbFeatures) -> None:
         self._features[place_id] = features
