@@ -25,6 +25,9 @@ $PY benchmarks/index_scaling_quick.py --sizes 10000 100000 1000000 --dims 512 \
     --plot "$out/index_scaling.png"
 $PY benchmarks/index_scaling_quick.py --sizes 10000 100000 --dims 512 --efs 128 192 \
     --synthesise-from runs/real_descriptors.npy --json "$out/index_scaling_ef192.json"
+$PY benchmarks/index_scaling_quick.py --sizes 10000 100000 --dims 400 --lift \
+    --synthesise-from runs/real_descriptors.npy --graph default \
+    --json "$out/index_scaling_default_7168.json"
 $PY benchmarks/insertion_order.py --descriptors runs/real_descriptors.npy \
     --json "$out/insertion_order.json"
 $PY benchmarks/insertion_order.py --descriptors runs/real_descriptors.npy --places 100000 \

@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vpr_edge._optional import require
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
@@ -75,9 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:  # loading the checkpoint needs torch, writing the graphs onnx
+        for module in ("torch", "onnx"):
+            require(module, extra="export", purpose="vpr-export")
+    except VprEdgeError as exc:
+        print(f"vpr-export: error: {exc}", file=sys.stderr)
+        return 2
     from .exporter import export, usage_commands
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s")
     fields = {k: v for k, v in vars(args).items() if k not in ("json", "quiet")}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_edge._optional import require
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import InvalidInputError, VprEdgeError
@@ -92,7 +93,8 @@ def describer(model_path: Path, whitening_dim: int | None, threads: int | None
         options = {} if threads is None else {"intra_op_num_threads": threads}
         backend = open_backend(model_path, **options)
         return backend.run, backend.metadata.input_shape, f"{model_path.name} ({backend.name})"
-    import torch
+    torch = require("torch", extra="train", purpose=f"evaluating the checkpoint {model_path}"
+                    " (an exported .onnx or .engine model needs no torch)")
 
     from .checkpoint import load_model
     from .model import images_to_tensor

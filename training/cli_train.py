@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vpr_edge._optional import require
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
@@ -141,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # every command trains or loads a network (the parser itself imports the trainer)
+        require("torch", extra="train", purpose="vpr-train")
+    except VprEdgeError as exc:
+        print(f"vpr-train: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -2,7 +2,8 @@
 
 The runtime package. It imports numpy (and, when used, onnxruntime, hnswlib and the optional
 GPU/ROS/OpenCV modules) but never torch: training lives in :mod:`vpr_edge.training` and export
-in :mod:`vpr_edge.export`, both installed only with their extras.
+in :mod:`vpr_edge.export`, which are always installed but import their dependencies (torch,
+onnx: the ``train`` and ``export`` extras) only when used.
 """
 
 from ._version import __version__

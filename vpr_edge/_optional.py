@@ -18,5 +18,6 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
     except ImportError as exc:
         raise MissingDependencyError(
             f"{purpose} needs the Python module '{module}', which is not installed "
-            f"({exc}). Install it with: pip install 'vpr-edge[{extra}]'"
+            f"({exc}). Install vpr-edge's '{extra}' extra: pip install 'vpr-edge[{extra}]' "
+            f"(in a vpr-edge checkout: pip install '.[{extra}]')"
         ) from exc

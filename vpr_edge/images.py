@@ -38,6 +38,9 @@ def load_image(path: PathLike) -> np.ndarray:
             return _rgb_of(img, str(path))
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: image file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageDecodeError(f"{path}: a folder, not an image file (give the image files "
+                               "in it)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{path}: {exc}; frames larger than {MAX_SIDE} pixels a "
                                "side are refused") from exc

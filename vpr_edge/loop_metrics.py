@@ -8,6 +8,8 @@ map and outside the exclusion window when it was queried.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,15 +44,28 @@ def truth_from_names(keys: Sequence[str], tolerance: int = 2) -> list[set[int]]:
 
 def truth_from_positions(positions: np.ndarray, radius: float, *,
                          min_separation: int = 0) -> list[set[int]]:
-    """Frames within ``radius`` of each other (and ``min_separation`` frames apart)."""
-    from scipy.spatial import cKDTree
+    """Frames within ``radius`` of each other (and ``min_separation`` frames apart).
 
+    A grid of ``radius``-sized cells: each frame is compared with the frames of its own and
+    the neighbouring cells only (numpy; the runtime has no scipy)."""
     pts = np.asarray(positions, dtype=np.float64)
-    if pts.ndim != 2 or not np.isfinite(pts).all():
+    if pts.ndim != 2 or pts.shape[1] not in (2, 3) or not np.isfinite(pts).all():
         raise InvalidInputError("positions must be a finite [n, 2] or [n, 3] array")
-    tree = cKDTree(pts)
-    return [{j for j in tree.query_ball_point(p, radius) if abs(j - i) > min_separation}
-            for i, p in enumerate(pts)]
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        raise InvalidInputError(f"radius must be a finite number > 0, got {radius!r}")
+    cells = np.floor(pts / radius).astype(np.int64)
+    members: dict[tuple[int, ...], list[int]] = {}
+    for i, cell in enumerate(map(tuple, cells.tolist())):
+        members.setdefault(cell, []).append(i)
+    offsets = list(itertools.product((-1, 0, 1), repeat=pts.shape[1]))
+    truth: list[set[int]] = [set() for _ in range(len(pts))]
+    for cell, inside in members.items():
+        near = np.array([j for off in offsets
+                         for j in members.get(tuple(c + o for c, o in zip(cell, off)), ())])
+        for i in inside:
+            close = near[np.linalg.norm(pts[near] - pts[i], axis=1) <= radius]
+            truth[i] = {int(j) for j in close if abs(int(j) - i) > min_separation}
+    return truth
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,14 @@ def loop_closure_row(loop: LoopClosure) -> list[float]:
 
 def full_pose(pose) -> tuple[float, ...]:
     """``(x, y, z, qx, qy, qz, qw)`` from a stored pose of any length: a missing ``z`` is 0
-    (maps built from ``x, y`` columns) and a missing orientation is the identity."""
+    (maps built from ``x, y`` columns) and a missing or unknown orientation (a zero
+    quaternion, :mod:`vpr_edge.poses`) is the identity, since RViz and tf refuse a zero
+    quaternion."""
     values = [float(v) for v in pose]
     position = (values[:3] + [0.0, 0.0, 0.0])[:3]
-    orientation = values[3:7] if len(values) >= 7 else [0.0, 0.0, 0.0, 1.0]
+    orientation = values[3:7] if len(values) >= 7 else [0.0, 0.0, 0.0, 0.0]
+    if not any(orientation):
+        orientation = [0.0, 0.0, 0.0, 1.0]
     return (*position, *orientation)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,25 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Pa
     assert cli_eval.main([str(tmp_path / "m.pt"), "--frame-aligned", str(folder), str(folder),
                           "--json", str(tmp_path)]) == 2
     assert "--json" in capsys.readouterr().err
+
+
+def test_without_torch_each_tool_names_its_extra(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A robot's runtime install (`[cpu]`) has the console scripts too: without torch they
+    said `ModuleNotFoundError` (even `vpr-train --help`); now they name the extra."""
+    from PIL import Image
+    from vpr_edge.export import cli as export_cli
+
+    for side in ("left", "right"):
+        (tmp_path / side).mkdir()
+        for i in range(3):
+            Image.new("RGB", (32, 24), (40 * i, 0, 0)).save(tmp_path / side / f"Image{i:03d}.jpg")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+    assert cli_train.main(["--help"]) == 2
+    assert "vpr-edge's 'train' extra" in capsys.readouterr().err
+    assert cli_eval.main([str(tmp_path / "m.pt"), "--frame-aligned", str(tmp_path / "left"),
+                          str(tmp_path / "right")]) == 2
+    err = capsys.readouterr().err
+    assert "vpr-edge's 'train' extra" in err and "needs no torch" in err
+    assert export_cli.main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "out")]) == 2
+    assert "vpr-edge's 'export' extra" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

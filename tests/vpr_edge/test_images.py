@@ -23,6 +23,8 @@ def test_truncated_and_missing_files_raise_decode_error(tmp_path: Path, corridor
         load_image(cut)
     with pytest.raises(ImageDecodeError, match="not found"):
         load_image(tmp_path / "absent.jpg")
+    with pytest.raises(ImageDecodeError, match="a folder, not an image file"):
+        load_image(tmp_path)  # was "truncated, damaged or not an image"
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     with pytest.raises(ImageDecodeError, match="cannot decode"):

@@ -59,11 +59,13 @@ def test_vpr_edge_msgs_and_no_pose() -> None:
 
 def test_planar_and_full_poses() -> None:
     """A map built from ``x, y`` columns has 2-value poses: the loop is still published (it
-    was lost to an unpacking error), with z = 0 and the identity orientation."""
+    was lost to an unpacking error), with z = 0 and the identity orientation; so is a pose
+    whose orientation is unknown (a zero quaternion, which RViz refuses)."""
     for stored, position, orientation in [
         ((4.0, 5.0), (4, 5, 0), (0, 0, 0, 1)),
         ((4.0, 5.0, 6.0), (4, 5, 6), (0, 0, 0, 1)),
         ((1, 2, 3, 0.0, 0.0, 0.7071, 0.7071), (1, 2, 3), (0, 0, 0.7071, 0.7071)),
+        ((1, 2, 3, 0.0, 0.0, 0.0, 0.0), (1, 2, 3), (0, 0, 0, 1)),
     ]:
         for message_type in (None, Msg):  # std_msgs row + PoseStamped, vpr_edge_msgs
             _, pose = loop_closure_messages(loop(pose=stored), object(), float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..errors import InvalidInputError, MapError
@@ -42,6 +43,15 @@ def require_map(path: Path) -> None:
     if path.is_file() or atomic_dir.resolve_for_read(path) is None:
         raise MapError(f"{path}: no such map (nothing, a file or an empty folder there); "
                        "build one with `vpr-edge map build`")
+
+
+def check_ground_truth_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``--gt-tolerance`` below 0 or a ``--gt-radius`` that is not
+    a positive number: no frame could then count as a correct match."""
+    if args.gt_tolerance < 0:
+        raise InvalidInputError(f"--gt-tolerance must be 0 or more frames, got {args.gt_tolerance}")
+    if not (math.isfinite(args.gt_radius) and args.gt_radius > 0):
+        raise InvalidInputError(f"--gt-radius must be a positive distance, got {args.gt_radius}")
 
 
 def require_pose(frame: SourceFrame, position: int) -> None:

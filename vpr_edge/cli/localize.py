@@ -21,6 +21,7 @@ from .common import (
     add_model_arguments,
     add_source_arguments,
     backend_options,
+    check_ground_truth_arguments,
     require_map,
     require_pose,
     source_from,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..localizer import Localizer
 
     require_map(args.map)
+    check_ground_truth_arguments(args)
     source = source_from(args)
     ks = (1, 5, 10)
     hits = {k: 0 for k in ks}

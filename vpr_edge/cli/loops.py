@@ -33,6 +33,7 @@ from .common import (
     add_model_arguments,
     add_source_arguments,
     backend_options,
+    check_ground_truth_arguments,
     require_pose,
     source_from,
 )
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         exclusion_seconds=args.exclusion_seconds, candidates=args.candidates,
         verify=args.verify, verify_config=VerifyConfig(min_inliers=args.min_inliers),
     )
+    check_ground_truth_arguments(args)
     if args.sweep and args.gt is None:
         raise InvalidInputError("--sweep scores each threshold against ground truth: give "
                                 "--gt names or --gt positions")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidInputError
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
 from .output import print_facts, write_json
@@ -50,6 +51,9 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
     """Add every frame of ``source`` not yet in the map; return a summary. ``rebuild``:
     rebuild the graph in a random order at the end when this run at least doubled the map;
     ``index_settings`` for a new map (default ``IndexSettings()``)."""
+    if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+        raise InvalidInputError(f"--save-every must be a positive number of frames, got "
+                                f"{save_every!r}")
     from tqdm import tqdm
 
     from ..localizer import Localizer

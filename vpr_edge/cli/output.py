@@ -35,12 +35,23 @@ def print_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Non
 
 
 def print_facts(facts: dict[str, Any], title: str | None = None) -> None:
-    """Key/value pairs, one per line."""
+    """Key/value pairs, one per line; a nested dict's pairs as ``key.inner`` lines."""
     if title:
         print(title)
-    width = max((len(k) for k in facts), default=0)
-    for key, value in facts.items():
+    flat = _flattened(facts)
+    width = max((len(k) for k in flat), default=0)
+    for key, value in flat.items():
         print(f"  {key:<{width}}  {format_value(value)}")
+
+
+def _flattened(facts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in facts.items():
+        if isinstance(value, dict) and value:
+            out.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def check_output_file(path: str | os.PathLike | None, option: str) -> None:

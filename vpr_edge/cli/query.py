@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInputError
 from .common import add_model_arguments, backend_options, require_map
 from .help_format import HelpFormatter
 from .output import print_table, write_json
@@ -28,6 +29,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..localizer import Localizer
 
     require_map(args.map)
+    for image in args.images:
+        if image.is_dir():
+            raise InvalidInputError(
+                f"{image} is a folder: give image files (e.g. {image}/*.jpg), or match every "
+                f"image in it with: vpr-edge localize {args.model} {args.map} --images {image}")
     results = []
     with Localizer(args.model, args.map, backend=args.backend, batch_size=args.batch,
                    backend_options=backend_options(args)) as loc:

@@ -533,7 +533,8 @@ class PlaceIndex:
     def open(cls, path: PathLike, *, fingerprint: str | None = None,
              settings: IndexSettings | None = None, rebuild_if_corrupt: bool = False
              ) -> PlaceIndex:
-        """Open a saved map, checking it completely first; nothing on disk is changed.
+        """Open a saved map, checking it completely first; nothing on disk is changed but
+        ``<map>.lock``, created when missing (it makes a save starting meanwhile wait).
 
         Args:
             path: the map directory (or a symbolic link to it). If it is missing but

@@ -110,6 +110,22 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
     assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
                  "positions", "--no-progress"]) == 2
     assert "have no poses" in capsys.readouterr().err
+    # a folder given to `query` was "truncated, damaged or not an image"
+    assert main(["query", str(tiny_onnx), str(map_dir), str(run2)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "vpr-edge localize" in err
+    # out-of-range ground truth and save intervals were taken (nothing could be correct)
+    for bad in (["--gt-tolerance", "-1"], ["--gt-radius", "0"], ["--gt-radius", "nan"]):
+        assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
+                     "names", "--no-progress", *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
+        assert main(["loops", str(tiny_onnx), "--images", str(run1), str(run2), "--gt",
+                     "names", "--no-progress", *bad]) == 2
+        assert bad[0] in capsys.readouterr().err
+    assert main(["map", "build", str(tiny_onnx), str(tmp_path / "other"), "--images",
+                 str(run1), "--save-every", "0", "--no-progress"]) == 2
+    assert "--save-every must be a positive" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     info_json = tmp_path / "info.json"
     assert main(["info", str(map_dir), "--json", str(info_json)]) == 0
     assert json.loads(info_json.read_text())["places"] == 30
@@ -134,7 +150,7 @@ def test_loops_sweep_over_a_sequence_shorter_than_the_window(tiny_onnx: Path, ro
 
 
 def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Path,
-                                           cpu_only: None) -> None:
+                                           cpu_only: None, capsys) -> None:
     run1, run2 = routes
     summary_path = tmp_path / "loops.json"
     csv_path = tmp_path / "loops.csv"
@@ -150,6 +166,8 @@ def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Pa
     # high threshold is precise; this checks the plumbing, not the model
     assert scored["precision"] == 1.0 and scored["recall"] >= 0.7
     assert 0.5 <= summary["recall_at_100_precision"] <= 1.0
+    printed = capsys.readouterr().out  # a table, not a Python dict
+    assert "at_min_score_0.9997.precision" in printed and "{" not in printed
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 61 and rows[0].startswith("index,source")
 
