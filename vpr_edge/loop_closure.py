@@ -144,10 +144,10 @@ class FrameResult:
 
 
 class LoopClosureDetector:
-    """Detect loop closures in a stream of keyframes.
+    """Detect loop closures in a stream of keyframes::
 
-    >>> detector = LoopClosureDetector(localizer, LoopClosureConfig(min_score=0.3))
-    >>> loop = detector.process(frame, stamp=t, pose=pose)   # LoopClosure or None
+        detector = LoopClosureDetector(localizer, LoopClosureConfig(min_score=0.3))
+        loop = detector.process(frame, stamp=t, pose=pose)   # LoopClosure or None
 
     ``localizer`` is a :class:`~vpr_edge.Localizer`; for descriptors computed elsewhere a
     bare :class:`~vpr_edge.index.PlaceIndex` works too (then only
