@@ -220,7 +220,7 @@ def export(config: ExportConfig) -> ExportResult:
                 result.notes.append("not validated: give --validate DIR (images)")
             else:
                 with _Timer(result, "validate"):
-                    result.validation = _validate(model, height, width, config, temps)
+                    result.validation = _validate(model, height, width, config, temps, final)
                 for comparison in result.validation:
                     print(comparison.report())
                 if not result.passed:
@@ -310,7 +310,7 @@ class _ValidationFailed(VprEdgeError):
 
 
 def _validate(model, height: int, width: int, config: ExportConfig,
-              temps: dict[str, Path]) -> list:
+              temps: dict[str, Path], final: dict[str, Path]) -> list:
     import torch
     from vpr_edge.training.model import images_to_tensor
 
@@ -329,11 +329,11 @@ def _validate(model, height: int, width: int, config: ExportConfig,
              for target in TARGETS if target in temps and target != "engine"]
     comparisons = validate_files(describe, images, files,
                                  reference_images=config.reference_images)
-    final_names = {temps[t].name: t for t in temps}
-    for c in comparisons:  # report final names, not temp names
-        target = final_names.get(c.file)
+    target_of = {temps[t].name: t for t in temps}
+    for c in comparisons:  # report the files' final names, not their temp names
+        target = target_of.get(c.file)
         if target is not None:
-            object.__setattr__(c, "file", TARGETS[target]["suffix"].lstrip("."))
+            object.__setattr__(c, "file", final[target].name)
     return comparisons
 
 

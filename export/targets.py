@@ -102,6 +102,11 @@ def check_arguments(config: ExportConfig) -> None:
                         f"with each other), got {config.validate_images}")
     if config.validate_dir is not None and not Path(config.validate_dir).is_dir():
         problems.append(f"--validate {config.validate_dir}: not a directory")
+    if config.name is not None and (not config.name or config.name in (".", "..")
+                                    or Path(config.name).name != config.name
+                                    or "\\" in config.name):
+        problems.append(f"--name {config.name!r} must be a plain file name (no folders: "
+                        "give the folder with -o)")
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
     if config.version_compatible and config.engine is not False and not problems:

@@ -84,10 +84,13 @@ def load_dataset(args: argparse.Namespace) -> RetrievalDataset:
     return dataset
 
 
+EXPORTED_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+
+
 def describer(model_path: Path, whitening_dim: int | None, threads: int | None
               ) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, int], str]:
     """``describe(uint8 NHWC batch)``, the model's input size, and a label."""
-    if model_path.suffix in (".onnx", ".engine", ".plan", ".trt"):
+    if model_path.suffix in EXPORTED_SUFFIXES:
         from vpr_edge.backends import open_backend
 
         options = {} if threads is None else {"intra_op_num_threads": threads}
@@ -114,6 +117,10 @@ def describer(model_path: Path, whitening_dim: int | None, threads: int | None
 
 
 def run(args: argparse.Namespace) -> RecallResult:
+    if args.whitening_dim is not None and args.model.suffix in EXPORTED_SUFFIXES:
+        raise InvalidInputError(
+            f"--whitening-dim applies to .pt checkpoints; {args.model.name} was exported with "
+            "its output size fixed (export the checkpoint again: vpr-export --whitening-dim)")
     dataset = load_dataset(args)
     describe, (height, width), label = describer(args.model, args.whitening_dim, args.threads)
     kwargs = dict(height=height, width=width, batch_size=args.batch,

@@ -11,6 +11,7 @@ backbones we support::
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +106,13 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         _positive_int(self.input_height, "input_height")
         _positive_int(self.input_width, "input_width")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InvalidInputError(f"mean/std must be 3 values, std > 0: {self.mean}, {self.std}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if (not isinstance(values, (tuple, list)) or len(values) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in values)):
+                raise InvalidInputError(f"{name} must be 3 finite numbers, got {values!r}")
+        if min(self.std) <= 0:
+            raise InvalidInputError(f"std must be > 0, got {self.std}")
         if self.colour_order != "RGB":
             # training, evaluation and export validation feed RGB frames (load_image) to the
             # network as they are; a "BGR" model would be exported with metadata that makes

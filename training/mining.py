@@ -93,6 +93,19 @@ class TripletMiner:
     def usable_queries(self) -> np.ndarray:
         return np.flatnonzero(self.usable)
 
+    def why_unusable(self, dataset: RetrievalDataset) -> str:
+        """What keeps the queries from training (for the error when none is usable)."""
+        with_positive = sum(len(p) > 0 for p in self.positives)
+        if with_positive == 0:
+            return (f"none has a database image within pos_radius ({dataset.radii.pos_radius} "
+                    f"{dataset.unit}); check positions and radii")
+        most = max(self._n_db - len(q) for p, q in zip(self.positives, self._potential)
+                   if len(p) > 0)
+        return (f"{with_positive} have a positive, but each needs {self.config.num_negatives} "
+                f"definite negatives (database images beyond neg_radius "
+                f"{dataset.radii.neg_radius} {dataset.unit}) and the most any has is {most}; "
+                "lower --negatives, or give a longer route")
+
     def definite_negatives(self, query: int) -> np.ndarray:
         """Database images farther than ``neg_radius`` from the query."""
         mask = np.ones(self._n_db, dtype=bool)

@@ -121,14 +121,13 @@ class Trainer:
         self.height = config.train_height or pre.input_height
         self.width = config.train_width or pre.input_width
         self.bank = ImageBank(self.height, self.width)
+        self.progress = False  # progress bars of the cache refreshes
         self.miner = TripletMiner(dataset, MiningConfig(**{**asdict(config.mining),
                                                            "seed": config.mining.seed
                                                            + group.rank}))
         if len(self.miner.usable_queries()) == 0:
-            raise InvalidInputError(
-                f"{dataset.name}: no training query has a database image within pos_radius "
-                f"({dataset.radii.pos_radius} {dataset.unit}); check positions and radii"
-            )
+            raise InvalidInputError(f"{dataset.name}: no training query is usable: "
+                                    + self.miner.why_unusable(dataset))
         self.cache = DescriptorCache()
         params = [p for p in model.parameters() if p.requires_grad]
         if config.optimizer == "adam":
@@ -160,20 +159,28 @@ class Trainer:
 
     # -- cache ---------------------------------------------------------------------------
     @torch.no_grad()
-    def describe_paths(self, paths: tuple[Path, ...], batch: int = 16) -> np.ndarray:
-        """Descriptors (eval mode, no augmentation) of this process's share, gathered."""
+    def describe_paths(self, paths: tuple[Path, ...], batch: int = 16,
+                       desc: str = "describe") -> np.ndarray:
+        """Descriptors (eval mode, no augmentation) of this process's share, gathered; a
+        transient progress bar when ``self.progress``."""
+        from tqdm import tqdm
+
         self.model.eval()
         mine = list(range(self.group.rank, len(paths), self.group.world))
         out = [np.zeros((0, self.model.dim), np.float32)]
-        for start in range(0, len(mine), batch):
+        for start in tqdm(range(0, len(mine), batch), desc=desc, unit="batch", leave=False,
+                          disable=not self.progress):
             images = self.bank.batch([paths[i] for i in mine[start:start + batch]])
             x = self._normalise(images.permute(0, 3, 1, 2).float() / 255.0)
             out.append(self.model(x).numpy())
         return distributed.gather_rows(np.concatenate(out), len(paths), self.group)
 
     def refresh_cache(self) -> None:
-        self.cache.refresh(lambda: self.describe_paths(self.dataset.database.paths),
-                           lambda: self.describe_paths(self.dataset.queries.paths))
+        self.cache.refresh(
+            lambda: self.describe_paths(self.dataset.database.paths,
+                                        desc="descriptor cache: database"),
+            lambda: self.describe_paths(self.dataset.queries.paths,
+                                        desc="descriptor cache: queries"))
 
     # -- training ------------------------------------------------------------------------
     def step(self, queries: list[int]) -> float:
@@ -223,22 +230,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def validate(model: VPRModel, dataset: RetrievalDataset, bank: ImageBank) -> RecallResult:
-    """Recall@1/5/10 of ``model`` on ``dataset`` (eval mode, exact search)."""
+def validate(model: VPRModel, dataset: RetrievalDataset, bank: ImageBank,
+             progress: bool = False) -> RecallResult:
+    """Recall@1/5/10 of ``model`` on ``dataset`` (eval mode, exact search); ``progress``: a
+    transient progress bar."""
+    from tqdm import tqdm
+
     pre = model.config.preprocess
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     model.eval()
 
     @torch.no_grad()
-    def describe(paths) -> np.ndarray:
+    def describe(paths, desc: str) -> np.ndarray:
         out = []
-        for start in range(0, len(paths), 16):
+        for start in tqdm(range(0, len(paths), 16), desc=desc, unit="batch", leave=False,
+                          disable=not progress):
             x = bank.batch(paths[start:start + 16]).permute(0, 3, 1, 2).float() / 255.0
             out.append(model((x - mean) / std).numpy())
         return np.concatenate(out)
 
-    return evaluate(describe(dataset.queries.paths), describe(dataset.database.paths),
+    return evaluate(describe(dataset.queries.paths, "validation: queries"),
+                    describe(dataset.database.paths, "validation: database"),
                     dataset.positives(), ns=(1, 5, 10), method=model.config.name,
                     dataset=dataset.name)
 
@@ -252,6 +265,7 @@ def train(model: VPRModel, dataset: RetrievalDataset, config: TrainConfig, *, ou
     group = distributed.setup()
     torch.manual_seed(config.seed)
     trainer = Trainer(model, dataset, config, group)
+    trainer.progress = progress and group.main
     start_epoch, history = (0, [])
     if resume is not None:
         start_epoch, history = trainer.load_state(resume)
@@ -285,7 +299,7 @@ def train(model: VPRModel, dataset: RetrievalDataset, config: TrainConfig, *, ou
                              seconds=round(seconds, 2),
                              images_per_second=round(images * group.world / seconds, 2))
         if validation is not None and group.main:
-            result = validate(model, validation, val_bank)
+            result = validate(model, validation, val_bank, progress=progress)
             record.recall = {f"R@{n}": round(r, 4) for n, r in result.recalls.items()}
             recall_text = f"{result.recalls[1]:.3f}"
         history.append(record)
@@ -409,6 +423,12 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
         ckpt = load_checkpoint(args.resume)
         if ckpt.training_state is None:
             raise InvalidInputError(f"{args.resume}: no training state to resume from")
+        stages = ckpt.config.backbone.trainable_stages
+        if args.trainable_stages is not None and args.trainable_stages != stages:
+            raise InvalidInputError(
+                f"--resume continues {args.resume} as it was trained, with "
+                f"--trainable-stages {stages}; drop --trainable-stages {args.trainable_stages}, "
+                f"or start a new run from it with --init {args.resume}")
         model, resume_state = ckpt.build(), ckpt.training_state
     elif args.init is not None:
         model = load_checkpoint(args.init).build()

@@ -24,6 +24,12 @@ MAX_SIDE = 16384
 COLOUR_ORDERS = ("RGB", "BGR")
 
 
+#: Why Pillow refused a huge image file (its decompression-bomb pixel limit, not MAX_SIDE).
+_TOO_MANY_PIXELS = ("Pillow refuses image files of that many pixels (a guard against "
+                    "decompression bombs); decode it yourself and pass the array, or downscale "
+                    "the file")
+
+
 def load_image(path: PathLike) -> np.ndarray:
     """Read an image file as ``uint8 HxWx3`` RGB, turned upright as its EXIF orientation says
     (as ``cv2.imread`` does).
@@ -41,9 +47,10 @@ def load_image(path: PathLike) -> np.ndarray:
     except IsADirectoryError as exc:
         raise ImageDecodeError(f"{path}: a folder, not an image file (give the image files "
                                "in it)") from exc
+    except ImageDecodeError:  # _rgb_of's own, complete message (16-bit pixels, size)
+        raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{path}: {exc}; frames larger than {MAX_SIDE} pixels a "
-                               "side are refused") from exc
+        raise ImageDecodeError(f"{path}: {exc}; {_TOO_MANY_PIXELS}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(
             f"{path}: cannot decode image ({exc}); the file is truncated, damaged or not an "
@@ -64,9 +71,10 @@ def decode_image(data: bytes, *, scale_16bit: bool = False) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return _rgb_of(img, f"{len(data)} bytes of image data", scale_16bit)
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{exc}; frames larger than {MAX_SIDE} pixels a side are "
-                               "refused") from exc
+        raise ImageDecodeError(f"{exc}; {_TOO_MANY_PIXELS}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(
             f"cannot decode {len(data)} bytes of image data ({exc}); expected a complete "

@@ -45,8 +45,9 @@ class Localizer:
 
     Args:
         model: an exported model, ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT).
-        map_dir: a map directory to open, or where a new map will be saved. ``None`` keeps
-            the map in memory until :meth:`save` is given a path.
+        map_dir: a map directory to open, or where a new map will be saved (a relative path
+            is taken from the working directory now). ``None`` keeps the map in memory until
+            :meth:`save` is given a path.
         backend: ``"auto"`` (the first that works, in ``vpr_edge.backends.BACKEND_ORDER``)
             or a name such as ``"onnxruntime-cpu"``; a named backend that cannot run here is
             an error listing what can.
@@ -56,6 +57,10 @@ class Localizer:
             settings such as ``ef`` also apply to an opened one).
         batch_size: frames per inference call when describing many frames.
         backend_options: passed to the backend (e.g. ``{"intra_op_num_threads": 2}``).
+        rebuild_if_corrupt: open a map whose ``index.hnsw`` is damaged or missing by
+            rebuilding the graph from its stored descriptors (see
+            :meth:`PlaceIndex.open <vpr_edge.index.PlaceIndex.open>`); other damage is
+            still refused.
     """
 
     def __init__(
@@ -68,12 +73,13 @@ class Localizer:
         index_settings: IndexSettings | None = None,
         batch_size: int = 8,
         backend_options: dict[str, Any] | None = None,
+        rebuild_if_corrupt: bool = False,
     ) -> None:
         from .backends import open_backend
 
         if colour_order not in ("RGB", "BGR"):
             raise InvalidInputError(f"colour_order must be 'RGB' or 'BGR', got {colour_order!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
         self._colour_order = colour_order
         self._batch_size = batch_size
@@ -81,19 +87,22 @@ class Localizer:
         self._model_path = Path(model)
         self.metadata: ModelMetadata = self._backend.metadata
         self._infer_lock = threading.Lock()
-        self._map_dir = None if map_dir is None else Path(map_dir)
+        # absolute now: a node that changes directory later still saves where it opened
+        self._map_dir = None if map_dir is None else Path(os.path.abspath(os.fspath(map_dir)))
         try:
-            self.index = self._open_or_create_index(index_settings)
+            self.index = self._open_or_create_index(index_settings, rebuild_if_corrupt)
         except BaseException:  # another model's or a damaged map: free the backend now
             self._backend.close()
             raise
 
     # -- set-up --------------------------------------------------------------------------
-    def _open_or_create_index(self, settings: IndexSettings | None) -> PlaceIndex:
+    def _open_or_create_index(self, settings: IndexSettings | None,
+                              rebuild_if_corrupt: bool) -> PlaceIndex:
         fingerprint = self.metadata.fingerprint
         target = self._map_dir
         if target is not None and atomic_dir.resolve_for_read(target) is not None:
-            index = PlaceIndex.open(target, fingerprint=fingerprint, settings=settings)
+            index = PlaceIndex.open(target, fingerprint=fingerprint, settings=settings,
+                                    rebuild_if_corrupt=rebuild_if_corrupt)
             if index.dim != self.metadata.dim:
                 raise MapError(
                     f"{target}: the map holds {index.dim}-d descriptors but the model makes "
@@ -119,7 +128,7 @@ class Localizer:
         list is decoded, resized and described ``batch_size`` frames at a time, so memory
         does not grow with its length (beyond the descriptors).
         """
-        order = colour_order or self._colour_order
+        order = self._colour_order if colour_order is None else colour_order
         if _is_single(frames) or isinstance(frames, np.ndarray):
             batch, single = self._prepare(frames, order)
             out = self._infer(batch)
@@ -163,7 +172,8 @@ class Localizer:
 
         ``stamp`` (float seconds), ``pose`` (e.g. ``x, y, z, qx, qy, qz, qw``) and ``meta``
         (a JSON-serialisable dict) are stored with the place and come back with matches.
-        ``place_id`` gives an explicit id (ids are otherwise numbered from 0).
+        ``place_id`` gives an explicit id (otherwise ids count up from 0, continuing after
+        the largest id the map has held).
         """
         _one_frame(frame, "add", "descriptors = describe(frames); "
                    "index.add(descriptors, stamps=..., poses=..., meta=...)")
@@ -177,8 +187,11 @@ class Localizer:
                        place_id: int | None = None) -> int:
         """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
         _one_descriptor(descriptor, "add_descriptor", "index.add(descriptors, ...)")
-        (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
-                                   meta=meta)
+        try:
+            (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
+                                       meta=meta)
+        except InvalidInputError as exc:  # name this method's arguments, not the batch's
+            raise InvalidInputError(_singular_names(str(exc))) from exc
         return new_id
 
     def query(self, frame: Frame, k: int = 5, *, min_score: float | None = None,
@@ -209,6 +222,10 @@ class Localizer:
                          exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
         """:meth:`query` for a descriptor :meth:`describe` made."""
         _one_descriptor(descriptor, "query_descriptor", "index.query(descriptors, k)")
+        if (not isinstance(exclude_recent, int) or isinstance(exclude_recent, bool)
+                or exclude_recent < 0):
+            raise InvalidInputError(
+                f"exclude_recent must be an int >= 0 (a number of adds), got {exclude_recent!r}")
         return self.index.query(descriptor, k, min_score=min_score,
                                 exclude_newest=exclude_recent,
                                 exclude_after_stamp=exclude_after_stamp)
@@ -222,7 +239,10 @@ class Localizer:
         self.index.remove([place_id])
 
     def save(self, map_dir: PathLike | None = None) -> Path:
-        """Save the map atomically (to ``map_dir``, default the one given at start)."""
+        """Save the map atomically to ``map_dir``; by default to the directory given at start
+        (a map started in memory: the first one it was saved to). Saving to another
+        directory writes a copy there and leaves the default as it was. Refuses to replace a
+        map made with another model."""
         target = map_dir if map_dir is not None else self._map_dir
         if target is None:
             raise InvalidInputError(
@@ -230,7 +250,8 @@ class Localizer:
             )
         start = time.perf_counter()
         path = self.index.save(target)
-        self._map_dir = path
+        if self._map_dir is None:
+            self._map_dir = path
         log.info("saved %d places to %s in %.2f s", len(self.index), path,
                  time.perf_counter() - start)
         return path
@@ -248,6 +269,7 @@ class Localizer:
                 "dim": self.metadata.dim,
                 "input": [self.metadata.input_height, self.metadata.input_width],
                 "precision": self.metadata.precision,
+                "colour_order": self.metadata.colour_order,
                 "fingerprint": self.metadata.fingerprint,
             },
             "backend": {
@@ -274,6 +296,18 @@ class Localizer:
     def __repr__(self) -> str:
         return (f"Localizer(model={str(self._model_path)!r}, backend={self._backend.name!r}, "
                 f"places={len(self.index)}, map_dir={self._map_dir})")
+
+
+#: The names ``PlaceIndex.add`` gives a single place's fields, and this class's arguments.
+_SINGULAR = {"stamps[0]": "stamp", "poses[0]": "pose", "meta[0]": "meta", "ids[0]": "place_id",
+             "ids": "place_id"}
+
+
+def _singular_names(message: str) -> str:
+    """An index error about row 0 of a batch, as one about :meth:`Localizer.add`'s
+    arguments (``stamps[0]: ...`` -> ``stamp: ...``)."""
+    label, sep, rest = message.partition(":")
+    return f"{_SINGULAR[label]}{sep}{rest}" if sep and label in _SINGULAR else message
 
 
 def _one_frame(frame: Any, method: str, batch_way: str) -> None:

@@ -98,10 +98,10 @@ def test_fp16_graph_is_fp16_where_it_should_be(exported) -> None:
 
 def test_validation_passed_and_says_who_ran_it(exported) -> None:
     result, _ = exported
-    runtimes = {(c.file, c.runtime) for c in result.validation}
-    assert ("onnx", "onnxruntime CPU") in runtimes
-    assert ("fp16.onnx", "onnxruntime CPU") in runtimes
-    assert ("fp16.onnx", "onnx.reference (numpy FP16)") in runtimes
+    runtimes = {(c.file, c.runtime) for c in result.validation}  # the files' names
+    assert ("small.onnx", "onnxruntime CPU") in runtimes
+    assert ("small.fp16.onnx", "onnxruntime CPU") in runtimes
+    assert ("small.fp16.onnx", "onnx.reference (numpy FP16)") in runtimes
     assert result.passed
     fp32 = next(c for c in result.validation if c.precision == "fp32")
     assert fp32.min_cosine >= 0.9999 and fp32.images == 24
@@ -161,6 +161,9 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     ({"batch": (4, 2, 8)}, InvalidInputError, "min <= opt <= max"),
     ({"whitening_dim": 64}, InvalidInputError, "whitening dim"),
     ({"validate_dir": Path("/nonexistent")}, InvalidInputError, "not a directory"),
+    ({"name": "sub/m"}, InvalidInputError, "plain file name"),  # was a raw FileNotFoundError
+    ({"name": ".."}, InvalidInputError, "plain file name"),
+    ({"name": ""}, InvalidInputError, "plain file name"),
 ])
 def test_bad_requests_fail_before_writing(checkpoint, tmp_path: Path, changes, error,
                                           words) -> None:

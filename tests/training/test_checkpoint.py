@@ -72,6 +72,13 @@ def test_config_round_trip_and_strictness() -> None:
     # training feeds RGB frames: a BGR model's metadata made the runtime swap its channels
     with pytest.raises(InvalidInputError, match="colour_order must be 'RGB'"):
         PreprocessConfig(colour_order="BGR")
+    # hand-edited configs: "abc" passed as three values and failed later in torch
+    for key, bad in (("mean", "abc"), ("mean", [0.5, "x", 0.5]), ("std", [1.0, float("nan"), 1]),
+                     ("std", [1.0, 1.0]), ("std", [1.0, 0.0, 1.0]), ("mean", [True, 0, 0])):
+        data = config.to_dict()
+        data["preprocess"][key] = bad
+        with pytest.raises(ModelFormatError, match=key):
+            ModelConfig.from_dict(data)
 
 
 def _save_raw(path: Path, payload) -> Path:

@@ -42,6 +42,15 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
                            "--json", str(tmp_path / "fit.json")]) == 0
     history = json.loads((tmp_path / "fit.json").read_text())["history"]
     assert history[0]["epoch"] == 1 and "R@1" in history[0]["recall"]
+    # resuming with other trainable stages: the optimizer state cannot match (was a raw
+    # ValueError from torch after the datasets were read)
+    stages = load_checkpoint(fitted).config.backbone.trainable_stages
+    assert cli_train.main(["fit", "--frame-aligned", str(left), str(right), "--span", "0", "0.7",
+                           "--resume", str(fitted), "--trainable-stages", str(stages + 1),
+                           "--negatives", "3", "--negative-pool", "10",
+                           "--output", str(tmp_path / "more.pt"), "--epochs", "2",
+                           "--no-progress"]) == 2
+    assert f"--trainable-stages {stages}" in capsys.readouterr().err
 
     whitened = tmp_path / "white.pt"
     assert cli_train.main(["whiten", str(fitted), "--images", str(left), "--dim", "8",
@@ -79,6 +88,10 @@ def test_clear_errors(tmp_path: Path, corridor_dir: Path, capsys) -> None:
     assert "not a readable vpr-edge checkpoint" in capsys.readouterr().err
     assert cli_eval.main([str(tmp_path / "junk.pt")]) == 2
     assert "give exactly one" in capsys.readouterr().err
+    # it was ignored for exported models (their descriptors came out full size)
+    assert cli_eval.main([str(tmp_path / "m.onnx"), "--corridor", str(corridor_dir),
+                          "--whitening-dim", "8"]) == 2
+    assert "--whitening-dim applies to .pt checkpoints" in capsys.readouterr().err
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Path,

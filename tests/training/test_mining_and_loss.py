@@ -98,3 +98,16 @@ def test_loss_on_a_hand_computed_example() -> None:
     assert loss.item() == pytest.approx((0.6 + 0.0) / 2)
     with pytest.raises(InvalidInputError, match="negatives"):
         triplet_ranking_loss(q, p, n[:, :, :1])
+
+
+def test_why_no_query_is_usable_names_the_real_cause() -> None:
+    """Too few definite negatives was reported as "no database image within pos_radius"."""
+    dataset = line_dataset()
+    greedy = TripletMiner(dataset, MiningConfig(num_negatives=50, negative_pool=60))
+    assert len(greedy.usable_queries()) == 0
+    why = greedy.why_unusable(dataset)
+    assert "2 have a positive" in why and "needs 50 definite negatives" in why
+    assert "lower --negatives" in why
+    far = RetrievalDataset("far", dataset.database, dataset.queries, radii=Radii(0.5, 25, 25))
+    why = TripletMiner(far, MiningConfig(num_negatives=3)).why_unusable(far)
+    assert "within pos_radius (0.5" in why

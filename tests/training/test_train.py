@@ -111,6 +111,22 @@ def test_resume_continues_where_it_stopped(tiny_route, start_checkpoint,
     assert worst < 1e-4, worst  # same run, interrupted or not
 
 
+def test_long_passes_show_progress(tiny_route, start_checkpoint, tmp_path: Path,
+                                   capsys) -> None:
+    """The descriptor-cache refresh and the validation (about 11 s each on Gardens Point)
+    showed no progress: the epoch's bar stood still."""
+    torch.set_num_threads(2)
+    train(load_checkpoint(start_checkpoint).build(), tiny_route, quick_config(epochs=1),
+          output=tmp_path / "m.pt", validation=tiny_route, progress=True)
+    err = capsys.readouterr().err
+    for what in ("descriptor cache: database", "descriptor cache: queries",
+                 "validation: queries", "validation: database"):
+        assert what in err
+    train(load_checkpoint(start_checkpoint).build(), tiny_route, quick_config(epochs=1),
+          output=tmp_path / "m.pt", validation=tiny_route, progress=False)
+    assert "descriptor cache" not in capsys.readouterr().err
+
+
 def test_two_process_ddp_smoke_run(gardens_point_dir: Path, start_checkpoint,
                                    tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"

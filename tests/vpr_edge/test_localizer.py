@@ -104,6 +104,86 @@ def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model
     other = make_model("other.onnx", meta=replace(tiny.metadata(), weights_sha256="cd" * 32))
     with pytest.raises(ModelMismatchError):
         Localizer(other, map_dir)
+    # nor may another model's map replace it: save() of a new map there succeeded, and the
+    # six places were gone
+    with Localizer(other) as stranger:
+        stranger.add(frames[0])
+        with pytest.raises(ModelMismatchError, match="another model"):
+            stranger.save(map_dir)
+    with Localizer(tiny_onnx, map_dir) as again:
+        assert len(again) == 6
+
+
+def test_save_goes_where_the_map_was_opened(tiny_onnx: Path, tiny, tmp_path: Path,
+                                           cpu_only: None, monkeypatch) -> None:
+    """save() after saving a copy went to the copy; a relative map_dir followed the working
+    directory of the moment of saving (a node that changes directory wrote a second map)."""
+    frames = tiny.frames(4, seed=5)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with Localizer(tiny_onnx, "main") as loc:
+        loc.add(frames[0])
+        loc.save()
+        loc.add(frames[1])
+        assert loc.save("backup") == tmp_path / "backup"
+        loc.add(frames[2])
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert loc.save() == tmp_path / "main"
+        assert loc.info()["map"]["dir"] == str(tmp_path / "main")
+    assert not (tmp_path / "elsewhere" / "main").exists()
+    with Localizer(tiny_onnx, tmp_path / "main") as main, \
+            Localizer(tiny_onnx, tmp_path / "backup") as backup:
+        assert (len(main), len(backup)) == (3, 2)
+    with Localizer(tiny_onnx) as fresh:  # started in memory: its first save is its home
+        fresh.add(frames[3])
+        first = fresh.save(tmp_path / "new")
+        fresh.add(frames[0])
+        assert fresh.save() == first
+    with Localizer(tiny_onnx, first) as again:
+        assert len(again) == 2
+
+
+def test_a_damaged_graph_can_be_rebuilt_from_the_localizer(tiny_onnx: Path, tiny,
+                                                           tmp_path: Path,
+                                                           cpu_only: None) -> None:
+    """The error names rebuild_if_corrupt=True; the Localizer had no such argument."""
+    from vpr_edge.errors import MapCorruptError
+    from vpr_edge.index import IndexSettings
+
+    frames = tiny.frames(5, seed=8)
+    with Localizer(tiny_onnx, tmp_path / "m", index_settings=IndexSettings(mode="hnsw")) as loc:
+        for f in frames:
+            loc.add(f)
+        loc.save()
+    graph = tmp_path / "m" / "index.hnsw"
+    data = bytearray(graph.read_bytes())
+    data[200] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(MapCorruptError, match="rebuild_if_corrupt=True"):
+        Localizer(tiny_onnx, tmp_path / "m")
+    with Localizer(tiny_onnx, tmp_path / "m", rebuild_if_corrupt=True) as loc:
+        assert len(loc) == 5 and loc.query(frames[3], k=1)[0].place_id == 3
+    assert graph.read_bytes() == bytes(data)  # opening changed nothing on disk
+
+
+def test_errors_name_the_arguments_given(loc: Localizer, tiny) -> None:
+    frame = tiny.frames(1, seed=1)[0]
+    for kwargs, words in (({"stamp": float("nan")}, "stamp: nan is not finite"),
+                          ({"pose": ("a",)}, "pose: "),
+                          ({"meta": {"x": object()}}, "meta: "),
+                          ({"place_id": -1}, "place_id: ")):
+        with pytest.raises(InvalidInputError) as raised:
+            loc.add(frame, **kwargs)
+        assert str(raised.value).startswith(words), raised.value
+    assert len(loc) == 0
+    for bad in (-1, True, 1.5):
+        with pytest.raises(InvalidInputError, match="exclude_recent must be an int"):
+            loc.query(frame, exclude_recent=bad)
+    with pytest.raises(InvalidInputError, match="colour_order"):
+        loc.describe(frame, colour_order="")  # was taken as the default
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        Localizer(loc._model_path, batch_size=True)
+    assert loc.info()["model"]["colour_order"] == loc.metadata.colour_order
 
 
 def test_an_empty_directory_takes_a_new_map(tiny_onnx: Path, tiny, tmp_path: Path,

@@ -557,3 +557,20 @@ def test_the_graph_searches_with_the_ef_for_its_size(tmp_path) -> None:
         index_settings.SCALED_EF_PLACES = small
     with pytest.raises(InvalidInputError, match="ef_scaling"):
         IndexSettings(ef_scaling=1)
+
+
+def test_saving_over_another_models_map_is_refused(tmp_path) -> None:
+    """It succeeded, and the map (which this model could never open) was gone."""
+    from vpr_edge.errors import ModelMismatchError
+
+    ours = PlaceIndex(4, fingerprint="model-a")
+    ours.add(np.eye(4, dtype=np.float32))
+    ours.save(tmp_path / "map")
+    theirs = PlaceIndex(4, fingerprint="model-b")
+    theirs.add(np.eye(4, dtype=np.float32)[:1])
+    with pytest.raises(ModelMismatchError, match="another model"):
+        theirs.save(tmp_path / "map")
+    assert len(PlaceIndex.open(tmp_path / "map", fingerprint="model-a")) == 4
+    ours.add(np.eye(4, dtype=np.float32)[:1])
+    ours.save(tmp_path / "map")  # its own model's map: an update
+    assert len(PlaceIndex.open(tmp_path / "map", fingerprint="model-a")) == 5

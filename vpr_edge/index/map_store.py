@@ -298,8 +298,10 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
                      stats=stats, created_at=m["created_at"], pose_dim=m["pose_dim"])
 
 
-def check_replaceable(target: Path) -> None:
-    """Refuse to save over something that is not a vpr-edge map (or an empty directory)."""
+def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
+    """Refuse to save over something that is not a vpr-edge map (or an empty directory), or
+    over the map of another model than ``fingerprint``'s: that map could never be opened
+    with this model, so replacing it is a mistake, not an update."""
     if not target.exists():
         return
     if not target.is_dir():
@@ -319,6 +321,15 @@ def check_replaceable(target: Path) -> None:
     if b'"vpr-edge-map"' not in text:
         raise MapError(f"{target} is not a vpr-edge map ({MANIFEST_NAME} belongs to something "
                        "else); refusing to replace it")
+    try:
+        theirs = json.loads(text).get("fingerprint")
+    except (ValueError, AttributeError):  # a damaged manifest: that map cannot open anyway
+        return
+    if fingerprint is not None and isinstance(theirs, str) and theirs != fingerprint:
+        raise ModelMismatchError(
+            f"{target} holds a map of another model (fingerprint {theirs[:12]}..., this map's "
+            f"is {fingerprint[:12]}...); refusing to replace it: save to another path, or "
+            "delete that map first if it is no longer wanted")
 
 
 # -- reading ------------------------------------------------------------------------------

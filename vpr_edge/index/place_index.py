@@ -488,7 +488,8 @@ class PlaceIndex:
         A crash at any moment leaves the previous or the new map complete on disk (see
         ``atomic_dir``). Queries continue during a save; adds wait while the data files are
         written (not while they are hashed, fsynced and swapped in). Refuses to replace a
-        directory that is not a vpr-edge map. Returns the map's path.
+        directory that is not a vpr-edge map (:class:`MapError`), or the map of another
+        model (:class:`ModelMismatchError`). Returns the map's path.
         """
         if path is None:
             if self._path is None:
@@ -506,7 +507,7 @@ class PlaceIndex:
                                f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
         with self._save_mutex, atomic_dir.exclusive_lock(real):
-            map_store.check_replaceable(real)
+            map_store.check_replaceable(real, self._fingerprint)
             atomic_dir.recover(real)
             tmp = atomic_dir.make_temp(real)
             try:

@@ -67,7 +67,8 @@ def descriptors(value: Any, dim: int, tolerance: float, what: str = "descriptors
         bad = int(np.flatnonzero(~finite)[0])
         raise InvalidInputError(
             f"{what}: row {bad} contains NaN or inf (or values beyond float32 range); "
-            "the model produced an invalid descriptor"
+            "not a descriptor a model makes (if a model's output: check the model file and "
+            "its input frame)"
         )
     off = np.abs(norms - 1.0) > tolerance
     if off.any():

@@ -52,8 +52,8 @@ def test_plugin_files_are_written_and_validated(exported) -> None:
     result, out = exported
     assert {"onnx", "onnx-fp16", "onnx-plugin", "onnx-plugin-fp16"} <= set(result.files)
     checked = {(c.file, c.runtime.split(" +")[0]) for c in result.validation}
-    assert ("plugin.onnx", "onnxruntime CPU") in checked
-    assert ("plugin.fp16.onnx", "onnxruntime CPU") in checked
+    assert ("small.plugin.onnx", "onnxruntime CPU") in checked
+    assert ("small.plugin.fp16.onnx", "onnxruntime CPU") in checked
     assert result.passed
     for name, precision in (("small.plugin.onnx", "fp32"), ("small.plugin.fp16.onnx", "fp16")):
         props = {p.key: p.value for p in onnx.load(str(out / name)).metadata_props}
