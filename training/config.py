@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,7 @@ class PreprocessConfig:
         _positive_int(self.input_width, "input_width")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if (not isinstance(values, (tuple, list)) or len(values) != 3
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                and math.isfinite(v) for v in values)):
                 raise InvalidInputError(f"{name} must be 3 finite numbers, got {values!r}")
         if min(self.std) <= 0:

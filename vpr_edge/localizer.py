@@ -191,7 +191,7 @@ class Localizer:
             (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
                                        meta=meta)
         except InvalidInputError as exc:  # name this method's arguments, not the batch's
-            raise InvalidInputError(_singular_names(str(exc))) from exc
+            raise type(exc)(_singular_names(str(exc))) from exc
         return new_id
 
     def query(self, frame: Frame, k: int = 5, *, min_score: float | None = None,
