@@ -73,7 +73,8 @@ class KeyframePolicy:
             keep = first or self._last_pose is None or self._moved_enough(pose) or (
                 cfg.max_interval is not None and stamp is not None
                 and self._last_stamp is not None
-                and stamp - self._last_stamp >= cfg.max_interval)
+                # abs: time that jumped back (a looped bag) is a gap too
+                and abs(stamp - self._last_stamp) >= cfg.max_interval)
         else:
             keep = first or self._since_last + 1 >= cfg.every_n
         self._before = (self._started, self._since_last, self._last_pose, self._last_stamp)

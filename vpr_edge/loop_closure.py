@@ -12,11 +12,12 @@ ignores the most recent 50 keyframes when searching for loops.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch
 
+log = logging.getLogger("vpr_edge")
+
 
 @dataclass(frozen=True)
 class LoopClosureConfig:
@@ -38,8 +41,11 @@ class LoopClosureConfig:
             never loop candidates (they are trivially similar to the current one).
             VINS-Mono: 50. Places of a map opened from disk are not counted: a robot that
             starts again where its last session ended can close a loop with its last places.
-        exclusion_seconds: also exclude places stamped within this many seconds before the
-            current frame (needs stamps); None disables the time window.
+        exclusion_seconds: also exclude the keyframes this detector added within this many
+            seconds before the current frame (by their stamps; needs stamps); None disables
+            the time window. Time that jumps back (a bag played in a loop, a restarted
+            simulator) starts the window afresh: places stamped "later" than now, from
+            before the jump or from a map saved earlier, stay candidates.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
             compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
             places about 0-0.3), so this depends on the model: with the default model on
@@ -170,6 +176,10 @@ class LoopClosureDetector:
         # the places this detector added last (the frame exclusion window): its own, not
         # the map's newest, which another writer (a second camera) may have added
         self._recent: dict[int, None] = {}  # oldest first (an ordered set)
+        # the time window: this detector's keyframes since time last jumped back, with their
+        # stamps (oldest first)
+        self._recent_stamps: dict[int, float] = {}
+        self._last_stamp: float | None = None
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -222,13 +232,11 @@ class LoopClosureDetector:
                 "verify=True needs the frame's ORB features: pass features="
                 "vpr_edge.geometric.orb_features(rgb, config.verify_config), or use "
                 "process_frame()")
-        cutoff = None if cfg.exclusion_seconds is None else float(stamp) - cfg.exclusion_seconds
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
-            exclude_after_stamp=cutoff,
             # a filter, not exclude_ids: ids the detector made need no checking, which cost
             # about 1.3 us each (7 ms a query with a 5000-frame window)
-            filter=(lambda pid: pid not in self._recent) if self._recent else None,
+            filter=self._exclusion_filter(stamp),
         )
         chains, state = self._extend_chains(matches)
         place_id = None
@@ -237,6 +245,8 @@ class LoopClosureDetector:
             self._order[place_id] = self._next_order
             self._next_order += 1
             self._remember_recent(place_id)
+            if cfg.exclusion_seconds is not None:
+                self._recent_stamps[place_id] = float(stamp)
             if features is not None:
                 self._remember(place_id, features)
         self._chains = state
@@ -244,6 +254,26 @@ class LoopClosureDetector:
         return FrameResult(place_id=place_id, best=matches[0] if matches else None, loop=loop)
 
     # -- internals -----------------------------------------------------------------------
+    def _exclusion_filter(self, stamp: float | None) -> Callable[[int], bool] | None:
+        """The search filter of the exclusion windows (None when nothing is excluded)."""
+        recent = self._recent
+        if self.config.exclusion_seconds is None:
+            return (lambda pid: pid not in recent) if recent else None
+        now = float(stamp)
+        timed = self._recent_stamps
+        if self._last_stamp is not None and now < self._last_stamp:
+            log.warning("keyframe stamps jumped back by %.3f s (a looped bag, a restarted "
+                        "simulator?): the exclusion_seconds window starts afresh",
+                        self._last_stamp - now)
+            timed.clear()
+        self._last_stamp = now
+        cutoff = now - self.config.exclusion_seconds
+        while timed and next(iter(timed.values())) <= cutoff:  # left the window for good
+            del timed[next(iter(timed))]
+        if not timed:
+            return (lambda pid: pid not in recent) if recent else None
+        return lambda pid: pid not in recent and timed.get(pid, -math.inf) <= cutoff
+
     def _extend_chains(self, matches: list[PlaceMatch]
                        ) -> tuple[list[int], list[tuple[int | None, int]]]:
         """Each match's chain length, and the chains to keep once the frame is in."""

@@ -38,6 +38,10 @@ log = logging.getLogger("vpr_edge.loop_node")
 #: Odometry older than the newest pose by this many seconds is forgotten (at 100 Hz a node
 #: otherwise gathers 70 MB of poses an hour); image stamps lag far less.
 POSE_HISTORY_SECONDS = 60.0
+#: Odometry stamped this much before the newest pose means time jumped back (a looped bag,
+#: a restarted simulator): the pose history starts again (odometry merely out of order by
+#: less is kept, and counted).
+POSE_JUMP_BACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class LoopClosureNode:
         self.localizer = localizer
         self.detector = LoopClosureDetector(localizer, config.detector)
         self.policy = KeyframePolicy(config.keyframes)
-        self.poses = PoseTrack(max_gap=config.pose_max_gap, keep_seconds=POSE_HISTORY_SECONDS)
+        self.poses = _pose_track(config)
         self.stats = NodeStats()
         self._publish = publish
         self._slot: _Pending | None = None
@@ -118,6 +122,7 @@ class LoopClosureNode:
         self._changed = _read_from_a_crash(config.map_dir)
         self._session = 0
         self._last_pose_stamp: float | None = None
+        self._last_image_stamp: float | None = None
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
         self._worker.start()
@@ -150,6 +155,12 @@ class LoopClosureNode:
         arrived = time.monotonic()
         session = self._session  # a reset() while this frame is converted drops it
         self.stats.received += 1
+        if stamp == self._last_image_stamp:  # would become a "loop" with itself
+            self.report_problem("duplicate image stamp",
+                                f"a frame stamped {stamp:.6f} again (a republished message, "
+                                "a stuck camera driver or a one-frame bag in a loop): skipped")
+            return False
+        self._last_image_stamp = stamp
         pose = self.poses.at(stamp) if len(self.poses) else None
         if not self.policy.accept(stamp=stamp, pose=pose):
             self.stats.dropped_policy += 1
@@ -186,9 +197,9 @@ class LoopClosureNode:
             with self._cond:
                 self._session += 1
                 self._slot = None
-                self.poses = PoseTrack(max_gap=self.config.pose_max_gap,
-                                       keep_seconds=POSE_HISTORY_SECONDS)
+                self.poses = _pose_track(self.config)
                 self._last_pose_stamp = None
+                self._last_image_stamp = None
             index = self.localizer.index
             ids = index.ids()
             if ids:
@@ -230,6 +241,7 @@ class LoopClosureNode:
         finally:
             summary = self.stats.summary()
             if stats_file:
+                Path(stats_file).parent.mkdir(parents=True, exist_ok=True)
                 Path(stats_file).write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -271,6 +283,11 @@ class LoopClosureNode:
         values = pose.as_tuple()
         width = self.localizer.index.pose_dim
         return values if width in (0, len(values)) else values[:width]
+
+
+def _pose_track(config: NodeConfig) -> PoseTrack:
+    return PoseTrack(max_gap=config.pose_max_gap, keep_seconds=POSE_HISTORY_SECONDS,
+                     jump_back_seconds=POSE_JUMP_BACK_SECONDS)
 
 
 def _read_from_a_crash(map_dir: str | None) -> bool:

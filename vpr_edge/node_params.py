@@ -7,8 +7,10 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError
@@ -38,14 +40,16 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("min_score", 0.3, "-1..1", "ignore candidates below this cosine similarity"),
     NodeParam("exclusion_frames", 50, ">= 0", "most recent keyframes never matched"),
     NodeParam("exclusion_seconds", 0.0, ">= 0 (0: off)",
-              "also exclude places stamped this recently"),
+              "also exclude the keyframes of the last this many seconds (stamps jumping back "
+              "start it afresh)"),
     NodeParam("consistency", 3, ">= 1", "successive keyframes that must agree"),
     NodeParam("consistency_radius", 3, ">= 0", "keyframes apart two agreeing candidates may be"),
     NodeParam("candidates", 5, ">= 1", "places searched per keyframe"),
     NodeParam("verify", False, "bool", "ORB + RANSAC geometric verification (needs OpenCV)"),
     NodeParam("min_inliers", 15, ">= 8", "RANSAC inliers a verified loop needs"),
     NodeParam("report_unverifiable", False, "bool",
-              "with verify: also report loops to places it cannot check (from a map on disk), as unverified"),
+              "with verify: also report loops to places it cannot check (from a map on disk), "
+              "as unverified"),
     NodeParam("keyframe_every_n", 1, ">= 1", "keep every n-th frame (without odometry)"),
     NodeParam("keyframe_min_distance", 0.0, ">= 0 m (0: off)",
               "with odometry: keep a frame after this much travel"),
@@ -83,6 +87,10 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
                                 f"got {values['message_type']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
+    if values["map_dir"]:  # a save writes a temp folder beside the map, then renames it
+        _check_writable_folder("map_dir", values["map_dir"], "the map")
+    if values["stats_file"]:
+        _check_writable_folder("stats_file", values["stats_file"], "the statistics")
 
     def off_if_zero(name: str) -> float | None:
         return values[name] or None
@@ -103,6 +111,19 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
                       backend=values["backend"], detector=detector, keyframes=keyframes,
                       pose_max_gap=values["pose_max_gap"],
                       save_on_shutdown=values["save_on_shutdown"])
+
+
+def _check_writable_folder(name: str, value: str, what: str) -> None:
+    """Refuse at start a path whose folder cannot be made or written: found at shutdown, the
+    whole run's map or statistics would be lost."""
+    folder = Path(os.path.abspath(value)).parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # the folders are made when needed
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidInputError(
+            f"parameter {name} {value!r}: {probe} is not a folder this node may write in, so "
+            f"{what} could not be saved; choose another path")
 
 
 def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:

@@ -97,18 +97,26 @@ class PoseTrack:
     in any order). Thread-safe: one thread may add while another looks up (a ROS node's
     odometry and image callbacks)."""
 
-    def __init__(self, max_gap: float = 0.1, keep_seconds: float | None = None) -> None:
+    def __init__(self, max_gap: float = 0.1, keep_seconds: float | None = None,
+                 jump_back_seconds: float | None = None) -> None:
         """``max_gap``: largest time difference (s) at which a pose still counts as "at" t.
         ``keep_seconds``: forget poses this much older than the newest (None: keep all; a
         node running for hours keeps a bounded history); a pose older than that starts a new
-        history (time jumped back)."""
+        history (time jumped back). ``jump_back_seconds``: a pose stamped more than this
+        before the newest starts a new history already (a live node: a looped bag or a
+        restarted simulator must not pair new frames with the last pass's poses)."""
         if not max_gap > 0:
             raise InvalidInputError(f"max_gap must be positive seconds, got {max_gap!r}")
         if keep_seconds is not None and not keep_seconds > 0:
             raise InvalidInputError(f"keep_seconds must be positive or None, got "
                                     f"{keep_seconds!r}")
+        if jump_back_seconds is not None and not jump_back_seconds > 0:
+            raise InvalidInputError(f"jump_back_seconds must be positive or None, got "
+                                    f"{jump_back_seconds!r}")
         self.max_gap = float(max_gap)
         self.keep_seconds = keep_seconds
+        limits = [v for v in (keep_seconds, jump_back_seconds) if v is not None]
+        self._jump_back = min(limits) if limits else None
         self._times: list[float] = []
         self._poses: list[Pose] = []
         self._lock = threading.Lock()
@@ -120,7 +128,7 @@ class PoseTrack:
         with self._lock:
             times = self._times
             keep = self.keep_seconds
-            if keep is not None and times and stamp < times[-1] - keep:
+            if self._jump_back is not None and times and stamp < times[-1] - self._jump_back:
                 # time jumped back (a looped bag, a restarted simulator): a new history;
                 # trimming against the old newest pose would drop every pose from now on
                 times.clear()

@@ -78,8 +78,13 @@ class MessageTypes:
 
 
 def loop_closure_messages(loop: LoopClosure, header: Any, to_time: Callable[[float], Any],
-                          types: MessageTypes) -> tuple[Any, Any | None]:
-    """(the ``loop_closure`` message, the ``loop_closure/match_pose`` message or None)."""
+                          types: MessageTypes, pose_header: Any = None
+                          ) -> tuple[Any, Any | None]:
+    """(the ``loop_closure`` message, the ``loop_closure/match_pose`` message or None).
+
+    ``header``: the loop closure's (the query frame's stamp and camera frame);
+    ``pose_header``: the matched pose's (:func:`match_pose_header_fields`), default
+    ``header``."""
     if types.loop_closure is None:
         row = loop_closure_row(loop)
         message = types.float64_array(data=row)
@@ -90,5 +95,18 @@ def loop_closure_messages(loop: LoopClosure, header: Any, to_time: Callable[[flo
                                      **loop_closure_fields(loop, to_time, types.pose))
     pose = None
     if loop.match_pose is not None:
-        pose = types.pose_stamped(header=header, pose=fill_pose(types.pose(), loop.match_pose))
+        pose = types.pose_stamped(header=header if pose_header is None else pose_header,
+                                  pose=fill_pose(types.pose(), loop.match_pose))
     return message, pose
+
+
+#: The frame of a matched pose when the node has seen no odometry (REP 105's name).
+DEFAULT_POSE_FRAME = "odom"
+
+
+def match_pose_header_fields(loop: LoopClosure, odom_frame: str) -> tuple[float, str]:
+    """(stamp seconds, frame id) of ``loop_closure/match_pose``: the pose is the matched
+    place's, from odometry, so it is stamped when that place was seen (0, "latest", when
+    the place has no stamp) in the odometry's frame (``odom`` before any odometry)."""
+    stamp = loop.match_stamp if loop.match_stamp is not None else 0.0
+    return stamp, odom_frame or DEFAULT_POSE_FRAME

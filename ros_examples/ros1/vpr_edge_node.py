@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import rospy
@@ -34,7 +35,7 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
-from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
+from vpr_edge.ros_messages import MessageTypes, loop_closure_messages, match_pose_header_fields
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
 def loop_closure_class():
@@ -59,7 +60,10 @@ class Ros1LoopClosureNode:
         get = lambda name, default: rospy.get_param("~" + name, default)  # noqa: E731
         self.config = node_config_from_params(get)
         self.transport = transport_settings(get)
-        self.frame_id = ""
+        self.frame_id = ""  # the camera's, from the images
+        self.odom_frame_id = ""  # the odometry's, for the matched poses
+        self.stopped = threading.Event()
+        self.save_failed = False
         standard = self.transport["message_type"] == "standard"
         loop_type = None if standard else loop_closure_class()
         self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
@@ -92,6 +96,7 @@ class Ros1LoopClosureNode:
         try:
             # unstamped odometry takes the arrival time, as unstamped images do
             stamp = stamp_seconds(msg.header) or rospy.get_time()
+            self.odom_frame_id = msg.header.frame_id
             self.core.on_pose(stamp, pose_from_message(msg))
         except VprEdgeError as exc:
             self.core.report_problem("bad odometry", exc)
@@ -109,25 +114,37 @@ class Ros1LoopClosureNode:
     # -- output (worker thread) ------------------------------------------------------------
     def publish(self, loop) -> None:
         header = Header(stamp=rospy.Time.from_sec(loop.query_stamp), frame_id=self.frame_id)
-        message, pose = loop_closure_messages(loop, header, rospy.Time.from_sec, self.messages)
+        pose_stamp, pose_frame = match_pose_header_fields(loop, self.odom_frame_id)
+        pose_header = Header(stamp=rospy.Time.from_sec(pose_stamp), frame_id=pose_frame)
+        message, pose = loop_closure_messages(loop, header, rospy.Time.from_sec, self.messages,
+                                              pose_header)
         self.loop_pub.publish(message)
         if pose is not None:
             self.pose_pub.publish(pose)
 
     def shutdown(self) -> None:
-        summary = self.core.shutdown(self.transport["stats_file"])
-        rospy.loginfo("vpr-edge loop closure stopped: %s", json.dumps(summary))
+        try:
+            try:
+                summary = self.core.shutdown(self.transport["stats_file"])
+            except VprEdgeError as exc:  # the statistics are written all the same
+                self.save_failed = True
+                rospy.logerr(f"vpr-edge: the map could not be saved at shutdown: {exc}")
+                summary = self.core.stats.summary()
+            rospy.loginfo("vpr-edge loop closure stopped: %s", json.dumps(summary))
+        finally:
+            self.stopped.set()
 
 
 def main() -> int:
     rospy.init_node("vpr_edge_loop_closure")
     try:
-        Ros1LoopClosureNode()
+        node = Ros1LoopClosureNode()
     except VprEdgeError as exc:
         rospy.logfatal(f"vpr-edge: {exc}")
         return 2
     rospy.spin()
-    return 0
+    node.stopped.wait(120)  # rospy runs the shutdown hook on its own thread
+    return 1 if node.save_failed else 0
 
 
 if __name__ == "__main__":

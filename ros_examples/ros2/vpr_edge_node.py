@@ -39,7 +39,7 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
-from vpr_edge.ros_messages import MessageTypes, loop_closure_messages
+from vpr_edge.ros_messages import MessageTypes, loop_closure_messages, match_pose_header_fields
 
 
 def to_time(seconds: float) -> Time:
@@ -54,8 +54,9 @@ class Ros2LoopClosureNode(Node):
     def __init__(self) -> None:
         super().__init__("vpr_edge_loop_closure")
         # declared before any publisher exists; with dynamic typing, so that `min_score: 1`
-        # reaches node_params' checks (which take an int for a float) instead of failing here
-        dynamic = ParameterDescriptor(dynamic_typing=True)
+        # reaches node_params' checks (which take an int for a float) instead of failing
+        # here; read-only, since they are read once at start (a change would be ignored)
+        dynamic = ParameterDescriptor(dynamic_typing=True, read_only=True)
         for param in PARAMS:
             self.declare_parameter(param.name, param.default, dynamic)
 
@@ -64,7 +65,9 @@ class Ros2LoopClosureNode(Node):
 
         self.config = node_config_from_params(get)
         self.transport = transport_settings(get)
-        self.frame_id = ""
+        self.frame_id = ""  # the camera's, from the images
+        self.odom_frame_id = ""  # the odometry's, for the matched poses
+        self.save_failed = False
         loop_type = None
         if self.transport["message_type"] == "vpr_edge_msgs":
             try:
@@ -103,6 +106,7 @@ class Ros2LoopClosureNode(Node):
         try:
             # unstamped odometry takes the arrival time, as unstamped images do
             stamp = stamp_seconds(msg.header) or self.get_clock().now().nanoseconds * 1e-9
+            self.odom_frame_id = msg.header.frame_id
             self.core.on_pose(stamp, pose_from_message(msg))
         except VprEdgeError as exc:
             self.core.report_problem("bad odometry", exc)
@@ -121,13 +125,20 @@ class Ros2LoopClosureNode(Node):
 
     def publish(self, loop) -> None:
         header = Header(stamp=to_time(loop.query_stamp), frame_id=self.frame_id)
-        message, pose = loop_closure_messages(loop, header, to_time, self.messages)
+        pose_stamp, pose_frame = match_pose_header_fields(loop, self.odom_frame_id)
+        pose_header = Header(stamp=to_time(pose_stamp), frame_id=pose_frame)
+        message, pose = loop_closure_messages(loop, header, to_time, self.messages, pose_header)
         self.loop_pub.publish(message)
         if pose is not None:
             self.pose_pub.publish(pose)
 
     def shutdown(self) -> None:
-        summary = self.core.shutdown(self.transport["stats_file"])
+        try:
+            summary = self.core.shutdown(self.transport["stats_file"])
+        except VprEdgeError as exc:  # the statistics are written all the same
+            self.save_failed = True
+            self.get_logger().error(f"vpr-edge: the map could not be saved at shutdown: {exc}")
+            summary = self.core.stats.summary()
         self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
 
 
@@ -146,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         try:
             node.shutdown()
-        finally:  # even when the map could not be saved
+        finally:  # even when something unexpected failed
             node.destroy_node()
             rclpy.try_shutdown()
-    return 0
+    return 1 if node.save_failed else 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def test_standing_still_keeps_only_with_max_interval() -> None:
     timed = KeyframePolicy(KeyframeConfig(min_distance=1.0, max_interval=2.0))
     assert [timed.accept(stamp=t, pose=Pose(0, 0)) for t in range(5)] == [
         True, False, True, False, True]
+    # time jumps back (a looped bag): the interval counts from there, not from the future
+    assert [timed.accept(stamp=t, pose=Pose(0, 0)) for t in (0, 1, 2)] == [True, False, True]
 
 
 def test_without_pose_the_motion_policy_falls_back_to_every_n() -> None:

@@ -88,6 +88,26 @@ def test_time_window_exclusion(loc: Localizer, route: np.ndarray) -> None:
         detector.process_descriptor(route[0])
 
 
+def test_time_jumping_back_starts_the_time_window_afresh(loc: Localizer,
+                                                          route: np.ndarray) -> None:
+    """A bag played in a loop (or a restarted simulator) reuses stamps: every place of the
+    earlier pass was stamped "after" the window's start, and all of them were excluded, so
+    no loop was ever found again."""
+    config = LoopClosureConfig(min_score=0.5, consistency=1, exclusion_frames=0,
+                               exclusion_seconds=30.0)
+    detector = LoopClosureDetector(loc, config)
+    run(detector, route[:40])  # stamps 0..39
+    loop = detector.process_descriptor(revisit(route, 5, 0.1, 8), stamp=5.0).loop
+    assert loop is not None and loop.match_id == 5  # the first pass, same stamp
+    # the new pass's own keyframes are in the window again: not the place just added
+    again = detector.process_descriptor(revisit(route, 5, 0.1, 9), stamp=6.0)
+    assert again.loop is not None and again.loop.match_id == 5
+    # a detector on the same map after a restart: the map's places are not its keyframes
+    fresh = LoopClosureDetector(loc, config)
+    found = fresh.process_descriptor(revisit(route, 30, 0.1, 10), stamp=1.0).loop
+    assert found is not None and found.match_id == 30
+
+
 def test_min_score_gates_candidates(loc: Localizer, route: np.ndarray) -> None:
     detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.99, consistency=1,
                                                           exclusion_frames=5))

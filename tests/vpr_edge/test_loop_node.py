@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import threading
 import time
 from pathlib import Path
@@ -323,3 +322,25 @@ def test_a_map_read_from_an_interrupted_save_is_put_back_at_close(tiny_onnx, tmp
     node, _ = make_node(tiny_onnx, tmp_path)  # reads it from there; gets no frame
     node.close()
     assert (tmp_path / "map" / "manifest.json").is_file() and not old.exists()
+
+
+def test_a_frame_with_the_last_frames_stamp_is_skipped(tiny_onnx, tmp_path, cpu_only,
+                                                       route) -> None:
+    """A one-frame bag played in a loop (or a driver republishing) gave loops of a frame
+    with itself (query_stamp == match_stamp), which a back end takes as one graph node."""
+    loops: list = []
+    config = NodeConfig(model=str(tiny_onnx), map_dir=str(tmp_path / "map"),
+                        detector=LoopClosureConfig(min_score=0.999, exclusion_frames=2,
+                                                   consistency=1))
+    loc = Localizer(tiny_onnx, config.map_dir, backend="onnxruntime-cpu")
+    node = LoopClosureNode(config, loops.append, localizer=loc)
+    for _ in range(10):
+        node.on_image(lambda: route[0][0], stamp=5.0)
+        assert node.wait_idle()
+    assert node.stats.processed == 1 and loops == []
+    assert node.stats.problems == {"duplicate image stamp": 9}
+    # time going back is not a duplicate: a looped bag's next pass is processed
+    node.on_image(lambda: route[0][1], stamp=4.0)
+    assert node.wait_idle() and node.stats.processed == 2
+    summary = node.shutdown(str(tmp_path / "logs" / "today" / "stats.json"))  # folder made
+    assert json.loads((tmp_path / "logs" / "today" / "stats.json").read_text()) == summary

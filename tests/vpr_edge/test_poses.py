@@ -140,3 +140,19 @@ def test_a_jump_back_in_time_starts_a_new_history() -> None:
         track.add(i * 0.1, Pose(-i * 0.1, 0))  # the bag again from 0 s
     assert track.at(5.0).x == pytest.approx(-5.0)
     assert len(track) == 100
+
+
+def test_a_short_jump_back_starts_a_new_history_with_jump_back_seconds() -> None:
+    """Time jumping back by less than keep_seconds (a 30 s bag in a loop, at the node's 60 s)
+    kept the last pass's poses: a frame whose odometry was still on its way took the old
+    pass's pose at that stamp, and the map stored it."""
+    track = PoseTrack(max_gap=0.05, keep_seconds=60.0, jump_back_seconds=1.0)
+    for i in range(300):
+        track.add(i * 0.1, Pose(i * 0.1, 100.0))  # 30 s, y = 100
+    track.add(0.0, Pose(0.0, 0.0))  # the bag again: y = 0
+    assert len(track) == 1 and track.at(10.0) is None  # no old pose for a frame at 10 s
+    track.add(10.0, Pose(1.0, 0.0))
+    track.add(9.5, Pose(0.5, 0.0))  # out of order by 0.5 s: kept, not a jump
+    assert len(track) == 3 and track.at(9.5).y == 0.0
+    with pytest.raises(InvalidInputError, match="jump_back_seconds"):
+        PoseTrack(jump_back_seconds=0)

@@ -10,6 +10,7 @@ from vpr_edge.ros_messages import (
     LOOP_ROW_FIELDS,
     MessageTypes,
     loop_closure_messages,
+    match_pose_header_fields,
 )
 
 
@@ -44,6 +45,19 @@ def test_standard_row_and_match_pose() -> None:
     assert message.layout.dim[0].size == len(LOOP_ROW_FIELDS) == len(message.data)
     assert pose.header is header
     assert (pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w) == (1, 3, 1)
+
+
+def test_the_matched_pose_is_stamped_and_framed_as_the_match() -> None:
+    """match_pose carried the query image's header: the camera frame and the query's
+    stamp, so RViz drew the earlier place's odometry pose relative to the camera, now."""
+    assert match_pose_header_fields(loop(), "odom_wheel") == (2.0, "odom_wheel")
+    unstamped = LoopClosure(query_id=40, query_stamp=12.5, match_id=3, match_stamp=None,
+                            score=0.41, verified=None, inliers=None, match_pose=(1.0, 2.0),
+                            consistent_frames=3)
+    assert match_pose_header_fields(unstamped, "") == (0.0, "odom")  # no odometry seen yet
+    pose_header = object()
+    _, pose = loop_closure_messages(loop(), object(), float, types(), pose_header)
+    assert pose.header is pose_header
 
 
 def test_vpr_edge_msgs_and_no_pose() -> None:

@@ -106,10 +106,17 @@ def detect(descriptors: np.ndarray, stamps: list, config: LoopClosureConfig,
 
 
 def _eligible(config: LoopClosureConfig, stamps: list):
+    """Could frame ``j`` be a loop for frame ``q``: outside the detector's exclusion windows
+    (the time window covers the frames since time last jumped back, as in the detector)."""
+    since_jump = [0] * len(stamps)  # first frame of each frame's stretch of forward time
+    for i in range(1, len(stamps)):
+        jumped = stamps[i] is not None and stamps[i - 1] is not None and stamps[i] < stamps[i - 1]
+        since_jump[i] = i if jumped else since_jump[i - 1]
+
     def eligible(q: int, j: int) -> bool:
         if j > q - 1 - config.exclusion_frames:
             return False
-        if config.exclusion_seconds is not None:
+        if config.exclusion_seconds is not None and j >= since_jump[q]:
             return stamps[j] <= stamps[q] - config.exclusion_seconds
         return True
 

@@ -369,3 +369,16 @@ def test_a_json_or_csv_path_that_cannot_be_written_is_refused_first(tiny_onnx: P
     assert main(["loops", str(tiny_onnx), "--images", str(routes[0]), "--no-progress",
                  "--csv", str(tmp_path / "a-file" / "loops.csv")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_loops_scores_the_time_window_as_the_detector_applies_it() -> None:
+    """After time jumps back (a looped bag) the detector's time window covers only the
+    frames since the jump; the scoring counted every earlier frame as excluded."""
+    from vpr_edge.cli.loops import _eligible
+    from vpr_edge.loop_closure import LoopClosureConfig
+
+    eligible = _eligible(LoopClosureConfig(exclusion_frames=0, exclusion_seconds=10.0),
+                         [0.0, 1.0, 2.0, 30.0, 0.5, 1.5, 31.0])
+    assert eligible(4, 1) and eligible(4, 3)  # before the jump: candidates
+    assert not eligible(5, 4)  # 1 s earlier, after the jump: in the window
+    assert eligible(6, 4) and eligible(3, 0) and not eligible(2, 1)
