@@ -554,7 +554,8 @@ def test_failed_save_leaves_previous_map(tmp_path: Path, monkeypatch) -> None:
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic_dir, "FAILPOINT", fail)
-    with pytest.raises(OSError, match="No space"):
+    # a MapError naming the map and what became of it (was a bare OSError, no path)
+    with pytest.raises(MapError, match="No space left.*the map saved before is intact"):
         index.save()
     monkeypatch.setattr(atomic_dir, "FAILPOINT", None)
     assert snapshot(target) == before
@@ -594,3 +595,45 @@ def test_sigkill_at_each_step_of_the_swap(tmp_path: Path, step: str, survives: s
     assert crash_child.run(target, "failpoint:none").returncode == 0  # the next save repairs
     assert crash_child.check_map(target) == n + 50
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
+
+
+def test_a_crash_in_the_first_save_into_an_empty_folder_leaves_no_false_map(
+        tmp_path: Path, monkeypatch) -> None:
+    """An empty folder made for the map was set aside as <map>.vpr-edge-old; a crash then
+    left that empty "previous map", and every later open or save refused it ("not a
+    vpr-edge map") until someone deleted it by hand."""
+    target = tmp_path / "m"
+    target.mkdir()
+    index, _ = build(20)
+
+    def crash(step: str) -> None:
+        if step == "aside":
+            raise KeyboardInterrupt  # stands for the process dying there
+
+    monkeypatch.setattr(atomic_dir, "FAILPOINT", crash)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(target)
+    monkeypatch.setattr(atomic_dir, "FAILPOINT", None)
+    assert not atomic_dir.sibling(target, atomic_dir.OLD_SUFFIX).exists()
+    assert atomic_dir.resolve_for_read(target) is None  # no map yet, as before the save
+    assert index.save(target) == target and len(PlaceIndex.open(target)) == 20
+    # what the older version left: an empty <map>.vpr-edge-old is no map, and is cleared
+    other = tmp_path / "n"
+    atomic_dir.sibling(other, atomic_dir.OLD_SUFFIX).mkdir()
+    assert atomic_dir.resolve_for_read(other) is None
+    index.save(other)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("n")) == ["n", "n.lock"]
+
+
+def test_another_models_save_is_refused_after_an_interrupted_save_too(tmp_path: Path) -> None:
+    """Between a save's two renames the map is <map>.vpr-edge-old; the model check looked at
+    the missing <map> and let another model's save replace the map."""
+    ours = PlaceIndex(DIM, fingerprint="model-a")
+    ours.add(unit(12, seed=3))
+    target = ours.save(tmp_path / "m")
+    os.rename(target, atomic_dir.sibling(target, atomic_dir.OLD_SUFFIX))  # the crash's state
+    theirs = PlaceIndex(DIM, fingerprint="model-b")
+    theirs.add(unit(2, seed=4))
+    with pytest.raises(ModelMismatchError, match="another model"):
+        theirs.save(target)
+    assert len(PlaceIndex.open(target, fingerprint="model-a")) == 12

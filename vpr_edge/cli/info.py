@@ -23,9 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def describe_path(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        manifest = path / "manifest.json"
-        if not manifest.is_file():
+    from ..index import atomic_dir
+
+    # a map, or what a save interrupted between its two renames left (<map>.vpr-edge-old)
+    where = atomic_dir.resolve_for_read(path) if not path.is_file() else None
+    if where is not None or path.is_dir():
+        where = where or path
+        if not (where / "manifest.json").is_file():
             raise InvalidInputError(f"{path}: a directory, but not a map (no manifest.json)")
         from ..index import PlaceIndex
 
@@ -34,7 +38,7 @@ def describe_path(path: Path) -> dict[str, Any]:
         return {"kind": "map", "path": str(path), "places": info["places"],
                 "dim": info["dim"], "fingerprint": info["fingerprint"],
                 "M": info["settings"]["M"], "ef": info["settings"]["ef"],
-                "bytes_on_disk": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
+                "bytes_on_disk": sum(f.stat().st_size for f in where.rglob("*") if f.is_file())}
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file or directory")
     from ..backends.select import ENGINE_SUFFIXES, ONNX_SUFFIXES

@@ -120,7 +120,7 @@ def resolve_for_read(target: Path) -> Path | None:
     if target.is_dir() and not _empty_dir(target):
         return target
     old = sibling(target, OLD_SUFFIX)
-    if _absent_or_empty(target) and old.is_dir():
+    if _absent_or_empty(target) and old.is_dir() and not _empty_dir(old):
         return old
     return None
 
@@ -141,7 +141,10 @@ def recover(target: Path) -> None:
     old = sibling(target, OLD_SUFFIX)
     parent = target.parent
     changed = False
-    if _absent_or_empty(target) and old.is_dir():
+    if _absent_or_empty(target) and _empty_dir(old):
+        old.rmdir()  # an empty folder made for the map, set aside by an older vpr-edge
+        changed = True
+    elif _absent_or_empty(target) and old.is_dir():
         if target.exists():
             target.rmdir()
         os.rename(old, target)
@@ -172,7 +175,11 @@ def commit(tmp: Path, target: Path) -> None:
     fsync_dir(tmp)
     fsync_dir(parent)
     _failpoint("written")
-    if target.exists():
+    if _empty_dir(target):  # a folder made for the map: nothing to keep (a crash now leaves
+        target.rmdir()      # no map, as before this first save, not an empty "old" one)
+        fsync_dir(parent)
+        _failpoint("aside")
+    elif target.exists():
         os.rename(target, old)
         fsync_dir(parent)
         _failpoint("aside")

@@ -59,6 +59,11 @@ def _new_hnsw(dim: int, settings: IndexSettings, capacity: int) -> Any:
     return index
 
 
+def _save_failed(target: Path, exc: OSError) -> MapError:
+    return MapError(f"{target}: saving the map failed ({exc}); the map saved before is intact "
+                    "(free some space, or fix the cause, and save again)")
+
+
 def _finite_or_none(value: Any, what: str) -> float | None:
     if value is None:
         return None
@@ -507,9 +512,14 @@ class PlaceIndex:
                                f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
         with self._save_mutex, atomic_dir.exclusive_lock(real):
-            map_store.check_replaceable(real, self._fingerprint)
+            # the map there now: <map>, or <map>.vpr-edge-old after a save was interrupted
+            current = atomic_dir.resolve_for_read(real) or real
+            map_store.check_replaceable(current, self._fingerprint)
             atomic_dir.recover(real)
-            tmp = atomic_dir.make_temp(real)
+            try:
+                tmp = atomic_dir.make_temp(real)
+            except OSError as exc:
+                raise _save_failed(target, exc) from exc
             try:
                 with self._lock.read():
                     layout = self._layout
@@ -523,6 +533,9 @@ class PlaceIndex:
                     pending = map_store.write_files(tmp, contents, real, previous)
                 disk = map_store.finish(pending, real, _now())
                 atomic_dir.commit(tmp, real)
+            except OSError as exc:  # a full disk, no right to write, an I/O error
+                atomic_dir.discard(tmp)
+                raise _save_failed(target, exc) from exc
             except BaseException:
                 atomic_dir.discard(tmp)
                 raise

@@ -382,3 +382,17 @@ def test_loops_scores_the_time_window_as_the_detector_applies_it() -> None:
     assert eligible(4, 1) and eligible(4, 3)  # before the jump: candidates
     assert not eligible(5, 4)  # 1 s earlier, after the jump: in the window
     assert eligible(6, 4) and eligible(3, 0) and not eligible(2, 1)
+
+
+def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_path: Path,
+                                                   cpu_only: None, capsys) -> None:
+    """Between a save's two renames the map is <map>.vpr-edge-old: Localizer, query and
+    PlaceIndex.open read it, `vpr-edge info` said "no such file or directory"."""
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(routes[0]),
+                 "--no-progress"]) == 0
+    map_dir.rename(tmp_path / "map.vpr-edge-old")
+    out = tmp_path / "info.json"
+    assert main(["info", str(map_dir), "--json", str(out)]) == 0
+    facts = json.loads(out.read_text())
+    assert facts["kind"] == "map" and facts["places"] == 30 and facts["bytes_on_disk"] > 0
