@@ -137,12 +137,18 @@ class LoopClosureNode:
                         "logged)", kind, error)
 
     def on_pose(self, stamp: float, pose: Pose) -> None:
-        """An odometry pose; out-of-order ones are kept (and counted)."""
-        if self._last_pose_stamp is not None and stamp < self._last_pose_stamp:
+        """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
+        :data:`POSE_JUMP_BACK_SECONDS` before the newest starts a new history (time jumped
+        back), and is not counted."""
+        last = self._last_pose_stamp
+        if last is not None and stamp < last - POSE_JUMP_BACK_SECONDS:
+            log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
+                        "simulator?): the pose history starts again", last - stamp)
+            last = None
+        elif last is not None and stamp < last:
             self.report_problem("odometry out of order",
-                                f"pose stamped {stamp:.3f} after one stamped "
-                                f"{self._last_pose_stamp:.3f}")
-        self._last_pose_stamp = max(stamp, self._last_pose_stamp or stamp)
+                                f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
+        self._last_pose_stamp = stamp if last is None else max(stamp, last)
         self.poses.add(stamp, pose)
 
     def on_image(self, convert: Callable[[], np.ndarray | tuple[np.ndarray, str]],

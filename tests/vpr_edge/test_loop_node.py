@@ -344,3 +344,20 @@ def test_a_frame_with_the_last_frames_stamp_is_skipped(tiny_onnx, tmp_path, cpu_
     assert node.wait_idle() and node.stats.processed == 2
     summary = node.shutdown(str(tmp_path / "logs" / "today" / "stats.json"))  # folder made
     assert json.loads((tmp_path / "logs" / "today" / "stats.json").read_text()) == summary
+
+
+def test_odometry_jumping_back_starts_again_and_is_not_out_of_order(tiny_onnx, tmp_path,
+                                                                     cpu_only, route) -> None:
+    """A looped bag: every pose of the next pass was counted "out of order" (against the last
+    pass's newest), and frames whose odometry was late took the last pass's poses."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    for i in range(300):
+        node.on_pose(i * 0.1, Pose(i * 0.1, 100.0))
+    for i in range(50):
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))  # the bag again
+    assert node.stats.problems == {}
+    assert len(node.poses) == 50 and node.poses.at(10.0) is None  # no pose of the last pass
+    node.on_image(lambda: route[0][0], stamp=4.0)
+    assert node.wait_idle()
+    node.close()
+    assert node.localizer.get(0).pose[1] == 0.0
