@@ -637,3 +637,21 @@ def test_another_models_save_is_refused_after_an_interrupted_save_too(tmp_path: 
     with pytest.raises(ModelMismatchError, match="another model"):
         theirs.save(target)
     assert len(PlaceIndex.open(target, fingerprint="model-a")) == 12
+
+
+def test_a_save_over_what_another_writer_saved_meanwhile_is_refused(tmp_path: Path) -> None:
+    """Two writers of one map (a node and a `map build`, two processes): the later save
+    silently dropped every place the other had saved since it opened the map."""
+    index, _ = build(30)
+    target = index.save(tmp_path / "m")
+    first, second = PlaceIndex.open(target), PlaceIndex.open(target)
+    first.add(unit(5, seed=11))
+    first.save()
+    second.add(unit(3, seed=12))
+    with pytest.raises(MapError, match="saved by another writer"):
+        second.save()
+    assert len(PlaceIndex.open(target)) == 35  # the first writer's places are there
+    assert second.save(tmp_path / "copy") == tmp_path / "copy"  # elsewhere: fine
+    first.add(unit(1, seed=13))
+    first.save()  # its own save was the last one: an update
+    assert len(PlaceIndex.open(target)) == 36

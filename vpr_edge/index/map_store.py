@@ -104,6 +104,7 @@ class LoadedMap:
     index_problem: str | None
     disk: DiskState
     source: Path  # the directory actually read (the map, or its ``.vpr-edge-old`` after a crash)
+    manifest_digest: str | None = None  # :func:`manifest_digest` of what was read
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -332,6 +333,15 @@ def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
             "delete that map first if it is no longer wanted")
 
 
+def manifest_digest(where: Path) -> str | None:
+    """sha256 of ``where``'s manifest file, or None without one: which save of a map is on
+    disk (every save writes a new manifest, with its own time)."""
+    try:
+        return hashlib.sha256((where / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 # -- reading ------------------------------------------------------------------------------
 
 def _corrupt(path: Path, why: str) -> MapCorruptError:
@@ -503,7 +513,8 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
         disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
                          stats=stats, created_at=manifest.created_at,
                          pose_dim=manifest.pose_dim)
-        return LoadedMap(manifest, records, hnsw, index_problem, disk, where)
+        return LoadedMap(manifest, records, hnsw, index_problem, disk, where,
+                         manifest_digest(where))
 
 
 def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None]

@@ -115,6 +115,9 @@ class PlaceIndex:
         self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
         self._disk: tuple[int, map_store.DiskState] | None = None
         self._path: Path | None = None
+        # real map path -> manifest_digest of the save this index read or wrote there: a
+        # different one on disk means another writer saved since (its places would be lost)
+        self._seen: dict[Path, str | None] = {}
         self._created_at = _now()
         self._sync_exact()
         self._apply_ef()
@@ -515,6 +518,12 @@ class PlaceIndex:
             # the map there now: <map>, or <map>.vpr-edge-old after a save was interrupted
             current = atomic_dir.resolve_for_read(real) or real
             map_store.check_replaceable(current, self._fingerprint)
+            seen = self._seen.get(real)
+            if seen is not None and map_store.manifest_digest(current) not in (None, seen):
+                raise MapError(
+                    f"{target} was saved by another writer (a process, or another PlaceIndex) "
+                    "since this index opened or saved it; saving now would drop the places "
+                    "that writer added: save to another path, or open the map again")
             atomic_dir.recover(real)
             try:
                 tmp = atomic_dir.make_temp(real)
@@ -541,6 +550,7 @@ class PlaceIndex:
                 raise
             self._disk = (layout, disk)
             self._path = target
+            self._seen[real] = map_store.manifest_digest(real)
         return target
 
     @classmethod
@@ -590,6 +600,7 @@ class PlaceIndex:
         self._next_id = m.next_id
         self._created_at = m.created_at or self._created_at
         self._path = target
+        self._seen[real] = loaded.manifest_digest
         if loaded.hnsw is None:
             log.warning("rebuilding the index of %s from its stored descriptors: %s",
                         target, loaded.index_problem)
