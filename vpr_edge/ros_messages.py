@@ -23,7 +23,8 @@ LOOP_ROW_FIELDS = ("query_stamp", "query_id", "match_stamp", "match_id", "score"
 def loop_closure_row(loop: LoopClosure) -> list[float]:
     position = (math.nan,) * 3 if loop.match_pose is None else full_pose(loop.match_pose)[:3]
     return [float(v) for v in (
-        loop.query_stamp, -1 if loop.query_id is None else loop.query_id,
+        math.nan if loop.query_stamp is None else loop.query_stamp,
+        -1 if loop.query_id is None else loop.query_id,
         math.nan if loop.match_stamp is None else loop.match_stamp, loop.match_id, loop.score,
         -1 if loop.verified is None else int(loop.verified),
         -1 if loop.inliers is None else loop.inliers, loop.consistent_frames, *position)]

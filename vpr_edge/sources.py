@@ -188,7 +188,7 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
     if images:
         folders = images if isinstance(images, (list, tuple)) else [images]
         return concat_sources([folder_source(f, every=every) for f in folders])
-    if frame_list is not None:
+    if frame_list:
         return list_source(frame_list, every=every)
     if topic is None:
         raise InvalidInputError("--bag needs --topic (the sensor_msgs/Image topic)")

@@ -88,3 +88,13 @@ def test_planar_and_full_poses() -> None:
             assert (p.x, p.y, p.z) == position and (q.x, q.y, q.z, q.w) == orientation
         row, _ = loop_closure_messages(loop(pose=stored), object(), float, types())
         assert len(row.data) == len(LOOP_ROW_FIELDS) and row.data[-3:] == list(position)
+
+
+def test_a_loop_of_unstamped_frames_makes_a_row() -> None:
+    """Frames without stamps are allowed (no exclusion_seconds): the standard row raised
+    TypeError on float(None) instead of NaN, as every other unknown is."""
+    unstamped = LoopClosure(query_id=1, query_stamp=None, match_id=0, match_stamp=None,
+                            score=0.9, verified=None, inliers=None, match_pose=None,
+                            consistent_frames=1)
+    row, _ = loop_closure_messages(unstamped, object(), float, types())
+    assert math.isnan(row.data[0]) and math.isnan(row.data[2]) and row.data[1] == 1.0

@@ -56,6 +56,13 @@ def _frame_number(key: str) -> int:
     return int(found.group(1))
 
 
+def _distance(a, b) -> float:
+    """Distance of two poses' positions over the coordinates both have (a map of ``x, y``
+    poses against a frame's ``x, y, z`` or seven-value odometry pose)."""
+    n = min(len(a), len(b), 3)
+    return float(np.linalg.norm(np.subtract(a[:n], b[:n])))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -97,9 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         <= args.gt_tolerance for m in matches]
             else:
                 require_pose(frame, frame.index)
-                good = [m.pose is not None and float(np.linalg.norm(
-                    np.subtract(m.pose[:3], frame.pose[:3]))) <= args.gt_radius
-                    for m in matches]
+                good = [m.pose is not None and _distance(m.pose, frame.pose) <= args.gt_radius
+                        for m in matches]
             scored += 1
             for k in ks:
                 hits[k] += int(any(good[:k]))

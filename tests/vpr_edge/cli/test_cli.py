@@ -396,3 +396,22 @@ def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_
     assert main(["info", str(map_dir), "--json", str(out)]) == 0
     facts = json.loads(out.read_text())
     assert facts["kind"] == "map" and facts["places"] == 30 and facts["bytes_on_disk"] > 0
+
+
+def test_localize_positions_with_poses_of_other_lengths(tiny_onnx: Path, routes,
+                                                        tmp_path: Path, cpu_only: None) -> None:
+    """A map of x, y poses against frames with x, y, z (or 7-value odometry) poses ended in
+    a numpy broadcast traceback; positions compare over the coordinates both have."""
+    run1, run2 = routes
+    map_list, query_list = tmp_path / "map.csv", tmp_path / "queries.csv"
+    map_list.write_text("image,x,y\n" + "".join(
+        f"{p},{i},0\n" for i, p in enumerate(sorted(run1.iterdir()))))
+    query_list.write_text("image,x,y,z\n" + "".join(
+        f"{p},{i},0,5\n" for i, p in enumerate(sorted(run2.iterdir()))))
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--list", str(map_list),
+                 "--no-progress"]) == 0
+    out = tmp_path / "loc.json"
+    assert main(["localize", str(tiny_onnx), str(map_dir), "--list", str(query_list), "--gt",
+                 "positions", "--gt-radius", "0.5", "--no-progress", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["recall@1"] >= 0.9
