@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vpr_edge.errors import InvalidInputError
-from vpr_edge.index import IndexSettings, PlaceIndex
-from vpr_edge.index import graph_rebuild
+from vpr_edge.errors import InvalidInputError, VprEdgeError
+from vpr_edge.index import IndexSettings, PlaceIndex, graph_rebuild
 
 DIM = 48
 
@@ -151,8 +150,9 @@ def test_a_plain_rebuild_replaces_a_running_background_one(tmp_path: Path, gate,
     index.rebuild()
     plain_graph = index._hnsw
     opened.set()
-    with pytest.raises(graph_rebuild.RebuildStopped, match="plain rebuild"):
+    with pytest.raises(graph_rebuild.RebuildStopped, match="plain rebuild") as stopped:
         future.result(timeout=30)
+    assert isinstance(stopped.value, VprEdgeError)  # robot code catching one type sees it
     assert index._hnsw is plain_graph and not index.info()["background_rebuild"]
     live = [i for i in range(200) if not (changes_meanwhile and i == 5)]
     reopened = PlaceIndex.open(index.save(tmp_path / "m"))

@@ -574,3 +574,18 @@ def test_saving_over_another_models_map_is_refused(tmp_path) -> None:
     ours.add(np.eye(4, dtype=np.float32)[:1])
     ours.save(tmp_path / "map")  # its own model's map: an update
     assert len(PlaceIndex.open(tmp_path / "map", fingerprint="model-a")) == 5
+
+
+@pytest.mark.parametrize("mode", ["exact", "hnsw"])
+def test_scores_stay_within_minus_one_and_one(mode: str) -> None:
+    """float16 storage leaves unit descriptors slightly off norm 1: a place queried with its
+    own descriptor scored up to 1.00017 (the documented range is -1..1)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((500, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = PlaceIndex(64, settings=IndexSettings(mode=mode, rerank=True))
+    index.add(x)
+    index.rebuild()
+    scores = [m.score for row in index.query(np.concatenate([x, -x]), k=3) for m in row]
+    assert max(scores) <= 1.0 and min(scores) >= -1.0
+    assert max(scores) == pytest.approx(1.0, abs=1e-3)

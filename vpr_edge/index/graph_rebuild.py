@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import VprEdgeError
+
 log = logging.getLogger(__name__)
 
 #: rows converted to float32 at a time (bounds the temporary memory)
@@ -47,7 +49,7 @@ _hook_lock = threading.Lock()
 _hook_registered = False
 
 
-class RebuildStopped(RuntimeError):
+class RebuildStopped(VprEdgeError, RuntimeError):
     """A background build stopped before its swap: the process is exiting, or a plain
     ``rebuild()`` replaced it."""
 

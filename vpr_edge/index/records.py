@@ -120,9 +120,12 @@ class PlaceRecords:
         return {} if text is None else json.loads(text)
 
     def fields(self, row: int, score: float) -> tuple:
-        """``(id, score, stamp, pose, meta)`` of a row, for building a match quickly."""
+        """``(id, score, stamp, pose, meta)`` of a row, for building a match quickly; the
+        score clipped to [-1, 1] (float16 storage leaves a unit descriptor's norm a little
+        off 1: a place queried with its own descriptor scored up to 1.00017)."""
         stamp = self.stamps.item(row)
         text = self.meta[row]
+        score = -1.0 if score < -1.0 else 1.0 if score > 1.0 else score
         return (self.ids.item(row), score, None if math.isnan(stamp) else stamp,
                 None if self.poses is None else self.pose(row),
                 {} if text is None else json.loads(text))
