@@ -29,6 +29,20 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def unwritable_folder(path: str | os.PathLike) -> str | None:
+    """Why a file or directory at ``path`` could not be created (its nearest existing parent
+    is a file, or not writable), or None when it could (missing folders can be made)."""
+    parent = Path(os.path.abspath(path)).parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                return f"{folder} is a file, not a folder"
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"cannot write in {folder}"
+            return None
+    return None
+
+
 def temp_path_beside(final: str | os.PathLike) -> Path:
     """A new, empty temporary file in ``final``'s directory (for writers that need a path),
     created with mode 0666 so that the kernel applies the umask (no process-wide umask

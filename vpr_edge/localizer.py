@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Union
 
@@ -187,11 +189,9 @@ class Localizer:
                        place_id: int | None = None) -> int:
         """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
         _one_descriptor(descriptor, "add_descriptor", "index.add(descriptors, ...)")
-        try:
+        with _public_names():
             (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
                                        meta=meta)
-        except InvalidInputError as exc:  # name this method's arguments, not the batch's
-            raise type(exc)(_singular_names(str(exc))) from exc
         return new_id
 
     def query(self, frame: Frame, k: int = 5, *, min_score: float | None = None,
@@ -222,13 +222,10 @@ class Localizer:
                          exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
         """:meth:`query` for a descriptor :meth:`describe` made."""
         _one_descriptor(descriptor, "query_descriptor", "index.query(descriptors, k)")
-        if (not isinstance(exclude_recent, int) or isinstance(exclude_recent, bool)
-                or exclude_recent < 0):
-            raise InvalidInputError(
-                f"exclude_recent must be an int >= 0 (a number of adds), got {exclude_recent!r}")
-        return self.index.query(descriptor, k, min_score=min_score,
-                                exclude_newest=exclude_recent,
-                                exclude_after_stamp=exclude_after_stamp)
+        with _public_names():
+            return self.index.query(descriptor, k, min_score=min_score,
+                                    exclude_newest=exclude_recent,
+                                    exclude_after_stamp=exclude_after_stamp)
 
     def get(self, place_id: int) -> PlaceRecord:
         """The stored record (stamp, pose, meta) of a place."""
@@ -298,16 +295,24 @@ class Localizer:
                 f"places={len(self.index)}, map_dir={self._map_dir})")
 
 
-#: The names ``PlaceIndex.add`` gives a single place's fields, and this class's arguments.
-_SINGULAR = {"stamps[0]": "stamp", "poses[0]": "pose", "meta[0]": "meta", "ids[0]": "place_id",
-             "ids": "place_id"}
+#: The names ``PlaceIndex`` errors give (a batch's row 0, its own arguments), and this class's.
+_PUBLIC = {"stamps[0]": "stamp", "poses[0]": "pose", "meta[0]": "meta", "ids[0]": "place_id",
+           "ids": "place_id", "exclude_newest": "exclude_recent"}
+_LEADING_NAME = re.compile(r"[\w\[\]]+")
 
 
-def _singular_names(message: str) -> str:
-    """An index error about row 0 of a batch, as one about :meth:`Localizer.add`'s
-    arguments (``stamps[0]: ...`` -> ``stamp: ...``)."""
-    label, sep, rest = message.partition(":")
-    return f"{_SINGULAR[label]}{sep}{rest}" if sep and label in _SINGULAR else message
+@contextmanager
+def _public_names() -> Iterator[None]:
+    """Re-raise an index error that starts with an index argument's name with this class's
+    name for it (``stamps[0]: ...`` -> ``stamp: ...``), keeping its class."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        message = str(exc)
+        name = _LEADING_NAME.match(message)
+        if name is None or name.group() not in _PUBLIC:
+            raise
+        raise type(exc)(_PUBLIC[name.group()] + message[name.end():]) from exc
 
 
 def _one_frame(frame: Any, method: str, batch_way: str) -> None:

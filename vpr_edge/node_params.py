@@ -7,12 +7,11 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .atomic_file import unwritable_folder
 from .errors import InvalidInputError
 from .geometric import VerifyConfig
 from .keyframes import KeyframeConfig
@@ -116,14 +115,10 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
 def _check_writable_folder(name: str, value: str, what: str) -> None:
     """Refuse at start a path whose folder cannot be made or written: found at shutdown, the
     whole run's map or statistics would be lost."""
-    folder = Path(os.path.abspath(value)).parent
-    probe = folder
-    while not probe.exists() and probe != probe.parent:  # the folders are made when needed
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InvalidInputError(
-            f"parameter {name} {value!r}: {probe} is not a folder this node may write in, so "
-            f"{what} could not be saved; choose another path")
+    problem = unwritable_folder(value)
+    if problem is not None:
+        raise InvalidInputError(f"parameter {name} {value!r}: {problem}, so {what} could not "
+                                "be saved; choose another path")
 
 
 def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import unwritable_folder
 from ..errors import InvalidInputError
 
 
@@ -62,14 +63,9 @@ def check_output_file(path: str | os.PathLike | None, option: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise InvalidInputError(f"{option} {target}: is a directory; give a file name")
-    parent = target.parent
-    for folder in (parent, *parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise InvalidInputError(f"{option} {target}: {folder} is a file, not a folder")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise InvalidInputError(f"{option} {target}: cannot write in {folder}")
-            return
+    problem = unwritable_folder(target)
+    if problem is not None:
+        raise InvalidInputError(f"{option} {target}: {problem}")
 
 
 def write_json(path: str | os.PathLike | None, data: Any) -> None:
