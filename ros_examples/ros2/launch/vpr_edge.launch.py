@@ -11,7 +11,7 @@ from launch.substitutions import LaunchConfiguration
 
 HERE = Path(__file__).resolve().parent
 NODE = HERE.parent / "vpr_edge_node.py"
-PARAMS = HERE.parents[1] / "config" / "ros2_params.yaml"
+PARAMS = HERE.parent / "config" / "ros2_params.yaml"
 
 
 def generate_launch_description() -> LaunchDescription:
