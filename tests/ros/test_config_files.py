@@ -68,6 +68,26 @@ def test_roslaunch_resolves_the_installed_launch_file(ros1_python: str, tmp_path
     assert node == {**DEFAULTS, "model": "/robot/model.onnx"}
 
 
+def test_installed_player_finds_its_imports(ros1_python: str, tmp_path: Path) -> None:
+    """``catkin install`` puts the programs and files CMakeLists.txt names into
+    ``lib/vpr_edge_ros``; the player must run from there (laid out by hand: no catkin)."""
+    package = EXAMPLES / "ros1"
+    cmake = (package / "CMakeLists.txt").read_text()
+    programs = re.search(r"catkin_install_python\(PROGRAMS (.+?)\s+DESTINATION", cmake, re.S)
+    files = re.findall(r"install\(FILES (.+?) DESTINATION \$\{CATKIN_PACKAGE_BIN_DESTINATION\}\)",
+                       cmake)
+    assert programs is not None
+    bin_dir = tmp_path / "lib" / "vpr_edge_ros"
+    bin_dir.mkdir(parents=True)
+    for name in [*programs.group(1).split(), *" ".join(files).split()]:
+        shutil.copy(package / name, bin_dir)
+    run = subprocess.run([ros1_python, str(bin_dir / "play_images.py"), "--help"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "ROS_HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert "--images" in run.stdout
+
+
 def test_ros2_launch_file_points_at_the_node_and_its_parameter_file(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``ros2 launch`` here: the launch file is loaded with stand-ins for the ``launch``
