@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version-compatible", action="store_true",
                    help="build the engine with TensorRT's VERSION_COMPATIBLE flag: it then "
                         "also runs on later TensorRT versions and on the lean runtime "
-                        "(tensorrt_lean), maybe a little slower; full TensorRT only, plain "
-                        "graph only (not with the --plugin engine)")
+                        "(tensorrt_lean) of its own version, maybe a little slower; full "
+                        "TensorRT only, plain graph only (not with the --plugin engine)")
     p.add_argument("--whitening-dim", type=int, default=None,
                    help="output dims of a whitened checkpoint (any up to the stored ones)")
     p.add_argument("--validate", type=Path, default=None, dest="validate_dir", metavar="DIR",

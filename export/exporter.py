@@ -213,7 +213,7 @@ def export(config: ExportConfig) -> ExportResult:
             if config.version_compatible:
                 result.notes.append(f"version-compatible engine: runs on {built.module} "
                                     f"{built.version} or later and on the lean runtime "
-                                    "(tensorrt_lean) of those versions")
+                                    f"(tensorrt_lean) {built.version}")
 
         if config.validate:
             if config.validate_dir is None:

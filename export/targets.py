@@ -52,7 +52,8 @@ class ExportConfig:
             ``export/plugin``) and build the engine from them where TensorRT >= 10.9 can
             register the plugin.
         version_compatible: build the engine with TensorRT's ``VERSION_COMPATIBLE`` flag
-            (runs on later TensorRT versions and on the lean runtime; full TensorRT only).
+            (runs on later TensorRT versions and on the lean runtime of its version; full
+            TensorRT only).
     """
 
     checkpoint: Path

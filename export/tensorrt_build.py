@@ -51,7 +51,8 @@ class EngineBuildConfig:
         module: force ``tensorrt`` or ``tensorrt_rtx`` (None: whichever is installed).
         plugin: the plugin the graph uses (recorded in the settings), or None.
         version_compatible: set ``BuilderFlag.VERSION_COMPATIBLE`` (full TensorRT only): the
-            engine also runs on later TensorRT versions and on the lean runtime. It embeds
+            engine also runs on later TensorRT versions and on the lean runtime of its
+            version. It embeds
             the lean runtime, which the runtime must be allowed to load
             (``engine_host_code_allowed``; :class:`vpr_edge.backends.TensorRTBackend` does).
     """

@@ -259,7 +259,9 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
     An engine runs on the TensorRT module and version it was built with, except that a
     version-compatible engine (:func:`is_version_compatible`) from full TensorRT also runs on
     any later version of it (across major versions only as :data:`LATER_MAJORS` says) and on
-    the lean runtime (``tensorrt_lean``) of such a version. Engines tied to a GPU architecture
+    the lean runtime (``tensorrt_lean``) of the version it was built with (NVIDIA: a lean
+    runtime runs only its own version's plans; later versions load the lean runtime the
+    plan embeds through the full or the dispatch runtime). Engines tied to a GPU architecture
     need that compute capability."""
     fix = ("rebuild the engine on this machine: `vpr-export CHECKPOINT --engine`, or "
            "`trtexec --onnx=MODEL.onnx --stronglyTyped --saveEngine=...` and wrap it")
@@ -277,6 +279,16 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             "--version-compatible; rebuild it with `vpr-export CHECKPOINT --engine "
             "--version-compatible`, or install full TensorRT here (pip install "
             "'vpr-edge[tensorrt]'; on Jetson, the TensorRT JetPack ships)"
+        )
+    if lean_runs_it and _version_numbers(header.tensorrt_version) != _version_numbers(
+            tensorrt_version):
+        raise EngineMismatchError(
+            f"tensorrt_version: TensorRT's lean runtime (tensorrt_lean) runs only "
+            f"version-compatible engines of its own version; this one was built with "
+            f"{header.tensorrt_module} {header.tensorrt_version}, this machine has "
+            f"tensorrt_lean {tensorrt_version}; install tensorrt_lean "
+            f"{header.tensorrt_version} here, or full TensorRT {tensorrt_version} or later "
+            f"(pip install 'vpr-edge[tensorrt]'), which runs it; or {fix}"
         )
     if flexible:
         built, here = _version_numbers(header.tensorrt_version), _version_numbers(tensorrt_version)

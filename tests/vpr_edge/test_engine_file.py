@@ -143,7 +143,7 @@ def _header(tiny, *, version_compatible: bool, version: str = "10.3.0"):
 
 @pytest.mark.parametrize("module, version", [
     ("tensorrt", "10.3.0"), ("tensorrt", "10.3.1"), ("tensorrt", "10.16.1.11"),
-    ("tensorrt", "11.0.0"), ("tensorrt_lean", "10.3.0"), ("tensorrt_lean", "10.7.0"),
+    ("tensorrt", "11.0.0"), ("tensorrt_lean", "10.3.0"),
 ])
 def test_version_compatible_engines_run_on_later_and_lean_runtimes(tiny, module,
                                                                    version) -> None:
@@ -151,15 +151,31 @@ def test_version_compatible_engines_run_on_later_and_lean_runtimes(tiny, module,
                             tensorrt_version=version, compute_capability="8.7")
 
 
-@pytest.mark.parametrize("module", ["tensorrt", "tensorrt_lean"])
-def test_version_compatible_engines_need_their_version_or_later(tiny, module) -> None:
+@pytest.mark.parametrize("version", ["10.7.0", "10.2.1", "10.3.0.1"])
+def test_the_lean_runtime_runs_only_its_own_version(tiny, version: str) -> None:
+    """NVIDIA: a lean runtime runs the version-compatible plans of its own version; a later
+    TensorRT runs them through the full (or dispatch) runtime."""
+    with pytest.raises(EngineMismatchError) as info:
+        check_engine_compatible(_header(tiny, version_compatible=True),
+                                tensorrt_module="tensorrt_lean", tensorrt_version=version,
+                                compute_capability="8.7")
+    text = str(info.value)
+    assert text.startswith("tensorrt_version: ") and "its own version" in text
+    assert f"tensorrt 10.3.0, this machine has tensorrt_lean {version}" in text
+    assert "install tensorrt_lean 10.3.0" in text and "vpr-edge[tensorrt]" in text
+
+
+def test_version_compatible_engines_need_their_version_or_later(tiny) -> None:
     with pytest.raises(EngineMismatchError, match=r"tensorrt_version: .*version-compatible.*"
                        r"10\.3\.0.*or a later one.*10\.2\.1"):
-        check_engine_compatible(_header(tiny, version_compatible=True), tensorrt_module=module,
-                                tensorrt_version="10.2.1", compute_capability="8.7")
-    with pytest.raises(EngineMismatchError, match="compute_capability"):
-        check_engine_compatible(_header(tiny, version_compatible=True), tensorrt_module=module,
-                                tensorrt_version="10.3.0", compute_capability="9.0")
+        check_engine_compatible(_header(tiny, version_compatible=True),
+                                tensorrt_module="tensorrt", tensorrt_version="10.2.1",
+                                compute_capability="8.7")
+    for module in ("tensorrt", "tensorrt_lean"):
+        with pytest.raises(EngineMismatchError, match="compute_capability"):
+            check_engine_compatible(_header(tiny, version_compatible=True),
+                                    tensorrt_module=module, tensorrt_version="10.3.0",
+                                    compute_capability="9.0")
 
 
 @pytest.mark.parametrize("built, runtime", [("10.3.0", "12.0.0"), ("8.6.1", "11.4.0"),

@@ -339,7 +339,7 @@ def test_the_lean_runtime_runs_a_version_compatible_engine(fakes, engine_path, t
     """Engine headers name the builder (full TensorRT); on a robot with only the lean runtime
     a version-compatible engine runs, with the lean runtime it embeds allowed to load."""
     header = FakeHeader(tiny.metadata(), builder={"version_compatible": True})
-    f = fakes.install(header=header, modules=("tensorrt_lean",), version="10.11.0")
+    f = fakes.install(header=header, modules=("tensorrt_lean",), version="10.9.0")
     frames = tiny.frames(2, seed=3)
     with trt_backend.TensorRTBackend(engine_path) as b:
         assert b.tensorrt_module == "tensorrt_lean"
@@ -347,6 +347,16 @@ def test_the_lean_runtime_runs_a_version_compatible_engine(fakes, engine_path, t
         np.testing.assert_allclose(b.run(frames), tiny.reference(frames, tiny.metadata()),
                                    rtol=1e-6)
     assert f.trt["tensorrt_lean"].runs == [2]
+
+
+def test_the_lean_runtime_refuses_other_versions_before_deserialising(fakes, engine_path,
+                                                                       tiny) -> None:
+    header = FakeHeader(tiny.metadata(), builder={"version_compatible": True})
+    f = fakes.install(header=header, modules=("tensorrt_lean",), version="10.11.0")
+    with pytest.raises(EngineMismatchError, match=r"tensorrt_version: .*lean runtime.*its own "
+                       r"version.*tensorrt 10\.9\.0.*tensorrt_lean 10\.11\.0"):
+        trt_backend.TensorRTBackend(engine_path)
+    assert f.trt["tensorrt_lean"].deserialized == []
 
 
 def test_the_lean_runtime_refuses_other_engines_before_deserialising(fakes, engine_path,
