@@ -56,18 +56,24 @@ def count_frames(bag: PathLike, topic: str) -> int:
 
 
 def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
-                      pose_topic: str | None = None,
-                      max_pose_gap: float = 0.1) -> Iterator[BagFrame]:
+                      pose_topic: str | None = None, max_pose_gap: float = 0.1,
+                      skipped: list[str] | None = None) -> Iterator[BagFrame]:
     """Every ``every_n``-th image on ``topic`` as RGB, in bag order (see module docstring).
 
     A frame or pose message that cannot be decoded raises :class:`InvalidInputError` naming
     the bag, topic and message number, so a bad recording is found rather than silently
-    skipped.
+    skipped; with ``skipped`` (a list), image messages that cannot be decoded are left out
+    instead, each described in the list and logged. A damaged bag (its index or chunks) is
+    an error either way. Frames that get no pose from ``pose_topic`` are counted in a
+    warning, which says so when the frames' stamps and the poses' do not overlap at all
+    (two clocks).
     """
     if not positive_int(every_n):
         raise InvalidInputError(f"every_n must be a positive integer, got {every_n!r}")
     every_n = int(every_n)
     track = _pose_track(bag, pose_topic, max_pose_gap) if pose_topic else None
+    stamps: list[float] = []  # of the frames without a pose
+    count = 0
     with _open(bag) as reader:
         for index, conn, bag_time, raw in _messages(reader, bag, topic, IMAGE_TYPES):
             if index % every_n:
@@ -75,13 +81,40 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
                 image = message_to_rgb(msg)
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{bag} {topic} message {index}: {exc}") from exc
-            except Exception as exc:  # a message that does not deserialise
-                raise InvalidInputError(f"{bag} {topic} message {index} is damaged "
-                                        f"({type(exc).__name__}: {exc})") from exc
+            except Exception as exc:
+                problem = (f"{bag} {topic} message {index}: {exc}"
+                           if isinstance(exc, InvalidInputError) else
+                           f"{bag} {topic} message {index} is damaged "
+                           f"({type(exc).__name__}: {exc})")
+                if skipped is None:
+                    raise InvalidInputError(
+                        f"{problem} (vpr-edge --skip-damaged, or read_image_frames(..., "
+                        "skipped=[]), leaves such frames out)") from exc
+                skipped.append(problem)
+                log.warning("skipped: %s", problem)
+                continue
             stamp = _message_time(msg, bag_time)
-            yield BagFrame(index, stamp, image, track.at(stamp) if track else None)
+            pose = track.at(stamp) if track else None
+            count += 1
+            if track is not None and pose is None:
+                stamps.append(stamp)
+            yield BagFrame(index, stamp, image, pose)
+    if stamps:
+        _warn_frames_without_pose(len(stamps), count, pose_topic, max_pose_gap, stamps, track)
+
+
+def _warn_frames_without_pose(missing: int, count: int, pose_topic: str | None, max_gap: float,
+                              stamps: list[float], track: PoseTrack) -> None:
+    span = track.span()
+    if span is not None and missing == count and (max(stamps) < span[0] or min(stamps) > span[1]):
+        log.warning("no frame got a pose from %s: the frames are stamped %.3f-%.3f s and the "
+                    "poses %.3f-%.3f s; are the camera and the odometry stamped by different "
+                    "clocks? (header stamps are used; the bag's record time only where a "
+                    "stamp is 0)", pose_topic, min(stamps), max(stamps), *span)
+        return
+    log.warning("%d of %d frames got no pose from %s: none within %g s of their stamps (a "
+                "slower pose topic needs a larger --pose-max-gap)", missing, count, pose_topic,
+                max_gap)
 
 
 def list_topics(bag: PathLike) -> dict[str, tuple[str, int]]:

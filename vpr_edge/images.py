@@ -76,8 +76,10 @@ def decode_image(data: bytes, *, scale_16bit: bool = False) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{exc}; {_TOO_MANY_PIXELS}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # (Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" names no file)
+        why = "not a known image format" if isinstance(exc, UnidentifiedImageError) else exc
         raise ImageDecodeError(
-            f"cannot decode {len(data)} bytes of image data ({exc}); expected a complete "
+            f"cannot decode {len(data)} bytes of image data ({why}); expected a complete "
             "JPEG or PNG"
         ) from exc
 

@@ -124,6 +124,11 @@ class PoseTrack:
     def __len__(self) -> int:
         return len(self._times)
 
+    def span(self) -> tuple[float, float] | None:
+        """The stamps of the first and the last pose held, or None when it holds none."""
+        with self._lock:
+            return (self._times[0], self._times[-1]) if self._times else None
+
     def add(self, stamp: float, pose: Pose) -> None:
         with self._lock:
             times = self._times

@@ -86,9 +86,16 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (JPEG or PNG in ``data``) as ``uint8 HxWx3`` RGB
     (16-bit PNGs scaled as 16-bit ``Image`` messages are: ``>> 8``)."""
     data = bytes(msg.data)
+    image_format = str(getattr(msg, "format", "?"))
     if not data:
         raise ImageMessageError("empty image", f"compressed image message "
-                                f"({getattr(msg, 'format', '?')}) has no data")
+                                f"({image_format}) has no data")
+    if "compresseddepth" in image_format.lower().replace(" ", ""):
+        raise ImageMessageError(
+            "unsupported encoding",
+            f"compressed image format {image_format!r} is a depth image "
+            "(compressed_depth_image_transport); place recognition needs the camera's colour "
+            "or grey images: use that camera topic (image or image/compressed)")
     try:
         return decode_image(data, scale_16bit=True)
     except ImageDecodeError as exc:

@@ -11,18 +11,19 @@ qz, qw`` (``x, y`` alone are fine too).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
 from .bags import positive_int
-from .errors import InvalidInputError
+from .errors import ImageDecodeError, InvalidInputError
 from .images import load_image
 
 log = logging.getLogger("vpr_edge")
@@ -44,7 +45,12 @@ class SourceFrame:
 
     def pixels(self) -> np.ndarray:
         """The frame as ``uint8 HxWx3`` RGB (decoding the file if needed)."""
-        return self.image if isinstance(self.image, np.ndarray) else load_image(self.image)
+        if isinstance(self.image, np.ndarray):
+            return self.image
+        try:
+            return load_image(self.image)
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(f"{exc} (--skip-damaged leaves such frames out)") from exc
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class FrameSource:
     description: str
     length: int
     frames: Any  # a callable returning an iterator of SourceFrame
+    #: with ``skip_damaged``: what was wrong with each frame left out (filled while iterating)
+    skipped: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         return iter(self.frames())
@@ -68,8 +76,33 @@ def _key(path: Path) -> str:
     return os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
 
 
-def folder_source(folder: PathLike, *, every: int = 1) -> FrameSource:
-    """Image files in ``folder`` sorted by name (natural order for zero-padded frame numbers)."""
+def _decoded(frames: list[SourceFrame], skipped: list[str]) -> Iterator[SourceFrame]:
+    """The frames with their files decoded now, leaving out (and noting in ``skipped``, which
+    starts empty) those that cannot be."""
+    skipped.clear()
+    for frame in frames:
+        try:
+            pixels = load_image(frame.image) if isinstance(frame.image, Path) else frame.image
+        except ImageDecodeError as exc:
+            skipped.append(str(exc))
+            log.warning("skipped: %s", exc)
+            continue
+        yield dataclasses.replace(frame, image=pixels)
+
+
+def _files_source(description: str, frames: list[SourceFrame], skip_damaged: bool
+                  ) -> FrameSource:
+    skipped: list[str] = []
+    return FrameSource(description=description, length=len(frames), skipped=skipped,
+                       frames=lambda: _decoded(frames, skipped) if skip_damaged
+                       else iter(frames))
+
+
+def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = False
+                  ) -> FrameSource:
+    """Image files in ``folder`` sorted by name (natural order for zero-padded frame numbers);
+    ``skip_damaged``: files that cannot be decoded are left out (see :attr:`FrameSource.skipped`)
+    instead of stopping the run."""
     root = Path(folder)
     if not root.is_dir():
         raise InvalidInputError(f"{root}: not a directory")
@@ -77,15 +110,14 @@ def folder_source(folder: PathLike, *, every: int = 1) -> FrameSource:
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     files = files[::every]
-    return FrameSource(
-        description=f"{root} ({len(files)} images)",
-        length=len(files),
-        frames=lambda: (SourceFrame(i, _key(p), p) for i, p in enumerate(files)),
-    )
+    return _files_source(f"{root} ({len(files)} images)",
+                         [SourceFrame(i, _key(p), p) for i, p in enumerate(files)], skip_damaged)
 
 
-def list_source(csv_path: PathLike, *, every: int = 1) -> FrameSource:
-    """Frames listed in a CSV file (see the module docstring for the columns)."""
+def list_source(csv_path: PathLike, *, every: int = 1, skip_damaged: bool = False
+                ) -> FrameSource:
+    """Frames listed in a CSV file (see the module docstring for the columns);
+    ``skip_damaged`` as for :func:`folder_source`."""
     path = Path(csv_path)
     try:
         with open(path, newline="") as fh:
@@ -110,68 +142,70 @@ def list_source(csv_path: PathLike, *, every: int = 1) -> FrameSource:
             raise InvalidInputError(f"{path}:{line}: incomplete pose {pose_cols}")
         frames.append((image, stamp, pose))
     frames = frames[::every]
-    return FrameSource(
-        description=f"{path} ({len(frames)} images)",
-        length=len(frames),
-        frames=lambda: (SourceFrame(i, _key(img), img, stamp, pose)
-                        for i, (img, stamp, pose) in enumerate(frames)),
-    )
+    return _files_source(f"{path} ({len(frames)} images)",
+                         [SourceFrame(i, _key(img), img, stamp, pose)
+                          for i, (img, stamp, pose) in enumerate(frames)], skip_damaged)
 
 
 def bag_source(bag: PathLike, topic: str, *, every: int = 1,
-               pose_topic: str | None = None, max_pose_gap: float = 0.1) -> FrameSource:
+               pose_topic: str | None = None, max_pose_gap: float = 0.1,
+               skip_damaged: bool = False) -> FrameSource:
     """Images on ``topic`` of a ROS 1 or ROS 2 bag (needs ``vpr-edge[ros]``); with
-    ``pose_topic``, each frame's pose at its stamp (``bags.read_image_frames``)."""
+    ``pose_topic``, each frame's pose at its stamp (``bags.read_image_frames``);
+    ``skip_damaged`` as for :func:`folder_source` (a damaged bag still stops the run)."""
     from . import bags
 
     count = bags.count_frames(bag, topic)
     if count == 0:
         raise InvalidInputError(f"{bag}: topic {topic!r} has no messages")
     length = (count + every - 1) // every
+    skipped: list[str] = []
 
     def frames() -> Iterator[SourceFrame]:
         # index: the position in this sequence (after --every), as for folders and lists;
         # the key keeps the frame's number on the topic
+        skipped.clear()
         frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic,
-                                        max_pose_gap=max_pose_gap)
-        without_pose = 0
-        for position, frame in enumerate(frames):
+                                        max_pose_gap=max_pose_gap,
+                                        skipped=skipped if skip_damaged else None)
+        for frame in frames:
             pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
-            without_pose += pose_topic is not None and pose is None
-            yield SourceFrame(position, f"{_key(Path(bag))}:{topic}:{frame.index}",
+            yield SourceFrame(frame.index // every, f"{_key(Path(bag))}:{topic}:{frame.index}",
                               frame.image, frame.stamp, pose)
-        if without_pose:
-            log.warning("%d of %d frames got no pose from %s: none within %g s of their "
-                        "stamps (a slower pose topic needs a larger --pose-max-gap)",
-                        without_pose, length, pose_topic, max_pose_gap)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
-                       frames=frames)
+                       frames=frames, skipped=skipped)
 
 
 def concat_sources(sources: list[FrameSource]) -> FrameSource:
     """Several sources one after the other (e.g. two traversals of a route)."""
     if len(sources) == 1:
         return sources[0]
+    skipped: list[str] = []
 
     def frames() -> Iterator[SourceFrame]:
+        skipped.clear()
         offset = 0
         for source in sources:
             for frame in source:
                 yield SourceFrame(offset + frame.index, frame.key, frame.image, frame.stamp,
                                   frame.pose)
+            skipped.extend(source.skipped)
             offset += len(source)
 
     return FrameSource(description=" + ".join(s.description for s in sources),
-                       length=sum(len(s) for s in sources), frames=frames)
+                       length=sum(len(s) for s in sources), frames=frames, skipped=skipped)
 
 
 def open_source(*, images: PathLike | list[PathLike] | None = None,
                 frame_list: PathLike | None = None, bag: PathLike | None = None,
                 topic: str | None = None, pose_topic: str | None = None,
-                every: int = 1, max_pose_gap: float = 0.1) -> FrameSource:
+                every: int = 1, max_pose_gap: float = 0.1,
+                skip_damaged: bool = False) -> FrameSource:
     """Exactly one of ``images`` (one folder or several, in order), ``frame_list`` or
-    ``bag`` (+ ``topic``, and optionally ``pose_topic`` with ``max_pose_gap`` seconds)."""
+    ``bag`` (+ ``topic``, and optionally ``pose_topic`` with ``max_pose_gap`` seconds);
+    ``skip_damaged``: frames that cannot be decoded are left out (listed in the source's
+    ``skipped`` as it is read) instead of stopping the run."""
     given = [name for name, value in (("--images", images), ("--list", frame_list),
                                       ("--bag", bag)) if value]
     if len(given) != 1:
@@ -179,21 +213,31 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
             f"give exactly one frame source (--images DIR, --list CSV or --bag BAG --topic T); "
             f"got {given or 'none'}"
         )
+    if not bag and (topic or pose_topic):
+        named = " and ".join(n for n, v in (("--topic", topic), ("--pose-topic", pose_topic))
+                             if v)
+        raise InvalidInputError(
+            f"{named} read a ROS bag, and the frames come from {given[0]}; give the bag "
+            "(--bag BAG), or poses in a --list CSV (x, y, ... columns)"
+        )
     if not positive_int(every):
         raise InvalidInputError(f"--every must be a positive integer, got {every!r}")
     every = int(every)
     if not (isinstance(max_pose_gap, (int, float)) and math.isfinite(max_pose_gap)
             and max_pose_gap > 0):
         raise InvalidInputError(f"--pose-max-gap must be positive seconds, got {max_pose_gap!r}")
+    if not isinstance(skip_damaged, bool):
+        raise InvalidInputError(f"skip_damaged must be True or False, got {skip_damaged!r}")
     if images:
         folders = images if isinstance(images, (list, tuple)) else [images]
-        return concat_sources([folder_source(f, every=every) for f in folders])
+        return concat_sources([folder_source(f, every=every, skip_damaged=skip_damaged)
+                               for f in folders])
     if frame_list:
-        return list_source(frame_list, every=every)
+        return list_source(frame_list, every=every, skip_damaged=skip_damaged)
     if topic is None:
         raise InvalidInputError("--bag needs --topic (the sensor_msgs/Image topic)")
     return bag_source(bag, topic, every=every, pose_topic=pose_topic,
-                      max_pose_gap=max_pose_gap)
+                      max_pose_gap=max_pose_gap, skip_damaged=skip_damaged)
 
 
 def _number(text: str | None, path: Path, line: int, column: str) -> float | None:

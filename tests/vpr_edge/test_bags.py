@@ -191,3 +191,46 @@ def test_an_empty_image_topic_is_refused_and_every_takes_numpy_ints(tmp_path, ba
     assert [f.index for f in got] == [0, 3]
     with pytest.raises(InvalidInputError, match="every_n"):
         next(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, every_n=True))
+
+
+def test_damaged_image_messages_stop_the_read_or_are_skipped(tmp_path, bag_writer,
+                                                             gp_frames, caplog) -> None:
+    """One truncated JPEG in the middle of a bag: an error naming the message and the way
+    past it, or (``skipped=[]``) every other frame, with the skipped one described."""
+    from vpr_edge.sources import open_source
+
+    store = bag_writer._store()
+    jpegs = [bag_writer._jpeg(f) for f in gp_frames[:4]]
+    jpegs[2] = jpegs[2][: len(jpegs[2]) // 3]
+    bag = bag_writer.write_messages(
+        tmp_path / "bad.bag",
+        [(10.0 + i, bag_writer.compressed_message(store, data, 10.0 + i, "jpeg"))
+         for i, data in enumerate(jpegs)] + [(14.0, b"\x01\x02")],  # and one not a message
+        image_type="sensor_msgs/msg/CompressedImage")
+    with pytest.raises(InvalidInputError, match=r"/camera/image_raw message 2: .*(skip-damaged"
+                                                r".*skipped=\[\])"):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC))
+    skipped: list[str] = []
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, skipped=skipped))
+    assert [f.index for f in got] == [0, 1, 3]
+    assert len(skipped) == 2 and "message 2: " in skipped[0]
+    assert "message 4 is damaged" in skipped[1] and "skipped: " in caplog.text
+    source = open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC, skip_damaged=True)
+    assert [f.index for f in source] == [0, 1, 3] and len(source.skipped) == 2
+    assert [f.index for f in source] == [0, 1, 3] and len(source.skipped) == 2  # not 4
+
+
+def test_frames_and_poses_on_different_clocks_are_named(tmp_path, bag_writer, gp_frames,
+                                                        caplog) -> None:
+    """Camera stamped by its own clock (10 s), odometry by ROS time (1000 s): no frame gets a
+    pose, and the warning says why instead of suggesting a larger gap."""
+    bag = bag_writer.write_messages(
+        tmp_path / "clocks.bag", _images(bag_writer, gp_frames[:3], [10.0, 10.1, 10.2]),
+        _odometry(bag_writer, [(1000.0, 0.0), (1000.1, 1.0), (1000.2, 2.0)]))
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                          pose_topic=bag_writer.ODOM_TOPIC, max_pose_gap=5.0))
+    assert [f.pose for f in got] == [None, None, None]
+    assert "stamped 10.000-10.200 s and the poses 1000.000-1000.200 s" in caplog.text
+    assert "different clocks" in caplog.text and "--pose-max-gap" not in caplog.text

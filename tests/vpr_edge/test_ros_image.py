@@ -98,8 +98,23 @@ def test_compressed_jpeg_and_png() -> None:
     with pytest.raises(ImageMessageError) as error:
         compressed_to_rgb(SimpleNamespace(format="jpeg", data=b"not a jpeg"))
     assert error.value.kind == "undecodable compressed image"
+    assert "not a known image format" in str(error.value)
+    assert "BytesIO" not in str(error.value)  # Pillow's text named an object address
     with pytest.raises(ImageMessageError, match="no data"):
         compressed_to_rgb(SimpleNamespace(format="jpeg", data=b""))
+
+
+def test_compressed_depth_images_are_named() -> None:
+    """compressed_depth_image_transport's format (a 12-byte header, then a 16-bit PNG) was
+    called undecodable data; it is a depth image, which place recognition does not use."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4, 4), 900, np.uint16)).save(buf, format="PNG")
+    with pytest.raises(ImageMessageError) as error:
+        compressed_to_rgb(SimpleNamespace(format="16UC1; compressedDepth",
+                                          data=bytes(12) + buf.getvalue()))
+    assert error.value.kind == "unsupported encoding"
+    assert "'16UC1; compressedDepth' is a depth image" in str(error.value)
+    assert "colour or grey images" in str(error.value)
 
 
 @pytest.mark.parametrize("pad", [0, 3])

@@ -26,12 +26,16 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                        help="seconds: a pose further than this from a frame's stamp is not "
                             "used for it (raise it for pose topics slower than 10 Hz)")
     group.add_argument("--every", type=int, default=1, help="use every n-th frame")
+    group.add_argument("--skip-damaged", action="store_true",
+                       help="leave out frames that cannot be decoded (a truncated file, a "
+                            "damaged bag message), with a warning each and their count in "
+                            "the summary, instead of stopping at the first")
 
 
 def source_from(args: argparse.Namespace) -> FrameSource:
     return open_source(images=args.images, frame_list=args.frame_list, bag=args.bag,
                        topic=args.topic, pose_topic=args.pose_topic, every=args.every,
-                       max_pose_gap=args.pose_max_gap)
+                       max_pose_gap=args.pose_max_gap, skip_damaged=args.skip_damaged)
 
 
 def require_map(path: Path) -> None:

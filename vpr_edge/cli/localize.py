@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode_ms_p50": round(float(np.percentile(np.array(decode_times) * 1000, 50)), 2),
         "query_ms_p50": round(float(np.percentile(ms, 50)), 2),
         "query_ms_p95": round(float(np.percentile(ms, 95)), 2),
+        **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
     if scored:
         summary.update({f"recall@{k}": round(hits[k] / scored, 4) for k in ks})

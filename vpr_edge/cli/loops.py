@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "frames": len(frames), "loops_reported": sum(r.loop is not None for r in results),
         "describe_ms_per_frame": round(1000 * describe_s / max(1, len(frames)), 2),
         "detect_ms_per_frame": round(1000 * detect_s / max(1, len(frames)), 3),
+        **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
     if truth is not None and not any(truth):  # every reported loop is then a false one
         log.warning("--gt %s: no frame of this sequence has a ground-truth loop, so recall "

@@ -2,7 +2,9 @@
 
 Resumable: every place records the frame it came from (``meta["source"]``), the map is saved
 atomically every ``--save-every`` frames, and a rerun over the same frames skips those already
-in the map. A crash or Ctrl-C loses at most the frames since the last save.
+in the map. A crash or Ctrl-C loses at most the frames since the last save; a frame that
+cannot be decoded stops the run after saving the places before it (``--skip-damaged`` leaves
+such frames out instead).
 
 Frames arrive in route order, which makes a weaker search graph than a random order: each
 inference batch is added at once (a batch enters the graph shuffled, and is re-inserted when
@@ -15,6 +17,7 @@ skips it).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +29,8 @@ from .output import print_facts, write_json
 
 if TYPE_CHECKING:
     from ..index import IndexSettings
+
+log = logging.getLogger("vpr_edge")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -82,18 +87,25 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             since_save += len(pending)
             pending.clear()
 
-        for frame in tqdm(source, total=len(source), desc="map build", unit="frame",
-                          disable=not progress):
-            if frame.key in done:
-                skipped += 1
-                continue
-            pending.append(frame)
-            if len(pending) >= batch:
-                flush()
-            if since_save >= save_every:
+        try:
+            for frame in tqdm(source, total=len(source), desc="map build", unit="frame",
+                              disable=not progress):
+                if frame.key in done:
+                    skipped += 1
+                    continue
+                pending.append(frame)
+                if len(pending) >= batch:
+                    flush()
+                if since_save >= save_every:
+                    loc.save()
+                    since_save = 0
+            flush()
+        except InvalidInputError:  # a frame that cannot be read: keep the places before it
+            if since_save:
                 loc.save()
-                since_save = 0
-        flush()
+                log.warning("saved the %d places added before the error to %s (a rerun "
+                            "resumes after them)", len(loc), map_dir)
+            raise
         rebuild_seconds = None
         if (rebuild and added and added >= len(loc) - added
                 and loc.index.info()["search"] == "hnsw"):
@@ -108,6 +120,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         "already_in_map": skipped, "places": places, "seconds": round(seconds, 3),
         "describe_ms_per_frame": round(1000 * infer_seconds / added, 2) if added else None,
         "graph_rebuild_seconds": rebuild_seconds,
+        **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
 
 

@@ -415,3 +415,45 @@ def test_localize_positions_with_poses_of_other_lengths(tiny_onnx: Path, routes,
     assert main(["localize", str(tiny_onnx), str(map_dir), "--list", str(query_list), "--gt",
                  "positions", "--gt-radius", "0.5", "--no-progress", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["recall@1"] >= 0.9
+
+
+def test_a_damaged_frame_keeps_the_places_before_it_and_can_be_skipped(
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None, capsys) -> None:
+    """A truncated image file among 30: the build stops there naming the file and the way
+    past it, after saving the places before it (nothing was saved with the default
+    --save-every 500); --skip-damaged then adds the rest and counts the one left out, and
+    loops and localize skip it too."""
+    run1, run2 = routes
+    bad = run1 / "Image017.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    map_dir = tmp_path / "map"
+    out = tmp_path / "build.json"
+    args = ["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
+            "--no-progress", "--batch", "4", "--json", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Image017.png" in err and "--skip-damaged" in err
+    from vpr_edge.index import PlaceIndex
+
+    assert len(PlaceIndex.open(map_dir)) == 16  # the batches before the one holding it
+    assert main([*args, "--skip-damaged"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["added"] == 13 and summary["places"] == 29
+    assert summary["damaged_frames_skipped"] == 1
+    loops = tmp_path / "loops.json"
+    assert main(["loops", str(tiny_onnx), "--images", str(run1), "--no-progress",
+                 "--skip-damaged", "--json", str(loops)]) == 0
+    assert json.loads(loops.read_text())["frames"] == 29
+    assert json.loads(loops.read_text())["damaged_frames_skipped"] == 1
+    assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run1),
+                 "--no-progress"]) == 2
+    assert "--skip-damaged" in capsys.readouterr().err
+
+
+def test_bag_topics_without_a_bag_are_refused(tiny_onnx: Path, routes, tmp_path: Path,
+                                              capsys) -> None:
+    run1, _ = routes
+    assert main(["map", "build", str(tiny_onnx), str(tmp_path / "m"), "--images", str(run1),
+                 "--pose-topic", "/odom", "--no-progress"]) == 2
+    assert "--pose-topic read a ROS bag" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
