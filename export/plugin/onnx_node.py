@@ -85,9 +85,12 @@ def replace_netvlad(model, weight: np.ndarray, bias: np.ndarray, centroids: np.n
     names = ("netvlad.weight", "netvlad.bias", "netvlad.centroids")
     for name, value in zip(names, (weight, bias, centroids)):
         graph.initializer.append(numpy_helper.from_array(value.astype(dtype), name))
+    # plugin_namespace: where TensorRT's ONNX parser looks the plugin up (onnx-tensorrt
+    # reads this attribute; only newer parsers fall back to the node's domain)
     node = helper.make_node(PLUGIN_OP, [features, *names], [node_out], name=NODE_NAME,
                             domain=PLUGIN_DOMAIN, num_clusters=int(k), dim=int(d),
-                            eps=float(eps), normalize_input=int(bool(normalize_input)))
+                            eps=float(eps), normalize_input=int(bool(normalize_input)),
+                            plugin_namespace=PLUGIN_DOMAIN)
     first = list(graph.node).index(scoped[0])
     kept = [n for n in graph.node if not n.name.startswith(AGGREGATION_SCOPE)]
     kept[first:first] = [*before, node, *after]

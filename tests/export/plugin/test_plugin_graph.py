@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from vpr_edge.export.exporter import export
 from vpr_edge.export.plugin.onnx_node import (
     PLUGIN_DOMAIN,
+    PLUGIN_ID,
     PLUGIN_OP,
     plugin_nodes,
     replace_netvlad,
@@ -79,6 +80,8 @@ def test_netvlad_is_one_node_with_its_weights_as_initializers(exported, name, dt
     assert (node.domain, node.op_type) == (PLUGIN_DOMAIN, PLUGIN_OP)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["num_clusters"] == 8 and attrs["dim"] == 112 and attrs["normalize_input"] == 1
+    # TensorRT parsers before the domain fallback find the plugin by this attribute only
+    assert attrs["plugin_namespace"] == PLUGIN_ID.split("::")[0].encode()
     inits = {t.name: t for t in model.graph.initializer}
     assert [inits[i].data_type for i in node.input[1:]] == [dtype] * 3
     assert list(inits[node.input[1]].dims) == [8, 112]
