@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT builder workspace (MiB)")
     p.add_argument("--compute-capability", action="append", default=None,
                    dest="compute_capabilities",
-                   help="TensorRT-RTX target (e.g. 8.9; repeat for several); default: all")
+                   help="TensorRT-RTX target GPU architecture (e.g. 8.9; repeat for "
+                        "several; 8.0 or later); default: 8.0, 8.6, 8.9 and 12.0, which also "
+                        "run on later GPUs")
     p.add_argument("--version-compatible", action="store_true",
                    help="build the engine with TensorRT's VERSION_COMPATIBLE flag: it then "
                         "also runs on later TensorRT versions and on the lean runtime "

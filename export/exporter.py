@@ -188,12 +188,14 @@ def export(config: ExportConfig) -> ExportResult:
             with _Timer(result, "build TensorRT engine") as step:
                 from vpr_edge.engine_file import engine_header_for, write_engine_file
 
+                shown = next((final[t].name for t, temp in temps.items()
+                              if temp == engine_source), engine_source.name)
                 built = build_engine(engine_source, EngineBuildConfig(
                     batch=config.batch, workspace_mib=config.workspace_mib,
                     timing_cache=out_dir / f"{name}.timing.cache",
                     compute_capabilities=config.compute_capabilities,
                     module=config.tensorrt_module, plugin=plugin,
-                    version_compatible=config.version_compatible))
+                    version_compatible=config.version_compatible), shown_as=shown)
                 source_meta = meta16 if config.fp16 else meta32
                 if plugin is not None:
                     source_meta = replace(source_meta, plugin=PLUGIN_INFO)
@@ -228,10 +230,39 @@ def export(config: ExportConfig) -> ExportResult:
         for target, temp in temps.items():
             os.replace(temp, final[target])
             result.files[target] = final[target]
+        stale = _other_models_files(final, temps, meta32.fingerprint)
+        if stale:
+            result.notes.append(
+                f"{', '.join(stale)} beside it: from an earlier export of another model under "
+                "this name (this one did not replace them); delete them, or export with "
+                "another --name")
         return result
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
+
+
+def _other_models_files(final: dict[str, Path], written: dict[str, Path], fingerprint: str
+                        ) -> list[str]:
+    """Names of the files an export under this name writes that this one did not, and that
+    hold another model (an unreadable one counts as another model's)."""
+    from vpr_edge.engine_file import read_engine_header
+    from vpr_edge.errors import VprEdgeError
+    from vpr_edge.metadata import read_onnx_metadata
+
+    stale = []
+    for target, path in final.items():
+        if target in written or not path.is_file():
+            continue
+        try:
+            meta = (read_engine_header(path).model if target == "engine"
+                    else read_onnx_metadata(str(path)))
+            if meta.fingerprint == fingerprint:
+                continue
+        except VprEdgeError:
+            pass
+        stale.append(path.name)
+    return stale
 
 
 PLUGIN_INFO = PluginInfo(name=PLUGIN_OP, version=PLUGIN_VERSION, namespace=PLUGIN_DOMAIN)

@@ -79,6 +79,11 @@ class ExportConfig:
     extra: dict = field(default_factory=dict)
 
 
+#: The oldest GPU architecture a TensorRT-RTX engine of our graphs can target (Turing, 7.5,
+#: has no FP32 GEMM in TensorRT-RTX, which the NetVLAD layer needs).
+MIN_RTX_CAPABILITY = (8, 0)
+
+
 def check_arguments(config: ExportConfig) -> None:
     """Refuse impossible requests before any work starts."""
     problems = []
@@ -108,6 +113,16 @@ def check_arguments(config: ExportConfig) -> None:
                                     or "\\" in config.name):
         problems.append(f"--name {config.name!r} must be a plain file name (no folders: "
                         "give the folder with -o)")
+    for capability in config.compute_capabilities or ():
+        numbers = str(capability).split(".")
+        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+            problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")
+        elif (int(numbers[0]), int(numbers[1])) < MIN_RTX_CAPABILITY:
+            problems.append(
+                f"--compute-capability {capability}: TensorRT-RTX runs no FP32 matrix "
+                f"products on GPUs before {'.'.join(map(str, MIN_RTX_CAPABILITY))}, and "
+                "NetVLAD needs them; for such a GPU, build the engine on it with full "
+                "TensorRT (vpr-export ... --engine there)")
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
     if config.version_compatible and config.engine is not False and not problems:

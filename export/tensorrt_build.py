@@ -32,6 +32,8 @@ from typing import Any
 from vpr_edge.backends.tensorrt_logger import process_logger
 from vpr_edge.errors import MissingDependencyError, ModelFormatError
 
+from .targets import MIN_RTX_CAPABILITY
+
 log = logging.getLogger("vpr_edge.export")
 
 BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
@@ -102,14 +104,20 @@ def _capability_enum(trt: ModuleType, text: str) -> Any:
     name = "SM" + text.replace(".", "")
     value = getattr(trt.ComputeCapability, name, None)
     if value is None:
-        known = [m[2:] for m in dir(trt.ComputeCapability) if m.startswith("SM")]
-        raise ModelFormatError(f"{trt.__name__} cannot target compute capability {text}; it "
-                               f"knows {', '.join(k[:-1] + '.' + k[-1] for k in known)}")
+        known = [(int(m[2:-1]), int(m[-1])) for m in dir(trt.ComputeCapability)
+                 if m.startswith("SM") and m[2:].isdigit()]
+        usable = [f"{major}.{minor}" for major, minor in sorted(known)
+                  if (major, minor) >= MIN_RTX_CAPABILITY]
+        raise ModelFormatError(f"{trt.__name__} cannot target compute capability {text}; "
+                               f"give one of {', '.join(usable)}")
     return value
 
 
-def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
-    """Parse ``onnx_path`` and build a serialized engine (see module docstring)."""
+def build_engine(onnx_path: Path, config: EngineBuildConfig, *, shown_as: str | None = None
+                 ) -> BuiltEngine:
+    """Parse ``onnx_path`` and build a serialized engine (see module docstring); ``shown_as``:
+    the file to name in errors (the ONNX's final name, when ``onnx_path`` is a temporary)."""
+    shown = shown_as or onnx_path.name
     found = find_builder(config.module)
     if found is None:
         raise MissingDependencyError(builder_available()[1])
@@ -125,7 +133,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
     parser = trt.OnnxParser(network, recorder)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-        raise ModelFormatError(f"{name} cannot parse {onnx_path.name}: {'; '.join(errors)}")
+        raise ModelFormatError(f"{name} cannot parse {shown}: {'; '.join(errors)}")
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
                                          config.workspace_mib << 20)
@@ -160,7 +168,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig) -> BuiltEngine:
         capability, device = f"{major}.{minor}", cuda_memory.device_name(0)
     serialized = builder.build_serialized_network(network, builder_config)
     if serialized is None:
-        raise ModelFormatError(f"{name} failed to build an engine from {onnx_path.name}: "
+        raise ModelFormatError(f"{name} failed to build an engine from {shown}: "
                                + "; ".join(recorder.errors_since(mark, last=5)))
     if use_cache:
         config.timing_cache.write_bytes(

@@ -25,7 +25,7 @@ import torch
 
 from vpr_edge import __version__
 from vpr_edge.atomic_file import atomic_write
-from vpr_edge.errors import ModelFormatError
+from vpr_edge.errors import InvalidInputError, ModelFormatError
 
 from .config import ModelConfig
 from .model import VPRModel, build_model
@@ -57,7 +57,7 @@ class Checkpoint:
         except RuntimeError as exc:
             raise ModelFormatError(
                 f"{self.path}: weights do not fit the architecture its config describes "
-                f"({str(exc).splitlines()[0]}); the file is damaged or was edited"
+                f"({_state_dict_problem(exc)}); the file is damaged or was edited"
             ) from exc
         model.config = self.config
         return model.eval()
@@ -123,10 +123,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged pickle can raise almost anything (KeyError, ...)
+        text = str(exc)
+        if text.startswith("Weights only load failed"):  # torch's advice is to load unsafely
+            why = ("it holds Python objects besides tensors and plain data, which vpr-edge "
+                   "does not unpickle (a vpr-edge checkpoint never does)")
+        else:
+            why = (f"{type(exc).__name__}: "
+                   f"{text.splitlines()[0] if text else 'truncated or damaged'}")
         raise ModelFormatError(
-            f"{path}: not a readable vpr-edge checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'truncated or damaged'}); "
-            "make one with `vpr-train init` or `vpr-train`"
+            f"{path}: not a readable vpr-edge checkpoint ({why}); make one with "
+            "`vpr-train init` or `vpr-train`"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ModelFormatError(
@@ -143,7 +149,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelFormatError(f"{path}: checkpoint lacks {', '.join(missing)}; it is damaged")
-    config = ModelConfig.from_dict(data["config"])
+    try:
+        config = ModelConfig.from_dict(data["config"])
+    except (InvalidInputError, ModelFormatError) as exc:  # the config's own, without the file
+        raise ModelFormatError(f"{path}: {exc}") from exc
     state = data["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFormatError(f"{path}: checkpoint state_dict is not a dict of tensors")
@@ -161,6 +170,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         provenance=dict(data.get("provenance") or {}),
         training_state=data.get("training_state"),
     )
+
+
+def _state_dict_problem(exc: RuntimeError, limit: int = 400) -> str:
+    """torch's load_state_dict error in one line: which keys are missing or unexpected and
+    which shapes differ (its first line says only that loading failed)."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    text = "; ".join(lines) or str(exc).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_model(path: str | os.PathLike) -> VPRModel:

@@ -117,6 +117,11 @@ def describer(model_path: Path, whitening_dim: int | None, threads: int | None
 
 
 def run(args: argparse.Namespace) -> RecallResult:
+    bad = [n for n in args.ns if n < 1]
+    if bad:
+        raise InvalidInputError(f"--ns: N of Recall@N must be >= 1, got {bad[0]}")
+    if args.batch < 1:
+        raise InvalidInputError(f"--batch must be >= 1, got {args.batch}")
     if args.whitening_dim is not None and args.model.suffix in EXPORTED_SUFFIXES:
         raise InvalidInputError(
             f"--whitening-dim applies to .pt checkpoints; {args.model.name} was exported with "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from vpr_edge._optional import require
@@ -141,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_hint(args: argparse.Namespace, started: float) -> str:
+    """What an interrupted ``fit`` left: its checkpoint after the last finished epoch."""
+    output = getattr(args, "output", None)
+    if args.command != "fit" or output is None:
+        return ""
+    try:
+        written = output.stat().st_mtime >= started
+    except OSError:
+        written = False
+    if not written:
+        return " before the first epoch finished; nothing was written"
+    return (f"; {output} holds the last finished epoch: continue with the same command and "
+            f"--resume {output}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:  # every command trains or loads a network (the parser itself imports the trainer)
         require("torch", extra="train", purpose="vpr-train")
@@ -151,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    started = time.time()
     try:
         check_output_file(getattr(args, "output", None), "-o/--output")
         check_output_file(getattr(args, "json", None), "--json")
@@ -158,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     except VprEdgeError as exc:
         print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vpr-train {args.command}: interrupted{_resume_hint(args, started)}",
+              file=sys.stderr)
+        return 130
     if result is not None:
         write_json(getattr(args, "json", None), result)
     return 0

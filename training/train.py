@@ -17,7 +17,7 @@ import argparse
 import logging
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +377,6 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> tuple[RetrievalDataset, RetrievalDataset | None]:
-    from dataclasses import replace
 
     from .datasets.frame_aligned import frame_aligned_dataset
     from .datasets.manifest import read_manifest
@@ -408,7 +407,6 @@ def _datasets(args: argparse.Namespace) -> tuple[RetrievalDataset, RetrievalData
 
 
 def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
-    from dataclasses import replace
 
     from .backbones import build_backbone
     from .cli_train import _print_table
@@ -450,6 +448,10 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
         train_height=args.train_size[0] if args.train_size else None,
         train_width=args.train_size[1] if args.train_size else None, seed=args.seed,
     )
+    if args.resume is not None:
+        from .resume import resumed_config
+
+        config = resumed_config(args.resume, ckpt, config, train_set)
     result = train(model, train_set, config, output=args.output, validation=validation,
                    resume=resume_state, progress=not args.no_progress,
                    provenance={"dataset": train_set.describe(), "seed": args.seed,

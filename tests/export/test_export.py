@@ -164,6 +164,9 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     ({"name": "sub/m"}, InvalidInputError, "plain file name"),  # was a raw FileNotFoundError
     ({"name": ".."}, InvalidInputError, "plain file name"),
     ({"name": ""}, InvalidInputError, "plain file name"),
+    # TensorRT-RTX has no FP32 GEMM on Turing: the build failed late with a Myelin error
+    ({"compute_capabilities": ("7.5",)}, InvalidInputError, "before 8.0, and NetVLAD needs"),
+    ({"compute_capabilities": ("sm89",)}, InvalidInputError, "give MAJOR.MINOR"),
 ])
 def test_bad_requests_fail_before_writing(checkpoint, tmp_path: Path, changes, error,
                                           words) -> None:
@@ -322,3 +325,37 @@ def test_a_json_report_that_cannot_be_written_is_refused_first(checkpoint, tmp_p
     assert main([str(checkpoint), "-o", str(out), "--no-engine", "--no-validate",
                  "--json", str(tmp_path)]) == 2
     assert "--json" in capsys.readouterr().err and not out.exists()
+
+
+def test_files_of_another_model_under_the_same_name_are_named(checkpoint, tmp_path: Path
+                                                              ) -> None:
+    """Exporting another model as small.onnx beside an earlier export's small.fp16.onnx and
+    small.engine left those in place without a word (they hold the earlier model)."""
+    export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, fp16=True, engine=False,
+                        validate=False))
+    (tmp_path / "small.engine").write_bytes(b"not an engine")  # unreadable: another model's
+    again = export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
+                                validate=False))
+    (note,) = [n for n in again.notes if "earlier export" in n]
+    assert note.startswith("small.engine beside it")  # small.fp16.onnx is this model's
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.pt",
+                            build_model(preset(num_clusters=8, input_size=(H, W))).eval())
+    third = export(ExportConfig(checkpoint=other, output_dir=tmp_path, name="small",
+                                engine=False, validate=False))
+    (note,) = [n for n in third.notes if "earlier export" in n]
+    assert note.startswith("small.fp16.onnx, small.engine beside it")
+
+
+def test_engine_build_errors_name_the_final_file(tmp_path: Path) -> None:
+    """The ONNX the builder reads is a temporary beside the output; errors named it
+    (`.small.fp16.onnx.f94abfbf7760.tmp`)."""
+    pytest.importorskip("tensorrt_rtx")
+    from vpr_edge.export.tensorrt_build import EngineBuildConfig, build_engine
+
+    temp = tmp_path / ".small.fp16.onnx.f94abfbf7760.tmp"
+    temp.write_bytes(b"not an onnx graph")
+    with pytest.raises(ModelFormatError) as raised:
+        build_engine(temp, EngineBuildConfig(module="tensorrt_rtx"), shown_as="small.fp16.onnx")
+    assert "cannot parse small.fp16.onnx" in str(raised.value)
+    assert ".tmp" not in str(raised.value)

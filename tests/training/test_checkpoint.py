@@ -114,8 +114,16 @@ def test_bad_checkpoints_are_refused_clearly(small_model, tmp_path: Path) -> Non
     missing["weights_sha256"] = weights_sha256(missing["state_dict"])
     cases["do not fit"] = _save_raw(tmp_path / "missing.pt", missing)
     for words, path in cases.items():
-        with pytest.raises(ModelFormatError, match=words.strip()):
+        with pytest.raises(ModelFormatError, match=words.strip()) as raised:
             load_model(path)
+        assert str(path) in str(raised.value)
+    with pytest.raises(ModelFormatError) as raised:  # which weights, not torch's first line
+        load_model(cases["do not fit"])
+    assert 'Missing key(s) in state_dict: "aggregation.centroids"' in str(raised.value)
+    pickled = _save_raw(tmp_path / "object.pt", {"format": object})
+    with pytest.raises(ModelFormatError, match="Python objects besides tensors") as raised:
+        load_model(pickled)
+    assert "weights_only=False" not in str(raised.value)  # torch's advice: load it unsafely
     assert raw["format"] == CHECKPOINT_FORMAT
     assert zipfile.is_zipfile(good)
 

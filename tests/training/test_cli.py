@@ -134,3 +134,34 @@ def test_without_torch_each_tool_names_its_extra(tmp_path: Path, monkeypatch, ca
     assert export_cli.main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "out")]) == 2
     assert "vpr-edge's 'export' extra" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ns", [["0"], ["-1", "5"]])
+def test_recall_at_n_below_one_is_refused_before_any_work(tmp_path: Path, ns, capsys) -> None:
+    """--ns 0 failed with a numpy traceback after every image was encoded."""
+    assert cli_eval.main([str(tmp_path / "any.pt"), "--corridor", str(tmp_path),
+                          "--ns", *ns]) == 2
+    assert "--ns: N of Recall@N must be >= 1" in capsys.readouterr().err
+
+
+def test_an_interrupted_fit_says_how_to_resume(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Ctrl-C printed a KeyboardInterrupt traceback and no word on the checkpoint."""
+    from vpr_edge.training import train
+
+    output = tmp_path / "fit.pt"
+    args = ["fit", "--frame-aligned", str(tmp_path), str(tmp_path), "--output", str(output)]
+
+    def interrupted(write: bool):
+        def run(_args):
+            if write:
+                output.write_bytes(b"the checkpoint of epoch 1")
+            raise KeyboardInterrupt
+        return run
+
+    monkeypatch.setattr(train, "run_fit", interrupted(write=False))
+    assert cli_train.main(args) == 130
+    assert "interrupted before the first epoch finished" in capsys.readouterr().err
+    monkeypatch.setattr(train, "run_fit", interrupted(write=True))
+    assert cli_train.main(args) == 130
+    err = capsys.readouterr().err
+    assert f"{output} holds the last finished epoch" in err and f"--resume {output}" in err

@@ -125,3 +125,22 @@ def test_corridor_explicit_ground_truth(corridor_dir: Path) -> None:
     assert len(ds.queries) == len(ds.database) == 111
     assert ds.positives()[0].tolist() == [0, 1, 2]
     assert ds.positives()[1].tolist() == [0, 1, 2, 3]
+
+
+def test_corridor_ground_truth_of_another_split_is_refused(corridor_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """Reference indices beyond ref/ gave recall 0 without a word."""
+    import numpy as np
+
+    from vpr_edge.errors import InvalidInputError
+
+    for name in ("ref", "query"):
+        (tmp_path / name).symlink_to(corridor_dir / name)
+    table = np.load(corridor_dir / "ground_truth.npy", allow_pickle=True)
+    shifted = np.empty(len(table), dtype=object)
+    for i, (q, matches) in enumerate(table):
+        shifted[i] = [q, [int(m) + 500 for m in matches]]
+    np.save(tmp_path / "ground_truth.npy", shifted, allow_pickle=True)
+    with pytest.raises(InvalidInputError, match=r"query 0 matches reference index 500, but .*"
+                                                r"holds 111 images"):
+        corridor_dataset(tmp_path)

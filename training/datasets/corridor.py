@@ -28,7 +28,14 @@ def corridor_dataset(root: str | os.PathLike) -> RetrievalDataset:
     for q, matches in table:
         if not 0 <= int(q) < len(queries):
             raise InvalidInputError(f"{gt_file}: query index {q} out of range")
-        positives[int(q)] = np.array(sorted(int(m) for m in matches), dtype=int)
+        refs_of_q = np.array(sorted(int(m) for m in matches), dtype=int)
+        outside = refs_of_q[(refs_of_q < 0) | (refs_of_q >= len(refs))]
+        if outside.size:
+            raise InvalidInputError(
+                f"{gt_file}: query {q} matches reference index {int(outside[0])}, but "
+                f"{root / 'ref'} holds {len(refs)} images (indices 0..{len(refs) - 1}); the "
+                "ground truth belongs to another split of the dataset")
+        positives[int(q)] = refs_of_q
     # positions are only placeholders here: ground truth is explicit
     return RetrievalDataset(
         name="corridor",
