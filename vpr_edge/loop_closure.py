@@ -31,6 +31,10 @@ from .index import PlaceMatch
 
 log = logging.getLogger("vpr_edge")
 
+#: Seconds of float rounding allowed at the ``exclusion_seconds`` boundary: a keyframe exactly
+#: that old is a candidate (10 Hz stamps ``i * 0.1`` put 1.0 - 0.3 below 0.7000000000000001).
+STAMP_TOLERANCE = 1e-6
+
 
 @dataclass(frozen=True)
 class LoopClosureConfig:
@@ -41,11 +45,12 @@ class LoopClosureConfig:
             never loop candidates (they are trivially similar to the current one).
             VINS-Mono: 50. Places of a map opened from disk are not counted: a robot that
             starts again where its last session ended can close a loop with its last places.
-        exclusion_seconds: also exclude the keyframes this detector added within this many
-            seconds before the current frame (by their stamps; needs stamps); None disables
-            the time window. Time that jumps back (a bag played in a loop, a restarted
-            simulator) starts the window afresh: places stamped "later" than now, from
-            before the jump or from a map saved earlier, stay candidates.
+        exclusion_seconds: also exclude the keyframes this detector added less than this
+            many seconds before the current frame (by their stamps; needs stamps; one exactly
+            that old is a candidate); None disables the time window. Time that jumps back
+            (a bag played in a loop, a restarted simulator) starts the window afresh: places
+            stamped "later" than now, from before the jump or from a map saved earlier, stay
+            candidates.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
             compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
             places about 0-0.3), so this depends on the model: with the default model on
@@ -267,7 +272,7 @@ class LoopClosureDetector:
                         self._last_stamp - now)
             timed.clear()
         self._last_stamp = now
-        cutoff = now - self.config.exclusion_seconds
+        cutoff = now - self.config.exclusion_seconds + STAMP_TOLERANCE
         while timed and next(iter(timed.values())) <= cutoff:  # left the window for good
             del timed[next(iter(timed))]
         if not timed:

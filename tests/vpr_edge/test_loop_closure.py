@@ -88,6 +88,19 @@ def test_time_window_exclusion(loc: Localizer, route: np.ndarray) -> None:
         detector.process_descriptor(route[0])
 
 
+def test_a_keyframe_exactly_the_window_old_is_a_candidate(loc: Localizer,
+                                                          route: np.ndarray) -> None:
+    """10 Hz stamps ``i * 0.1`` and a 0.3 s window: the keyframe 3 back was a candidate at
+    every frame but frame 10 (1.0 - 0.3 < 0.7000000000000001)."""
+    config = LoopClosureConfig(min_score=0.5, consistency=1, exclusion_frames=0,
+                               exclusion_seconds=0.3)
+    detector = LoopClosureDetector(loc, config)
+    for i in range(10):
+        detector.process_descriptor(route[i], stamp=i * 0.1)
+    loop = detector.process_descriptor(route[7], stamp=10 * 0.1).loop
+    assert loop is not None and loop.match_id == 7
+
+
 def test_time_jumping_back_starts_the_time_window_afresh(loc: Localizer,
                                                           route: np.ndarray) -> None:
     """A bag played in a loop (or a restarted simulator) reuses stamps: every place of the

@@ -2,7 +2,10 @@
 
 The map was built from one traversal (``vpr-edge map build``); each frame of another
 traversal of the same route is queried. With ground truth by frame number (frame-aligned
-folders) or by position, Recall@1/5/10 are printed; always the per-frame latency:
+folders) or by position, Recall@1/5/10 are printed: the share of the frames that have a true
+place in the map (one within --gt-tolerance frames or --gt-radius metres) whose 1/5/10 best
+matches hold one; frames without a true place in the map are counted apart
+(``frames_without_true_place``), as ``vpr-eval`` does. Always the per-frame latency:
 ``decode_ms_p50`` (reading and decoding the image file or bag message) and ``query_ms_*``
 (``Localizer.query`` on the decoded frame: resize, inference, search).
 """
@@ -56,6 +59,21 @@ def _frame_number(key: str) -> int:
     return int(found.group(1))
 
 
+def _source_numbers(places: dict) -> dict[int, int | None]:
+    """Each place's source frame number (None: the place records no source file)."""
+    return {pid: _frame_number(p.meta["source"]) if p.meta.get("source") else None
+            for pid, p in places.items()}
+
+
+def _map_positions(places: dict) -> np.ndarray:
+    """The places' positions over the coordinates all their poses have (at most 3)."""
+    poses = [p.pose for p in places.values() if p.pose is not None]
+    if not poses:
+        return np.zeros((0, 3))
+    n = min(3, *(len(pose) for pose in poses))
+    return np.array([pose[:n] for pose in poses], dtype=np.float64)
+
+
 def _distance(a, b) -> float:
     """Distance of two poses' positions over the coordinates both have (a map of ``x, y``
     poses against a frame's ``x, y, z`` or seven-value odometry pose)."""
@@ -73,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     source = source_from(args)
     ks = (1, 5, 10)
     hits = {k: 0 for k in ks}
-    scored = 0
+    scored = without_place = 0
     latencies, decode_times = [], []
     with Localizer(args.model, args.map, backend=args.backend,
                    backend_options=backend_options(args)) as loc:
@@ -83,6 +101,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--gt positions: the places of {args.map} have no poses, so no match can be "
                 "scored; build the map with poses (--list with x, y columns, or --bag with "
                 "--pose-topic), or use --gt names")
+        numbers = _source_numbers(places) if args.gt == "names" else {}
+        if args.gt == "names" and places and not any(v is not None for v in numbers.values()):
+            raise InvalidInputError(
+                f"--gt names: the places of {args.map} record no source file (`vpr-edge map "
+                "build` stores it; places added with Localizer.add have none), so no match "
+                "can be scored by frame number; use --gt positions (places with poses)")
+        known = np.array([v for v in numbers.values() if v is not None])
+        positions = _map_positions(places) if args.gt == "positions" else None
         frames = iter(source)
         bar = tqdm(total=len(source), desc="localize", unit="frame", disable=args.no_progress)
         while True:
@@ -100,12 +126,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             if args.gt == "names":
                 want = _frame_number(frame.key)
-                good = [abs(_frame_number(places[m.place_id].meta.get("source", "")) - want)
-                        <= args.gt_tolerance for m in matches]
+                present = bool(np.any(np.abs(known - want) <= args.gt_tolerance))
+                good = [numbers[m.place_id] is not None
+                        and abs(numbers[m.place_id] - want) <= args.gt_tolerance
+                        for m in matches]
             else:
                 require_pose(frame, frame.index)
+                n = min(positions.shape[1], len(frame.pose))
+                present = bool(np.any(np.linalg.norm(
+                    positions[:, :n] - np.asarray(frame.pose[:n], dtype=np.float64), axis=1)
+                    <= args.gt_radius))
                 good = [m.pose is not None and _distance(m.pose, frame.pose) <= args.gt_radius
                         for m in matches]
+            if not present:  # no true place in the map: nothing to find
+                without_place += 1
+                continue
             scored += 1
             for k in ks:
                 hits[k] += int(any(good[:k]))
@@ -120,6 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "query_ms_p95": round(float(np.percentile(ms, 95)), 2),
         **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
+    if args.gt is not None:
+        summary["frames_without_true_place"] = without_place
     if scored:
         summary.update({f"recall@{k}": round(hits[k] / scored, 4) for k in ks})
     print_facts(summary, title=f"vpr-edge localize: {source.description}")

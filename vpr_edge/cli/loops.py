@@ -20,7 +20,12 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..geometric import VerifyConfig
-from ..loop_closure import FrameResult, LoopClosureConfig, LoopClosureDetector
+from ..loop_closure import (
+    STAMP_TOLERANCE,
+    FrameResult,
+    LoopClosureConfig,
+    LoopClosureDetector,
+)
 from ..loop_metrics import (
     LoopScore,
     pr_curve,
@@ -117,7 +122,7 @@ def _eligible(config: LoopClosureConfig, stamps: list):
         if j > q - 1 - config.exclusion_frames:
             return False
         if config.exclusion_seconds is not None and j >= since_jump[q]:
-            return stamps[j] <= stamps[q] - config.exclusion_seconds
+            return stamps[j] <= stamps[q] - config.exclusion_seconds + STAMP_TOLERANCE
         return True
 
     return eligible

@@ -382,6 +382,10 @@ def test_loops_scores_the_time_window_as_the_detector_applies_it() -> None:
     assert eligible(4, 1) and eligible(4, 3)  # before the jump: candidates
     assert not eligible(5, 4)  # 1 s earlier, after the jump: in the window
     assert eligible(6, 4) and eligible(3, 0) and not eligible(2, 1)
+    # a frame exactly the window's length older is a candidate, float rounding or not
+    tenth = _eligible(LoopClosureConfig(exclusion_frames=0, exclusion_seconds=0.3),
+                      [i * 0.1 for i in range(12)])
+    assert all(tenth(q, q - 3) and not tenth(q, q - 2) for q in range(3, 12))
 
 
 def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_path: Path,
@@ -457,3 +461,44 @@ def test_bag_topics_without_a_bag_are_refused(tiny_onnx: Path, routes, tmp_path:
                  "--pose-topic", "/odom", "--no-progress"]) == 2
     assert "--pose-topic read a ROS bag" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_localize_recall_counts_only_frames_with_a_true_place(tiny_onnx: Path, routes,
+                                                              tmp_path: Path, cpu_only: None,
+                                                              capsys) -> None:
+    """A map of the first 12 frames and all 30 queries: the 16 frames with no place within
+    2 frames in the map were misses (recall@1 at most 14/30); they are now counted apart,
+    as vpr-eval does."""
+    run1, run2 = routes
+    part = tmp_path / "part"
+    part.mkdir()
+    for i in range(12):
+        (part / f"Image{i:03d}.png").write_bytes((run1 / f"Image{i:03d}.png").read_bytes())
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(part),
+                 "--no-progress"]) == 0
+    out = tmp_path / "loc.json"
+    assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
+                 "names", "--no-progress", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["frames"] == 30 and summary["frames_without_true_place"] == 16
+    # of the 14 frames the map covers (over all 30 it could not pass 14 / 30)
+    assert summary["recall@1"] > 0.5 and round(summary["recall@1"] * 14, 2).is_integer()
+
+
+def test_localize_names_on_a_map_without_source_files_is_refused(
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None, capsys) -> None:
+    """A map a robot built with Localizer.add: the error was ": no frame number in the file
+    name", after the first query."""
+    from vpr_edge import Localizer
+
+    run1, run2 = routes
+    map_dir = tmp_path / "robot_map"
+    with Localizer(tiny_onnx, map_dir, backend="cpu") as loc:
+        for path in sorted(run1.iterdir())[:5]:
+            loc.add(str(path))
+        loc.save()
+    assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
+                 "names", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "record no source file" in err and "--gt positions" in err
