@@ -101,8 +101,10 @@ class EngineHeader:
             )
         except KeyError as exc:
             raise ModelFormatError(f"{where}: engine header lacks {exc}") from exc
-        except ModelFormatError:
-            raise
+        except ModelFormatError as exc:  # the model metadata's own, which names no file
+            if str(exc).startswith(str(where)):
+                raise
+            raise ModelFormatError(f"{where}: engine header: {exc}") from exc
         except (TypeError, ValueError, OverflowError) as exc:  # a field of the wrong type
             raise ModelFormatError(f"{where}: engine header has a malformed field ({exc}); "
                                    "the file is damaged: rebuild or re-wrap the engine") from exc

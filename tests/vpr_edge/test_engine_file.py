@@ -123,8 +123,21 @@ def test_malformed_header_fields_are_format_errors(engine: Path, field: str, val
 
     data = read_engine_header(engine).to_dict()
     data[field] = value
-    with pytest.raises(ModelFormatError, match="m.engine|model metadata"):
+    with pytest.raises(ModelFormatError, match="m.engine"):
         EngineHeader.from_dict(data, where=str(engine))
+
+
+@pytest.mark.parametrize("edit", [{"fingerprint": "sha256:" + "0" * 64}, {"dim": 4096},
+                                  {"schema_version": 99}])
+def test_edited_model_metadata_in_a_header_names_the_file(engine: Path, edit: dict) -> None:
+    """The model metadata's own errors named no file (every other header error does)."""
+    from vpr_edge.engine_file import EngineHeader
+
+    data = read_engine_header(engine).to_dict()
+    data["model"] = {**data["model"], **edit}
+    with pytest.raises(ModelFormatError) as raised:
+        EngineHeader.from_dict(data, where=str(engine))
+    assert str(raised.value).startswith(f"{engine}: engine header: ")
 
 
 def test_a_compute_capability_that_is_no_version_is_a_format_error(engine: Path) -> None:

@@ -420,6 +420,64 @@ def test_manifest_dim_or_space_disagreeing_with_files(saved_map: Path) -> None:
     assert_refused_naming(saved_map, saved_map / "manifest.json")
 
 
+@pytest.mark.parametrize("edit", [
+    lambda body: body["index"].update(capacity=2**63),  # hnswlib: SIGSEGV
+    lambda body: body["index"].update(capacity=2**64),  # a raw TypeError
+    lambda body: body.update(segments=5),  # a raw TypeError
+    lambda body: body.update(dim=10**12),  # a MemoryError: 473 TiB of descriptors
+    lambda body: body.update(pose_dim=10**12),  # a raw ValueError from numpy
+])
+def test_impossible_sizes_in_a_manifest_are_refused_before_any_allocation(
+        saved_map: Path, edit) -> None:
+    """A manifest from a buggy writer (its own checksum valid) with sizes no file holds."""
+    resign(saved_map, edit)
+    assert_refused_naming(saved_map, saved_map / "manifest.json")
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "index.hnsw", "removed.npy"])
+def test_a_pipe_in_place_of_a_map_file_is_refused_not_waited_on(saved_map: Path,
+                                                                 name: str) -> None:
+    import threading
+
+    (saved_map / name).unlink()
+    os.mkfifo(saved_map / name)
+    raised: list[BaseException] = []
+
+    def open_map() -> None:
+        try:
+            PlaceIndex.open(saved_map, fingerprint=FP)
+        except BaseException as exc:  # noqa: BLE001 (checked below)
+            raised.append(exc)
+
+    thread = threading.Thread(target=open_map, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    if thread.is_alive():  # reading the pipe: let it go, then fail
+        os.close(os.open(saved_map / name, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"open waited on the pipe {name}")
+    assert len(raised) == 1 and isinstance(raised[0], MapCorruptError)
+    assert f"{name}: not a regular file" in str(raised[0])
+
+
+def test_a_descriptor_file_of_another_shape_is_named_once(saved_map: Path,
+                                                          monkeypatch) -> None:
+    """Large files are read in place; the shape error was wrapped again as "not a readable
+    .npy array (... expected ...)"."""
+    from vpr_edge.index import map_store
+
+    monkeypatch.setattr(map_store, "_CHUNK", 64)  # every file takes the large-file path
+    (descriptors,) = files_of(saved_map, ".descriptors.npy")[:1]
+    array = np.load(descriptors)
+    np.save(descriptors, np.zeros((array.shape[0] - 1, array.shape[1]), array.dtype))
+    resign(saved_map, lambda body: body["files"][descriptors.name].update(
+        bytes=descriptors.stat().st_size,
+        sha256=hashlib.sha256(descriptors.read_bytes()).hexdigest()))
+    with pytest.raises(MapCorruptError) as raised:
+        PlaceIndex.open(saved_map, fingerprint=FP)
+    text = str(raised.value)
+    assert "expected float16" in text and "not a readable .npy array" not in text
+
+
 @pytest.mark.parametrize("offset, fmt, value", [
     (72, "<Q", 12),  # M
     (80, "<d", 1e6),  # level multiplier (would make hnswlib allocate huge levels on add)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ def describe_path(path: Path) -> dict[str, Any]:
     where = atomic_dir.resolve_for_read(path) if not path.is_file() else None
     if where is not None or path.is_dir():
         where = where or path
-        if not (where / "manifest.json").is_file():
+        if not any(os.path.lexists(where / name) for name in ("manifest.json", "index.hnsw")):
             raise InvalidInputError(f"{path}: a directory, but not a map (no manifest.json)")
+        # a damaged map (its manifest missing, a folder, a dangling link): open says which
         from ..index import PlaceIndex
 
         index = PlaceIndex.open(path)

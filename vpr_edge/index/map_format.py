@@ -30,6 +30,10 @@ INDEX_NAME = "index.hnsw"
 REMOVED_NAME = "removed.npy"
 #: A manifest larger than this is not ours (it lists a few files per segment).
 MAX_MANIFEST_BYTES = 64 << 20
+#: hnswlib numbers its elements with 32-bit unsigned ints
+MAX_INDEX_CAPACITY = 2**32 - 1
+#: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7)
+MAX_POSE_DIM = 64
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -209,7 +213,10 @@ class Manifest:
         rows = num("rows")
         segments: list[SegmentInfo] = []
         expected_start = 0
-        for raw in body.get("segments", None) or []:
+        raw_segments = body.get("segments", None) or []
+        if not isinstance(raw_segments, list):
+            raise bad("field 'segments' is not a list")
+        for raw in raw_segments:
             if not isinstance(raw, dict):
                 raise bad("a segment entry is not an object")
             seg = SegmentInfo(num("start", raw), num("stop", raw))
@@ -236,6 +243,19 @@ class Manifest:
         elements = num("elements", index)
         if count > rows or elements > rows or count > elements:
             raise bad(f"counts disagree (count {count}, rows {rows}, index elements {elements})")
+        capacity = num("capacity", index)
+        if capacity > MAX_INDEX_CAPACITY:
+            raise bad(f"index capacity {capacity} is beyond what hnswlib can hold "
+                      f"({MAX_INDEX_CAPACITY})")
+        pose_dim = num("pose_dim")
+        if pose_dim > MAX_POSE_DIM:
+            raise bad(f"pose_dim {pose_dim} is not a pose's length (at most {MAX_POSE_DIM})")
+        for seg in segments:  # before arrays are made to these sizes: files hold them
+            for name, needed in ((seg.descriptors, seg.rows * dim * 2),
+                                 (seg.records, seg.rows * 16)):  # id, stamp (older: no pose)
+                if files[name].bytes < needed:
+                    raise bad(f"{name} is {files[name].bytes} bytes, too small for the "
+                              f"{seg.rows} rows of dim {dim} the manifest gives it")
         return cls(
             fingerprint=text("fingerprint", optional=True),
             dim=dim,
@@ -246,9 +266,9 @@ class Manifest:
             count=count,
             rows=rows,
             next_id=num("next_id"),
-            pose_dim=num("pose_dim"),
+            pose_dim=pose_dim,
             index_elements=elements,
-            index_capacity=max(num("capacity", index), elements),
+            index_capacity=max(capacity, elements),
             segments=tuple(segments),
             files=files,
             created_at=text("created_at") or "",

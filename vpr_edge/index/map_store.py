@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -350,9 +351,20 @@ def _corrupt(path: Path, why: str) -> MapCorruptError:
                            "index.hnsw from the stored descriptors)")
 
 
+def _not_a_regular_file(path: Path) -> bool:
+    """A folder, pipe or device where a map file belongs (opening a pipe would wait for ever);
+    a missing file is not one (opening it says so)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
     """Check size and sha256 of one file; return its bytes if small, else None."""
     path = where / name
+    if _not_a_regular_file(path):
+        raise _corrupt(path, "not a regular file (a folder, pipe or device)")
     try:
         with open(path, "rb") as fh:
             actual = os.fstat(fh.fileno()).st_size
@@ -407,6 +419,8 @@ def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) 
                 raise _corrupt(path, f"dtype {dtype} shape {tuple(shape)}, expected "
                                f"{out.dtype} {out.shape}")
             got = fh.readinto(memoryview(out).cast("B"))
+    except MapCorruptError:  # (a ValueError: the shape check above, already worded)
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
     if got != out.nbytes:
@@ -436,6 +450,9 @@ def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[st
 
 def read_manifest(where: Path) -> Manifest:
     path = where / MANIFEST_NAME
+    if _not_a_regular_file(path):
+        raise MapCorruptError(f"{path}: not a regular file (a folder, pipe or device); the map "
+                              "is damaged (restore it from a backup, or rebuild it)")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_MANIFEST_BYTES + 1)
@@ -590,7 +607,7 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     index = hnsw_factory(manifest.graph_dim)
     try:
         index.load_index(str(path), max_elements=max(manifest.index_capacity, 1))
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
         raise _corrupt(path, f"hnswlib cannot load it ({exc})") from exc
     if index.element_count != manifest.index_elements:
         raise _corrupt(path, f"{index.element_count} elements, manifest says "

@@ -502,3 +502,17 @@ def test_localize_names_on_a_map_without_source_files_is_refused(
                  "names", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "record no source file" in err and "--gt positions" in err
+
+
+def test_info_calls_a_map_without_its_manifest_damaged(tiny_onnx: Path, routes, tmp_path: Path,
+                                                       cpu_only: None, capsys) -> None:
+    """It said "a directory, but not a map", where opening the map says it is damaged."""
+    run1, _ = routes
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
+                 "--no-progress"]) == 0
+    (map_dir / "manifest.json").unlink()
+    assert main(["info", str(map_dir)]) == 2
+    assert "holds a map index but no manifest" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2  # a folder with no map in it at all
+    assert "not a map" in capsys.readouterr().err
