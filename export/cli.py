@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.json, report.to_dict())
         print(f"vpr-export: error: {exc}", file=sys.stderr)
         return 1 if report is not None else 2
+    except KeyboardInterrupt:  # outputs appear only when every one is done
+        print("vpr-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print("\nwritten:")
     for target, path in result.files.items():
         print(f"  {target:<16} {path}  ({path.stat().st_size / 2**20:.1f} MiB)")

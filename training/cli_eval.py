@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except VprEdgeError as exc:
         print(f"vpr-eval: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vpr-eval: interrupted", file=sys.stderr)
+        return 130
     print(format_table([result]))
     if result.queries_without_positive:
         print(f"({result.queries_without_positive} queries without a positive were left out)")

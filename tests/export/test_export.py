@@ -359,3 +359,18 @@ def test_engine_build_errors_name_the_final_file(tmp_path: Path) -> None:
         build_engine(temp, EngineBuildConfig(module="tensorrt_rtx"), shown_as="small.fp16.onnx")
     assert "cannot parse small.fp16.onnx" in str(raised.value)
     assert ".tmp" not in str(raised.value)
+
+
+def test_ctrl_c_during_an_export_leaves_nothing_and_no_traceback(checkpoint, tmp_path: Path,
+                                                                monkeypatch, capsys) -> None:
+    """Interrupted after the FP32 graph was written, during the FP16 conversion."""
+    from vpr_edge.export import onnx_fp16
+
+    def interrupted(graph):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_fp16, "convert_to_fp16", interrupted)  # imported when run
+    assert main([str(checkpoint), "-o", str(tmp_path), "--fp16", "--no-engine",
+                 "--no-validate"]) == 130
+    assert "vpr-export: interrupted; nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

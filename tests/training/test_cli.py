@@ -165,3 +165,13 @@ def test_an_interrupted_fit_says_how_to_resume(tmp_path: Path, monkeypatch, caps
     assert cli_train.main(args) == 130
     err = capsys.readouterr().err
     assert f"{output} holds the last finished epoch" in err and f"--resume {output}" in err
+
+
+def test_an_interrupted_eval_ends_without_a_traceback(tmp_path: Path, monkeypatch,
+                                                     capsys) -> None:
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_eval, "run", interrupted)
+    assert cli_eval.main([str(tmp_path / "m.pt"), "--corridor", str(tmp_path)]) == 130
+    assert "vpr-eval: interrupted" in capsys.readouterr().err
