@@ -337,3 +337,37 @@ def test_a_static_batch_model_is_filled_not_padded(make_model, tiny, cpu_only: N
         frames = tiny.frames(6, seed=16)
         out = loc.describe(frames)
     assert calls == [4, 2] and out.shape == (6, tiny.DIM)
+
+
+def test_a_map_resized_by_another_library_is_named(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                   cpu_only: None, monkeypatch,
+                                                   caplog) -> None:
+    """OpenCV and Pillow resize a frame to slightly different pixels (the same frame scored
+    0.92-0.998 cosine with the demo model), and a map built where OpenCV was installed was
+    queried on a robot without it in silence: the map records which library resized its
+    frames, and a runtime with the other one says so."""
+    from vpr_edge import images
+
+    pytest.importorskip("cv2")
+    big = tiny.frames(3, seed=8, h=2 * tiny.H, w=2 * tiny.W)
+    with Localizer(tiny_onnx, tmp_path / "exact") as loc:  # frames of the model's size
+        loc.add(tiny.frames(1, seed=8)[0])
+        loc.save()
+        assert loc.index.provenance == {}
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        loc.add(big[0])
+        loc.save()
+        assert loc.index.provenance == {"resizers": ["opencv"]}
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        Localizer(tiny_onnx, tmp_path / "map").close()
+    assert "resized with" not in caplog.text
+    monkeypatch.setattr(images, "_CV2", [None])  # a runtime without OpenCV: Pillow
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        with Localizer(tiny_onnx, tmp_path / "map") as loc:
+            assert loc.info()["map"]["provenance"] == {"resizers": ["opencv"]}
+            loc.add(big[1])
+            loc.save()
+    assert "frames were resized with opencv and this runtime resizes with pillow" in caplog.text
+    assert "opencv-python-headless" in caplog.text
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:  # both now: still named
+        assert loc.index.provenance == {"resizers": ["opencv", "pillow"]}

@@ -713,3 +713,19 @@ def test_a_save_over_what_another_writer_saved_meanwhile_is_refused(tmp_path: Pa
     first.add(unit(1, seed=13))
     first.save()  # its own save was the last one: an update
     assert len(PlaceIndex.open(target)) == 36
+
+
+def test_provenance_round_trip_and_checks(tmp_path: Path) -> None:
+    index, _ = build(20)
+    assert index.provenance == {}
+    index.set_provenance("resizers", ["opencv"])
+    with pytest.raises(Exception, match="plain JSON"):
+        index.set_provenance("bad", {1, 2})
+    index.save(tmp_path / "m")
+    assert PlaceIndex.open(tmp_path / "m").provenance == {"resizers": ["opencv"]}
+    assert "provenance" in json.loads((tmp_path / "m" / "manifest.json").read_text())
+    resign(tmp_path / "m", lambda body: body.update(provenance=["opencv"]))
+    assert_refused_naming(tmp_path / "m", tmp_path / "m" / "manifest.json")
+    plain, _ = build(5)
+    plain.save(tmp_path / "plain")  # no provenance: no field (older readers see nothing new)
+    assert "provenance" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())

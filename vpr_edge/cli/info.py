@@ -40,6 +40,8 @@ def describe_path(path: Path) -> dict[str, Any]:
         return {"kind": "map", "path": str(path), "places": info["places"],
                 "dim": info["dim"], "fingerprint": info["fingerprint"],
                 "M": info["settings"]["M"], "ef": info["settings"]["ef"],
+                **({"resized_with": ", ".join(info["provenance"]["resizers"])}
+                   if info["provenance"].get("resizers") else {}),
                 "bytes_on_disk": sum(f.stat().st_size for f in where.rglob("*") if f.is_file())}
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file or directory")

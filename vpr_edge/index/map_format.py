@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,8 @@ class Manifest:
     search_dim: int | None = None
     space: str = SPACE
     format_version: int = FORMAT_VERSION
+    #: what made the descriptors, beyond the model (``PlaceIndex.provenance``)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def graph_dim(self) -> int:
@@ -145,6 +147,8 @@ class Manifest:
         }
         if self.search_dim is not None:
             body["search_dim"] = self.search_dim
+        if self.provenance:  # (older readers ignore it)
+            body["provenance"] = self.provenance
         body["manifest_sha256"] = hashlib.sha256(canonical_json(body)).hexdigest()
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
@@ -239,6 +243,9 @@ class Manifest:
             search_dim = num("search_dim", low=1)
             if search_dim >= dim:
                 raise bad(f"search_dim {search_dim} is not below dim {dim}")
+        provenance = body.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise bad("field 'provenance' is not an object")
         count = num("count")
         elements = num("elements", index)
         if count > rows or elements > rows or count > elements:
@@ -272,6 +279,7 @@ class Manifest:
             segments=tuple(segments),
             files=files,
             created_at=text("created_at") or "",
+            provenance=provenance,
             updated_at=text("updated_at") or "",
             vpr_edge_version=text("vpr_edge_version") or "",
             format_version=version,

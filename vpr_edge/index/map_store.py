@@ -29,7 +29,7 @@ import io
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,6 +82,7 @@ class MapContents:
     next_id: int
     created_at: str
     search_dim: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -256,6 +257,7 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
         "index_elements": int(contents.hnsw.element_count),
         "index_capacity": int(contents.hnsw.max_elements),
         "created_at": contents.created_at,
+        "provenance": contents.provenance,
     }
     return PendingMap(tmp, manifest, plan, files, new_files)
 
@@ -292,6 +294,7 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
         index_capacity=m["index_capacity"], segments=pending.segments,
         files={k: v for k, v in files.items() if v is not None},
         created_at=m["created_at"], updated_at=now, vpr_edge_version=__version__,
+        provenance=m["provenance"],
     )
     data = manifest.to_bytes()
     _write_file(tmp / MANIFEST_NAME, lambda w: w.write(data))

@@ -12,6 +12,7 @@ hnswlib's search is not safe against inserts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import numbers
@@ -119,6 +120,7 @@ class PlaceIndex:
         # different one on disk means another writer saved since (its places would be lost)
         self._seen: dict[Path, str | None] = {}
         self._created_at = _now()
+        self._provenance: dict[str, Any] = {}
         self._sync_exact()
         self._apply_ef()
 
@@ -139,6 +141,26 @@ class PlaceIndex:
     def path(self) -> Path | None:
         """Where the map was last opened from or saved to (the default for :meth:`save`)."""
         return self._path
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What made the descriptors besides the model (a copy), saved with the map: e.g.
+        ``Localizer`` records ``{"resizers": ["opencv"]}``, the library that resized the
+        frames (the model's fingerprint covers the rest)."""
+        with self._lock.read():
+            return json.loads(json.dumps(self._provenance))
+
+    def set_provenance(self, key: str, value: Any) -> None:
+        """Record ``value`` (JSON: numbers, strings, lists, dicts) under ``key`` in
+        :attr:`provenance`; saved by the next :meth:`save`."""
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"provenance key must be a non-empty string, got {key!r}")
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"provenance {key!r} must be plain JSON ({exc})") from exc
+        with self._lock.write():
+            self._provenance[key] = json.loads(text)
 
     @property
     def pose_dim(self) -> int:
@@ -476,6 +498,7 @@ class PlaceIndex:
                 "search": "exact" if self._exact is not None else "hnsw",
                 "ef_in_use": int(self._hnsw.ef),
                 "background_rebuild": self._background is not None,
+                "provenance": json.loads(json.dumps(self._provenance)),
                 "fingerprint": self._fingerprint,
                 "path": None if self._path is None else str(self._path),
                 "pose_dim": rec.pose_dim,
@@ -538,7 +561,8 @@ class PlaceIndex:
                         M=self._settings.M, ef_construction=self._settings.ef_construction,
                         ef=self._settings.ef, fingerprint=self._fingerprint, count=self._live,
                         next_id=self._next_id, created_at=self._created_at,
-                        search_dim=None if self._projection is None else self._graph_dim)
+                        search_dim=None if self._projection is None else self._graph_dim,
+                        provenance=dict(self._provenance))
                     pending = map_store.write_files(tmp, contents, real, previous)
                 disk = map_store.finish(pending, real, _now())
                 atomic_dir.commit(tmp, real)
@@ -599,6 +623,7 @@ class PlaceIndex:
         self._live = m.count
         self._next_id = m.next_id
         self._created_at = m.created_at or self._created_at
+        self._provenance = dict(m.provenance)
         self._path = target
         self._seen[real] = loaded.manifest_digest
         if loaded.hnsw is None:
