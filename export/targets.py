@@ -113,7 +113,8 @@ def check_arguments(config: ExportConfig) -> None:
                                     or "\\" in config.name):
         problems.append(f"--name {config.name!r} must be a plain file name (no folders: "
                         "give the folder with -o)")
-    for capability in config.compute_capabilities or ():
+    rtx_targets = config.compute_capabilities if config.tensorrt_module != "tensorrt" else ()
+    for capability in rtx_targets or ():  # (full TensorRT builds for the GPU it runs on)
         numbers = str(capability).split(".")
         if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
             problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")

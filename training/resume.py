@@ -16,7 +16,7 @@ from vpr_edge.errors import InvalidInputError
 from .augment import AugmentConfig
 from .datasets.places import RetrievalDataset
 from .mining import MiningConfig
-from .train import TrainConfig, _jsonable
+from .train import TrainConfig, _jsonable, dataset_files_digest
 
 #: ``vpr-train fit`` options of the TrainConfig fields (dotted: nested configs)
 _FIT_OPTIONS = {
@@ -48,15 +48,18 @@ def _train_config(saved: dict[str, Any]) -> TrainConfig:
                        augment=AugmentConfig(**augment))
 
 
-def resumed_config(path: Path, ckpt: Any, config: TrainConfig, dataset: RetrievalDataset
-                   ) -> TrainConfig:
-    """The settings a resumed run continues with: the checkpoint's, with ``config.epochs``.
+def resumed_config(path: Path, ckpt: Any, config: TrainConfig, dataset: RetrievalDataset,
+                   *, epochs_given: bool = True) -> TrainConfig:
+    """The settings a resumed run continues with: the checkpoint's, with ``config.epochs``
+    when ``epochs_given`` (else the run's own).
 
     The optimiser, its schedule and the miner's state are restored as they were, so a
     resumed run must train on the same data with the same settings: options given with
     another value than the run had are refused (naming them), as are other training data
-    (the miner's state holds indices into it) and a run that already did ``config.epochs``.
-    Options left at their defaults take the run's values.
+    (the miner's state holds indices into it; told apart by size, and by the images' file
+    names for checkpoints that record them) and a run that already did its epochs. Options
+    at their defaults take the run's values (so one given at its default value is not
+    noticed: the run's value is kept).
     """
     fresh = f"or start a new run from it with --init {path}"
     saved_data = ckpt.provenance.get("dataset")
@@ -65,6 +68,12 @@ def resumed_config(path: Path, ckpt: Any, config: TrainConfig, dataset: Retrieva
             f"--resume continues {path} on the data it was trained on ({saved_data}); this "
             f"command gives {dataset.describe()}: give the same data (folders, --span, "
             f"manifest), {fresh}")
+    saved_files = ckpt.provenance.get("dataset_files")
+    if saved_files is not None and saved_files != dataset_files_digest(dataset):
+        raise InvalidInputError(
+            f"--resume continues {path} on the images it was trained on, and this command "
+            f"gives others of the same number ({dataset.describe()}): give the same data "
+            f"(folders, --span, manifest), {fresh}")
     try:
         saved = _train_config(ckpt.training_state["config"])
     except (KeyError, TypeError, InvalidInputError) as exc:
@@ -81,9 +90,10 @@ def resumed_config(path: Path, ckpt: Any, config: TrainConfig, dataset: Retrieva
         raise InvalidInputError(
             f"--resume continues {path} with the settings it was trained with ({was}); drop "
             f"{', '.join(changed)}, {fresh}")
+    epochs = config.epochs if epochs_given else saved.epochs
     done = int(ckpt.training_state.get("epoch", 0))
-    if done >= config.epochs:
+    if done >= epochs:
         raise InvalidInputError(
-            f"{path} has trained {done} epochs, and --epochs is {config.epochs}: nothing to "
-            f"resume; give a larger --epochs to train on")
-    return replace(saved, epochs=config.epochs)
+            f"{path} has trained {done} of {epochs} epochs: nothing to resume; give a larger "
+            f"--epochs to train on")
+    return replace(saved, epochs=epochs)

@@ -14,6 +14,7 @@ share of the queries (DDP averages gradients) and computes its share of the cach
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import resource
 import time
@@ -222,6 +223,13 @@ class Trainer:
         return int(state["epoch"]), [EpochRecord(**h) for h in state["history"]]
 
 
+def dataset_files_digest(dataset: RetrievalDataset) -> str:
+    """sha256 of the training images' file names in order (database, then queries): tells
+    two datasets of the same size apart, and stays the same when their folders move."""
+    names = [Path(p).name for p in (*dataset.database.paths, *dataset.queries.paths)]
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -344,7 +352,8 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, default=None,
                    help="continue an interrupted run from its checkpoint")
     p.add_argument("--output", "-o", type=Path, required=True, help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs in all (default: {d.epochs}; with --resume, the run's)")
     p.add_argument("--queries-per-step", type=int, default=d.queries_per_step,
                    help="training tuples per optimiser step")
     p.add_argument("--negatives", type=int, default=d.mining.num_negatives,
@@ -439,7 +448,8 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
         model.backbone = fresh
         model.config = model.config.replace(backbone=backbone_config)
     config = TrainConfig(
-        epochs=args.epochs, queries_per_step=args.queries_per_step, optimizer=args.optimizer,
+        epochs=TrainConfig.epochs if args.epochs is None else args.epochs,
+        queries_per_step=args.queries_per_step, optimizer=args.optimizer,
         lr=args.lr, weight_decay=args.weight_decay, lr_step_epochs=args.lr_step,
         lr_gamma=args.lr_gamma, margin=args.margin, refresh_every=args.refresh_every,
         mining=MiningConfig(num_negatives=args.negatives, negative_pool=args.negative_pool,
@@ -451,10 +461,13 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.resume is not None:
         from .resume import resumed_config
 
-        config = resumed_config(args.resume, ckpt, config, train_set)
+        config = resumed_config(args.resume, ckpt, config, train_set,
+                                epochs_given=args.epochs is not None)
     result = train(model, train_set, config, output=args.output, validation=validation,
                    resume=resume_state, progress=not args.no_progress,
-                   provenance={"dataset": train_set.describe(), "seed": args.seed,
+                   provenance={"dataset": train_set.describe(),
+                               "dataset_files": dataset_files_digest(train_set),
+                               "seed": config.seed,
                                "train_config": _jsonable(asdict(config))})
     if not result.main_process:
         return None  # rank 0 reports for everyone

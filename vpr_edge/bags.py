@@ -26,7 +26,7 @@ from typing import Any, Union
 import numpy as np
 
 from ._optional import require
-from .errors import InvalidInputError
+from .errors import InvalidInputError, MissingDependencyError
 from .poses import Pose, PoseTrack, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
 
@@ -81,6 +81,8 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
                 image = message_to_rgb(msg)
+            except MissingDependencyError:  # (Bayer images need OpenCV) not a damaged frame
+                raise
             except Exception as exc:
                 problem = (f"{bag} {topic} message {index}: {exc}"
                            if isinstance(exc, InvalidInputError) else

@@ -89,7 +89,7 @@ class Localizer:
         self._model_path = Path(model)
         self.metadata: ModelMetadata = self._backend.metadata
         self._infer_lock = threading.Lock()
-        self._resized = False  # frames were resized here (the map then records by what)
+        self._resized = False  # frames were resized here (a map added to records by what)
         # absolute now: a node that changes directory later still saves where it opened
         self._map_dir = None if map_dir is None else Path(os.path.abspath(os.fspath(map_dir)))
         try:
@@ -250,7 +250,7 @@ class Localizer:
                 "save(): no map directory; pass one here or to Localizer(model, map_dir)"
             )
         start = time.perf_counter()
-        if self._resized:  # which library resized frames for this map (see provenance)
+        if self._resized and self.index.added:  # which library resized the map's frames
             made = set(self.index.provenance.get("resizers", []))
             self.index.set_provenance("resizers", sorted(made | {resizer_name()}))
         path = self.index.save(target)

@@ -11,7 +11,6 @@ qz, qw`` (``x, y`` alone are fine too).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import os
@@ -45,12 +44,7 @@ class SourceFrame:
 
     def pixels(self) -> np.ndarray:
         """The frame as ``uint8 HxWx3`` RGB (decoding the file if needed)."""
-        if isinstance(self.image, np.ndarray):
-            return self.image
-        try:
-            return load_image(self.image)
-        except ImageDecodeError as exc:
-            raise ImageDecodeError(f"{exc} (--skip-damaged leaves such frames out)") from exc
+        return self.image if isinstance(self.image, np.ndarray) else load_image(self.image)
 
 
 @dataclass(frozen=True)
@@ -60,11 +54,27 @@ class FrameSource:
     description: str
     length: int
     frames: Any  # a callable returning an iterator of SourceFrame
-    #: with ``skip_damaged``: what was wrong with each frame left out (filled while iterating)
+    #: leave out frames that cannot be decoded (see :meth:`pixels`) instead of stopping
+    skip_damaged: bool = False
+    #: what was wrong with each frame left out in the current pass (with ``skip_damaged``)
     skipped: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[SourceFrame]:
+        self.skipped.clear()
         return iter(self.frames())
+
+    def pixels(self, frame: SourceFrame) -> np.ndarray | None:
+        """``frame``'s pixels, decoded only now (a resumed ``map build`` never decodes the
+        frames its map holds); with ``skip_damaged``, None for a file that cannot be decoded
+        (noted in :attr:`skipped`). A bag's damaged messages are left out while it is read."""
+        try:
+            return frame.pixels()
+        except ImageDecodeError as exc:
+            if not self.skip_damaged:
+                raise ImageDecodeError(f"{exc} (--skip-damaged leaves such frames out)") from exc
+            self.skipped.append(str(exc))
+            log.warning("skipped: %s", exc)
+            return None
 
     def __len__(self) -> int:
         return self.length
@@ -76,26 +86,10 @@ def _key(path: Path) -> str:
     return os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
 
 
-def _decoded(frames: list[SourceFrame], skipped: list[str]) -> Iterator[SourceFrame]:
-    """The frames with their files decoded now, leaving out (and noting in ``skipped``, which
-    starts empty) those that cannot be."""
-    skipped.clear()
-    for frame in frames:
-        try:
-            pixels = load_image(frame.image) if isinstance(frame.image, Path) else frame.image
-        except ImageDecodeError as exc:
-            skipped.append(str(exc))
-            log.warning("skipped: %s", exc)
-            continue
-        yield dataclasses.replace(frame, image=pixels)
-
-
 def _files_source(description: str, frames: list[SourceFrame], skip_damaged: bool
                   ) -> FrameSource:
-    skipped: list[str] = []
-    return FrameSource(description=description, length=len(frames), skipped=skipped,
-                       frames=lambda: _decoded(frames, skipped) if skip_damaged
-                       else iter(frames))
+    return FrameSource(description=description, length=len(frames),
+                       frames=lambda: iter(frames), skip_damaged=skip_damaged)
 
 
 def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = False
@@ -164,7 +158,6 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
     def frames() -> Iterator[SourceFrame]:
         # index: the position in this sequence (after --every), as for folders and lists;
         # the key keeps the frame's number on the topic
-        skipped.clear()
         frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic,
                                         max_pose_gap=max_pose_gap,
                                         skipped=skipped if skip_damaged else None)
@@ -174,7 +167,7 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
                               frame.image, frame.stamp, pose)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
-                       frames=frames, skipped=skipped)
+                       frames=frames, skip_damaged=skip_damaged, skipped=skipped)
 
 
 def concat_sources(sources: list[FrameSource]) -> FrameSource:
@@ -184,17 +177,17 @@ def concat_sources(sources: list[FrameSource]) -> FrameSource:
     skipped: list[str] = []
 
     def frames() -> Iterator[SourceFrame]:
-        skipped.clear()
         offset = 0
         for source in sources:
             for frame in source:
                 yield SourceFrame(offset + frame.index, frame.key, frame.image, frame.stamp,
                                   frame.pose)
-            skipped.extend(source.skipped)
+            skipped.extend(source.skipped)  # (a bag's, left out while it was read)
             offset += len(source)
 
     return FrameSource(description=" + ".join(s.description for s in sources),
-                       length=sum(len(s) for s in sources), frames=frames, skipped=skipped)
+                       length=sum(len(s) for s in sources), frames=frames,
+                       skip_damaged=any(s.skip_damaged for s in sources), skipped=skipped)
 
 
 def open_source(*, images: PathLike | list[PathLike] | None = None,

@@ -374,3 +374,15 @@ def test_ctrl_c_during_an_export_leaves_nothing_and_no_traceback(checkpoint, tmp
                  "--no-validate"]) == 130
     assert "vpr-export: interrupted; nothing was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_full_tensorrt_is_not_held_to_the_rtx_targets(checkpoint, tmp_path: Path) -> None:
+    """The 8.0 minimum is TensorRT-RTX's; full TensorRT builds for the GPU it runs on."""
+    from vpr_edge.export.targets import check_arguments
+
+    check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
+                                 tensorrt_module="tensorrt", compute_capabilities=("7.5",)))
+    with pytest.raises(InvalidInputError, match="before 8.0"):
+        check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
+                                     tensorrt_module="tensorrt_rtx",
+                                     compute_capabilities=("7.5",)))

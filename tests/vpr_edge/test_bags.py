@@ -234,3 +234,22 @@ def test_frames_and_poses_on_different_clocks_are_named(tmp_path, bag_writer, gp
     assert [f.pose for f in got] == [None, None, None]
     assert "stamped 10.000-10.200 s and the poses 1000.000-1000.200 s" in caplog.text
     assert "different clocks" in caplog.text and "--pose-max-gap" not in caplog.text
+
+
+def test_a_missing_dependency_is_not_a_damaged_frame(tmp_path, bag_writer, monkeypatch) -> None:
+    """Bayer frames without OpenCV: with skipped=[] every frame was dropped as "damaged" and
+    the run went on with nothing."""
+    import sys
+
+    from vpr_edge.errors import MissingDependencyError
+
+    store = bag_writer._store()
+    raw = np.random.default_rng(0).integers(0, 256, (8, 12), dtype=np.uint8)
+    messages = [(10.0 + i, store.types["sensor_msgs/msg/Image"](
+        header=bag_writer._header(store, 10.0 + i), height=8, width=12,
+        encoding="bayer_rggb8", is_bigendian=0, step=12, data=raw.ravel()))
+        for i in range(3)]
+    bag = bag_writer.write_messages(tmp_path / "bayer.bag", messages)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
+    with pytest.raises(MissingDependencyError, match="verify"):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, skipped=[]))

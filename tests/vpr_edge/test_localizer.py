@@ -347,6 +347,7 @@ def test_a_map_resized_by_another_library_is_named(tiny_onnx: Path, tiny, tmp_pa
     queried on a robot without it in silence: the map records which library resized its
     frames, and a runtime with the other one says so."""
     from vpr_edge import images
+    from vpr_edge.index import PlaceIndex
 
     pytest.importorskip("cv2")
     big = tiny.frames(3, seed=8, h=2 * tiny.H, w=2 * tiny.W)
@@ -361,7 +362,14 @@ def test_a_map_resized_by_another_library_is_named(tiny_onnx: Path, tiny, tmp_pa
     with caplog.at_level("WARNING", logger="vpr_edge"):
         Localizer(tiny_onnx, tmp_path / "map").close()
     assert "resized with" not in caplog.text
+    with Localizer(tiny_onnx, tmp_path / "copy") as loc:  # for a query-only session below
+        loc.add(big[0])
+        loc.save()
     monkeypatch.setattr(images, "_CV2", [None])  # a runtime without OpenCV: Pillow
+    with Localizer(tiny_onnx, tmp_path / "copy") as loc:  # queries resize frames too, but
+        loc.query(big[2])                                # the map's frames stay OpenCV's
+        loc.save()
+    assert PlaceIndex.open(tmp_path / "copy").provenance == {"resizers": ["opencv"]}
     with caplog.at_level("WARNING", logger="vpr_edge"):
         with Localizer(tiny_onnx, tmp_path / "map") as loc:
             assert loc.info()["map"]["provenance"] == {"resizers": ["opencv"]}

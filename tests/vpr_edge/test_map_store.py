@@ -729,3 +729,10 @@ def test_provenance_round_trip_and_checks(tmp_path: Path) -> None:
     plain, _ = build(5)
     plain.save(tmp_path / "plain")  # no provenance: no field (older readers see nothing new)
     assert "provenance" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+
+
+def test_an_impossible_dim_in_an_empty_map_is_refused(tmp_path: Path) -> None:
+    """No segment to hold the dim against: the open allocated 1.8 TiB for no rows."""
+    PlaceIndex(DIM, fingerprint=FP).save(tmp_path / "empty")
+    resign(tmp_path / "empty", lambda body: body.update(dim=10**12))
+    assert_refused_naming(tmp_path / "empty", tmp_path / "empty" / "manifest.json")

@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             frame = next(frames, None)  # a bag message is read and decoded here
             if frame is None:
                 break
-            pixels = frame.pixels()  # and an image file here
+            pixels = source.pixels(frame)  # and an image file here
+            if pixels is None:  # damaged, and --skip-damaged
+                bar.update()
+                continue
             t1 = time.perf_counter()
             matches = loc.query(pixels, k=max(ks))
             latencies.append(time.perf_counter() - t1)

@@ -174,9 +174,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         for frame in tqdm(source, total=len(source), desc="describe", unit="frame",
                           disable=not progress):
+            pixels = source.pixels(frame)
+            if pixels is None:  # damaged, and --skip-damaged
+                continue
             _check_frame(frame, len(frames), config, args.gt)
             frames.append(FrameInfo(len(frames), frame.key, frame.stamp, frame.pose))
-            pending.append(frame.pixels())
+            pending.append(pixels)
             if len(pending) >= args.batch:
                 flush()
         flush()

@@ -76,7 +76,11 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             if not pending:
                 return
             t0 = time.perf_counter()
-            descriptors = loc.describe([f.pixels() for f in pending])
+            decoded = [(f, source.pixels(f)) for f in pending]  # None: skipped (damaged)
+            pending[:] = [f for f, pixels in decoded if pixels is not None]
+            if not pending:
+                return
+            descriptors = loc.describe([pixels for _, pixels in decoded if pixels is not None])
             infer_seconds += time.perf_counter() - t0
             # one add per batch: a batch enters the graph shuffled and is re-inserted by the
             # next add (IndexSettings.refine_adds); a new map is rebuilt at the end
@@ -103,8 +107,8 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         except InvalidInputError:  # a frame that cannot be read: keep the places before it
             if since_save:
                 loc.save()
-                log.warning("saved the %d places added before the error to %s (a rerun "
-                            "resumes after them)", len(loc), map_dir)
+                log.warning("saved the %d places this run added before the error to %s (a "
+                            "rerun resumes after them)", added, map_dir)
             raise
         rebuild_seconds = None
         if (rebuild and added and added >= len(loc) - added

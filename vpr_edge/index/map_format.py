@@ -34,6 +34,8 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_INDEX_CAPACITY = 2**32 - 1
 #: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7)
 MAX_POSE_DIM = 64
+#: far beyond any descriptor (NetVLAD's 7168-d, or 32768-d with K=256 on VGG16)
+MAX_DIM = 1 << 20
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -238,6 +240,8 @@ class Manifest:
         if missing:
             raise bad(f"no checksum for {', '.join(missing)}")
         dim = num("dim", low=1)
+        if dim > MAX_DIM:  # (an empty map has no file to hold it against)
+            raise bad(f"dim {dim} is not a descriptor's length (at most {MAX_DIM})")
         search_dim = None
         if "search_dim" in body:
             search_dim = num("search_dim", low=1)

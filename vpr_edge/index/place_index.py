@@ -105,6 +105,7 @@ class PlaceIndex:
         self._row_of: dict[int, int] = {}  # id -> latest row (live or removed)
         self._live = 0
         self._next_id = 0
+        self._added = 0  # places added to this object (made or opened), see `added`
         self._graph_dim = settings.graph_dim(self._dim)
         self._projection = (None if self._graph_dim == self._dim
                             else count_sketch(self._dim, self._graph_dim))
@@ -141,6 +142,11 @@ class PlaceIndex:
     def path(self) -> Path | None:
         """Where the map was last opened from or saved to (the default for :meth:`save`)."""
         return self._path
+
+    @property
+    def added(self) -> int:
+        """How many places were added to this index since it was made or opened."""
+        return self._added
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -236,6 +242,7 @@ class PlaceIndex:
                 self._row_of[pid] = start + j
             self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors)
             self._live += n
+            self._added += n
             self._next_id = max(self._next_id, max(new_ids) + 1)
             if self._exact is not None:
                 if self._exact.shape[0] < self._records.capacity:

@@ -422,7 +422,8 @@ def test_localize_positions_with_poses_of_other_lengths(tiny_onnx: Path, routes,
 
 
 def test_a_damaged_frame_keeps_the_places_before_it_and_can_be_skipped(
-        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None, capsys) -> None:
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None, capsys, monkeypatch,
+        caplog) -> None:
     """A truncated image file among 30: the build stops there naming the file and the way
     past it, after saving the places before it (nothing was saved with the default
     --save-every 500); --skip-damaged then adds the rest and counts the one left out, and
@@ -437,6 +438,7 @@ def test_a_damaged_frame_keeps_the_places_before_it_and_can_be_skipped(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Image017.png" in err and "--skip-damaged" in err
+    assert "saved the 16 places this run added before the error" in caplog.text
     from vpr_edge.index import PlaceIndex
 
     assert len(PlaceIndex.open(map_dir)) == 16  # the batches before the one holding it
@@ -444,6 +446,14 @@ def test_a_damaged_frame_keeps_the_places_before_it_and_can_be_skipped(
     summary = json.loads(out.read_text())
     assert summary["added"] == 13 and summary["places"] == 29
     assert summary["damaged_frames_skipped"] == 1
+    from vpr_edge import sources
+
+    decoded: list[str] = []
+    real_load = sources.load_image
+    monkeypatch.setattr(sources, "load_image",
+                        lambda path: decoded.append(Path(path).name) or real_load(path))
+    assert main([*args, "--skip-damaged"]) == 0  # all but the damaged one in the map already
+    assert decoded == ["Image017.png"]  # the frames the map holds are not decoded again
     loops = tmp_path / "loops.json"
     assert main(["loops", str(tiny_onnx), "--images", str(run1), "--no-progress",
                  "--skip-damaged", "--json", str(loops)]) == 0
