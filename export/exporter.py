@@ -124,6 +124,10 @@ def export(config: ExportConfig) -> ExportResult:
     name = config.name or Path(config.checkpoint).stem
     result = ExportResult()
     final = {target: out_dir / f"{name}{spec['suffix']}" for target, spec in TARGETS.items()}
+    folders = [path for path in final.values() if path.is_dir()]
+    if folders:  # os.replace would fail on it after all the work
+        raise InvalidInputError(f"{folders[0]} is a folder where the export writes a file: "
+                                "remove it, or export with another --name or -o")
     temps: dict[str, Path] = {}
     try:
         with _Timer(result, "load checkpoint"):

@@ -124,9 +124,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged pickle can raise almost anything (KeyError, ...)
         text = str(exc)
-        if text.startswith("Weights only load failed"):  # torch's advice is to load unsafely
+        if "not an allowed global" in text:  # (torch's advice: load it unsafely)
             why = ("it holds Python objects besides tensors and plain data, which vpr-edge "
                    "does not unpickle (a vpr-edge checkpoint never does)")
+        elif text.startswith("Weights only load failed"):
+            why = "not a PyTorch file, or a damaged one"
         else:
             why = (f"{type(exc).__name__}: "
                    f"{text.splitlines()[0] if text else 'truncated or damaged'}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vpr_edge._optional import require
+from vpr_edge.cli.arg_types import non_negative_int, positive_float, positive_int
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import InvalidInputError, VprEdgeError
@@ -38,18 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="two folders of the same route (same file name = same place)")
     data.add_argument("--span", nargs=2, type=float, default=(0.0, 1.0), metavar=("FROM", "TO"),
                       help="part of a frame-aligned route evaluated (fractions)")
-    data.add_argument("--tolerance", type=int, default=2,
+    data.add_argument("--tolerance", type=non_negative_int, default=2,
                       help="frame-aligned: a match within this many frames is correct")
     data.add_argument("--manifest", type=Path, help="CSV manifest")
     data.add_argument("--pittsburgh", type=Path, help="dbStruct .mat file")
     data.add_argument("--image-root", type=Path, help="image folder for --pittsburgh")
-    p.add_argument("--eval-radius", type=float, default=None,
+    p.add_argument("--eval-radius", type=positive_float, default=None,
                    help="metric datasets: correct within this many metres (default 25)")
-    p.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS), help="N of Recall@N")
-    p.add_argument("--whitening-dim", type=int, default=None,
+    p.add_argument("--ns", type=positive_int, nargs="+", default=list(DEFAULT_NS),
+                   help="N of Recall@N")
+    p.add_argument("--whitening-dim", type=positive_int, default=None,
                    help="checkpoints with whitening: output dims to use")
-    p.add_argument("--batch", type=int, default=16, help="images per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -117,11 +119,6 @@ def describer(model_path: Path, whitening_dim: int | None, threads: int | None
 
 
 def run(args: argparse.Namespace) -> RecallResult:
-    bad = [n for n in args.ns if n < 1]
-    if bad:
-        raise InvalidInputError(f"--ns: N of Recall@N must be >= 1, got {bad[0]}")
-    if args.batch < 1:
-        raise InvalidInputError(f"--batch must be >= 1, got {args.batch}")
     if args.whitening_dim is not None and args.model.suffix in EXPORTED_SUFFIXES:
         raise InvalidInputError(
             f"--whitening-dim applies to .pt checkpoints; {args.model.name} was exported with "

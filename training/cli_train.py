@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vpr_edge._optional import require
+from vpr_edge.cli.arg_types import positive_int
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
@@ -25,9 +26,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES,
                         help="CNN producing local features (only efficientnet_lite0 has "
                              "ImageNet weights available offline)")
-    parser.add_argument("--clusters", type=int, default=64, help="NetVLAD clusters K")
-    parser.add_argument("--height", type=int, default=240, help="model input height (px)")
-    parser.add_argument("--width", type=int, default=320, help="model input width (px)")
+    parser.add_argument("--clusters", type=positive_int, default=64, help="NetVLAD clusters K")
+    parser.add_argument("--height", type=positive_int, default=240, help="model input height (px)")
+    parser.add_argument("--width", type=positive_int, default=320, help="model input width (px)")
     parser.add_argument("--aggregation", default="netvlad", choices=("netvlad", "avg", "gem"),
                         help="aggregation of local features (avg/gem are baselines)")
 
@@ -44,10 +45,10 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
                    help="folder of images from the deployment domain (searched recursively)")
     p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
     _add_model_arguments(p)
-    p.add_argument("--max-images", type=int, default=500, help="images used at most")
-    p.add_argument("--descriptors-per-image", type=int, default=100,
+    p.add_argument("--max-images", type=positive_int, default=500, help="images used at most")
+    p.add_argument("--descriptors-per-image", type=positive_int, default=100,
                    help="local descriptors sampled per image for k-means")
-    p.add_argument("--whitening-dim", type=int, default=None,
+    p.add_argument("--whitening-dim", type=positive_int, default=None,
                    help="also fit PCA-whitening to this many dims (needs more images)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
@@ -84,8 +85,8 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint to start from")
     p.add_argument("--images", required=True, type=Path, help="folder of images")
-    p.add_argument("--dim", type=int, required=True, help="output dims used (e.g. 512)")
-    p.add_argument("--max-dim", type=int, default=None,
+    p.add_argument("--dim", type=positive_int, required=True, help="output dims used (e.g. 512)")
+    p.add_argument("--max-dim", type=positive_int, default=None,
                    help="components stored (any dim up to it can be selected at export); "
                         "default: --dim")
     p.add_argument("--projection-only", action="store_true",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vpr_edge.cli.arg_types import (
+    fraction_up_to_one,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.errors import InvalidInputError
 
@@ -82,8 +89,20 @@ class TrainConfig:
             raise InvalidInputError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.epochs < 1 or self.queries_per_step < 1 or self.refresh_every < 1:
             raise InvalidInputError("epochs, queries_per_step and refresh_every must be >= 1")
-        if not self.lr > 0:
-            raise InvalidInputError(f"lr must be > 0, got {self.lr}")
+        checks = {  # (each refused value made torch fail mid-run, or trained nothing)
+            "lr": 0 < self.lr < math.inf,
+            "lr_step_epochs": self.lr_step_epochs >= 1,
+            "lr_gamma": 0 < self.lr_gamma <= 1,
+            "weight_decay": 0 <= self.weight_decay < math.inf,
+            "margin": 0 < self.margin < math.inf,
+            "train_height": self.train_height is None or self.train_height >= 1,
+            "train_width": self.train_width is None or self.train_width >= 1,
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            raise InvalidInputError(
+                f"{wrong[0]} {getattr(self, wrong[0])!r} is out of range (lr, margin > 0; "
+                "lr_gamma in (0, 1]; weight_decay >= 0; lr_step_epochs, train size >= 1)")
 
 
 @dataclass
@@ -352,34 +371,37 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, default=None,
                    help="continue an interrupted run from its checkpoint")
     p.add_argument("--output", "-o", type=Path, required=True, help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"epochs in all (default: {d.epochs}; with --resume, the run's)")
-    p.add_argument("--queries-per-step", type=int, default=d.queries_per_step,
+    p.add_argument("--queries-per-step", type=positive_int, default=d.queries_per_step,
                    help="training tuples per optimiser step")
-    p.add_argument("--negatives", type=int, default=d.mining.num_negatives,
+    p.add_argument("--negatives", type=positive_int, default=d.mining.num_negatives,
                    help="hard negatives per tuple")
-    p.add_argument("--negative-pool", type=int, default=d.mining.negative_pool,
+    p.add_argument("--negative-pool", type=positive_int, default=d.mining.negative_pool,
                    help="definite negatives sampled per query before picking the hardest")
-    p.add_argument("--refresh-every", type=int, default=d.refresh_every,
+    p.add_argument("--refresh-every", type=positive_int, default=d.refresh_every,
                    help="queries between descriptor-cache refreshes")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="optimiser")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 penalty")
-    p.add_argument("--lr-step", type=int, default=d.lr_step_epochs,
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="learning rate")
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay,
+                   help="L2 penalty")
+    p.add_argument("--lr-step", type=positive_int, default=d.lr_step_epochs,
                    help="epochs between learning-rate decays")
-    p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="learning-rate decay")
-    p.add_argument("--margin", type=float, default=d.margin, help="triplet margin")
-    p.add_argument("--train-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    p.add_argument("--lr-gamma", type=fraction_up_to_one, default=d.lr_gamma,
+                   help="learning-rate decay")
+    p.add_argument("--margin", type=positive_float, default=d.margin, help="triplet margin")
+    p.add_argument("--train-size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                    help="training image size (default: the model's)")
     p.add_argument("--trainable-stages", type=int, default=None,
                    help="backbone stages trained (default: the checkpoint's setting)")
     p.add_argument("--no-augment", action="store_true", help="disable photometric augmentation")
-    p.add_argument("--pos-radius", type=float, default=None,
+    p.add_argument("--pos-radius", type=positive_float, default=None,
                    help="training positives within this distance (m, or frames)")
-    p.add_argument("--neg-radius", type=float, default=None,
+    p.add_argument("--neg-radius", type=positive_float, default=None,
                    help="definite negatives beyond this distance (m, or frames)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", type=Path, default=None, help="write the training history here")
     p.set_defaults(run=run_fit)

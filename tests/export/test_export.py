@@ -386,3 +386,11 @@ def test_full_tensorrt_is_not_held_to_the_rtx_targets(checkpoint, tmp_path: Path
         check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
                                      tensorrt_module="tensorrt_rtx",
                                      compute_capabilities=("7.5",)))
+
+
+def test_a_folder_where_an_output_goes_is_refused_first(checkpoint, tmp_path: Path) -> None:
+    """os.replace failed on it after the export and its validation (IsADirectoryError)."""
+    (tmp_path / "small.onnx").mkdir()
+    with pytest.raises(InvalidInputError, match="small.onnx is a folder where the export"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
+                            validate=False))

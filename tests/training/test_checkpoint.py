@@ -124,6 +124,11 @@ def test_bad_checkpoints_are_refused_clearly(small_model, tmp_path: Path) -> Non
     with pytest.raises(ModelFormatError, match="Python objects besides tensors") as raised:
         load_model(pickled)
     assert "weights_only=False" not in str(raised.value)  # torch's advice: load it unsafely
+    markdown = tmp_path / "README.pt"  # a text file given as a checkpoint
+    markdown.write_text("# vpr-edge\n\nNetVLAD visual place recognition for robots.\n" * 40)
+    with pytest.raises(ModelFormatError, match="not a PyTorch file") as raised:
+        load_model(markdown)
+    assert "Python objects" not in str(raised.value)
     assert raw["format"] == CHECKPOINT_FORMAT
     assert zipfile.is_zipfile(good)
 

@@ -136,12 +136,42 @@ def test_without_torch_each_tool_names_its_extra(tmp_path: Path, monkeypatch, ca
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("ns", [["0"], ["-1", "5"]])
-def test_recall_at_n_below_one_is_refused_before_any_work(tmp_path: Path, ns, capsys) -> None:
-    """--ns 0 failed with a numpy traceback after every image was encoded."""
-    assert cli_eval.main([str(tmp_path / "any.pt"), "--corridor", str(tmp_path),
-                          "--ns", *ns]) == 2
-    assert "--ns: N of Recall@N must be >= 1" in capsys.readouterr().err
+@pytest.mark.parametrize("tool, argv, option", [
+    # each was a traceback or a silent no-op after the work (or an epoch of it)
+    ("eval", ["m.pt", "--corridor", "c", "--ns", "0"], "--ns"),
+    ("eval", ["m.pt", "--corridor", "c", "--ns", "-1", "5"], "--ns"),
+    ("eval", ["m.pt", "--corridor", "c", "--threads", "-1"], "--threads"),
+    ("train", ["fit", "--frame-aligned", "a", "b", "-o", "f.pt", "--lr-step", "0"], "--lr-step"),
+    ("train", ["fit", "--frame-aligned", "a", "b", "-o", "f.pt", "--weight-decay", "-1"],
+     "--weight-decay"),
+    ("train", ["fit", "--frame-aligned", "a", "b", "-o", "f.pt", "--margin", "nan"], "--margin"),
+    ("train", ["fit", "--frame-aligned", "a", "b", "-o", "f.pt", "--lr-gamma", "nan"],
+     "--lr-gamma"),
+    ("train", ["fit", "--frame-aligned", "a", "b", "-o", "f.pt", "--train-size", "0", "0"],
+     "--train-size"),
+    ("train", ["init", "--images", "d", "-o", "i.pt", "--whitening-dim", "0"],
+     "--whitening-dim"),
+    ("train", ["init", "--images", "d", "-o", "i.pt", "--descriptors-per-image", "0"],
+     "--descriptors-per-image"),
+    ("train", ["whiten", "m.pt", "--images", "d", "--dim", "0", "-o", "w.pt"], "--dim"),
+])
+def test_impossible_values_are_refused_before_any_work(tool: str, argv: list[str],
+                                                       option: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        (cli_eval if tool == "eval" else cli_train).main(argv)
+    assert exited.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_train_config_refuses_values_torch_fails_on() -> None:
+    from vpr_edge.training.train import TrainConfig
+
+    from vpr_edge.errors import InvalidInputError
+
+    for bad in ({"lr_step_epochs": 0}, {"weight_decay": -1.0}, {"margin": float("nan")},
+                {"lr_gamma": 1.5}, {"lr": float("inf")}, {"train_height": 0}):
+        with pytest.raises(InvalidInputError, match=next(iter(bad))):
+            TrainConfig(**bad)
 
 
 def test_an_interrupted_fit_says_how_to_resume(tmp_path: Path, monkeypatch, capsys) -> None:

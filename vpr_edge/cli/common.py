@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InvalidInputError, MapError
 from ..sources import FrameSource, SourceFrame, open_source
+from .arg_types import positive_int
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,10 +73,10 @@ def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> No
     p.add_argument("model", type=Path, help="exported model (.onnx or .engine)")
     p.add_argument("--backend", default="auto",
                    help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for ONNX Runtime (default: physical cores)")
     if batch:
-        p.add_argument("--batch", type=int, default=8, help="frames per inference call")
+        p.add_argument("--batch", type=positive_int, default=8, help="frames per inference call")
 
 
 def backend_options(args: argparse.Namespace) -> dict:

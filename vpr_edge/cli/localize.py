@@ -111,43 +111,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         positions = _map_positions(places) if args.gt == "positions" else None
         frames = iter(source)
         bar = tqdm(total=len(source), desc="localize", unit="frame", disable=args.no_progress)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)  # a bag message is read and decoded here
-            if frame is None:
-                break
-            pixels = source.pixels(frame)  # and an image file here
-            if pixels is None:  # damaged, and --skip-damaged
+        try:  # closed on Ctrl-C too ("interrupted" then starts a line)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames, None)  # a bag message is read and decoded here
+                if frame is None:
+                    break
+                pixels = source.pixels(frame)  # and an image file here
+                if pixels is None:  # damaged, and --skip-damaged
+                    bar.update()
+                    continue
+                t1 = time.perf_counter()
+                matches = loc.query(pixels, k=max(ks))
+                latencies.append(time.perf_counter() - t1)
+                decode_times.append(t1 - t0)
                 bar.update()
-                continue
-            t1 = time.perf_counter()
-            matches = loc.query(pixels, k=max(ks))
-            latencies.append(time.perf_counter() - t1)
-            decode_times.append(t1 - t0)
-            bar.update()
-            if args.gt is None:
-                continue
-            if args.gt == "names":
-                want = _frame_number(frame.key)
-                present = bool(np.any(np.abs(known - want) <= args.gt_tolerance))
-                good = [numbers[m.place_id] is not None
-                        and abs(numbers[m.place_id] - want) <= args.gt_tolerance
-                        for m in matches]
-            else:
-                require_pose(frame, frame.index)
-                n = min(positions.shape[1], len(frame.pose))
-                present = bool(np.any(np.linalg.norm(
-                    positions[:, :n] - np.asarray(frame.pose[:n], dtype=np.float64), axis=1)
-                    <= args.gt_radius))
-                good = [m.pose is not None and _distance(m.pose, frame.pose) <= args.gt_radius
-                        for m in matches]
-            if not present:  # no true place in the map: nothing to find
-                without_place += 1
-                continue
-            scored += 1
-            for k in ks:
-                hits[k] += int(any(good[:k]))
-        bar.close()
+                if args.gt is None:
+                    continue
+                if args.gt == "names":
+                    want = _frame_number(frame.key)
+                    present = bool(np.any(np.abs(known - want) <= args.gt_tolerance))
+                    good = [numbers[m.place_id] is not None
+                            and abs(numbers[m.place_id] - want) <= args.gt_tolerance
+                            for m in matches]
+                else:
+                    require_pose(frame, frame.index)
+                    n = min(positions.shape[1], len(frame.pose))
+                    present = bool(np.any(np.linalg.norm(
+                        positions[:, :n] - np.asarray(frame.pose[:n], dtype=np.float64), axis=1)
+                        <= args.gt_radius))
+                    good = [m.pose is not None and _distance(m.pose, frame.pose) <= args.gt_radius
+                            for m in matches]
+                if not present:  # no true place in the map: nothing to find
+                    without_place += 1
+                    continue
+                scored += 1
+                for k in ks:
+                    hits[k] += int(any(good[:k]))
+        finally:
+            bar.close()
     if not latencies:
         raise InvalidInputError(f"{source.description}: no frames to localize")
     ms = np.array(latencies) * 1000

@@ -34,6 +34,7 @@ from ..loop_metrics import (
     truth_from_names,
     truth_from_positions,
 )
+from .arg_types import finite_float, non_negative_int, positive_int
 from .common import (
     add_model_arguments,
     add_source_arguments,
@@ -66,20 +67,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_source_arguments(p)
     d = LoopClosureConfig()
     g = p.add_argument_group("detector")
-    g.add_argument("--min-score", type=float, default=d.min_score,
+    g.add_argument("--min-score", type=finite_float, default=d.min_score,
                    help="ignore candidates below this cosine similarity")
-    g.add_argument("--consistency", type=int, default=d.consistency,
+    g.add_argument("--consistency", type=positive_int, default=d.consistency,
                    help="successive frames that must agree before a loop is reported")
-    g.add_argument("--consistency-radius", type=int, default=d.consistency_radius,
+    g.add_argument("--consistency-radius", type=non_negative_int, default=d.consistency_radius,
                    help="how far apart (frames) successive candidates may be and agree")
-    g.add_argument("--exclusion-frames", type=int, default=d.exclusion_frames,
+    g.add_argument("--exclusion-frames", type=non_negative_int, default=d.exclusion_frames,
                    help="the most recent frames never matched")
     g.add_argument("--exclusion-seconds", type=float, default=None,
                    help="also exclude frames stamped this recently (needs stamps)")
-    g.add_argument("--candidates", type=int, default=d.candidates, help="top-k searched")
+    g.add_argument("--candidates", type=positive_int, default=d.candidates, help="top-k searched")
     g.add_argument("--verify", action="store_true",
                    help="geometric verification (ORB + RANSAC; needs vpr-edge[verify])")
-    g.add_argument("--min-inliers", type=int, default=VerifyConfig().min_inliers,
+    g.add_argument("--min-inliers", type=positive_int, default=VerifyConfig().min_inliers,
                    help="RANSAC inliers needed to verify")
     t = p.add_argument_group("ground truth (optional)")
     t.add_argument("--gt", choices=("names", "positions"), default=None,

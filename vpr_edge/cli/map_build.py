@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic_file import unwritable_folder
 from ..errors import InvalidInputError
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
@@ -59,6 +60,9 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
         raise InvalidInputError(f"--save-every must be a positive number of frames, got "
                                 f"{save_every!r}")
+    problem = unwritable_folder(map_dir)
+    if problem:  # found before any frame is described, not at the first save
+        raise InvalidInputError(f"{map_dir}: the map cannot be saved there ({problem})")
     from tqdm import tqdm
 
     from ..localizer import Localizer

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from .arg_types import finite_float, positive_int
 from .common import add_model_arguments, backend_options, require_map
 from .help_format import HelpFormatter
 from .output import print_table, write_json
@@ -19,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("map", type=Path, help="map directory")
     p.add_argument("images", type=Path, nargs="+", help="image files to look up")
-    p.add_argument("-k", type=int, default=5, help="matches per image")
-    p.add_argument("--min-score", type=float, default=None, help="drop matches below this")
+    p.add_argument("-k", type=positive_int, default=5, help="matches per image")
+    p.add_argument("--min-score", type=finite_float, default=None, help="drop matches below this")
     p.add_argument("--json", type=Path, default=None, help="write all matches as JSON")
     p.set_defaults(run=run)
 

@@ -526,3 +526,20 @@ def test_info_calls_a_map_without_its_manifest_damaged(tiny_onnx: Path, routes, 
     assert "holds a map index but no manifest" in capsys.readouterr().err
     assert main(["info", str(tmp_path)]) == 2  # a folder with no map in it at all
     assert "not a map" in capsys.readouterr().err
+
+
+def test_a_map_that_cannot_be_saved_is_refused_before_any_frame(tiny_onnx: Path, routes,
+                                                                tmp_path: Path, cpu_only: None,
+                                                                monkeypatch, capsys) -> None:
+    """It failed with a raw OSError at the first save, after every frame was described."""
+    from vpr_edge import localizer
+
+    run1, _ = routes
+    (tmp_path / "file").write_text("x")
+    described = []
+    monkeypatch.setattr(localizer.Localizer, "describe",
+                        lambda self, *a, **k: described.append(1))
+    assert main(["map", "build", str(tiny_onnx), str(tmp_path / "file" / "map"), "--images",
+                 str(run1), "--no-progress"]) == 2
+    assert "the map cannot be saved there" in capsys.readouterr().err
+    assert described == []
