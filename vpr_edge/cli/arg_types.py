@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def _number(text: str, kind: type) -> float | int:
@@ -22,46 +23,28 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (a count, a size, a batch)."""
-    value = int(_number(text, int))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _checked(name: str, kind: type, ok: Callable[[float], bool], what: str
+             ) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        value = _number(text, kind)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (a window that may be off)."""
-    value = int(_number(text, int))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (a rate, a margin, a distance)."""
-    value = float(_number(text, float))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (a penalty that may be off)."""
-    value = float(_number(text, float))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (a score threshold)."""
-    return float(_number(text, float))
-
-
-def fraction_up_to_one(text: str) -> float:
-    """A finite number in (0, 1] (a decay factor)."""
-    value = float(_number(text, float))
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
+#: a count, a size, a batch
+positive_int = _checked("positive_int", int, lambda v: v >= 1, "an integer >= 1")
+#: a window that may be off
+non_negative_int = _checked("non_negative_int", int, lambda v: v >= 0, "an integer >= 0")
+#: a rate, a margin, a distance
+positive_float = _checked("positive_float", float, lambda v: v > 0, "a number > 0")
+#: a penalty that may be off
+non_negative_float = _checked("non_negative_float", float, lambda v: v >= 0, "a number >= 0")
+#: a score threshold
+finite_float = _checked("finite_float", float, lambda v: True, "a finite number")
+#: a decay factor
+fraction_up_to_one = _checked("fraction_up_to_one", float, lambda v: 0 < v <= 1,
+                              "a number in (0, 1]")
