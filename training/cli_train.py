@@ -52,6 +52,7 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
                    help="also fit PCA-whitening to this many dims (needs more images)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_init)
 
 
@@ -65,7 +66,7 @@ def run_init(args: argparse.Namespace) -> dict:
     model, report = init_model(
         config, images, max_images=args.max_images,
         descriptors_per_image=args.descriptors_per_image, whitening_dim=args.whitening_dim,
-        seed=args.seed,
+        seed=args.seed, progress=not args.no_progress,
     )
     save_checkpoint(args.output, model, provenance={
         "made_by": "vpr-train init", "images": str(args.images), "seed": args.seed,
@@ -94,6 +95,7 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
                         "weakest directions only; measured safer when the images are few")
     p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
     p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_whiten)
 
 
@@ -105,7 +107,8 @@ def run_whiten(args: argparse.Namespace) -> dict:
     model = ckpt.build()
     report = InitReport()
     fit_whitening(model, list_images(args.images), args.dim, max_dim=args.max_dim,
-                  report=report, whiten=not args.projection_only)
+                  report=report, whiten=not args.projection_only,
+                  progress=not args.no_progress)
     save_checkpoint(args.output, model, provenance={
         **ckpt.provenance, "whitening": {"images": str(args.images), "dim": args.dim,
                                          "whitened": not args.projection_only,

@@ -33,6 +33,7 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
     report = json.loads((tmp_path / "init.json").read_text())
     assert report["images_used"] == 20 and report["dim"] == 8 * 112
     assert load_checkpoint(init).provenance["made_by"] == "vpr-train init"
+    assert "local features" in capsys.readouterr().err  # its progress bar
 
     fitted = tmp_path / "fit.pt"
     assert cli_train.main(["fit", "--frame-aligned", str(left), str(right), "--span", "0", "0.7",
@@ -53,8 +54,10 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
     assert f"--trainable-stages {stages}" in capsys.readouterr().err
 
     whitened = tmp_path / "white.pt"
+    capsys.readouterr()
     assert cli_train.main(["whiten", str(fitted), "--images", str(left), "--dim", "8",
-                           "--max-dim", "16", "--output", str(whitened)]) == 0
+                           "--max-dim", "16", "--output", str(whitened), "--no-progress"]) == 0
+    assert "whitening descriptors" not in capsys.readouterr().err  # --no-progress (new)
     ckpt = load_checkpoint(whitened)
     assert ckpt.config.whitening_dim == 8 and ckpt.config.whitening_max_dim == 16
     projected = tmp_path / "projected.pt"

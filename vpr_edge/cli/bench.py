@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-size", type=positive_int, nargs=2, default=(480, 640),
                    metavar=("H", "W"), help="camera frame size when no --image")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -47,7 +48,10 @@ def _timed(fn, repeat: int) -> np.ndarray:
 
 
 def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
-              backend: str = "auto", options: dict | None = None) -> dict[str, Any]:
+              backend: str = "auto", options: dict | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
     from ..index import PlaceIndex
     from ..localizer import Localizer
 
@@ -64,17 +68,21 @@ def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
         synthetic = rng.standard_normal((places, meta.dim)).astype(np.float32)
         synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
         loc.index = PlaceIndex(meta.dim, fingerprint=meta.fingerprint)
-        for start in range(0, places, 10000):
+        for start in tqdm(range(0, places, 10000), desc="bench: map", unit="10k places",
+                          leave=False, disable=not progress):
             loc.index.add(synthetic[start:start + 10000])
         descriptor = loc.describe(frame)
-        stages = {
-            "preprocess": _timed(lambda: prepare_frame(frame, "RGB", h, w, order), repeat),
-            "inference": _timed(lambda: loc._backend.run(small), repeat),
-            "search": _timed(lambda: loc.query_descriptor(descriptor, 5), repeat),
-            "query (end to end)": _timed(lambda: loc.query(frame, 5), repeat),
-            "describe": _timed(lambda: loc.describe(frame), repeat),
-            "add": _timed(lambda: loc.add(frame), repeat),
+        timed = {
+            "preprocess": lambda: prepare_frame(frame, "RGB", h, w, order),
+            "inference": lambda: loc._backend.run(small),
+            "search": lambda: loc.query_descriptor(descriptor, 5),
+            "query (end to end)": lambda: loc.query(frame, 5),
+            "describe": lambda: loc.describe(frame),
+            "add": lambda: loc.add(frame),
         }
+        stages = {name: _timed(fn, repeat)
+                  for name, fn in tqdm(timed.items(), desc="bench: stages", unit="stage",
+                                       leave=False, disable=not progress)}
         info = loc.info()
     rows = [{"stage": name, "p50_ms": round(float(np.percentile(v, 50)), 3),
              "p99_ms": round(float(np.percentile(v, 99)), 3)} for name, v in stages.items()]
@@ -94,7 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         frame = np.random.default_rng(1).integers(0, 256, (*args.frame_size, 3), np.uint8)
     result = benchmark(args.model, places=args.places, repeat=args.repeat, frame=frame,
-                       backend=args.backend, options=backend_options(args))
+                       backend=args.backend, options=backend_options(args),
+                       progress=not args.no_progress)
     print_table(result["stages"], title=f"vpr-edge bench: {result['backend']}, "
                                          f"{result['places']} places")
     print_facts({"query overhead vs raw inference": result["query_overhead_vs_inference"],

@@ -223,9 +223,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"({len(frames)} frames, --exclusion-frames {config.exclusion_frames}); "
                     "give a longer sequence or a smaller window")
             thresholds = np.unique(np.quantile(best, np.linspace(0.0, 0.99, 25)).round(4))
+            sweep = tqdm(thresholds, desc="sweep", unit="threshold", leave=False,
+                         disable=not progress)
             rows = pr_curve(lambda t: _score(detect(descriptors, stamps,
                                                     replace(config, min_score=t), features),
-                                             truth, eligible), thresholds)
+                                             truth, eligible), sweep)
             summary["pr_curve"] = rows
             summary["recall_at_100_precision"] = recall_at_full_precision(rows)
             print_table(rows, title="precision-recall over min_score")

@@ -170,6 +170,9 @@ def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Pa
     assert "at_min_score_0.9997.precision" in printed and "{" not in printed
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 61 and rows[0].startswith("index,source")
+    assert main(["loops", str(tiny_onnx), "--images", str(run1), str(run2), "--gt", "names",
+                 "--sweep"]) == 0
+    assert "sweep: " in capsys.readouterr().err  # 25 detector passes had no progress bar
 
 
 def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_only: None,
@@ -253,10 +256,15 @@ def test_batch_is_an_option_where_frames_are_batched(tiny_onnx: Path, routes, tm
         with pytest.raises(SystemExit):  # one frame per query: no --batch to be ignored
             main([*command, "--batch", "2"])
 
-def test_bench_reports_every_stage(tiny_onnx: Path, tmp_path: Path, cpu_only: None) -> None:
+def test_bench_reports_every_stage(tiny_onnx: Path, tmp_path: Path, cpu_only: None,
+                                   capsys) -> None:
     out = tmp_path / "bench.json"
     assert main(["bench", str(tiny_onnx), "--places", "500", "--repeat", "5",
                  "--frame-size", "48", "64", "--json", str(out)]) == 0
+    assert "bench: stages" in capsys.readouterr().err  # a progress bar (it ran silent)
+    assert main(["bench", str(tiny_onnx), "--places", "500", "--repeat", "5",
+                 "--frame-size", "48", "64", "--no-progress"]) == 0
+    assert "bench: stages" not in capsys.readouterr().err
     result = json.loads(out.read_text())
     stages = {row["stage"]: row for row in result["stages"]}
     assert set(stages) == {"preprocess", "inference", "search", "query (end to end)",
