@@ -251,7 +251,6 @@ def _other_models_files(final: dict[str, Path], written: dict[str, Path], finger
     """Names of the files an export under this name writes that this one did not, and that
     hold another model (an unreadable one counts as another model's)."""
     from vpr_edge.engine_file import read_engine_header
-    from vpr_edge.errors import VprEdgeError
     from vpr_edge.metadata import read_onnx_metadata
 
     stale = []

@@ -102,12 +102,13 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
                 stamps.append(stamp)
             yield BagFrame(index, stamp, image, pose)
     if stamps:
-        _warn_frames_without_pose(len(stamps), count, pose_topic, max_pose_gap, stamps, track)
+        _warn_frames_without_pose(stamps, count, pose_topic, max_pose_gap, track)
 
 
-def _warn_frames_without_pose(missing: int, count: int, pose_topic: str | None, max_gap: float,
-                              stamps: list[float], track: PoseTrack) -> None:
-    span = track.span()
+def _warn_frames_without_pose(stamps: list[float], count: int, pose_topic: str | None,
+                              max_gap: float, track: PoseTrack) -> None:
+    """``stamps``: of the frames (of ``count``) that got no pose."""
+    missing, span = len(stamps), track.span()
     if span is not None and missing == count and (max(stamps) < span[0] or min(stamps) > span[1]):
         log.warning("no frame got a pose from %s: the frames are stamped %.3f-%.3f s and the "
                     "poses %.3f-%.3f s; are the camera and the odometry stamped by different "

@@ -74,6 +74,29 @@ def _map_positions(places: dict) -> np.ndarray:
     return np.array([pose[:n] for pose in poses], dtype=np.float64)
 
 
+def _judged_by_number(frame, matches: list, numbers: dict[int, int | None], known: np.ndarray,
+                      tolerance: int) -> tuple[bool, list[bool]]:
+    """Whether the map holds a place within ``tolerance`` frames of ``frame``'s number
+    (``known``: the map's source numbers, as an array once for all frames), and which
+    ``matches`` are such places."""
+    want = _frame_number(frame.key)
+    present = bool(np.any(np.abs(known - want) <= tolerance))
+    return present, [numbers[m.place_id] is not None
+                     and abs(numbers[m.place_id] - want) <= tolerance for m in matches]
+
+
+def _judged_by_position(frame, matches: list, positions: np.ndarray, radius: float
+                        ) -> tuple[bool, list[bool]]:
+    """Whether the map holds a place within ``radius`` metres of ``frame``'s pose, and which
+    ``matches`` are such places."""
+    require_pose(frame, frame.index)
+    n = min(positions.shape[1], len(frame.pose))
+    offsets = positions[:, :n] - np.asarray(frame.pose[:n], dtype=np.float64)
+    present = bool(np.any(np.linalg.norm(offsets, axis=1) <= radius))
+    return present, [m.pose is not None and _distance(m.pose, frame.pose) <= radius
+                     for m in matches]
+
+
 def _distance(a, b) -> float:
     """Distance of two poses' positions over the coordinates both have (a map of ``x, y``
     poses against a frame's ``x, y, z`` or seven-value odometry pose)."""
@@ -128,20 +151,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bar.update()
                 if args.gt is None:
                     continue
-                if args.gt == "names":
-                    want = _frame_number(frame.key)
-                    present = bool(np.any(np.abs(known - want) <= args.gt_tolerance))
-                    good = [numbers[m.place_id] is not None
-                            and abs(numbers[m.place_id] - want) <= args.gt_tolerance
-                            for m in matches]
-                else:
-                    require_pose(frame, frame.index)
-                    n = min(positions.shape[1], len(frame.pose))
-                    present = bool(np.any(np.linalg.norm(
-                        positions[:, :n] - np.asarray(frame.pose[:n], dtype=np.float64), axis=1)
-                        <= args.gt_radius))
-                    good = [m.pose is not None and _distance(m.pose, frame.pose) <= args.gt_radius
-                            for m in matches]
+                present, good = (_judged_by_number(frame, matches, numbers, known,
+                                                   args.gt_tolerance)
+                                 if args.gt == "names" else
+                                 _judged_by_position(frame, matches, positions, args.gt_radius))
                 if not present:  # no true place in the map: nothing to find
                     without_place += 1
                     continue

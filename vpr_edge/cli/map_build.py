@@ -80,11 +80,12 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             if not pending:
                 return
             t0 = time.perf_counter()
-            decoded = [(f, source.pixels(f)) for f in pending]  # None: skipped (damaged)
-            pending[:] = [f for f, pixels in decoded if pixels is not None]
+            decoded = [(f, source.pixels(f)) for f in pending]
+            kept = [(f, pixels) for f, pixels in decoded if pixels is not None]  # None: skipped
+            pending[:] = [f for f, _ in kept]
             if not pending:
                 return
-            descriptors = loc.describe([pixels for _, pixels in decoded if pixels is not None])
+            descriptors = loc.describe([pixels for _, pixels in kept])
             infer_seconds += time.perf_counter() - t0
             # one add per batch: a batch enters the graph shuffled and is re-inserted by the
             # next add (IndexSettings.refine_adds); a new map is rebuilt at the end

@@ -11,6 +11,7 @@ hnswlib's search is not safe against inserts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -154,7 +155,7 @@ class PlaceIndex:
         ``Localizer`` records ``{"resizers": ["opencv"]}``, the library that resized the
         frames (the model's fingerprint covers the rest)."""
         with self._lock.read():
-            return json.loads(json.dumps(self._provenance))
+            return copy.deepcopy(self._provenance)
 
     def set_provenance(self, key: str, value: Any) -> None:
         """Record ``value`` (JSON: numbers, strings, lists, dicts) under ``key`` in
@@ -505,7 +506,7 @@ class PlaceIndex:
                 "search": "exact" if self._exact is not None else "hnsw",
                 "ef_in_use": int(self._hnsw.ef),
                 "background_rebuild": self._background is not None,
-                "provenance": json.loads(json.dumps(self._provenance)),
+                "provenance": copy.deepcopy(self._provenance),
                 "fingerprint": self._fingerprint,
                 "path": None if self._path is None else str(self._path),
                 "pose_dim": rec.pose_dim,

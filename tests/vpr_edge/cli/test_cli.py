@@ -19,6 +19,12 @@ def write_route(folder: Path, frames: np.ndarray) -> Path:
     return folder
 
 
+def build_map_of(model: Path, map_dir: Path, images: Path) -> None:
+    """``vpr-edge map build`` of a folder, which must succeed."""
+    assert main(["map", "build", str(model), str(map_dir), "--images", str(images),
+                 "--no-progress"]) == 0
+
+
 @pytest.fixture
 def routes(tmp_path: Path, tiny) -> tuple[Path, Path]:
     """Two traversals: the second is the first with mild noise (same place = same number)."""
@@ -93,8 +99,7 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
                                  capsys) -> None:
     run1, run2 = routes
     map_dir = tmp_path / "map"
-    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, map_dir, run1)
     out = tmp_path / "q.json"
     assert main(["query", str(tiny_onnx), str(map_dir), str(run2 / "Image007.png"), "-k", "2",
                  "--json", str(out)]) == 0
@@ -231,8 +236,7 @@ def test_map_build_into_an_empty_directory(tiny_onnx: Path, routes, tmp_path: Pa
                                            cpu_only: None) -> None:
     target = tmp_path / "maps" / "new"
     target.mkdir(parents=True)
-    assert main(["map", "build", str(tiny_onnx), str(target), "--images", str(routes[0]),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, target, routes[0])
     assert (target / "manifest.json").is_file()
 
 
@@ -242,8 +246,7 @@ def test_batch_is_an_option_where_frames_are_batched(tiny_onnx: Path, routes, tm
 
     run1, run2 = routes
     map_dir = tmp_path / "map"
-    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, map_dir, run1)
     calls: list[tuple[int, int]] = []
     real_infer = Localizer._infer
     monkeypatch.setattr(Localizer, "_infer", lambda self, batch: calls.append(
@@ -401,8 +404,7 @@ def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_
     """Between a save's two renames the map is <map>.vpr-edge-old: Localizer, query and
     PlaceIndex.open read it, `vpr-edge info` said "no such file or directory"."""
     map_dir = tmp_path / "map"
-    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(routes[0]),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, map_dir, routes[0])
     map_dir.rename(tmp_path / "map.vpr-edge-old")
     out = tmp_path / "info.json"
     assert main(["info", str(map_dir), "--json", str(out)]) == 0
@@ -493,8 +495,7 @@ def test_localize_recall_counts_only_frames_with_a_true_place(tiny_onnx: Path, r
     for i in range(12):
         (part / f"Image{i:03d}.png").write_bytes((run1 / f"Image{i:03d}.png").read_bytes())
     map_dir = tmp_path / "map"
-    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(part),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, map_dir, part)
     out = tmp_path / "loc.json"
     assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
                  "names", "--no-progress", "--json", str(out)]) == 0
@@ -527,8 +528,7 @@ def test_info_calls_a_map_without_its_manifest_damaged(tiny_onnx: Path, routes, 
     """It said "a directory, but not a map", where opening the map says it is damaged."""
     run1, _ = routes
     map_dir = tmp_path / "map"
-    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
-                 "--no-progress"]) == 0
+    build_map_of(tiny_onnx, map_dir, run1)
     (map_dir / "manifest.json").unlink()
     assert main(["info", str(map_dir)]) == 2
     assert "holds a map index but no manifest" in capsys.readouterr().err
