@@ -39,12 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="two folders of the same route (same file name = same place)")
     data.add_argument("--span", nargs=2, type=float, default=(0.0, 1.0), metavar=("FROM", "TO"),
                       help="part of a frame-aligned route evaluated (fractions)")
-    data.add_argument("--tolerance", type=non_negative_int, default=2,
+    data.add_argument("--tolerance", "--gt-tolerance", type=non_negative_int, default=2,
                       help="frame-aligned: a match within this many frames is correct")
     data.add_argument("--manifest", type=Path, help="CSV manifest")
     data.add_argument("--pittsburgh", type=Path, help="dbStruct .mat file")
     data.add_argument("--image-root", type=Path, help="image folder for --pittsburgh")
-    p.add_argument("--eval-radius", type=positive_float, default=None,
+    p.add_argument("--eval-radius", "--gt-radius", type=positive_float, default=None,
                    help="metric datasets: correct within this many metres (default 25)")
     p.add_argument("--ns", type=positive_int, nargs="+", default=list(DEFAULT_NS),
                    help="N of Recall@N")

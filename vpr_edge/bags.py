@@ -26,7 +26,7 @@ from typing import Any, Union
 import numpy as np
 
 from ._optional import require
-from .errors import InvalidInputError, MissingDependencyError
+from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
 from .poses import Pose, PoseTrack, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
 
@@ -68,6 +68,54 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
     warning, which says so when the frames' stamps and the poses' do not overlap at all
     (two clocks).
     """
+    hint = "(vpr-edge --skip-damaged, or read_image_frames(..., skipped=[]), leaves such " \
+           "frames out)"
+    for message in read_image_messages(bag, topic, every_n=every_n, pose_topic=pose_topic,
+                                       max_pose_gap=max_pose_gap, skipped=skipped, hint=hint):
+        try:
+            image = message.decode()
+        except ImageDecodeError as exc:
+            if skipped is None:
+                raise ImageDecodeError(f"{exc} {hint}") from exc.__cause__
+            skipped.append(str(exc))
+            log.warning("skipped: %s", exc)
+            continue
+        yield BagFrame(message.index, message.stamp, image, message.pose)
+
+
+@dataclass(frozen=True)
+class BagImage:
+    """One image message, read but not yet decoded: :meth:`decode` gives its pixels."""
+
+    index: int
+    stamp: float
+    pose: Pose | None
+    message: Any
+    where: str  # "<bag> <topic> message <index>"
+
+    def decode(self) -> np.ndarray:
+        """The image as ``uint8 HxWx3`` RGB; :class:`ImageDecodeError` naming the message
+        when it cannot be decoded (a missing OpenCV for Bayer images is not that)."""
+        try:
+            return message_to_rgb(self.message)
+        except MissingDependencyError:
+            raise
+        except InvalidInputError as exc:
+            raise ImageDecodeError(f"{self.where}: {exc}") from exc
+        except Exception as exc:
+            raise ImageDecodeError(f"{self.where} is damaged ({type(exc).__name__}: {exc})"
+                                   ) from exc
+
+
+def read_image_messages(bag: PathLike, topic: str, *, every_n: int = 1,
+                        pose_topic: str | None = None, max_pose_gap: float = 0.1,
+                        skipped: list[str] | None = None, hint: str = ""
+                        ) -> Iterator[BagImage]:
+    """:func:`read_image_frames` without decoding the images: each comes as a
+    :class:`BagImage` whose ``decode()`` decodes it when (and if) it is needed, so a resumed
+    ``vpr-edge map build`` skips the frames its map holds without decoding them. A message
+    that does not deserialise is an error (followed by ``hint``), or is described in
+    ``skipped`` and left out."""
     if not positive_int(every_n):
         raise InvalidInputError(f"every_n must be a positive integer, got {every_n!r}")
     every_n = int(every_n)
@@ -78,20 +126,13 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
         for index, conn, bag_time, raw in _messages(reader, bag, topic, IMAGE_TYPES):
             if index % every_n:
                 continue
+            where = f"{bag} {topic} message {index}"
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
-                image = message_to_rgb(msg)
-            except MissingDependencyError:  # (Bayer images need OpenCV) not a damaged frame
-                raise
             except Exception as exc:
-                problem = (f"{bag} {topic} message {index}: {exc}"
-                           if isinstance(exc, InvalidInputError) else
-                           f"{bag} {topic} message {index} is damaged "
-                           f"({type(exc).__name__}: {exc})")
+                problem = f"{where} is damaged ({type(exc).__name__}: {exc})"
                 if skipped is None:
-                    raise InvalidInputError(
-                        f"{problem} (vpr-edge --skip-damaged, or read_image_frames(..., "
-                        "skipped=[]), leaves such frames out)") from exc
+                    raise InvalidInputError(f"{problem} {hint}".rstrip()) from exc
                 skipped.append(problem)
                 log.warning("skipped: %s", problem)
                 continue
@@ -100,7 +141,7 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
             count += 1
             if track is not None and pose is None:
                 stamps.append(stamp)
-            yield BagFrame(index, stamp, image, pose)
+            yield BagImage(index, stamp, pose, msg, where)
     if stamps:
         _warn_frames_without_pose(stamps, count, pose_topic, max_pose_gap, track)
 

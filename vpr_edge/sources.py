@@ -14,7 +14,7 @@ import csv
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -30,6 +30,7 @@ log = logging.getLogger("vpr_edge")
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 POSE_COLUMNS = ("x", "y", "z", "qx", "qy", "qz", "qw")
+SKIP_HINT = "(--skip-damaged leaves such frames out)"
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,17 @@ class SourceFrame:
 
     index: int
     key: str
-    image: np.ndarray | Path
+    image: np.ndarray | Path | Callable[[], np.ndarray]  # pixels, their file, their decoder
     stamp: float | None = None
     pose: tuple[float, ...] | None = None
 
     def pixels(self) -> np.ndarray:
-        """The frame as ``uint8 HxWx3`` RGB (decoding the file if needed)."""
-        return self.image if isinstance(self.image, np.ndarray) else load_image(self.image)
+        """The frame as ``uint8 HxWx3`` RGB (decoding the file or bag message if needed)."""
+        if isinstance(self.image, np.ndarray):
+            return self.image
+        if isinstance(self.image, Path):
+            return load_image(self.image)
+        return self.image()
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,14 @@ class FrameSource:
 
     def pixels(self, frame: SourceFrame) -> np.ndarray | None:
         """``frame``'s pixels, decoded only now (a resumed ``map build`` never decodes the
-        frames its map holds); with ``skip_damaged``, None for a file that cannot be decoded
-        (noted in :attr:`skipped`). A bag's damaged messages are left out while it is read."""
+        frames its map holds); with ``skip_damaged``, None for a file or bag message that
+        cannot be decoded (noted in :attr:`skipped`). A bag message that does not even
+        deserialise is left out while the bag is read."""
         try:
             return frame.pixels()
         except ImageDecodeError as exc:
             if not self.skip_damaged:
-                raise ImageDecodeError(f"{exc} (--skip-damaged leaves such frames out)") from exc
+                raise ImageDecodeError(f"{exc} {SKIP_HINT}") from exc
             self.skipped.append(str(exc))
             log.warning("skipped: %s", exc)
             return None
@@ -158,13 +164,15 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
     def frames() -> Iterator[SourceFrame]:
         # index: the position in this sequence (after --every), as for folders and lists;
         # the key keeps the frame's number on the topic
-        frames = bags.read_image_frames(bag, topic, every_n=every, pose_topic=pose_topic,
-                                        max_pose_gap=max_pose_gap,
-                                        skipped=skipped if skip_damaged else None)
-        for frame in frames:
-            pose = None if frame.pose is None else tuple(frame.pose.as_tuple())
-            yield SourceFrame(frame.index // every, f"{_key(Path(bag))}:{topic}:{frame.index}",
-                              frame.image, frame.stamp, pose)
+        # (decoded only when used: FrameSource.pixels)
+        messages = bags.read_image_messages(bag, topic, every_n=every, pose_topic=pose_topic,
+                                            max_pose_gap=max_pose_gap, hint=SKIP_HINT,
+                                            skipped=skipped if skip_damaged else None)
+        for message in messages:
+            pose = None if message.pose is None else tuple(message.pose.as_tuple())
+            yield SourceFrame(message.index // every,
+                              f"{_key(Path(bag))}:{topic}:{message.index}", message.decode,
+                              message.stamp, pose)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
                        frames=frames, skip_damaged=skip_damaged, skipped=skipped)

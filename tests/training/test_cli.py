@@ -208,3 +208,13 @@ def test_an_interrupted_eval_ends_without_a_traceback(tmp_path: Path, monkeypatc
     monkeypatch.setattr(cli_eval, "run", interrupted)
     assert cli_eval.main([str(tmp_path / "m.pt"), "--corridor", str(tmp_path)]) == 130
     assert "vpr-eval: interrupted" in capsys.readouterr().err
+
+
+def test_eval_takes_vpr_edge_s_ground_truth_option_names() -> None:
+    """vpr-edge says --gt-tolerance / --gt-radius for what vpr-eval called --tolerance /
+    --eval-radius; both names work in vpr-eval."""
+    args = cli_eval.build_parser().parse_args(["m.pt", "--gt-tolerance", "3",
+                                               "--gt-radius", "12.5"])
+    assert args.tolerance == 3 and args.eval_radius == 12.5
+    args = cli_eval.build_parser().parse_args(["m.pt", "--tolerance", "1", "--eval-radius", "5"])
+    assert args.tolerance == 1 and args.eval_radius == 5.0

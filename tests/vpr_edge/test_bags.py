@@ -217,8 +217,37 @@ def test_damaged_image_messages_stop_the_read_or_are_skipped(tmp_path, bag_write
     assert len(skipped) == 2 and "message 2: " in skipped[0]
     assert "message 4 is damaged" in skipped[1] and "skipped: " in caplog.text
     source = open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC, skip_damaged=True)
-    assert [f.index for f in source] == [0, 1, 3] and len(source.skipped) == 2
-    assert [f.index for f in source] == [0, 1, 3] and len(source.skipped) == 2  # not 4
+    for _ in range(2):  # a second pass starts its own list of skipped frames (not 4)
+        kept = [f.index for f in source if source.pixels(f) is not None]
+        assert kept == [0, 1, 3] and len(source.skipped) == 2
+    strict = open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC)
+    with pytest.raises(InvalidInputError, match=r"message 2: .*\(--skip-damaged leaves"):
+        [strict.pixels(f) for f in strict]
+
+
+def test_a_bag_source_decodes_only_the_frames_used(tmp_path, bag_writer, gp_frames,
+                                                   monkeypatch) -> None:
+    """Reading a bag source decodes no image (a resumed `map build` skips the frames its map
+    holds without decoding them: it decoded every message); pixels() decodes one."""
+    from vpr_edge.sources import open_source
+
+    store = bag_writer._store()
+    bag = bag_writer.write_messages(
+        tmp_path / "run.bag",
+        [(10.0 + i, bag_writer.compressed_message(store, bag_writer._jpeg(f), 10.0 + i, "jpeg"))
+         for i, f in enumerate(gp_frames[:4])],
+        image_type="sensor_msgs/msg/CompressedImage")
+    decoded: list[int] = []
+    real = bags.message_to_rgb
+    monkeypatch.setattr(bags, "message_to_rgb",
+                        lambda msg: decoded.append(msg.header.stamp.sec) or real(msg))
+    source = open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC)
+    frames = list(source)
+    assert [f.stamp for f in frames] == [10.0, 11.0, 12.0, 13.0] and decoded == []
+    np.testing.assert_array_equal(source.pixels(frames[2]), real(
+        next(m for m in bags.read_image_messages(bag, bag_writer.IMAGE_TOPIC)
+             if m.index == 2).message))
+    assert decoded == [12]
 
 
 def test_frames_and_poses_on_different_clocks_are_named(tmp_path, bag_writer, gp_frames,

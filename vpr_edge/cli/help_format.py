@@ -2,12 +2,14 @@
 
 Like ``ArgumentDefaultsHelpFormatter``, but shows a default only where it tells the reader
 something: not for on/off flags, not for ``None`` (the help says what happens then), and not
-when the help text already states its default.
+when the help text already states its default; a default of several values shows as they are
+typed (``480 640``, not ``(480, 640)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -17,6 +19,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or "default" in text.lower()):
             return text
         return super()._get_help_string(action)
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if isinstance(action.default, (list, tuple)):
+            action = copy.copy(action)
+            action.default = " ".join(str(v) for v in action.default)
+        return super()._expand_help(action)
 
 
 def summary(doc: str | None) -> str:

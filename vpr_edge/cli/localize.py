@@ -137,10 +137,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:  # closed on Ctrl-C too ("interrupted" then starts a line)
             while True:
                 t0 = time.perf_counter()
-                frame = next(frames, None)  # a bag message is read and decoded here
+                frame = next(frames, None)  # a bag message is read here
                 if frame is None:
                     break
-                pixels = source.pixels(frame)  # and an image file here
+                pixels = source.pixels(frame)  # and decoded here (or an image file)
                 if pixels is None:  # damaged, and --skip-damaged
                     bar.update()
                     continue
