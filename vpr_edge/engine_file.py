@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_file import atomic_write
-from .errors import EngineMismatchError, ModelFormatError
+from .errors import INSTALL_NEWER, EngineMismatchError, ModelFormatError
 from .metadata import ModelMetadata
 
 MAGIC = b"VPRENGN1"
@@ -85,7 +85,7 @@ class EngineHeader:
         if version > FORMAT_VERSION:
             raise ModelFormatError(
                 f"{where}: engine format version {version!r} is newer than this vpr-edge "
-                f"reads ({FORMAT_VERSION}); upgrade vpr-edge"
+                f"reads ({FORMAT_VERSION}); {INSTALL_NEWER}"
             )
         try:
             return cls(

@@ -8,6 +8,10 @@ Messages name the problem and the fix.
 
 from __future__ import annotations
 
+#: how to read a file a later vpr-edge wrote (vpr-edge is installed from a checkout, not PyPI)
+INSTALL_NEWER = ("install a newer vpr-edge (in an updated checkout: pip install -U '.[cpu]' "
+                 "or '.[gpu]')")
+
 
 class VprEdgeError(Exception):
     """Base class of every error vpr-edge raises on purpose."""

@@ -114,6 +114,10 @@ class Localizer:
             log.info("opened map %s (%d places)", target, len(index))
             _warn_of_another_resizer(target, index)
             return index
+        if target is not None and (hint := atomic_dir.legacy_map_hint(target)):
+            # an empty map here would hide that one, and every query would find nothing
+            raise MapError(f"no map at {target}{hint} (or move it away to start a new map "
+                           "there)")
         return PlaceIndex(self.metadata.dim, fingerprint=fingerprint, settings=settings)
 
     @property

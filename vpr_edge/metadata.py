@@ -19,7 +19,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import ModelFormatError
+from .errors import INSTALL_NEWER, ModelFormatError
 
 #: Key of the JSON blob in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "vpr_edge"
@@ -74,7 +74,7 @@ class ModelMetadata:
         if self.schema_version > SCHEMA_VERSION:
             problems.append(
                 f"schema_version {self.schema_version} is newer than this vpr-edge reads "
-                f"({SCHEMA_VERSION}); upgrade vpr-edge"
+                f"({SCHEMA_VERSION}); {INSTALL_NEWER}"
             )
         for name in ("model_name", "backbone", "package_version"):
             if not isinstance(getattr(self, name), str):

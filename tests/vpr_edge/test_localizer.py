@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vpr_edge.errors import InvalidInputError, ModelMismatchError
+from vpr_edge.errors import InvalidInputError, MapError, ModelMismatchError
 from vpr_edge.localizer import Localizer
 
 
@@ -113,6 +113,28 @@ def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model
     with Localizer(tiny_onnx, map_dir) as again:
         assert len(again) == 6
 
+
+
+def test_a_map_left_as_map_old_by_an_older_save_is_named(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                         cpu_only: None, capsys) -> None:
+    """Older vpr-edge left ``<map>.old`` (the whole map) when a save was interrupted between
+    its renames, and opened it by itself. The Localizer started an empty map instead (every
+    query empty), and the CLI said "build one" or "no such file"; each now says to rename it."""
+    from vpr_edge.cli import main
+
+    map_dir = tmp_path / "map"
+    with Localizer(tiny_onnx, map_dir) as loc:
+        loc.add(tiny.frames(1, seed=2)[0])
+        loc.save()
+    map_dir.rename(tmp_path / "map.old")
+    hint = "map.old holds a map .* rename it to map"
+    with pytest.raises(MapError, match=hint):
+        Localizer(tiny_onnx, map_dir)
+    for argv in (["info", str(map_dir)], ["query", str(tiny_onnx), str(map_dir), str(map_dir)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "rename it to map" in err and "vpr-edge map build" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.lock", "map.old", "tiny.onnx"]
 
 def test_save_goes_where_the_map_was_opened(tiny_onnx: Path, tiny, tmp_path: Path,
                                            cpu_only: None, monkeypatch) -> None:

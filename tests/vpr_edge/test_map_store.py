@@ -396,7 +396,7 @@ def test_files_swapped_between_two_maps_refused(tmp_path: Path, kind: str) -> No
 
 def test_future_format_version(saved_map: Path) -> None:
     resign(saved_map, lambda body: body.update(format_version=9, vpr_edge_version="9.0"))
-    with pytest.raises(MapVersionError, match="upgrade vpr-edge"):
+    with pytest.raises(MapVersionError, match="install a newer vpr-edge"):
         PlaceIndex.open(saved_map)
     body = json.loads((saved_map / "manifest.json").read_text())
     body["format_version"] = 3  # a changed version without a valid checksum is damage

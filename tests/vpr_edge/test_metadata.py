@@ -61,7 +61,7 @@ def test_fingerprint_ignores_precision_but_not_weights_preprocessing_or_dim() ->
         ({"weights_sha256": "z" * 64}, "hex sha256"),
         ({"extra": [1]}, "extra must be a JSON object"),
         ({"model_name": 5}, "model_name must be a string"),
-        ({"schema_version": 99}, "upgrade vpr-edge"),
+        ({"schema_version": 99}, "install a newer vpr-edge"),
         ({"whitening_dim": 512}, "whitening_dim"),
     ],
 )

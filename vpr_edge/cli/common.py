@@ -46,8 +46,9 @@ def require_map(path: Path) -> None:
     from ..index import atomic_dir
 
     if path.is_file() or atomic_dir.resolve_for_read(path) is None:
-        raise MapError(f"{path}: no such map (nothing, a file or an empty folder there); "
-                       "build one with `vpr-edge map build`")
+        hint = atomic_dir.legacy_map_hint(path)
+        raise MapError(f"{path}: no such map (nothing, a file or an empty folder there)"
+                       + (hint or "; build one with `vpr-edge map build`"))
 
 
 def check_ground_truth_arguments(args: argparse.Namespace) -> None:

@@ -44,7 +44,8 @@ def describe_path(path: Path) -> dict[str, Any]:
                    if info["provenance"].get("resizers") else {}),
                 "bytes_on_disk": sum(f.stat().st_size for f in where.rglob("*") if f.is_file())}
     if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file or directory")
+        raise InvalidInputError(f"{path}: no such file or directory"
+                                f"{atomic_dir.legacy_map_hint(path)}")
     from ..backends.select import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
     if path.suffix.lower() in ONNX_SUFFIXES:

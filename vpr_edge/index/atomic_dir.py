@@ -125,6 +125,17 @@ def resolve_for_read(target: Path) -> Path | None:
     return None
 
 
+def legacy_map_hint(target: Path, manifest_name: str = "manifest.json") -> str:
+    """Where ``target`` holds no map but ``target.old`` does (what an older vpr-edge left when
+    a save was interrupted between its renames, and opened by itself): ``"; <name>.old holds
+    a map ...: rename it ..."``, to end a "no map" message with. Else ``""``."""
+    legacy = sibling(target, LEGACY_OLD_SUFFIX)
+    if resolve_for_read(target) is not None or not (legacy / manifest_name).is_file():
+        return ""
+    return (f"; {legacy.name} holds a map (an interrupted save by an older vpr-edge leaves "
+            f"one, or it is a copy): rename it to {target.name} to open it")
+
+
 def _empty_dir(path: Path) -> bool:
     try:
         return path.is_dir() and not any(path.iterdir())

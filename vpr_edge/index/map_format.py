@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MapCorruptError, MapVersionError
+from ..errors import INSTALL_NEWER, MapCorruptError, MapVersionError
 from .settings import SPACE
 
 FORMAT_NAME = "vpr-edge-map"
@@ -180,7 +180,7 @@ class Manifest:
             raise MapVersionError(
                 f"{where}: map format version {version} was written by vpr-edge "
                 f"{body.get('vpr_edge_version', '?')}; this vpr-edge reads up to version "
-                f"{FORMAT_VERSION}: upgrade vpr-edge (pip install -U vpr-edge)"
+                f"{FORMAT_VERSION}: {INSTALL_NEWER}"
             )
 
         def num(key: str, src: dict = body, low: int = 0) -> int:

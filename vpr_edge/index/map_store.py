@@ -483,13 +483,8 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
     with atomic_dir.shared_lock(target):
         where = atomic_dir.resolve_for_read(target)
         if where is None:
-            legacy = atomic_dir.sibling(target, atomic_dir.LEGACY_OLD_SUFFIX)
-            hint = (f"; {legacy.name} holds a map (an interrupted save by an older "
-                    f"vpr-edge leaves one, or it is a copy): rename it to {target.name} to "
-                    "open it"
-                    if (legacy / MANIFEST_NAME).is_file() else "")
             raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
-                           f"left by an interrupted save){hint}")
+                           f"left by an interrupted save){atomic_dir.legacy_map_hint(target)}")
         manifest = read_manifest(where)
         if fingerprint is not None and manifest.fingerprint is None:
             raise ModelMismatchError(
