@@ -2,6 +2,7 @@
 
     vpr-edge info model.onnx
     vpr-edge map build model.onnx maps/route --images run1/
+    vpr-edge map repair maps/route
     vpr-edge query model.onnx maps/route frame.jpg
     vpr-edge localize model.onnx maps/route --images run2/ --gt names
     vpr-edge loops model.onnx --images run1/ run2/ --gt names --sweep
@@ -15,7 +16,7 @@ import logging
 import sys
 
 from ..errors import VprEdgeError
-from . import bench, info, localize, loops, map_build, query
+from . import bench, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
 from .output import check_output_file
 
@@ -29,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="run `vpr-edge COMMAND --help` for its options")
     info.add_parser(sub)
-    map_parser = sub.add_parser("map", help="map commands (build)")
+    map_parser = sub.add_parser("map", help="map commands (build, repair)")
     map_sub = map_parser.add_subparsers(dest="map_command", required=True, metavar="ACTION",
                                         help="run `vpr-edge map ACTION --help`")
     map_build.add_parser(map_sub)
+    map_repair.add_parser(map_sub)
     query.add_parser(sub)
     localize.add_parser(sub)
     loops.add_parser(sub)

@@ -350,8 +350,9 @@ def manifest_digest(where: Path) -> str | None:
 
 def _corrupt(path: Path, why: str) -> MapCorruptError:
     return MapCorruptError(f"{path}: {why}; the map is damaged (restore it from a backup, or "
-                           "rebuild it; open(..., rebuild_if_corrupt=True) rebuilds a damaged "
-                           "index.hnsw from the stored descriptors)")
+                           "rebuild it; `vpr-edge map repair MAP`, or open(..., "
+                           "rebuild_if_corrupt=True), rebuilds a damaged index.hnsw from the "
+                           "stored descriptors)")
 
 
 def _not_a_regular_file(path: Path) -> bool:

@@ -223,7 +223,8 @@ def test_a_path_that_holds_no_map_and_bad_bench_counts(tiny_onnx: Path, routes,
     assert main(["info", str(upper)]) == 0
 
 
-@pytest.mark.parametrize("command", [["map", "build"], ["localize"], ["loops"], ["bench"],
+@pytest.mark.parametrize("command", [["map", "build"], ["map", "repair"], ["localize"],
+                                     ["loops"], ["bench"],
                                      ["query"], ["info"]])
 def test_help_describes_each_command_in_plain_text(command: list[str], capsys) -> None:
     with pytest.raises(SystemExit):
