@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ log = logging.getLogger("vpr_edge.loop_node")
 #: Odometry older than the newest pose by this many seconds is forgotten (at 100 Hz a node
 #: otherwise gathers 70 MB of poses an hour); image stamps lag far less.
 POSE_HISTORY_SECONDS = 60.0
+#: loops whose latency the node's summary keeps (its p50/p95 are over these)
+LATENCY_WINDOW = 1000
 #: Odometry stamped this much before the newest pose means time jumped back (a looped bag,
 #: a restarted simulator): the pose history starts again (odometry merely out of order by
 #: less is kept, and counted).
@@ -66,11 +69,12 @@ class NodeStats:
     dropped_busy: int = 0
     errors: int = 0
     loops: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    #: image-to-loop-closure latency of the last LATENCY_WINDOW loops (a node runs for hours)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     problems: dict[str, int] = field(default_factory=dict)  # bad input, by kind
 
     def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms[-1000:])
+        lat = np.asarray(self.latencies_ms)
         return {"received": self.received, "keyframes": self.keyframes,
                 "processed": self.processed, "dropped_policy": self.dropped_policy,
                 "dropped_busy": self.dropped_busy, "errors": self.errors, "loops": self.loops,

@@ -361,3 +361,17 @@ def test_odometry_jumping_back_starts_again_and_is_not_out_of_order(tiny_onnx, t
     assert node.wait_idle()
     node.close()
     assert node.localizer.get(0).pose[1] == 0.0
+
+
+def test_the_statistics_keep_a_bounded_window_of_latencies() -> None:
+    """Every loop's latency was kept for ever (a node finding 10 loops a second gathered
+    11 MB in 10 hours) though the summary reads only the last LATENCY_WINDOW."""
+    from vpr_edge.loop_node import LATENCY_WINDOW, NodeStats
+
+    stats = NodeStats()
+    for i in range(3 * LATENCY_WINDOW):
+        stats.latencies_ms.append(float(i))
+    assert len(stats.latencies_ms) == LATENCY_WINDOW
+    summary = stats.summary()
+    assert summary["latency_ms_p50"] == float(np.median(np.arange(2 * LATENCY_WINDOW,
+                                                                  3 * LATENCY_WINDOW)))

@@ -655,6 +655,37 @@ def test_sigkill_at_each_step_of_the_swap(tmp_path: Path, step: str, survives: s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
 
 
+@pytest.mark.parametrize("failure", [OSError(16, "Device or resource busy"),
+                                     KeyboardInterrupt()])
+@pytest.mark.parametrize("step", ["renamed", "cleaned"])
+def test_a_save_that_fails_after_its_rename_is_still_this_index_s_own(
+        tmp_path: Path, monkeypatch, step: str, failure: BaseException) -> None:
+    """Deleting the previous save failed (a busy device, Ctrl-C in a long rmtree) after the
+    new map was in place: save() said "the map saved before is intact" (it was not: the new
+    one was), and every later save of this index was refused as "saved by another writer",
+    so a node lost every place added since."""
+    index, _ = build(20)
+    target = index.save(tmp_path / "m")
+    index.add(unit(5, seed=3))
+
+    def fail(reached: str) -> None:
+        if reached == step:
+            raise failure
+
+    monkeypatch.setattr(atomic_dir, "FAILPOINT", fail)
+    expected = MapError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as caught:
+        index.save()
+    if expected is MapError:
+        assert "the map was saved" in str(caught.value) and "intact" not in str(caught.value)
+    monkeypatch.setattr(atomic_dir, "FAILPOINT", None)
+    assert len(PlaceIndex.open(target)) == 25  # the new map is in place
+    index.add(unit(1, seed=4))
+    index.save()  # and it is this index's own: the next save goes through
+    assert len(PlaceIndex.open(target)) == 26
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
+
+
 def test_a_crash_in_the_first_save_into_an_empty_folder_leaves_no_false_map(
         tmp_path: Path, monkeypatch) -> None:
     """An empty folder made for the map was set aside as <map>.vpr-edge-old; a crash then

@@ -180,7 +180,9 @@ def make_temp(target: Path) -> Path:
 
 
 def commit(tmp: Path, target: Path) -> None:
-    """Swap the fully written and fsynced ``tmp`` in as ``target`` (steps 3-5)."""
+    """Swap the fully written and fsynced ``tmp`` in as ``target`` (steps 3-4, up to the
+    rename that puts it in place; :func:`settle` does the rest). Raising, it leaves the
+    previous map as ``target`` or ``target.vpr-edge-old``, and ``tmp`` for :func:`discard`."""
     parent = target.parent
     old = sibling(target, OLD_SUFFIX)
     fsync_dir(tmp)
@@ -195,8 +197,16 @@ def commit(tmp: Path, target: Path) -> None:
         fsync_dir(parent)
         _failpoint("aside")
     os.rename(tmp, target)
+
+
+def settle(target: Path) -> None:
+    """After :func:`commit`: make the rename durable (step 4's fsync), then delete the previous
+    map (step 5). The new map is in place whatever this raises; a ``target.vpr-edge-old``
+    left behind is deleted by the next save's :func:`recover`."""
+    parent = target.parent
     fsync_dir(parent)
     _failpoint("renamed")
+    old = sibling(target, OLD_SUFFIX)
     if old.exists():
         shutil.rmtree(old)
         fsync_dir(parent)
