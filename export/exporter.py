@@ -116,7 +116,7 @@ def export(config: ExportConfig) -> ExportResult:
     from .onnx_fp16 import convert_to_fp16, fp16_fraction
     from .onnx_fp32 import export_fp32
     from .onnx_hygiene import check_graph, set_metadata, simplify
-    from .tensorrt_build import EngineBuildConfig, build_engine, builder_available
+    from .tensorrt_build import EngineBuildConfig, builder_available, write_engine
 
     check_arguments(config)
     out_dir = Path(config.output_dir)
@@ -190,28 +190,18 @@ def export(config: ExportConfig) -> ExportResult:
             if config.plugin:
                 plugin, engine_source = _plugin_for_engine(result, config, engine_source, temps)
             with _Timer(result, "build TensorRT engine") as step:
-                from vpr_edge.engine_file import engine_header_for, write_engine_file
-
-                shown = next((final[t].name for t, temp in temps.items()
-                              if temp == engine_source), engine_source.name)
-                built = build_engine(engine_source, EngineBuildConfig(
+                source_meta = meta16 if config.fp16 else meta32
+                if plugin is not None:
+                    source_meta = replace(source_meta, plugin=PLUGIN_INFO)
+                temps["engine"] = step.output = temp_path_beside(final["engine"])
+                step.label = final["engine"].name
+                built = write_engine(engine_source, temps["engine"], source_meta, EngineBuildConfig(
                     batch=config.batch, workspace_mib=config.workspace_mib,
                     timing_cache=out_dir / f"{name}.timing.cache",
                     compute_capabilities=config.compute_capabilities,
                     module=config.tensorrt_module, plugin=plugin,
-                    version_compatible=config.version_compatible), shown_as=shown)
-                source_meta = meta16 if config.fp16 else meta32
-                if plugin is not None:
-                    source_meta = replace(source_meta, plugin=PLUGIN_INFO)
-                header = engine_header_for(
-                    source_meta, built.engine, tensorrt_module=built.module,
-                    tensorrt_version=built.version, compute_capability=built.compute_capability,
-                    device_name=built.device_name,
-                    builder={**built.settings, "precision": source_meta.precision,
-                             "onnx": _final_name(engine_source, temps, final)})
-                temps["engine"] = step.output = temp_path_beside(final["engine"])
-                step.label = final["engine"].name
-                write_engine_file(temps["engine"], header, built.engine)
+                    version_compatible=config.version_compatible),
+                    shown_as=_final_name(engine_source, temps, final))
             targets = ", ".join(built.settings["compute_capabilities"])
             result.notes.append(f"engine built with {built.module} {built.version} for compute "
                                 f"capability {targets}; engines run only on such a GPU, so it "
@@ -383,9 +373,7 @@ def usage_commands(result: ExportResult) -> list[str]:
             f"python -c \"from vpr_edge import Localizer; loc = Localizer('{cpu_onnx}'); "
             f"print(loc.info()['model'])\"",
             f"vpr-edge map build {cpu_onnx} maps/route --images FRAMES_DIR",
-            f"trtexec --onnx={trt_onnx} --stronglyTyped "
-            f"--minShapes=image:1x{meta.input_height}x{meta.input_width}x3 "
-            f"--maxShapes=image:8x{meta.input_height}x{meta.input_width}x3",
+            f"vpr-edge engine build {trt_onnx}   # on the GPU that will run it (no torch)",
             f"polygraphy run {cpu_onnx} --onnxrt --input-shapes "
             f"image:[1,{meta.input_height},{meta.input_width},3]",
         ]

@@ -84,6 +84,31 @@ class ExportConfig:
 MIN_RTX_CAPABILITY = (8, 0)
 
 
+#: Jetson GPU architectures (Xavier, Orin, Thor): TensorRT-RTX runs on none of them.
+JETSON_CAPABILITIES = ("7.2", "8.7", "10.1", "11.0")
+#: how to build an engine on the GPU that will run it, without torch
+BUILD_ON_DEVICE = ("build the engine on that machine with the TensorRT it has (on a Jetson, "
+                   "JetPack's): vpr-edge engine build MODEL.fp16.onnx")
+
+
+def rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
+    """What is wrong with TensorRT-RTX targets (``--compute-capability``); [] when fine."""
+    problems = []
+    for capability in capabilities or ():
+        numbers = str(capability).split(".")
+        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+            problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")
+        elif str(capability) in JETSON_CAPABILITIES:
+            problems.append(f"--compute-capability {capability} is a Jetson GPU, and "
+                            f"TensorRT-RTX engines do not run on Jetson: {BUILD_ON_DEVICE}")
+        elif (int(numbers[0]), int(numbers[1])) < MIN_RTX_CAPABILITY:
+            problems.append(
+                f"--compute-capability {capability}: TensorRT-RTX runs no FP32 matrix "
+                f"products on GPUs before {'.'.join(map(str, MIN_RTX_CAPABILITY))}, and "
+                f"NetVLAD needs them; for such a GPU, {BUILD_ON_DEVICE}")
+    return problems
+
+
 def check_arguments(config: ExportConfig) -> None:
     """Refuse impossible requests before any work starts."""
     problems = []
@@ -113,17 +138,8 @@ def check_arguments(config: ExportConfig) -> None:
                                     or "\\" in config.name):
         problems.append(f"--name {config.name!r} must be a plain file name (no folders: "
                         "give the folder with -o)")
-    rtx_targets = config.compute_capabilities if config.tensorrt_module != "tensorrt" else ()
-    for capability in rtx_targets or ():  # (full TensorRT builds for the GPU it runs on)
-        numbers = str(capability).split(".")
-        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
-            problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")
-        elif (int(numbers[0]), int(numbers[1])) < MIN_RTX_CAPABILITY:
-            problems.append(
-                f"--compute-capability {capability}: TensorRT-RTX runs no FP32 matrix "
-                f"products on GPUs before {'.'.join(map(str, MIN_RTX_CAPABILITY))}, and "
-                "NetVLAD needs them; for such a GPU, build the engine on it with full "
-                "TensorRT (vpr-export ... --engine there)")
+    if config.tensorrt_module != "tensorrt":  # (full TensorRT builds for the GPU it runs on)
+        problems += rtx_capability_problems(config.compute_capabilities)
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
     if config.version_compatible and config.engine is not False and not problems:

@@ -17,7 +17,8 @@ Equivalent commands for users with full TensorRT::
             --memPoolSize=workspace:1024M --timingCacheFile=timing.cache --saveEngine=raw.plan
     polygraphy run model.fp16.onnx --trt --strongly-typed --onnxrt --input-shapes image:[1,240,320,3]
 
-(``trtexec`` writes a bare plan; ``vpr-edge`` needs the header, so build with ``vpr-export``.)
+(``trtexec`` writes a bare plan; ``vpr-edge`` needs the header, so build with ``vpr-export``,
+or from an exported ONNX without torch: ``vpr-edge engine build MODEL.fp16.onnx``.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from vpr_edge.backends.tensorrt_logger import process_logger
 from vpr_edge.errors import MissingDependencyError, ModelFormatError
+from vpr_edge.metadata import ModelMetadata
 
 from .targets import MIN_RTX_CAPABILITY
 
@@ -181,3 +183,21 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig, *, shown_as: str | 
         settings["version_compatible"] = True
     return BuiltEngine(memoryview(serialized).tobytes(), name, str(trt.__version__),
                        capability, device, settings)
+
+
+def write_engine(onnx_path: Path, output: Path, metadata: ModelMetadata,
+                 config: EngineBuildConfig, *, shown_as: str | None = None) -> BuiltEngine:
+    """Build an engine from ``onnx_path`` (:func:`build_engine`) and write it to ``output``
+    with the header the runtime checks (atomically). ``metadata``: the model the ONNX holds
+    (its precision and plugin are the engine's); ``shown_as``: the ONNX's name for errors and
+    for the header's record of it (default: ``onnx_path``'s)."""
+    from vpr_edge.engine_file import engine_header_for, write_engine_file
+
+    built = build_engine(onnx_path, config, shown_as=shown_as)
+    header = engine_header_for(
+        metadata, built.engine, tensorrt_module=built.module, tensorrt_version=built.version,
+        compute_capability=built.compute_capability, device_name=built.device_name,
+        builder={**built.settings, "precision": metadata.precision,
+                 "onnx": shown_as or onnx_path.name})
+    write_engine_file(output, header, built.engine)
+    return built

@@ -161,7 +161,7 @@ def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
         raise ModelFormatError(
             f"{path}: not a vpr-edge engine file (no {MAGIC!r} header). Engines built by "
             "trtexec or polygraphy lack the header the runtime needs to check them; build "
-            "with `vpr-export CHECKPOINT --engine`"
+            "with `vpr-edge engine build MODEL.fp16.onnx` (or `vpr-export CHECKPOINT --engine`)"
         )
     (length,) = struct.unpack("<I", prefix[len(MAGIC):])
     if length > _MAX_HEADER:
@@ -265,8 +265,8 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
     runtime runs only its own version's plans; later versions load the lean runtime the
     plan embeds through the full or the dispatch runtime). Engines tied to a GPU architecture
     need that compute capability."""
-    fix = ("rebuild the engine on this machine: `vpr-export CHECKPOINT --engine`, or "
-           "`trtexec --onnx=MODEL.onnx --stronglyTyped --saveEngine=...` and wrap it")
+    fix = ("rebuild the engine on this machine from the exported ONNX: `vpr-edge engine build "
+           "MODEL.fp16.onnx` (no torch needed), or `vpr-export CHECKPOINT --engine`")
     flexible = is_version_compatible(header)
     lean_runs_it = header.tensorrt_module == "tensorrt" and tensorrt_module == "tensorrt_lean"
     if header.tensorrt_module != tensorrt_module and not lean_runs_it:

@@ -148,7 +148,7 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--no-validate",
                  "--whitening-dim", "16", "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "vpr-edge info" in out and "trtexec --onnx=" in out and "Localizer(" in out
+    assert "vpr-edge info" in out and "vpr-edge engine build" in out and "Localizer(" in out
     data = json.loads(report.read_text())
     assert data["files"]["onnx"]["bytes"] > 0 and data["steps"]
     written = {step["output"]: step["bytes"] for step in data["steps"] if step["output"]}
@@ -167,6 +167,9 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     # TensorRT-RTX has no FP32 GEMM on Turing: the build failed late with a Myelin error
     ({"compute_capabilities": ("7.5",)}, InvalidInputError, "before 8.0, and NetVLAD needs"),
     ({"compute_capabilities": ("sm89",)}, InvalidInputError, "give MAJOR.MINOR"),
+    # a Jetson Orin: TensorRT-RTX cannot target it (the build failed late, without a word
+    # about building on the Jetson)
+    ({"compute_capabilities": ("8.7",)}, InvalidInputError, "Jetson.*vpr-edge engine build"),
 ])
 def test_bad_requests_fail_before_writing(checkpoint, tmp_path: Path, changes, error,
                                           words) -> None:

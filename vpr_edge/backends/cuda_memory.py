@@ -41,6 +41,34 @@ _NO_GPU_ERRORS = frozenset(
 )
 
 
+#: Of those, the ones that mean "these CUDA bindings are newer than the driver".
+_DRIVER_TOO_OLD_ERRORS = frozenset({"cudaErrorInsufficientDriver",
+                                    "cudaErrorCallRequiresNewerDriver"})
+
+
+def _cuda_version_text(version: Any) -> str:
+    """``12060`` -> ``"12.6"`` (CUDA's encoding of versions)."""
+    return f"{int(version) // 1000}.{int(version) % 1000 // 10}"
+
+
+def _driver_too_old_hint(rt: ModuleType) -> str:
+    """The fix when a driver is older than the CUDA the bindings were made for (a JetPack 6
+    driver, CUDA 12.6, with cuda-python 13, which ``pip install cuda-python`` picks); ``""``
+    where there is no driver at all (version 0) or the versions cannot be read."""
+    try:
+        driver_version = int(rt.cudaDriverGetVersion()[1])
+        runtime = _cuda_version_text(rt.cudaRuntimeGetVersion()[1])
+    except Exception:  # noqa: BLE001 - the hint must not hide the error it explains
+        return ""
+    if driver_version <= 0:
+        return ""
+    driver = _cuda_version_text(driver_version)
+    return (f"; the driver here runs CUDA up to {driver}, these bindings are for {runtime}: "
+            "install the cuda-python of the driver's CUDA, e.g. pip install "
+            f"'cuda-python~={driver.split('.')[0]}.0' (on JetPack 6: 'cuda-python~=12.6.0'), "
+            "or update the driver")
+
+
 def cudart() -> ModuleType:
     """The CUDA runtime bindings module, or :class:`MissingDependencyError` naming the
     ``tensorrt`` extra."""
@@ -85,7 +113,10 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
     if err != rt.cudaError_t.cudaSuccess:
         name, text = _error_text(rt, err)
         message = f"{what} failed: {name} ({text})"
-        if name in _NO_GPU_ERRORS:
+        hint = _driver_too_old_hint(rt) if name in _DRIVER_TOO_OLD_ERRORS else ""
+        if hint:
+            message += hint
+        elif name in _NO_GPU_ERRORS:
             message += (
                 "; no usable NVIDIA GPU and driver here: run on a machine with one, or run "
                 "the exported .onnx model with backend='onnxruntime-cpu'"

@@ -3,6 +3,7 @@
     vpr-edge info model.onnx
     vpr-edge map build model.onnx maps/route --images run1/
     vpr-edge map repair maps/route
+    vpr-edge engine build model.fp16.onnx
     vpr-edge query model.onnx maps/route frame.jpg
     vpr-edge localize model.onnx maps/route --images run2/ --gt names
     vpr-edge loops model.onnx --images run1/ run2/ --gt names --sweep
@@ -16,7 +17,7 @@ import logging
 import sys
 
 from ..errors import VprEdgeError
-from . import bench, info, localize, loops, map_build, map_repair, query
+from . import bench, engine_build, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
 from .output import check_output_file
 
@@ -35,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         help="run `vpr-edge map ACTION --help`")
     map_build.add_parser(map_sub)
     map_repair.add_parser(map_sub)
+    engine_parser = sub.add_parser("engine", help="engine commands (build)")
+    engine_sub = engine_parser.add_subparsers(dest="engine_command", required=True,
+                                              metavar="ACTION",
+                                              help="run `vpr-edge engine ACTION --help`")
+    engine_build.add_parser(engine_sub)
     query.add_parser(sub)
     localize.add_parser(sub)
     loops.add_parser(sub)
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(getattr(args, option, None), f"--{option}")
         args.run(args)
     except VprEdgeError as exc:
-        command = " ".join(filter(None, (args.command, getattr(args, "map_command", None))))
+        command = " ".join(filter(None, (args.command, getattr(args, "map_command", None),
+                                         getattr(args, "engine_command", None))))
         print(f"vpr-edge {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

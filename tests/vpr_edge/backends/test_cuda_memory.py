@@ -60,6 +60,32 @@ def test_specific_error_codes_are_named() -> None:
         cuda_memory.cuda_call(cudart.cudaError_t.cudaErrorInvalidValue)
 
 
+def test_a_driver_older_than_the_bindings_names_both_versions(monkeypatch) -> None:
+    """cuda-python 13 (what `pip install cuda-python` picks) on a JetPack 6 driver (CUDA
+    12.6): the error said there was no usable GPU, though the GPU was fine."""
+    real = cuda_memory.cudart()
+    ok = real.cudaError_t.cudaSuccess
+
+    class OldDriver:
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        @staticmethod
+        def cudaDriverGetVersion():
+            return ok, 12060
+
+        @staticmethod
+        def cudaRuntimeGetVersion():
+            return ok, 13020
+
+    monkeypatch.setattr(cuda_memory, "cudart", lambda: OldDriver())
+    with pytest.raises(CudaError, match=r"driver here runs CUDA up to 12\.6, these bindings "
+                                        r"are for 13\.2: install .*cuda-python~=12\.0") as info:
+        cuda_memory.cuda_call((real.cudaError_t.cudaErrorInsufficientDriver, 0),
+                              "cudaGetDeviceCount")
+    assert "no usable NVIDIA GPU" not in str(info.value)
+
+
 def test_success_returns_the_values() -> None:
     ok = cudart.cudaError_t.cudaSuccess
     assert cuda_memory.cuda_call((ok,)) is None

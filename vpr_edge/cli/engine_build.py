@@ -1,0 +1,115 @@
+"""``vpr-edge engine build``: a TensorRT engine from an exported ONNX model, on the machine that
+will run it, without torch.
+
+An engine runs only on the GPU architecture and TensorRT version it was built with, so a
+Jetson builds its own: export on a workstation (``vpr-export model.pt --fp16``), copy
+``model.fp16.onnx`` to the robot, and build there with the TensorRT it has (JetPack's). The
+engine gets the header the runtime checks (model metadata, TensorRT version, GPU), which an
+engine from ``trtexec`` lacks. Plain graphs only: an engine from a ``--plugin`` graph needs
+the plugin's registration, which ``vpr-export --plugin`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError
+from .arg_types import positive_int
+from .help_format import HelpFormatter, summary
+from .output import print_facts, write_json
+
+MODULES = ("tensorrt", "tensorrt_rtx")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (no torch)",
+                       formatter_class=HelpFormatter, description=summary(__doc__))
+    p.add_argument("onnx", type=Path, help="model exported by vpr-export (NAME.fp16.onnx for "
+                                           "an FP16 engine, or NAME.onnx)")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="engine file (default: NAME.engine beside the ONNX)")
+    p.add_argument("--batch", type=positive_int, nargs=3, default=(1, 1, 8),
+                   metavar=("MIN", "OPT", "MAX"), help="optimisation profile (frames per call)")
+    p.add_argument("--workspace", type=positive_int, default=1024, dest="workspace_mib",
+                   help="builder workspace (MiB)")
+    p.add_argument("--tensorrt-module", choices=MODULES, default=None,
+                   help="build with this module (default: tensorrt, else tensorrt_rtx)")
+    p.add_argument("--compute-capability", action="append", default=None,
+                   dest="compute_capabilities",
+                   help="TensorRT-RTX only (full TensorRT builds for the GPU it runs on): "
+                        "target architecture, e.g. 8.9; repeat for several (default: 8.0, "
+                        "8.6, 8.9 and 12.0)")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="full TensorRT only: the engine also runs on later TensorRT versions "
+                        "and on the lean runtime of its own version")
+    p.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
+    p.set_defaults(run=run)
+
+
+def engine_path_for(onnx: Path) -> Path:
+    """``NAME.engine`` beside ``NAME.onnx`` or ``NAME.fp16.onnx``, as vpr-export names it."""
+    stem = onnx.name[: -len(".onnx")] if onnx.name.lower().endswith(".onnx") else onnx.stem
+    return onnx.with_name(stem.removesuffix(".fp16") + ".engine")
+
+
+def build_engine_file(onnx: Path, output: Path | None = None, *,
+                      batch: tuple[int, int, int] = (1, 1, 8), workspace_mib: int = 1024,
+                      tensorrt_module: str | None = None,
+                      compute_capabilities: tuple[str, ...] | None = None,
+                      version_compatible: bool = False) -> dict[str, Any]:
+    """Build ``output`` (default :func:`engine_path_for`) from ``onnx``; a summary."""
+    from ..metadata import read_onnx_metadata
+
+    output = engine_path_for(onnx) if output is None else output
+    problems = []
+    if not onnx.is_file():
+        problems.append(f"{onnx}: no such file")
+    elif not onnx.name.lower().endswith(".onnx"):
+        problems.append(f"{onnx}: not an .onnx file (give the NAME.fp16.onnx vpr-export wrote)")
+    if not 1 <= batch[0] <= batch[1] <= batch[2]:
+        problems.append(f"--batch needs 1 <= min <= opt <= max, got {' '.join(map(str, batch))}")
+    if output.is_dir():
+        problems.append(f"--output {output} is a folder: give the engine file's path")
+    if version_compatible and tensorrt_module == "tensorrt_rtx":
+        problems.append("--version-compatible needs full TensorRT (tensorrt)")
+    if compute_capabilities and tensorrt_module == "tensorrt":
+        problems.append("--compute-capability is for TensorRT-RTX: full TensorRT builds for "
+                        "the GPU it runs on")
+    from vpr_edge.export.targets import rtx_capability_problems
+
+    problems += rtx_capability_problems(compute_capabilities)
+    if problems:
+        raise InvalidInputError("; ".join(problems))
+    metadata = read_onnx_metadata(str(onnx))  # a vpr-export model (names the fix if not)
+    if metadata.plugin is not None:
+        raise InvalidInputError(
+            f"{onnx} uses the {metadata.plugin.name} plugin: build its engine with "
+            "`vpr-export CHECKPOINT --plugin --engine`, or build from the plain graph "
+            f"({engine_path_for(onnx).stem}.fp16.onnx)")
+    from vpr_edge.export.tensorrt_build import EngineBuildConfig, write_engine
+
+    start = time.perf_counter()
+    built = write_engine(onnx, output, metadata, EngineBuildConfig(
+        batch=tuple(batch), workspace_mib=workspace_mib,
+        timing_cache=output.with_name(output.stem + ".timing.cache"),
+        compute_capabilities=tuple(compute_capabilities) if compute_capabilities else None,
+        module=tensorrt_module, version_compatible=version_compatible))
+    return {"engine": str(output), "onnx": str(onnx), "precision": metadata.precision,
+            "tensorrt": f"{built.module} {built.version}",
+            "compute_capabilities": ", ".join(built.settings["compute_capabilities"]),
+            "device": built.device_name, "batch": " ".join(map(str, batch)),
+            "version_compatible": version_compatible, "bytes": output.stat().st_size,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    result = build_engine_file(
+        args.onnx, args.output, batch=tuple(args.batch), workspace_mib=args.workspace_mib,
+        tensorrt_module=args.tensorrt_module, compute_capabilities=args.compute_capabilities,
+        version_compatible=args.version_compatible)
+    print_facts(result, title="vpr-edge engine build")
+    write_json(args.json, result)
+    return result
