@@ -623,3 +623,22 @@ def test_a_sliding_window_map_drops_its_removed_places(caplog) -> None:
     assert caplog.text.count("PlaceIndex.rebuild() drops them") == 1  # said once
     big.rebuild()
     assert big.info()["removed_rows"] == 0
+
+
+@pytest.mark.parametrize("mode", ["hnsw", "auto"])
+def test_an_id_added_again_after_a_rebuild_gets_its_new_descriptor(tmp_path, mode) -> None:
+    """The next add re-inserts the previous add's places (refine_adds), found by id and row.
+    A rebuild renumbers rows but kept that note: an id removed, rebuilt away and added again
+    at its old row number was re-inserted with its OLD descriptor (wrong matches in the
+    graph, and in a saved map's index.hnsw)."""
+    a, b = np.eye(DIM, dtype=np.float32)[:2]
+    index = PlaceIndex(DIM, settings=IndexSettings(mode=mode))
+    index.add(a, ids=0)
+    index.remove(0)
+    index.rebuild()
+    index.add(b, ids=0)  # (an add refines the previous add's places)
+    best = index.query(b, 1)[0]
+    assert (best.place_id, round(best.score, 4)) == (0, 1.0)
+    reopened = PlaceIndex.open(index.save(tmp_path / "m"), settings=IndexSettings(mode="hnsw"))
+    best = reopened.query(b, 1)[0]
+    assert (best.place_id, round(best.score, 4)) == (0, 1.0)

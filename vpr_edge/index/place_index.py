@@ -782,6 +782,9 @@ class PlaceIndex:
         self._live = rec.rows
         self._rebuilt_at = rec.rows
         self._warned_tombstones = False
+        # every place is in the new graph, and the last add's rows may be renumbered: a
+        # removed id added again at its old row number would be "refined" with its old vector
+        self._unrefined = None
         if compact:  # saved record and descriptor files no longer match the rows
             self._layout += 1
             self._disk = None
