@@ -113,10 +113,11 @@ def export(config: ExportConfig) -> ExportResult:
     import torch
     from vpr_edge.training.checkpoint import load_checkpoint
 
+    from vpr_edge.tensorrt_build import EngineBuildConfig, builder_available, write_engine
+
     from .onnx_fp16 import convert_to_fp16, fp16_fraction
     from .onnx_fp32 import export_fp32
     from .onnx_hygiene import check_graph, set_metadata, simplify
-    from .tensorrt_build import EngineBuildConfig, builder_available, write_engine
 
     check_arguments(config)
     out_dir = Path(config.output_dir)
@@ -297,9 +298,10 @@ def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source:
     """(plugin settings, ONNX to build from): the FP16 plugin graph when the engine is FP16
     and this TensorRT can register the plugin, else the plain graph, with the reason logged
     and noted."""
+    from vpr_edge.tensorrt_build import find_builder
+
     from .plugin.onnx_node import PLUGIN_ID
     from .plugin.registration import prepare_builder
-    from .tensorrt_build import find_builder
 
     if config.version_compatible:
         ok, reason = False, ("vpr-export builds version-compatible engines from plain ONNX ops "

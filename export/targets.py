@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpr_edge.errors import InvalidInputError, MissingDependencyError
+from vpr_edge.tensorrt_build import rtx_capability_problems
 
 TARGETS = {
     "onnx": {"suffix": ".onnx", "precision": "fp32",
@@ -79,36 +80,6 @@ class ExportConfig:
     extra: dict = field(default_factory=dict)
 
 
-#: The oldest GPU architecture a TensorRT-RTX engine of our graphs can target (Turing, 7.5,
-#: has no FP32 GEMM in TensorRT-RTX, which the NetVLAD layer needs).
-MIN_RTX_CAPABILITY = (8, 0)
-
-
-#: Jetson GPU architectures (Xavier, Orin, Thor): TensorRT-RTX runs on none of them.
-JETSON_CAPABILITIES = ("7.2", "8.7", "10.1", "11.0")
-#: how to build an engine on the GPU that will run it, without torch
-BUILD_ON_DEVICE = ("build the engine on that machine with the TensorRT it has (on a Jetson, "
-                   "JetPack's): vpr-edge engine build MODEL.fp16.onnx")
-
-
-def rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
-    """What is wrong with TensorRT-RTX targets (``--compute-capability``); [] when fine."""
-    problems = []
-    for capability in capabilities or ():
-        numbers = str(capability).split(".")
-        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
-            problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")
-        elif str(capability) in JETSON_CAPABILITIES:
-            problems.append(f"--compute-capability {capability} is a Jetson GPU, and "
-                            f"TensorRT-RTX engines do not run on Jetson: {BUILD_ON_DEVICE}")
-        elif (int(numbers[0]), int(numbers[1])) < MIN_RTX_CAPABILITY:
-            problems.append(
-                f"--compute-capability {capability}: TensorRT-RTX runs no FP32 matrix "
-                f"products on GPUs before {'.'.join(map(str, MIN_RTX_CAPABILITY))}, and "
-                f"NetVLAD needs them; for such a GPU, {BUILD_ON_DEVICE}")
-    return problems
-
-
 def check_arguments(config: ExportConfig) -> None:
     """Refuse impossible requests before any work starts."""
     problems = []
@@ -143,7 +114,7 @@ def check_arguments(config: ExportConfig) -> None:
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
     if config.version_compatible and config.engine is not False and not problems:
-        from .tensorrt_build import find_builder
+        from vpr_edge.tensorrt_build import find_builder
 
         found = find_builder(config.tensorrt_module)
         if found is None or found[1] != "tensorrt":
@@ -160,7 +131,7 @@ def check_arguments(config: ExportConfig) -> None:
         if not ok:
             raise MissingDependencyError(f"--plugin cannot be honoured: {reason}")
     if config.engine:
-        from .tensorrt_build import builder_available
+        from vpr_edge.tensorrt_build import builder_available
 
         ok, reason = builder_available()
         if not ok:

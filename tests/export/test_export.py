@@ -194,7 +194,7 @@ def test_plugin_without_its_dependencies_is_an_error(checkpoint, tmp_path: Path,
 
 
 def test_engine_without_tensorrt_is_an_error(checkpoint, tmp_path: Path, monkeypatch) -> None:
-    from vpr_edge.export import tensorrt_build
+    from vpr_edge import tensorrt_build
 
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
     with pytest.raises(MissingDependencyError, match="install"):
@@ -259,7 +259,7 @@ def _fake_full_tensorrt():
 def test_version_compatible_engines_set_the_builder_flag(tmp_path: Path, monkeypatch,
                                                          version_compatible) -> None:
     from vpr_edge.backends import cuda_memory
-    from vpr_edge.export import tensorrt_build
+    from vpr_edge import tensorrt_build
 
     trt = _fake_full_tensorrt()
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: (trt, "tensorrt"))
@@ -274,7 +274,7 @@ def test_version_compatible_engines_set_the_builder_flag(tmp_path: Path, monkeyp
 
 def test_version_compatible_needs_full_tensorrt(checkpoint, tmp_path: Path,
                                                 monkeypatch) -> None:
-    from vpr_edge.export import tensorrt_build
+    from vpr_edge import tensorrt_build
 
     for changes, words in (({"engine": False}, "--no-engine builds none"),
                            ({"tensorrt_module": "tensorrt_rtx"}, "needs full TensorRT")):
@@ -294,7 +294,7 @@ def test_version_compatible_is_refused_before_any_work_without_full_tensorrt(
         checkpoint, tmp_path: Path, monkeypatch) -> None:
     """With only TensorRT-RTX the export used to write both ONNX files and then fail at the
     engine (leaving nothing); with no TensorRT at all the flag was silently ignored."""
-    from vpr_edge.export import tensorrt_build
+    from vpr_edge import tensorrt_build
 
     for found, words in (((object(), "tensorrt_rtx"), "only tensorrt_rtx is here"),
                          (None, "none is installed")):
@@ -354,7 +354,7 @@ def test_engine_build_errors_name_the_final_file(tmp_path: Path) -> None:
     """The ONNX the builder reads is a temporary beside the output; errors named it
     (`.small.fp16.onnx.f94abfbf7760.tmp`)."""
     pytest.importorskip("tensorrt_rtx")
-    from vpr_edge.export.tensorrt_build import EngineBuildConfig, build_engine
+    from vpr_edge.tensorrt_build import EngineBuildConfig, build_engine
 
     temp = tmp_path / ".small.fp16.onnx.f94abfbf7760.tmp"
     temp.write_bytes(b"not an onnx graph")

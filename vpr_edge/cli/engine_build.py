@@ -78,7 +78,7 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
     if compute_capabilities and tensorrt_module == "tensorrt":
         problems.append("--compute-capability is for TensorRT-RTX: full TensorRT builds for "
                         "the GPU it runs on")
-    from vpr_edge.export.targets import rtx_capability_problems
+    from ..tensorrt_build import rtx_capability_problems
 
     problems += rtx_capability_problems(compute_capabilities)
     if problems:
@@ -89,7 +89,7 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
             f"{onnx} uses the {metadata.plugin.name} plugin: build its engine with "
             "`vpr-export CHECKPOINT --plugin --engine`, or build from the plain graph "
             f"({engine_path_for(onnx).stem}.fp16.onnx)")
-    from vpr_edge.export.tensorrt_build import EngineBuildConfig, write_engine
+    from ..tensorrt_build import EngineBuildConfig, write_engine
 
     start = time.perf_counter()
     built = write_engine(onnx, output, metadata, EngineBuildConfig(

@@ -71,7 +71,7 @@ def test_files_it_cannot_build_from_are_named(make_model, tiny, tmp_path: Path,
 
 
 def test_without_tensorrt_it_says_what_to_install(tiny_onnx: Path, monkeypatch, capsys) -> None:
-    from vpr_edge.export import tensorrt_build
+    from vpr_edge import tensorrt_build
 
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
     assert main(["engine", "build", str(tiny_onnx)]) == 2

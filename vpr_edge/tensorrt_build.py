@@ -1,5 +1,8 @@
 """Build a TensorRT engine from our ONNX, with one code path for TensorRT 10.x, 11.x and RTX.
 
+Used by ``vpr-export`` and by ``vpr-edge engine build`` (which builds on the robot from an
+exported ONNX, so it is part of the runtime: it needs TensorRT, not torch).
+
 - **Strongly typed** network (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): every tensor
   keeps the type the ONNX gives it, so the FP16 graph runs FP16 where it says and FP32 where
   it says. TensorRT 11 removed the FP16 builder flag; this works on 10.x (Jetson: 10.3),
@@ -30,11 +33,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vpr_edge.backends.tensorrt_logger import process_logger
-from vpr_edge.errors import MissingDependencyError, ModelFormatError
-from vpr_edge.metadata import ModelMetadata
-
-from .targets import MIN_RTX_CAPABILITY
+from .backends.tensorrt_logger import process_logger
+from .errors import MissingDependencyError, ModelFormatError
+from .metadata import ModelMetadata
 
 log = logging.getLogger("vpr_edge.export")
 
@@ -42,6 +43,36 @@ BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
 #: RTX builds without a GPU target these by default (Turing, 7.5, cannot run FP32 GEMMs
 #: in TensorRT-RTX, which our NetVLAD needs).
 RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
+
+
+#: The oldest GPU architecture a TensorRT-RTX engine of our graphs can target (Turing, 7.5,
+#: has no FP32 GEMM in TensorRT-RTX, which the NetVLAD layer needs).
+MIN_RTX_CAPABILITY = (8, 0)
+
+
+#: Jetson GPU architectures (Xavier, Orin, Thor): TensorRT-RTX runs on none of them.
+JETSON_CAPABILITIES = ("7.2", "8.7", "10.1", "11.0")
+#: how to build an engine on the GPU that will run it, without torch
+BUILD_ON_DEVICE = ("build the engine on that machine with the TensorRT it has (on a Jetson, "
+                   "JetPack's): vpr-edge engine build MODEL.fp16.onnx")
+
+
+def rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
+    """What is wrong with TensorRT-RTX targets (``--compute-capability``); [] when fine."""
+    problems = []
+    for capability in capabilities or ():
+        numbers = str(capability).split(".")
+        if len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+            problems.append(f"--compute-capability {capability!r}: give MAJOR.MINOR, e.g. 8.9")
+        elif str(capability) in JETSON_CAPABILITIES:
+            problems.append(f"--compute-capability {capability} is a Jetson GPU, and "
+                            f"TensorRT-RTX engines do not run on Jetson: {BUILD_ON_DEVICE}")
+        elif (int(numbers[0]), int(numbers[1])) < MIN_RTX_CAPABILITY:
+            problems.append(
+                f"--compute-capability {capability}: TensorRT-RTX runs no FP32 matrix "
+                f"products on GPUs before {'.'.join(map(str, MIN_RTX_CAPABILITY))}, and "
+                f"NetVLAD needs them; for such a GPU, {BUILD_ON_DEVICE}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -164,7 +195,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig, *, shown_as: str | 
             builder_config.set_compute_capability(_capability_enum(trt, text), i)
         capability = targets[0] if len(targets) == 1 else None
     else:
-        from vpr_edge.backends import cuda_memory
+        from .backends import cuda_memory
 
         major, minor = cuda_memory.compute_capability(0)
         capability, device = f"{major}.{minor}", cuda_memory.device_name(0)
@@ -191,7 +222,7 @@ def write_engine(onnx_path: Path, output: Path, metadata: ModelMetadata,
     with the header the runtime checks (atomically). ``metadata``: the model the ONNX holds
     (its precision and plugin are the engine's); ``shown_as``: the ONNX's name for errors and
     for the header's record of it (default: ``onnx_path``'s)."""
-    from vpr_edge.engine_file import engine_header_for, write_engine_file
+    from .engine_file import engine_header_for, write_engine_file
 
     built = build_engine(onnx_path, config, shown_as=shown_as)
     header = engine_header_for(
