@@ -302,3 +302,23 @@ def test_a_process_exits_cleanly_while_rebuilds_run() -> None:
                               check=False, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "exiting" and "terminate" not in done.stderr
+
+
+def test_remove_s_compaction_replaces_a_running_background_rebuild(gate) -> None:
+    """remove() drops held removed places with a plain rebuild in a map searched exactly,
+    stopping a background rebuild as rebuild() does; the future said "a plain rebuild()
+    replaced it" though only remove() was called."""
+    from vpr_edge.index.settings import COMPACT_MIN_REMOVED
+
+    opened, built = gate
+    index = PlaceIndex(16, settings=IndexSettings(exact_max_places=10 * COMPACT_MIN_REMOVED))
+    rng = np.random.default_rng(0)
+    db = rng.standard_normal((3 * COMPACT_MIN_REMOVED, 16)).astype(np.float32)
+    ids = index.add(db / np.linalg.norm(db, axis=1, keepdims=True))
+    future = index.rebuild(background=True)
+    assert built.wait(30)
+    index.remove(ids[: 2 * COMPACT_MIN_REMOVED])  # compacted here: a plain rebuild
+    opened.set()
+    with pytest.raises(graph_rebuild.RebuildStopped, match=r"remove\(\) dropped the removed"):
+        future.result(timeout=30)
+    assert index.info()["removed_rows"] == 0 and len(index) == COMPACT_MIN_REMOVED

@@ -642,3 +642,4 @@ def test_an_id_added_again_after_a_rebuild_gets_its_new_descriptor(tmp_path, mod
     reopened = PlaceIndex.open(index.save(tmp_path / "m"), settings=IndexSettings(mode="hnsw"))
     best = reopened.query(b, 1)[0]
     assert (best.place_id, round(best.score, 4)) == (0, 1.0)
+

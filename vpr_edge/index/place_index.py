@@ -271,8 +271,9 @@ class PlaceIndex:
         9600 were removed and added searched 29x slower). So once at least
         :data:`~vpr_edge.index.settings.COMPACT_MIN_REMOVED` (1000) removed places are held,
         more than the live ones, a map searched exactly (``exact_max_places``) is rebuilt by
-        this call (0.2 s at 1000 live 7168-d places), and a larger one logs a warning: call
-        :meth:`rebuild` at a quiet moment (it holds the index: 5 s at 10k places).
+        this call (0.2 s at 1000 live 7168-d places; it stops a background rebuild, as a
+        plain :meth:`rebuild` does), and a larger one logs a warning: call :meth:`rebuild` at
+        a quiet moment (it holds the index: 5 s at 10k places).
         """
         wanted = validate.id_list(ids, None)
         if not wanted:
@@ -302,7 +303,7 @@ class PlaceIndex:
             return
         if self._wants_exact():
             log.info("dropping %d removed places (%d live) from the index", held, self._live)
-            self._plain_rebuild_locked()
+            self._plain_rebuild_locked("remove() dropped the removed places (a plain rebuild)")
         elif not self._warned_tombstones:
             self._warned_tombstones = True
             log.warning("the index holds %d removed places beside %d live ones: queries walk "
@@ -338,9 +339,9 @@ class PlaceIndex:
             self._plain_rebuild_locked()
         return None
 
-    def _plain_rebuild_locked(self) -> None:
+    def _plain_rebuild_locked(self, why: str = "a plain rebuild() replaced it") -> None:
         if self._background is not None:  # its snapshot would undo this rebuild's rows
-            self._background.stop("a plain rebuild() replaced it")
+            self._background.stop(why)
             self._background = None  # a background rebuild asked for next is a new one
         self._rebuild_locked()
 
