@@ -1,12 +1,11 @@
-"""``vpr-edge engine build``: a TensorRT engine from an exported ONNX model, on the machine that
-will run it, without torch.
+"""``vpr-edge engine build``: a TensorRT engine from an exported ONNX, built where it will run.
 
-An engine runs only on the GPU architecture and TensorRT version it was built with, so a
-Jetson builds its own: export on a workstation (``vpr-export model.pt --fp16``), copy
-``model.fp16.onnx`` to the robot, and build there with the TensorRT it has (JetPack's). The
-engine gets the header the runtime checks (model metadata, TensorRT version, GPU), which an
-engine from ``trtexec`` lacks. Plain graphs only: an engine from a ``--plugin`` graph needs
-the plugin's registration, which ``vpr-export --plugin`` does.
+It needs TensorRT, not torch. An engine runs only on the GPU architecture and TensorRT version
+it was built with, so a Jetson builds its own: export on a workstation (``vpr-export model.pt
+--fp16``), copy ``model.fp16.onnx`` to the robot, and build there with the TensorRT it has
+(JetPack's). The engine gets the header the runtime checks (model metadata, TensorRT
+version, GPU), which an engine from ``trtexec`` lacks. Plain graphs only: an engine from a
+``--plugin`` graph needs the plugin's registration, which ``vpr-export --plugin`` does.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""``vpr-edge map repair``: rebuild a map's damaged or missing search graph (``index.hnsw``)
-from the descriptors the map stores, and save the map.
+"""``vpr-edge map repair``: rebuild a map's damaged search graph from its stored descriptors.
+
+The search graph (``index.hnsw``), damaged or missing, is built again from the descriptors the
+map stores, and the map is saved.
 
 Only the graph can be rebuilt: damage to the descriptors or records (or the manifest) is still
 refused, naming the file (restore the map from a backup, or build it again). A sound map is
