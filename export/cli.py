@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vpr_edge._optional import require
+from vpr_edge.cli.engine_build import add_engine_arguments
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
@@ -39,20 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--no-engine", dest="engine", action="store_const", const=False,
                         help="do not build an engine (default: build one when TensorRT or "
                              "TensorRT-RTX is installed)")
-    p.add_argument("--batch", type=int, nargs=3, default=d.batch, metavar=("MIN", "OPT", "MAX"),
-                   help="engine optimisation profile")
-    p.add_argument("--workspace", type=int, default=d.workspace_mib, dest="workspace_mib",
-                   help="TensorRT builder workspace (MiB)")
-    p.add_argument("--compute-capability", action="append", default=None,
-                   dest="compute_capabilities",
-                   help="TensorRT-RTX target GPU architecture (e.g. 8.9; repeat for "
-                        "several; 8.0 or later); default: 8.0, 8.6, 8.9 and 12.0, which also "
-                        "run on later GPUs")
-    p.add_argument("--version-compatible", action="store_true",
-                   help="build the engine with TensorRT's VERSION_COMPATIBLE flag: it then "
-                        "also runs on later TensorRT versions and on the lean runtime "
-                        "(tensorrt_lean) of its own version, maybe a little slower; full "
-                        "TensorRT only, plain graph only (not with the --plugin engine)")
+    add_engine_arguments(p)  # --batch, --workspace, --compute-capability, --version-compatible
     p.add_argument("--whitening-dim", type=int, default=None,
                    help="output dims of a whitened checkpoint (any up to the stored ones)")
     p.add_argument("--validate", type=Path, default=None, dest="validate_dir", metavar="DIR",

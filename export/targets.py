@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpr_edge.errors import InvalidInputError, MissingDependencyError
-from vpr_edge.tensorrt_build import rtx_capability_problems
+from vpr_edge.tensorrt_build import engine_request_problems
 
 TARGETS = {
     "onnx": {"suffix": ".onnx", "precision": "fp32",
@@ -82,10 +82,8 @@ class ExportConfig:
 
 def check_arguments(config: ExportConfig) -> None:
     """Refuse impossible requests before any work starts."""
-    problems = []
-    lo, opt, hi = config.batch
-    if not 1 <= lo <= opt <= hi:
-        problems.append(f"--batch needs 1 <= min <= opt <= max, got {config.batch}")
+    problems = engine_request_problems(config.batch, config.tensorrt_module,
+                                       config.compute_capabilities, config.version_compatible)
     for name in ("height", "width"):
         value = getattr(config, name)
         if value is not None and value < 16:
@@ -96,9 +94,6 @@ def check_arguments(config: ExportConfig) -> None:
         problems.append(f"--opset must be between 13 and 21, got {config.opset}")
     if config.version_compatible and config.engine is False:
         problems.append("--version-compatible is about the engine, and --no-engine builds none")
-    if config.version_compatible and config.tensorrt_module == "tensorrt_rtx":
-        problems.append("--version-compatible needs full TensorRT (tensorrt); TensorRT-RTX "
-                        "engines are portable across GPUs but not across RTX versions")
     if config.validate and config.validate_images < 2:
         problems.append(f"--validate-images must be at least 2 (the check compares images "
                         f"with each other), got {config.validate_images}")
@@ -109,8 +104,6 @@ def check_arguments(config: ExportConfig) -> None:
                                     or "\\" in config.name):
         problems.append(f"--name {config.name!r} must be a plain file name (no folders: "
                         "give the folder with -o)")
-    if config.tensorrt_module != "tensorrt":  # (full TensorRT builds for the GPU it runs on)
-        problems += rtx_capability_problems(config.compute_capabilities)
     if not Path(config.checkpoint).is_file():
         problems.append(f"{config.checkpoint}: no such checkpoint file")
     if config.version_compatible and config.engine is not False and not problems:

@@ -57,7 +57,23 @@ BUILD_ON_DEVICE = ("build the engine on that machine with the TensorRT it has (o
                    "JetPack's): vpr-edge engine build MODEL.fp16.onnx")
 
 
-def rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
+def engine_request_problems(batch: tuple[int, int, int], tensorrt_module: str | None,
+                            compute_capabilities: tuple[str, ...] | None,
+                            version_compatible: bool) -> list[str]:
+    """What is wrong with an engine request (``vpr-export`` and ``vpr-edge engine build``
+    options); [] when it can be built."""
+    problems = []
+    if not 1 <= batch[0] <= batch[1] <= batch[2]:
+        problems.append(f"--batch needs 1 <= min <= opt <= max, got {' '.join(map(str, batch))}")
+    if version_compatible and tensorrt_module == "tensorrt_rtx":
+        problems.append("--version-compatible needs full TensorRT (tensorrt); TensorRT-RTX "
+                        "engines are portable across GPUs but not across RTX versions")
+    if tensorrt_module != "tensorrt":  # (full TensorRT builds for the GPU it runs on)
+        problems += _rtx_capability_problems(compute_capabilities)
+    return problems
+
+
+def _rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
     """What is wrong with TensorRT-RTX targets (``--compute-capability``); [] when fine."""
     problems = []
     for capability in capabilities or ():

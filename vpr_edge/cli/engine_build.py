@@ -30,22 +30,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                            "an FP16 engine, or NAME.onnx)")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="engine file (default: NAME.engine beside the ONNX)")
-    p.add_argument("--batch", type=positive_int, nargs=3, default=(1, 1, 8),
-                   metavar=("MIN", "OPT", "MAX"), help="optimisation profile (frames per call)")
-    p.add_argument("--workspace", type=positive_int, default=1024, dest="workspace_mib",
-                   help="builder workspace (MiB)")
     p.add_argument("--tensorrt-module", choices=MODULES, default=None,
                    help="build with this module (default: tensorrt, else tensorrt_rtx)")
-    p.add_argument("--compute-capability", action="append", default=None,
-                   dest="compute_capabilities",
-                   help="TensorRT-RTX only (full TensorRT builds for the GPU it runs on): "
-                        "target architecture, e.g. 8.9; repeat for several (default: 8.0, "
-                        "8.6, 8.9 and 12.0)")
-    p.add_argument("--version-compatible", action="store_true",
-                   help="full TensorRT only: the engine also runs on later TensorRT versions "
-                        "and on the lean runtime of its own version")
+    add_engine_arguments(p, batch_type=positive_int, workspace_type=positive_int)
     p.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
     p.set_defaults(run=run)
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, *, batch_type: Any = int,
+                         workspace_type: Any = int) -> None:
+    """The engine options ``vpr-export`` and ``vpr-edge engine build`` share (profile,
+    workspace, TensorRT-RTX targets, version compatibility); ``*_type``: argparse types."""
+    from ..tensorrt_build import EngineBuildConfig
+
+    d = EngineBuildConfig()
+    p.add_argument("--batch", type=batch_type, nargs=3, default=d.batch,
+                   metavar=("MIN", "OPT", "MAX"),
+                   help="engine optimisation profile (frames per inference call)")
+    p.add_argument("--workspace", type=workspace_type, default=d.workspace_mib,
+                   dest="workspace_mib",
+                   help="TensorRT builder workspace (MiB)")
+    p.add_argument("--compute-capability", action="append", default=None,
+                   dest="compute_capabilities",
+                   help="TensorRT-RTX target GPU architecture (e.g. 8.9; repeat for "
+                        "several; 8.0 or later, not a Jetson; full TensorRT builds for the GPU "
+                        "it runs on); default: 8.0, 8.6, 8.9 and 12.0, which also run on "
+                        "later GPUs")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="build the engine with TensorRT's VERSION_COMPATIBLE flag: it then "
+                        "also runs on later TensorRT versions and on the lean runtime "
+                        "(tensorrt_lean) of its own version, maybe a little slower; full "
+                        "TensorRT only, plain graph only (not with the --plugin engine)")
 
 
 def engine_path_for(onnx: Path) -> Path:
@@ -68,18 +83,15 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
         problems.append(f"{onnx}: no such file")
     elif not onnx.name.lower().endswith(".onnx"):
         problems.append(f"{onnx}: not an .onnx file (give the NAME.fp16.onnx vpr-export wrote)")
-    if not 1 <= batch[0] <= batch[1] <= batch[2]:
-        problems.append(f"--batch needs 1 <= min <= opt <= max, got {' '.join(map(str, batch))}")
     if output.is_dir():
         problems.append(f"--output {output} is a folder: give the engine file's path")
-    if version_compatible and tensorrt_module == "tensorrt_rtx":
-        problems.append("--version-compatible needs full TensorRT (tensorrt)")
     if compute_capabilities and tensorrt_module == "tensorrt":
         problems.append("--compute-capability is for TensorRT-RTX: full TensorRT builds for "
                         "the GPU it runs on")
-    from ..tensorrt_build import rtx_capability_problems
+    from ..tensorrt_build import engine_request_problems
 
-    problems += rtx_capability_problems(compute_capabilities)
+    problems += engine_request_problems(batch, tensorrt_module, compute_capabilities,
+                                        version_compatible)
     if problems:
         raise InvalidInputError("; ".join(problems))
     metadata = read_onnx_metadata(str(onnx))  # a vpr-export model (names the fix if not)
