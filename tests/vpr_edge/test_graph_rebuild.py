@@ -159,6 +159,21 @@ def test_a_plain_rebuild_replaces_a_running_background_one(tmp_path: Path, gate,
     assert reopened.ids() == live and top1(reopened, db[live]) == live
 
 
+def test_wait_for_rebuild_waits_for_a_stopped_build_s_thread(gate) -> None:
+    """wait_for_rebuild() after a plain rebuild() stopped a background one waits until that
+    build's future resolves (it returned True at once while the thread still ran)."""
+    opened, built = gate
+    index, _ = route_index(200)
+    stopped = index.rebuild(background=True)
+    assert built.wait(30)
+    index.rebuild()
+    assert not index.wait_for_rebuild(0.2) and not stopped.done()
+    opened.set()
+    assert index.wait_for_rebuild(30) and stopped.done()
+    with pytest.raises(graph_rebuild.RebuildStopped):
+        stopped.result(timeout=0)
+
+
 def test_a_background_rebuild_asked_for_after_a_plain_one_is_a_new_one(gate) -> None:
     """After a plain rebuild() stopped a background one, rebuild(background=True) starts a
     new build (it used to hand back the stopped one's future, and nothing was rebuilt)."""

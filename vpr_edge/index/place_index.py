@@ -19,6 +19,7 @@ import math
 import numbers
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -113,6 +114,7 @@ class PlaceIndex:
         self._hnsw = _new_hnsw(self._graph_dim, settings, settings.initial_capacity)
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._background: GraphRebuild | None = None  # a graph being rebuilt in a thread
+        self._stopped: GraphRebuild | None = None  # the last one a plain rebuild() stopped
         self._rebuilt_at = 0  # places in the graph at its last random-order build
         self._unrefined: tuple[list[int], int, np.ndarray] | None = None  # the last add
         self._warned_tombstones = False  # said that many removed places are held
@@ -342,18 +344,22 @@ class PlaceIndex:
     def _plain_rebuild_locked(self, why: str = "a plain rebuild() replaced it") -> None:
         if self._background is not None:  # its snapshot would undo this rebuild's rows
             self._background.stop(why)
+            self._stopped = self._background  # its thread may run on a little while
             self._background = None  # a background rebuild asked for next is a new one
         self._rebuild_locked()
 
     def wait_for_rebuild(self, timeout: float | None = None) -> bool:
-        """Wait for a background rebuild, if one runs; False if ``timeout`` (s) ran out."""
-        job = self._background
-        if job is None:
-            return True
-        try:
-            job.future.exception(timeout)
-        except FutureTimeoutError:
-            return False
+        """Wait for a background rebuild, if one runs, and for the thread of one a plain
+        ``rebuild()`` stopped, until its future resolves; False if ``timeout`` (s) ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in (self._stopped, self._background):
+            if job is None:
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                job.future.exception(left)
+            except FutureTimeoutError:
+                return False
         return True
 
     def _graph_outgrew_its_order(self) -> bool:
