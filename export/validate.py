@@ -71,11 +71,11 @@ def load_validation_images(folder: Path, height: int, width: int, limit: int = 6
     An undecodable image is an error naming it (validation on fewer images than asked would
     be a silent weakening).
     """
-    from vpr_edge.sources import IMAGE_SUFFIXES
+    from vpr_edge.sources import list_images
 
     if not folder.is_dir():
         raise InvalidInputError(f"--validate {folder}: not a directory of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(folder)
     if len(files) < 2:
         raise InvalidInputError(f"--validate {folder}: needs at least 2 images, found "
                                 f"{len(files)}")

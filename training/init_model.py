@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from vpr_edge.errors import ImageDecodeError, InvalidInputError
 from vpr_edge.images import load_image, resize
+from vpr_edge.sources import is_image_file
 
 from .config import ModelConfig
 from .model import VPRModel, build_model, images_to_tensor
@@ -27,9 +28,6 @@ from .netvlad import NetVLAD, kmeans
 from .whitening import PCAWhitening
 
 log = logging.getLogger("vpr_edge.training")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
 
 @dataclass
 class InitReport:
@@ -48,12 +46,13 @@ class InitReport:
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (sorted), by suffix."""
+    """Image files under ``folder`` (sorted), by suffix; hidden files and folders left out."""
     root = Path(folder)
     if not root.is_dir():
         raise InvalidInputError(f"{root}: not a directory of images")
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in root.glob(pattern) if is_image_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def iter_image_batches(paths: Sequence[Path], height: int, width: int, batch_size: int,

@@ -30,9 +30,12 @@ _TOO_MANY_PIXELS = ("Pillow refuses image files of that many pixels (a guard aga
                     "the file")
 
 
-def load_image(path: PathLike) -> np.ndarray:
+def load_image(path: PathLike, *, scale_16bit: bool = True) -> np.ndarray:
     """Read an image file as ``uint8 HxWx3`` RGB, turned upright as its EXIF orientation says
-    (as ``cv2.imread`` does).
+    (as ``cv2.imread`` does). 16-bit grey pixels keep their top 8 bits (``>> 8``), as 16-bit
+    colour ones do and as 16-bit ROS images do: a thermal camera's full range maps to 0..255,
+    a depth image in millimetres comes out nearly black (``scale_16bit=False`` refuses them
+    instead). 32-bit and float pixels are refused (converting would clip them).
 
     Raises :class:`ImageDecodeError` for a missing, unreadable, truncated or non-image file.
     """
@@ -41,7 +44,7 @@ def load_image(path: PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            return _rgb_of(img, str(path))
+            return _rgb_of(img, str(path), scale_16bit)
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: image file not found") from exc
     except IsADirectoryError as exc:
@@ -58,12 +61,11 @@ def load_image(path: PathLike) -> np.ndarray:
         ) from exc
 
 
-def decode_image(data: bytes, *, scale_16bit: bool = False) -> np.ndarray:
+def decode_image(data: bytes, *, scale_16bit: bool = True) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) to ``uint8 HxWx3`` RGB, turned upright as
-    their EXIF orientation says. 16-bit mono pixels are refused, as in :func:`load_image`,
-    unless ``scale_16bit``: then they keep their top 8 bits (``>> 8``), the conversion of
-    16-bit ``sensor_msgs/Image`` messages, for the PNGs ROS's ``compressed`` transport makes
-    of them."""
+    their EXIF orientation says; 16-bit, 32-bit and float pixels as in :func:`load_image`
+    (``>> 8`` for 16-bit grey is also what the PNGs ROS's ``compressed`` transport makes of
+    a ``mono16`` camera need)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -102,9 +104,10 @@ def _rgb_of(img, what: str, scale_16bit: bool = False) -> np.ndarray:
         return np.ascontiguousarray(np.repeat(top[:, :, None], 3, axis=2))
     if img.mode in _WIDE_MODES:  # 16-bit mono (depth, thermal) or float pixels
         raise ImageDecodeError(
-            f"{what}: {img.mode!r} pixels (16-bit or float), but vpr-edge takes 8-bit frames "
-            "and converting would clip them; load it yourself and scale to 0..255, e.g. "
-            "np.asarray(Image.open(path)) >> 8 for 16 bits, then .astype(np.uint8)")
+            f"{what}: {img.mode!r} pixels (16-bit, 32-bit or float), but vpr-edge takes 8-bit "
+            "frames and converting would clip them; save the frames as 8-bit images, or "
+            "load them yourself and scale to 0..255 (e.g. np.asarray(Image.open(path)) >> 8 "
+            "for 16 bits), then .astype(np.uint8)")
     img.load()
     return np.asarray(_upright(img).convert("RGB"))
 
@@ -237,11 +240,14 @@ def resize(frame: np.ndarray, height: int, width: int, *, out: np.ndarray | None
     weighs a source pixel that an output pixel covers in part fully or not at all, where
     OpenCV weighs it by the part covered: a mean difference of 1-1.6 grey levels, up to
     75-86 at sharp edges (321x241, 330x250 frames). A frame that shrinks one way and grows
-    the other (200x640 -> 240x320) is resized bilinearly, which Pillow widens along the
-    shrinking side (antialiasing) and OpenCV does not: differences up to about 35 grey
-    levels. Descriptors follow (the same frame scored 0.92-0.998 cosine with the demo
-    model). Training, export validation and the robot all call this function; for
-    identical pixels everywhere, install OpenCV on all of them
+    the other (a 200x640 portrait frame, a 10000x100 panorama, to 320x240) is averaged along
+    the shrinking side and enlarged bilinearly along the other (OpenCV: ``INTER_AREA`` on
+    that side, then ``INTER_LINEAR``; Pillow: its bilinear filter, which widens along a
+    shrinking side): mean differences 0.5-4.9 grey levels, up to about 36. Descriptors
+    follow (the same frame scored 0.92-0.998 cosine with the demo model; 0.983-0.988 for
+    those three shapes, 0.89-0.95 before OpenCV averaged first). Training, export
+    validation and the robot all call this function; for identical pixels everywhere,
+    install OpenCV on all of them
     (``Localizer.info()["preprocessing"]["resizer"]`` says which one runs; a map records
     the library that resized its frames, and ``Localizer`` warns when it differs).
 
@@ -260,6 +266,11 @@ def resize(frame: np.ndarray, height: int, width: int, *, out: np.ndarray | None
     shrinking = height <= frame.shape[0] and width <= frame.shape[1]
     cv2 = _opencv()
     if cv2 is not None:
+        if not shrinking and (height < frame.shape[0] or width < frame.shape[1]):
+            # shrinks one way, grows the other: average along the shrinking side first
+            # (INTER_LINEAR alone samples it, aliasing a 10000x100 panorama badly)
+            frame = cv2.resize(frame, (min(width, frame.shape[1]), min(height, frame.shape[0])),
+                               interpolation=cv2.INTER_AREA)
         flag = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         result = cv2.resize(frame, (width, height), dst=out, interpolation=flag)
     else:

@@ -34,6 +34,7 @@ from .errors import InvalidInputError, MapError
 from .images import load_image, prepare_frame, resizer_name
 from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir
 from .metadata import ModelMetadata
+from .paths import user_path
 
 log = logging.getLogger("vpr_edge")
 
@@ -85,13 +86,14 @@ class Localizer:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
         self._colour_order = colour_order
         self._batch_size = batch_size
+        model = user_path(model)
         self._backend = open_backend(model, backend=backend, **(backend_options or {}))
-        self._model_path = Path(model)
+        self._model_path = model
         self.metadata: ModelMetadata = self._backend.metadata
         self._infer_lock = threading.Lock()
         self._resized = False  # frames were resized here (a map added to records by what)
         # absolute now: a node that changes directory later still saves where it opened
-        self._map_dir = None if map_dir is None else Path(os.path.abspath(os.fspath(map_dir)))
+        self._map_dir = None if map_dir is None else user_path(map_dir)
         try:
             self.index = self._open_or_create_index(index_settings, rebuild_if_corrupt)
         except BaseException:  # another model's or a damaged map: free the backend now
@@ -118,7 +120,10 @@ class Localizer:
             # an empty map here would hide that one, and every query would find nothing
             raise MapError(f"no map at {target}{hint} (or move it away to start a new map "
                            "there)")
-        return PlaceIndex(self.metadata.dim, fingerprint=fingerprint, settings=settings)
+        index = PlaceIndex(self.metadata.dim, fingerprint=fingerprint, settings=settings)
+        if target is not None:  # (a file there is refused now, not at the first save)
+            index.expect_new_map_at(target)
+        return index
 
     @property
     def colour_order(self) -> str:

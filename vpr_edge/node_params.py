@@ -7,6 +7,7 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,8 @@ class NodeParam:
 
 PARAMS: tuple[NodeParam, ...] = (
     NodeParam("model", "", "path", "exported model, .onnx or .engine (required)"),
-    NodeParam("map_dir", "", "path or ''", "map directory to open/extend; '' keeps it in memory"),
+    NodeParam("map_dir", "", "path or ''",
+              "map directory to open/extend (~ expanded); '' keeps it in memory"),
     NodeParam("backend", "auto", "auto, onnxruntime-cpu, onnxruntime-cuda, "
               "onnxruntime-tensorrt, tensorrt", "inference backend"),
     NodeParam("min_score", 0.3, "-1..1", "ignore candidates below this cosine similarity"),
@@ -61,7 +63,8 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("use_compressed", False, "bool", "subscribe to image/compressed instead of image"),
     NodeParam("message_type", "vpr_edge_msgs", "vpr_edge_msgs, standard",
               "loop_closure as vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray"),
-    NodeParam("save_on_shutdown", True, "bool", "save the map when the node stops"),
+    NodeParam("save_on_shutdown", True, "bool",
+              "save the map when the node stops (false: map_dir may be read-only)"),
     NodeParam("stats_file", "", "path or ''",
               "on shutdown, write frame/drop/latency statistics here as JSON"),
 )
@@ -86,7 +89,12 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
                                 f"got {values['message_type']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
-    if values["map_dir"]:  # a save writes a temp folder beside the map, then renames it
+    for name in ("model", "map_dir", "stats_file"):  # no shell expands a parameter's ~
+        if values[name]:
+            values[name] = os.path.expanduser(values[name])
+    if values["map_dir"] and values["save_on_shutdown"]:
+        # a save writes a temp folder beside the map, then renames it (a map only read
+        # may sit in a read-only place)
         _check_writable_folder("map_dir", values["map_dir"], "the map")
     if values["stats_file"]:
         _check_writable_folder("stats_file", values["stats_file"], "the statistics")
@@ -123,5 +131,8 @@ def _check_writable_folder(name: str, value: str, what: str) -> None:
 
 def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:
     """The parameters that shape subscriptions and messages rather than the detector."""
-    return {name: get(name, DEFAULTS[name])
-            for name in ("queue_size", "use_compressed", "message_type", "stats_file")}
+    settings = {name: get(name, DEFAULTS[name])
+                for name in ("queue_size", "use_compressed", "message_type", "stats_file")}
+    if settings["stats_file"]:
+        settings["stats_file"] = os.path.expanduser(settings["stats_file"])
+    return settings

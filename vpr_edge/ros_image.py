@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ImageDecodeError, InvalidInputError
-from .images import decode_image, reorder_channels
+from .images import MAX_SIDE, decode_image, reorder_channels
 
 # encoding -> (channels, bytes per channel, index order that turns it into RGB (None: mono))
 _LAYOUTS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
@@ -45,12 +45,14 @@ _LAYOUTS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
 _BAYER = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG",
           "bayer_grbg8": "GRBG"}
 SUPPORTED_ENCODINGS = tuple(sorted([*_LAYOUTS, *_BAYER]))
+#: one-channel encodings of measurements (depth in metres, disparity, signed data)
+_FLOAT_OR_SIGNED = ("32fc1", "64fc1", "16sc1", "32sc1", "8sc1")
 
 
 class ImageMessageError(InvalidInputError):
     """A malformed image message; ``kind`` names the problem for counting
-    ("unsupported encoding", "step too small", "truncated data", "empty image",
-    "undecodable compressed image")."""
+    ("unsupported encoding", "step too small", "truncated data", "bad data", "empty image",
+    "image too large", "undecodable compressed image")."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -65,6 +67,12 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     if encoding in _BAYER:
         return _debayer(_rows(msg, height, width, step, 1, 1)[..., 0], _BAYER[encoding])
     if encoding not in _LAYOUTS:
+        if encoding in _FLOAT_OR_SIGNED:
+            raise ImageMessageError(
+                "unsupported encoding",
+                f"image encoding {msg.encoding!r} holds depth or other measurements, not a "
+                "camera picture: subscribe to the camera's colour or grey image topic "
+                "(e.g. .../color/image_raw or .../image_mono)")
         raise ImageMessageError(
             "unsupported encoding",
             f"image encoding {msg.encoding!r} is not supported; use one of "
@@ -133,6 +141,10 @@ def _size(msg: Any) -> tuple[int, int, int]:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageMessageError("empty image", f"image message is {width}x{height}: empty image")
+    if max(height, width) > MAX_SIDE:
+        raise ImageMessageError("image too large",
+                                f"image message is {width}x{height} pixels: it exceeds the "
+                                f"{MAX_SIDE}-pixel limit per side")
     return height, width, step
 
 
@@ -146,7 +158,12 @@ def _rows(msg: Any, height: int, width: int, step: int, channels: int,
             f"image message step {step} is smaller than width*channels*bytes = {row_bytes} "
             f"({msg.encoding}, {width}x{height}): the publisher filled the header wrongly"
         )
-    buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    try:
+        buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    except TypeError as exc:  # (rospy, rclpy and rosbags all give bytes-like data)
+        raise ImageMessageError(
+            "bad data", f"image message data is a {type(msg.data).__name__}, not bytes "
+            f"({msg.encoding}, {width}x{height})") from exc
     if buffer.size < step * (height - 1) + row_bytes:
         raise ImageMessageError(
             "truncated data",

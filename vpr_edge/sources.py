@@ -11,6 +11,7 @@ qz, qw`` (``x, y`` alone are fine too).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -42,6 +43,13 @@ class SourceFrame:
     image: np.ndarray | Path | Callable[[], np.ndarray]  # pixels, their file, their decoder
     stamp: float | None = None
     pose: tuple[float, ...] | None = None
+    #: the key with symlinks resolved, where it differs (vpr-edge before 0.1.x stored that
+    #: one: a resumed map build counts a place stored under either as this frame)
+    resolved_key: str | None = None
+
+    def keys(self) -> tuple[str, ...]:
+        """Every key a map may hold this frame under."""
+        return (self.key,) if self.resolved_key is None else (self.key, self.resolved_key)
 
     def pixels(self) -> np.ndarray:
         """The frame as ``uint8 HxWx3`` RGB (decoding the file or bag message if needed)."""
@@ -86,10 +94,31 @@ class FrameSource:
         return self.length
 
 
-def _key(path: Path) -> str:
-    """A frame file's key: its absolute path, as text a map can store (a byte that is not
-    UTF-8 in a file name becomes ``\\xNN``; other names are unchanged)."""
-    return os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
+def _text(path: str | Path) -> str:
+    """A path as text a map can store (a byte that is not UTF-8 in a file name becomes
+    ``\\xNN``; other names are unchanged)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _keys(path: Path) -> tuple[str, str | None]:
+    """A frame file's key, its absolute path as listed (symlinks kept: ``--gt names`` reads
+    the traversal from its folder), and the key with symlinks resolved where that differs."""
+    key = _text(os.path.abspath(path))
+    resolved = _text(path.resolve())
+    return key, (None if resolved == key else resolved)
+
+
+def _file_frame(index: int, path: Path, stamp: float | None = None,
+                pose: tuple[float, ...] | None = None) -> SourceFrame:
+    key, resolved = _keys(path)
+    return SourceFrame(index, key, path, stamp, pose, resolved)
+
+
+def is_image_file(path: Path) -> bool:
+    """A listed image: a known suffix, a regular file (or a link to one), and not hidden
+    (``._Image000.jpg``, the AppleDouble files a Mac copies along, are not images)."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+            and path.is_file())
 
 
 def _files_source(description: str, frames: list[SourceFrame], skip_damaged: bool
@@ -106,12 +135,18 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     root = Path(folder)
     if not root.is_dir():
         raise InvalidInputError(f"{root}: not a directory")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(root)
     if not files:
-        raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
+                                "files are left out)")
     files = files[::every]
     return _files_source(f"{root} ({len(files)} images)",
-                         [SourceFrame(i, _key(p), p) for i, p in enumerate(files)], skip_damaged)
+                         [_file_frame(i, p) for i, p in enumerate(files)], skip_damaged)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (not of its sub-folders), sorted by name."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def list_source(csv_path: PathLike, *, every: int = 1, skip_damaged: bool = False
@@ -143,7 +178,7 @@ def list_source(csv_path: PathLike, *, every: int = 1, skip_damaged: bool = Fals
         frames.append((image, stamp, pose))
     frames = frames[::every]
     return _files_source(f"{path} ({len(frames)} images)",
-                         [SourceFrame(i, _key(img), img, stamp, pose)
+                         [_file_frame(i, img, stamp, pose)
                           for i, (img, stamp, pose) in enumerate(frames)], skip_damaged)
 
 
@@ -160,6 +195,7 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
         raise InvalidInputError(f"{bag}: topic {topic!r} has no messages")
     length = (count + every - 1) // every
     skipped: list[str] = []
+    bag_key, bag_resolved = _keys(Path(bag))
 
     def frames() -> Iterator[SourceFrame]:
         # index: the position in this sequence (after --every), as for folders and lists;
@@ -170,9 +206,10 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
                                             skipped=skipped if skip_damaged else None)
         for message in messages:
             pose = None if message.pose is None else tuple(message.pose.as_tuple())
-            yield SourceFrame(message.index // every,
-                              f"{_key(Path(bag))}:{topic}:{message.index}", message.decode,
-                              message.stamp, pose)
+            suffix = f":{topic}:{message.index}"
+            yield SourceFrame(message.index // every, bag_key + suffix, message.decode,
+                              message.stamp, pose,
+                              None if bag_resolved is None else bag_resolved + suffix)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
                        frames=frames, skip_damaged=skip_damaged, skipped=skipped)
@@ -188,8 +225,7 @@ def concat_sources(sources: list[FrameSource]) -> FrameSource:
         offset = 0
         for source in sources:
             for frame in source:
-                yield SourceFrame(offset + frame.index, frame.key, frame.image, frame.stamp,
-                                  frame.pose)
+                yield dataclasses.replace(frame, index=offset + frame.index)
             skipped.extend(source.skipped)  # (a bag's, left out while it was read)
             offset += len(source)
 

@@ -55,3 +55,17 @@ def test_unreadable_images_are_counted_and_empty_folders_refused(tmp_path: Path,
     for bad in (0, -1):  # an IndexError / a numpy ValueError before
         with pytest.raises(InvalidInputError, match="--max-images must be at least 1"):
             init_model(config, list_images(folder), max_images=bad, progress=False)
+
+
+def test_image_lists_leave_out_hidden_files_and_folders(tmp_path) -> None:
+    """``._x.jpg`` (a Mac's AppleDouble files), ``.thumbnails/`` and a folder named like an
+    image were listed as images: k-means init skipped them as damaged at best."""
+    from PIL import Image
+
+    (tmp_path / "run" / ".thumbnails").mkdir(parents=True)
+    (tmp_path / "run" / "extra.jpg").mkdir()
+    for name in ("run/a.jpg", "run/._a.jpg", "run/.thumbnails/a.jpg", "b.PNG"):
+        Image.new("RGB", (8, 6)).save(tmp_path / name, format="PNG")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == \
+        ["b.PNG", "run/a.jpg"]
+    assert [p.name for p in list_images(tmp_path, recursive=False)] == ["b.PNG"]

@@ -106,21 +106,48 @@ def test_opencv_and_pillow_resizers_agree(gardens_point_dir: Path, size: tuple[i
     assert np.abs(with_cv2 - with_pil).mean() < 1.0
 
 
-@pytest.mark.parametrize("mode, value", [("I;16", 40000), ("I", 70000), ("F", 0.5)])
-def test_wide_pixel_files_are_refused_not_clipped(tmp_path: Path, mode: str, value) -> None:
+@pytest.mark.parametrize("shape", [(100, 10000), (4320, 50), (640, 200)])
+def test_a_frame_shrinking_one_way_and_growing_the_other_is_averaged_not_sampled(
+        shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV resized such frames with INTER_LINEAR alone, which samples the shrinking side:
+    a 10000x100 panorama of a real frame came out 21 grey levels from Pillow's on average
+    (up to 165). Now it averages that side first, as Pillow's filter does (4.9)."""
+    pytest.importorskip("cv2")
+    from vpr_edge import images
+
+    texture = np.random.default_rng(5).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    with_cv2 = resize(texture, 240, 320).astype(float)
+    monkeypatch.setattr(images, "_CV2", [None])
+    with_pil = resize(texture, 240, 320).astype(float)
+    # (on this noise, mean differences 3.4-7.9 grey levels; 24-39 before)
+    assert np.abs(with_cv2 - with_pil).mean() < 12
+    assert with_cv2.std() < 40  # noise averaged towards grey (std 11-35), not sampled (43-49)
+
+
+@pytest.mark.parametrize("mode, value, scaled", [("I;16", 40000, True), ("I", 70000, False),
+                                                  ("F", 0.5, False)])
+def test_wide_pixel_files_are_scaled_or_refused_not_clipped(tmp_path: Path, mode: str, value,
+                                                            scaled: bool) -> None:
     """Pillow's RGB conversion clips 16-bit and float pixels (a 16-bit mono PNG came back
-    almost all white, a float TIFF of 0.5 all black): refused, as such arrays are."""
+    almost all white, a float TIFF of 0.5 all black). 16-bit grey keeps its top 8 bits, as
+    16-bit ROS images and Pillow's own 16-bit colour do (files were refused, so `map build`
+    of a 16-bit grey camera's PNGs failed on every frame); 32-bit and float are refused."""
     from PIL import Image
 
-    path = tmp_path / ("depth.png" if mode == "I;16" else "depth.tif")
+    path = tmp_path / ("grey16.png" if mode == "I;16" else "depth.tif")
     Image.new(mode, (32, 24), value).save(path)
-    with pytest.raises(ImageDecodeError, match="16-bit or float") as raised:
-        load_image(path)
-    # its own message, not wrapped as "cannot decode ...: truncated, damaged" (the file is fine)
-    assert "truncated" not in str(raised.value) and str(raised.value).count(str(path)) == 1
-    with pytest.raises(ImageDecodeError, match="16-bit or float") as raised:
-        decode_image(path.read_bytes())
-    assert "truncated" not in str(raised.value) and "expected a complete" not in str(raised.value)
+    if scaled:
+        for image in (load_image(path), decode_image(path.read_bytes())):
+            assert image.shape == (24, 32, 3) and (image == 40000 >> 8).all()
+    refusals = [lambda: load_image(path, scale_16bit=False),
+                lambda: decode_image(path.read_bytes(), scale_16bit=False)]
+    for refused in refusals if scaled else [lambda: load_image(path),
+                                            lambda: decode_image(path.read_bytes())]:
+        with pytest.raises(ImageDecodeError, match="16-bit, 32-bit or float") as raised:
+            refused()
+        # its own message, not "cannot decode ...: truncated, damaged" (the file is fine)
+        assert "truncated" not in str(raised.value) and "expected a complete" not in \
+            str(raised.value) and str(raised.value).count(str(path)) <= 1
 
 
 def test_huge_image_files_are_decode_errors(tmp_path: Path, monkeypatch) -> None:

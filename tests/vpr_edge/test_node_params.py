@@ -28,3 +28,29 @@ def test_paths_that_cannot_be_written_are_refused_at_start(tmp_path: Path) -> No
                   stats_file=str(tmp_path / "logs" / "stats.json"))
     assert config.map_dir == str(tmp_path / "new" / "maps" / "lab")
     assert read(map_dir="", stats_file="").map_dir is None
+
+
+def test_a_read_only_map_is_accepted_when_the_node_never_saves_it(tmp_path: Path) -> None:
+    """A map in a read-only place (a shipped image, a read-only mount) was refused even with
+    save_on_shutdown false, though nothing would ever be written there."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    unwritable = str(a_file / "map")
+    with pytest.raises(InvalidInputError, match="parameter map_dir"):
+        read(map_dir=unwritable)
+    assert read(map_dir=unwritable, save_on_shutdown=False).map_dir == unwritable
+
+
+def test_paths_starting_with_a_tilde_are_expanded(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No shell expands a ROS parameter: ``map_dir: ~/maps/lab`` made a folder named ``~`` in
+    the node's working directory (``~/.ros`` under roslaunch)."""
+    from vpr_edge.node_params import transport_settings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = read(model="~/model.onnx", map_dir="~/maps/lab")
+    assert config.model == str(tmp_path / "model.onnx")
+    assert config.map_dir == str(tmp_path / "maps" / "lab")
+    params = {**DEFAULTS, "stats_file": "~/logs/stats.json"}
+    assert transport_settings(lambda name, _d: params[name])["stats_file"] == \
+        str(tmp_path / "logs" / "stats.json")

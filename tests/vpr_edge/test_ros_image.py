@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vpr_edge.ros_image import (ImageMessageError, compressed_to_rgb, image_to_rgb,
-                                message_to_rgb)
+                                message_to_frame, message_to_rgb)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -77,14 +77,26 @@ def test_real_bag_image_matches_its_bytes(rosbag_path) -> None:
     ({"step": 10}, "step 10 is smaller", "step too small"),
     ({"data": b"\0" * 20}, "truncated", "truncated data"),
     ({"height": 0}, "empty image", "empty image"),
+    # a 20000-pixel-wide frame was refused only later, by the Localizer, in an error that
+    # named no message: a bag's map build could not skip it
+    ({"width": 20000, "height": 2, "step": 60000, "data": b"\0" * 120000}, "16384-pixel",
+     "image too large"),
+    # hand-built messages with list or str data raised a raw TypeError from memoryview,
+    # which the nodes' callbacks (catching VprEdgeError) let through
+    ({"data": [0] * 105}, "data is a list, not bytes", "bad data"),
+    ({"data": None}, "data is a NoneType", "bad data"),
+    # depth and float images were told to republish as rgb8
+    ({"encoding": "32FC1"}, "depth or other measurements.*colour or grey image topic",
+     "unsupported encoding"),
 ])
 def test_broken_headers_are_named(change: dict, match: str, kind: str) -> None:
     bad = msg(RGB, "rgb8")
     for key, value in change.items():
         setattr(bad, key, value)
-    with pytest.raises(ImageMessageError, match=match) as error:
-        image_to_rgb(bad)
-    assert error.value.kind == kind
+    for convert in (message_to_rgb, message_to_frame):  # the bag reader's, the nodes'
+        with pytest.raises(ImageMessageError, match=match) as error:
+            convert(bad)
+        assert error.value.kind == kind
 
 
 def test_compressed_jpeg_and_png() -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.sources import is_image_file
 
 from .places import FRAME_RADII, PlaceSet, Radii, RetrievalDataset
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 def frame_aligned_dataset(database_dir: str | os.PathLike, query_dir: str | os.PathLike, *,
@@ -72,7 +71,7 @@ def route_splits(database_dir: str | os.PathLike, query_dir: str | os.PathLike, 
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InvalidInputError(f"{folder}: not a directory")
-    files = {p.name: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.name: p for p in folder.iterdir() if is_image_file(p)}
     if not files:
         raise InvalidInputError(f"{folder}: no images")
     return files

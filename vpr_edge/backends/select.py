@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError, VprEdgeError
+from ..paths import user_path
 from .base import Backend
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,14 @@ def _summary(report: list[BackendStatus]) -> str:
     return "; ".join(str(s) for s in report)
 
 
+def _missing_model(path: Path) -> str:
+    """Why ``path``, which is not a file, cannot be a model."""
+    if path.is_dir():
+        return (f"{path} is a folder, not a model file: give the exported .onnx or .engine "
+                "file in it")
+    return f"{path}: model file not found"
+
+
 def open_backend(
     model_path: str | os.PathLike[str], backend: str = "auto", **options: Any
 ) -> Backend:
@@ -173,10 +182,14 @@ def open_backend(
     ...     descriptors = b.run(frames)  # uint8 [N, H, W, 3] -> float32 [N, dim]
     ... # doctest: +SKIP
     """
-    path = Path(model_path)
+    path = user_path(model_path)
     kind = model_kind(path)
     if not path.is_file():
-        raise ModelFormatError(f"{path}: model file not found")
+        raise ModelFormatError(_missing_model(path))
+    if not os.access(path, os.R_OK):
+        raise ModelFormatError(f"{path}: no permission to read the model file (owned by uid "
+                               f"{path.stat().st_uid}, mode {path.stat().st_mode & 0o777:o}): "
+                               "run as a user who may read it, or chmod a+r it")
     candidates = BACKENDS_FOR[kind] if backend == "auto" else (canonical_name(backend),)
     known = frozenset().union(*(accepted_options(c) for c in candidates))
     unknown = sorted(set(options) - known)

@@ -2,9 +2,9 @@
 
 Resumable: every place records the frame it came from (``meta["source"]``), the map is saved
 atomically every ``--save-every`` frames, and a rerun over the same frames skips those already
-in the map. A crash or Ctrl-C loses at most the frames since the last save; a frame that
-cannot be decoded stops the run after saving the places before it (``--skip-damaged`` leaves
-such frames out instead).
+in the map. Ctrl-C, SIGTERM or a frame that cannot be decoded stops the run after saving the
+places before it (``--skip-damaged`` leaves such frames out instead); a crash or a power cut
+loses at most the frames since the last save.
 
 Frames arrive in route order, which makes a weaker search graph than a random order: each
 inference batch is added at once (a batch enters the graph shuffled, and is re-inserted when
@@ -99,7 +99,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         try:
             for frame in tqdm(source, total=len(source), desc="map build", unit="frame",
                               disable=not progress):
-                if frame.key in done:
+                if not done.isdisjoint(frame.keys()):
                     skipped += 1
                     continue
                 pending.append(frame)
@@ -109,11 +109,14 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     loc.save()
                     since_save = 0
             flush()
-        except InvalidInputError:  # a frame that cannot be read: keep the places before it
+        except (InvalidInputError, KeyboardInterrupt) as exc:
+            # a frame that cannot be read, Ctrl-C or SIGTERM: keep the places added so far
             if since_save:
                 loc.save()
-                log.warning("saved the %d places this run added before the error to %s (a "
-                            "rerun resumes after them)", added, map_dir)
+                log.warning("saved the %d places this run added before %s to %s (a rerun "
+                            "resumes after them)", added,
+                            "the error" if isinstance(exc, InvalidInputError)
+                            else "the interruption", map_dir)
             raise
         rebuild_seconds = None
         if (rebuild and added and added >= len(loc) - added

@@ -26,21 +26,31 @@ does not exist.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic_file import fsync_dir
+from ..errors import MapError
+
+log = logging.getLogger("vpr_edge")
 
 OLD_SUFFIX = ".vpr-edge-old"
 TMP_INFIX = ".vpr-edge-tmp-"
 LOCK_SUFFIX = ".lock"
 #: what older vpr-edge named the previous map during a save (now only named in errors)
 LEGACY_OLD_SUFFIX = ".old"
+#: seconds waited for the map's lock before a warning says so, and before giving up
+LOCK_NOTICE_S = 5.0
+LOCK_LIMIT_S = 600.0
+LOCK_POLL_S = 0.02
 
 #: Test hook: called with the name of each protocol step as it is reached (crash tests kill
 #: the process there). None in normal use.
@@ -78,7 +88,7 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
         return
     lock_path = sibling(target, LOCK_SUFFIX)
     if exclusive:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     else:
         try:
             fd = os.open(lock_path, os.O_RDONLY)
@@ -89,7 +99,7 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
                 yield
                 return
             try:
-                fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
             except OSError:  # a read-only place: no saver can run here either
                 yield
                 return
@@ -97,10 +107,37 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
             yield
             return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _wait_for_lock(fd, fcntl, exclusive, lock_path)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _wait_for_lock(fd: int, fcntl, exclusive: bool, lock_path: Path) -> None:
+    """flock ``fd``, polling: a warning once the wait passes :data:`LOCK_NOTICE_S`, and a
+    :class:`MapError` after :data:`LOCK_LIMIT_S` (a process stopped or hung while it holds
+    the lock would otherwise make this one wait for ever, saying nothing)."""
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    start = time.monotonic()
+    warned = False
+    while True:
+        try:
+            fcntl.flock(fd, mode)
+            return
+        except BlockingIOError:
+            pass
+        waited = time.monotonic() - start
+        if waited >= LOCK_LIMIT_S:
+            raise MapError(
+                f"waited {waited:.0f} s for {lock_path}: another process holds it (saving "
+                "or reading the map) and has not let go: one stopped with Ctrl-Z, or hung? "
+                f"Find it with `fuser -v {lock_path}`, let it finish or end it, and try "
+                "again")
+        if not warned and waited >= LOCK_NOTICE_S:
+            warned = True
+            log.warning("waiting for %s: another process is %s the map", lock_path,
+                        "reading or saving" if exclusive else "saving")
+        time.sleep(LOCK_POLL_S)
 
 
 def exclusive_lock(target: Path):
@@ -176,7 +213,37 @@ def make_temp(target: Path) -> Path:
     """A fresh empty directory next to ``target`` to write the new version into."""
     tmp = target.with_name(f"{target.name}{TMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
     tmp.mkdir()
+    try:  # the saved map keeps the folder's permissions (private 0700, group-shared 2775)
+        before = target.stat()
+    except OSError:
+        return tmp
+    if stat.S_ISDIR(before.st_mode):
+        try:
+            if before.st_gid != tmp.stat().st_gid:
+                os.chown(tmp, -1, before.st_gid)  # (a group this user is in, or refused)
+        except OSError:
+            pass
+        os.chmod(tmp, stat.S_IMODE(before.st_mode) | stat.S_IRWXU)
     return tmp
+
+
+def replace_problem(target: Path) -> str | None:
+    """Why a save could not replace the map folder ``target`` (a real path), or None: a
+    mount point (the folder itself cannot be renamed), a parent folder this process cannot
+    write in, or a map folder whose files it cannot delete (made by another user)."""
+    if os.path.ismount(target):
+        return (f"{target} is a mount point, and a save replaces the map folder (a new one "
+                "is renamed into place): mount the folder above it instead (docker: -v "
+                "/host/maps:/maps, with the map at /maps/<name>)")
+    if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"cannot write in {target.parent}"
+    current = resolve_for_read(target)
+    if current is not None and not os.access(current, os.W_OK | os.X_OK):
+        owner = current.stat().st_uid
+        return (f"cannot delete the files of {current} (owned by uid {owner}, mode "
+                f"{stat.S_IMODE(current.stat().st_mode):o}), as a save must: save as its "
+                "owner, or give this user write permission on it (chown/chmod)")
+    return None
 
 
 def commit(tmp: Path, target: Path) -> None:

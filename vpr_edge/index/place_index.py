@@ -11,6 +11,7 @@ hnswlib's search is not safe against inserts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -20,7 +21,7 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ import hnswlib
 import numpy as np
 
 from ..errors import InvalidInputError, MapError
+from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
 from .projection import count_sketch, project
@@ -45,6 +47,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 IdFilter = Callable[[int], bool]
 #: a background rebuild replays the changes made meanwhile outside the lock, round after
 #: round, until at most CATCH_UP_LEFT are left (or after CATCH_UP_ROUNDS rounds), then swaps
+#: what ``PlaceIndex._seen`` holds for a path that held no map when the index was made for it
+NO_MAP = "<no map>"
 CATCH_UP_ROUNDS = 8
 CATCH_UP_LEFT = 16
 
@@ -65,6 +69,18 @@ def _new_hnsw(dim: int, settings: IndexSettings, capacity: int) -> Any:
 def _save_failed(target: Path, exc: OSError) -> MapError:
     return MapError(f"{target}: saving the map failed ({exc}); the map saved before is intact "
                     "(free some space, or fix the cause, and save again)")
+
+
+@contextlib.contextmanager
+def _save_step(target: Path) -> Iterator[None]:
+    """Steps of a save before its temp folder exists (taking the lock, repairing what an
+    interrupted save left, making the temp folder): an OSError there (no permission, a
+    read-only file system) is a :class:`MapError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise MapError(f"{target}: cannot save the map there ({exc}); the map saved before "
+                       "is unchanged (fix the cause and save again)") from exc
 
 
 def _finite_or_none(value: Any, what: str) -> float | None:
@@ -569,7 +585,7 @@ class PlaceIndex:
                                         "opened from nor saved to one")
             target = self._path
         else:
-            target = Path(os.path.abspath(os.fspath(path)))
+            target = user_path(path)
         real = atomic_dir.real_target(target)  # through a symbolic link: replace what it names
         if not real.parent.is_dir():
             try:
@@ -578,21 +594,32 @@ class PlaceIndex:
                 raise MapError(f"{target}: cannot make the folder {real.parent} for the map "
                                f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
-        with self._save_mutex, atomic_dir.exclusive_lock(real):
+        problem = atomic_dir.replace_problem(real)
+        if problem:
+            raise MapError(f"{target}: cannot save the map there: {problem}; the map saved "
+                           "before is unchanged")
+        with self._save_mutex, contextlib.ExitStack() as held:
+            with _save_step(target):
+                held.enter_context(atomic_dir.exclusive_lock(real))
             # the map there now: <map>, or <map>.vpr-edge-old after a save was interrupted
             current = atomic_dir.resolve_for_read(real) or real
             map_store.check_replaceable(current, self._fingerprint)
             seen = self._seen.get(real)
-            if seen is not None and map_store.manifest_digest(current) not in (None, seen):
+            now = map_store.manifest_digest(current)
+            if seen == NO_MAP and now is not None:
+                raise MapError(
+                    f"{target}: a map was saved there by another writer (a process, or another "
+                    "PlaceIndex) after this index was made for that path, which held no map "
+                    "then; saving now would replace it and drop its places: save to another "
+                    "path, or open that map and add to it")
+            if seen not in (None, NO_MAP) and now not in (None, seen):
                 raise MapError(
                     f"{target} was saved by another writer (a process, or another PlaceIndex) "
                     "since this index opened or saved it; saving now would drop the places "
                     "that writer added: save to another path, or open the map again")
-            atomic_dir.recover(real)
-            try:
+            with _save_step(target):
+                atomic_dir.recover(real)
                 tmp = atomic_dir.make_temp(real)
-            except OSError as exc:
-                raise _save_failed(target, exc) from exc
             try:
                 with self._lock.read():
                     layout = self._layout
@@ -627,6 +654,16 @@ class PlaceIndex:
                     "again") from exc
         return target
 
+    def expect_new_map_at(self, path: PathLike) -> None:
+        """Note that this index is to be saved at ``path``, which holds no map now (what
+        :class:`~vpr_edge.Localizer` does for a map folder it starts). Should a map appear
+        there before this index's first save there (another process building one at the same
+        path), that save is refused instead of replacing it and dropping its places."""
+        real = atomic_dir.real_target(user_path(path))
+        map_store.check_replaceable(real, self._fingerprint)
+        if atomic_dir.resolve_for_read(real) is None:
+            self._seen.setdefault(real, NO_MAP)
+
     @classmethod
     def open(cls, path: PathLike, *, fingerprint: str | None = None,
              settings: IndexSettings | None = None, rebuild_if_corrupt: bool = False
@@ -650,7 +687,7 @@ class PlaceIndex:
             inconsistent (the message names it). MapVersionError: written by a newer
             vpr-edge. ModelMismatchError: another model's map.
         """
-        target = Path(os.path.abspath(os.fspath(path)))
+        target = user_path(path)
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise InvalidInputError("fingerprint must be a string")
         real = atomic_dir.real_target(target)

@@ -178,3 +178,21 @@ def test_engine_nothing_can_run_names_a_fix_that_runs_an_engine(no_tensorrt, tmp
     text = str(info.value)
     assert "vpr-edge[tensorrt]" in text and "run the .onnx model" in text
     assert not text.endswith("Install vpr-edge[cpu] for ONNX Runtime on the CPU")
+
+
+def test_a_model_folder_or_unreadable_model_is_named_as_such(
+        tiny_onnx, cpu_only, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder was "model file not found"; a file this user may not read was "not a
+    loadable ONNX model ... truncated, damaged or not ONNX: export it again"."""
+    import os
+
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    with pytest.raises(ModelFormatError, match="is a folder, not a model file"):
+        open_backend(folder)
+    real_access = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda p, m, **kw: False if str(p) == str(tiny_onnx)
+                        else real_access(p, m))
+    with pytest.raises(ModelFormatError, match="no permission to read the model file"):
+        open_backend(tiny_onnx)

@@ -552,3 +552,68 @@ def test_a_map_that_cannot_be_saved_is_refused_before_any_frame(tiny_onnx: Path,
                  str(run1), "--no-progress"]) == 2
     assert "the map cannot be saved there" in capsys.readouterr().err
     assert described == []
+
+
+def test_map_build_resumes_a_map_that_stored_resolved_paths(
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Maps built before keys kept symlinks stored each frame's resolved path: a rerun
+    through a symlinked folder must not add those frames again."""
+    from vpr_edge import sources
+    from vpr_edge.cli.map_build import build_map
+    from vpr_edge.index import PlaceIndex
+
+    run1, _ = routes
+    linked = tmp_path / "linked"
+    linked.symlink_to(run1)
+    map_dir = tmp_path / "map"
+    with monkeypatch.context() as older:  # keys as an older vpr-edge made them
+        older.setattr(sources, "_keys", lambda path: (str(path.resolve()), None))
+        first = build_map(tiny_onnx, map_dir, sources.folder_source(linked), progress=False)
+    assert first["added"] == 30
+    assert PlaceIndex.open(map_dir).get(0).meta["source"] == str(run1 / "Image000.png")
+    again = build_map(tiny_onnx, map_dir, sources.folder_source(linked), progress=False)
+    assert again["added"] == 0 and again["already_in_map"] == 30 and again["places"] == 30
+    fresh = tmp_path / "fresh"
+    build_map(tiny_onnx, fresh, sources.folder_source(linked), progress=False)
+    assert PlaceIndex.open(fresh).get(0).meta["source"] == str(linked / "Image000.png")
+
+
+@pytest.mark.parametrize("how, status", [("ctrl-c", 130), ("sigterm", 143)])
+def test_map_build_saves_what_it_added_when_interrupted(tiny_onnx: Path, routes,
+                                                        tmp_path: Path, cpu_only: None,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        how: str, status: int,
+                                                        capsys) -> None:
+    """Ctrl-C (or SIGTERM: docker stop, systemd) threw away every frame described since the
+    last --save-every save, 500 by default, and SIGTERM said nothing at all."""
+    import os
+    import signal
+
+    from vpr_edge import Localizer
+    from vpr_edge.index import PlaceIndex
+
+    run1, _ = routes
+    map_dir = tmp_path / "map"
+    real_describe = Localizer.describe
+    calls = []
+
+    def stopped_on_the_third_batch(self, frames, **kwargs):
+        calls.append(len(frames))
+        if len(calls) == 3:
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_describe(self, frames, **kwargs)
+
+    monkeypatch.setattr(Localizer, "describe", stopped_on_the_third_batch)
+    args = ["map", "build", str(tiny_onnx), str(map_dir), "--images", str(run1),
+            "--no-progress", "--batch", "4"]
+    assert main(args) == status
+    assert len(PlaceIndex.open(map_dir)) == 8  # the two batches before the interruption
+    err = capsys.readouterr().err
+    assert ("interrupted" if how == "ctrl-c" else "terminated") in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler put back
+    monkeypatch.setattr(Localizer, "describe", real_describe)
+    assert main(args) == 0
+    assert len(PlaceIndex.open(map_dir)) == 30

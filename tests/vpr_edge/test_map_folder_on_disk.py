@@ -1,0 +1,174 @@
+"""A map folder where robots put it: `~` paths, permissions, mount points, locks held by a
+stopped process, two writers starting the same new map (``atomic_dir``, ``PlaceIndex.save``,
+``Localizer``)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import MapError
+from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir
+from vpr_edge.paths import user_path
+
+DIM = 8
+
+
+def small_index(n: int = 20) -> PlaceIndex:
+    x = np.random.default_rng(n).standard_normal((n, DIM)).astype(np.float32)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="exact"))
+    index.add(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return index
+
+
+def test_user_path_expands_the_home_folder(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert user_path("~/maps/lab") == tmp_path / "maps" / "lab"
+    assert user_path("maps/lab") == tmp_path / "maps" / "lab"
+    assert user_path(Path("/abs/x")) == Path("/abs/x")
+
+
+def test_a_tilde_map_path_is_saved_in_the_home_folder(tmp_path: Path, tiny_onnx: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     cpu_only: None) -> None:
+    """``~`` was taken literally: the map went to ``<cwd>/~/maps/lab`` (``~/.ros/~/...``
+    under roslaunch), and a run started elsewhere found no map."""
+    from vpr_edge import Localizer
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    model = home / "tiny.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())
+    with Localizer("~/tiny.onnx", "~/maps/lab") as loc:
+        loc.add(np.zeros((24, 32, 3), np.uint8))
+        loc.save()
+    assert (home / "maps" / "lab" / "manifest.json").is_file() and not (work / "~").exists()
+    assert len(PlaceIndex.open("~/maps/lab")) == 1
+
+
+def test_a_map_path_that_is_a_file_is_refused_at_once(tmp_path: Path, tiny_onnx: Path,
+                                                      cpu_only: None) -> None:
+    """It was refused only at the first save: a node lost its whole run's map."""
+    from vpr_edge import Localizer
+
+    a_file = tmp_path / "map"
+    a_file.write_text("notes")
+    with pytest.raises(MapError, match="exists and is not a directory"):
+        Localizer(tiny_onnx, a_file)
+    assert a_file.read_text() == "notes"
+
+
+def test_two_writers_starting_one_new_map_do_not_replace_each_other(
+        tmp_path: Path, tiny_onnx: Path, cpu_only: None) -> None:
+    """Two ``map build`` runs into one new path both exited 0; the second save replaced the
+    first's map, whose places were gone."""
+    from vpr_edge import Localizer
+
+    target = tmp_path / "map"
+    first, second = Localizer(tiny_onnx, target), Localizer(tiny_onnx, target)
+    with first, second:
+        for _ in range(3):
+            first.add(np.zeros((24, 32, 3), np.uint8))
+        second.add(np.full((24, 32, 3), 200, np.uint8))
+        first.save()
+        with pytest.raises(MapError, match="saved there by another writer.*held no map"):
+            second.save()
+        assert len(PlaceIndex.open(target)) == 3
+        second.save(tmp_path / "elsewhere")  # its own places are not lost
+        first.add(np.zeros((24, 32, 3), np.uint8))
+        first.save()  # the first writer goes on saving its own map
+    assert len(PlaceIndex.open(target)) == 4
+
+
+def test_the_lock_file_follows_the_umask(tmp_path: Path) -> None:
+    """It was made 0644 whatever the umask: a group-shared map (umask 002) could not be
+    saved by the other members of the group."""
+    old = os.umask(0o002)
+    try:
+        small_index().save(tmp_path / "map")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "map.lock").stat().st_mode) == 0o664
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o2775])
+def test_a_save_keeps_the_permissions_of_the_map_folder(tmp_path: Path, mode: int) -> None:
+    """A private 0700 map came back 0755 after a save (world-readable); a group-shared 2775
+    one 2755 (the group locked out)."""
+    index = small_index()
+    target = index.save(tmp_path / "map")
+    os.chmod(target, mode)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    index.save()
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+
+
+def test_a_mount_point_map_folder_is_refused_with_what_to_mount(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``docker -v host:/maps/lab``: every save failed with EBUSY and a hint to free space."""
+    target = small_index().save(tmp_path / "map")
+    before = sorted(p.name for p in target.iterdir())
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
+    index = PlaceIndex.open(target)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    with pytest.raises(MapError, match="mount point.*mount the folder above it"):
+        index.save()
+    assert sorted(p.name for p in target.iterdir()) == before and len(PlaceIndex.open(target)) == 20
+
+
+def test_permission_problems_of_a_save_are_map_errors(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map folder made by another user (sudo) was replaced, then every later save raised a
+    raw PermissionError; a read-only place raised one from the lock file (the ROS nodes,
+    which catch VprEdgeError at shutdown, printed a traceback)."""
+    target = small_index().save(tmp_path / "map")
+    index = PlaceIndex.open(target)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    real_access = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda p, m, **kw: False if Path(p) == target else real_access(p, m))
+    with pytest.raises(MapError, match="cannot delete the files of .*chown/chmod"):
+        index.save()
+    monkeypatch.setattr(os, "access", real_access)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "map.lock"))
+
+    for step in ("exclusive_lock", "recover", "make_temp"):
+        with monkeypatch.context() as patched:
+            patched.setattr(atomic_dir, step, denied)
+            with pytest.raises(MapError, match="cannot save the map there.*Permission denied"):
+                index.save()
+    assert len(PlaceIndex.open(target)) == 20
+    index.save()
+    assert len(PlaceIndex.open(target)) == 21
+
+
+def test_a_lock_held_by_a_stopped_process_is_named_not_waited_on_for_ever(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A saver stopped with Ctrl-Z made every process opening the map hang, silently."""
+    target = small_index().save(tmp_path / "map")
+    monkeypatch.setattr(atomic_dir, "LOCK_NOTICE_S", 0.05)
+    monkeypatch.setattr(atomic_dir, "LOCK_LIMIT_S", 0.3)
+    fd = os.open(tmp_path / "map.lock", os.O_RDWR)  # another open file: flock conflicts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with caplog.at_level(logging.WARNING, logger="vpr_edge"), \
+                pytest.raises(MapError, match=r"waited 0 s for .*map\.lock.*fuser -v"):
+            PlaceIndex.open(target)
+        assert "waiting for" in caplog.text and "saving the map" in caplog.text
+    finally:
+        os.close(fd)
+    assert len(PlaceIndex.open(target)) == 20  # free again: opens at once
