@@ -15,6 +15,7 @@ from vpr_edge.cli.engine_build import add_engine_arguments
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
+from vpr_edge.paths import expanded_path
 
 from .targets import ExportConfig
 
@@ -26,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a vpr-train checkpoint to ONNX (uint8 NHWC image in, L2-normalised "
                     "float32 descriptor out, metadata inside) and, when TensorRT is installed, "
                     "a TensorRT engine. Validated against PyTorch on real images.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint (.pt) from vpr-train")
-    p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where files go")
+    p.add_argument("checkpoint", type=expanded_path, help="checkpoint (.pt) from vpr-train")
+    p.add_argument("--output-dir", "-o", type=expanded_path,
+                   default=Path("."), help="where files go")
     p.add_argument("--name", default=None, help="file name stem (default: the checkpoint's)")
     p.add_argument("--height", type=int, default=None, help="input height (default: model's)")
     p.add_argument("--width", type=int, default=None, help="input width (default: model's)")
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(p)  # --batch, --workspace, --compute-capability, --version-compatible
     p.add_argument("--whitening-dim", type=int, default=None,
                    help="output dims of a whitened checkpoint (any up to the stored ones)")
-    p.add_argument("--validate", type=Path, default=None, dest="validate_dir", metavar="DIR",
+    p.add_argument("--validate", type=expanded_path,
+                   default=None, dest="validate_dir", metavar="DIR",
                    help="images to validate on (up to --validate-images, evenly spaced)")
     p.add_argument("--validate-images", type=int, default=d.validate_images,
                    help="images used for validation")
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset")
     p.add_argument("--no-simplify", action="store_false", dest="simplify",
                    help="skip onnxslim simplification")
-    p.add_argument("--json", type=Path, default=None, help="write the export report here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write the export report here")
     p.add_argument("--quiet", "-q", action="store_true", help="no step log")
     return p
 

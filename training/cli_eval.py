@@ -23,6 +23,7 @@ from vpr_edge.cli.arg_types import non_negative_int, positive_float, positive_in
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import InvalidInputError, VprEdgeError
+from vpr_edge.paths import expanded_path
 
 from .datasets.places import RetrievalDataset
 from .evaluate import DEFAULT_NS, RecallResult, encode_images, evaluate, format_table
@@ -31,19 +32,21 @@ from .evaluate import DEFAULT_NS, RecallResult, encode_images, evaluate, format_
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vpr-eval", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("model", type=Path, help="checkpoint (.pt) or exported model (.onnx/.engine)")
+    p.add_argument("model", type=expanded_path,
+                   help="checkpoint (.pt) or exported model (.onnx/.engine)")
     data = p.add_argument_group("dataset (give one)")
-    data.add_argument("--corridor", type=Path, help="Corridor folder (query/, ref/, "
+    data.add_argument("--corridor", type=expanded_path, help="Corridor folder (query/, ref/, "
                                                     "ground_truth.npy)")
-    data.add_argument("--frame-aligned", nargs=2, type=Path, metavar=("DATABASE", "QUERIES"),
+    data.add_argument("--frame-aligned", nargs=2, type=expanded_path,
+                      metavar=("DATABASE", "QUERIES"),
                       help="two folders of the same route (same file name = same place)")
     data.add_argument("--span", nargs=2, type=float, default=(0.0, 1.0), metavar=("FROM", "TO"),
                       help="part of a frame-aligned route evaluated (fractions)")
     data.add_argument("--tolerance", "--gt-tolerance", type=non_negative_int, default=2,
                       help="frame-aligned: a match within this many frames is correct")
-    data.add_argument("--manifest", type=Path, help="CSV manifest")
-    data.add_argument("--pittsburgh", type=Path, help="dbStruct .mat file")
-    data.add_argument("--image-root", type=Path, help="image folder for --pittsburgh")
+    data.add_argument("--manifest", type=expanded_path, help="CSV manifest")
+    data.add_argument("--pittsburgh", type=expanded_path, help="dbStruct .mat file")
+    data.add_argument("--image-root", type=expanded_path, help="image folder for --pittsburgh")
     p.add_argument("--eval-radius", "--gt-radius", type=positive_float, default=None,
                    help="metric datasets: correct within this many metres (default 25)")
     p.add_argument("--ns", type=positive_int, nargs="+", default=list(DEFAULT_NS),
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoints with whitening: output dims to use")
     p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
-    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write the result here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 

@@ -11,13 +11,13 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 from vpr_edge._optional import require
 from vpr_edge.cli.arg_types import positive_int
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.cli.output import check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
+from vpr_edge.paths import expanded_path
 
 from .config import BACKBONES, preset
 
@@ -41,9 +41,9 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
                     "centroids from k-means on local features of your images, and the "
                     "paper's alpha. Optionally fit PCA-whitening on the same images.",
     )
-    p.add_argument("--images", required=True, type=Path,
+    p.add_argument("--images", required=True, type=expanded_path,
                    help="folder of images from the deployment domain (searched recursively)")
-    p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
+    p.add_argument("--output", "-o", required=True, type=expanded_path, help="checkpoint to write")
     _add_model_arguments(p)
     p.add_argument("--max-images", type=positive_int, default=500, help="images used at most")
     p.add_argument("--descriptors-per-image", type=positive_int, default=100,
@@ -51,7 +51,7 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whitening-dim", type=positive_int, default=None,
                    help="also fit PCA-whitening to this many dims (needs more images)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_init)
 
@@ -84,8 +84,8 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
         description="Fit a PCA-whitening layer on the descriptors of a folder of images and "
                     "write a new checkpoint. Needs many more images than output dims.",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint to start from")
-    p.add_argument("--images", required=True, type=Path, help="folder of images")
+    p.add_argument("checkpoint", type=expanded_path, help="checkpoint to start from")
+    p.add_argument("--images", required=True, type=expanded_path, help="folder of images")
     p.add_argument("--dim", type=positive_int, required=True, help="output dims used (e.g. 512)")
     p.add_argument("--max-dim", type=positive_int, default=None,
                    help="components stored (any dim up to it can be selected at export); "
@@ -93,8 +93,8 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--projection-only", action="store_true",
                    help="PCA projection without whitening (no variance scaling): drops the "
                         "weakest directions only; measured safer when the images are few")
-    p.add_argument("--output", "-o", required=True, type=Path, help="checkpoint to write")
-    p.add_argument("--json", type=Path, default=None, help="write a JSON report here")
+    p.add_argument("--output", "-o", required=True, type=expanded_path, help="checkpoint to write")
+    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_whiten)
 
@@ -156,6 +156,10 @@ def _resume_hint(args: argparse.Namespace, started: float) -> str:
     except OSError:
         written = False
     if not written:
+        resumed = getattr(args, "resume", None)
+        if resumed is not None and resumed.is_file():  # a resumed run: that one still holds
+            return (f" before an epoch of this run finished; {resumed} still holds the last "
+                    f"finished epoch: continue with the same command (--resume {resumed})")
         return " before the first epoch finished; nothing was written"
     return (f"; {output} holds the last finished epoch: continue with the same command and "
             f"--resume {output}")

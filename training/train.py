@@ -34,6 +34,7 @@ from vpr_edge.cli.arg_types import (
 )
 from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.paths import expanded_path
 
 from . import distributed
 from .augment import AugmentConfig, augment
@@ -354,23 +355,24 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0] + " Works on one process or under torchrun.",
     )
     data = p.add_argument_group("training data (give one)")
-    data.add_argument("--manifest", type=Path, help="CSV manifest (see the README)")
-    data.add_argument("--frame-aligned", nargs=2, type=Path, metavar=("DATABASE", "QUERIES"),
+    data.add_argument("--manifest", type=expanded_path, help="CSV manifest (see the README)")
+    data.add_argument("--frame-aligned", nargs=2, type=expanded_path,
+                      metavar=("DATABASE", "QUERIES"),
                       help="two folders of the same route (same file name = same place)")
     data.add_argument("--span", nargs=2, type=float, default=(0.0, 1.0), metavar=("FROM", "TO"),
                       help="part of a frame-aligned route used for training (fractions)")
-    data.add_argument("--pittsburgh", type=Path, help="dbStruct .mat file")
-    data.add_argument("--image-root", type=Path, help="image folder for --pittsburgh")
+    data.add_argument("--pittsburgh", type=expanded_path, help="dbStruct .mat file")
+    data.add_argument("--image-root", type=expanded_path, help="image folder for --pittsburgh")
     val = p.add_argument_group("validation (optional, evaluated every epoch)")
     val.add_argument("--val-span", nargs=2, type=float, default=None, metavar=("FROM", "TO"),
                      help="part of the frame-aligned route used for validation")
-    val.add_argument("--val-manifest", type=Path, default=None, help="CSV manifest")
-    p.add_argument("--init", type=Path, default=None,
+    val.add_argument("--val-manifest", type=expanded_path, default=None, help="CSV manifest")
+    p.add_argument("--init", type=expanded_path, default=None,
                    help="checkpoint to start from (default: `vpr-train init` on the training "
                         "database images)")
-    p.add_argument("--resume", type=Path, default=None,
+    p.add_argument("--resume", type=expanded_path, default=None,
                    help="continue an interrupted run from its checkpoint")
-    p.add_argument("--output", "-o", type=Path, required=True, help="checkpoint to write")
+    p.add_argument("--output", "-o", type=expanded_path, required=True, help="checkpoint to write")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"epochs in all (default: {d.epochs}; with --resume, the run's)")
     p.add_argument("--queries-per-step", type=positive_int, default=d.queries_per_step,
@@ -403,7 +405,8 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", type=Path, default=None, help="write the training history here")
+    p.add_argument("--json", type=expanded_path,
+                   default=None, help="write the training history here")
     p.set_defaults(run=run_fit)
 
 

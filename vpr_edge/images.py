@@ -97,8 +97,10 @@ def _rgb_of(img, what: str, scale_16bit: bool = False) -> np.ndarray:
     if max(img.size) > MAX_SIDE:
         raise ImageDecodeError(f"{what}: {img.size[0]}x{img.size[1]} pixels exceeds the "
                                f"{MAX_SIDE}-pixel limit per side")
-    # (Pillow before 10.4 opens a 16-bit grey PNG as "I", 32-bit, with values up to 65535)
-    if scale_16bit and (img.mode in _16BIT_MODES or (img.mode == "I" and img.format == "PNG")):
+    # (Pillow before 10.4 opens a 16-bit grey PNG as "I", 32-bit, with values up to 65535,
+    # and a 16-bit PGM still comes as "I": formats with nothing wider than 16 bits)
+    if scale_16bit and (img.mode in _16BIT_MODES
+                        or (img.mode == "I" and img.format in ("PNG", "PPM"))):
         img.load()
         top = (np.asarray(_upright(img)).clip(0, 65535) >> 8).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(top[:, :, None], 3, axis=2))

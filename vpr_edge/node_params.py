@@ -15,6 +15,7 @@ from typing import Any
 from .atomic_file import unwritable_folder
 from .errors import InvalidInputError
 from .geometric import VerifyConfig
+from .index import atomic_dir
 from .keyframes import KeyframeConfig
 from .loop_closure import LoopClosureConfig
 from .loop_node import NodeConfig
@@ -95,9 +96,9 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     if values["map_dir"] and values["save_on_shutdown"]:
         # a save writes a temp folder beside the map, then renames it (a map only read
         # may sit in a read-only place)
-        _check_writable_folder("map_dir", values["map_dir"], "the map")
+        _refuse_if("map_dir", values["map_dir"], atomic_dir.save_problem, "the map")
     if values["stats_file"]:
-        _check_writable_folder("stats_file", values["stats_file"], "the statistics")
+        _refuse_if("stats_file", values["stats_file"], unwritable_folder, "the statistics")
 
     def off_if_zero(name: str) -> float | None:
         return values[name] or None
@@ -120,10 +121,12 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
                       save_on_shutdown=values["save_on_shutdown"])
 
 
-def _check_writable_folder(name: str, value: str, what: str) -> None:
-    """Refuse at start a path whose folder cannot be made or written: found at shutdown, the
-    whole run's map or statistics would be lost."""
-    problem = unwritable_folder(value)
+def _refuse_if(name: str, value: str, problem_of: Callable[[str], str | None], what: str
+               ) -> None:
+    """Refuse at start a path where ``what`` could not be saved (a folder that cannot be
+    made or written, a mount point): found at shutdown, the whole run's map or statistics
+    would be lost."""
+    problem = problem_of(value)
     if problem is not None:
         raise InvalidInputError(f"parameter {name} {value!r}: {problem}, so {what} could not "
                                 "be saved; choose another path")

@@ -19,3 +19,10 @@ def user_path(path: PathLike) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded, as an absolute path (relative to
     the current directory now, so a process that changes directory later keeps it)."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def expanded_path(text: str) -> Path:
+    """``text`` with a leading ``~`` expanded, otherwise as given (argparse's ``type`` for
+    paths: a quoted ``'~/maps/lab'``, or one from a systemd unit or a Docker ``CMD``, which
+    no shell expands, means the home folder)."""
+    return Path(os.path.expanduser(text))

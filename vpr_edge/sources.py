@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -43,13 +43,15 @@ class SourceFrame:
     image: np.ndarray | Path | Callable[[], np.ndarray]  # pixels, their file, their decoder
     stamp: float | None = None
     pose: tuple[float, ...] | None = None
-    #: the key with symlinks resolved, where it differs (vpr-edge before 0.1.x stored that
-    #: one: a resumed map build counts a place stored under either as this frame)
+    #: the key with symlinks resolved (what maps stored before keys kept symlinks, Nov 2026;
+    #: a resumed map build takes a place stored under either spelling for this frame)
     resolved_key: str | None = None
 
     def keys(self) -> tuple[str, ...]:
         """Every key a map may hold this frame under."""
-        return (self.key,) if self.resolved_key is None else (self.key, self.resolved_key)
+        if self.resolved_key is None or self.resolved_key == self.key:
+            return (self.key,)
+        return (self.key, self.resolved_key)
 
     def pixels(self) -> np.ndarray:
         """The frame as ``uint8 HxWx3`` RGB (decoding the file or bag message if needed)."""
@@ -100,12 +102,24 @@ def _text(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _keys(path: Path) -> tuple[str, str | None]:
+def _keys(path: Path) -> tuple[str, str]:
     """A frame file's key, its absolute path as listed (symlinks kept: ``--gt names`` reads
-    the traversal from its folder), and the key with symlinks resolved where that differs."""
-    key = _text(os.path.abspath(path))
-    resolved = _text(path.resolve())
-    return key, (None if resolved == key else resolved)
+    the traversal from its folder), and the key with symlinks resolved."""
+    return _text(os.path.abspath(path)), _text(path.resolve())
+
+
+def stored_keys(keys: Iterable[str | None]) -> set[str]:
+    """The source keys a map's places hold, each also with symlinks resolved: a frame given
+    now through another spelling of the same folder (a link to it, or the folder a link
+    names) is found in the map all the same."""
+    known = {key for key in keys if key}
+    resolved_folders: dict[str, str] = {}
+    for key in list(known):
+        folder, name = os.path.split(key)  # (a bag's key: "<bag>:<topic>:<n>" splits too)
+        if folder not in resolved_folders:
+            resolved_folders[folder] = os.path.realpath(folder)
+        known.add(os.path.join(resolved_folders[folder], name))
+    return known
 
 
 def _file_frame(index: int, path: Path, stamp: float | None = None,
@@ -115,10 +129,11 @@ def _file_frame(index: int, path: Path, stamp: float | None = None,
 
 
 def is_image_file(path: Path) -> bool:
-    """A listed image: a known suffix, a regular file (or a link to one), and not hidden
-    (``._Image000.jpg``, the AppleDouble files a Mac copies along, are not images)."""
+    """A listed image: a known suffix, not a folder, and not hidden (``._Image000.jpg``, the
+    AppleDouble files a Mac copies along, are not images). A broken link is listed, so that
+    decoding it says what is wrong."""
     return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-            and path.is_file())
+            and not path.is_dir())
 
 
 def _files_source(description: str, frames: list[SourceFrame], skip_damaged: bool
@@ -208,8 +223,7 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
             pose = None if message.pose is None else tuple(message.pose.as_tuple())
             suffix = f":{topic}:{message.index}"
             yield SourceFrame(message.index // every, bag_key + suffix, message.decode,
-                              message.stamp, pose,
-                              None if bag_resolved is None else bag_resolved + suffix)
+                              message.stamp, pose, bag_resolved + suffix)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
                        frames=frames, skip_damaged=skip_damaged, skipped=skipped)

@@ -198,6 +198,12 @@ def test_an_interrupted_fit_says_how_to_resume(tmp_path: Path, monkeypatch, caps
     assert cli_train.main(args) == 130
     err = capsys.readouterr().err
     assert f"{output} holds the last finished epoch" in err and f"--resume {output}" in err
+    # interrupted again, resumed, before an epoch finished: that checkpoint still holds one
+    # (it said "before the first epoch finished; nothing was written")
+    monkeypatch.setattr(train, "run_fit", interrupted(write=False))
+    assert cli_train.main([*args, "--resume", str(output)]) == 130
+    err = capsys.readouterr().err
+    assert f"{output} still holds the last finished epoch" in err and "nothing" not in err
 
 
 def test_an_interrupted_eval_ends_without_a_traceback(tmp_path: Path, monkeypatch,

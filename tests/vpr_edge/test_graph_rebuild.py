@@ -168,8 +168,13 @@ def test_wait_for_rebuild_waits_for_a_stopped_build_s_thread(gate) -> None:
     assert built.wait(30)
     index.rebuild()
     assert not index.wait_for_rebuild(0.2) and not stopped.done()
+    built.clear()
+    again = index.rebuild(background=True)  # a second one, stopped the same way once built
+    assert built.wait(30)
+    index.rebuild()
+    assert not index.wait_for_rebuild(0.2) and not again.done()
     opened.set()
-    assert index.wait_for_rebuild(30) and stopped.done()
+    assert index.wait_for_rebuild(30) and stopped.done() and again.done()
     with pytest.raises(graph_rebuild.RebuildStopped):
         stopped.result(timeout=0)
 

@@ -124,17 +124,18 @@ def test_a_frame_shrinking_one_way_and_growing_the_other_is_averaged_not_sampled
     assert with_cv2.std() < 40  # noise averaged towards grey (std 11-35), not sampled (43-49)
 
 
-@pytest.mark.parametrize("mode, value, scaled", [("I;16", 40000, True), ("I", 70000, False),
-                                                  ("F", 0.5, False)])
+@pytest.mark.parametrize("mode, value, scaled, suffix", [
+    ("I;16", 40000, True, ".png"), ("I;16", 40000, True, ".pgm"),  # (a 16-bit PGM opens as "I")
+    ("I", 70000, False, ".tif"), ("F", 0.5, False, ".tif")])
 def test_wide_pixel_files_are_scaled_or_refused_not_clipped(tmp_path: Path, mode: str, value,
-                                                            scaled: bool) -> None:
+                                                            scaled: bool, suffix: str) -> None:
     """Pillow's RGB conversion clips 16-bit and float pixels (a 16-bit mono PNG came back
     almost all white, a float TIFF of 0.5 all black). 16-bit grey keeps its top 8 bits, as
     16-bit ROS images and Pillow's own 16-bit colour do (files were refused, so `map build`
     of a 16-bit grey camera's PNGs failed on every frame); 32-bit and float are refused."""
     from PIL import Image
 
-    path = tmp_path / ("grey16.png" if mode == "I;16" else "depth.tif")
+    path = tmp_path / f"frame{suffix}"
     Image.new(mode, (32, 24), value).save(path)
     if scaled:
         for image in (load_image(path), decode_image(path.read_bytes())):

@@ -54,3 +54,17 @@ def test_paths_starting_with_a_tilde_are_expanded(tmp_path: Path,
     params = {**DEFAULTS, "stats_file": "~/logs/stats.json"}
     assert transport_settings(lambda name, _d: params[name])["stats_file"] == \
         str(tmp_path / "logs" / "stats.json")
+
+
+def test_a_mount_point_map_dir_is_refused_at_start(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted at start, refused at the shutdown save: the whole run's map was lost."""
+    import os
+
+    target = tmp_path / "lab"
+    target.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
+    with pytest.raises(InvalidInputError, match="parameter map_dir .*mount point"):
+        read(map_dir=str(target))
+    assert read(map_dir=str(target), save_on_shutdown=False).map_dir == str(target)

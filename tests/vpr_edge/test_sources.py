@@ -37,9 +37,11 @@ def test_a_folder_lists_image_files_only_not_hidden_ones_or_folders(tmp_path: Pa
         _png(tmp_path / name)
     (tmp_path / "extra.jpg").mkdir()
     (tmp_path / "notes.txt").write_text("not an image")
-    source = folder_source(tmp_path)
-    assert [Path(f.key).name for f in source] == ["Image000.png", "Image001.PNG"]
-    assert "(2 images)" in source.description
+    (tmp_path / "Image002.png").symlink_to(tmp_path / "gone.png")  # broken: listed, so that
+    source = folder_source(tmp_path)                                # decoding names it
+    assert [Path(f.key).name for f in source] == ["Image000.png", "Image001.PNG",
+                                                  "Image002.png"]
+    assert "(3 images)" in source.description
 
 
 def test_keys_keep_the_folders_of_symlinked_traversals(tmp_path: Path) -> None:
@@ -64,4 +66,22 @@ def test_keys_keep_the_folders_of_symlinked_traversals(tmp_path: Path) -> None:
     assert [Path(f.resolved_key).name for f in frames] == \
         [f"{side}{i}.png" for side in ("left", "right") for i in range(3)]
     plain = next(iter(folder_source(pool)))
-    assert plain.resolved_key is None and plain.keys() == (plain.key,)
+    assert plain.keys() == (plain.key,)
+
+
+def test_stored_keys_know_each_place_under_both_spellings(tmp_path: Path) -> None:
+    """A map built through a link, resumed through the folder it names (a relative path from
+    inside it: the working directory is the physical path), added every frame again."""
+    from vpr_edge.sources import folder_source, stored_keys
+
+    real = tmp_path / "real"
+    real.mkdir()
+    _png(real / "Image000.png")
+    (tmp_path / "link").symlink_to(real)
+    through_link = next(iter(folder_source(tmp_path / "link")))
+    direct = next(iter(folder_source(real)))
+    assert through_link.key != direct.key
+    for stored, rerun in ((through_link, direct), (direct, through_link)):
+        assert not stored_keys([stored.key, None]).isdisjoint(rerun.keys())
+    bag_key = f"{tmp_path / 'link' / 'run.bag'}:/camera/image_raw:7"
+    assert f"{real / 'run.bag'}:/camera/image_raw:7" in stored_keys([bag_key])

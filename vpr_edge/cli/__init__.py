@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import VprEdgeError
 from . import bench, engine_build, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
+from .interrupts import Terminated, sigterm_as_interrupt
 from .output import check_output_file
 
 
@@ -52,30 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, ``docker stop``, systemd), raised as Ctrl-C is, so that a long
-    command keeps its work on the way out (``map build`` saves the places it added)."""
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Raise :class:`Terminated` on SIGTERM while the command runs (main thread only, and
-    only where nobody else handles SIGTERM)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def terminated(signum, frame) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -83,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for option in ("json", "csv"):  # before the work, not after it
             check_output_file(getattr(args, option, None), f"--{option}")
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             args.run(args)
     except VprEdgeError as exc:
         command = " ".join(filter(None, (args.command, getattr(args, "map_command", None),

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..images import load_image, prepare_frame
+from ..paths import expanded_path
 from .arg_types import positive_int
 from .common import add_model_arguments, backend_options
 from .help_format import HelpFormatter, summary
@@ -29,10 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p, batch=False)  # times one frame at a time
     p.add_argument("--places", type=int, default=10000, help="map size for the search")
     p.add_argument("--repeat", type=int, default=50, help="timed repetitions per stage")
-    p.add_argument("--image", type=Path, default=None, help="frame to use (default: noise)")
+    p.add_argument("--image", type=expanded_path,
+                   default=None, help="frame to use (default: noise)")
     p.add_argument("--frame-size", type=positive_int, nargs=2, default=(480, 640),
                    metavar=("H", "W"), help="camera frame size when no --image")
-    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write the results here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -7,18 +7,19 @@ import math
 from pathlib import Path
 
 from ..errors import InvalidInputError, MapError
+from ..paths import expanded_path
 from ..sources import FrameSource, SourceFrame, open_source
 from .arg_types import positive_int
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("frames (give one source)")
-    group.add_argument("--images", type=Path, nargs="+", default=None,
+    group.add_argument("--images", type=expanded_path, nargs="+", default=None,
                        help="folder(s) of images, each taken in file-name order, one after "
                             "the other")
-    group.add_argument("--list", dest="frame_list", type=Path, default=None,
+    group.add_argument("--list", dest="frame_list", type=expanded_path, default=None,
                        help="CSV with an 'image' column (+ optional timestamp, x, y, z, qx..qw)")
-    group.add_argument("--bag", type=Path, default=None, help="ROS 1 .bag or ROS 2 bag")
+    group.add_argument("--bag", type=expanded_path, default=None, help="ROS 1 .bag or ROS 2 bag")
     group.add_argument("--topic", default=None, help="image topic in the bag")
     group.add_argument("--pose-topic", default=None,
                        help="odometry/pose topic in the bag: each frame gets the pose at its "
@@ -71,7 +72,7 @@ def require_pose(frame: SourceFrame, position: int) -> None:
 def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> None:
     """The model, backend and thread options; ``batch``: also ``--batch``, for commands that
     describe several frames per inference call (not those timing one frame at a time)."""
-    p.add_argument("model", type=Path, help="exported model (.onnx or .engine)")
+    p.add_argument("model", type=expanded_path, help="exported model (.onnx or .engine)")
     p.add_argument("--backend", default="auto",
                    help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt")
     p.add_argument("--threads", type=positive_int, default=None,

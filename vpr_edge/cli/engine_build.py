@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..paths import expanded_path
 from .arg_types import positive_int
 from .help_format import HelpFormatter, summary
 from .output import print_facts, write_json
@@ -26,14 +27,15 @@ MODULES = ("tensorrt", "tensorrt_rtx")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (no torch)",
                        formatter_class=HelpFormatter, description=summary(__doc__))
-    p.add_argument("onnx", type=Path, help="model exported by vpr-export (NAME.fp16.onnx for "
+    p.add_argument("onnx", type=expanded_path,
+                   help="model exported by vpr-export (NAME.fp16.onnx for "
                                            "an FP16 engine, or NAME.onnx)")
-    p.add_argument("--output", "-o", type=Path, default=None,
+    p.add_argument("--output", "-o", type=expanded_path, default=None,
                    help="engine file (default: NAME.engine beside the ONNX)")
     p.add_argument("--tensorrt-module", choices=MODULES, default=None,
                    help="build with this module (default: tensorrt, else tensorrt_rtx)")
     add_engine_arguments(p, batch_type=positive_int, workspace_type=positive_int)
-    p.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON summary here")
     p.set_defaults(run=run)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..paths import expanded_path
 from .help_format import HelpFormatter
 from .output import print_facts, write_json
 
@@ -18,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter,
                        description="Print the metadata of an exported model or engine, or "
                                    "the manifest of a map directory.")
-    p.add_argument("path", type=Path, help="model.onnx, model.engine or a map directory")
-    p.add_argument("--json", type=Path, default=None, help="also write the facts as JSON")
+    p.add_argument("path", type=expanded_path, help="model.onnx, model.engine or a map directory")
+    p.add_argument("--json", type=expanded_path, default=None, help="also write the facts as JSON")
     p.set_defaults(run=run)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..paths import expanded_path
 from .common import (
     add_model_arguments,
     add_source_arguments,
@@ -38,14 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter,
                        description=summary(__doc__))
     add_model_arguments(p, batch=False)  # one frame per query, as on the robot
-    p.add_argument("map", type=Path, help="map directory")
+    p.add_argument("map", type=expanded_path, help="map directory")
     add_source_arguments(p)
     p.add_argument("--gt", choices=("names", "positions"), default=None,
                    help="names: a frame matches places whose source file number is within "
                         "--gt-tolerance; positions: within --gt-radius metres")
     p.add_argument("--gt-tolerance", type=int, default=2, help="frames, for --gt names")
     p.add_argument("--gt-radius", type=float, default=25.0, help="metres, for --gt positions")
-    p.add_argument("--json", type=Path, default=None, help="write the summary here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

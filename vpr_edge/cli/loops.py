@@ -34,6 +34,7 @@ from ..loop_metrics import (
     truth_from_names,
     truth_from_positions,
 )
+from ..paths import expanded_path
 from .arg_types import finite_float, non_negative_int, positive_int
 from .common import (
     add_model_arguments,
@@ -91,8 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--gt-radius", type=float, default=10.0, help="metres for --gt positions")
     t.add_argument("--sweep", action="store_true",
                    help="precision-recall curve over min_score thresholds")
-    p.add_argument("--csv", type=Path, default=None, help="write one row per frame here")
-    p.add_argument("--json", type=Path, default=None, help="write the summary here")
+    p.add_argument("--csv", type=expanded_path, default=None, help="write one row per frame here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 

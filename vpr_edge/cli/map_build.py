@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic_file import unwritable_folder
 from ..errors import InvalidInputError
+from ..index import atomic_dir
+from ..paths import expanded_path
+from ..sources import stored_keys
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
+from .interrupts import interrupts_held
 from .output import print_facts, write_json
 
 if TYPE_CHECKING:
@@ -39,13 +42,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter,
                        description=summary(__doc__))
     add_model_arguments(p)
-    p.add_argument("map", type=Path, help="map directory (created, or extended if it exists)")
+    p.add_argument("map", type=expanded_path,
+                   help="map directory (created, or extended if it exists)")
     add_source_arguments(p)
     p.add_argument("--save-every", type=int, default=500,
                    help="save the map atomically after this many new frames")
     p.add_argument("--no-rebuild", action="store_true",
                    help="keep the route-order graph (skip the random-order rebuild at the end)")
-    p.add_argument("--json", type=Path, default=None, help="write a JSON summary here")
+    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -60,7 +64,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
         raise InvalidInputError(f"--save-every must be a positive number of frames, got "
                                 f"{save_every!r}")
-    problem = unwritable_folder(map_dir)
+    problem = atomic_dir.save_problem(map_dir)
     if problem:  # found before any frame is described, not at the first save
         raise InvalidInputError(f"{map_dir}: the map cannot be saved there ({problem})")
     from tqdm import tqdm
@@ -70,7 +74,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
     start = time.perf_counter()
     with Localizer(model, map_dir, backend=backend, batch_size=batch,
                    backend_options=options, index_settings=index_settings) as loc:
-        done = {loc.get(pid).meta.get("source") for pid in loc.index.ids()}
+        done = stored_keys(loc.get(pid).meta.get("source") for pid in loc.index.ids())
         added = skipped = since_save = 0
         infer_seconds = 0.0
         pending: list = []
@@ -89,9 +93,10 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             infer_seconds += time.perf_counter() - t0
             # one add per batch: a batch enters the graph shuffled and is re-inserted by the
             # next add (IndexSettings.refine_adds); a new map is rebuilt at the end
-            loc.index.add(descriptors, stamps=[f.stamp for f in pending],
-                          poses=[f.pose for f in pending],
-                          meta=[{"source": f.key, "index": f.index} for f in pending])
+            with interrupts_held():  # a whole batch or none of it, whatever arrives
+                loc.index.add(descriptors, stamps=[f.stamp for f in pending],
+                              poses=[f.pose for f in pending],
+                              meta=[{"source": f.key, "index": f.index} for f in pending])
             added += len(pending)
             since_save += len(pending)
             pending.clear()
@@ -109,6 +114,12 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     loc.save()
                     since_save = 0
             flush()
+            rebuild_seconds = None
+            if (rebuild and added and added >= len(loc) - added
+                    and loc.index.info()["search"] == "hnsw"):
+                t0 = time.perf_counter()
+                loc.index.rebuild()  # (interrupted, it leaves the route-order graph)
+                rebuild_seconds = round(time.perf_counter() - t0, 3)
         except (InvalidInputError, KeyboardInterrupt) as exc:
             # a frame that cannot be read, Ctrl-C or SIGTERM: keep the places added so far
             if since_save:
@@ -118,12 +129,6 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                             "the error" if isinstance(exc, InvalidInputError)
                             else "the interruption", map_dir)
             raise
-        rebuild_seconds = None
-        if (rebuild and added and added >= len(loc) - added
-                and loc.index.info()["search"] == "hnsw"):
-            t0 = time.perf_counter()
-            loc.index.rebuild()
-            rebuild_seconds = round(time.perf_counter() - t0, 3)
         loc.save()
         places = len(loc)
     seconds = time.perf_counter() - start

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..paths import expanded_path
 from .arg_types import finite_float, positive_int
 from .common import add_model_arguments, backend_options, require_map
 from .help_format import HelpFormatter
@@ -18,11 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter,
                        description="Print the k best matches in MAP for each image.")
     add_model_arguments(p)
-    p.add_argument("map", type=Path, help="map directory")
-    p.add_argument("images", type=Path, nargs="+", help="image files to look up")
+    p.add_argument("map", type=expanded_path, help="map directory")
+    p.add_argument("images", type=expanded_path, nargs="+", help="image files to look up")
     p.add_argument("-k", type=positive_int, default=5, help="matches per image")
     p.add_argument("--min-score", type=finite_float, default=None, help="drop matches below this")
-    p.add_argument("--json", type=Path, default=None, help="write all matches as JSON")
+    p.add_argument("--json", type=expanded_path, default=None, help="write all matches as JSON")
     p.set_defaults(run=run)
 
 

@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..atomic_file import fsync_dir
+from ..atomic_file import fsync_dir, unwritable_folder
 from ..errors import MapError
+from ..paths import user_path
 
 log = logging.getLogger("vpr_edge")
 
@@ -225,6 +226,13 @@ def make_temp(target: Path) -> Path:
             pass
         os.chmod(tmp, stat.S_IMODE(before.st_mode) | stat.S_IRWXU)
     return tmp
+
+
+def save_problem(path: str | os.PathLike) -> str | None:
+    """Why a map could not be saved at ``path`` (as given by a user), or None: checked when a
+    run starts, so that a node or a map build does not find out at its first save."""
+    target = user_path(path)
+    return unwritable_folder(target) or replace_problem(real_target(target))
 
 
 def replace_problem(target: Path) -> str | None:

@@ -130,7 +130,8 @@ class PlaceIndex:
         self._hnsw = _new_hnsw(self._graph_dim, settings, settings.initial_capacity)
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._background: GraphRebuild | None = None  # a graph being rebuilt in a thread
-        self._stopped: GraphRebuild | None = None  # the last one a plain rebuild() stopped
+        self._stopped: list[GraphRebuild] = []  # those plain rebuilds stopped, still running
+        self._broken: str | None = None  # what left the index inconsistent (never saved then)
         self._rebuilt_at = 0  # places in the graph at its last random-order build
         self._unrefined: tuple[list[int], int, np.ndarray] | None = None  # the last add
         self._warned_tombstones = False  # said that many removed places are held
@@ -252,32 +253,52 @@ class PlaceIndex:
                     )
                 new_ids = given
             fresh = sum(1 for i in new_ids if i not in self._row_of)
-            self._reserve(self._hnsw.element_count + fresh)
-            vectors, labels = self._to_graph(desc), np.asarray(new_ids, dtype=np.uint64)
-            self._insert(self._hnsw, vectors, labels)
-            if self._background is not None:
-                self._background.record_add(labels, vectors)
-            start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
-            for j, pid in enumerate(new_ids):
-                self._row_of[pid] = start + j
-            self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors)
-            self._live += n
-            self._added += n
-            self._next_id = max(self._next_id, max(new_ids) + 1)
-            if self._exact is not None:
-                if self._exact.shape[0] < self._records.capacity:
-                    grown = np.zeros((self._records.capacity, self._dim), dtype=np.float32)
-                    grown[:start] = self._exact[:start]
-                    self._exact = grown
-                self._exact[start:start + n] = desc
-            self._sync_exact()
-            self._apply_ef()
-            reorder = n == 1 and self._graph_outgrew_its_order()
+            self._reserve(self._hnsw.element_count + fresh)  # (MemoryError: nothing changed)
+            with self._all_or_broken("add()"):
+                reorder = self._add_locked(desc, new_ids, n, st, ps, ms)
         if reorder:
             log.info("the graph grew to %d places one by one: rebuilding it in the background "
                      "(IndexSettings.rebuild_growth)", self._live)
             self._start_background_rebuild(1)
         return new_ids
+
+    @contextlib.contextmanager
+    def _all_or_broken(self, what: str) -> Iterator[None]:
+        """Around a change of several structures (caller holds the write lock): an exception
+        raised halfway (Ctrl-C or SIGTERM between two of hnswlib's calls, MemoryError) leaves
+        them disagreeing, so :meth:`save` then refuses, instead of replacing a sound map on
+        disk with one that does not open."""
+        try:
+            yield
+        except BaseException as exc:
+            self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
+            raise
+
+    def _add_locked(self, desc: np.ndarray, new_ids: list[int], n: int, st: Any, ps: Any,
+                    ms: Any) -> bool:
+        """:meth:`add`'s change of the index (caller holds the write lock, in
+        :meth:`_all_or_broken`); True when the graph outgrew its order."""
+        s = self._settings
+        vectors, labels = self._to_graph(desc), np.asarray(new_ids, dtype=np.uint64)
+        self._insert(self._hnsw, vectors, labels)
+        if self._background is not None:
+            self._background.record_add(labels, vectors)
+        start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
+        for j, pid in enumerate(new_ids):
+            self._row_of[pid] = start + j
+        self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors)
+        self._live += n
+        self._added += n
+        self._next_id = max(self._next_id, max(new_ids) + 1)
+        if self._exact is not None:
+            if self._exact.shape[0] < self._records.capacity:
+                grown = np.zeros((self._records.capacity, self._dim), dtype=np.float32)
+                grown[:start] = self._exact[:start]
+                self._exact = grown
+            self._exact[start:start + n] = desc
+        self._sync_exact()
+        self._apply_ef()
+        return n == 1 and self._graph_outgrew_its_order()
 
     def remove(self, ids: Any) -> int:
         """Remove places by id (an int or a sequence); return how many were removed.
@@ -303,12 +324,13 @@ class PlaceIndex:
             if unknown:
                 raise InvalidInputError(f"remove: no live place with id(s) {unknown[:10]} "
                                         "(never added, or already removed); nothing removed")
-            for pid in wanted:
-                self._hnsw.mark_deleted(pid)
-                removed[self._row_of[pid]] = True
-            if self._background is not None:
-                self._background.record_remove(wanted)
-            self._live -= len(wanted)
+            with self._all_or_broken("remove()"):
+                for pid in wanted:
+                    self._hnsw.mark_deleted(pid)
+                    removed[self._row_of[pid]] = True
+                if self._background is not None:
+                    self._background.record_remove(wanted)
+                self._live -= len(wanted)
             self._drop_tombstones_if_many()
             self._sync_exact()
             self._apply_ef()
@@ -360,7 +382,9 @@ class PlaceIndex:
     def _plain_rebuild_locked(self, why: str = "a plain rebuild() replaced it") -> None:
         if self._background is not None:  # its snapshot would undo this rebuild's rows
             self._background.stop(why)
-            self._stopped = self._background  # its thread may run on a little while
+            # its thread may run on a little while (wait_for_rebuild waits for it)
+            self._stopped = [job for job in self._stopped if not job.future.done()]
+            self._stopped.append(self._background)
             self._background = None  # a background rebuild asked for next is a new one
         self._rebuild_locked()
 
@@ -368,7 +392,7 @@ class PlaceIndex:
         """Wait for a background rebuild, if one runs, and for the thread of one a plain
         ``rebuild()`` stopped, until its future resolves; False if ``timeout`` (s) ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for job in (self._stopped, self._background):
+        for job in (*self._stopped, self._background):
             if job is None:
                 continue
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -594,6 +618,10 @@ class PlaceIndex:
                 raise MapError(f"{target}: cannot make the folder {real.parent} for the map "
                                f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
+        if self._broken is not None:
+            raise MapError(f"{target}: not saved: {self._broken}, so this index's parts "
+                           "disagree; the map saved before is unchanged (open it again; the "
+                           "places added since its last save are lost)")
         problem = atomic_dir.replace_problem(real)
         if problem:
             raise MapError(f"{target}: cannot save the map there: {problem}; the map saved "
@@ -620,6 +648,7 @@ class PlaceIndex:
             with _save_step(target):
                 atomic_dir.recover(real)
                 tmp = atomic_dir.make_temp(real)
+            digest = None
             try:
                 with self._lock.read():
                     layout = self._layout
@@ -633,17 +662,19 @@ class PlaceIndex:
                         provenance=dict(self._provenance))
                     pending = map_store.write_files(tmp, contents, real, previous)
                 disk = map_store.finish(pending, real, _now())
+                digest = map_store.manifest_digest(tmp)
                 atomic_dir.commit(tmp, real)
-            except OSError as exc:  # a full disk, no right to write, an I/O error
+                self._saved_as(target, real, (layout, disk), digest)
+            except BaseException as exc:
+                if digest is not None and map_store.manifest_digest(real) == digest:
+                    # renamed into place before the error (Ctrl-C, say): this save is done,
+                    # and the next one must know the map as this index's own
+                    self._saved_as(target, real, (layout, disk), digest)
+                    raise
                 atomic_dir.discard(tmp)
-                raise _save_failed(target, exc) from exc
-            except BaseException:
-                atomic_dir.discard(tmp)
+                if isinstance(exc, OSError):  # a full disk, no right to write, an I/O error
+                    raise _save_failed(target, exc) from exc
                 raise
-            # the new map is in place: this index's own from here on, whatever follows
-            self._disk = (layout, disk)
-            self._path = target
-            self._seen[real] = map_store.manifest_digest(real)
             try:
                 atomic_dir.settle(real)
             except OSError as exc:
@@ -653,6 +684,12 @@ class PlaceIndex:
                     "cut now could bring back the previous save: fix the cause and save "
                     "again") from exc
         return target
+
+    def _saved_as(self, target: Path, real: Path, disk: tuple, digest: str) -> None:
+        """The new map is in place: this index's own from here on, whatever follows."""
+        self._disk = disk
+        self._path = target
+        self._seen[real] = digest
 
     def expect_new_map_at(self, path: PathLike) -> None:
         """Note that this index is to be saved at ``path``, which holds no map now (what
@@ -819,7 +856,11 @@ class PlaceIndex:
         compact = self._live != self._records.rows  # removed rows to drop (renumbers rows)
         rec = self._records.compacted() if compact else self._records
         job = self._rebuild_job(rec, self._threads(rec.rows))
-        job.build()
+        job.build()  # (interrupted: the index is as it was)
+        with self._all_or_broken("rebuild()"):
+            self._swap_rebuilt(rec, job, compact)
+
+    def _swap_rebuilt(self, rec: PlaceRecords, job: GraphRebuild, compact: bool) -> None:
         self._records = rec
         self._hnsw = job.graph
         self._row_of = dict(zip(rec.ids[: rec.rows].tolist(), range(rec.rows)))

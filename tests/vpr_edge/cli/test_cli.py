@@ -617,3 +617,111 @@ def test_map_build_saves_what_it_added_when_interrupted(tiny_onnx: Path, routes,
     monkeypatch.setattr(Localizer, "describe", real_describe)
     assert main(args) == 0
     assert len(PlaceIndex.open(map_dir)) == 30
+
+
+def test_map_build_holds_signals_back_while_it_adds_a_batch(tiny_onnx: Path, routes,
+                                                            tmp_path: Path, cpu_only: None,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A Ctrl-C landing between hnswlib's insert and the records' append left the index
+    inconsistent, and the save on the way out wrote a map that did not open."""
+    import os
+    import signal
+
+    from vpr_edge.index import PlaceIndex, place_index
+
+    run1, _ = routes
+    real_insert = place_index.PlaceIndex._insert
+    inserts = []
+
+    def ctrl_c_inside_the_third(self, *args):
+        real_insert(self, *args)
+        inserts.append(1)
+        if len(inserts) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # raised here, without the hold
+
+    monkeypatch.setattr(place_index.PlaceIndex, "_insert", ctrl_c_inside_the_third)
+    args = ["map", "build", str(tiny_onnx), str(tmp_path / "map"), "--images", str(run1),
+            "--no-progress", "--batch", "4"]
+    assert main(args) == 130
+    assert len(PlaceIndex.open(tmp_path / "map")) == 12  # three whole batches
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_map_build_saves_when_interrupted_in_its_final_rebuild(tiny_onnx: Path, routes,
+                                                               tmp_path: Path, cpu_only: None,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """The rebuild at the end (71 s at 100k places) was outside the saving path: Ctrl-C
+    there lost every place since the last save."""
+    from vpr_edge.cli.map_build import build_map
+    from vpr_edge.index import IndexSettings, PlaceIndex
+    from vpr_edge.sources import folder_source
+
+    run1, _ = routes
+
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PlaceIndex, "rebuild", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_map(tiny_onnx, tmp_path / "map", folder_source(run1), progress=False,
+                  index_settings=IndexSettings(mode="hnsw"))
+    assert len(PlaceIndex.open(tmp_path / "map")) == 30
+
+
+def test_map_build_resumes_through_another_spelling_of_its_folder(
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built through a link, resumed from inside it with ``--images .`` (the working
+    directory is the folder the link names): every frame was added again."""
+    run1, _ = routes
+    (tmp_path / "linked").symlink_to(run1)
+    map_dir, out = tmp_path / "map", tmp_path / "build.json"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images",
+                 str(tmp_path / "linked"), "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "linked")
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", ".",
+                 "--no-progress", "--json", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["added"] == 0 and again["already_in_map"] == 30
+
+
+def test_paths_given_with_a_tilde_mean_the_home_folder(tiny_onnx: Path, routes,
+                                                       tmp_path: Path, cpu_only: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quoted '~/maps/lab' (a systemd unit, a Docker CMD: no shell) was a folder named
+    '~' in the working directory, and the up-front check looked at the wrong folder."""
+    from vpr_edge.index import PlaceIndex
+
+    run1, _ = routes
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "frames").symlink_to(run1)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["map", "build", str(tiny_onnx), "~/maps/lab", "--images", "~/frames",
+                 "--no-progress", "--json", "~/build.json"]) == 0
+    assert len(PlaceIndex.open(home / "maps" / "lab")) == 30
+    assert (home / "build.json").is_file() and not (work / "~").exists()
+
+
+def test_map_build_refuses_a_mount_point_before_describing(tiny_onnx: Path, routes,
+                                                           tmp_path: Path, cpu_only: None,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys) -> None:
+    """It described every frame, then failed at the first save."""
+    import os
+
+    from vpr_edge import Localizer
+
+    run1, _ = routes
+    target = tmp_path / "map"
+    target.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == target or real_ismount(p))
+    monkeypatch.setattr(Localizer, "describe", lambda *a, **k: pytest.fail("described"))
+    assert main(["map", "build", str(tiny_onnx), str(target), "--images", str(run1),
+                 "--no-progress"]) == 2
+    assert "mount point" in capsys.readouterr().err
