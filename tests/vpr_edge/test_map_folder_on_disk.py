@@ -216,3 +216,20 @@ def test_a_save_interrupted_after_its_rename_counts_as_done(tmp_path: Path,
         index.add(np.eye(DIM, dtype=np.float32)[:1])
         index.save(tmp_path / "map")
     assert len(PlaceIndex.open(tmp_path / "map")) == 22
+
+
+def test_a_file_system_without_permissions_still_saves(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """vfat/exFAT cards (common on robots) refuse chmod and chown: keeping the folder's
+    permissions is best effort, never a reason for a save to fail."""
+    index = small_index()
+    target = index.save(tmp_path / "map")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refused)
+    monkeypatch.setattr(os, "chown", refused)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    index.save()
+    assert len(PlaceIndex.open(target)) == 21

@@ -219,12 +219,15 @@ def make_temp(target: Path) -> Path:
     except OSError:
         return tmp
     if stat.S_ISDIR(before.st_mode):
-        try:
+        try:  # best effort: vfat/exFAT cards refuse both, and have no permissions to keep
             if before.st_gid != tmp.stat().st_gid:
                 os.chown(tmp, -1, before.st_gid)  # (a group this user is in, or refused)
         except OSError:
             pass
-        os.chmod(tmp, stat.S_IMODE(before.st_mode) | stat.S_IRWXU)
+        try:
+            os.chmod(tmp, stat.S_IMODE(before.st_mode) | stat.S_IRWXU)
+        except OSError:
+            pass
     return tmp
 
 

@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 IdFilter = Callable[[int], bool]
-#: a background rebuild replays the changes made meanwhile outside the lock, round after
-#: round, until at most CATCH_UP_LEFT are left (or after CATCH_UP_ROUNDS rounds), then swaps
 #: what ``PlaceIndex._seen`` holds for a path that held no map when the index was made for it
 NO_MAP = "<no map>"
+#: a background rebuild replays the changes made meanwhile outside the lock, round after
+#: round, until at most CATCH_UP_LEFT are left (or after CATCH_UP_ROUNDS rounds), then swaps
 CATCH_UP_ROUNDS = 8
 CATCH_UP_LEFT = 16
 
