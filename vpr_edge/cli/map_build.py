@@ -28,7 +28,6 @@ from ..paths import expanded_path
 from ..sources import stored_keys
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
-from .interrupts import interrupts_held
 from .output import print_facts, write_json
 
 if TYPE_CHECKING:
@@ -76,6 +75,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                    backend_options=options, index_settings=index_settings) as loc:
         done = stored_keys(loc.get(pid).meta.get("source") for pid in loc.index.ids())
         added = skipped = since_save = 0
+        saved = first = len(loc)  # places in the map on disk, and before this run
         infer_seconds = 0.0
         pending: list = []
 
@@ -92,11 +92,11 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             descriptors = loc.describe([pixels for _, pixels in kept])
             infer_seconds += time.perf_counter() - t0
             # one add per batch: a batch enters the graph shuffled and is re-inserted by the
-            # next add (IndexSettings.refine_adds); a new map is rebuilt at the end
-            with interrupts_held():  # a whole batch or none of it, whatever arrives
-                loc.index.add(descriptors, stamps=[f.stamp for f in pending],
-                              poses=[f.pose for f in pending],
-                              meta=[{"source": f.key, "index": f.index} for f in pending])
+            # next add (IndexSettings.refine_adds); a new map is rebuilt at the end. Ctrl-C
+            # waits until the add is whole (and is raised at its end: the batch is in)
+            loc.index.add(descriptors, stamps=[f.stamp for f in pending],
+                          poses=[f.pose for f in pending],
+                          meta=[{"source": f.key, "index": f.index} for f in pending])
             added += len(pending)
             since_save += len(pending)
             pending.clear()
@@ -112,7 +112,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     flush()
                 if since_save >= save_every:
                     loc.save()
-                    since_save = 0
+                    since_save, saved = 0, len(loc)
             flush()
             rebuild_seconds = None
             if (rebuild and added and added >= len(loc) - added
@@ -122,10 +122,10 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                 rebuild_seconds = round(time.perf_counter() - t0, 3)
         except (InvalidInputError, KeyboardInterrupt) as exc:
             # a frame that cannot be read, Ctrl-C or SIGTERM: keep the places added so far
-            if since_save:
+            if len(loc) != saved:
                 loc.save()
                 log.warning("saved the %d places this run added before %s to %s (a rerun "
-                            "resumes after them)", added,
+                            "resumes after them)", len(loc) - first,
                             "the error" if isinstance(exc, InvalidInputError)
                             else "the interruption", map_dir)
             raise

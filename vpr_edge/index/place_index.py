@@ -32,6 +32,7 @@ import hnswlib
 import numpy as np
 
 from ..errors import InvalidInputError, MapError
+from ..interrupts import signals_held
 from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
@@ -264,15 +265,17 @@ class PlaceIndex:
 
     @contextlib.contextmanager
     def _all_or_broken(self, what: str) -> Iterator[None]:
-        """Around a change of several structures (caller holds the write lock): an exception
-        raised halfway (Ctrl-C or SIGTERM between two of hnswlib's calls, MemoryError) leaves
-        them disagreeing, so :meth:`save` then refuses, instead of replacing a sound map on
-        disk with one that does not open."""
-        try:
-            yield
-        except BaseException as exc:
-            self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
-            raise
+        """Around a change of several structures (caller holds the write lock). Ctrl-C and
+        SIGTERM wait until it is whole (:func:`~vpr_edge.interrupts.signals_held`); an
+        exception raised halfway all the same (MemoryError, an interrupt in another way)
+        leaves them disagreeing, so :meth:`save` then refuses, instead of replacing a sound
+        map on disk with one that does not open."""
+        with signals_held():
+            try:
+                yield
+            except BaseException as exc:
+                self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
+                raise
 
     def _add_locked(self, desc: np.ndarray, new_ids: list[int], n: int, st: Any, ps: Any,
                     ms: Any) -> bool:

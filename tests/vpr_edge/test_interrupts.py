@@ -1,0 +1,76 @@
+"""Ctrl-C and SIGTERM held back while a map changes (``vpr_edge.interrupts``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.index import IndexSettings, PlaceIndex, place_index
+from vpr_edge.interrupts import signals_held
+
+
+def test_a_signal_waits_for_the_block_then_reaches_the_handler_in_place() -> None:
+    ran = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            ran.append("the rest of the block")
+    assert ran == ["the rest of the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert got == []
+        assert got == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_ignored_signal_stays_ignored_and_other_threads_are_left_alone() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    seen = []
+
+    def worker() -> None:
+        with signals_held():  # signal.signal() would raise ValueError outside the main thread
+            seen.append("ran")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == ["ran"]
+
+
+def test_ctrl_c_inside_an_add_leaves_a_whole_index_that_saves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C between hnswlib's insert and the records' append left the index's parts
+    disagreeing (and a map saved from it did not open)."""
+    x = np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = PlaceIndex(8, settings=IndexSettings(mode="hnsw"))
+    index.add(x[:20])
+    real_insert = place_index.PlaceIndex._insert
+
+    def ctrl_c_inside(self, *args):
+        real_insert(self, *args)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(place_index.PlaceIndex, "_insert", ctrl_c_inside)
+    with pytest.raises(KeyboardInterrupt):
+        index.add(x[20:])
+    monkeypatch.undo()
+    assert len(index) == 30
+    reopened = PlaceIndex.open(index.save(tmp_path / "map"))
+    assert len(reopened) == 30 and reopened.query(x[25], k=1)[0].place_id == 25
