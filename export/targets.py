@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpr_edge.errors import InvalidInputError, MissingDependencyError
+from vpr_edge.sources import not_a_folder
 from vpr_edge.tensorrt_build import engine_request_problems
 
 TARGETS = {
@@ -98,7 +99,7 @@ def check_arguments(config: ExportConfig) -> None:
         problems.append(f"--validate-images must be at least 2 (the check compares images "
                         f"with each other), got {config.validate_images}")
     if config.validate_dir is not None and not Path(config.validate_dir).is_dir():
-        problems.append(f"--validate {config.validate_dir}: not a directory")
+        problems.append(f"--validate: {not_a_folder(Path(config.validate_dir))}")
     if config.name is not None and (not config.name or config.name in (".", "..")
                                     or Path(config.name).name != config.name
                                     or "\\" in config.name):

@@ -71,10 +71,10 @@ def load_validation_images(folder: Path, height: int, width: int, limit: int = 6
     An undecodable image is an error naming it (validation on fewer images than asked would
     be a silent weakening).
     """
-    from vpr_edge.sources import list_images
+    from vpr_edge.sources import list_images, not_a_folder
 
     if not folder.is_dir():
-        raise InvalidInputError(f"--validate {folder}: not a directory of images")
+        raise InvalidInputError(f"--validate: {not_a_folder(folder)}")
     files = list_images(folder)
     if len(files) < 2:
         raise InvalidInputError(f"--validate {folder}: needs at least 2 images, found "

@@ -25,7 +25,7 @@ import torch
 
 from vpr_edge import __version__
 from vpr_edge.atomic_file import atomic_write
-from vpr_edge.errors import InvalidInputError, ModelFormatError
+from vpr_edge.errors import INSTALL_NEWER, InvalidInputError, ModelFormatError
 
 from .config import ModelConfig
 from .model import VPRModel, build_model
@@ -133,20 +133,21 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             why = (f"{type(exc).__name__}: "
                    f"{text.splitlines()[0] if text else 'truncated or damaged'}")
         raise ModelFormatError(
-            f"{path}: not a readable vpr-edge checkpoint ({why}); make one with "
-            "`vpr-train init` or `vpr-train`"
+            f"{path}: not a readable vpr-edge checkpoint ({why}); if it is a copy, copy it "
+            "again (a truncated file reads so), else make one with `vpr-train init` or "
+            "`vpr-train fit`"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ModelFormatError(
             f"{path}: not a vpr-edge checkpoint (no format '{CHECKPOINT_FORMAT}'); a plain "
             "state_dict or another project's file cannot be used: make one with "
-            "`vpr-train init` or `vpr-train`"
+            "`vpr-train init` or `vpr-train fit`"
         )
     version = data.get("format_version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise ModelFormatError(
             f"{path}: checkpoint format version {version!r} is newer than this vpr-edge reads "
-            f"({CHECKPOINT_VERSION}); upgrade vpr-edge"
+            f"({CHECKPOINT_VERSION}); {INSTALL_NEWER}"
         )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:

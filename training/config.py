@@ -16,7 +16,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from vpr_edge.errors import InvalidInputError, ModelFormatError
+from vpr_edge.errors import INSTALL_NEWER, InvalidInputError, ModelFormatError
 
 #: Normalisation the ImageNet-trained timm models expect (on 0..1 RGB values).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -199,7 +199,7 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ModelFormatError(
-            f"{where} has unknown keys {unknown}: written by a newer vpr-edge? upgrade it"
+            f"{where} has unknown keys {unknown}: written by a newer vpr-edge? {INSTALL_NEWER}"
         )
     values = {}
     for key, value in data.items():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from vpr_edge.errors import ImageDecodeError, InvalidInputError
 from vpr_edge.images import load_image, resize
-from vpr_edge.sources import is_image_file
+from vpr_edge.sources import is_image_file, not_a_folder
 
 from .config import ModelConfig
 from .model import VPRModel, build_model, images_to_tensor
@@ -49,7 +49,7 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
     """Image files under ``folder`` (sorted), by suffix; hidden files and folders left out."""
     root = Path(folder)
     if not root.is_dir():
-        raise InvalidInputError(f"{root}: not a directory of images")
+        raise InvalidInputError(not_a_folder(root))
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in root.glob(pattern) if is_image_file(p)
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))

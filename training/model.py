@@ -84,7 +84,9 @@ class VPRModel(nn.Module):
     def set_whitening_dim(self, dim: int) -> None:
         """Select the whitened output size (any size up to the stored components)."""
         if self.whitening is None:
-            raise InvalidInputError("this model has no whitening layer; fit one first")
+            raise InvalidInputError(
+                "this model has no whitening layer: fit one first (`vpr-train whiten "
+                "MODEL.pt --images DIR --dim N -o whitened.pt`), or drop the whitening dim")
         self.whitening.select_dim(dim)
         self.config = self.config.replace(whitening_dim=dim)
 

@@ -454,7 +454,9 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.resume is not None:
         ckpt = load_checkpoint(args.resume)
         if ckpt.training_state is None:
-            raise InvalidInputError(f"{args.resume}: no training state to resume from")
+            raise InvalidInputError(
+                f"{args.resume}: no training state to resume from (an init or finished "
+                f"checkpoint): start a new run from it with --init {args.resume}")
         stages = ckpt.config.backbone.trainable_stages
         if args.trainable_stages is not None and args.trainable_stages != stages:
             raise InvalidInputError(

@@ -155,6 +155,11 @@ def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: byt
     return atomic_write(path, write)
 
 
+#: how to replace a damaged engine file
+REBUILD = ("copy it again, or rebuild it on this machine: `vpr-edge engine build "
+           "MODEL.fp16.onnx`")
+
+
 def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
     prefix = fh.read(len(MAGIC) + 4)
     if len(prefix) < len(MAGIC) + 4 or not prefix.startswith(MAGIC):
@@ -165,10 +170,11 @@ def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
         )
     (length,) = struct.unpack("<I", prefix[len(MAGIC):])
     if length > _MAX_HEADER:
-        raise ModelFormatError(f"{path}: engine header of {length} bytes: the file is damaged")
+        raise ModelFormatError(f"{path}: engine header of {length} bytes: the file is "
+                               f"damaged; {REBUILD}")
     blob = fh.read(length)
     if len(blob) != length:
-        raise ModelFormatError(f"{path}: truncated engine header")
+        raise ModelFormatError(f"{path}: truncated engine header; {REBUILD}")
     try:
         data = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -198,10 +204,11 @@ def read_engine_file(path: str | os.PathLike) -> tuple[EngineHeader, bytes]:
     if len(engine) != header.engine_size:
         raise ModelFormatError(
             f"{path}: engine is {len(engine)} bytes, the header says {header.engine_size}: "
-            "the file is truncated or damaged; rebuild it with vpr-export"
+            f"the file is truncated or damaged; {REBUILD}"
         )
     if hashlib.sha256(engine).hexdigest() != header.engine_sha256:
-        raise ModelFormatError(f"{path}: engine bytes fail their checksum: the file is damaged")
+        raise ModelFormatError(f"{path}: engine bytes fail their checksum: the file is "
+                               f"damaged; {REBUILD}")
     return header, engine
 
 

@@ -50,6 +50,9 @@ def load_image(path: PathLike, *, scale_16bit: bool = True) -> np.ndarray:
     except IsADirectoryError as exc:
         raise ImageDecodeError(f"{path}: a folder, not an image file (give the image files "
                                "in it)") from exc
+    except PermissionError as exc:
+        raise ImageDecodeError(f"{path}: no permission to read the image file; run as a user "
+                               "who may read it, or chmod a+r it") from exc
     except ImageDecodeError:  # _rgb_of's own, complete message (16-bit pixels, size)
         raise
     except Image.DecompressionBombError as exc:

@@ -211,6 +211,12 @@ class LoopClosureDetector:
         order = colour_order or self.localizer.colour_order
         if isinstance(frame, (str, os.PathLike)):
             frame, order = load_image(frame), "RGB"
+        elif isinstance(frame, (list, tuple)) or np.ndim(frame) == 4:  # before the inference
+            what = (f"a list of {len(frame)}" if isinstance(frame, (list, tuple))
+                    else f"an array of shape {np.shape(frame)}")
+            raise InvalidInputError(
+                f"the detector takes one frame at a time (HxWx3 or HxW), got {what}: call "
+                "it once per frame, in time order")
         features = None
         if self.config.verify:  # ORB needs the full frame; convert it once for both
             frame, order = as_rgb_frame(frame, order), "RGB"
@@ -231,7 +237,8 @@ class LoopClosureDetector:
                 f"the detector takes one keyframe at a time (a descriptor of shape (dim,)), "
                 f"got shape {np.shape(descriptor)}: call it once per frame, in time order")
         if cfg.exclusion_seconds is not None and stamp is None:
-            raise InvalidInputError("exclusion_seconds is set, so every frame needs a stamp")
+            raise InvalidInputError("exclusion_seconds is set, so every frame needs a stamp: "
+                                    "pass stamp= (seconds), or use exclusion_frames instead")
         if cfg.verify and features is None:
             raise InvalidInputError(
                 "verify=True needs the frame's ORB features: pass features="

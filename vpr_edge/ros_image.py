@@ -44,7 +44,9 @@ _LAYOUTS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
 # (OpenCV >= 4.5) use the same convention (COLOR_BayerRGGB2RGB == the older COLOR_BayerBG2RGB).
 _BAYER = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG",
           "bayer_grbg8": "GRBG"}
-SUPPORTED_ENCODINGS = tuple(sorted([*_LAYOUTS, *_BAYER]))
+#: as ROS spells them (matching here ignores case: some drivers write "8uc3")
+SUPPORTED_ENCODINGS = tuple(sorted({"8uc1": "8UC1", "8uc3": "8UC3", "16uc1": "16UC1"}.get(e, e)
+                                   for e in [*_LAYOUTS, *_BAYER]))
 #: one-channel encodings of measurements (depth in metres, disparity, signed data)
 _FLOAT_OR_SIGNED = ("32fc1", "64fc1", "16sc1", "32sc1", "8sc1")
 

@@ -149,7 +149,9 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     instead of stopping the run."""
     root = Path(folder)
     if not root.is_dir():
-        raise InvalidInputError(f"{root}: not a directory")
+        raise InvalidInputError(not_a_folder(root) + (
+            "; for single image files use --list FILE.csv (or vpr-edge query)"
+            if root.exists() else ""))
     files = list_images(root)
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
@@ -157,6 +159,13 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     files = files[::every]
     return _files_source(f"{root} ({len(files)} images)",
                          [_file_frame(i, p) for i, p in enumerate(files)], skip_damaged)
+
+
+def not_a_folder(path: Path) -> str:
+    """Why ``path``, which is not a folder, cannot be a folder of images."""
+    if not path.exists():
+        return f"{path}: no such folder"
+    return f"{path} is a file, not a folder of images"
 
 
 def list_images(folder: Path) -> list[Path]:

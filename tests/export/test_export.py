@@ -160,7 +160,7 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     ({"height": 8}, InvalidInputError, "too small"),
     ({"batch": (4, 2, 8)}, InvalidInputError, "min <= opt <= max"),
     ({"whitening_dim": 64}, InvalidInputError, "whitening dim"),
-    ({"validate_dir": Path("/nonexistent")}, InvalidInputError, "not a directory"),
+    ({"validate_dir": Path("/nonexistent/images")}, InvalidInputError, "no such folder"),
     ({"name": "sub/m"}, InvalidInputError, "plain file name"),  # was a raw FileNotFoundError
     ({"name": ".."}, InvalidInputError, "plain file name"),
     ({"name": ""}, InvalidInputError, "plain file name"),

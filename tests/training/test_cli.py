@@ -79,7 +79,7 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
 def test_clear_errors(tmp_path: Path, corridor_dir: Path, capsys) -> None:
     assert cli_train.main(["init", "--images", str(tmp_path / "none"), "--output",
                            str(tmp_path / "m.pt")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "none: no such folder" in capsys.readouterr().err  # (it said "not a directory")
     (tmp_path / "empty").mkdir()
     assert cli_train.main(["init", "--images", str(tmp_path / "empty"), "--output",
                            str(tmp_path / "m.pt")]) == 2

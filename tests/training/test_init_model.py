@@ -50,7 +50,7 @@ def test_unreadable_images_are_counted_and_empty_folders_refused(tmp_path: Path,
         init_model(config, [], progress=False)
     with pytest.raises(InvalidInputError, match="could be read"):
         init_model(config, [folder / "broken.jpg"], progress=False)
-    with pytest.raises(InvalidInputError, match="not a directory"):
+    with pytest.raises(InvalidInputError, match="nowhere: no such folder"):
         list_images(folder / "nowhere")
     for bad in (0, -1):  # an IndexError / a numpy ValueError before
         with pytest.raises(InvalidInputError, match="--max-images must be at least 1"):

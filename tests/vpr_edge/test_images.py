@@ -238,3 +238,20 @@ def test_older_pillows_16bit_png_mode_is_scaled_too() -> None:
     img.format = "PNG"
     out = images._rgb_of(img, "test", scale_16bit=True)
     assert out[0, :, 0].tolist() == [0, 0, 1, 156, 255] and out.shape == (1, 5, 3)
+
+
+def test_an_image_file_it_may_not_read_is_not_called_damaged(tmp_path: Path, monkeypatch
+                                                             ) -> None:
+    """It said "the file is truncated, damaged or not an image"."""
+    from PIL import Image
+
+    path = tmp_path / "frame.png"
+    Image.new("RGB", (8, 6)).save(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageDecodeError, match="no permission to read.*chmod a\\+r") as raised:
+        load_image(path)
+    assert "damaged" not in str(raised.value)

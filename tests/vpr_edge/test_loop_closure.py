@@ -326,8 +326,15 @@ def test_a_batch_is_refused_naming_the_fix(loc: Localizer, route: np.ndarray) ->
     with pytest.raises(InvalidInputError, match="one keyframe at a time"):
         detector.process_descriptor(route[:2])
     frames = np.zeros((2, 24, 32, 3), np.uint8)
-    with pytest.raises(InvalidInputError, match="one keyframe at a time"):
-        detector.process(frames)
+    described = []
+    real_describe = loc.describe
+    loc.describe = lambda *a, **k: described.append(1) or real_describe(*a, **k)
+    # refused before the inference, naming the frames' shape (it named a descriptor's)
+    for batch in (frames, list(frames)):
+        with pytest.raises(InvalidInputError, match=r"one frame at a time.*got (a list of 2|"
+                                                    r"an array of shape \(2, 24, 32, 3\))"):
+            detector.process(batch)
+    assert described == []
 
 
 @pytest.mark.parametrize("changes", [{"exclusion_seconds": float("inf")},

@@ -233,3 +233,40 @@ def test_a_file_system_without_permissions_still_saves(tmp_path: Path,
     index.add(np.eye(DIM, dtype=np.float32)[:1])
     index.save()
     assert len(PlaceIndex.open(target)) == 21
+
+
+def test_a_map_file_it_may_not_read_is_not_called_damaged(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map this user may not read was a MapCorruptError ("restore it from a backup"), and
+    rebuild_if_corrupt=True rebuilt its index.hnsw as damaged."""
+    from vpr_edge.errors import MapCorruptError
+    from vpr_edge.index import hnsw_file
+
+    target = small_index().save(tmp_path / "map")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(hnsw_file, "read_header", denied)
+    for rebuild in (False, True):
+        with pytest.raises(MapError, match="no permission to read this map file") as raised:
+            PlaceIndex.open(target, rebuild_if_corrupt=rebuild)
+        assert not isinstance(raised.value, MapCorruptError)
+
+
+def test_only_damage_to_the_graph_file_suggests_map_repair(tmp_path: Path) -> None:
+    """Every damaged file suggested `map repair`, which then said it rebuilds only
+    index.hnsw."""
+    from vpr_edge.errors import MapCorruptError
+
+    target = small_index().save(tmp_path / "map")
+    meta = next(target.glob("*.meta.jsonl"))
+    meta.write_bytes(meta.read_bytes()[:-3])
+    with pytest.raises(MapCorruptError) as raised:
+        PlaceIndex.open(target)
+    assert "map repair" not in str(raised.value) and "build it again" in str(raised.value)
+    small_index().save(tmp_path / "other")
+    graph = tmp_path / "other" / "index.hnsw"
+    graph.write_bytes(graph.read_bytes()[:-5])
+    with pytest.raises(MapCorruptError, match="vpr-edge map repair MAP"):
+        PlaceIndex.open(tmp_path / "other")

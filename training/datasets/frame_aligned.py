@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vpr_edge.errors import InvalidInputError
-from vpr_edge.sources import is_image_file
+from vpr_edge.sources import is_image_file, not_a_folder
 
 from .places import FRAME_RADII, PlaceSet, Radii, RetrievalDataset
 
@@ -70,7 +70,7 @@ def route_splits(database_dir: str | os.PathLike, query_dir: str | os.PathLike, 
 
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise InvalidInputError(f"{folder}: not a directory")
+        raise InvalidInputError(not_a_folder(folder))
     files = {p.name: p for p in folder.iterdir() if is_image_file(p)}
     if not files:
         raise InvalidInputError(f"{folder}: no images")

@@ -29,10 +29,14 @@ def read_pittsburgh(mat_path: str | os.PathLike, image_root: str | os.PathLike, 
     from scipy.io import loadmat
 
     mat_path = Path(mat_path)
+    from scipy.io.matlab import MatReadError
+
     try:
         mat = loadmat(str(mat_path))
-    except (OSError, ValueError, TypeError) as exc:
-        raise InvalidInputError(f"{mat_path}: not a readable .mat file ({exc})") from exc
+    except (OSError, ValueError, TypeError, MatReadError) as exc:
+        raise InvalidInputError(f"{mat_path}: not a readable .mat file ({exc}); give the "
+                                "dataset's pitts30k_*.mat (copy it again if it is "
+                                "truncated)") from exc
     if "dbStruct" not in mat:
         raise InvalidInputError(f"{mat_path}: no dbStruct variable (found {sorted(mat)})")
     struct = mat["dbStruct"].item()

@@ -157,8 +157,11 @@ def physical_core_count() -> int:
     return max(1, len(cores))
 
 
-def onnxruntime_module() -> Any:
-    return require("onnxruntime", extra="cpu", purpose="running ONNX models")
+def onnxruntime_module(target: str = "cpu") -> Any:
+    """onnxruntime, or a MissingDependencyError naming the extra for ``target`` (``gpu`` for
+    the CUDA and TensorRT providers: ``[cpu]`` and ``[gpu]`` must not be installed together)."""
+    extra = "cpu" if target == "cpu" else "gpu"
+    return require("onnxruntime", extra=extra, purpose="running ONNX models")
 
 
 def _install_hint(provider: str) -> str:
@@ -179,7 +182,7 @@ def provider_missing_reason(target: str) -> str | None:
     ``None`` does not promise the provider loads; :class:`OnnxRuntimeBackend` checks that.
     """
     try:
-        ort = onnxruntime_module()
+        ort = onnxruntime_module(target)
     except ImportError as exc:
         return str(exc)
     needed, _ = PROVIDERS[target]
@@ -254,7 +257,7 @@ class OnnxRuntimeBackend(Backend):
         self.target = target
         self.options = options or OnnxRuntimeOptions()
         self.path = Path(model_path)
-        ort = onnxruntime_module()
+        ort = onnxruntime_module(target)
         self._ort_version = ort.__version__
         if not self.path.is_file():
             raise ModelFormatError(f"{self.path}: ONNX model file not found")

@@ -78,10 +78,12 @@ def model_kind(model_path: str | os.PathLike[str]) -> str:
         return "engine"
     if suffix in ONNX_SUFFIXES:
         return "onnx"
+    checkpoint = ("; a .pt file is a vpr-train checkpoint: export it first with "
+                  "`vpr-export MODEL.pt`" if suffix == ".pt" else "")
     raise ModelFormatError(
         f"{model_path}: unknown model file type {suffix or '(none)'!r}: vpr-edge runs ONNX "
         f"models ({', '.join(ONNX_SUFFIXES)}) and TensorRT engine files "
-        f"({', '.join(ENGINE_SUFFIXES)}) written by vpr-export"
+        f"({', '.join(ENGINE_SUFFIXES)}) written by vpr-export{checkpoint}"
     )
 
 
@@ -183,9 +185,9 @@ def open_backend(
     ... # doctest: +SKIP
     """
     path = user_path(model_path)
-    kind = model_kind(path)
-    if not path.is_file():
+    if not path.is_file():  # (a folder has no suffix to go by: say what it is first)
         raise ModelFormatError(_missing_model(path))
+    kind = model_kind(path)
     if not os.access(path, os.R_OK):
         raise ModelFormatError(f"{path}: no permission to read the model file (owned by uid "
                                f"{path.stat().st_uid}, mode {path.stat().st_mode & 0o777:o}): "

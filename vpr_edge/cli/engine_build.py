@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, VprEdgeError
 from ..paths import expanded_path
 from .arg_types import positive_int
 from .help_format import HelpFormatter, summary
@@ -71,6 +71,26 @@ def engine_path_for(onnx: Path) -> Path:
     return onnx.with_name(stem.removesuffix(".fp16") + ".engine")
 
 
+def _replace_problem(output: Path, metadata) -> str | None:
+    """Why the file at ``output`` must not be replaced by an engine of ``metadata``'s model:
+    it is not an engine, or one of another model or precision (a rebuild of the same one,
+    after a TensorRT update say, replaces it)."""
+    if not output.is_file():
+        return None
+    from ..engine_file import read_engine_header
+
+    try:
+        old = read_engine_header(output).model
+    except VprEdgeError:
+        return (f"{output} exists and is not a vpr-edge engine: refusing to replace it; give "
+                "--output, or move it away")
+    if old.fingerprint != metadata.fingerprint or old.precision != metadata.precision:
+        return (f"{output} holds the engine of another model ({old.precision}, fingerprint "
+                f"{old.fingerprint[:19]}...), not of this {metadata.precision} one: give "
+                "--output, or delete it first")
+    return None
+
+
 def build_engine_file(onnx: Path, output: Path | None = None, *,
                       batch: tuple[int, int, int] = (1, 1, 8), workspace_mib: int = 1024,
                       tensorrt_module: str | None = None,
@@ -97,6 +117,9 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
     if problems:
         raise InvalidInputError("; ".join(problems))
     metadata = read_onnx_metadata(str(onnx))  # a vpr-export model (names the fix if not)
+    problem = _replace_problem(output, metadata)
+    if problem:
+        raise InvalidInputError(problem)
     if metadata.plugin is not None:
         raise InvalidInputError(
             f"{onnx} uses the {metadata.plugin.name} plugin: build its engine with "

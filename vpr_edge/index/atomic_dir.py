@@ -247,7 +247,9 @@ def replace_problem(target: Path) -> str | None:
                 "is renamed into place): mount the folder above it instead (docker: -v "
                 "/host/maps:/maps, with the map at /maps/<name>)")
     if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
-        return f"cannot write in {target.parent}"
+        facts = target.parent.stat()
+        return (f"cannot write in {target.parent} (owned by uid {facts.st_uid}, mode "
+                f"{stat.S_IMODE(facts.st_mode):o}): choose a folder this user may write in")
     current = resolve_for_read(target)
     if current is not None and not os.access(current, os.W_OK | os.X_OK):
         owner = current.stat().st_uid

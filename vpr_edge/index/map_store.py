@@ -349,10 +349,24 @@ def manifest_digest(where: Path) -> str | None:
 # -- reading ------------------------------------------------------------------------------
 
 def _corrupt(path: Path, why: str) -> MapCorruptError:
-    return MapCorruptError(f"{path}: {why}; the map is damaged (restore it from a backup, or "
-                           "rebuild it; `vpr-edge map repair MAP`, or open(..., "
-                           "rebuild_if_corrupt=True), rebuilds a damaged index.hnsw from the "
-                           "stored descriptors)")
+    if path.name == INDEX_NAME:  # the one file that can be rebuilt from the others
+        fix = ("`vpr-edge map repair MAP`, or opening it with rebuild_if_corrupt=True "
+               "(Localizer or PlaceIndex.open), rebuilds it from the stored descriptors")
+    else:
+        fix = ("restore the map from a backup, or build it again; its descriptors are "
+               "needed to rebuild anything")
+    error = MapCorruptError(f"{path}: {why}; the map is damaged ({fix})")
+    error.cause = f"{path.name}: {why}"  # what is wrong, without the advice (for logs)
+    return error
+
+
+def _unreadable(path: Path, exc: OSError) -> MapError:
+    """A map file this process may not read: not damage (nothing to rebuild or discard)."""
+    if isinstance(exc, PermissionError):
+        return MapError(f"{path}: no permission to read this map file; open the map as the "
+                        f"user who saved it, or give others read access (chmod -R a+rX "
+                        f"{path.parent})")
+    return _corrupt(path, f"cannot read ({exc})")
 
 
 def _not_a_regular_file(path: Path) -> bool:
@@ -384,7 +398,7 @@ def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
     except FileNotFoundError as exc:
         raise _corrupt(path, "file missing") from exc
     except OSError as exc:
-        raise _corrupt(path, f"cannot read ({exc})") from exc
+        raise _unreadable(path, exc) from exc
     if size != info.bytes or sha != info.sha256:
         raise _corrupt(path, "sha256 differs from the manifest (bit flip, or a file from "
                        "another map)")
@@ -506,7 +520,7 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
                 try:
                     _verify(where, name, info)
                 except MapCorruptError as exc:
-                    index_problem = str(exc)
+                    index_problem = getattr(exc, "cause", str(exc))
                 continue
             small[name] = _verify(where, name, info)
 
@@ -523,7 +537,7 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
             except MapCorruptError as exc:
                 if not rebuild_if_corrupt:
                     raise
-                hnsw, index_problem = None, str(exc)
+                hnsw, index_problem = None, getattr(exc, "cause", str(exc))
         stats = {name: _stat(where / name) for name in manifest.files
                  if name != INDEX_NAME or hnsw is not None}
         disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
@@ -595,7 +609,7 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     except hnsw_file.HnswFileError as exc:
         raise _corrupt(path, f"not a consistent hnswlib index ({exc})") from exc
     except OSError as exc:
-        raise _corrupt(path, f"cannot read ({exc})") from exc
+        raise _unreadable(path, exc) from exc
     expected = (manifest.graph_dim, manifest.M, manifest.ef_construction,
                 manifest.index_elements)
     found = (header.dim, header.M, header.ef_construction, header.elements)

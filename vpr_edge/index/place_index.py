@@ -627,8 +627,9 @@ class PlaceIndex:
                            "places added since its last save are lost)")
         problem = atomic_dir.replace_problem(real)
         if problem:
-            raise MapError(f"{target}: cannot save the map there: {problem}; the map saved "
-                           "before is unchanged")
+            kept = ("; the map saved before is unchanged"
+                    if atomic_dir.resolve_for_read(real) is not None else "")
+            raise MapError(f"{target}: cannot save the map there: {problem}{kept}")
         with self._save_mutex, contextlib.ExitStack() as held:
             with _save_step(target):
                 held.enter_context(atomic_dir.exclusive_lock(real))
@@ -754,7 +755,7 @@ class PlaceIndex:
         self._path = target
         self._seen[real] = loaded.manifest_digest
         if loaded.hnsw is None:
-            log.warning("rebuilding the index of %s from its stored descriptors: %s",
+            log.warning("rebuilding index.hnsw of %s from the stored descriptors (%s)",
                         target, loaded.index_problem)
             self._rebuild_locked()
         else:

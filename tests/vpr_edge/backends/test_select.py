@@ -186,13 +186,29 @@ def test_a_model_folder_or_unreadable_model_is_named_as_such(
     loadable ONNX model ... truncated, damaged or not ONNX: export it again"."""
     import os
 
-    folder = tmp_path / "model.onnx"
-    folder.mkdir()
-    with pytest.raises(ModelFormatError, match="is a folder, not a model file"):
-        open_backend(folder)
+    for name in ("model.onnx", "export"):  # (a folder without a suffix was "unknown model
+        folder = tmp_path / name            # file type '(none)'")
+        folder.mkdir()
+        with pytest.raises(ModelFormatError, match="is a folder, not a model file"):
+            open_backend(folder)
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"torch")
+    with pytest.raises(ModelFormatError, match="export it first with `vpr-export MODEL.pt`"):
+        open_backend(checkpoint)
     real_access = os.access
     monkeypatch.setattr(os, "access",
                         lambda p, m, **kw: False if str(p) == str(tiny_onnx)
                         else real_access(p, m))
     with pytest.raises(ModelFormatError, match="no permission to read the model file"):
         open_backend(tiny_onnx)
+
+
+def test_without_onnxruntime_gpu_targets_name_the_gpu_extra(monkeypatch) -> None:
+    """They said "install vpr-edge's 'cpu' extra", though [cpu] and [gpu] must not be
+    installed together."""
+    from vpr_edge.backends import onnxruntime_backend
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    for target, extra in (("cpu", "cpu"), ("cuda", "gpu"), ("tensorrt", "gpu")):
+        reason = onnxruntime_backend.provider_missing_reason(target)
+        assert f"'{extra}' extra" in reason or f"[{extra}]" in reason, reason

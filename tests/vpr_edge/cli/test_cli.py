@@ -185,7 +185,13 @@ def test_bad_arguments_are_clear_errors(tiny_onnx: Path, tmp_path: Path, cpu_onl
     assert main(["map", "build", str(tiny_onnx), str(tmp_path / "m"), "--images",
                  str(tmp_path / "nowhere"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "vpr-edge map build: error:" in err and "not a directory" in err
+    assert "vpr-edge map build: error:" in err and "nowhere: no such folder" in err
+    a_file = tmp_path / "frame.png"
+    a_file.write_bytes(b"x")
+    assert main(["map", "build", str(tiny_onnx), str(tmp_path / "m"), "--images",
+                 str(a_file), "--no-progress"]) == 2
+    assert "is a file, not a folder of images; for single image files use --list" in \
+        capsys.readouterr().err
     assert main(["query", str(tiny_onnx), str(tmp_path / "nomap"), "x.png"]) == 2
     assert "no such map" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "absent.onnx")]) == 2

@@ -22,7 +22,7 @@ def test_engine_names_follow_vpr_export() -> None:
 
 
 def test_builds_a_headed_engine_without_torch(tiny_onnx: Path, tiny, tmp_path: Path,
-                                              monkeypatch) -> None:
+                                              make_model, monkeypatch) -> None:
     """The only way to an engine the runtime accepts was vpr-export, which needs the
     checkpoint, torch and timm: a Jetson could not build its own from the exported ONNX."""
     pytest.importorskip("tensorrt_rtx")
@@ -38,6 +38,13 @@ def test_builds_a_headed_engine_without_torch(tiny_onnx: Path, tiny, tmp_path: P
     assert header.builder["profile"] == {"min": 1, "opt": 2, "max": 4}
     summary = json.loads(out.read_text())
     assert summary["engine"] == str(engine) and summary["bytes"] == engine.stat().st_size
+    # a rebuild of the same model replaces it; another model's engine there is kept (an
+    # FP32 build silently replaced the FP16 engine of the same name)
+    assert main(["engine", "build", str(tiny_onnx), "--compute-capability", "8.9"]) == 0
+    other = make_model("other.fp16.onnx", meta=replace(tiny.metadata(), precision="fp16"))
+    before = engine.read_bytes()
+    assert main(["engine", "build", str(other), "-o", str(engine)]) == 2
+    assert engine.read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, words", [
