@@ -86,6 +86,11 @@ class Localizer:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
         self._colour_order = colour_order
         self._batch_size = batch_size
+        for name, value in (("model", model), ("map_dir", map_dir)):
+            if not isinstance(value, (str, os.PathLike)) and not (name == "map_dir"
+                                                                  and value is None):
+                raise InvalidInputError(f"{name} must be a path (str or Path), got "
+                                        f"{type(value).__name__}")
         model = user_path(model)
         self._backend = open_backend(model, backend=backend, **(backend_options or {}))
         self._model_path = model

@@ -169,10 +169,16 @@ class LoopClosureDetector:
     def __init__(self, localizer: Any, config: LoopClosureConfig = LoopClosureConfig()) -> None:
         from .index import PlaceIndex
 
+        if not isinstance(config, LoopClosureConfig):
+            raise InvalidInputError(f"config must be a LoopClosureConfig, got "
+                                    f"{type(config).__name__}: LoopClosureConfig(min_score=...)")
         if isinstance(localizer, PlaceIndex):
             self.localizer, self.index = None, localizer
-        else:
+        elif isinstance(getattr(localizer, "index", None), PlaceIndex):
             self.localizer, self.index = localizer, localizer.index
+        else:
+            raise InvalidInputError(f"LoopClosureDetector takes a Localizer or a PlaceIndex, got "
+                                    f"{type(localizer).__name__}")
         self.config = config
         # place id -> position in insertion order ("where along the route" it was added);
         # places added to the map by anything else have none, and never agree

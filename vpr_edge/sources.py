@@ -271,7 +271,7 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
     if len(given) != 1:
         raise InvalidInputError(
             f"give exactly one frame source (--images DIR, --list CSV or --bag BAG --topic T); "
-            f"got {given or 'none'}"
+            f"got {' and '.join(given) if given else 'none'}"
         )
     if not bag and (topic or pose_topic):
         named = " and ".join(n for n, v in (("--topic", topic), ("--pose-topic", pose_topic))

@@ -401,3 +401,10 @@ def test_a_map_resized_by_another_library_is_named(tiny_onnx: Path, tiny, tmp_pa
     assert "opencv-python-headless" in caplog.text
     with Localizer(tiny_onnx, tmp_path / "map") as loc:  # both now: still named
         assert loc.index.provenance == {"resizers": ["opencv", "pillow"]}
+
+
+def test_paths_of_the_wrong_kind_are_refused_clearly() -> None:
+    """Localizer(None) was a TypeError from os.fspath."""
+    for args in ((None,), (3,), ("m.onnx", 5)):
+        with pytest.raises(InvalidInputError, match="must be a path"):
+            Localizer(*args)

@@ -350,3 +350,11 @@ def test_recall_at_full_precision_counts_every_wrong_loop() -> None:
     rows = [{"precision": 1.0, "recall": 0.8333, "reported": 25000, "correct": 24999},
             {"precision": 1.0, "recall": 0.5, "reported": 100, "correct": 100}]
     assert recall_at_full_precision(rows) == 0.5
+
+
+def test_a_detector_of_something_else_is_refused_clearly(loc: Localizer) -> None:
+    """AttributeError: 'str' object has no attribute 'index' (or 'min_score')."""
+    with pytest.raises(InvalidInputError, match="takes a Localizer or a PlaceIndex, got str"):
+        LoopClosureDetector("foo")
+    with pytest.raises(InvalidInputError, match="config must be a LoopClosureConfig, got dict"):
+        LoopClosureDetector(loc, {"min_score": 0.3})

@@ -130,13 +130,14 @@ def test_nan_inf_refused(value: float) -> None:
     index = make("hnsw")
     x = unit(3).astype(np.float64)
     x[1, 5] = value
-    with pytest.raises(InvalidInputError, match="row 1 contains NaN or inf"):
+    with pytest.raises(InvalidInputError, match="descriptor 1 of 3 .0-based. contains NaN or inf"):
         index.add(x)
     assert len(index) == 0
 
 
 @pytest.mark.parametrize("value, match", [
-    (np.nan, "row 0 contains NaN or inf"), (np.inf, "row 0 contains NaN or inf"),
+    (np.nan, ": the descriptor contains NaN or inf"),  # (it said "row 0")
+    (np.inf, ": the descriptor contains NaN or inf"),
     (1e20, "L2 norm 1e\\+20, not 1"),  # finite, but its square overflows float32
 ])
 def test_one_bad_descriptor_refused(value: float, match: str) -> None:

@@ -20,6 +20,12 @@ from ..errors import InvalidInputError
 MAX_ID = 2**63 - 1
 
 
+def _which(position: int, count: int) -> str:
+    """``": descriptor 3 of 8 (0-based)"`` (as in the caller's array), ``": the descriptor"``
+    for one."""
+    return ": the descriptor" if count == 1 else f": descriptor {position} of {count} (0-based)"
+
+
 def descriptors(value: Any, dim: int, tolerance: float, what: str = "descriptors"
                 ) -> tuple[np.ndarray, bool]:
     """Return ``(float32 C-contiguous [n, dim] unit rows (a copy), input_was_1d)``.
@@ -66,15 +72,15 @@ def descriptors(value: Any, dim: int, tolerance: float, what: str = "descriptors
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise InvalidInputError(
-            f"{what}: row {bad} contains NaN or inf (or values beyond float32 range); "
-            "not a descriptor a model makes (if a model's output: check the model file and "
-            "its input frame)"
+            f"{what}{_which(bad, out.shape[0])} contains NaN or inf (or values beyond "
+            "float32 range); not a descriptor a model makes (if a model's output: check the "
+            "model file and its input frame)"
         )
     off = np.abs(norms - 1.0) > tolerance
     if off.any():
         bad = int(np.flatnonzero(off)[0])
         raise InvalidInputError(
-            f"{what}: row {bad} has L2 norm {norms[bad]:.6g}, not 1 (tolerance "
+            f"{what}{_which(bad, out.shape[0])} has L2 norm {norms[bad]:.6g}, not 1 (tolerance "
             f"{tolerance:g}); descriptors must be L2-normalised: x / np.linalg.norm(x)"
         )
     out /= norms.astype(np.float32)[:, None]
