@@ -4,11 +4,17 @@ Python runs a signal's handler between any two bytecodes of the main thread, so 
 arriving inside ``PlaceIndex.add`` (between hnswlib's insert and the records' append) would
 leave the index's parts disagreeing. :func:`signals_held` delays SIGINT and SIGTERM until the
 change is whole, then delivers them again to the handlers that were in place (Python's
-``KeyboardInterrupt``, a ROS client library's, a command's own), so nothing is lost either.
+``KeyboardInterrupt``, rospy's, a command's own), so nothing is lost either.
+
+Only handlers Python installed can be put back: a signal whose handler a C library set
+(rclpy's, for one) is left alone, so that library still sees it. The check reads the
+handler with ``sigaction`` through ctypes; where that is not possible, nothing is held.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,24 +23,65 @@ from contextlib import contextmanager
 HELD = (signal.SIGINT, signal.SIGTERM)
 
 
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _c_handler(libc, sig: int) -> int | None:
+    """The address of ``sig``'s handler as the C library sees it (0: default, 1: ignore),
+    or None. ``struct sigaction`` starts with the handler on Linux (glibc, musl) and macOS;
+    the buffer is larger than the struct anywhere."""
+    buffer = ctypes.create_string_buffer(512)
+    if libc.sigaction(int(sig), None, buffer) != 0:
+        return None
+    return ctypes.c_void_p.from_buffer(buffer).value or 0
+
+
+@functools.lru_cache(maxsize=1)
+def _python_trampoline() -> int | None:
+    """The address of the C function Python installs for every signal it handles, found by
+    giving a spare real-time signal a Python handler for a moment; None where it cannot be
+    found (then nothing is held)."""
+    probe = getattr(signal, "SIGRTMAX", None)
+    if probe is None:
+        return None
+    try:
+        libc = _libc()
+        previous = signal.signal(probe, lambda signum, frame: None)
+        try:
+            found = _c_handler(libc, probe)
+        finally:
+            signal.signal(probe, previous)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return found or None
+
+
+def _ours_to_hold(libc, sig: int, trampoline: int) -> bool:
+    """Whether ``sig``'s handler can be swapped and put back exactly: Python's own, or the
+    default (not SIG_IGN, not a C library's)."""
+    return _c_handler(libc, sig) in (trampoline, 0) and signal.getsignal(sig) is not None
+
+
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back during the block (main thread only: signals reach no
-    other), then deliver those that arrived."""
+    """Hold SIGINT and SIGTERM back during the block (main thread only: Python runs handlers
+    nowhere else), then deliver those that arrived."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    trampoline = _python_trampoline()
+    if trampoline is None:
+        yield
+        return
+    libc = _libc()
     arrived: list[int] = []
 
     def note(signum, frame) -> None:
         arrived.append(signum)
 
-    previous = {}
-    for sig in HELD:
-        handler = signal.getsignal(sig)
-        if handler is None:  # installed outside Python: it could not be put back
-            continue
-        previous[sig] = signal.signal(sig, note)
+    previous = {sig: signal.signal(sig, note) for sig in HELD
+                if _ours_to_hold(libc, sig, trampoline)}
     try:
         yield
     finally:

@@ -74,3 +74,27 @@ def test_ctrl_c_inside_an_add_leaves_a_whole_index_that_saves(
     assert len(index) == 30
     reopened = PlaceIndex.open(index.save(tmp_path / "map"))
     assert len(reopened) == 30 and reopened.query(x[25], k=1)[0].place_id == 25
+
+
+def test_a_handler_a_c_library_installed_is_left_in_place() -> None:
+    """rclpy installs its SIGINT/SIGTERM handlers in C: swapping them for Python ones and
+    back put Python's default in their place, and a ROS 2 node then died on SIGTERM without
+    saving its map (rclpy never saw the signal)."""
+    import ctypes
+
+    from vpr_edge import interrupts
+
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    foreign = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda signum: None)  # never called
+    old = libc.signal(signal.SIGTERM, ctypes.cast(foreign, ctypes.c_void_p))
+    try:
+        installed = interrupts._c_handler(libc, signal.SIGTERM)
+        assert installed not in (None, 0, 1)
+        with signals_held():
+            assert interrupts._c_handler(libc, signal.SIGTERM) == installed
+        assert interrupts._c_handler(libc, signal.SIGTERM) == installed
+    finally:
+        libc.signal(signal.SIGTERM, old)
+    assert interrupts._python_trampoline() is not None  # (Linux: Python's own are held)
