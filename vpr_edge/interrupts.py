@@ -21,8 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 HELD = (signal.SIGINT, signal.SIGTERM)
+#: where sigaction writes (only the main thread, which alone may hold signals, uses it)
+_BUFFER = ctypes.create_string_buffer(512)
 
 
+@functools.lru_cache(maxsize=1)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -31,7 +34,7 @@ def _c_handler(libc, sig: int) -> int | None:
     """The address of ``sig``'s handler as the C library sees it (0: default, 1: ignore),
     or None. ``struct sigaction`` starts with the handler on Linux (glibc, musl) and macOS;
     the buffer is larger than the struct anywhere."""
-    buffer = ctypes.create_string_buffer(512)
+    buffer = _BUFFER
     if libc.sigaction(int(sig), None, buffer) != 0:
         return None
     return ctypes.c_void_p.from_buffer(buffer).value or 0
