@@ -50,11 +50,15 @@ def _python_trampoline() -> int | None:
         return None
     try:
         libc = _libc()
+        saved = ctypes.create_string_buffer(len(_BUFFER))
+        if libc.sigaction(int(probe), None, saved) != 0:
+            return None
         previous = signal.signal(probe, lambda signum, frame: None)
         try:
             found = _c_handler(libc, probe)
-        finally:
+        finally:  # Python's table, then the very handler there was (a C library's, maybe)
             signal.signal(probe, previous)
+            libc.sigaction(int(probe), saved, None)
     except (OSError, ValueError, AttributeError, TypeError):
         return None
     return found or None
@@ -91,4 +95,8 @@ def signals_held() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for sig in dict.fromkeys(arrived):  # each once, in the order they came
-            signal.raise_signal(sig)
+            handler = previous[sig]
+            if callable(handler):  # called, not raised again: the signal already reached
+                handler(sig, None)  # a set_wakeup_fd listener (asyncio) while it was held
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)

@@ -98,3 +98,49 @@ def test_a_handler_a_c_library_installed_is_left_in_place() -> None:
     finally:
         libc.signal(signal.SIGTERM, old)
     assert interrupts._python_trampoline() is not None  # (Linux: Python's own are held)
+
+
+def test_a_held_signal_reaches_a_wakeup_fd_listener_once() -> None:
+    """asyncio's add_signal_handler listens on signal.set_wakeup_fd: the held signal was
+    written there when it arrived and again when it was raised anew (two Ctrl-C's: a
+    "force quit" for many programs)."""
+    import socket
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    reader.setblocking(False)
+    calls = []
+    old_fd = signal.set_wakeup_fd(writer.fileno())
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+        written = reader.recv(64)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.set_wakeup_fd(old_fd)
+        reader.close()
+        writer.close()
+    assert calls == [signal.SIGINT] and written == bytes([signal.SIGINT])
+
+
+def test_finding_python_s_handler_leaves_the_probe_signal_s_handler_as_it_was() -> None:
+    """The probe put SIG_DFL where a C library's SIGRTMAX handler had been."""
+    import ctypes
+
+    from vpr_edge import interrupts
+
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    foreign = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda signum: None)  # never called
+    probe = signal.SIGRTMAX
+    old = libc.signal(probe, ctypes.cast(foreign, ctypes.c_void_p))
+    try:
+        installed = interrupts._c_handler(libc, probe)
+        interrupts._python_trampoline.cache_clear()
+        assert interrupts._python_trampoline() not in (None, installed)
+        assert interrupts._c_handler(libc, probe) == installed
+    finally:
+        libc.signal(probe, old)
+        interrupts._python_trampoline.cache_clear()

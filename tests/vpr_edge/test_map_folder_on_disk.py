@@ -247,11 +247,27 @@ def test_a_map_file_it_may_not_read_is_not_called_damaged(tmp_path: Path,
     def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(hnsw_file, "read_header", denied)
-    for rebuild in (False, True):
-        with pytest.raises(MapError, match="no permission to read this map file") as raised:
-            PlaceIndex.open(target, rebuild_if_corrupt=rebuild)
-        assert not isinstance(raised.value, MapCorruptError)
+    from vpr_edge.index import map_store
+
+    def refused_file(name: str):
+        def opener(path, *args, **kwargs):
+            if Path(path).name.endswith(name):
+                raise PermissionError(13, "Permission denied", str(path))
+            return open(path, *args, **kwargs)
+        return opener
+
+    with monkeypatch.context() as patched:
+        patched.setattr(hnsw_file, "read_header", denied)
+        for rebuild in (False, True):
+            with pytest.raises(MapError, match="no permission to read this map file") as raised:
+                PlaceIndex.open(target, rebuild_if_corrupt=rebuild)
+            assert not isinstance(raised.value, MapCorruptError)
+    for name in ("manifest.json", ".descriptors.npy"):  # (the manifest was still "damage")
+        with monkeypatch.context() as patched:
+            patched.setattr(map_store, "open", refused_file(name), raising=False)
+            with pytest.raises(MapError, match="no permission to read this map file") as raised:
+                PlaceIndex.open(target)
+            assert not isinstance(raised.value, MapCorruptError)
 
 
 def test_only_damage_to_the_graph_file_suggests_map_repair(tmp_path: Path) -> None:

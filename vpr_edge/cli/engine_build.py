@@ -77,11 +77,14 @@ def _replace_problem(output: Path, metadata) -> str | None:
     after a TensorRT update say, replaces it)."""
     if not output.is_file():
         return None
-    from ..engine_file import read_engine_header
+    from ..engine_file import MAGIC, read_engine_header
 
     try:
         old = read_engine_header(output).model
     except VprEdgeError:
+        with open(output, "rb") as fh:
+            if fh.read(len(MAGIC)) == MAGIC:  # a damaged engine of ours: what a rebuild mends
+                return None
         return (f"{output} exists and is not a vpr-edge engine: refusing to replace it; give "
                 "--output, or move it away")
     if old.fingerprint != metadata.fingerprint or old.precision != metadata.precision:

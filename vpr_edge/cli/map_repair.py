@@ -41,13 +41,14 @@ def repair_map(map_dir: Path) -> dict[str, Any]:
         index = PlaceIndex.open(map_dir)
         problem = None
     except MapCorruptError as exc:  # the graph, or something a rebuild cannot mend
-        problem = str(exc)
+        problem = getattr(exc, "cause", str(exc))  # (what is wrong, not the advice)
         try:
             index = PlaceIndex.open(map_dir, rebuild_if_corrupt=True)
         except MapCorruptError as again:
             raise MapCorruptError(
-                f"{again}. `map repair` rebuilds only index.hnsw and this damage is elsewhere: "
-                "restore the map from a backup, or build it again (vpr-edge map build)"
+                f"{getattr(again, 'cause', again)}: `map repair` rebuilds only index.hnsw, "
+                "and this damage is elsewhere: restore the map from a backup, or build it "
+                "again (vpr-edge map build)"
             ) from again
         index.save()
     return {"map": str(map_dir), "places": len(index), "repaired": problem is not None,

@@ -483,7 +483,7 @@ def read_manifest(where: Path) -> Manifest:
                               "manifest: the map is damaged (restore it from a backup, or "
                               "rebuild it)") from exc
     except OSError as exc:
-        raise MapCorruptError(f"{path}: cannot read ({exc})") from exc
+        raise _unreadable(path, exc) from exc
     return Manifest.from_bytes(data, path)
 
 

@@ -38,13 +38,37 @@ def test_builds_a_headed_engine_without_torch(tiny_onnx: Path, tiny, tmp_path: P
     assert header.builder["profile"] == {"min": 1, "opt": 2, "max": 4}
     summary = json.loads(out.read_text())
     assert summary["engine"] == str(engine) and summary["bytes"] == engine.stat().st_size
-    # a rebuild of the same model replaces it; another model's engine there is kept (an
-    # FP32 build silently replaced the FP16 engine of the same name)
-    assert main(["engine", "build", str(tiny_onnx), "--compute-capability", "8.9"]) == 0
-    other = make_model("other.fp16.onnx", meta=replace(tiny.metadata(), precision="fp16"))
+    assert main(["engine", "build", str(tiny_onnx), "--compute-capability", "8.9"]) == 0  # again
+
+
+def test_what_is_at_the_output_is_replaced_only_when_it_is_this_model_s(
+        tiny_onnx: Path, tiny, tmp_path: Path, make_model, monkeypatch, capsys) -> None:
+    """An FP32 build silently replaced the FP16 engine of the same name. Replaced: a
+    rebuild of the same model, or a damaged engine (which its error says to rebuild)."""
+    from vpr_edge import tensorrt_build
+    from vpr_edge.engine_file import MAGIC, engine_header_for, write_engine_file
+    from vpr_edge.errors import InvalidInputError
+
+    built = []
+
+    def stub(onnx, output, *args, **kwargs):  # no TensorRT needed: the check comes first
+        built.append(output)
+        raise InvalidInputError("stub: no engine is built here")
+
+    monkeypatch.setattr(tensorrt_build, "write_engine", stub)
+    engine = tmp_path / "tiny.engine"
+    fp16 = replace(tiny.metadata(), precision="fp16")
+    write_engine_file(engine, engine_header_for(fp16, b"engine", tensorrt_module="tensorrt",
+                                                tensorrt_version="10.3",
+                                                compute_capability="8.7"), b"engine")
     before = engine.read_bytes()
-    assert main(["engine", "build", str(other), "-o", str(engine)]) == 2
-    assert engine.read_bytes() == before
+    for existing in (before, b"not an engine at all"):
+        engine.write_bytes(existing)
+        assert main(["engine", "build", str(tiny_onnx)]) == 2  # fp32 over fp16, over a stranger
+        assert engine.read_bytes() == existing and "give --output" in capsys.readouterr().err
+    assert built == []
+    engine.write_bytes(MAGIC + b"\x00\x01 cut short")  # damaged: its message says rebuild it
+    assert main(["engine", "build", str(tiny_onnx)]) == 2 and built == [engine]
 
 
 @pytest.mark.parametrize("argv, words", [

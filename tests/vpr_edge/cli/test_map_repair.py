@@ -38,6 +38,7 @@ def test_a_damaged_graph_is_rebuilt_and_a_sound_map_left_alone(tmp_path: Path, c
     assert main(["map", "repair", str(map_dir), "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["repaired"] is True and "index.hnsw" in summary["problem"]
+    assert "map repair" not in summary["problem"]  # what was wrong, not the advice to repair
     assert summary["places"] == 300
     repaired = PlaceIndex.open(map_dir)
     best = repaired.query(descriptors[:20], 1)
