@@ -28,6 +28,9 @@ import numpy as np
 from ..errors import InferenceError, InvalidInputError
 from ..metadata import ModelMetadata
 
+#: where to turn when a GPU backend cannot run, for command-line and Python users alike
+CPU_BACKEND = "the CPU backend (--backend onnxruntime-cpu; backend=\"onnxruntime-cpu\" in Python)"
+
 
 class Backend(abc.ABC):
     """One exported model, ready to run on one device.

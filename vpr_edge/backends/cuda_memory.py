@@ -28,6 +28,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import CudaError, MissingDependencyError
+from .base import CPU_BACKEND
 
 #: Errors that mean "no usable GPU or driver here"; their message says what to do instead.
 _NO_GPU_ERRORS = frozenset(
@@ -119,7 +120,7 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
         elif name in _NO_GPU_ERRORS:
             message += (
                 "; no usable NVIDIA GPU and driver here: run on a machine with one, or run "
-                "the exported .onnx model with backend='onnxruntime-cpu'"
+                f"the exported .onnx model with {CPU_BACKEND}"
             )
         raise CudaError(message, code=int(err), error_name=name)
     if not values:

@@ -37,7 +37,7 @@ import numpy as np
 from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
-from .base import Backend
+from .base import CPU_BACKEND, Backend
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailableError(
                 f"{self.name}: ONNX Runtime did not load {needed} and would run on "
                 f"{', '.join(self.providers)} instead ({self._fallback_detail()}); "
-                f"{_install_hint(needed)}, or pick backend='onnxruntime-cpu'"
+                f"{_install_hint(needed)}, or pick {CPU_BACKEND}"
             )
         self.device = "cpu" if target == "cpu" else f"cuda:{self.options.device_id}"
         if self.options.max_batch is not None:
@@ -352,7 +352,7 @@ class OnnxRuntimeBackend(Backend):
                     f"{self.name}: ONNX Runtime failed to create a session for {self.path} "
                     f"({_first_line(exc)})"
                     + ("" if self.target == "cpu" else
-                       "; pick backend='onnxruntime-cpu' or fix the GPU installation")
+                       f"; pick {CPU_BACKEND}, or fix the GPU installation")
                 ) from exc
         self._ort_warnings = [str(w.message) for w in caught]
         return session

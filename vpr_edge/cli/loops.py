@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -141,12 +142,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..geometric import orb_features
     from ..localizer import Localizer
 
-    config = LoopClosureConfig(
-        min_score=args.min_score, consistency=args.consistency,
-        consistency_radius=args.consistency_radius, exclusion_frames=args.exclusion_frames,
-        exclusion_seconds=args.exclusion_seconds, candidates=args.candidates,
-        verify=args.verify, verify_config=VerifyConfig(min_inliers=args.min_inliers),
-    )
+    options = dict(min_score=args.min_score, consistency=args.consistency,
+                   consistency_radius=args.consistency_radius,
+                   exclusion_frames=args.exclusion_frames,
+                   exclusion_seconds=args.exclusion_seconds, candidates=args.candidates,
+                   verify=args.verify)
+    try:
+        config = LoopClosureConfig(**options,
+                                   verify_config=VerifyConfig(min_inliers=args.min_inliers))
+    except InvalidInputError as exc:  # named as the user typed them: --min-score, not min_score
+        text = str(exc).removeprefix("LoopClosureConfig: ")
+        for name in (*options, "min_inliers"):
+            text = re.sub(rf"\b{name}\b", "--" + name.replace("_", "-"), text)
+        raise InvalidInputError(text) from exc
     check_ground_truth_arguments(args)
     if args.sweep and args.gt is None:
         raise InvalidInputError("--sweep scores each threshold against ground truth: give "

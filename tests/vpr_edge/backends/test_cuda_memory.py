@@ -34,7 +34,7 @@ def test_failing_runtime_call_is_translated() -> None:
     assert isinstance(exc, RuntimeError) and isinstance(exc, VprEdgeError)
     assert exc.code == int(raw_err) and exc.error_name == expected_name
     assert str(exc).startswith(f"cudaGetDeviceCount failed: {expected_name} ({expected_text})")
-    assert "backend='onnxruntime-cpu'" in str(exc)  # no GPU: says what to do instead
+    assert "--backend onnxruntime-cpu" in str(exc)  # no GPU: says what to do instead
 
 
 @no_gpu_only

@@ -731,3 +731,13 @@ def test_map_build_refuses_a_mount_point_before_describing(tiny_onnx: Path, rout
     assert main(["map", "build", str(tiny_onnx), str(target), "--images", str(run1),
                  "--no-progress"]) == 2
     assert "mount point" in capsys.readouterr().err
+
+
+def test_loops_names_a_bad_option_as_typed(tiny_onnx: Path, routes, cpu_only: None,
+                                           capsys) -> None:
+    """It said "LoopClosureConfig: min_score must be ..." to someone who typed --min-score."""
+    run1, _ = routes
+    assert main(["loops", str(tiny_onnx), "--images", str(run1), "--min-score", "2",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-score must be a number in [-1, 1]" in err and "LoopClosureConfig" not in err
