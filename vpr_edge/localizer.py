@@ -87,8 +87,9 @@ class Localizer:
         self._colour_order = colour_order
         self._batch_size = batch_size
         for name, value in (("model", model), ("map_dir", map_dir)):
-            if not isinstance(value, (str, os.PathLike)) and not (name == "map_dir"
-                                                                  and value is None):
+            if name == "map_dir" and value is None:  # (no map: an in-memory index)
+                continue
+            if not isinstance(value, (str, os.PathLike)):
                 raise InvalidInputError(f"{name} must be a path (str or Path), got "
                                         f"{type(value).__name__}")
         model = user_path(model)

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine from an exported ONNX (no torch)",
                        formatter_class=HelpFormatter, description=summary(__doc__))
     p.add_argument("onnx", type=expanded_path,
-                   help="model exported by vpr-export (NAME.fp16.onnx for "
-                                           "an FP16 engine, or NAME.onnx)")
+                   help="model exported by vpr-export (NAME.fp16.onnx for an FP16 engine, "
+                        "or NAME.onnx)")
     p.add_argument("--output", "-o", type=expanded_path, default=None,
                    help="engine file (default: NAME.engine beside the ONNX)")
     p.add_argument("--tensorrt-module", choices=MODULES, default=None,
@@ -79,14 +79,14 @@ def _replace_problem(output: Path, metadata) -> str | None:
         return None
     from ..engine_file import MAGIC, read_engine_header
 
+    with open(output, "rb") as fh:
+        if fh.read(len(MAGIC)) != MAGIC:
+            return (f"{output} exists and is not a vpr-edge engine: refusing to replace it; "
+                    "give --output, or move it away")
     try:
         old = read_engine_header(output).model
-    except VprEdgeError:
-        with open(output, "rb") as fh:
-            if fh.read(len(MAGIC)) == MAGIC:  # a damaged engine of ours: what a rebuild mends
-                return None
-        return (f"{output} exists and is not a vpr-edge engine: refusing to replace it; give "
-                "--output, or move it away")
+    except VprEdgeError:  # a damaged engine of ours: what a rebuild mends
+        return None
     if old.fingerprint != metadata.fingerprint or old.precision != metadata.precision:
         return (f"{output} holds the engine of another model ({old.precision}, fingerprint "
                 f"{old.fingerprint[:19]}...), not of this {metadata.precision} one: give "
