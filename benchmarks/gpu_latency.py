@@ -1,8 +1,8 @@
 """Whole-model latency on a GPU: PyTorch eager FP32 / FP16 and ONNX Runtime's CUDA provider.
 
 Side by side in one run, for the default model architecture (EfficientNet-Lite0, NetVLAD
-K = 64, 240x320; ImageNet backbone weights, untrained NetVLAD: the timing does not depend on
-the weights) at batch 1, 8 and 32: PyTorch eager in FP32 and FP16 (CUDA-event timed), and the
+K = 64, 240x320; random weights, so that it needs no weights package: the timing does not
+depend on them) at batch 1, 8 and 32: PyTorch eager in FP32 and FP16 (CUDA-event timed), and the
 exported FP32 and FP16 ONNX graphs on ONNX Runtime's ``CUDAExecutionProvider`` when
 onnxruntime-gpu is installed (wall-clock, input copied from the host and the descriptor back,
 as ``Localizer`` does). Medians over ``--repeat`` runs after ``--warmup``. Needs a CUDA GPU;
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from vpr_edge.training.config import preset
         from vpr_edge.training.model import build_model
 
-        model = build_model(preset()).eval()
+        model = build_model(preset(pretrained=False)).eval()
         rows = eager_rows(model, args.warmup, args.repeat)
         rows += onnxruntime_rows(model, args.warmup, args.repeat)
         print(f"{device}; {model.config.name}, 240x320; median of {args.repeat} runs")

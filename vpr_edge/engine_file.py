@@ -36,6 +36,11 @@ FORMAT_NAME = "vpr-edge-engine"
 FORMAT_VERSION = 1
 _MAX_HEADER = 1 << 20
 TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
+#: The compute capabilities TensorRT-RTX 1.7 targets (its ``ComputeCapability`` values). Its
+#: runtime refuses an engine on any GPU not among the engine's own targets, and cannot target
+#: data-centre Hopper or Blackwell (9.0, 10.x) or Jetson at all: on an H200 (9.0) it said
+#: "TensorRT-RTX does not support this compute capability".
+RTX_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 
 
 @dataclass(frozen=True)
@@ -330,13 +335,22 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
         )
     targets = _capability_targets(header)
     gpu = None if here is None else _version_numbers(here)
-    if built_for is None and targets and gpu is not None:
-        # a TensorRT-RTX engine for several architectures runs on those and later ones
-        # (its documentation: "8.0, 8.6, 8.9, 12.0, and later"), not on older GPUs
-        if gpu < min(targets):
+    if built_for is None and targets and gpu is not None and gpu not in targets:
+        # a TensorRT-RTX engine for several architectures runs on those alone (on an H200,
+        # 9.0, an engine for 8.0, 8.6, 8.9 and 12.0 was refused by TensorRT-RTX's runtime)
+        listed = ", ".join(header.builder["compute_capabilities"])
+        if header.tensorrt_module == "tensorrt_rtx" and here not in RTX_CAPABILITIES:
             raise EngineMismatchError(
-                f"compute_capability: the engine was built for GPUs of compute capability "
-                f"{', '.join(header.builder['compute_capabilities'])} and later, this GPU is "
-                f"{here}; rebuild it with `vpr-export CHECKPOINT --engine "
-                f"--compute-capability {here}`"
+                f"compute_capability: this GPU is {here}, and TensorRT-RTX does not run on "
+                f"GPUs of compute capability {here} (it runs on {', '.join(RTX_CAPABILITIES)}: "
+                "RTX and A100-class GPUs, not H100/H200, B200/B300 or Jetson); "
+                "run the exported .onnx on ONNX Runtime (--backend onnxruntime-cuda), or build "
+                "the engine with full TensorRT on this machine: vpr-edge engine build "
+                "MODEL.fp16.onnx"
             )
+        raise EngineMismatchError(
+            f"compute_capability: the engine was built for GPUs of compute capability "
+            f"{listed}, this GPU is {here}; rebuild it for this GPU: `vpr-edge engine build "
+            f"MODEL.fp16.onnx --compute-capability {here}` (or `vpr-export CHECKPOINT --engine "
+            f"--compute-capability {here}`)"
+        )

@@ -181,3 +181,41 @@ def test_preprocess_layouts_times_both_orders(tmp_path: Path) -> None:
     assert [r["frame"] for r in rows] == ["RGB", "BGR", "mono"]
     assert all(r["convert_then_resize_ms"] > 0 and r["resize_then_convert_ms"] > 0
                for r in rows)
+
+
+def test_backend_latency_reports_not_run_without_a_gpu_backend(tmp_path: Path, tiny_onnx: Path,
+                                                               cpu_only) -> None:
+    report = tmp_path / "backend.json"
+    assert load("backend_latency.py").main([str(tiny_onnx), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["status"] == (
+        f"not run: {tiny_onnx.name} runs only on the CPU here")
+
+
+def test_backend_latency_measures_and_prints_any_backend(tiny_onnx: Path, cpu_only, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measuring and printing parts, with the CPU backend standing in for a GPU one."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = load("backend_latency.py")
+    from vpr_edge import Localizer
+    from vpr_edge.backends import open_backend
+
+    with open_backend(tiny_onnx, backend="onnxruntime-cpu") as a, \
+            open_backend(tiny_onnx, backend="onnxruntime-cpu") as b:
+        rows = module.latency_rows(a, [1, 3], 1, 3)
+        rows.append(module.cpu_row(b, 1, 1, 3))
+        results = {"backend": a.info(), "inference": rows,
+                   "agreement": module.agreement(a, b, 4),
+                   "speedup_over_cpu_batch1": module.speedup_at_batch1(rows)}
+    assert [(r["runtime"], r["batch"]) for r in rows] == [
+        ("onnxruntime-cpu", 1), ("onnxruntime-cpu", 3), ("onnxruntime-cpu, 1 thread(s)", 1)]
+    assert results["agreement"]["cosine_min"] > 0.9999
+    assert results["speedup_over_cpu_batch1"] == round(rows[2]["median_ms"] / rows[0]["median_ms"],
+                                                       2)
+    assert module.speedup_at_batch1(rows[:2]) is None  # no CPU row
+    with Localizer(tiny_onnx, backend="onnxruntime-cpu") as loc:
+        breakdown = module.query_breakdown(loc, 300, 1, 3, 5)
+    module.print_inference(results)
+    module.print_query(breakdown, 300, "onnxruntime-cpu")
+    out = capsys.readouterr().out
+    assert "vs the CPU, cosine over 4 frames" in out and "overhead vs inference" in out
+    assert "Localizer.query on onnxruntime-cpu, 300 places" in out

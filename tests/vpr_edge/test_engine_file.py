@@ -62,20 +62,29 @@ def test_portable_engines_accept_any_gpu(tmp_path: Path, tiny) -> None:
                             compute_capability=(12, 0))
 
 
-def test_a_multi_architecture_engine_refuses_an_older_gpu(tiny) -> None:
-    """TensorRT-RTX's default engine (8.0, 8.6, 8.9, 12.0, 'and later' in its documentation)
-    has no single compute capability: the check used to be skipped, and a Turing GPU (7.5)
-    reached deserialisation."""
+def test_a_multi_architecture_engine_runs_on_its_targets_alone(tiny) -> None:
+    """TensorRT-RTX's default engine (8.0, 8.6, 8.9, 12.0) has no single compute capability:
+    the check used to be skipped, and a Turing GPU (7.5) reached deserialisation. Then it let
+    any later GPU through, and on an H200 (9.0) TensorRT-RTX's runtime refused the engine
+    ("does not support this compute capability") after a message calling it damaged."""
     header = engine_header_for(tiny.metadata(), BLOB, tensorrt_module="tensorrt_rtx",
                                tensorrt_version="1.7", compute_capability=None,
                                builder={"compute_capabilities": ["8.0", "8.6", "8.9", "12.0"]})
-    for gpu in ((8, 0), (8, 9), (9, 0), (12, 0)):
+    for gpu in ((8, 0), (8, 9), (12, 0)):
         check_engine_compatible(header, tensorrt_module="tensorrt_rtx", tensorrt_version="1.7",
                                 compute_capability=gpu)
-    with pytest.raises(EngineMismatchError, match=r"8\.0, 8\.6, 8\.9, 12\.0 and later.*7\.5"
-                       r".*--compute-capability 7\.5"):
-        check_engine_compatible(header, tensorrt_module="tensorrt_rtx", tensorrt_version="1.7",
-                                compute_capability=(7, 5))
+    for gpu in ((7, 5), (12, 1)):  # TensorRT-RTX targets these: a rebuild for it runs
+        text = ".".join(map(str, gpu))
+        with pytest.raises(EngineMismatchError, match=rf"8\.0, 8\.6, 8\.9, 12\.0, this GPU is "
+                           rf"{text}.*engine build MODEL\.fp16\.onnx --compute-capability {text}"):
+            check_engine_compatible(header, tensorrt_module="tensorrt_rtx",
+                                    tensorrt_version="1.7", compute_capability=gpu)
+    for gpu in ((9, 0), (10, 0), (8, 7)):  # H100/H200, B200, Orin: TensorRT-RTX cannot
+        text = ".".join(map(str, gpu))
+        with pytest.raises(EngineMismatchError, match=rf"TensorRT-RTX does not run on GPUs of "
+                           rf"compute capability {text}.*onnxruntime-cuda.*full TensorRT"):
+            check_engine_compatible(header, tensorrt_module="tensorrt_rtx",
+                                    tensorrt_version="1.7", compute_capability=gpu)
 
 
 def test_a_deeply_nested_header_is_a_format_error(engine: Path, tmp_path: Path) -> None:

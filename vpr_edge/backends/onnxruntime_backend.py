@@ -38,6 +38,7 @@ from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
 from .base import CPU_BACKEND, Backend
+from .cuda_libraries import preload_cuda_libraries
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +233,12 @@ def provider_list(
             if options.trt_workspace_bytes:
                 trt["trt_max_workspace_size"] = str(options.trt_workspace_bytes)
             out.append((provider, trt))
-        elif provider == "CUDAExecutionProvider":
+        elif provider == "CUDAExecutionProvider" and options.device_id != 0:
             out.append((provider, {"device_id": device}))
+        elif provider == "CUDAExecutionProvider":
+            # device 0 is the default: with options, onnxruntime-gpu 1.31 logged "No
+            # registered plugin EP device found" for every session (seen on an H200)
+            out.append(provider)
         else:
             out.append(provider)
     return out
@@ -265,6 +270,8 @@ class OnnxRuntimeBackend(Backend):
         reason = provider_missing_reason(target)
         if reason is not None:
             raise BackendUnavailableError(f"{self.name}: {reason}")
+        # CUDA/cuDNN from NVIDIA's pip packages, which the loader does not find by itself
+        self._library_notes = [] if target == "cpu" else preload_cuda_libraries(ort)
 
         # The TensorRT EP needs the input size (its optimisation profile) and precision
         # before the session exists, so it reads the metadata from a light CPU session
@@ -358,9 +365,12 @@ class OnnxRuntimeBackend(Backend):
         return session
 
     def _fallback_detail(self) -> str:
+        said = []
+        if self._library_notes:
+            said.append("loading CUDA libraries: " + " | ".join(self._library_notes))
         if self._ort_warnings:
-            return "ONNX Runtime said: " + " | ".join(self._ort_warnings)
-        return "see ONNX Runtime's log for why the provider failed to load"
+            said.append("ONNX Runtime said: " + " | ".join(self._ort_warnings))
+        return "; ".join(said) or "see ONNX Runtime's log for why the provider failed to load"
 
     def _check_io(self) -> None:
         meta = self.metadata

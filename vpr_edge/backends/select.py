@@ -119,6 +119,22 @@ def _probe(name: str) -> str | None:
     return provider_missing_reason(name.removeprefix("onnxruntime-"))
 
 
+def _auto_skip(name: str) -> str | None:
+    """Why ``auto`` passes over ``name`` although the cheap checks allow it, or ``None``: ONNX
+    Runtime's TensorRT provider without TensorRT's library (ONNX Runtime would print an error
+    block and retry on CUDA, which ``auto`` tries next anyway). A backend named by the caller
+    is always tried."""
+    if name != "onnxruntime-tensorrt":
+        return None
+    from .cuda_libraries import tensorrt_library_found
+
+    if tensorrt_library_found():
+        return None
+    return ("TensorRT's library (libnvinfer) is not on the loader's path (LD_LIBRARY_PATH, "
+            "ldconfig): install TensorRT for this onnxruntime-gpu, or name the backend to try "
+            "it anyway")
+
+
 def backend_report(model_path: str | os.PathLike[str] | None = None) -> list[BackendStatus]:
     """Every backend in :data:`BACKEND_ORDER` with whether it can run here and why not.
 
@@ -221,7 +237,7 @@ def open_backend(
 
     skipped: list[str] = []
     for name in candidates:
-        reason = _probe(name)
+        reason = _probe(name) or _auto_skip(name)
         if reason is None:
             accepted = accepted_options(name)
             try:

@@ -58,9 +58,9 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "descriptor"
 
 _REBUILD_HINT = (
-    "rebuild the engine on this device (same GPU model, same TensorRT) with "
-    "`vpr-export model.pt --engine` or trtexec, or run the .onnx file with an "
-    "onnxruntime backend"
+    "rebuild the engine on this machine from the exported ONNX: `vpr-edge engine build "
+    "MODEL.fp16.onnx` (no torch needed; an engine from trtexec lacks the header vpr-edge "
+    "checks), or run the .onnx file with an onnxruntime backend"
 )
 
 
@@ -216,6 +216,11 @@ class TensorRTBackend(LockedBackend):
                 f" The engine uses the {plugin.namespace}::{plugin.name} v{plugin.version} "
                 "plugin: it needs TensorRT >= 10.9 and the plugin registered." if plugin else ""
             )
+            if "cannot run on this GPU" in detail:  # the runtime refuses this GPU
+                raise EngineMismatchError(
+                    f"{self.path}: {self.tensorrt_module} {self.tensorrt_version} cannot run "
+                    f"this engine on this GPU ({detail}); {_REBUILD_HINT}"
+                )
             raise ModelFormatError(
                 f"{self.path}: TensorRT could not deserialize the engine ({detail}).{hint} "
                 f"The file may be damaged; {_REBUILD_HINT}"

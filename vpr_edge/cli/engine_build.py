@@ -55,9 +55,10 @@ def add_engine_arguments(p: argparse.ArgumentParser, *, batch_type: Any = int,
     p.add_argument("--compute-capability", action="append", default=None,
                    dest="compute_capabilities",
                    help="TensorRT-RTX target GPU architecture (e.g. 8.9; repeat for "
-                        "several; 8.0 or later, not a Jetson; full TensorRT builds for the GPU "
-                        "it runs on); default: 8.0, 8.6, 8.9 and 12.0, which also run on "
-                        "later GPUs")
+                        "several; TensorRT-RTX 1.7 targets 8.0, 8.6, 8.9, 12.0 and 12.1, not "
+                        "a Jetson nor an H100/H200/B200; full TensorRT builds for the GPU it "
+                        "runs on); default: 8.0, 8.6, 8.9 and 12.0 (the engine runs on those "
+                        "alone)")
     p.add_argument("--version-compatible", action="store_true",
                    help="build the engine with TensorRT's VERSION_COMPATIBLE flag: it then "
                         "also runs on later TensorRT versions and on the lean runtime "

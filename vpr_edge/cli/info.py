@@ -72,7 +72,7 @@ def describe_path(path: Path) -> dict[str, Any]:
     return {"kind": "tensorrt engine", "path": str(path), **_model_facts(header.model),
             "tensorrt": f"{header.tensorrt_module} {header.tensorrt_version}",
             "compute_capability": header.compute_capability or (
-                f"{', '.join(map(str, targets))} and later" if targets else "any"),
+                ", ".join(map(str, targets)) if targets else "any"),
             "checksum": "ok", "bytes": path.stat().st_size}
 
 

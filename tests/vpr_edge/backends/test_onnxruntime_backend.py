@@ -241,6 +241,17 @@ def test_tensorrt_ep_options_follow_the_model(tiny) -> None:
     assert provider_list("cpu", tiny.metadata(), OnnxRuntimeOptions()) == ["CPUExecutionProvider"]
 
 
+def test_cuda_ep_gets_options_only_off_the_default_device(tiny) -> None:
+    """With options, onnxruntime-gpu 1.31 logged a warning for every session (an H200)."""
+    meta = tiny.metadata()
+    assert provider_list("cuda", meta, OnnxRuntimeOptions()) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_list("cuda", meta, OnnxRuntimeOptions(device_id=2)) == [
+        ("CUDAExecutionProvider", {"device_id": "2"}), "CPUExecutionProvider"]
+    assert _as_dict(provider_list("tensorrt", meta, OnnxRuntimeOptions()))[
+        "CUDAExecutionProvider"] == {}
+
+
 def test_physical_core_count_is_within_the_affinity_mask() -> None:
     import os
 
@@ -251,3 +262,95 @@ def test_physical_core_count_is_within_the_affinity_mask() -> None:
 def test_backend_is_a_backend(backend) -> None:
     assert isinstance(backend, Backend)
     assert "onnxruntime-cpu" in repr(backend)
+
+
+# -- CUDA libraries from NVIDIA's pip packages (onnxruntime.preload_dlls) ----------------------
+
+
+@pytest.fixture
+def preload_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A fake ``onnxruntime.preload_dlls`` that cannot load cuDNN (it prints, as the real one
+    does), with the once-per-process memory cleared; the list counts its calls."""
+    import onnxruntime as ort
+
+    from vpr_edge.backends import cuda_libraries
+
+    calls: list[str] = []
+
+    def preload_dlls() -> None:
+        calls.append("preload")
+        print("Failed to load libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", preload_dlls, raising=False)
+    monkeypatch.setattr(cuda_libraries, "_done", None)
+    return calls
+
+
+def test_gpu_target_loads_cuda_libraries_once_and_names_what_failed(
+    tiny_onnx, preload_calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    for _ in range(2):
+        with pytest.raises(BackendUnavailableError, match=r"did not load CUDAExecutionProvider"
+                           r".*loading CUDA libraries: Failed to load libcudnn\.so\.9"):
+            OnnxRuntimeBackend(tiny_onnx, "cuda")
+    assert preload_calls == ["preload"]  # once per process
+
+
+def test_cpu_target_loads_no_cuda_libraries(tiny_onnx, preload_calls, cpu_only) -> None:
+    with OnnxRuntimeBackend(tiny_onnx, "cpu"):
+        pass
+    assert preload_calls == []
+
+
+def test_onnxruntime_without_preload_dlls_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from vpr_edge.backends import cuda_libraries
+
+    monkeypatch.setattr(cuda_libraries, "_done", None)
+    assert cuda_libraries.preload_cuda_libraries(SimpleNamespace()) == []
+
+
+# -- on a GPU (the device machine): tests marked gpu, skipped without CUDA ----------------------
+
+
+def _needs_provider(provider: str) -> None:
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"this onnxruntime has no {provider} (pip install 'vpr-edge[gpu]')")
+
+
+@pytest.mark.gpu
+def test_cuda_provider_runs_like_the_cpu(tiny_onnx, tiny) -> None:
+    """The CUDA EP really runs (CUDA libraries found without LD_LIBRARY_PATH) and agrees."""
+    _needs_provider("CUDAExecutionProvider")
+    frames = tiny.frames(5, seed=3)
+    with OnnxRuntimeBackend(tiny_onnx, "cuda") as gpu, OnnxRuntimeBackend(tiny_onnx, "cpu") as cpu:
+        assert gpu.providers[0] == "CUDAExecutionProvider" and gpu.device == "cuda:0"
+        on_gpu, on_cpu = gpu.run(frames), cpu.run(frames)
+        # cuDNN sums in another order than the CPU: 2e-4 apart on an H200
+        np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-3)
+        assert np.sum(on_gpu * on_cpu, axis=1).min() > 0.9999
+        # cuDNN picks its algorithms by batch size: 1.3e-4 apart on an H200
+        np.testing.assert_allclose(gpu.run(frames[:1]), on_gpu[:1], atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_tensorrt_provider_runs_or_is_refused_by_name(tiny_onnx, tiny) -> None:
+    """The TensorRT EP is listed by every onnxruntime-gpu, but needs TensorRT's libraries: it
+    either really runs or is refused naming it; never a quiet fall back to CUDA."""
+    _needs_provider("TensorrtExecutionProvider")
+    try:
+        backend = OnnxRuntimeBackend(tiny_onnx, "tensorrt")
+    except BackendUnavailableError as exc:
+        assert "TensorrtExecutionProvider" in str(exc)
+        return
+    with backend:
+        assert backend.providers[0] == "TensorrtExecutionProvider"
+        assert backend.run(tiny.frames(2)).shape == (2, tiny.DIM)

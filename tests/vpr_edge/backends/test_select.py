@@ -212,3 +212,58 @@ def test_without_onnxruntime_gpu_targets_name_the_gpu_extra(monkeypatch) -> None
     for target, extra in (("cpu", "cpu"), ("cuda", "gpu"), ("tensorrt", "gpu")):
         reason = onnxruntime_backend.provider_missing_reason(target)
         assert f"'{extra}' extra" in reason or f"[{extra}]" in reason, reason
+
+
+@pytest.mark.gpu
+def test_auto_takes_a_gpu_backend_when_onnxruntime_has_cuda(tiny_onnx) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider (pip install 'vpr-edge[gpu]')")
+    with open_backend(tiny_onnx, backend="auto") as b:
+        assert b.name in ("onnxruntime-tensorrt", "onnxruntime-cuda"), b.name
+
+
+def test_auto_passes_over_the_tensorrt_provider_without_tensorrt_libraries(
+    tiny_onnx, pretend_gpu_providers, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an H200 with onnxruntime-gpu and no TensorRT, `auto` made a TensorRT-provider session
+    first: ONNX Runtime printed a red "EP Error" block on every start, then retried on CUDA."""
+    from vpr_edge.backends import cuda_libraries, select
+
+    opened: list[str] = []
+    real_open = select._open
+    monkeypatch.setattr(select, "_open", lambda name, *a: opened.append(name) or real_open(
+        name, *a))
+    monkeypatch.setattr(cuda_libraries, "tensorrt_library_found", lambda: False)
+    with caplog.at_level(logging.INFO, logger="vpr_edge"), open_backend(tiny_onnx) as backend:
+        assert backend.name == "onnxruntime-cpu"
+    assert "onnxruntime-tensorrt" not in opened and "onnxruntime-cuda" in opened
+    assert "skipped onnxruntime-tensorrt (TensorRT's library (libnvinfer) is not on the " \
+           "loader's path" in caplog.text
+    monkeypatch.setattr(cuda_libraries, "tensorrt_library_found", lambda: True)
+    opened.clear()
+    with open_backend(tiny_onnx):
+        assert opened[0] == "onnxruntime-tensorrt"
+    opened.clear()
+    monkeypatch.setattr(cuda_libraries, "tensorrt_library_found", lambda: False)
+    with pytest.raises(BackendUnavailableError):  # named: always tried
+        open_backend(tiny_onnx, backend="onnxruntime-tensorrt")
+    assert opened == ["onnxruntime-tensorrt"]
+
+
+def test_tensorrt_library_is_looked_for_where_the_loader_looks(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vpr_edge.backends import cuda_libraries
+
+    monkeypatch.setattr(cuda_libraries.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/nonexistent-dir:{tmp_path}")
+    assert not cuda_libraries.tensorrt_library_found()
+    (tmp_path / "libnvinfer.so.10").write_bytes(b"")
+    assert cuda_libraries.tensorrt_library_found()
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    assert not cuda_libraries.tensorrt_library_found()
+    monkeypatch.setattr(cuda_libraries.ctypes.util, "find_library",
+                        lambda name: "libnvinfer.so.10" if name == "nvinfer" else None)
+    assert cuda_libraries.tensorrt_library_found()

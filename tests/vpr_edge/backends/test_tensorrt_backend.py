@@ -164,6 +164,13 @@ def make_fake_trt(tiny, name: str = "tensorrt", version: str = "10.9.0", *,
 
         def deserialize_cuda_engine(self, blob):
             trt.deserialized.append(blob)
+            if blob == b"engine-for-other-gpus":  # TensorRT-RTX 1.7's words on an H200
+                self.logger.log(ILogger.Severity.ERROR, (
+                    "IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine "
+                    "cannot run on this GPU, which has compute capability 9.0. Supported compute "
+                    "capabilities: 8.0 8.6 8.9 12.0. TensorRT-RTX does not support this compute "
+                    "capability, so the engine cannot be rebuilt for it.)"))
+                return None
             if blob != b"good-engine":
                 self.logger.log(ILogger.Severity.ERROR, "Serialization assertion failed")
                 return None
@@ -317,7 +324,7 @@ def test_mismatch_message_names_the_file_and_the_fix(fakes, engine_path, tiny) -
         trt_backend.TensorRTBackend(engine_path)
     text = str(info.value)
     assert text.startswith(f"{engine_path}: tensorrt_version differs")
-    assert "rebuild the engine on this device" in text and "--engine" in text
+    assert "rebuild the engine on this machine" in text and "vpr-edge engine build" in text
 
 
 def test_capability_is_passed_in_the_headers_representation(fakes, engine_path, tiny) -> None:
@@ -423,8 +430,22 @@ def test_no_gpu_is_backend_unavailable(fakes, engine_path) -> None:
 def test_engine_tensorrt_cannot_deserialize_is_refused(fakes, engine_path) -> None:
     fakes.install(blob=b"garbage")
     with pytest.raises(ModelFormatError, match=r"could not deserialize.*Serialization assertion"
-                       r".*rebuild the engine on this device"):
+                       r".*may be damaged; rebuild the engine on this machine.*vpr-edge engine "
+                       r"build MODEL\.fp16\.onnx"):
         trt_backend.TensorRTBackend(engine_path)
+
+
+def test_engine_the_runtime_refuses_for_this_gpu_is_a_mismatch_not_damage(
+        fakes, engine_path) -> None:
+    """On an H200, TensorRT-RTX refused an engine for 8.0-12.0 while deserialising, and the
+    message called the file damaged and suggested trtexec (whose engines vpr-edge refuses)."""
+    fakes.install(blob=b"engine-for-other-gpus")
+    with pytest.raises(EngineMismatchError) as info:
+        trt_backend.TensorRTBackend(engine_path)
+    text = str(info.value)
+    assert "cannot run this engine on this GPU" in text and "compute capability 9.0" in text
+    assert "vpr-edge engine build MODEL.fp16.onnx" in text
+    assert "damaged" not in text
 
 
 def test_engine_that_breaks_the_contract_is_refused(fakes, engine_path) -> None:
