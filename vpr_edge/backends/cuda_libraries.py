@@ -55,7 +55,6 @@ def preload_cuda_libraries(ort: Any) -> list[str]:
         return _done
 
 
-
 def tensorrt_library_found() -> bool:
     """Whether the dynamic loader can find TensorRT's ``libnvinfer``: already loaded in this
     process (``import tensorrt`` loads it), in a folder of ``LD_LIBRARY_PATH``, or in the

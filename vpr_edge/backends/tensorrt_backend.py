@@ -216,7 +216,8 @@ class TensorRTBackend(LockedBackend):
                 f" The engine uses the {plugin.namespace}::{plugin.name} v{plugin.version} "
                 "plugin: it needs TensorRT >= 10.9 and the plugin registered." if plugin else ""
             )
-            if "cannot run on this GPU" in detail:  # the runtime refuses this GPU
+            # the runtime refuses this GPU (TensorRT-RTX's words, then full TensorRT's)
+            if "cannot run on this GPU" in detail or "incompatible device" in detail:
                 raise EngineMismatchError(
                     f"{self.path}: {self.tensorrt_module} {self.tensorrt_version} cannot run "
                     f"this engine on this GPU ({detail}); {_REBUILD_HINT}"

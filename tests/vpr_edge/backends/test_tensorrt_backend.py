@@ -171,6 +171,11 @@ def make_fake_trt(tiny, name: str = "tensorrt", version: str = "10.9.0", *,
                     "capabilities: 8.0 8.6 8.9 12.0. TensorRT-RTX does not support this compute "
                     "capability, so the engine cannot be rebuilt for it.)"))
                 return None
+            if blob == b"engine-for-another-gpu":  # full TensorRT's words
+                self.logger.log(ILogger.Severity.ERROR, (
+                    "The engine plan file is generated on an incompatible device, expecting "
+                    "compute 8.7 got compute 9.0, please rebuild."))
+                return None
             if blob != b"good-engine":
                 self.logger.log(ILogger.Severity.ERROR, "Serialization assertion failed")
                 return None
@@ -435,15 +440,16 @@ def test_engine_tensorrt_cannot_deserialize_is_refused(fakes, engine_path) -> No
         trt_backend.TensorRTBackend(engine_path)
 
 
+@pytest.mark.parametrize("blob", [b"engine-for-other-gpus", b"engine-for-another-gpu"])
 def test_engine_the_runtime_refuses_for_this_gpu_is_a_mismatch_not_damage(
-        fakes, engine_path) -> None:
+        fakes, engine_path, blob) -> None:
     """On an H200, TensorRT-RTX refused an engine for 8.0-12.0 while deserialising, and the
     message called the file damaged and suggested trtexec (whose engines vpr-edge refuses)."""
-    fakes.install(blob=b"engine-for-other-gpus")
+    fakes.install(blob=blob)
     with pytest.raises(EngineMismatchError) as info:
         trt_backend.TensorRTBackend(engine_path)
     text = str(info.value)
-    assert "cannot run this engine on this GPU" in text and "compute capability 9.0" in text
+    assert "cannot run this engine on this GPU" in text and "9.0" in text
     assert "vpr-edge engine build MODEL.fp16.onnx" in text
     assert "damaged" not in text
 
