@@ -146,8 +146,8 @@ def test_insertion_order_runs_small_and_writes_json(tmp_path: Path) -> None:
 def test_index_scaling_measures_the_default_index_and_the_full_graph(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--graph default --lift``: the index as IndexSettings() makes it (600-d descriptors
-    lifted from 20 components, so a 512-d sketched graph), no ef sweep; the plain full graph
-    still sweeps every ef."""
+    lifted from 20 components, so a 512-d sketched graph), its ef sweep end to end (ef capped
+    by the map's size); the plain full graph sweeps hnswlib's own search."""
     module = load("index_scaling_quick.py")
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # --lift imports insertion_order.py
     rng = np.random.default_rng(0)
@@ -157,11 +157,13 @@ def test_index_scaling_measures_the_default_index_and_the_full_graph(
     common = ["--sizes", "600", "--queries", "20", "--exact-queries", "5"]
     out = tmp_path / "default.json"
     result = module.cli([*common, "--dims", "20", "--synthesise-from", str(path), "--lift",
-                         "--graph", "default", "--json", str(out)])
+                         "--graph", "default", "--efs", "32", "128", "--json", str(out)])
     assert json.loads(out.read_text())["graph"] == "default"
     (row,) = result["rows"]
     assert (row["dim"], row["places"], row["graph"]) == (600, 600, "default")
-    assert row["ef_sweep"] == [] and row["rerank"] == {} and row["default_ef"] == 64
+    assert [s["ef"] for s in row["ef_sweep"]] == [32, 64]  # 128 capped: 600 places use 64
+    assert all(0.5 <= s["recall_at_1"] <= 1.0 for s in row["ef_sweep"])
+    assert row["rerank"] == {} and row["default_ef"] == 64
     assert 0.5 <= row["query_e2e"]["recall_at_1"] <= 1.0 and row["query_e2e"]["p99_ms"] > 0
     assert row["disk_bytes_per_place"] > 2 * 600  # the float16 descriptors at least
     with pytest.raises(SystemExit):  # --lift without real descriptors to lift
