@@ -60,7 +60,7 @@ def agreement(backend, cpu, frames: int) -> dict[str, float]:
 
 
 def cpu_row(cpu, threads: int, warmup: int, repeat: int) -> dict:
-    """ONNX Runtime on the CPU at batch 1, the baseline beside the engine."""
+    """ONNX Runtime on the CPU at batch 1, the baseline beside the GPU backend."""
     h, w, _ = cpu.input_shape
     frame = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
     result = timed(lambda: cpu.run(frame), warmup, repeat)

@@ -505,8 +505,9 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
             raise ModelMismatchError(
                 f"{where}: this map records no model fingerprint (it was made by PlaceIndex "
                 "without one), so nothing shows its descriptors come from the model in use; "
-                "open it with PlaceIndex.open(path) (no fingerprint) if you know they do, or "
-                "build a new map with this model")
+                "build a new map with this model (vpr-edge map build MODEL MAP), or, in "
+                "Python, open it with PlaceIndex.open(path) and no fingerprint if you know "
+                "they do")
         if fingerprint is not None and manifest.fingerprint != fingerprint:
             raise ModelMismatchError(
                 f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
