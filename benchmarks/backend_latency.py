@@ -28,7 +28,7 @@ import argparse
 import sys
 
 import numpy as np
-from latency import query_breakdown, timed  # neighbour scripts
+from latency import print_breakdown, query_breakdown, timed  # neighbour scripts
 from plugin_kernel import write_report
 
 from vpr_edge.cli.help_format import HelpFormatter
@@ -61,11 +61,8 @@ def agreement(backend, cpu, frames: int) -> dict[str, float]:
 
 def cpu_row(cpu, threads: int, warmup: int, repeat: int) -> dict:
     """ONNX Runtime on the CPU at batch 1, the baseline beside the GPU backend."""
-    h, w, _ = cpu.input_shape
-    frame = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-    result = timed(lambda: cpu.run(frame), warmup, repeat)
-    return {"runtime": f"onnxruntime-cpu, {threads} thread(s)", "batch": 1, **result,
-            "frames_per_s": round(1e3 / result["median_ms"], 1)}
+    (row,) = latency_rows(cpu, [1], warmup, repeat)
+    return {**row, "runtime": f"onnxruntime-cpu, {threads} thread(s)"}
 
 
 def speedup_at_batch1(rows: list[dict]) -> float | None:
@@ -100,18 +97,6 @@ def print_inference(results: dict) -> None:
         a = results["agreement"]
         print(f"{info['backend']} vs the CPU, cosine over {a['frames']} frames: min "
               f"{a['cosine_min']}, median {a['cosine_median']}")
-
-
-def print_query(breakdown: dict, places: int, backend: str) -> None:
-    print(f"\nLocalizer.query on {backend}, {places} places (batch 1)")
-    for stage, r in breakdown.items():
-        if stage == "overhead vs inference":
-            print(f"  {stage:<34}{100 * r:>9.1f} %")
-        elif stage == "after an inference":
-            print("  timed in sequence after an inference: "
-                  + ", ".join(f"{key} {ms:.2f}" for key, ms in r.items()))
-        else:
-            print(f"  {stage:<34}{r['median_ms']:>9.2f} ms (p90 {r['p90_ms']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         results["query"] = query_breakdown(loc, args.places, args.warmup, args.repeat,
                                            args.rounds)
     results["status"] = "ok"
-    print_query(results["query"], args.places, backend.name)
+    print_breakdown(f"Localizer.query on {backend.name}, {args.places} places (batch 1)",
+                    results["query"])
     write_report(results, args.json)
     return 0
 

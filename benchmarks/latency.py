@@ -100,6 +100,19 @@ def query_breakdown(loc, places: int, warmup: int, repeat: int, rounds: int) -> 
     return out
 
 
+def print_breakdown(title: str, breakdown: dict) -> None:
+    """A :func:`query_breakdown` as lines under ``title``."""
+    print(f"\n{title}")
+    for stage, r in breakdown.items():
+        if stage == "overhead vs inference":
+            print(f"  {stage:<34}{100 * r:>9.1f} %")
+        elif stage == "after an inference":
+            print("  timed in sequence after an inference: "
+                  + ", ".join(f"{key} {ms:.2f}" for key, ms in r.items()))
+        else:
+            print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
+
+
 def stages_after_inference(loc, camera: np.ndarray, batch1: np.ndarray, rounds: int
                            ) -> dict[str, float]:
     """Medians over ``rounds`` of the stages of a query timed right after an inference (the
@@ -291,15 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['runtime']:<22}{r['batch']:>6}{r['median_ms']:>11.2f}{r['p90_ms']:>9.2f}"
               f"{r['speedup']:>9.2f}")
     for name, breakdown in breakdowns.items():
-        print(f"\nLocalizer.query breakdown, {name} descriptors (batch 1)")
-        for stage, r in breakdown.items():
-            if stage == "overhead vs inference":
-                print(f"  {stage:<34}{100 * r:>9.1f} %")
-            elif stage == "after an inference":
-                print("  timed in sequence after an inference: "
-                      + ", ".join(f"{key} {ms:.2f}" for key, ms in r.items()))
-            else:
-                print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
+        print_breakdown(f"Localizer.query breakdown, {name} descriptors (batch 1)", breakdown)
     per_backbone = []
     if args.backbones:
         print(f"\nper backbone ({h}x{w}, NetVLAD K=64, medians of {args.backbone_repeat} runs)")

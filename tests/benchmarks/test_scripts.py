@@ -217,7 +217,7 @@ def test_backend_latency_measures_and_prints_any_backend(tiny_onnx: Path, cpu_on
     with Localizer(tiny_onnx, backend="onnxruntime-cpu") as loc:
         breakdown = module.query_breakdown(loc, 300, 1, 3, 5)
     module.print_inference(results)
-    module.print_query(breakdown, 300, "onnxruntime-cpu")
+    module.print_breakdown("Localizer.query on onnxruntime-cpu, 300 places", breakdown)
     out = capsys.readouterr().out
     assert "vs the CPU, cosine over 4 frames" in out and "overhead vs inference" in out
     assert "Localizer.query on onnxruntime-cpu, 300 places" in out
