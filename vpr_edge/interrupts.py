@@ -6,9 +6,11 @@ leave the index's parts disagreeing. :func:`signals_held` delays SIGINT and SIGT
 change is whole, then delivers them again to the handlers that were in place (Python's
 ``KeyboardInterrupt``, rospy's, a command's own), so nothing is lost either.
 
-Only handlers Python installed can be put back: a signal whose handler a C library set
-(rclpy's, for one) is left alone, so that library still sees it. The check reads the
-handler with ``sigaction`` through ctypes; where that is not possible, nothing is held.
+A handler a C library installed (rclpy's, for one: it shuts the node down, then calls the
+handler it replaced, Python's) is held too: its ``struct sigaction`` is read with
+``sigaction`` through ctypes before the swap and written back, byte for byte, after it; a
+signal that arrived meanwhile is then raised again, so the library sees it. Where handlers
+cannot be read this way, nothing is held.
 """
 
 from __future__ import annotations
@@ -64,10 +66,17 @@ def _python_trampoline() -> int | None:
     return found or None
 
 
-def _ours_to_hold(libc, sig: int, trampoline: int) -> bool:
-    """Whether ``sig``'s handler can be swapped and put back exactly: Python's own, or the
-    default (not SIG_IGN, not a C library's)."""
-    return _c_handler(libc, sig) in (trampoline, 0) and signal.getsignal(sig) is not None
+def _how_to_hold(libc, sig: int, trampoline: int) -> bytes | None | bool:
+    """How ``sig``'s handler can be swapped and put back exactly: None for Python's own or
+    the default (``signal.signal`` puts it back), the raw ``struct sigaction`` for a C
+    library's (written back with ``sigaction``), False when it is left alone (SIG_IGN, or a
+    handler that cannot be read or put back)."""
+    installed = _c_handler(libc, sig)
+    if installed is None or installed == 1 or signal.getsignal(sig) is None:
+        return False
+    if installed in (trampoline, 0):
+        return None
+    return bytes(_BUFFER.raw)  # what _c_handler just read
 
 
 @contextmanager
@@ -87,16 +96,22 @@ def signals_held() -> Iterator[None]:
     def note(signum, frame) -> None:
         arrived.append(signum)
 
-    previous = {sig: signal.signal(sig, note) for sig in HELD
-                if _ours_to_hold(libc, sig, trampoline)}
+    how = {sig: _how_to_hold(libc, sig, trampoline) for sig in HELD}
+    how = {sig: raw for sig, raw in how.items() if raw is not False}
+    previous = {sig: signal.signal(sig, note) for sig in how}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler)  # Python's table as it was
+            if how[sig] is not None:  # and the C library's handler in front of it
+                libc.sigaction(int(sig), ctypes.create_string_buffer(how[sig], len(_BUFFER)),
+                               None)
         for sig in dict.fromkeys(arrived):  # each once, in the order they came
             handler = previous[sig]
-            if callable(handler):  # called, not raised again: the signal already reached
+            if how[sig] is not None:  # the library's handler first; it calls Python's
+                signal.raise_signal(sig)
+            elif callable(handler):  # called, not raised again: the signal already reached
                 handler(sig, None)  # a set_wakeup_fd listener (asyncio) while it was held
             elif handler == signal.SIG_DFL:
                 signal.raise_signal(sig)

@@ -91,3 +91,54 @@ def test_an_int_for_a_float_parameter_and_stamps_near_a_whole_second(ros2_python
          "print(t.sec, t.nanosec)", str(NODE.parent)],
         env=ros2_env, capture_output=True, text=True, timeout=60)
     assert probe.stdout.split() == ["2", "0"], probe.stderr
+
+
+CTRL_C_INSIDE_A_REMOVE = """
+import os, signal, sys
+import numpy as np
+import rclpy
+from vpr_edge import interrupts
+from vpr_edge.index import IndexSettings, PlaceIndex
+
+rclpy.init()  # installs rclpy's SIGINT/SIGTERM handlers, in C
+libc = interrupts._libc()
+assert interrupts._c_handler(libc, signal.SIGINT) not in (0, interrupts._python_trampoline())
+x = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+index = PlaceIndex(8, settings=IndexSettings(mode="hnsw"))
+index.add(x)
+hnsw, calls = index._hnsw, []
+
+class Graph:  # hnswlib's Index is a C type: a wrapper signals between two deletions
+    def __getattr__(self, name):
+        return getattr(hnsw, name)
+
+    def mark_deleted(self, label):
+        hnsw.mark_deleted(label)
+        calls.append(label)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in a service callback's reset
+
+index._hnsw = Graph()
+try:
+    index.remove(list(range(10)))
+    sys.exit("no KeyboardInterrupt")
+except KeyboardInterrupt:
+    pass
+index._hnsw = hnsw
+reopened = PlaceIndex.open(index.save(sys.argv[1]))
+print(len(calls), len(reopened), rclpy.ok())
+"""
+
+
+def test_ctrl_c_inside_a_map_change_under_rclpy_s_handler_waits_and_reaches_rclpy(
+        ros2_python, ros2_env, tmp_path) -> None:
+    """rclpy's executor runs service callbacks (the node's reset: remove, rebuild) in the main
+    thread, under rclpy's C signal handler, which vpr-edge used to leave in place: Ctrl-C then
+    stopped the change halfway, save() refused and the places added since the last save were
+    lost. Now the change finishes, rclpy still sees the signal (rclpy.ok() turns False) and
+    Python's KeyboardInterrupt follows."""
+    run = subprocess.run([ros2_python, "-c", CTRL_C_INSIDE_A_REMOVE, str(tmp_path / "map")],
+                         env=ros2_env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["10", "20", "False"], run.stdout + run.stderr[-2000:]

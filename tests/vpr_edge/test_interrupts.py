@@ -76,10 +76,17 @@ def test_ctrl_c_inside_an_add_leaves_a_whole_index_that_saves(
     assert len(reopened) == 30 and reopened.query(x[25], k=1)[0].place_id == 25
 
 
-def test_a_handler_a_c_library_installed_is_left_in_place() -> None:
+def _sigaction_fields(raw: bytes) -> bytes:
+    """glibc's ``struct sigaction`` (x86-64 and aarch64): the handler, the kernel's 64-bit
+    signal mask (glibc fills the rest of ``sa_mask`` with whatever its stack held), the flags
+    and the restorer."""
+    return raw[:16] + raw[136:152]
+
+
+def test_a_handler_a_c_library_installed_is_put_back_as_it_was() -> None:
     """rclpy installs its SIGINT/SIGTERM handlers in C: swapping them for Python ones and
-    back put Python's default in their place, and a ROS 2 node then died on SIGTERM without
-    saving its map (rclpy never saw the signal)."""
+    back with signal.signal put Python's default in their place, and a ROS 2 node then died
+    on SIGTERM without saving its map (rclpy never saw the signal)."""
     import ctypes
 
     from vpr_edge import interrupts
@@ -91,13 +98,65 @@ def test_a_handler_a_c_library_installed_is_left_in_place() -> None:
     old = libc.signal(signal.SIGTERM, ctypes.cast(foreign, ctypes.c_void_p))
     try:
         installed = interrupts._c_handler(libc, signal.SIGTERM)
+        before = _sigaction_fields(interrupts._BUFFER.raw)
         assert installed not in (None, 0, 1)
-        with signals_held():
-            assert interrupts._c_handler(libc, signal.SIGTERM) == installed
+        with signals_held():  # held: Python's handler in the meantime
+            assert interrupts._c_handler(libc, signal.SIGTERM) == interrupts._python_trampoline()
         assert interrupts._c_handler(libc, signal.SIGTERM) == installed
+        assert _sigaction_fields(interrupts._BUFFER.raw) == before  # flags and mask too
     finally:
         libc.signal(signal.SIGTERM, old)
     assert interrupts._python_trampoline() is not None  # (Linux: Python's own are held)
+
+
+def test_ctrl_c_inside_a_remove_with_a_c_library_s_handler_waits_then_reaches_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rclpy's executor runs a service callback (the node's reset: remove, rebuild) in the
+    main thread under rclpy's C handler, which was left in place: Ctrl-C then stopped the
+    change halfway, save() refused, and the places added since the last save were lost.
+    faulthandler's chained handler stands in for rclpy's: C code that sees the signal, then
+    calls the handler it replaced (Python's)."""
+    import ctypes
+    import faulthandler
+
+    from vpr_edge import interrupts
+
+    x = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = PlaceIndex(8, settings=IndexSettings(mode="hnsw"))
+    index.add(x)
+    real_delete = index._hnsw.mark_deleted
+    calls = []
+
+    class Graph:  # hnswlib's Index is a C type: wrap it to signal between two deletions
+        def __getattr__(self, name):
+            return getattr(hnsw, name)
+
+        def mark_deleted(self, label):
+            real_delete(label)
+            calls.append(label)
+            if len(calls) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    hnsw = index._hnsw
+    monkeypatch.setattr(index, "_hnsw", Graph())
+    libc = ctypes.CDLL(None)
+    with open(tmp_path / "dump.txt", "w+") as dump:
+        faulthandler.register(signal.SIGINT, file=dump, chain=True)
+        try:
+            installed = interrupts._c_handler(libc, signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                index.remove(list(range(10)))
+            assert interrupts._c_handler(libc, signal.SIGINT) == installed
+        finally:
+            faulthandler.unregister(signal.SIGINT)
+        dump.seek(0)
+        seen = dump.read()
+    monkeypatch.undo()
+    assert len(calls) == 10 and len(index) == 20  # the whole remove, then Ctrl-C
+    assert "Stack" in seen or "File" in seen  # faulthandler's handler ran (after the block)
+    reopened = PlaceIndex.open(index.save(tmp_path / "map"))
+    assert len(reopened) == 20 and reopened.query(x[25], k=1)[0].place_id == 25
 
 
 def test_a_held_signal_reaches_a_wakeup_fd_listener_once() -> None:
