@@ -109,7 +109,6 @@ class _Timer:
 
 def export(config: ExportConfig) -> ExportResult:
     """Run the export described by ``config`` (see :class:`ExportConfig`)."""
-    import onnx
     import torch
     from vpr_edge.training.checkpoint import load_checkpoint
 
@@ -117,7 +116,7 @@ def export(config: ExportConfig) -> ExportResult:
 
     from .onnx_fp16 import convert_to_fp16, fp16_fraction
     from .onnx_fp32 import export_fp32
-    from .onnx_hygiene import check_graph, set_metadata, simplify
+    from .onnx_hygiene import check_graph, save_sealed, set_metadata, simplify
 
     check_arguments(config)
     out_dir = Path(config.output_dir)
@@ -160,7 +159,7 @@ def export(config: ExportConfig) -> ExportResult:
             set_metadata(graph, meta32)
             temps["onnx"] = step.output = temp_path_beside(final["onnx"])
             step.label = final["onnx"].name
-            onnx.save(graph, str(temps["onnx"]))
+            save_sealed(graph, temps["onnx"])
         result.metadata = meta32
         if config.plugin:
             _write_plugin_graph(result, model, graph, meta32, "onnx-plugin", final, temps)
@@ -173,7 +172,7 @@ def export(config: ExportConfig) -> ExportResult:
                 set_metadata(half, meta16)
                 temps["onnx-fp16"] = step.output = temp_path_beside(final["onnx-fp16"])
                 step.label = final["onnx-fp16"].name
-                onnx.save(half, str(temps["onnx-fp16"]))
+                save_sealed(half, temps["onnx-fp16"])
             result.notes.append(f"FP16 graph: {fp16_fraction(half):.0%} of Conv/MatMul "
                                 "nodes in FP16; NetVLAD, softmax and norms in FP32")
             engine_source = temps["onnx-fp16"]
@@ -265,10 +264,9 @@ PLUGIN_INFO = PluginInfo(name=PLUGIN_OP, version=PLUGIN_VERSION, namespace=PLUGI
 def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata, target: str,
                         final: dict[str, Path], temps: dict[str, Path]) -> None:
     """Write ``graph`` with its NetVLAD subgraph as one ``vpr_edge::NetVLAD`` node."""
-    import onnx
     from vpr_edge.training.netvlad import NetVLAD
 
-    from .onnx_hygiene import check_graph, set_metadata
+    from .onnx_hygiene import check_graph, save_sealed, set_metadata
     from .plugin.onnx_node import kernel_size_problem, replace_netvlad
 
     layer = model.aggregation
@@ -290,7 +288,7 @@ def _write_plugin_graph(result: ExportResult, model, graph, meta: ModelMetadata,
         set_metadata(plugin_graph, replace(meta, plugin=PLUGIN_INFO))
         temps[target] = step.output = temp_path_beside(final[target])
         step.label = final[target].name
-        onnx.save(plugin_graph, str(temps[target]))
+        save_sealed(plugin_graph, temps[target])
 
 
 def _plugin_for_engine(result: ExportResult, config: ExportConfig, plain_source: Path,

@@ -6,15 +6,18 @@
   the output the model's dimension, with only the batch dynamic.
 - Every op must be one TensorRT 10.3's ONNX parser (JetPack 6) supports: the list below is the
   subset of its operator table we allow; a new op in the graph fails the export (and a test).
+- Every file is saved with its checksum inside (:func:`save_sealed`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from vpr_edge._optional import require
 from vpr_edge.errors import ModelFormatError
 from vpr_edge.metadata import ONNX_METADATA_KEY, ModelMetadata
+from vpr_edge.model_checksum import CHECKSUM_KEY, PLACEHOLDER, seal_onnx_file
 
 from .onnx_fp32 import INPUT_NAME, OUTPUT_NAME
 
@@ -70,12 +73,25 @@ def check_graph(model, *, height: int, width: int, dim: int,
 
 
 def set_metadata(model, metadata: ModelMetadata) -> None:
-    """Write the metadata JSON into ``metadata_props`` (key ``vpr_edge``), replacing any."""
-    kept = [p for p in model.metadata_props if p.key != ONNX_METADATA_KEY]
+    """Write the metadata JSON into ``metadata_props`` (key ``vpr_edge``), replacing any, and
+    the file checksum's placeholder entry, last (:func:`save_sealed` fills it in)."""
+    kept = [p for p in model.metadata_props if p.key not in (ONNX_METADATA_KEY, CHECKSUM_KEY)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key = ONNX_METADATA_KEY
     entry.value = metadata.to_json()
+    checksum = model.metadata_props.add()
+    checksum.key = CHECKSUM_KEY
+    checksum.value = PLACEHOLDER.decode("ascii")
     model.producer_name = "vpr-edge"
     model.producer_version = metadata.package_version
+
+
+def save_sealed(model, path: Path) -> None:
+    """``onnx.save``, then the file's checksum written into it
+    (:mod:`vpr_edge.model_checksum`: the runtime refuses the file if its bytes change)."""
+    import onnx
+
+    onnx.save(model, str(path))
+    seal_onnx_file(path)

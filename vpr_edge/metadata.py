@@ -17,9 +17,11 @@ import hashlib
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import INSTALL_NEWER, ModelFormatError
+from .model_checksum import check_onnx_file
 
 #: Key of the JSON blob in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "vpr_edge"
@@ -242,6 +244,8 @@ def read_onnx_metadata(path: str) -> ModelMetadata:
     from ._optional import require
 
     ort = require("onnxruntime", extra="cpu", purpose="reading an ONNX model")
+    if Path(path).is_file():  # (ONNX Runtime names a missing one)
+        check_onnx_file(path)  # bits changed since the export
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:

@@ -21,6 +21,7 @@ from vpr_edge.training.whitening import PCAWhitening
 
 from vpr_edge.errors import InvalidInputError, MissingDependencyError, ModelFormatError
 from vpr_edge.metadata import read_onnx_metadata
+from vpr_edge.model_checksum import check_onnx_file
 
 H, W = 64, 96
 
@@ -60,6 +61,9 @@ def test_files_metadata_and_fingerprint(exported, checkpoint) -> None:
     assert meta32.input_shape == (H, W) and meta32.plugin is None
     assert [s.name for s in result.steps][:2] == ["load checkpoint", "export FP32 ONNX"]
     assert all(s.seconds >= 0 for s in result.steps)
+    # every ONNX file carries its checksum (plugin graphs too, when written)
+    onnx_files = sorted(out.glob("*.onnx"))
+    assert len(onnx_files) >= 2 and all(check_onnx_file(f) for f in onnx_files)
 
 
 def test_graph_contract_and_tensorrt_op_set(exported) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
+from ..model_checksum import check_onnx_file
 from .base import CPU_BACKEND, Backend
 from .cuda_libraries import preload_cuda_libraries
 
@@ -266,6 +267,7 @@ class OnnxRuntimeBackend(Backend):
         self._ort_version = ort.__version__
         if not self.path.is_file():
             raise ModelFormatError(f"{self.path}: ONNX model file not found")
+        self.checksum_verified = check_onnx_file(self.path)  # bits changed since the export
 
         reason = provider_missing_reason(target)
         if reason is not None:

@@ -51,10 +51,12 @@ def describe_path(path: Path) -> dict[str, Any]:
 
     if path.suffix.lower() in ONNX_SUFFIXES:
         from ..metadata import read_onnx_metadata
+        from ..model_checksum import check_onnx_file
 
-        meta = read_onnx_metadata(str(path))
+        meta = read_onnx_metadata(str(path))  # (a checksum that fails is refused there)
         return {"kind": "onnx model", "path": str(path), **_model_facts(meta),
-                "bytes": path.stat().st_size}
+                "checksum": "ok" if check_onnx_file(path) else "none (exported before "
+                "checksums: unchecked)", "bytes": path.stat().st_size}
     from ..engine_file import read_engine_file, read_engine_header
     from ..errors import ModelFormatError
 
