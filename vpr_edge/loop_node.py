@@ -58,6 +58,9 @@ class NodeConfig:
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     pose_max_gap: float = 0.1
     save_on_shutdown: bool = True
+    #: with ``map_dir`` and ``save_on_shutdown``: save the changed map this often (0: only at
+    #: shutdown and on request), so a power cut loses at most this many seconds of places
+    autosave_seconds: float = 60.0
 
 
 @dataclass
@@ -69,6 +72,8 @@ class NodeStats:
     dropped_busy: int = 0
     errors: int = 0
     loops: int = 0
+    autosaves: int = 0
+    autosave_failures: int = 0
     #: image-to-loop-closure latency of the last LATENCY_WINDOW loops (a node runs for hours)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     problems: dict[str, int] = field(default_factory=dict)  # bad input, by kind
@@ -78,6 +83,7 @@ class NodeStats:
         return {"received": self.received, "keyframes": self.keyframes,
                 "processed": self.processed, "dropped_policy": self.dropped_policy,
                 "dropped_busy": self.dropped_busy, "errors": self.errors, "loops": self.loops,
+                "autosaves": self.autosaves, "autosave_failures": self.autosave_failures,
                 "problems": dict(self.problems),
                 "latency_ms_p50": float(np.median(lat)) if lat.size else None,
                 "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None}
@@ -124,6 +130,7 @@ class LoopClosureNode:
         # places added or the map reset since it was opened or saved (or it was read from
         # what an interrupted save left: a save puts it back in place)
         self._changed = _read_from_a_crash(config.map_dir)
+        self._last_save = time.monotonic()  # (or the start): when the next autosave is due
         self._session = 0
         self._last_pose_stamp: float | None = None
         self._last_image_stamp: float | None = None
@@ -198,6 +205,7 @@ class LoopClosureNode:
         with self._map_lock:
             path = str(self.localizer.save())
             self._changed = False
+            self._last_save = time.monotonic()
             return path
 
     def reset(self) -> None:
@@ -218,6 +226,8 @@ class LoopClosureNode:
             self._changed = True
             self.detector = LoopClosureDetector(self.localizer, self.config.detector)
             self.policy = KeyframePolicy(self.config.keyframes)
+        with self._cond:
+            self._cond.notify_all()  # the worker's autosave timer starts now
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until the mailbox is empty and the worker idle (for tests and shutdown)."""
@@ -260,30 +270,65 @@ class LoopClosureNode:
         while True:
             with self._cond:
                 while self._slot is None and not self._stop:
-                    self._cond.wait()
+                    due = self._autosave_due_in()
+                    if due is not None and due <= 0:
+                        break
+                    self._cond.wait(due)
                 if self._stop:
                     return
                 item, self._slot, self._busy = self._slot, None, True
             try:
-                with self._map_lock:
-                    if item.session != self._session:  # taken just before a reset()
-                        continue
-                    result = self.detector.process_frame(
-                        item.frame, stamp=item.stamp, colour_order=item.colour_order,
-                        pose=self._pose_for_map(item.pose))
-                    self._changed = self._changed or result.place_id is not None
-                self.stats.processed += 1
-                if result.loop is not None:
-                    self.stats.loops += 1
-                    self.stats.latencies_ms.append((time.monotonic() - item.arrived) * 1e3)
-                    self._publish(result.loop)
-            except Exception:  # one bad frame must not kill the node
-                self.stats.errors += 1
-                log.exception("frame stamped %.3f could not be processed", item.stamp)
+                if item is not None:
+                    self._process(item)
+                due = self._autosave_due_in()
+                if due is not None and due <= 0:
+                    self._autosave()
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _process(self, item: _Pending) -> None:
+        try:
+            with self._map_lock:
+                if item.session != self._session:  # taken just before a reset()
+                    return
+                result = self.detector.process_frame(
+                    item.frame, stamp=item.stamp, colour_order=item.colour_order,
+                    pose=self._pose_for_map(item.pose))
+                self._changed = self._changed or result.place_id is not None
+            self.stats.processed += 1
+            if result.loop is not None:
+                self.stats.loops += 1
+                self.stats.latencies_ms.append((time.monotonic() - item.arrived) * 1e3)
+                self._publish(result.loop)
+        except Exception:  # one bad frame must not kill the node
+            self.stats.errors += 1
+            log.exception("frame stamped %.3f could not be processed", item.stamp)
+
+    def _autosave_due_in(self) -> float | None:
+        """Seconds until the changed map is to be saved (<= 0: now), or None when no
+        autosave is due (off, nowhere to save, or nothing changed)."""
+        config = self.config
+        if (config.autosave_seconds <= 0 or not config.map_dir or not config.save_on_shutdown
+                or not self._changed):
+            return None
+        return self._last_save + config.autosave_seconds - time.monotonic()
+
+    def _autosave(self) -> None:
+        """Save now (between keyframes: a frame that arrives meanwhile waits in the
+        mailbox). A failure is counted and logged (the first one with its reason), and
+        tried again a period later, not at every keyframe."""
+        try:
+            self.save()
+            self.stats.autosaves += 1
+        except Exception as exc:  # a full disk must not kill the node; shutdown tries again
+            self._last_save = time.monotonic()
+            self.stats.autosave_failures += 1
+            if self.stats.autosave_failures == 1:
+                log.error("autosave of the map to %s failed (%s); trying again in %g s "
+                          "(further failures are counted in the node's statistics)",
+                          self.config.map_dir, exc, self.config.autosave_seconds)
 
     def _pose_for_map(self, pose: Pose | None) -> tuple[float, ...] | None:
         """``pose`` as the map stores poses: all seven values, or the first ``pose_dim``

@@ -66,6 +66,9 @@ PARAMS: tuple[NodeParam, ...] = (
               "loop_closure as vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray"),
     NodeParam("save_on_shutdown", True, "bool",
               "save the map when the node stops (false: map_dir may be read-only)"),
+    NodeParam("autosave_seconds", 60.0, ">= 0 s (0: off)",
+              "with map_dir and save_on_shutdown: also save the map this often while it "
+              "changes (a power cut loses at most this much)"),
     NodeParam("stats_file", "", "path or ''",
               "on shutdown, write frame/drop/latency statistics here as JSON"),
 )
@@ -88,6 +91,9 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     if values["message_type"] not in ("vpr_edge_msgs", "standard"):
         raise InvalidInputError("parameter message_type must be 'vpr_edge_msgs' or 'standard', "
                                 f"got {values['message_type']!r}")
+    if not values["autosave_seconds"] >= 0:  # (NaN too)
+        raise InvalidInputError("parameter autosave_seconds must be >= 0 (0: off), got "
+                                f"{values['autosave_seconds']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
     for name in ("model", "map_dir", "stats_file"):  # no shell expands a parameter's ~
@@ -118,7 +124,8 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     return NodeConfig(model=values["model"], map_dir=values["map_dir"] or None,
                       backend=values["backend"], detector=detector, keyframes=keyframes,
                       pose_max_gap=values["pose_max_gap"],
-                      save_on_shutdown=values["save_on_shutdown"])
+                      save_on_shutdown=values["save_on_shutdown"],
+                      autosave_seconds=values["autosave_seconds"])
 
 
 def _refuse_if(name: str, value: str, problem_of: Callable[[str], str | None], what: str

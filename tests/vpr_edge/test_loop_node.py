@@ -375,3 +375,83 @@ def test_the_statistics_keep_a_bounded_window_of_latencies() -> None:
     summary = stats.summary()
     assert summary["latency_ms_p50"] == float(np.median(np.arange(2 * LATENCY_WINDOW,
                                                                   3 * LATENCY_WINDOW)))
+
+
+def saved_places(tiny_onnx: Path, map_dir: Path) -> int:
+    """Places in the map on disk (what a power cut would leave)."""
+    if not (map_dir / "manifest.json").exists():
+        return 0
+    return len(Localizer(tiny_onnx, map_dir, backend="onnxruntime-cpu"))
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_the_map_is_saved_while_it_changes_and_when_frames_stop(tiny_onnx, tmp_path,
+                                                                cpu_only, route) -> None:
+    """Places were only saved at shutdown or on request: a power cut lost the whole
+    session's places. Now the worker saves the changed map every autosave_seconds, also
+    when frames stop coming (a parked robot), and not while nothing changes."""
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.3)
+    map_dir = tmp_path / "map"
+    feed(node, route[0][:5], 0.0)
+    # saved within a period, though no frame came after the 5th
+    assert wait_for(lambda: node.stats.autosaves >= 1 and not node._changed)
+    assert saved_places(tiny_onnx, map_dir) == 5
+    saves = node.stats.autosaves
+    time.sleep(0.5)
+    assert node.stats.autosaves == saves  # nothing changed: nothing saved
+    feed(node, route[0][5:8], 1.0)
+    assert wait_for(lambda: node.stats.autosaves > saves and not node._changed)
+    assert saved_places(tiny_onnx, map_dir) == 8
+    node.close()
+    assert node.stats.summary()["autosaves"] == node.stats.autosaves >= 2
+    assert node.stats.errors == 0 and node.stats.autosave_failures == 0
+
+
+def test_autosave_waits_its_period_and_is_off_at_zero(tiny_onnx, tmp_path, cpu_only,
+                                                      route) -> None:
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=30.0)
+    feed(node, route[0][:4], 0.0)
+    time.sleep(0.3)
+    assert node.stats.autosaves == 0 and saved_places(tiny_onnx, tmp_path / "map") == 0
+    node.close()  # the shutdown save
+    assert saved_places(tiny_onnx, tmp_path / "map") == 4
+    node, _ = make_node(tiny_onnx, tmp_path / "off", autosave_seconds=0.0)
+    node._last_save -= 1e6  # long ago
+    feed(node, route[0][:2], 0.0)
+    time.sleep(0.2)
+    assert node.stats.autosaves == 0
+    node.close()
+
+
+def test_a_failed_autosave_is_counted_logged_once_and_tried_again(tiny_onnx, tmp_path,
+                                                                  cpu_only, route,
+                                                                  caplog) -> None:
+    from vpr_edge.errors import MapError
+
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+    real_save, calls = node.localizer.save, []
+
+    def failing_save(*args):
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise MapError("disk full")
+        return real_save(*args)
+
+    node.localizer.save = failing_save
+    with caplog.at_level("ERROR", logger="vpr_edge.loop_node"):
+        feed(node, route[0][:3], 0.0)
+        assert wait_for(lambda: node.stats.autosaves == 1)
+    assert node.stats.autosave_failures == 2 and len(calls) == 3
+    assert calls[1] - calls[0] >= 0.15  # a period apart, not at once
+    assert sum("autosave" in r.getMessage() for r in caplog.records) == 1
+    assert "disk full" in caplog.text
+    node.close()
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3

@@ -68,3 +68,12 @@ def test_a_mount_point_map_dir_is_refused_at_start(tmp_path: Path,
     with pytest.raises(InvalidInputError, match="parameter map_dir .*mount point"):
         read(map_dir=str(target))
     assert read(map_dir=str(target), save_on_shutdown=False).map_dir == str(target)
+
+
+def test_autosave_seconds_reaches_the_node_and_a_bad_one_is_refused() -> None:
+    assert read().autosave_seconds == 60.0
+    assert read(autosave_seconds=5).autosave_seconds == 5.0  # an int from the command line
+    assert read(autosave_seconds=0.0).autosave_seconds == 0.0  # off
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="autosave_seconds must be >= 0"):
+            read(autosave_seconds=bad)
