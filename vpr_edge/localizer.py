@@ -290,6 +290,7 @@ class Localizer:
                 "precision": self.metadata.precision,
                 "colour_order": self.metadata.colour_order,
                 "fingerprint": self.metadata.fingerprint,
+                "checksum_verified": self._backend.checksum_verified,
             },
             "backend": {
                 "name": self._backend.name,

@@ -45,6 +45,7 @@ def test_a_sealed_model_opens_and_says_it_was_checked(tiny_onnx, tiny, cpu_only)
     assert check_onnx_file(path) is True
     loc = Localizer(path, backend="onnxruntime-cpu")
     assert loc._backend.checksum_verified is True
+    assert loc.info()["model"]["checksum_verified"] is True
     assert loc.describe(tiny.frames(1)[0]).shape == (tiny.DIM,)
     assert read_onnx_metadata(str(path)).fingerprint == tiny.metadata().fingerprint
     assert describe_path(path)["checksum"] == "ok"  # vpr-edge info
@@ -84,7 +85,7 @@ def test_a_changed_checksum_is_refused_and_an_unsealed_model_loads(tiny_onnx, ma
     # a model exported before checksums (or by hand) has none: it loads, unchecked
     old = make_model("old.onnx")
     assert check_onnx_file(old) is False
-    assert Localizer(old, backend="onnxruntime-cpu")._backend.checksum_verified is False
+    assert Localizer(old, backend="onnxruntime-cpu").info()["model"]["checksum_verified"] is False
     assert describe_path(old)["checksum"].startswith("none")
 
 

@@ -51,6 +51,9 @@ class Backend(abc.ABC):
     ``min_batch``
         The fewest frames the engine accepts in one call (``1`` except for static-batch
         models): :meth:`run` pads smaller chunks with black frames and drops their outputs.
+    ``checksum_verified``
+        Whether the model file's bytes were checked against the checksum written into it
+        (an engine's header always has one; an ONNX file exported before checksums has none).
 
     ``run`` may be called from several threads; backends whose state is not thread-safe lock.
     Use as a context manager, or call :meth:`close`, to free device memory deterministically.
@@ -62,6 +65,7 @@ class Backend(abc.ABC):
     providers: tuple[str, ...]
     max_batch: int = 1
     min_batch: int = 1
+    checksum_verified: bool = False
 
     _closed: bool = False
 

@@ -183,7 +183,8 @@ class TensorRTBackend(LockedBackend):
         self.providers = (f"{module_name} {self.tensorrt_version}",)
 
         # 3. deserialize and check the IO tensors
-        _, blob = api.read_engine_file(self.path)
+        _, blob = api.read_engine_file(self.path)  # (checked against the header's sha256)
+        self.checksum_verified = True
         try:
             self._deserialize(blob)
             self._inspect_tensors(max_batch)

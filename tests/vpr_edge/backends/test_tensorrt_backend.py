@@ -284,6 +284,7 @@ def test_runs_the_engine_and_matches_the_reference(fakes, engine_path, tiny) -> 
         assert b.name == "tensorrt" and b.device == "cuda:0"
         assert b.providers == ("tensorrt 10.9.0",)
         assert (b.min_batch, b.max_batch) == (1, 4)
+        assert b.checksum_verified  # the engine's bytes against its header's sha256
         info = b.info()
         assert info["runtime"] == "tensorrt 10.9.0" and info["compute_capability"] == "8.7"
     np.testing.assert_allclose(out, tiny.reference(frames, tiny.metadata()), rtol=1e-6)
