@@ -8,6 +8,7 @@
     vpr-edge localize model.onnx maps/route --images run2/ --gt names
     vpr-edge loops model.onnx --images run1/ run2/ --gt names --sweep
     vpr-edge bench model.onnx --places 10000
+    vpr-edge backends model.onnx
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import sys
 
 from ..errors import VprEdgeError
-from . import bench, engine_build, info, localize, loops, map_build, map_repair, query
+from . import backends, bench, engine_build, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
 from .interrupts import Terminated, sigterm_as_interrupt
 from .output import check_output_file
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_parser(sub)
     loops.add_parser(sub)
     bench.add_parser(sub)
+    backends.add_parser(sub)
     return parser
 
 

@@ -30,9 +30,9 @@ def print_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Non
     columns = list(rows[0])
     cells = [[format_value(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print(("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths))).rstrip())
     for r in cells:
-        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print(("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths))).rstrip())
 
 
 def print_facts(facts: dict[str, Any], title: str | None = None) -> None:
