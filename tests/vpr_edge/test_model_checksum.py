@@ -14,18 +14,19 @@ from vpr_edge import Localizer
 from vpr_edge.cli.info import describe_path
 from vpr_edge.errors import ModelFormatError
 from vpr_edge.metadata import read_onnx_metadata
-from vpr_edge.model_checksum import CHECKSUM_KEY, check_onnx_file, seal_onnx_file
+from vpr_edge.model_checksum import CHECKSUM_KEY, PLACEHOLDER, check_onnx_file, seal_onnx_file
 
 onnx = pytest.importorskip("onnx")
 
 
 def sealed(path: Path, tiny) -> Path:
-    """The tiny model saved as vpr-export saves its files (metadata, checksum)."""
-    from vpr_edge.export.onnx_hygiene import save_sealed, set_metadata
-
+    """The tiny model saved as vpr-export saves its files: the checksum's placeholder entry
+    last in ``metadata_props``, then filled in (tests/export checks vpr-export's files)."""
     model = onnx.load(str(path))
-    set_metadata(model, tiny.metadata())
-    save_sealed(model, path)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CHECKSUM_KEY, PLACEHOLDER.decode()
+    onnx.save(model, str(path))
+    seal_onnx_file(path)
     return path
 
 
