@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -273,7 +274,7 @@ class LoopClosureNode:
                     due = self._autosave_due_in()
                     if due is not None and due <= 0:
                         break
-                    self._cond.wait(due)
+                    self._cond.wait(None if due is None else min(due, threading.TIMEOUT_MAX))
                 if self._stop:
                     return
                 item, self._slot, self._busy = self._slot, None, True
@@ -310,8 +311,8 @@ class LoopClosureNode:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
         autosave is due (off, nowhere to save, or nothing changed)."""
         config = self.config
-        if (config.autosave_seconds <= 0 or not config.map_dir or not config.save_on_shutdown
-                or not self._changed):
+        if (not 0 < config.autosave_seconds < math.inf or not config.map_dir
+                or not config.save_on_shutdown or not self._changed):
             return None
         return self._last_save + config.autosave_seconds - time.monotonic()
 

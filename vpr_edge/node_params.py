@@ -7,6 +7,7 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,9 +92,9 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     if values["message_type"] not in ("vpr_edge_msgs", "standard"):
         raise InvalidInputError("parameter message_type must be 'vpr_edge_msgs' or 'standard', "
                                 f"got {values['message_type']!r}")
-    if not values["autosave_seconds"] >= 0:  # (NaN too)
-        raise InvalidInputError("parameter autosave_seconds must be >= 0 (0: off), got "
-                                f"{values['autosave_seconds']!r}")
+    if not 0 <= values["autosave_seconds"] < math.inf:  # (NaN too)
+        raise InvalidInputError("parameter autosave_seconds must be >= 0 and finite (0: off), "
+                                f"got {values['autosave_seconds']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
     for name in ("model", "map_dir", "stats_file"):  # no shell expands a parameter's ~

@@ -423,12 +423,13 @@ def test_autosave_waits_its_period_and_is_off_at_zero(tiny_onnx, tmp_path, cpu_o
     assert node.stats.autosaves == 0 and saved_places(tiny_onnx, tmp_path / "map") == 0
     node.close()  # the shutdown save
     assert saved_places(tiny_onnx, tmp_path / "map") == 4
-    node, _ = make_node(tiny_onnx, tmp_path / "off", autosave_seconds=0.0)
-    node._last_save -= 1e6  # long ago
-    feed(node, route[0][:2], 0.0)
-    time.sleep(0.2)
-    assert node.stats.autosaves == 0
-    node.close()
+    for off in (0.0, float("inf"), 1e300):  # (waits past TIMEOUT_MAX raised OverflowError)
+        node, _ = make_node(tiny_onnx, tmp_path / str(off), autosave_seconds=off)
+        node._last_save -= 1e6  # long ago
+        feed(node, route[0][:2], 0.0)
+        time.sleep(0.2)
+        assert node.stats.autosaves == 0 and node._worker.is_alive()
+        node.close()
 
 
 def test_a_failed_autosave_is_counted_logged_once_and_tried_again(tiny_onnx, tmp_path,

@@ -74,6 +74,6 @@ def test_autosave_seconds_reaches_the_node_and_a_bad_one_is_refused() -> None:
     assert read().autosave_seconds == 60.0
     assert read(autosave_seconds=5).autosave_seconds == 5.0  # an int from the command line
     assert read(autosave_seconds=0.0).autosave_seconds == 0.0  # off
-    for bad in (-1.0, float("nan")):
-        with pytest.raises(InvalidInputError, match="autosave_seconds must be >= 0"):
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidInputError, match="autosave_seconds must be >= 0 and finite"):
             read(autosave_seconds=bad)
