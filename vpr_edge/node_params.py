@@ -67,7 +67,7 @@ PARAMS: tuple[NodeParam, ...] = (
               "loop_closure as vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray"),
     NodeParam("save_on_shutdown", True, "bool",
               "save the map when the node stops (false: map_dir may be read-only)"),
-    NodeParam("autosave_seconds", 60.0, ">= 0 s (0: off)",
+    NodeParam("autosave_seconds", 60.0, ">= 0 s, finite (0: off)",
               "with map_dir and save_on_shutdown: also save the map this often while it "
               "changes (a power cut loses at most this much)"),
     NodeParam("stats_file", "", "path or ''",
