@@ -236,15 +236,17 @@ def onnx_load_error(path: Any, exc: BaseException) -> ModelFormatError:
         "truncated, damaged or not ONNX: export it again with vpr-export")
 
 
-def read_onnx_metadata(path: str) -> ModelMetadata:
+def read_onnx_metadata(path: str, *, verify: bool = True) -> ModelMetadata:
     """Read :class:`ModelMetadata` from an ONNX file without loading its weights.
 
     Uses ``onnxruntime`` (the runtime's own dependency), so it needs no ``onnx`` package.
+    ``verify``: first check the file's checksum (``model_checksum.check_onnx_file``); False
+    for a caller that has just checked it.
     """
     from ._optional import require
 
     ort = require("onnxruntime", extra="cpu", purpose="reading an ONNX model")
-    if Path(path).is_file():  # (ONNX Runtime names a missing one)
+    if verify and Path(path).is_file():  # (ONNX Runtime names a missing one)
         check_onnx_file(path)  # bits changed since the export
     options = ort.SessionOptions()
     options.log_severity_level = 3
