@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Any
 
-from .select import _auto_skip, backend_report
+from .select import auto_skip_reason, backend_report
 
 #: Each library the runtime may use: (label, pip distributions that provide it, module to
 #: import for its version when no distribution says: JetPack's TensorRT has no pip metadata).
@@ -68,7 +68,7 @@ def environment_report(model_path: str | os.PathLike[str] | None = None) -> dict
     libraries' versions and the machine; with ``model_path``, for that file's type."""
     backends, auto = [], []
     for status in backend_report(model_path):
-        skip = _auto_skip(status.name) if status.available else None
+        skip = auto_skip_reason(status.name) if status.available else None
         backends.append({"backend": status.name, "available": status.available,
                          "auto": status.available and skip is None,
                          "why not": status.reason or (f"auto skips it: {skip}" if skip else "")})

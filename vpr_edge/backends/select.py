@@ -119,7 +119,7 @@ def _probe(name: str) -> str | None:
     return provider_missing_reason(name.removeprefix("onnxruntime-"))
 
 
-def _auto_skip(name: str) -> str | None:
+def auto_skip_reason(name: str) -> str | None:
     """Why ``auto`` passes over ``name`` although the cheap checks allow it, or ``None``: ONNX
     Runtime's TensorRT provider without TensorRT's library (ONNX Runtime would print an error
     block and retry on CUDA, which ``auto`` tries next anyway). A backend named by the caller
@@ -237,7 +237,7 @@ def open_backend(
 
     skipped: list[str] = []
     for name in candidates:
-        reason = _probe(name) or _auto_skip(name)
+        reason = _probe(name) or auto_skip_reason(name)
         if reason is None:
             accepted = accepted_options(name)
             try:

@@ -52,7 +52,7 @@ def test_a_backend_auto_passes_over_is_shown_as_named_only(tiny_onnx: Path,
     monkeypatch.setattr(environment, "backend_report", lambda model: [
         BackendStatus(name, True)
         for name in ("onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")])
-    monkeypatch.setattr(environment, "_auto_skip",
+    monkeypatch.setattr(environment, "auto_skip_reason",
                         lambda name: "no libnvinfer" if name == "onnxruntime-tensorrt" else None)
     report = environment.environment_report(tiny_onnx)
     assert report["auto_order"] == ["onnxruntime-cuda", "onnxruntime-cpu"]
