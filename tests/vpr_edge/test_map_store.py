@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vpr_edge.errors import MapCorruptError, MapError, MapVersionError, ModelMismatchError
-from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir
+from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir, hnsw_file
 from vpr_edge.index.map_format import canonical_json
 
 HERE = Path(__file__).resolve().parent
@@ -503,6 +503,35 @@ def test_forged_index_header_never_reaches_hnswlib(saved_map: Path, monkeypatch,
                         lambda self, *a, **k: calls.append(a) or real_load(self, *a, **k))
     assert_refused_naming(saved_map, index_path)
     assert calls == []
+
+
+@pytest.mark.parametrize("label, problem", [(5, "1 live places marked deleted"),
+                                            (1, "1 removed ones not marked")])
+def test_deleted_marks_that_disagree_with_the_records_are_refused(saved_map: Path, label: int,
+                                                                  problem: str) -> None:
+    """Both files pass their checksums, but hnswlib's deleted mark of a place disagrees with
+    removed.npy (what a writer's bug would leave): the map opened, and a live place was never
+    found, or a removed one came back in searches."""
+    index_path = saved_map / "index.hnsw"
+    header = hnsw_file.read_header(index_path)
+    data = bytearray(index_path.read_bytes())
+    size = header.size_per_element
+    level0 = np.frombuffer(bytes(data), np.uint8, count=header.elements * size,
+                           offset=hnsw_file.HEADER_BYTES).reshape(header.elements, size)
+    labels = level0[:, header.label_offset:header.label_offset + 8].copy().view("<u8")
+    element = int(np.flatnonzero(labels.reshape(-1) == label)[0])
+    data[hnsw_file.HEADER_BYTES + element * size + hnsw_file.DELETED_FLAG_BYTE] ^= \
+        hnsw_file.DELETE_MARK
+    index_path.write_bytes(bytes(data))
+    resign(saved_map, lambda body: body["files"]["index.hnsw"].update(
+        sha256=hashlib.sha256(bytes(data)).hexdigest()))
+    assert_refused_naming(saved_map, index_path)
+    with pytest.raises(MapCorruptError, match=f"deleted marks disagree.*{problem}.*map repair"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+    repaired = PlaceIndex.open(saved_map, fingerprint=FP, rebuild_if_corrupt=True)
+    assert len(repaired) == 218 and (label in repaired) == (label == 5)
+    if label == 5:
+        assert repaired.query(unit(200)[5], k=1)[0].place_id == 5  # (build: unit(200) from 0)
 
 
 def test_rebuild_if_corrupt(saved_map: Path) -> None:

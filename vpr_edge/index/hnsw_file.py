@@ -12,6 +12,10 @@ first. Layout (little-endian, hnswlib ``HierarchicalNSW::saveIndex``)::
     u64 M, f64 mult, u64 ef_construction,
     level-0 block: cur_element_count * size_data_per_element bytes,
     then per element: u32 linkListSize + linkListSize bytes.
+
+Each element's level-0 entry starts with its link count (u16) and a flags byte whose bit 0 is
+hnswlib's deleted mark (``markDeletedInternal``); its label (u64) sits at ``label_offset``.
+:func:`deleted_labels` reads those, for the map's check against ``removed.npy``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 HEADER_BYTES = _HEADER.size  # 96
+#: the byte of an element's level-0 entry that holds hnswlib's flags, and its deleted bit
+DELETED_FLAG_BYTE = 2
+DELETE_MARK = 0x01
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class HnswHeader:
     M: int
     ef_construction: int
     file_bytes: int
+    size_per_element: int = 0  # bytes of one element's level-0 entry
+    label_offset: int = 0  # where its label is in that entry
 
 
 class HnswFileError(ValueError):
@@ -78,4 +89,22 @@ def read_header(path: Path) -> HnswHeader:
         raise HnswFileError(f"{len(tail) - pos:+d} bytes after the last link list "
                             "(truncated or trailing data)")
     return HnswHeader(elements=int(count), max_elements=int(max_elements), dim=data_size // 4,
-                      M=int(m), ef_construction=int(ef_construction), file_bytes=int(total))
+                      M=int(m), ef_construction=int(ef_construction), file_bytes=int(total),
+                      size_per_element=int(size_per_element), label_offset=int(label_offset))
+
+
+def deleted_labels(path: Path, header: HnswHeader) -> np.ndarray:
+    """The labels (uint64) hnswlib has marked deleted in a file :func:`read_header` checked.
+    Read through a memory map: only the flag and label bytes are touched, nothing is copied
+    but them."""
+    if header.elements == 0:
+        return np.zeros(0, np.uint64)
+    level0 = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES,
+                       shape=(header.elements, header.size_per_element))
+    try:
+        marked = np.flatnonzero(level0[:, DELETED_FLAG_BYTE] & DELETE_MARK)
+        where = header.label_offset
+        labels = np.ascontiguousarray(level0[marked, where:where + 8]).view("<u8").reshape(-1)
+        return labels.astype(np.uint64)
+    finally:
+        del level0

@@ -529,12 +529,13 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
         hnsw = None
         if index_problem is None:
             try:
-                hnsw = _read_index(where, manifest, hnsw_factory)
+                hnsw, header = _read_index(where, manifest, hnsw_factory)
                 labels = set(hnsw.get_ids_list())
                 ids = set(records.ids[: records.rows].tolist())
                 if labels != ids:
                     raise _corrupt(where / INDEX_NAME, f"holds {len(labels)} place ids that "
                                    f"differ from the {len(ids)} in the records")
+                _check_deleted_marks(where / INDEX_NAME, header, labels, records)
             except MapCorruptError as exc:
                 if not rebuild_if_corrupt:
                     raise
@@ -626,4 +627,19 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     if index.element_count != manifest.index_elements:
         raise _corrupt(path, f"{index.element_count} elements, manifest says "
                        f"{manifest.index_elements}")
-    return index
+    return index, header
+
+
+def _check_deleted_marks(path: Path, header: hnsw_file.HnswHeader, labels: set[int],
+                         records: PlaceRecords) -> None:
+    """hnswlib's deleted marks must be the places with no live row in ``removed.npy``: a
+    place marked deleted but live in the records would never be found, and one removed but
+    not marked would come back in searches. Both files pass their checksums, so only a
+    writer's bug could split them; the fix is the same as for a damaged graph."""
+    live = set(records.ids[records.live_rows()].tolist())
+    marked = set(hnsw_file.deleted_labels(path, header).tolist())
+    expected = labels - live
+    if marked != expected:
+        raise _corrupt(path, f"its deleted marks disagree with removed.npy: "
+                       f"{len(marked - expected)} live places marked deleted, "
+                       f"{len(expected - marked)} removed ones not marked")
