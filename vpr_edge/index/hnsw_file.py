@@ -44,8 +44,8 @@ class HnswHeader:
     M: int
     ef_construction: int
     file_bytes: int
-    size_per_element: int = 0  # bytes of one element's level-0 entry
-    label_offset: int = 0  # where its label is in that entry
+    size_per_element: int  # bytes of one element's level-0 entry
+    label_offset: int  # where its label is in that entry
 
 
 class HnswFileError(ValueError):
@@ -101,10 +101,6 @@ def deleted_labels(path: Path, header: HnswHeader) -> np.ndarray:
         return np.zeros(0, np.uint64)
     level0 = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES,
                        shape=(header.elements, header.size_per_element))
-    try:
-        marked = np.flatnonzero(level0[:, DELETED_FLAG_BYTE] & DELETE_MARK)
-        where = header.label_offset
-        labels = np.ascontiguousarray(level0[marked, where:where + 8]).view("<u8").reshape(-1)
-        return labels.astype(np.uint64)
-    finally:
-        del level0
+    marked = np.flatnonzero(level0[:, DELETED_FLAG_BYTE] & DELETE_MARK)
+    where = header.label_offset
+    return np.ascontiguousarray(level0[marked, where:where + 8]).view("<u8").reshape(-1)
