@@ -12,13 +12,23 @@ import os
 from pathlib import Path
 from typing import Union
 
+from .errors import InvalidInputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def user_path(path: PathLike) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded, as an absolute path (relative to
     the current directory now, so a process that changes directory later keeps it)."""
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise InvalidInputError(f"a path must be a str or a pathlib.Path, got "
+                                f"{type(path).__name__} {path!r}") from None
+    if isinstance(text, bytes):
+        raise InvalidInputError(f"a path must be a str or a pathlib.Path, got bytes {text!r} "
+                                "(decode it first)")
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def expanded_path(text: str) -> Path:

@@ -443,10 +443,59 @@ def test_bad_query_arguments(kwargs) -> None:
 @pytest.mark.parametrize("kwargs", [
     {"M": 1}, {"ef": 0}, {"mode": "fast"}, {"growth_factor": 1.0}, {"norm_tolerance": 0},
     {"rerank_factor": 0}, {"initial_capacity": 0}, {"ef": 1.5},
+    # values beyond hnswlib's or numpy's integers: raw TypeErrors/OverflowErrors later, or
+    # (ef) a map that saves but can never be opened again
+    {"ef": 2**64}, {"ef_construction": 2**64}, {"random_seed": 2**70}, {"num_threads": 2**70},
+    {"growth_factor": float("inf")}, {"growth_factor": 1e300}, {"growth_factor": True},
+    {"initial_capacity": 2**40},
 ])
 def test_bad_settings(kwargs) -> None:
     with pytest.raises(InvalidInputError):
         IndexSettings(**kwargs)
+
+
+def test_set_ef_refuses_what_a_saved_map_could_not_be_opened_with(tmp_path) -> None:
+    index = PlaceIndex(DIM)
+    index.add(unit(10))
+    with pytest.raises(InvalidInputError, match="ef must be in"):
+        index.set_ef(2**64)
+    index.save(tmp_path / "m")
+    assert len(PlaceIndex.open(tmp_path / "m")) == 10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stamps": 10**400}, "not finite"),
+    ({"poses": (10**400,) * 7}, "beyond float range"),
+])
+def test_numbers_beyond_float_are_refused_clearly(kwargs, match) -> None:
+    """They raised a raw OverflowError."""
+    with pytest.raises(InvalidInputError, match=match):
+        PlaceIndex(DIM).add(unit(1)[0], **kwargs)
+    index = PlaceIndex(DIM)
+    index.add(unit(1))
+    with pytest.raises(InvalidInputError, match="min_score: 1000.*not finite"):
+        index.query(unit(1)[0], min_score=10**400)
+
+
+def test_circular_meta_is_refused_clearly() -> None:
+    """It raised a raw RecursionError (the key check recursed before the guarded dump)."""
+    circular: dict = {}
+    circular["self"] = circular
+    index = PlaceIndex(DIM)
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        index.add(unit(1)[0], meta=circular)
+    assert len(index) == 0
+
+
+@pytest.mark.parametrize("path", [5, b"/tmp/map", object()])
+def test_a_path_that_is_not_one_is_refused_clearly(path) -> None:
+    """A raw TypeError from os.fspath before."""
+    index = PlaceIndex(DIM)
+    index.add(unit(1))
+    with pytest.raises(InvalidInputError, match="a path must be a str"):
+        index.save(path)
+    with pytest.raises(InvalidInputError, match="a path must be a str"):
+        PlaceIndex.open(path)
 
 
 def test_set_ef_and_info() -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 from ..atomic_file import fsync_dir, unwritable_folder
 from ..errors import MapError
 from ..paths import user_path
+from .map_format import MANIFEST_NAME
 
 log = logging.getLogger("vpr_edge")
 
@@ -95,8 +96,10 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
             fd = os.open(lock_path, os.O_RDONLY)
         except FileNotFoundError:
             # a map copied here (rsync, scp) has no lock file yet: make it, so that a saver
-            # starting now waits for this reader, unless there is no map to read at all
-            if resolve_for_read(target) is None:
+            # starting now waits for this reader, unless there is no map to read at all (no
+            # lock file beside a folder of other things)
+            where = resolve_for_read(target)
+            if where is None or not (where / MANIFEST_NAME).exists():
                 yield
                 return
             try:
@@ -163,7 +166,7 @@ def resolve_for_read(target: Path) -> Path | None:
     return None
 
 
-def legacy_map_hint(target: Path, manifest_name: str = "manifest.json") -> str:
+def legacy_map_hint(target: Path, manifest_name: str = MANIFEST_NAME) -> str:
     """Where ``target`` holds no map but ``target.old`` does (what an older vpr-edge left when
     a save was interrupted between its renames, and opened by itself): ``"; <name>.old holds
     a map ...: rename it ..."``, to end a "no map" message with. Else ``""``."""
@@ -247,14 +250,20 @@ def replace_problem(target: Path) -> str | None:
                 "is renamed into place): mount the folder above it instead (docker: -v "
                 "/host/maps:/maps, with the map at /maps/<name>)")
     if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
+        if os.statvfs(target.parent).f_flag & os.ST_RDONLY:
+            return (f"{target.parent} is on a file system mounted read-only: remount it "
+                    "read-write (docker: drop :ro from the volume), or save elsewhere")
         facts = target.parent.stat()
         return (f"cannot write in {target.parent} (owned by uid {facts.st_uid}, mode "
                 f"{stat.S_IMODE(facts.st_mode):o}): choose a folder this user may write in")
     current = resolve_for_read(target)
     if current is not None and not os.access(current, os.W_OK | os.X_OK):
-        owner = current.stat().st_uid
-        return (f"cannot delete the files of {current} (owned by uid {owner}, mode "
-                f"{stat.S_IMODE(current.stat().st_mode):o}), as a save must: save as its "
+        try:
+            facts = current.stat()
+        except FileNotFoundError:  # another save swapped it just now: not a lasting problem
+            return None
+        return (f"cannot delete the files of {current} (owned by uid {facts.st_uid}, mode "
+                f"{stat.S_IMODE(facts.st_mode):o}), as a save must: save as its "
                 "owner, or give this user write permission on it (chown/chmod)")
     return None
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import INSTALL_NEWER, MapCorruptError, MapVersionError
-from .settings import SPACE
+from .settings import MAX_EF, MAX_INDEX_CAPACITY, MAX_M, SPACE
 
 FORMAT_NAME = "vpr-edge-map"
 FORMAT_VERSION = 2  # 2: optional "search_dim" (a projected graph); maps without it stay 1
@@ -30,8 +30,6 @@ INDEX_NAME = "index.hnsw"
 REMOVED_NAME = "removed.npy"
 #: A manifest larger than this is not ours (it lists a few files per segment).
 MAX_MANIFEST_BYTES = 64 << 20
-#: hnswlib numbers its elements with 32-bit unsigned ints
-MAX_INDEX_CAPACITY = 2**32 - 1
 #: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7)
 MAX_POSE_DIM = 64
 #: far beyond any descriptor (NetVLAD's 7168-d, or 32768-d with K=256 on VGG16)
@@ -183,10 +181,10 @@ class Manifest:
                 f"{FORMAT_VERSION}: {INSTALL_NEWER}"
             )
 
-        def num(key: str, src: dict = body, low: int = 0) -> int:
+        def num(key: str, src: dict = body, low: int = 0, high: int = 2**63 - 1) -> int:
             value = src.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise bad(f"field '{key}' is {value!r}, expected an int >= {low}")
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise bad(f"field '{key}' is {value!r}, expected an int in [{low}, {high}]")
             return value
 
         def text(key: str, optional: bool = False) -> str | None:
@@ -271,9 +269,9 @@ class Manifest:
             fingerprint=text("fingerprint", optional=True),
             dim=dim,
             search_dim=search_dim,
-            M=num("M", low=2),
-            ef_construction=num("ef_construction", low=1),
-            ef=num("ef", low=1),
+            M=num("M", low=2, high=MAX_M),
+            ef_construction=num("ef_construction", low=1, high=MAX_EF),
+            ef=num("ef", low=1, high=MAX_EF),
             count=count,
             rows=rows,
             next_id=num("next_id"),

@@ -37,6 +37,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import MapCorruptError, MapError, ModelMismatchError
+from ..paths import user_path
 from . import atomic_dir, hnsw_file
 from .map_format import (
     INDEX_NAME,
@@ -327,14 +328,68 @@ def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
         raise MapError(f"{target} is not a vpr-edge map ({MANIFEST_NAME} belongs to something "
                        "else); refusing to replace it")
     try:
-        theirs = json.loads(text).get("fingerprint")
+        body = json.loads(text)
+        theirs = body.get("fingerprint")
     except (ValueError, AttributeError):  # a damaged manifest: that map cannot open anyway
         return
+    strangers = foreign_entries(target, body)
+    if strangers:
+        raise MapError(f"{target}: {deleted_by_a_save(strangers)}")
     if fingerprint is not None and isinstance(theirs, str) and theirs != fingerprint:
         raise ModelMismatchError(
             f"{target} holds a map of another model (fingerprint {theirs[:12]}..., this map's "
             f"is {fingerprint[:12]}...); refusing to replace it: save to another path, or "
             "delete that map first if it is no longer wanted")
+
+
+def holds_a_map(folder: Path) -> bool:
+    """Whether ``folder`` holds a map (a manifest naming the vpr-edge map format)."""
+    try:
+        with open(folder / MANIFEST_NAME, "rb") as fh:
+            return b'"vpr-edge-map"' in fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError:
+        return False
+
+
+def foreign_entries(target: Path, body: Any) -> list[str]:
+    """Names in the map folder ``target`` that its manifest ``body`` (parsed JSON) does not
+    list (a user's notes, images copied in): a save replaces the whole folder, so they would
+    be deleted. Folders end in ``/``. Empty for a manifest without a file list."""
+    files = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(files, dict):
+        return []
+    known = {MANIFEST_NAME, *files}
+    try:
+        entries = list(os.scandir(target))
+    except OSError:  # unreadable: reading or replacing the map will say what is wrong
+        return []
+    return sorted(e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
+                  for e in entries if e.name not in known)
+
+
+def deleted_by_a_save(strangers: list[str]) -> str:
+    """The refusal for :func:`foreign_entries`: what they are, and the fix."""
+    more = f" and {len(strangers) - 5} more" if len(strangers) > 5 else ""
+    return (f"holds files that are not part of the map ({', '.join(strangers[:5])}{more}); a "
+            "save replaces the whole map folder and would delete them: move them out of it "
+            "(nothing was changed)")
+
+
+def save_problem(path: str | os.PathLike) -> str | None:
+    """Why a map could not be saved at ``path`` (as given by a user), or None: checked when a
+    run starts (a node, a map build), so that no work is lost at its first save. Adds to
+    :func:`atomic_dir.save_problem` the files in the map folder that a save would delete."""
+    problem = atomic_dir.save_problem(path)
+    where = atomic_dir.resolve_for_read(atomic_dir.real_target(user_path(path)))
+    if problem or where is None:
+        return problem
+    try:
+        with open(where / MANIFEST_NAME, "rb") as fh:
+            body = json.loads(fh.read(MAX_MANIFEST_BYTES + 1))
+    except (OSError, ValueError):  # no or a damaged manifest: opening the map says so
+        return None
+    strangers = foreign_entries(where, body)
+    return f"{where} {deleted_by_a_save(strangers)}" if strangers else None
 
 
 def manifest_digest(where: Path) -> str | None:
@@ -581,7 +636,10 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
         raise _corrupt(where / REMOVED_NAME, f"dtype {removed.dtype} shape {removed.shape}, "
                        f"expected bool ({manifest.rows},)")
     dim = manifest.dim
-    cat = (lambda parts, empty: np.concatenate(parts) if parts else empty)
+
+    def cat(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+        return np.concatenate(parts) if parts else empty
+
     id_col = cat(ids, np.zeros(0, np.int64))
     live = id_col[~removed]
     if int(live.size) != manifest.count or np.unique(live).size != live.size:

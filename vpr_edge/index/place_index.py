@@ -89,10 +89,7 @@ def _finite_or_none(value: Any, what: str) -> float | None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{what}: expected a float or None, got {value!r}")
-    f = float(value)
-    if not math.isfinite(f):
-        raise InvalidInputError(f"{what}: {f} is not finite")
-    return f
+    return validate.finite_float(value, what)
 
 
 class PlaceIndex:
@@ -625,19 +622,22 @@ class PlaceIndex:
             raise MapError(f"{target}: not saved: {self._broken}, so this index's parts "
                            "disagree; the map saved before is unchanged (open it again; the "
                            "places added since its last save are lost)")
-        problem = atomic_dir.replace_problem(real)
-        if problem:
-            kept = ("; the map saved before is unchanged"
-                    if atomic_dir.resolve_for_read(real) is not None else "")
-            raise MapError(f"{target}: cannot save the map there: {problem}{kept}")
+        try:  # before the lock file is made beside it (a file, a folder of other things)
+            self._check_replaceable(target, real)
+        except FileNotFoundError:  # another save is swapping the folders: see under the lock
+            pass
         with self._save_mutex, contextlib.ExitStack() as held:
             with _save_step(target):
                 held.enter_context(atomic_dir.exclusive_lock(real))
-            # the map there now: <map>, or <map>.vpr-edge-old after a save was interrupted
-            current = atomic_dir.resolve_for_read(real) or real
-            map_store.check_replaceable(current, self._fingerprint)
+            # again, now that no other save can be swapping the folders
+            current = self._check_replaceable(target, real)
             seen = self._seen.get(real)
             now = map_store.manifest_digest(current)
+            if seen is None and now is not None:
+                raise MapError(
+                    f"{target} holds a map that this index was not opened from; saving would "
+                    "replace it and drop its places: open that map and add to it "
+                    "(Localizer(model, path)), save to another path, or delete it first")
             if seen == NO_MAP and now is not None:
                 raise MapError(
                     f"{target}: a map was saved there by another writer (a process, or another "
@@ -688,6 +688,18 @@ class PlaceIndex:
                     "cut now could bring back the previous save: fix the cause and save "
                     "again") from exc
         return target
+
+    def _check_replaceable(self, target: Path, real: Path) -> Path:
+        """Refuse a save to ``real`` that could not or must not replace what is there; return
+        the map there now (``<map>``, or ``<map>.vpr-edge-old`` after an interrupted save),
+        or ``real`` when none is."""
+        problem = atomic_dir.replace_problem(real)
+        current = atomic_dir.resolve_for_read(real)
+        if problem:
+            kept = "; the map saved before is unchanged" if current is not None else ""
+            raise MapError(f"{target}: cannot save the map there: {problem}{kept}")
+        map_store.check_replaceable(current or real, self._fingerprint)
+        return current or real
 
     def _saved_as(self, target: Path, real: Path, disk: tuple, digest: str) -> None:
         """The new map is in place: this index's own from here on, whatever follows."""

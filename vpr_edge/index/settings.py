@@ -15,6 +15,16 @@ MODES = ("auto", "hnsw", "exact")
 #: (rounded up to a multiple of 16), at least SCALED_EF and at most ``IndexSettings.ef``.
 SCALED_EF = 64
 SCALED_EF_PLACES = 10_000
+#: The largest ``ef`` / ``ef_construction`` taken (far past any useful one: exact search is
+#: the mode for that); hnswlib refuses values beyond its integers, and a map saved with one
+#: could never be opened again.
+MAX_EF = 1 << 20
+#: The largest hnswlib ``M`` taken.
+MAX_M = 2048
+#: Most the capacity grows at once (beyond, one growth would ask for absurd memory).
+MAX_GROWTH_FACTOR = 16.0
+#: Places an index can hold: hnswlib numbers its elements with 32-bit unsigned ints.
+MAX_INDEX_CAPACITY = 2**32 - 1
 #: With ``refine_adds``, adds of at most this many places are re-inserted by the next add;
 #: larger ones go in shuffled, which left little to repair (blocks of 1024 places shuffled
 #: within reached recall@1 0.998 of exact search at 10k places, ef 192).
@@ -128,22 +138,26 @@ class IndexSettings:
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool),
                  f"{name} must be an int, got {value!r}")
-        need(2 <= self.M <= 2048, f"M must be in [2, 2048], got {self.M}")
-        need(self.ef_construction >= 1, f"ef_construction must be >= 1, got {self.ef_construction}")
-        need(self.ef >= 1, f"ef must be >= 1, got {self.ef}")
+        need(2 <= self.M <= MAX_M, f"M must be in [2, {MAX_M}], got {self.M}")
+        for name in ("ef_construction", "ef"):
+            need(1 <= getattr(self, name) <= MAX_EF,
+                 f"{name} must be in [1, {MAX_EF}], got {getattr(self, name)}")
         need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
         need(self.exact_max_places >= 0, "exact_max_places must be >= 0")
-        need(self.initial_capacity >= 1, "initial_capacity must be >= 1")
-        need(isinstance(self.growth_factor, (int, float)) and self.growth_factor > 1.0,
-             f"growth_factor must be > 1, got {self.growth_factor!r}")
+        need(1 <= self.initial_capacity <= MAX_INDEX_CAPACITY,
+             f"initial_capacity must be in [1, {MAX_INDEX_CAPACITY}], got "
+             f"{self.initial_capacity}")
+        need(isinstance(self.growth_factor, (int, float)) and not isinstance(
+            self.growth_factor, bool) and 1.0 < self.growth_factor <= MAX_GROWTH_FACTOR,
+             f"growth_factor must be in (1, {MAX_GROWTH_FACTOR}], got {self.growth_factor!r}")
         need(isinstance(self.rerank, bool), "rerank must be True or False")
         need(isinstance(self.ef_scaling, bool), "ef_scaling must be True or False")
         need(isinstance(self.refine_adds, bool), "refine_adds must be True or False")
         need(self.rerank_factor >= 1, "rerank_factor must be >= 1")
         need(isinstance(self.norm_tolerance, (int, float)) and 0 < self.norm_tolerance < 1,
              f"norm_tolerance must be in (0, 1), got {self.norm_tolerance!r}")
-        need(self.num_threads >= 0, "num_threads must be >= 0 (0 = all cores)")
-        need(self.random_seed >= 0, "random_seed must be >= 0")
+        need(0 <= self.num_threads <= 4096, "num_threads must be in [0, 4096] (0 = all cores)")
+        need(0 <= self.random_seed < 2**32, "random_seed must be in [0, 2**32)")
         need(self.search_dim is None or (isinstance(self.search_dim, int)
                                          and not isinstance(self.search_dim, bool)
                                          and self.search_dim >= 8),

@@ -136,6 +136,19 @@ def _per_row(value: Any, n: int, single: bool, what: str) -> list[Any]:
     return items
 
 
+def finite_float(value: Any, what: str, fix: str = "") -> float:
+    """``value`` (a real number) as a finite float, else :class:`InvalidInputError` naming
+    ``what`` (and ending with ``fix``, if given)."""
+    try:
+        f = float(value)
+    except OverflowError:  # a Python int beyond float64
+        f = math.inf
+    if not math.isfinite(f):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InvalidInputError(f"{what}: {shown} is not finite" + (f"; {fix}" if fix else ""))
+    return f
+
+
 def stamps(value: Any, n: int, single: bool) -> np.ndarray:
     """Per-place timestamps as float64 with NaN for "no stamp"."""
     out = np.full(n, np.nan, dtype=np.float64)
@@ -144,9 +157,7 @@ def stamps(value: Any, n: int, single: bool) -> np.ndarray:
             continue
         if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Real):
             raise InvalidInputError(f"stamps[{i}]: expected float seconds or None, got {item!r}")
-        f = float(item)
-        if not math.isfinite(f):
-            raise InvalidInputError(f"stamps[{i}]: {f} is not finite; use None for 'unknown'")
+        f = finite_float(item, f"stamps[{i}]", "use None for 'unknown'")
         out[i] = f
     return out
 
@@ -160,6 +171,8 @@ def poses(value: Any, n: int, single: bool) -> list[tuple[float, ...] | None]:
             continue
         try:
             arr = np.asarray(item, dtype=np.float64)
+        except OverflowError as exc:  # a Python int beyond float64
+            raise InvalidInputError(f"poses[{i}]: a value beyond float range ({exc})") from exc
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"poses[{i}]: not a sequence of floats ({exc})") from exc
         if arr.ndim != 1 or arr.size == 0:
@@ -198,8 +211,8 @@ def meta_json(value: Any, what: str = "meta") -> str | None:
                                 f"{type(value).__name__}")
     if not value:
         return None
-    _check_keys(value, what)
     try:
+        _check_keys(value, what)
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         text.encode("utf-8")  # maps are saved as UTF-8: refuse now what save() could not write
         return text
