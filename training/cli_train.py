@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
     try:
-        check_output_file(getattr(args, "output", None), "-o/--output")
+        check_output_file(getattr(args, "output", None), "-o/--output", a_model=True)
         check_output_file(getattr(args, "json", None), "--json")
         result = args.run(args)
     except VprEdgeError as exc:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from ..errors import VprEdgeError
 from . import backends, bench, engine_build, info, localize, loops, map_build, map_repair, query
@@ -57,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         for option in ("json", "csv"):  # before the work, not after it
-            check_output_file(getattr(args, option, None), f"--{option}")
+            check_output_file(getattr(args, option, None), f"--{option}", _inputs(args),
+                              getattr(args, "map", None))
         with sigterm_as_interrupt():
             args.run(args)
+        sys.stdout.flush()  # (a reader that left shows here, not as a traceback at exit)
     except VprEdgeError as exc:
         command = " ".join(filter(None, (args.command, getattr(args, "map_command", None),
                                          getattr(args, "engine_command", None))))
@@ -71,7 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vpr-edge info m | head`: the reader left, as it may
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
+        return 141  # 128 + SIGPIPE, as the shell reports a process the pipe ended
     return 0
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The paths a command was given, but its output files (which must not be one of them)."""
+    found: list[Path] = []
+    for name, value in vars(args).items():
+        if name not in ("json", "csv"):
+            found += [v for v in (value if isinstance(value, list) else [value])
+                      if isinstance(v, Path)]
+    return found
 
 
 if __name__ == "__main__":

@@ -45,11 +45,16 @@ def require_map(path: Path) -> None:
     read one: the Localizer would start an empty map there, and every query would find
     nothing."""
     from ..index import atomic_dir
+    from ..index.map_format import INDEX_NAME, MANIFEST_NAME
 
-    if path.is_file() or atomic_dir.resolve_for_read(path) is None:
+    where = None if path.is_file() else atomic_dir.resolve_for_read(path)
+    if where is None:
         hint = atomic_dir.legacy_map_hint(path)
         raise MapError(f"{path}: no such map (nothing, a file or an empty folder there)"
                        + (hint or "; build one with `vpr-edge map build`"))
+    if not (where / MANIFEST_NAME).exists() and not (where / INDEX_NAME).exists():
+        raise MapError(f"{path}: a folder of other things, not a map (no {MANIFEST_NAME}); "
+                       "give the map's folder, or build one with `vpr-edge map build`")
 
 
 def check_ground_truth_arguments(args: argparse.Namespace) -> None:
@@ -65,8 +70,9 @@ def require_pose(frame: SourceFrame, position: int) -> None:
     """Refuse a frame without a pose, for ``--gt positions``."""
     if frame.pose is None:
         raise InvalidInputError(f"frame {position} ({frame.key}) has no pose: --gt positions "
-                                "needs a pose per frame (--list with x, y columns or --bag "
-                                "with --pose-topic)")
+                                "needs a pose per frame (x, y columns in --list; with --bag, "
+                                "a --pose-topic with a pose within --pose-max-gap of each "
+                                "frame's stamp)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, batch: bool = True) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import re
 import time
@@ -46,7 +47,7 @@ from .common import (
     source_from,
 )
 from .help_format import HelpFormatter, summary
-from .output import print_facts, print_table, write_json
+from .output import output_errors, print_facts, print_table, write_json, write_text
 
 log = logging.getLogger("vpr_edge")
 
@@ -86,8 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="RANSAC inliers needed to verify")
     t = p.add_argument_group("ground truth (optional)")
     t.add_argument("--gt", choices=("names", "positions"), default=None,
-                   help="names: frame-aligned folders (same file number = same place); "
-                        "positions: poses from --list or --pose-topic within --gt-radius")
+                   help="names: frame-aligned folders: frames of different folders whose "
+                        "frame numbers (the first number in a file name that differs between "
+                        "the files of its folder: 7 in 000007_cam0.jpg) are within "
+                        "--gt-tolerance are the same place; positions: poses from --list or "
+                        "--pose-topic within --gt-radius")
     t.add_argument("--gt-tolerance", type=int, default=2,
                    help="frame-number tolerance for --gt names")
     t.add_argument("--gt-radius", type=float, default=10.0, help="metres for --gt positions")
@@ -260,20 +264,21 @@ def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None
 
 def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult], truth
                ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["index", "source", "stamp", "best_match", "best_score", "loop_match",
-                         "loop_score", "verified", "inliers", "correct"])
-        for frame, r in zip(frames, results):
-            loop = r.loop
-            correct = None if truth is None or loop is None else loop.match_id in truth[frame.index]
-            writer.writerow([
-                frame.index, frame.key, frame.stamp,
-                None if r.best is None else r.best.place_id,
-                None if r.best is None else round(r.best.score, 5),
-                None if loop is None else loop.match_id,
-                None if loop is None else round(loop.score, 5),
-                None if loop is None else loop.verified,
-                None if loop is None else loop.inliers, correct,
-            ])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["index", "source", "stamp", "best_match", "best_score", "loop_match",
+                     "loop_score", "verified", "inliers", "correct"])
+    for frame, r in zip(frames, results):
+        loop = r.loop
+        correct = None if truth is None or loop is None else loop.match_id in truth[frame.index]
+        writer.writerow([
+            frame.index, frame.key, frame.stamp,
+            None if r.best is None else r.best.place_id,
+            None if r.best is None else round(r.best.score, 5),
+            None if loop is None else loop.match_id,
+            None if loop is None else round(loop.score, 5),
+            None if loop is None else loop.verified,
+            None if loop is None else loop.inliers, correct,
+        ])
+    with output_errors(path, "--csv"):
+        write_text(path, buffer.getvalue())

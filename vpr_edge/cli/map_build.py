@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
-from ..index import atomic_dir
+from ..index import map_store
 from ..paths import expanded_path
 from ..sources import stored_keys
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
@@ -63,7 +63,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
         raise InvalidInputError(f"--save-every must be a positive number of frames, got "
                                 f"{save_every!r}")
-    problem = atomic_dir.save_problem(map_dir)
+    problem = map_store.save_problem(map_dir)
     if problem:  # found before any frame is described, not at the first save
         raise InvalidInputError(f"{map_dir}: the map cannot be saved there ({problem})")
     from tqdm import tqdm
@@ -114,6 +114,10 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     loc.save()
                     since_save, saved = 0, len(loc)
             flush()
+            if not len(loc) and source.skipped:  # (a map of no places would be saved)
+                raise InvalidInputError(
+                    f"{source.description}: every frame was damaged ({len(source.skipped)} "
+                    f"skipped; the first: {source.skipped[0]}), so no map was written")
             rebuild_seconds = None
             if (rebuild and added and added >= len(loc) - added
                     and loc.index.info()["search"] == "hnsw"):

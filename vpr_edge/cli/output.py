@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..atomic_file import unwritable_folder
+from ..atomic_file import atomic_write, unwritable_folder
 from ..errors import InvalidInputError
+from ..index import map_store
+
+#: Name endings of the files vpr-edge reads (models, checkpoints, map files): an output
+#: named so is a slip of the keyboard that would destroy one.
+NOT_AN_OUTPUT = (".onnx", ".engine", ".pt", ".npy", ".hnsw", ".jsonl")
 
 
 def format_value(value: Any) -> str:
@@ -55,9 +61,15 @@ def _flattened(facts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_output_file(path: str | os.PathLike | None, option: str) -> None:
-    """Refuse, before any work, an output file that cannot be written: a directory, or a
-    path through a file (the work would be done and then lost to a traceback)."""
+def check_output_file(path: str | os.PathLike | None, option: str,
+                      inputs: Sequence[Path] = (), map_dir: Path | None = None, *,
+                      a_model: bool = False) -> None:
+    """Refuse, before any work, an output file that cannot be written (a directory, a path
+    through a file: the work would be done and then lost to a traceback), one of the
+    command's ``inputs`` (it would be destroyed), a file inside a map folder (``map_dir``,
+    or any folder holding a map: a save replaces that folder whole, and the file could be
+    the map's own manifest), or, unless ``a_model`` (the output is a checkpoint or model),
+    one named like a model or a map file."""
     if path is None:
         return
     target = Path(path)
@@ -66,12 +78,58 @@ def check_output_file(path: str | os.PathLike | None, option: str) -> None:
     problem = unwritable_folder(target)
     if problem is not None:
         raise InvalidInputError(f"{option} {target}: {problem}")
+    if not a_model and target.suffix.lower() in NOT_AN_OUTPUT:
+        raise InvalidInputError(f"{option} {target}: a {target.suffix} name is a model's or "
+                                "a map's; give the output a name of its own (results.json)")
+    folder = Path(os.path.realpath(target)).parent
+    in_map = map_dir is not None and folder == Path(os.path.realpath(map_dir))
+    if in_map or map_store.holds_a_map(folder):
+        raise InvalidInputError(f"{option} {target}: inside the map folder {folder}, which a "
+                                "save replaces whole (and whose files are the map's own): "
+                                "write it outside the map folder")
+    for given in inputs:
+        if _overwrites(target, given):
+            raise InvalidInputError(f"{option} {target}: is an input of this command ({given}) "
+                                    "and would be overwritten; choose another file name")
 
 
-def write_json(path: str | os.PathLike | None, data: Any) -> None:
-    """Write ``data`` as indented JSON when a path was given."""
+def _overwrites(target: Path, given: Path) -> bool:
+    """Whether writing ``target`` replaces the input ``given`` or a file in that folder."""
+    if not target.exists():
+        return False
+    real, source = os.path.realpath(target), os.path.realpath(given)
+    return real == source or (os.path.isdir(source) and real.startswith(source + os.sep))
+
+
+def write_json(path: str | os.PathLike | None, data: Any, option: str = "--json") -> None:
+    """Write ``data`` as indented JSON when a path was given (a regular file: whole or not
+    at all; ``/dev/stdout`` and other special files directly)."""
     if path is None:
         return
-    target = Path(path)
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    with output_errors(path, option):
+        write_text(Path(path), text)
+
+
+def write_text(target: Path, text: str) -> None:
+    """``text`` into ``target``: a new or regular file atomically (its folders made), anything
+    else directly: a special file (a pipe), or a link (``/dev/stdout``, which a rename would
+    replace instead of writing through)."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        with open(target, "w") as fh:
+            fh.write(text)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write(target, lambda fh: fh.write(text.encode()))
+
+
+@contextmanager
+def output_errors(path: str | os.PathLike, option: str) -> Iterator[None]:
+    """Turn a failure to write an output file (a full disk, a read-only file system) into
+    an error naming the option and the file, instead of a traceback after the work."""
+    try:
+        yield
+    except OSError as exc:
+        raise InvalidInputError(f"{option} {path}: cannot write it ({exc.strerror or exc}); "
+                                "the results printed above were not saved to it: free "
+                                "space there or choose another path") from exc
