@@ -64,9 +64,9 @@ def read_image_frames(bag: PathLike, topic: str, *, every_n: int = 1,
     the bag, topic and message number, so a bad recording is found rather than silently
     skipped; with ``skipped`` (a list), image messages that cannot be decoded are left out
     instead, each described in the list and logged. A damaged bag (its index or chunks) is
-    an error either way. Frames that get no pose from ``pose_topic`` are counted in a
-    warning, which says so when the frames' stamps and the poses' do not overlap at all
-    (two clocks).
+    an error either way, and so is a ``pose_topic`` without messages. Frames that get no
+    pose from ``pose_topic`` are counted in a warning, which says so when the frames' stamps
+    and the poses' do not overlap at all (two clocks).
     """
     hint = "(vpr-edge --skip-damaged, or read_image_frames(..., skipped=[]), leaves such " \
            "frames out)"
@@ -194,6 +194,10 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
                 skipped.append(index)
                 continue
             track.add(_message_time(msg, bag_time), pose)
+    if count == 0:
+        raise InvalidInputError(
+            f"{bag}: the pose topic {topic!r} has no messages, so no frame can get a pose; "
+            "give a pose topic that has messages (--pose-topic), or none")
     if skipped:
         log.warning("%s %s: skipped %d of %d pose messages with NaN or inf values (the "
                     "first: message %d); frames near them take the poses around them",

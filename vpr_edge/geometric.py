@@ -79,18 +79,27 @@ def _cv2():
     return require("cv2", extra="verify", purpose="geometric verification")
 
 
+#: ORB finds no keypoint within 31 pixels (its ``edgeThreshold``) of a border, so an image
+#: with a side shorter than this has none (and OpenCV 5 fails on sides of 1-2 pixels)
+ORB_MIN_SIDE = 2 * 31 + 1
+
+
 def orb_features(rgb: np.ndarray, config: VerifyConfig = VerifyConfig()) -> OrbFeatures:
-    """Detect ORB features on an ``uint8 HxWx3`` RGB frame."""
+    """Detect ORB features on an ``uint8 HxWx3`` RGB frame (none on a frame with a side under
+    :data:`ORB_MIN_SIDE` pixels once shrunk: such a frame verifies no candidate)."""
     cv2 = _cv2()
+    none = OrbFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+    scale = min(1.0, config.max_side / max(rgb.shape[:2]))
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    if min(size) < ORB_MIN_SIDE:
+        return none
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    scale = min(1.0, config.max_side / max(gray.shape))
     if scale < 1.0:
-        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     orb = cv2.ORB_create(nfeatures=config.features)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
-        return OrbFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+        return none
     points = np.array([kp.pt for kp in keypoints], dtype=np.float32)
     return OrbFeatures(points, descriptors)
 

@@ -8,6 +8,7 @@ what was wrong and what to pass instead.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Union
@@ -58,6 +59,10 @@ def load_image(path: PathLike, *, scale_16bit: bool = True) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"{path}: {exc}; {_TOO_MANY_PIXELS}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ELOOP:
+            raise ImageDecodeError(f"{path}: a loop of symbolic links (a link to itself, or "
+                                   "links that name each other); point it at the image file "
+                                   "or remove it") from exc
         raise ImageDecodeError(
             f"{path}: cannot decode image ({exc}); the file is truncated, damaged or not an "
             "image (JPEG/PNG/BMP/... expected)"

@@ -19,27 +19,57 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+_NUMBER = re.compile(r"\d+")
+
+
+def frame_numbers(keys: Sequence[str]) -> list[int]:
+    """Each frame's number, read from its file name: the first number in the name that is
+    not the same in every file of its folder (7 in ``000007_cam0.jpg`` and in
+    ``cam0_000007.jpg``, 42 in ``Image042.jpg``, n in a bag frame's ``<bag>:<topic>:n``); for
+    the only file of a folder, the last number in its name.
+
+    Raises :class:`InvalidInputError` for a name without a number, and for two files of one
+    folder with the same number (ground truth by name could not tell them apart).
+    """
+    folders: dict[str, dict[str, list[int]]] = {}  # folder -> {key: the numbers in its name}
+    for key in keys:
+        path = Path(key)
+        numbers = [int(n) for n in _NUMBER.findall(path.stem)]
+        if not numbers:
+            raise InvalidInputError(f"{key}: no frame number in the file name")
+        folders.setdefault(str(path.parent), {})[key] = numbers
+    number_of: dict[str, int] = {}
+    for names in folders.values():
+        first = next(iter(names.values()))
+        same = {i for i, n in enumerate(first)
+                if all(len(other) > i and other[i] == n for other in names.values())}
+        seen: dict[int, str] = {}
+        for key, numbers in names.items():
+            differing = [n for i, n in enumerate(numbers) if i not in same]
+            number = differing[0] if differing else numbers[-1]  # (a lone file)
+            if number in seen:
+                raise InvalidInputError(
+                    f"{seen[number]} and {key} both have frame number {number} (the first "
+                    "number in a name that is not the same in every file of the folder), so "
+                    "ground truth by file name cannot tell them apart: give each file of a "
+                    "folder its own number, or use ground truth by position (--gt positions)")
+            seen[number] = key
+            number_of[key] = number
+    return [number_of[key] for key in keys]
 
 
 def truth_from_names(keys: Sequence[str], tolerance: int = 2) -> list[set[int]]:
-    """Frames in different folders whose file names carry numbers within ``tolerance``.
+    """Frames in different folders whose frame numbers (:func:`frame_numbers`) are within
+    ``tolerance``.
 
     For frame-aligned traversals (Gardens Point: ``day_left/Image042.jpg`` is the same place
     as ``day_right/Image042.jpg``). Frames of the same folder are never ground-truth matches.
     """
-    parsed = []
-    for key in keys:
-        path = Path(key)
-        found = _NUMBER.search(path.stem)
-        if found is None:
-            raise InvalidInputError(f"{key}: no frame number in the file name")
-        parsed.append((str(path.parent), int(found.group(1))))
-    truth: list[set[int]] = []
-    for folder, number in parsed:
-        truth.append({j for j, (f, n) in enumerate(parsed)
-                      if f != folder and abs(n - number) <= tolerance})
-    return truth
+    folders = [str(Path(key).parent) for key in keys]
+    numbers = frame_numbers(keys)
+    return [{j for j, (f, n) in enumerate(zip(folders, numbers))
+             if f != folder and abs(n - number) <= tolerance}
+            for folder, number in zip(folders, numbers)]
 
 
 def truth_from_positions(positions: np.ndarray, radius: float, *,

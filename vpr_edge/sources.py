@@ -3,15 +3,19 @@
 Each source yields :class:`SourceFrame` items in order, with a stable ``key`` per frame so an
 interrupted ``vpr-edge map build`` can resume without adding a frame twice.
 
-CSV lists (``--list``) have a header row with an ``image`` column (paths relative to the CSV
-file or absolute) and optional ``timestamp`` (seconds) and pose columns ``x, y, z, qx, qy,
-qz, qw`` (``x, y`` alone are fine too).
+CSV lists (``--list``, UTF-8, an Excel byte-order mark is fine) have a header row with an
+``image`` column (paths relative to the CSV file or absolute) and optional ``timestamp``
+(seconds) and pose columns: ``x, y`` or ``x, y, z`` (metres) or ``x, y, z, qx, qy, qz, qw``.
+Spaces around names and cells are ignored; blank rows are left out; other columns are
+ignored with a warning.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
+import io
 import logging
 import math
 import os
@@ -31,6 +35,11 @@ log = logging.getLogger("vpr_edge")
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 POSE_COLUMNS = ("x", "y", "z", "qx", "qy", "qz", "qw")
+#: the pose columns a frame list may have: a position (2-D or 3-D), or a position and rotation
+POSE_SETS = (POSE_COLUMNS[:2], POSE_COLUMNS[:3], POSE_COLUMNS)
+LIST_COLUMNS = ("image", "timestamp", *POSE_COLUMNS)
+LIST_COLUMNS_HINT = ("a frame list has the columns image and, optionally, timestamp (seconds) "
+                     "and x, y or x, y, z (metres) or x, y, z, qx, qy, qz, qw, in lower case")
 SKIP_HINT = "(--skip-damaged leaves such frames out)"
 
 
@@ -104,8 +113,9 @@ def _text(path: str | Path) -> str:
 
 def _keys(path: Path) -> tuple[str, str]:
     """A frame file's key, its absolute path as listed (symlinks kept: ``--gt names`` reads
-    the traversal from its folder), and the key with symlinks resolved."""
-    return _text(os.path.abspath(path)), _text(path.resolve())
+    the traversal from its folder), and the key with symlinks resolved (a loop of links stays
+    as it is: decoding the frame names it)."""
+    return _text(os.path.abspath(path)), _text(os.path.realpath(path))
 
 
 def stored_keys(keys: Iterable[str | None]) -> set[str]:
@@ -178,32 +188,90 @@ def list_source(csv_path: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     """Frames listed in a CSV file (see the module docstring for the columns);
     ``skip_damaged`` as for :func:`folder_source`."""
     path = Path(csv_path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot read the frame list ({exc})") from exc
-    if not rows:
-        raise InvalidInputError(f"{path}: the frame list is empty (a header and rows needed)")
-    columns = set(rows[0])
-    if "image" not in columns:
-        raise InvalidInputError(
-            f"{path}: needs an 'image' column; found {sorted(columns)}"
-        )
-    pose_cols = [c for c in POSE_COLUMNS if c in columns]
+    header, rows = _read_list(path)
+    pose_cols = _pose_columns(path, header)
     frames = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        if not row.get("image"):
+            short = (f" (the row has {len(row)} of the header's {len(header)} fields)"
+                     if len(row) < len(header) else "")
+            raise InvalidInputError(f"{path}:{line}: no image file in the 'image' column"
+                                    f"{short}; give each row an image file")
         image = Path(row["image"])
         image = image if image.is_absolute() else path.parent / image
         stamp = _number(row.get("timestamp"), path, line, "timestamp")
-        pose = tuple(_number(row[c], path, line, c) for c in pose_cols) if pose_cols else None
+        pose = tuple(_number(row.get(c), path, line, c) for c in pose_cols) or None
         if pose is not None and any(v is None for v in pose):
-            raise InvalidInputError(f"{path}:{line}: incomplete pose {pose_cols}")
+            raise InvalidInputError(f"{path}:{line}: incomplete pose: give each of "
+                                    f"{', '.join(pose_cols)}")
         frames.append((image, stamp, pose))
     frames = frames[::every]
     return _files_source(f"{path} ({len(frames)} images)",
                          [_file_frame(i, img, stamp, pose)
                           for i, (img, stamp, pose) in enumerate(frames)], skip_damaged)
+
+
+def _read_list(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A frame list's header and its rows, each with its line number: names and cells
+    stripped of spaces, blank rows (Excel's rows of commas too) left out."""
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # Excel's "CSV UTF-8" has one
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the frame list ({exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InvalidInputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the frame "
+            "list as UTF-8 (Excel: CSV UTF-8)") from exc
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    rows = []
+    try:
+        for cells in reader:
+            cells = [cell.strip() for cell in cells]
+            if not any(cells):
+                continue
+            if not header:
+                header = cells
+            elif any(cells[len(header):]):
+                raise InvalidInputError(
+                    f"{path}:{reader.line_num}: {len(cells)} fields, but the header has "
+                    f"{len(header)} ({', '.join(header)}); quote a path that holds a comma")
+            else:
+                rows.append((reader.line_num, dict(zip(header, cells))))
+    except csv.Error as exc:
+        raise InvalidInputError(f"{path}:{reader.line_num}: not a CSV frame list ({exc})"
+                                ) from exc
+    if not rows:
+        raise InvalidInputError(f"{path}: the frame list is empty (a header and rows needed)")
+    return header, rows
+
+
+def _pose_columns(path: Path, header: list[str]) -> tuple[str, ...]:
+    """The pose columns of a frame list with this header (checked: see the module
+    docstring)."""
+    if "image" not in header:
+        raise InvalidInputError(f"{path}: needs an 'image' column; found {header} "
+                                f"({LIST_COLUMNS_HINT})")
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:
+        raise InvalidInputError(f"{path}: the column {twice[0]!r} appears more than once; "
+                                "rename or remove the others")
+    unknown = [name for name in header if name not in LIST_COLUMNS]
+    if unknown:
+        log.warning("%s: ignored the columns %s: %s", path, ", ".join(map(repr, unknown)),
+                    LIST_COLUMNS_HINT)
+    pose_cols = tuple(c for c in POSE_COLUMNS if c in header)
+    if pose_cols and pose_cols not in POSE_SETS:
+        wanted = next(s for s in POSE_SETS if set(pose_cols) <= set(s))
+        missing = [c for c in wanted if c not in pose_cols]
+        raise InvalidInputError(
+            f"{path}: pose columns {', '.join(pose_cols)} without {', '.join(missing)}; a "
+            "pose is x, y or x, y, z (metres) or x, y, z, qx, qy, qz, qw: add the missing "
+            "columns or remove the others")
+    return pose_cols
 
 
 def bag_source(bag: PathLike, topic: str, *, every: int = 1,

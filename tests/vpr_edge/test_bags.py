@@ -282,3 +282,22 @@ def test_a_missing_dependency_is_not_a_damaged_frame(tmp_path, bag_writer, monke
     monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
     with pytest.raises(MissingDependencyError, match="verify"):
         list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC, skipped=[]))
+
+
+def test_a_pose_topic_without_messages_is_refused(tmp_path, bag_writer) -> None:
+    """An /odom topic with no messages gave only "4 of 4 frames got no pose ... a slower
+    pose topic needs a larger --pose-max-gap", and `loops --gt positions` then asked for
+    the --pose-topic that had been given."""
+    from vpr_edge.sources import open_source
+
+    frames = list(np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    bag = bag_writer.write_messages(tmp_path / "no_odom.bag",
+                                    _images(bag_writer, frames, [10.0, 10.1]), [])
+    message = r"no_odom\.bag: the pose topic '/odom' has no messages, so no frame can get a pose"
+    with pytest.raises(InvalidInputError, match=message):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                    pose_topic=bag_writer.ODOM_TOPIC))
+    with pytest.raises(InvalidInputError, match=message):
+        list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC,
+                         pose_topic=bag_writer.ODOM_TOPIC))
+    assert len(list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC))) == 2

@@ -25,6 +25,9 @@ def test_truncated_and_missing_files_raise_decode_error(tmp_path: Path, corridor
         load_image(tmp_path / "absent.jpg")
     with pytest.raises(ImageDecodeError, match="a folder, not an image file"):
         load_image(tmp_path)  # was "truncated, damaged or not an image"
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")  # also "truncated, damaged or not an ..."
+    with pytest.raises(ImageDecodeError, match="loop.jpg: a loop of symbolic links"):
+        load_image(tmp_path / "loop.jpg")
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     with pytest.raises(ImageDecodeError, match="cannot decode"):

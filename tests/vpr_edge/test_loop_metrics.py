@@ -1,5 +1,6 @@
 """Ground truth from positions (`truth_from_positions`), as `vpr-edge loops --gt positions`
-uses it on a robot's runtime install: numpy only, no scipy."""
+uses it on a robot's runtime install: numpy only, no scipy; and from file names
+(`truth_from_names`, `--gt names`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from vpr_edge.errors import InvalidInputError
-from vpr_edge.loop_metrics import truth_from_positions
+from vpr_edge.loop_metrics import frame_numbers, truth_from_names, truth_from_positions
 
 
 def brute_force(pts: np.ndarray, radius: float, min_separation: int) -> list[set[int]]:
@@ -52,3 +53,34 @@ def test_needs_no_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_input(positions: np.ndarray, radius: float) -> None:
     with pytest.raises(InvalidInputError):
         truth_from_positions(positions, radius)
+
+
+@pytest.mark.parametrize("name", ["{:06d}_cam0.jpg", "cam0_{:06d}.jpg", "Image{:03d}.jpg",
+                                  "seq01_frame{:04d}_left.png"])
+def test_the_frame_number_is_the_number_that_differs_within_a_folder(name: str) -> None:
+    """``000000_cam0.jpg ... 000009_cam0.jpg`` all had the last number, 0: every frame was
+    every other folder's ground truth, and shuffled frames scored recall 1.0."""
+    keys = [f"/data/{run}/{name.format(n)}" for run in ("a", "b") for n in range(5)]
+    assert frame_numbers(keys) == [0, 1, 2, 3, 4] * 2
+    truth = truth_from_names(keys, tolerance=1)
+    assert truth[0] == {5, 6} and truth[2] == {6, 7, 8} and truth[9] == {3, 4}
+
+
+def test_frame_numbers_of_bag_frames_and_lone_files() -> None:
+    keys = [f"/bags/run.bag:/cam1/image_raw:{n}" for n in (0, 5, 10)] + ["/x/Image042.jpg",
+                                                                         "/x/Image042.jpg"]
+    assert frame_numbers(keys) == [0, 5, 10, 42, 42]  # (a file listed twice is one file)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["000001_cam0.jpg", "000001_cam1.jpg", "000002_cam0.jpg"],
+     r"/a/000001_cam0\.jpg and /a/000001_cam1\.jpg both have frame number 1 \(the first "
+     r"number in a name that is not the same in every file of the folder\), so ground truth "
+     r"by file name cannot tell them apart"),
+    (["Image001.jpg", "Image001_copy.jpg"], r"both have frame number 1"),
+    (["Image001.jpg", "cover.jpg"], r"/a/cover\.jpg: no frame number in the file name"),
+])
+def test_frames_of_a_folder_without_distinct_numbers_are_refused(names: list[str],
+                                                                 message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        truth_from_names([f"/a/{name}" for name in names])

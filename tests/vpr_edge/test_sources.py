@@ -85,3 +85,83 @@ def test_stored_keys_know_each_place_under_both_spellings(tmp_path: Path) -> Non
         assert not stored_keys([stored.key, None]).isdisjoint(rerun.keys())
     bag_key = f"{tmp_path / 'link' / 'run.bag'}:/camera/image_raw:7"
     assert f"{real / 'run.bag'}:/camera/image_raw:7" in stored_keys([bag_key])
+
+
+def _frames_of_list(csv_path: Path) -> list[tuple[str, float | None, tuple | None]]:
+    from vpr_edge.sources import list_source
+
+    return [(Path(f.key).name, f.stamp, f.pose) for f in list_source(csv_path)]
+
+
+def test_a_frame_list_takes_spaces_an_excel_bom_and_blank_rows(tmp_path: Path) -> None:
+    """``image, timestamp, x, y`` (spaces after the commas) dropped every stamp and pose
+    without a word; Excel's byte-order mark made the 'image' column '\\ufeffimage', refused;
+    a blank row (or Excel's row of commas) became a frame of the list's own folder."""
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("image, timestamp, x, y\n a.png , 0.5, 1, 2\n\n,,,\nb.png,1.5,3,4\n")
+    assert _frames_of_list(spaced) == [("a.png", 0.5, (1.0, 2.0)), ("b.png", 1.5, (3.0, 4.0))]
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbfimage,timestamp\r\na.png,7\r\n")
+    assert _frames_of_list(excel) == [("a.png", 7.0, None)]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"image\na.png\ncaf\xe9.png\n", r"bad\.csv:3: not UTF-8 text \(byte 0xe9\); save the "
+                                     r"frame list as UTF-8"),
+    (b"timestamp,image\n1.0\n", r"bad\.csv:2: no image file in the 'image' column \(the row "
+                                r"has 1 of the header's 2 fields\)"),
+    (b"image,timestamp\na.png,0\n,1\n", r"bad\.csv:3: no image file in the 'image' column; "),
+    (b"image,timestamp\na.png,0,1\n", r"bad\.csv:2: 3 fields, but the header has 2 \(image, "
+                                      r"timestamp\); quote a path that holds a comma"),
+    (b"image,x\na.png,1\n", r"bad\.csv: pose columns x without y; a pose is x, y or x, y, z"),
+    (b"image,x,y,qw\na.png,1,2,1\n", r"pose columns x, y, qw without z, qx, qy, qz;"),
+    (b"image,x,y,x\na.png,1,2,3\n", r"the column 'x' appears more than once"),
+    (b"Image,Timestamp\na.png,1\n", r"needs an 'image' column; found \['Image', 'Timestamp'\]"
+                                    r" \(a frame list has the columns image and, optionally"),
+])
+def test_a_bad_frame_list_is_refused_naming_the_file_and_line(tmp_path: Path, content: bytes,
+                                                              message: str) -> None:
+    """A Latin-1 list gave a raw UnicodeDecodeError, a short row a TypeError about None, an
+    empty image cell "a folder, not an image file"; an ``x`` column alone was a 1-number
+    pose and a column given twice kept its last value."""
+    from vpr_edge.sources import list_source
+
+    _png(tmp_path / "a.png")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=message):
+        list_source(bad)
+
+
+def test_unknown_frame_list_columns_are_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    """``X,Y``, ``stamp`` or ``lat,lon`` columns were ignored without a word, so a map got
+    no stamps or poses; they are still ignored (a list may carry notes of its own), and the
+    warning names them and the columns a frame list has."""
+    _png(tmp_path / "a.png")
+    listed = tmp_path / "list.csv"
+    listed.write_text("image,stamp,X,Y,lat\na.png,1,2,3,4\n")
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        assert _frames_of_list(listed) == [("a.png", None, None)]
+    assert "list.csv: ignored the columns 'stamp', 'X', 'Y', 'lat'" in caplog.text
+    assert "x, y, z, qx, qy, qz, qw, in lower case" in caplog.text
+
+
+def test_a_symlink_loop_in_a_folder_is_a_damaged_frame(tmp_path: Path, caplog) -> None:
+    """A link to itself stopped folder_source with pathlib's "RuntimeError: Symlink loop",
+    --skip-damaged or not; it is a frame that cannot be decoded, named as such."""
+    from vpr_edge.errors import ImageDecodeError
+    from vpr_edge.sources import folder_source
+
+    _png(tmp_path / "Image000.png")
+    (tmp_path / "Image001.png").symlink_to("Image001.png")
+    frames = list(folder_source(tmp_path))
+    assert [Path(f.key).name for f in frames] == ["Image000.png", "Image001.png"]
+    with pytest.raises(ImageDecodeError, match=r"Image001\.png: a loop of symbolic links.*"
+                                               r"--skip-damaged"):
+        folder_source(tmp_path).pixels(frames[1])
+    source = folder_source(tmp_path, skip_damaged=True)
+    kept = [f for f in source if source.pixels(f) is not None]
+    assert [Path(f.key).name for f in kept] == ["Image000.png"]
+    assert len(source.skipped) == 1 and "a loop of symbolic links" in source.skipped[0]

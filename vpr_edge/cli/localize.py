@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..loop_metrics import frame_numbers
 from ..paths import expanded_path
 from .common import (
     add_model_arguments,
@@ -42,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("map", type=expanded_path, help="map directory")
     add_source_arguments(p)
     p.add_argument("--gt", choices=("names", "positions"), default=None,
-                   help="names: a frame matches places whose source file number is within "
-                        "--gt-tolerance; positions: within --gt-radius metres")
+                   help="names: a frame matches places whose source file's frame number "
+                        "(the first number in the name that differs between the files of its "
+                        "folder: 7 in 000007_cam0.jpg) is within --gt-tolerance; positions: "
+                        "within --gt-radius metres")
     p.add_argument("--gt-tolerance", type=int, default=2, help="frames, for --gt names")
     p.add_argument("--gt-radius", type=float, default=25.0, help="metres, for --gt positions")
     p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
@@ -51,19 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _frame_number(key: str) -> int:
-    from ..loop_metrics import _NUMBER
-
-    found = _NUMBER.search(Path(str(key)).stem)
-    if found is None:
-        raise InvalidInputError(f"{key}: no frame number in the file name for --gt names")
-    return int(found.group(1))
-
-
 def _source_numbers(places: dict) -> dict[int, int | None]:
     """Each place's source frame number (None: the place records no source file)."""
-    return {pid: _frame_number(p.meta["source"]) if p.meta.get("source") else None
-            for pid, p in places.items()}
+    sources = {pid: p.meta["source"] for pid, p in places.items() if p.meta.get("source")}
+    numbers = dict(zip(sources, frame_numbers(list(sources.values()))))
+    return {pid: numbers.get(pid) for pid in places}
 
 
 def _map_positions(places: dict) -> np.ndarray:
@@ -75,12 +69,11 @@ def _map_positions(places: dict) -> np.ndarray:
     return np.array([pose[:n] for pose in poses], dtype=np.float64)
 
 
-def _judged_by_number(frame, matches: list, numbers: dict[int, int | None], known: np.ndarray,
-                      tolerance: int) -> tuple[bool, list[bool]]:
-    """Whether the map holds a place within ``tolerance`` frames of ``frame``'s number
+def _judged_by_number(want: int, matches: list, numbers: dict[int, int | None],
+                      known: np.ndarray, tolerance: int) -> tuple[bool, list[bool]]:
+    """Whether the map holds a place within ``tolerance`` frames of frame number ``want``
     (``known``: the map's source numbers, as an array once for all frames), and which
     ``matches`` are such places."""
-    want = _frame_number(frame.key)
     present = bool(np.any(np.abs(known - want) <= tolerance))
     return present, [numbers[m.place_id] is not None
                      and abs(numbers[m.place_id] - want) <= tolerance for m in matches]
@@ -132,6 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "build` stores it; places added with Localizer.add have none), so no match "
                 "can be scored by frame number; use --gt positions (places with poses)")
         known = np.array([v for v in numbers.values() if v is not None])
+        keys = [frame.key for frame in source] if args.gt == "names" else []
+        frame_number = dict(zip(keys, frame_numbers(keys)))  # (numbers need all of a folder)
         positions = _map_positions(places) if args.gt == "positions" else None
         frames = iter(source)
         bar = tqdm(total=len(source), desc="localize", unit="frame", disable=args.no_progress)
@@ -152,8 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bar.update()
                 if args.gt is None:
                     continue
-                present, good = (_judged_by_number(frame, matches, numbers, known,
-                                                   args.gt_tolerance)
+                present, good = (_judged_by_number(frame_number[frame.key], matches,
+                                                   numbers, known, args.gt_tolerance)
                                  if args.gt == "names" else
                                  _judged_by_position(frame, matches, positions, args.gt_radius))
                 if not present:  # no true place in the map: nothing to find

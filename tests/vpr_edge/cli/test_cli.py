@@ -741,3 +741,26 @@ def test_loops_names_a_bad_option_as_typed(tiny_onnx: Path, routes, cpu_only: No
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--min-score must be a number in [-1, 1]" in err and "LoopClosureConfig" not in err
+
+
+@pytest.mark.parametrize("name", ["{:06d}_cam0.png", "cam0_{:06d}.png"])
+def test_localize_gt_names_reads_the_number_that_differs_within_a_folder(
+        tiny_onnx: Path, routes, tmp_path: Path, cpu_only: None, capsys, name: str) -> None:
+    """Files 000000_cam0.png ... 000029_cam0.png all had frame number 0 (the last number in
+    the name), so every place was a true one: recall 1.0 for frames named out of step with
+    the map; frames of one folder with the same number are refused."""
+    run1, run2 = routes
+    for run, shift in ((run1, 0), (run2, 10)):  # run2's names: 10 frames out of step
+        for i in range(30):
+            (run / f"Image{i:03d}.png").rename(run / name.format((i + shift) % 30))
+    map_dir = tmp_path / "map"
+    build_map_of(tiny_onnx, map_dir, run1)
+    out = tmp_path / "loc.json"
+    args = ["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt", "names",
+            "--no-progress"]
+    assert main([*args, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["recall@1"] <= 0.1
+    (run2 / name.format(3)).rename(run2 / name.format(3).replace("cam0", "cam1"))
+    (run2 / name.format(4)).rename(run2 / name.format(3))  # now cam0 and cam1 of frame 3
+    assert main(args) == 2
+    assert "both have frame number" in capsys.readouterr().err
