@@ -27,13 +27,18 @@ from ._optional import require
 from .errors import InvalidInputError
 from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
-from .index import PlaceMatch
+from .index import PlaceMatch, validate
+from .localizer import _public_names
 
 log = logging.getLogger("vpr_edge")
 
 #: Seconds of float rounding allowed at the ``exclusion_seconds`` boundary: a keyframe exactly
 #: that old is a candidate (10 Hz stamps ``i * 0.1`` put 1.0 - 0.3 below 0.7000000000000001).
 STAMP_TOLERANCE = 1e-6
+#: A keyframe (or, in a ROS node, an odometry pose) stamped more than this many seconds before
+#: the newest one means time jumped back (a bag played in a loop, a restarted simulator); one
+#: stamped less before is merely out of order (two drivers, a late message).
+JUMP_BACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,11 @@ class LoopClosureConfig:
         exclusion_seconds: also exclude the keyframes this detector added less than this
             many seconds before the current frame (by their stamps; needs stamps; one exactly
             that old is a candidate); None disables the time window. Time that jumps back
-            (a bag played in a loop, a restarted simulator) starts the window afresh: places
+            by more than :data:`JUMP_BACK_SECONDS` (1 s) from the newest keyframe (a bag
+            played in a loop, a restarted simulator) starts the window afresh: places
             stamped "later" than now, from before the jump or from a map saved earlier, stay
-            candidates.
+            candidates. A keyframe stamped less before the newest is merely out of order: its
+            window is measured from its own stamp, and the newer keyframes stay excluded.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
             compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
             places about 0-0.3), so this depends on the model: with the default model on
@@ -106,6 +113,9 @@ class LoopClosureConfig:
         for name in ("verify", "report_unverifiable", "add_to_map"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.verify_config, VerifyConfig):
+            problems.append(f"verify_config must be a VerifyConfig, got "
+                            f"{self.verify_config!r}: VerifyConfig(min_inliers=...)")
         if self.exclusion_seconds is not None and not (
                 isinstance(self.exclusion_seconds, numbers.Real)
                 and not isinstance(self.exclusion_seconds, bool)
@@ -188,9 +198,9 @@ class LoopClosureDetector:
         # the map's newest, which another writer (a second camera) may have added
         self._recent: dict[int, None] = {}  # oldest first (an ordered set)
         # the time window: this detector's keyframes since time last jumped back, with their
-        # stamps (oldest first)
+        # stamps (in the order added), and the newest stamp among them
         self._recent_stamps: dict[int, float] = {}
-        self._last_stamp: float | None = None
+        self._newest_stamp: float | None = None
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -250,6 +260,8 @@ class LoopClosureDetector:
                 "verify=True needs the frame's ORB features: pass features="
                 "vpr_edge.geometric.orb_features(rgb, config.verify_config), or use "
                 "process_frame()")
+        with _public_names():  # the time window needs it now ("stamp: ...", not "stamps[0]")
+            validate.stamps(stamp, 1, single=True)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
             # a filter, not exclude_ids: ids the detector made need no checking, which cost
@@ -259,12 +271,13 @@ class LoopClosureDetector:
         chains, state = self._extend_chains(matches)
         place_id = None
         if cfg.add_to_map:  # a frame the map refuses (a NaN pose...) changes nothing here
-            (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
+            with _public_names():
+                (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
             self._order[place_id] = self._next_order
             self._next_order += 1
             self._remember_recent(place_id)
             if cfg.exclusion_seconds is not None:
-                self._recent_stamps[place_id] = float(stamp)
+                self._remember_stamp(place_id, float(stamp))
             if features is not None:
                 self._remember(place_id, features)
         self._chains = state
@@ -273,24 +286,37 @@ class LoopClosureDetector:
 
     # -- internals -----------------------------------------------------------------------
     def _exclusion_filter(self, stamp: float | None) -> Callable[[int], bool] | None:
-        """The search filter of the exclusion windows (None when nothing is excluded)."""
+        """The search filter of the exclusion windows (None when nothing is excluded). It
+        changes nothing: the windows move once the frame is in the map."""
         recent = self._recent
-        if self.config.exclusion_seconds is None:
-            return (lambda pid: pid not in recent) if recent else None
-        now = float(stamp)
-        timed = self._recent_stamps
-        if self._last_stamp is not None and now < self._last_stamp:
-            log.warning("keyframe stamps jumped back by %.3f s (a looped bag, a restarted "
-                        "simulator?): the exclusion_seconds window starts afresh",
-                        self._last_stamp - now)
-            timed.clear()
-        self._last_stamp = now
-        cutoff = now - self.config.exclusion_seconds + STAMP_TOLERANCE
-        while timed and next(iter(timed.values())) <= cutoff:  # left the window for good
-            del timed[next(iter(timed))]
+        window = self.config.exclusion_seconds
+        timed = {} if window is None or self._jumped_back(stamp) else self._recent_stamps
         if not timed:
             return (lambda pid: pid not in recent) if recent else None
+        cutoff = stamp - window + STAMP_TOLERANCE
         return lambda pid: pid not in recent and timed.get(pid, -math.inf) <= cutoff
+
+    def _jumped_back(self, stamp: float) -> bool:
+        return self._newest_stamp is not None and stamp < self._newest_stamp - JUMP_BACK_SECONDS
+
+    def _remember_stamp(self, place_id: int, stamp: float) -> None:
+        """Put a place the detector added in the time window (after a jump back, in a new
+        one), and drop the places no later keyframe's window can hold."""
+        timed = self._recent_stamps
+        if self._jumped_back(stamp):
+            log.warning("keyframe stamps jumped back by %.3f s (a looped bag, a restarted "
+                        "simulator?): the exclusion_seconds window starts afresh",
+                        self._newest_stamp - stamp)
+            timed.clear()
+            self._newest_stamp = None
+        if self._newest_stamp is None or stamp > self._newest_stamp:
+            self._newest_stamp = stamp
+        timed[place_id] = stamp
+        # a later keyframe is stamped at least newest - JUMP_BACK_SECONDS (or starts afresh)
+        gone = (self._newest_stamp - JUMP_BACK_SECONDS - self.config.exclusion_seconds
+                + STAMP_TOLERANCE)
+        while timed and next(iter(timed.values())) <= gone:
+            del timed[next(iter(timed))]
 
     def _extend_chains(self, matches: list[PlaceMatch]
                        ) -> tuple[list[int], list[tuple[int | None, int]]]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
+import os
 import threading
 import time
 from collections import deque
@@ -30,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VprEdgeError
+from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
-from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
+from .loop_closure import JUMP_BACK_SECONDS, LoopClosure, LoopClosureConfig, LoopClosureDetector
 from .poses import Pose, PoseTrack
 
 log = logging.getLogger("vpr_edge.loop_node")
@@ -42,15 +44,12 @@ log = logging.getLogger("vpr_edge.loop_node")
 POSE_HISTORY_SECONDS = 60.0
 #: loops whose latency the node's summary keeps (its p50/p95 are over these)
 LATENCY_WINDOW = 1000
-#: Odometry stamped this much before the newest pose means time jumped back (a looped bag,
-#: a restarted simulator): the pose history starts again (odometry merely out of order by
-#: less is kept, and counted).
-POSE_JUMP_BACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """Everything the ROS nodes expose as parameters (see ros_examples/README.md)."""
+    """Everything the ROS nodes expose as parameters (see ros_examples/README.md); checked
+    when made (:class:`~vpr_edge.errors.InvalidInputError` names every bad field)."""
 
     model: str
     map_dir: str | None = None
@@ -59,9 +58,34 @@ class NodeConfig:
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     pose_max_gap: float = 0.1
     save_on_shutdown: bool = True
-    #: with ``map_dir`` and ``save_on_shutdown``: save the changed map this often (0: only at
-    #: shutdown and on request), so a power cut loses at most this many seconds of places
+    #: with ``map_dir`` and ``save_on_shutdown``: save the changed map this often (finite; 0:
+    #: only at shutdown and on request), so a power cut loses at most this many seconds of places
     autosave_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _is_path(self.model):
+            problems.append(f"model must be the path of the exported model (.onnx or .engine), "
+                            f"got {self.model!r}")
+        if self.map_dir is not None and not _is_path(self.map_dir):
+            problems.append(f"map_dir must be a path, or None for a map kept in memory, got "
+                            f"{self.map_dir!r}")
+        if not isinstance(self.backend, str):
+            problems.append(f"backend must be a str such as 'auto', got {self.backend!r}")
+        for name, kind in (("detector", LoopClosureConfig), ("keyframes", KeyframeConfig)):
+            if not isinstance(getattr(self, name), kind):
+                problems.append(f"{name} must be a {kind.__name__}, got "
+                                f"{getattr(self, name)!r}")
+        if not (_is_number(self.pose_max_gap) and self.pose_max_gap > 0):
+            problems.append(f"pose_max_gap must be > 0 seconds, got {self.pose_max_gap!r}")
+        if not isinstance(self.save_on_shutdown, bool):
+            problems.append(f"save_on_shutdown must be True or False, got "
+                            f"{self.save_on_shutdown!r}")
+        if not (_is_number(self.autosave_seconds) and 0 <= self.autosave_seconds < math.inf):
+            problems.append(f"autosave_seconds must be >= 0 and finite seconds (0: off), got "
+                            f"{self.autosave_seconds!r}")
+        if problems:
+            raise InvalidInputError("NodeConfig: " + "; ".join(problems))
 
 
 @dataclass
@@ -127,6 +151,7 @@ class LoopClosureNode:
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
+        self._failure: BaseException | None = None  # what stopped the worker, if it died
         self._map_lock = threading.Lock()
         # places added or the map reset since it was opened or saved (or it was read from
         # what an interrupted save left: a save puts it back in place)
@@ -150,10 +175,10 @@ class LoopClosureNode:
 
     def on_pose(self, stamp: float, pose: Pose) -> None:
         """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
-        :data:`POSE_JUMP_BACK_SECONDS` before the newest starts a new history (time jumped
-        back), and is not counted."""
+        :data:`~vpr_edge.loop_closure.JUMP_BACK_SECONDS` before the newest starts a new
+        history (time jumped back), and is not counted."""
         last = self._last_pose_stamp
-        if last is not None and stamp < last - POSE_JUMP_BACK_SECONDS:
+        if last is not None and stamp < last - JUMP_BACK_SECONDS:
             log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
                         "simulator?): the pose history starts again", last - stamp)
             last = None
@@ -169,7 +194,15 @@ class LoopClosureNode:
         mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
         it is called only for keyframes, so skipped frames cost nothing. A malformed message
         is counted by kind (:meth:`report_problem`) and dropped. Returns True if the frame
-        was queued."""
+        was queued. Raises :class:`~vpr_edge.errors.VprEdgeError` once the worker has died
+        (no frame would be processed again: restart the node)."""
+        if self._failure is not None:
+            raise VprEdgeError(f"the loop-closure worker stopped ({self._failure!r}; its "
+                               "traceback is in the log), so no frame is processed any more: "
+                               "restart the node") from self._failure
+        if not (_is_number(stamp) and math.isfinite(stamp)):
+            raise InvalidInputError(f"stamp must be finite seconds, got {stamp!r} (from a "
+                                    "message header: vpr_edge.poses.stamp_seconds(header))")
         arrived = time.monotonic()
         session = self._session  # a reset() while this frame is converted drops it
         self.stats.received += 1
@@ -268,6 +301,14 @@ class LoopClosureNode:
 
     # -- worker ----------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # on_image says so from now on, instead of queueing
+            self._failure = exc
+            log.critical("the loop-closure worker stopped: no frame is processed any more; "
+                         "restart the node", exc_info=True)
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while self._slot is None and not self._stop:
@@ -311,7 +352,7 @@ class LoopClosureNode:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
         autosave is due (off, nowhere to save, or nothing changed)."""
         config = self.config
-        if (not 0 < config.autosave_seconds < math.inf or not config.map_dir
+        if (not config.autosave_seconds or not config.map_dir
                 or not config.save_on_shutdown or not self._changed):
             return None
         return self._last_save + config.autosave_seconds - time.monotonic()
@@ -341,9 +382,17 @@ class LoopClosureNode:
         return values if width in (0, len(values)) else values[:width]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and bool(os.fspath(value))
+
+
 def _pose_track(config: NodeConfig) -> PoseTrack:
     return PoseTrack(max_gap=config.pose_max_gap, keep_seconds=POSE_HISTORY_SECONDS,
-                     jump_back_seconds=POSE_JUMP_BACK_SECONDS)
+                     jump_back_seconds=JUMP_BACK_SECONDS)
 
 
 def _read_from_a_crash(map_dir: str | None) -> bool:

@@ -7,7 +7,6 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 from .atomic_file import unwritable_folder
 from .errors import InvalidInputError
 from .geometric import VerifyConfig
-from .index import atomic_dir
+from .index import map_store
 from .keyframes import KeyframeConfig
 from .loop_closure import LoopClosureConfig
 from .loop_node import NodeConfig
@@ -44,7 +43,7 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("exclusion_frames", 50, ">= 0", "most recent keyframes never matched"),
     NodeParam("exclusion_seconds", 0.0, ">= 0 (0: off)",
               "also exclude the keyframes of the last this many seconds (stamps jumping back "
-              "start it afresh)"),
+              "by more than 1 s start it afresh)"),
     NodeParam("consistency", 3, ">= 1", "successive keyframes that must agree"),
     NodeParam("consistency_radius", 3, ">= 0", "keyframes apart two agreeing candidates may be"),
     NodeParam("candidates", 5, ">= 1", "places searched per keyframe"),
@@ -77,7 +76,9 @@ DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
-    """Read every parameter through ``get(name, default)`` and check it."""
+    """Read every parameter through ``get(name, default)`` and check it: its type here, and
+    its range here or, for the fields of :class:`~vpr_edge.loop_node.NodeConfig` and the
+    configs in it (named as the parameters), where those are made."""
     values = {p.name: get(p.name, p.default) for p in PARAMS}
     for p in PARAMS:  # ROS may hand ints for floats (e.g. min_score: 1)
         value = values[p.name]
@@ -87,14 +88,9 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
         if type(value) is not type(p.default):
             raise InvalidInputError(f"parameter {p.name} must be {p.type_name} "
                                     f"({p.range}), got {value!r}")
-    if not values["model"]:
-        raise InvalidInputError("parameter model is required: the exported .onnx or .engine")
     if values["message_type"] not in ("vpr_edge_msgs", "standard"):
         raise InvalidInputError("parameter message_type must be 'vpr_edge_msgs' or 'standard', "
                                 f"got {values['message_type']!r}")
-    if not 0 <= values["autosave_seconds"] < math.inf:  # (NaN too)
-        raise InvalidInputError("parameter autosave_seconds must be >= 0 and finite (0: off), "
-                                f"got {values['autosave_seconds']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
     for name in ("model", "map_dir", "stats_file"):  # no shell expands a parameter's ~
@@ -103,7 +99,7 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     if values["map_dir"] and values["save_on_shutdown"]:
         # a save writes a temp folder beside the map, then renames it (a map only read
         # may sit in a read-only place)
-        _refuse_if("map_dir", values["map_dir"], atomic_dir.save_problem, "the map")
+        _refuse_if("map_dir", values["map_dir"], map_store.save_problem, "the map")
     if values["stats_file"]:
         _refuse_if("stats_file", values["stats_file"], unwritable_folder, "the statistics")
 

@@ -7,7 +7,7 @@ import pytest
 
 from vpr_edge.errors import InvalidInputError
 from vpr_edge.localizer import Localizer
-from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
+from vpr_edge.loop_closure import JUMP_BACK_SECONDS, LoopClosureConfig, LoopClosureDetector
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -321,6 +321,68 @@ def test_a_frame_the_map_refuses_leaves_the_consistency_state(loc: Localizer,
     assert detector.process_descriptor(revisit(route, 12, 0.3, 3)).loop.match_id == 12
 
 
+@pytest.mark.parametrize("refused, words", [
+    ({"stamp": float("inf")}, "stamp: inf is not finite"),
+    ({"stamp": float("nan")}, "stamp: nan is not finite"),
+    ({"stamp": "0.25"}, "stamp: expected float seconds"),
+    ({"stamp": 0.199, "pose": (float("nan"), 0.0)}, "pose: contains NaN"),
+    ({"stamp": 0.199, "pose": (0.0, 0.0, 0.0)}, "pose: 3 values, but this map's poses have 2"),
+    ({"stamp": 0.199, "meta": {"x": float("nan")}}, "meta: not JSON-serialisable"),
+])
+def test_a_frame_the_map_refuses_leaves_the_time_window(tiny, refused: dict,
+                                                         words: str) -> None:
+    """A refused frame moved the exclusion_seconds window before the map refused it (an
+    inf stamp, or an out-of-order one with a NaN pose, emptied it), so the next frame was a
+    "loop" to one 0.3 s old in a 5 s window. The error named ``stamps[0]``, not ``stamp``."""
+    from vpr_edge.index import PlaceIndex
+
+    standing_still = unit(np.eye(tiny.DIM)[0])
+    detector = LoopClosureDetector(PlaceIndex(tiny.DIM), LoopClosureConfig(
+        exclusion_frames=0, exclusion_seconds=5.0, consistency=1, min_score=0.5))
+    for t in (0.0, 0.1, 0.2):
+        assert detector.process_descriptor(standing_still, stamp=t, pose=(t, 0.0)).loop is None
+    with pytest.raises(InvalidInputError, match=f"^{words}"):
+        detector.process_descriptor(standing_still, **refused)
+    assert len(detector.index) == 3
+    assert detector.process_descriptor(standing_still, stamp=0.3).loop is None
+
+
+def test_stamps_slightly_out_of_order_keep_the_time_window(loc: Localizer,
+                                                           route: np.ndarray) -> None:
+    """Any stamp before the last one, by 1 ms too, emptied the exclusion_seconds window:
+    the frames of the last seconds became loops. Only a jump back by more than
+    JUMP_BACK_SECONDS starts the window afresh."""
+    config = LoopClosureConfig(min_score=0.5, consistency=1, exclusion_frames=0,
+                               exclusion_seconds=5.0)
+    detector = LoopClosureDetector(loc, config)
+    for i in range(60):  # 10 Hz, stamps 0.0 .. 5.9
+        assert detector.process_descriptor(route[i], stamp=i * 0.1).loop is None
+    # 0.4 s late: the place it revisits (stamped 5.5) is in its window, and the newer ones
+    late = detector.process_descriptor(revisit(route, 55, 0.1, 1), stamp=5.5)
+    assert late.loop is None
+    assert detector.process_descriptor(revisit(route, 58, 0.1, 2), stamp=6.0).loop is None
+    loop = detector.process_descriptor(revisit(route, 5, 0.1, 3), stamp=6.1).loop
+    assert loop is not None and loop.match_id == 5  # 5.6 s before: out of the window
+    # a jump back by more is a new pass: the places stamped "later" are candidates again
+    jumped = detector.process_descriptor(revisit(route, 55, 0.1, 4),
+                                         stamp=6.1 - JUMP_BACK_SECONDS - 0.1)
+    assert jumped.loop is not None and jumped.loop.match_id == 55
+
+
+def test_a_still_robot_with_jittery_stamps_makes_no_loops(tiny) -> None:
+    """A robot waiting 20 s at a door (the same view) at 5 Hz, one keyframe 1 ms out of
+    order: every keyframe after it was a "loop" to one up to 12 s old in a 30 s window."""
+    from vpr_edge.index import PlaceIndex
+
+    standing_still = unit(np.eye(tiny.DIM)[0])
+    detector = LoopClosureDetector(PlaceIndex(tiny.DIM),
+                                   LoopClosureConfig(exclusion_seconds=30.0))
+    stamps = [i * 0.2 for i in range(100)]
+    stamps[60] = stamps[59] - 0.001
+    assert [s for s in stamps
+            if detector.process_descriptor(standing_still, stamp=s).loop] == []
+
+
 def test_a_batch_is_refused_naming_the_fix(loc: Localizer, route: np.ndarray) -> None:
     detector = LoopClosureDetector(loc, LoopClosureConfig())
     with pytest.raises(InvalidInputError, match="one keyframe at a time"):
@@ -338,7 +400,8 @@ def test_a_batch_is_refused_naming_the_fix(loc: Localizer, route: np.ndarray) ->
 
 
 @pytest.mark.parametrize("changes", [{"exclusion_seconds": float("inf")},
-                                     {"exclusion_seconds": "5"}, {"min_score": None}])
+                                     {"exclusion_seconds": "5"}, {"min_score": None},
+                                     {"verify": True, "verify_config": None}])
 def test_config_values_of_the_wrong_kind_are_refused(changes) -> None:
     with pytest.raises(InvalidInputError, match="LoopClosureConfig"):
         LoopClosureConfig(**changes)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vpr_edge.errors import InvalidInputError, VprEdgeError
 from vpr_edge.keyframes import KeyframeConfig
 from vpr_edge.localizer import Localizer
 from vpr_edge.loop_closure import LoopClosureConfig
@@ -124,6 +125,59 @@ def test_a_bad_frame_is_logged_and_the_node_goes_on(tiny_onnx, tmp_path, cpu_onl
     feed(node, route[0][:3], 1.0)
     node.close()
     assert node.stats.errors == 1 and node.stats.processed == 3
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"autosave_seconds": "60"}, "autosave_seconds must be >= 0 and finite"),
+    ({"autosave_seconds": float("inf")}, "autosave_seconds"),
+    ({"autosave_seconds": float("nan")}, "autosave_seconds"),
+    ({"autosave_seconds": -1.0}, "autosave_seconds"),
+    ({"pose_max_gap": 0.0}, "pose_max_gap must be > 0"),
+    ({"pose_max_gap": "0.1"}, "pose_max_gap"),
+    ({"save_on_shutdown": "false"}, "save_on_shutdown must be True or False"),
+    ({"model": ""}, "model must be the path of the exported model"),
+    ({"model": None}, "model must be the path"),
+    ({"map_dir": ""}, "map_dir must be a path, or None"),
+    ({"map_dir": 5}, "map_dir"),
+    ({"backend": None}, "backend must be a str"),
+    ({"detector": {"min_score": 0.3}}, "detector must be a LoopClosureConfig"),
+    ({"keyframes": None}, "keyframes must be a KeyframeConfig"),
+])
+def test_a_bad_node_config_is_refused_when_made(changes: dict, words: str) -> None:
+    """NodeConfig checked nothing: ``autosave_seconds="60"`` killed the worker thread with a
+    TypeError, and on_image went on queueing frames that nothing processed."""
+    with pytest.raises(InvalidInputError, match=f"^NodeConfig: .*{words}"):
+        NodeConfig(**{"model": "model.onnx", **changes})
+    assert NodeConfig(model=Path("model.onnx"), map_dir=Path("map")).autosave_seconds == 60.0
+
+
+def test_a_dead_worker_is_reported_not_fed(tiny_onnx, tmp_path, cpu_only, route,
+                                           caplog) -> None:
+    """When the worker thread died, on_image kept returning True (queued) for ever."""
+    class Fatal(BaseException):  # gets past the handler that keeps one bad frame harmless
+        pass
+
+    node, _ = make_node(tiny_onnx, tmp_path)
+    node.detector.process_frame = lambda *a, **k: (_ for _ in ()).throw(Fatal("a bug"))
+    with caplog.at_level("CRITICAL", logger="vpr_edge.loop_node"):
+        node.on_image(lambda: route[0][0], stamp=0.0)
+        assert wait_for(lambda: not node._worker.is_alive())
+    assert "worker stopped" in caplog.text and "a bug" in caplog.text
+    with pytest.raises(VprEdgeError, match=r"worker stopped \(Fatal\('a bug'\).*restart the node"):
+        node.on_image(lambda: route[0][1], stamp=0.1)
+    node.close()
+
+
+def test_a_stamp_that_is_not_finite_seconds_is_refused_at_once(tiny_onnx, tmp_path, cpu_only,
+                                                               route) -> None:
+    """Queued, then refused by the worker (an error in the statistics; for a str the log
+    line failed too), and an inf stamp emptied the detector's time window."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    for bad in (float("nan"), float("inf"), "1.0", None, True):
+        with pytest.raises(InvalidInputError, match="stamp must be finite seconds"):
+            node.on_image(lambda: route[0][0], stamp=bad)
+    node.close()
+    assert node.stats.received == 0 and node.stats.errors == 0
 
 
 def test_save_and_reset_services(tiny_onnx, tmp_path, cpu_only, route) -> None:
@@ -423,7 +477,7 @@ def test_autosave_waits_its_period_and_is_off_at_zero(tiny_onnx, tmp_path, cpu_o
     assert node.stats.autosaves == 0 and saved_places(tiny_onnx, tmp_path / "map") == 0
     node.close()  # the shutdown save
     assert saved_places(tiny_onnx, tmp_path / "map") == 4
-    for off in (0.0, float("inf"), 1e300):  # (waits past TIMEOUT_MAX raised OverflowError)
+    for off in (0.0, 1e300):  # (waits past TIMEOUT_MAX raised OverflowError; inf is refused)
         node, _ = make_node(tiny_onnx, tmp_path / str(off), autosave_seconds=off)
         node._last_save -= 1e6  # long ago
         feed(node, route[0][:2], 0.0)

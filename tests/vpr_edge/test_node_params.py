@@ -77,3 +77,14 @@ def test_autosave_seconds_reaches_the_node_and_a_bad_one_is_refused() -> None:
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InvalidInputError, match="autosave_seconds must be >= 0 and finite"):
             read(autosave_seconds=bad)
+
+
+def test_the_node_configs_ranges_are_checked_when_read() -> None:
+    """pose_max_gap 0 passed here and was refused only when the node started, as
+    "max_gap must be positive" (no parameter of that name); NodeConfig checks it now, and
+    the model's presence, naming the parameters."""
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="pose_max_gap must be > 0"):
+            read(pose_max_gap=bad)
+    with pytest.raises(InvalidInputError, match="model must be the path of the exported model"):
+        read(model="")
