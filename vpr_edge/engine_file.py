@@ -13,6 +13,13 @@ inside TensorRT, or worse, crashes.
 The header lets the runtime refuse such a file first, naming the field that differs. It also
 carries the model metadata (:class:`~vpr_edge.metadata.ModelMetadata`) so the runtime knows
 the input size and the model fingerprint without touching the engine.
+
+The header carries its own checksum, ``header_sha256``: the sha256 of its canonical JSON
+without that key (the rule of a map manifest's ``manifest_sha256``, fixed for all format
+versions), so that a changed byte in it (a target GPU, the input's mean) is refused, not
+believed. Engines written before it lack it and are read unchecked (older readers ignore
+it); one that lacks it but has a field those never wrote (``header_sha256`` with a changed
+byte) is refused as damaged.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 
 from .atomic_file import atomic_write
 from .errors import INSTALL_NEWER, EngineMismatchError, ModelFormatError
+from .index.map_format import canonical_json
 from .metadata import ModelMetadata
 
 MAGIC = b"VPRENGN1"
@@ -41,6 +49,11 @@ TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
 #: data-centre Hopper or Blackwell (9.0, 10.x) or Jetson at all: on an H200 (9.0) it said
 #: "TensorRT-RTX does not support this compute capability".
 RTX_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+HEADER_SHA256 = "header_sha256"
+#: the fields of the headers written before they carried HEADER_SHA256
+UNCHECKED_FIELDS = frozenset({"format", "format_version", "model", "tensorrt_module",
+                              "tensorrt_version", "compute_capability", "device_name",
+                              "builder", "engine_sha256", "engine_size"})
 
 
 @dataclass(frozen=True)
@@ -151,13 +164,20 @@ def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: byt
     if header.engine_size != len(engine) or \
             header.engine_sha256 != hashlib.sha256(engine).hexdigest():
         raise ModelFormatError("engine header does not describe these engine bytes")
-    blob = json.dumps(header.to_dict(), sort_keys=True).encode("utf-8")
+    fields = header.to_dict()
+    blob = json.dumps({**fields, HEADER_SHA256: _header_digest(fields)},
+                      sort_keys=True).encode("utf-8")
 
     def write(fh) -> None:
         fh.write(MAGIC + struct.pack("<I", len(blob)) + blob)
         fh.write(engine)
 
     return atomic_write(path, write)
+
+
+def _header_digest(fields: dict[str, Any]) -> str:
+    """The header's checksum (``header_sha256``) of its other ``fields``."""
+    return hashlib.sha256(canonical_json(fields)).hexdigest()
 
 
 #: how to replace a damaged engine file
@@ -184,6 +204,13 @@ def _read_header(fh, path: Path) -> tuple[EngineHeader, int]:
         data = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: engine header is not JSON ({exc!r:.200})") from exc
+    if isinstance(data, dict):
+        stated = data.pop(HEADER_SHA256, None)
+        damaged = (not data.keys() <= UNCHECKED_FIELDS if stated is None
+                   else stated != _header_digest(data))
+        if damaged:
+            raise ModelFormatError(f"{path}: engine header fails its checksum: the file is "
+                                   f"damaged; {REBUILD}")
     return EngineHeader.from_dict(data, str(path)), len(prefix) + length
 
 

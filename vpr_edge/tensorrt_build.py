@@ -140,13 +140,29 @@ def find_builder(preferred: str | None = None) -> tuple[ModuleType, str] | None:
     return None
 
 
-def builder_available() -> tuple[bool, str]:
-    found = find_builder()
-    if found is None:
-        return False, ("no TensorRT module: install full TensorRT (`pip install "
-                       "'vpr-edge[tensorrt]'` on a machine with NVIDIA's libraries) or "
-                       "`pip install tensorrt-rtx-cu13` to build RTX engines")
-    return True, f"{found[1]} {found[0].__version__}"
+#: each builder module, as users know it, and how to install it
+INSTALL_BUILDER = {
+    "tensorrt": ("full TensorRT (tensorrt)", "`pip install 'vpr-edge[tensorrt]'` on a machine "
+                 "with NVIDIA's libraries (on a Jetson, the TensorRT JetPack ships)"),
+    "tensorrt_rtx": ("TensorRT-RTX (tensorrt_rtx)", "`pip install tensorrt-rtx-cu13`"),
+}
+
+
+def builder_available(preferred: str | None = None) -> tuple[bool, str]:
+    """(True, "MODULE VERSION") for the module :func:`find_builder` would build with, else
+    (False, what is missing, how to install it and, for a ``preferred`` one, what is here)."""
+    found = find_builder(preferred)
+    if found is not None:
+        return True, f"{found[1]} {found[0].__version__}"
+    if preferred not in INSTALL_BUILDER:
+        full, rtx = (" with ".join(INSTALL_BUILDER[name]) for name in BUILDER_MODULES)
+        return False, f"no TensorRT module: install {full}, or {rtx} to build RTX engines"
+    wanted, install = INSTALL_BUILDER[preferred]
+    other = find_builder(next(name for name in BUILDER_MODULES if name != preferred))
+    here = ("no other TensorRT module is installed either" if other is None else
+            f"this machine has {other[1]} {other[0].__version__}: build with it "
+            f"(--tensorrt-module {other[1]}, or leave the option out)")
+    return False, f"{wanted} is not importable here: install it with {install}; {here}"
 
 
 def _capability_enum(trt: ModuleType, text: str) -> Any:
@@ -169,7 +185,7 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig, *, shown_as: str | 
     shown = shown_as or onnx_path.name
     found = find_builder(config.module)
     if found is None:
-        raise MissingDependencyError(builder_available()[1])
+        raise MissingDependencyError(builder_available(config.module)[1])
     trt, name = found
     if config.version_compatible and name != "tensorrt":
         raise ModelFormatError(f"--version-compatible needs full TensorRT (tensorrt); {name} "

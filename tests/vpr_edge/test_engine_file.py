@@ -244,3 +244,47 @@ def test_only_a_literal_true_marks_an_engine_version_compatible(tiny) -> None:
                                    tensorrt_version="10.3.0", compute_capability="8.7",
                                    builder={"version_compatible": value})
         assert not is_version_compatible(header)
+
+
+def _header_end(data: bytes) -> int:
+    import struct
+
+    return len(MAGIC) + 4 + struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])[0]
+
+
+def test_any_changed_byte_of_the_header_is_refused(engine: Path, tmp_path: Path) -> None:
+    """The header had no checksum: one changed byte in a key ("comptte_capabilities") made
+    an engine for four GPUs read as one for any GPU, and a changed digit of the input's mean
+    would have gone unnoticed."""
+    data = engine.read_bytes()
+    damaged = tmp_path / "damaged.engine"
+    for at in range(_header_end(data)):
+        for bit in (0x01, 0x04, 0x40):
+            changed = bytearray(data)
+            changed[at] ^= bit
+            damaged.write_bytes(bytes(changed))
+            with pytest.raises(ModelFormatError):
+                read_engine_header(damaged)
+    at = data.index(b'"Orin"') + 2
+    damaged.write_bytes(data[:at] + b"p" + data[at + 1:])  # "Orin" -> "Opin": valid JSON
+    with pytest.raises(ModelFormatError, match="header fails its checksum.*engine build"):
+        read_engine_file(damaged)
+
+
+def test_engines_written_before_the_header_checksum_are_read(engine: Path, tmp_path: Path,
+                                                             tiny) -> None:
+    import json
+    import struct
+
+    data = engine.read_bytes()
+    fields = json.loads(data[len(MAGIC) + 4:_header_end(data)])
+    del fields["header_sha256"]
+    old = tmp_path / "old.engine"
+    for extra, readable in (({}, True), ({"heade_sha256": "0" * 64}, False)):
+        blob = json.dumps({**fields, **extra}, sort_keys=True).encode()
+        old.write_bytes(MAGIC + struct.pack("<I", len(blob)) + blob + data[_header_end(data):])
+        if readable:
+            assert read_engine_file(old) == read_engine_file(engine)
+        else:  # a field no such header had: header_sha256 with a changed byte, say
+            with pytest.raises(ModelFormatError, match="header fails its checksum"):
+                read_engine_header(old)

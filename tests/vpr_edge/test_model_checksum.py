@@ -93,3 +93,44 @@ def test_a_changed_checksum_is_refused_and_an_unsealed_model_loads(tiny_onnx, ma
 def test_sealing_needs_the_placeholder(make_model) -> None:
     with pytest.raises(ValueError, match="placeholder"):
         seal_onnx_file(make_model("plain.onnx"))
+
+
+def test_a_changed_last_digit_shows_both_checksums_whole(tiny_onnx, tiny) -> None:
+    """They were cut to 12 digits: a change in the last one showed two identical hashes."""
+    path = sealed(tiny_onnx, tiny)
+    data = bytearray(path.read_bytes())
+    stated = data[-64:].decode()
+    data[-1] = ord("0") if data[-1] != ord("0") else ord("1")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError) as err:
+        check_onnx_file(path)
+    assert f"its sha256 is {stated}," in str(err.value)
+    assert f"says {data[-64:].decode()})" in str(err.value)
+
+
+def test_any_changed_byte_of_the_checksum_entry_is_refused(tiny_onnx, tiny) -> None:
+    """A changed byte in the entry's key made the file read as one exported before
+    checksums (unchecked), so a changed file was no longer refused."""
+    path = sealed(tiny_onnx, tiny)
+    data = path.read_bytes()
+    start = data.rfind(CHECKSUM_KEY.encode()) - 2  # the key field's tag and length
+    for at in range(start, len(data)):
+        for bit in (0x01, 0x20, 0x80):
+            damaged = bytearray(data)
+            damaged[at] ^= bit
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(ModelFormatError, match="changed after vpr-export|is damaged"):
+                check_onnx_file(path)
+    path.write_bytes(data[:-40])  # cut short in the entry
+    with pytest.raises(ModelFormatError, match="checksum entry .* is damaged"):
+        check_onnx_file(path)
+
+
+def test_other_entries_of_the_same_shape_are_not_taken_for_a_damaged_one(make_model) -> None:
+    model = onnx.load(str(make_model("old.onnx")))
+    for key in ("vpr_edge.data_sha256", "weights.file_sha256"):  # 20 bytes, 64 hex digits
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, "ab" * 32
+    path = make_model("other.onnx")
+    onnx.save(model, str(path))
+    assert check_onnx_file(path) is False

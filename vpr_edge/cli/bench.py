@@ -8,6 +8,7 @@ the search cost at that size is real; the frame is a real image (``--image``) or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..images import load_image, prepare_frame
+from ..index import IndexSettings, PlaceIndex
 from ..paths import expanded_path
 from .arg_types import positive_int
 from .common import add_model_arguments, backend_options
@@ -49,12 +51,51 @@ def _timed(fn, repeat: int) -> np.ndarray:
     return np.array(out) * 1000.0
 
 
+#: the share of the available memory the synthetic map may take (the model, the frames being
+#: described and the rest of the process need the others)
+MEMORY_SHARE = 0.8
+#: synthetic places made and added at a time
+CHUNK = 10000
+
+
+def available_memory() -> int | None:
+    """Bytes of memory new allocations can take here (Linux's MemAvailable); None where
+    unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def map_settings(dim: int, places: int, capacity: int) -> IndexSettings:
+    """Settings for a synthetic map of ``places`` and room for ``capacity`` (no growth copies
+    mid-benchmark), refused when that would not fit in memory. Beyond ``exact_max_places``
+    it searches with HNSW from the start, as ``auto`` would at that size, without first
+    making the float32 copy for exact search (4·dim bytes a place) at full capacity."""
+    settings = IndexSettings()
+    if places > settings.exact_max_places:
+        settings = dataclasses.replace(settings, mode="hnsw")
+    per_place = PlaceIndex(dim, settings=settings).info()["memory_bytes"]["per_place"]
+    available = available_memory()
+    if available is not None and per_place * capacity > MEMORY_SHARE * available:
+        fits = int(MEMORY_SHARE * available) // per_place - (capacity - places)
+        raise InvalidInputError(
+            f"--places {places}: the synthetic map of {dim}-d descriptors would need about "
+            f"{per_place * capacity / 2**30:,.1f} GiB of memory ({per_place} bytes a place), "
+            f"more than the {MEMORY_SHARE:.0%} of the {available / 2**30:,.1f} GiB available "
+            f"here it may take; give --places {max(fits, 0)} or fewer")
+    return dataclasses.replace(settings, initial_capacity=capacity)
+
+
 def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
               backend: str = "auto", options: dict | None = None,
               progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from ..index import PlaceIndex
     from ..localizer import Localizer
 
     if not isinstance(repeat, int) or repeat < 1:
@@ -66,13 +107,13 @@ def benchmark(model: Path, *, places: int, repeat: int, frame: np.ndarray,
         h, w = meta.input_shape
         order = meta.colour_order
         small = prepare_frame(frame, "RGB", h, w, order)[None]
+        settings = map_settings(meta.dim, places, places + repeat + 1)  # (+ the timed adds)
+        loc.index = PlaceIndex(meta.dim, fingerprint=meta.fingerprint, settings=settings)
         rng = np.random.default_rng(0)
-        synthetic = rng.standard_normal((places, meta.dim)).astype(np.float32)
-        synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
-        loc.index = PlaceIndex(meta.dim, fingerprint=meta.fingerprint)
-        for start in tqdm(range(0, places, 10000), desc="bench: map", unit="10k places",
+        for start in tqdm(range(0, places, CHUNK), desc="bench: map", unit="10k places",
                           leave=False, disable=not progress):
-            loc.index.add(synthetic[start:start + 10000])
+            chunk = rng.standard_normal((min(CHUNK, places - start), meta.dim), np.float32)
+            loc.index.add(chunk / np.linalg.norm(chunk, axis=1, keepdims=True))
         descriptor = loc.describe(frame)
         timed = {
             "preprocess": lambda: prepare_frame(frame, "RGB", h, w, order),

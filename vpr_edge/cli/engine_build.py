@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import unwritable_folder
 from ..errors import InvalidInputError, VprEdgeError
 from ..paths import expanded_path
 from .arg_types import positive_int
@@ -111,6 +112,8 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
         problems.append(f"{onnx}: not an .onnx file (give the NAME.fp16.onnx vpr-export wrote)")
     if output.is_dir():
         problems.append(f"--output {output} is a folder: give the engine file's path")
+    elif (unwritable := unwritable_folder(output)) is not None:
+        problems.append(f"--output {output}: {unwritable}")
     if compute_capabilities and tensorrt_module == "tensorrt":
         problems.append("--compute-capability is for TensorRT-RTX: full TensorRT builds for "
                         "the GPU it runs on")
@@ -131,6 +134,7 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
             f"({engine_path_for(onnx).stem}.fp16.onnx)")
     from ..tensorrt_build import EngineBuildConfig, write_engine
 
+    output.parent.mkdir(parents=True, exist_ok=True)  # (as --json's is)
     start = time.perf_counter()
     built = write_engine(onnx, output, metadata, EngineBuildConfig(
         batch=tuple(batch), workspace_mib=workspace_mib,

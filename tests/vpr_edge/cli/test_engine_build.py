@@ -107,3 +107,51 @@ def test_without_tensorrt_it_says_what_to_install(tiny_onnx: Path, monkeypatch, 
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
     assert main(["engine", "build", str(tiny_onnx)]) == 2
     assert "vpr-edge[tensorrt]" in capsys.readouterr().err
+
+
+def test_missing_output_folders_are_made(tiny_onnx: Path, tmp_path: Path) -> None:
+    """`-o new/sub/x.engine` built the engine, then died with a FileNotFoundError traceback
+    for the temporary file beside it (--json makes its folders)."""
+    pytest.importorskip("tensorrt_rtx")
+    target = tmp_path / "new" / "sub" / "x.engine"
+    assert main(["engine", "build", str(tiny_onnx), "-o", str(target),
+                 "--compute-capability", "8.9"]) == 0
+    assert read_engine_header(target).compute_capability == "8.9"
+
+
+def test_an_output_through_a_file_is_refused_before_the_build(tiny_onnx: Path, tmp_path: Path,
+                                                               monkeypatch, capsys) -> None:
+    from vpr_edge import tensorrt_build
+
+    monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    assert main(["engine", "build", str(tiny_onnx), "-o", str(blocker / "x.engine")]) == 2
+    assert f"{blocker} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("forced, here, words", [
+    ("tensorrt", "tensorrt_rtx", ["full TensorRT (tensorrt) is not importable here",
+                                  "vpr-edge[tensorrt]", "this machine has tensorrt_rtx 1.7.1",
+                                  "--tensorrt-module tensorrt_rtx"]),
+    ("tensorrt_rtx", "tensorrt", ["TensorRT-RTX (tensorrt_rtx) is not importable here",
+                                  "pip install tensorrt-rtx-cu13",
+                                  "this machine has tensorrt 1.7.1"]),
+    ("tensorrt", None, ["full TensorRT (tensorrt) is not importable",
+                        "no other TensorRT module is installed either"]),
+])
+def test_a_forced_module_that_is_missing_is_named_with_what_is_here(
+        tiny_onnx: Path, monkeypatch, capsys, forced: str, here: str | None,
+        words: list[str]) -> None:
+    """`--tensorrt-module tensorrt` without full TensorRT said only
+    "error: tensorrt_rtx 1.7.1.116" (what was installed, as if that were the problem)."""
+    from types import SimpleNamespace
+
+    for name in ("tensorrt", "tensorrt_rtx"):  # (None in sys.modules: the import fails)
+        module = SimpleNamespace(__version__="1.7.1") if name == here else None
+        monkeypatch.setitem(sys.modules, name, module)
+    argv = ["engine", "build", str(tiny_onnx), "--tensorrt-module", forced]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(word in err for word in words), err
+    assert not tiny_onnx.with_name("tiny.engine").exists()
