@@ -358,6 +358,11 @@ def open_source(*, images: PathLike | list[PathLike] | None = None,
         raise InvalidInputError(f"skip_damaged must be True or False, got {skip_damaged!r}")
     if images:
         folders = images if isinstance(images, (list, tuple)) else [images]
+        real = [os.path.realpath(f) for f in folders]
+        twice = next((f for f, r in zip(folders, real) if real.count(r) > 1), None)
+        if twice is not None:  # every frame would be a place twice, and a "loop" with itself
+            raise InvalidInputError(f"--images names the folder {twice} more than once; give "
+                                    "each folder once")
         return concat_sources([folder_source(f, every=every, skip_damaged=skip_damaged)
                                for f in folders])
     if frame_list:

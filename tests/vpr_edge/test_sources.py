@@ -165,3 +165,12 @@ def test_a_symlink_loop_in_a_folder_is_a_damaged_frame(tmp_path: Path, caplog) -
     kept = [f for f in source if source.pixels(f) is not None]
     assert [Path(f.key).name for f in kept] == ["Image000.png"]
     assert len(source.skipped) == 1 and "a loop of symbolic links" in source.skipped[0]
+
+
+def test_a_folder_given_twice_is_refused(tmp_path: Path) -> None:
+    """`map build --images run1 run1` stored every frame twice."""
+    folder = tmp_path / "run1"
+    folder.mkdir()
+    (tmp_path / "same").symlink_to(folder)
+    with pytest.raises(InvalidInputError, match="more than once"):
+        open_source(images=[folder, tmp_path / "same"])

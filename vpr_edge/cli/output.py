@@ -12,6 +12,7 @@ from typing import Any
 from ..atomic_file import atomic_write, unwritable_folder
 from ..errors import InvalidInputError
 from ..index import map_store
+from ..sources import is_image_file
 
 #: Name endings of the files vpr-edge reads (models, checkpoints, map files): an output
 #: named so is a slip of the keyboard that would destroy one.
@@ -94,11 +95,12 @@ def check_output_file(path: str | os.PathLike | None, option: str,
 
 
 def _overwrites(target: Path, given: Path) -> bool:
-    """Whether writing ``target`` replaces the input ``given`` or a file in that folder."""
+    """Whether writing ``target`` replaces the input ``given``, or an image in that folder."""
     if not target.exists():
         return False
     real, source = os.path.realpath(target), os.path.realpath(given)
-    return real == source or (os.path.isdir(source) and real.startswith(source + os.sep))
+    return real == source or (os.path.isdir(source) and real.startswith(source + os.sep)
+                              and is_image_file(Path(real)))
 
 
 def write_json(path: str | os.PathLike | None, data: Any, option: str = "--json") -> None:

@@ -378,18 +378,17 @@ def deleted_by_a_save(strangers: list[str]) -> str:
 def save_problem(path: str | os.PathLike) -> str | None:
     """Why a map could not be saved at ``path`` (as given by a user), or None: checked when a
     run starts (a node, a map build), so that no work is lost at its first save. Adds to
-    :func:`atomic_dir.save_problem` the files in the map folder that a save would delete."""
+    :func:`atomic_dir.save_problem` what :func:`check_replaceable` refuses (a folder of other
+    things, files in the map folder that a save would delete)."""
     problem = atomic_dir.save_problem(path)
     where = atomic_dir.resolve_for_read(atomic_dir.real_target(user_path(path)))
     if problem or where is None:
         return problem
     try:
-        with open(where / MANIFEST_NAME, "rb") as fh:
-            body = json.loads(fh.read(MAX_MANIFEST_BYTES + 1))
-    except (OSError, ValueError):  # no or a damaged manifest: opening the map says so
-        return None
-    strangers = foreign_entries(where, body)
-    return f"{where} {deleted_by_a_save(strangers)}" if strangers else None
+        check_replaceable(where)
+    except MapError as exc:
+        return str(exc)
+    return None
 
 
 def manifest_digest(where: Path) -> str | None:

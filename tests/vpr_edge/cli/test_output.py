@@ -58,6 +58,9 @@ def test_an_output_that_is_an_input_or_named_like_a_model_is_refused(tiny_onnx: 
     assert "is an input of this command" in capsys.readouterr().err
     assert main(["info", str(tiny_onnx), "--json", str(tiny_onnx)]) == 2
     assert tiny_onnx.read_bytes() == model
+    summary = ["loops", str(tiny_onnx), "--images", str(frames), "--no-progress", "--json",
+               str(frames / "loops.json")]  # not an image: a rerun may replace it
+    assert main(summary) == 0 and main(summary) == 0
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
