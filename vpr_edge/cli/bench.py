@@ -58,17 +58,24 @@ MEMORY_SHARE = 0.8
 CHUNK = 10000
 
 
-def available_memory() -> int | None:
-    """Bytes of memory new allocations can take here (Linux's MemAvailable); None where
-    unknown."""
+def available_memory(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes of memory new allocations can take here: Linux's MemAvailable, or less where a
+    container's memory limit (cgroup v2 ``memory.max`` less ``memory.current``) leaves less;
+    None where unknown."""
+    found = []
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            found += [int(line.split()[1]) * 1024 for line in fh
+                      if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
 
 
 def map_settings(dim: int, places: int, capacity: int) -> IndexSettings:

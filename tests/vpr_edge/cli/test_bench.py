@@ -51,3 +51,12 @@ def test_the_map_is_made_in_float32_chunks(tiny_onnx: Path, tiny, cpu_only: None
     assert result["places"] == 25000
     assert shapes == [((10000, tiny.DIM), np.float32), ((10000, tiny.DIM), np.float32),
                       ((5000, tiny.DIM), np.float32)]
+
+
+def test_a_containers_memory_limit_counts(tmp_path: Path) -> None:
+    """Docker's --memory limit was not seen: the bench sized a map by the host's memory."""
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("536870912\n")
+    assert bench.available_memory(tmp_path) == 512 << 20
+    (tmp_path / "memory.max").write_text("max\n")
+    assert bench.available_memory(tmp_path) > 512 << 20  # the host's MemAvailable
