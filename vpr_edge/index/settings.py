@@ -63,7 +63,7 @@ class IndexSettings:
         ef_scaling: search smaller maps with a smaller ef (:meth:`search_ef`): 64 up to 10k
             places, growing with the square root of the map's size (112 at 30k, 144 at 50k)
             up to ``ef``. The measured need grows that way: with refined or random-order
-            graphs, recall@1 of exact search was 1.000 at ef 64 with 10k places and 0.954-0.974
+            graphs, recall@1 of exact search was 1.000 at ef 64 with 10k places and 0.954-0.976
             at 100k, where ef 192 gave 1.000 (``benchmarks/insertion_order.py``); at 10k, ef 64
             instead of 192 saved 0.2 ms per query. False: always ``ef``.
         mode: ``"auto"`` searches exactly (numpy matrix product over float32 descriptors)
