@@ -95,8 +95,12 @@ class NodeStats:
     processed: int = 0
     dropped_policy: int = 0
     dropped_busy: int = 0
+    #: keyframes that arrived, or waited, across a reset() (they belong to the old session)
+    dropped_reset: int = 0
     errors: int = 0
     loops: int = 0
+    #: loop closures found but not published (the publish callback raised)
+    publish_failures: int = 0
     autosaves: int = 0
     autosave_failures: int = 0
     #: image-to-loop-closure latency of the last LATENCY_WINDOW loops (a node runs for hours)
@@ -107,7 +111,9 @@ class NodeStats:
         lat = np.asarray(self.latencies_ms)
         return {"received": self.received, "keyframes": self.keyframes,
                 "processed": self.processed, "dropped_policy": self.dropped_policy,
-                "dropped_busy": self.dropped_busy, "errors": self.errors, "loops": self.loops,
+                "dropped_busy": self.dropped_busy, "dropped_reset": self.dropped_reset,
+                "errors": self.errors, "loops": self.loops,
+                "publish_failures": self.publish_failures,
                 "autosaves": self.autosaves, "autosave_failures": self.autosave_failures,
                 "problems": dict(self.problems),
                 "latency_ms_p50": float(np.median(lat)) if lat.size else None,
@@ -194,8 +200,11 @@ class LoopClosureNode:
         mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
         it is called only for keyframes, so skipped frames cost nothing. A malformed message
         is counted by kind (:meth:`report_problem`) and dropped. Returns True if the frame
-        was queued. Raises :class:`~vpr_edge.errors.VprEdgeError` once the worker has died
-        (no frame would be processed again: restart the node)."""
+        was queued (False after :meth:`close`, uncounted). Raises
+        :class:`~vpr_edge.errors.VprEdgeError` once the worker has died (no frame would be
+        processed again: restart the node)."""
+        if self._stop:  # closed: a middleware callback may still fire while it shuts down
+            return False
         if self._failure is not None:
             raise VprEdgeError(f"the loop-closure worker stopped ({self._failure!r}; its "
                                "traceback is in the log), so no frame is processed any more: "
@@ -223,9 +232,10 @@ class LoopClosureNode:
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
         with self._cond:
-            if session != self._session:  # it came before a reset(), with the old odometry
-                return False
             self.stats.keyframes += 1
+            if session != self._session:  # it came before a reset(), with the old odometry
+                self.stats.dropped_reset += 1
+                return False
             if self._slot is not None:
                 self.stats.dropped_busy += 1
             frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
@@ -331,22 +341,33 @@ class LoopClosureNode:
                     self._cond.notify_all()
 
     def _process(self, item: _Pending) -> None:
+        """One keyframe: counted once, as processed, dropped_reset or errors."""
         try:
             with self._map_lock:
                 if item.session != self._session:  # taken just before a reset()
+                    self.stats.dropped_reset += 1
                     return
                 result = self.detector.process_frame(
                     item.frame, stamp=item.stamp, colour_order=item.colour_order,
                     pose=self._pose_for_map(item.pose))
                 self._changed = self._changed or result.place_id is not None
-            self.stats.processed += 1
-            if result.loop is not None:
-                self.stats.loops += 1
-                self.stats.latencies_ms.append((time.monotonic() - item.arrived) * 1e3)
-                self._publish(result.loop)
         except Exception:  # one bad frame must not kill the node
             self.stats.errors += 1
             log.exception("frame stamped %.3f could not be processed", item.stamp)
+            return
+        self.stats.processed += 1
+        if result.loop is None:
+            return
+        self.stats.loops += 1
+        self.stats.latencies_ms.append((time.monotonic() - item.arrived) * 1e3)
+        try:
+            self._publish(result.loop)
+        except Exception:  # the place is in the map; a publisher failing must not stop it
+            self.stats.publish_failures += 1
+            if self.stats.publish_failures == 1:
+                log.exception("publishing the loop closure of the frame stamped %.3f failed "
+                              "(further failures are counted in the node's statistics)",
+                              item.stamp)
 
     def _autosave_due_in(self) -> float | None:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
@@ -403,4 +424,4 @@ def _read_from_a_crash(map_dir: str | None) -> bool:
     from .index import atomic_dir
 
     where = atomic_dir.resolve_for_read(Path(map_dir))
-    return where is not None and where != Path(map_dir)
+    return where is not None and where != atomic_dir.real_target(Path(map_dir))

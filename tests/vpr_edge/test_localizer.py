@@ -408,3 +408,29 @@ def test_paths_of_the_wrong_kind_are_refused_clearly() -> None:
     for args in ((None,), (3,), ("m.onnx", 5)):
         with pytest.raises(InvalidInputError, match="must be a path"):
             Localizer(*args)
+
+
+def test_a_map_behind_a_link_is_read_after_an_interrupted_save(tiny_onnx: Path, tiny,
+                                                               tmp_path: Path, cpu_only: None,
+                                                               capsys) -> None:
+    """A save through maps/current -> 2024-06-01 killed between its renames leaves
+    2024-06-01.vpr-edge-old: Localizer, the node and the CLI looked for current.vpr-edge-old
+    and started an empty map (whose saves were then refused)."""
+    from vpr_edge.cli import main
+    from vpr_edge.loop_node import _read_from_a_crash
+
+    real = tmp_path / "2024-06-01"
+    link = tmp_path / "current"
+    link.symlink_to(real.name)
+    with Localizer(tiny_onnx, link) as first:
+        for frame in tiny.frames(3, seed=8):
+            first.add(frame)
+        first.save()
+    real.rename(tmp_path / "2024-06-01.vpr-edge-old")  # the save's "aside" step, then a kill
+    assert _read_from_a_crash(str(link))
+    assert main(["info", str(link)]) == 0 and "places" in capsys.readouterr().out
+    with Localizer(tiny_onnx, link) as again:
+        assert len(again) == 3
+        again.add(tiny.frames(1, seed=9)[0])
+        again.save()  # puts the map back in place, through the link
+    assert link.resolve() == real and len(Localizer(tiny_onnx, link)) == 4

@@ -358,7 +358,7 @@ def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx
     finish.set()
     arriving.join(10)
     assert node.wait_idle()
-    assert len(node.localizer) == 0 and node.stats.keyframes == 0
+    assert len(node.localizer) == 0 and node.stats.keyframes == node.stats.dropped_reset == 1
     feed(node, route[0][1:3], 10.0)
     node.close()
     assert len(node.localizer) == 2
@@ -510,3 +510,35 @@ def test_a_failed_autosave_is_counted_logged_once_and_tried_again(tiny_onnx, tmp
     assert "disk full" in caplog.text
     node.close()
     assert saved_places(tiny_onnx, tmp_path / "map") == 3
+
+
+def test_a_publisher_that_fails_is_counted_once_per_loop(tiny_onnx, tmp_path, cpu_only,
+                                                        route, caplog) -> None:
+    """A raising publish counted the keyframe as processed and as an error, and logged
+    "could not be processed" with a traceback for every loop (the place was in the map)."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+
+    def publish(loop) -> None:
+        raise RuntimeError("publisher gone")
+
+    node._publish = publish
+    first, again = route
+    feed(node, first, 0.0)
+    feed(node, again, 100.0)
+    node.close()
+    stats = node.stats
+    assert stats.loops > 1 and stats.publish_failures == stats.loops and stats.errors == 0
+    assert stats.processed == stats.keyframes == len(node.localizer) == 80
+    assert [r.getMessage().startswith("publishing the loop closure") for r in caplog.records
+            if r.levelname == "ERROR"] == [True]
+
+
+def test_frames_after_close_are_refused_not_counted(tiny_onnx, tmp_path, cpu_only,
+                                                    route) -> None:
+    """They were reported queued (True) and counted as keyframes, with no worker left."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:2], 0.0)
+    node.close()
+    before = node.stats.summary()
+    assert node.on_image(lambda: route[0][2], stamp=5.0) is False
+    assert node.stats.summary() == before

@@ -643,7 +643,7 @@ def test_failed_save_leaves_previous_map(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(atomic_dir, "FAILPOINT", fail)
     # a MapError naming the map and what became of it (was a bare OSError, no path)
-    with pytest.raises(MapError, match="No space left.*the map saved before is intact"):
+    with pytest.raises(MapError, match="No space left.*the map saved before is unchanged"):
         index.save()
     monkeypatch.setattr(atomic_dir, "FAILPOINT", None)
     assert snapshot(target) == before
@@ -900,3 +900,27 @@ def test_a_read_only_file_system_is_named_as_such(saved_map: Path, monkeypatch) 
     monkeypatch.setattr(atomic_dir.os, "access", lambda path, mode: False)
     monkeypatch.setattr(atomic_dir.os, "statvfs", lambda path: ReadOnly())
     assert "mounted read-only" in atomic_dir.replace_problem(saved_map)
+
+
+def test_a_copy_is_not_saved_where_it_would_break_the_map(saved_map: Path) -> None:
+    """save("map/backup") worked, and then every save of the map was refused (a folder not
+    part of it); save("map.vpr-edge-old") worked, and the next save deleted it."""
+    index = PlaceIndex.open(saved_map, fingerprint=FP)
+    with pytest.raises(MapError, match="inside the map folder"):
+        index.save(saved_map / "backup")
+    with pytest.raises(MapError, match="a name vpr-edge keeps"):
+        index.save(saved_map.with_name(saved_map.name + ".vpr-edge-old"))
+    assert sorted(p.name for p in saved_map.parent.iterdir()) == [saved_map.name,
+                                                                  saved_map.name + ".lock"]
+    index.add(unit(1, seed=5))
+    index.save()
+
+
+def test_a_first_save_that_fails_says_nothing_was_written(tmp_path: Path, monkeypatch) -> None:
+    """It said "the map saved before is intact" when there had never been one."""
+    index, _ = build(20)
+    monkeypatch.setattr(map_store, "write_files",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(MapError, match="No space left.*nothing was written there"):
+        index.save(tmp_path / "new")
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / "new.lock"])

@@ -156,8 +156,11 @@ def shared_lock(target: Path):
 
 
 def resolve_for_read(target: Path) -> Path | None:
-    """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None.
-    An empty ``target`` directory holds no map (one made for the map to be saved into)."""
+    """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None
+    (symbolic links resolved first, as a save resolves them: an interrupted save through
+    ``maps/current`` leaves ``maps/<its target>.vpr-edge-old``). An empty ``target``
+    directory holds no map (one made for the map to be saved into)."""
+    target = real_target(target)
     if target.is_dir() and not _empty_dir(target):
         return target
     old = sibling(target, OLD_SUFFIX)

@@ -68,8 +68,14 @@ def _new_hnsw(dim: int, settings: IndexSettings, capacity: int) -> Any:
 
 
 def _save_failed(target: Path, exc: OSError) -> MapError:
-    return MapError(f"{target}: saving the map failed ({exc}); the map saved before is intact "
-                    "(free some space, or fix the cause, and save again)")
+    return MapError(f"{target}: saving the map failed ({exc}); {_previous(target)} (free some "
+                    "space, or fix the cause, and save again)")
+
+
+def _previous(target: Path) -> str:
+    """What a failed save left at ``target``: the map saved before, or nothing."""
+    return ("the map saved before is unchanged" if atomic_dir.resolve_for_read(target)
+            else "nothing was written there")
 
 
 @contextlib.contextmanager
@@ -80,8 +86,8 @@ def _save_step(target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise MapError(f"{target}: cannot save the map there ({exc}); the map saved before "
-                       "is unchanged (fix the cause and save again)") from exc
+        raise MapError(f"{target}: cannot save the map there ({exc}); {_previous(target)} "
+                       "(fix the cause and save again)") from exc
 
 
 def _finite_or_none(value: Any, what: str) -> float | None:
@@ -698,6 +704,12 @@ class PlaceIndex:
         if problem:
             kept = "; the map saved before is unchanged" if current is not None else ""
             raise MapError(f"{target}: cannot save the map there: {problem}{kept}")
+        if map_store.holds_a_map(real.parent):  # (the next save of that map would refuse)
+            raise MapError(f"{target}: inside the map folder {real.parent}, which a save of "
+                           "that map replaces whole; save the copy beside it")
+        if real.name.endswith(atomic_dir.OLD_SUFFIX) or atomic_dir.TMP_INFIX in real.name:
+            raise MapError(f"{target}: a name vpr-edge keeps for what an interrupted save "
+                           "leaves (the next save deletes such a folder); choose another")
         map_store.check_replaceable(current or real, self._fingerprint)
         return current or real
 
