@@ -15,6 +15,7 @@ lost track) are skipped, with a warning.
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
-from .poses import Pose, PoseTrack, pose_from_message, stamp_seconds
+from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
 
 log = logging.getLogger("vpr_edge")
@@ -180,6 +181,7 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
     track = PoseTrack(max_gap=max_gap)
     skipped: list[int] = []
     count = 0
+    newest = -math.inf
     with _open(bag) as reader:
         for index, conn, bag_time, raw in _messages(reader, bag, topic, POSE_TYPES):
             count += 1
@@ -193,7 +195,15 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
             except InvalidInputError:  # NaN/inf: odometry that lost track
                 skipped.append(index)
                 continue
-            track.add(_message_time(msg, bag_time), pose)
+            stamp = _message_time(msg, bag_time)
+            if stamp < newest - JUMP_BACK_SECONDS:  # one track cannot hold two stretches
+                raise InvalidInputError(
+                    f"{bag} {topic} message {index}: pose stamps jump back by "
+                    f"{newest - stamp:.3f} s (the clock restarted while recording: a "
+                    "simulator reset?), so frames would take the poses of another stretch of "
+                    "the recording; split the bag at the restart, or leave out --pose-topic")
+            newest = max(newest, stamp)
+            track.add(stamp, pose)
     if count == 0:
         raise InvalidInputError(
             f"{bag}: the pose topic {topic!r} has no messages, so no frame can get a pose; "

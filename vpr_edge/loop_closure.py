@@ -29,16 +29,13 @@ from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
 from .localizer import _public_names
+from .poses import JUMP_BACK_SECONDS
 
 log = logging.getLogger("vpr_edge")
 
 #: Seconds of float rounding allowed at the ``exclusion_seconds`` boundary: a keyframe exactly
 #: that old is a candidate (10 Hz stamps ``i * 0.1`` put 1.0 - 0.3 below 0.7000000000000001).
 STAMP_TOLERANCE = 1e-6
-#: A keyframe (or, in a ROS node, an odometry pose) stamped more than this many seconds before
-#: the newest one means time jumped back (a bag played in a loop, a restarted simulator); one
-#: stamped less before is merely out of order (two drivers, a late message).
-JUMP_BACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)

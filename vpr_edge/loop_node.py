@@ -34,8 +34,8 @@ import numpy as np
 
 from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
-from .loop_closure import JUMP_BACK_SECONDS, LoopClosure, LoopClosureConfig, LoopClosureDetector
-from .poses import Pose, PoseTrack
+from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
+from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack
 
 log = logging.getLogger("vpr_edge.loop_node")
 
@@ -181,7 +181,7 @@ class LoopClosureNode:
 
     def on_pose(self, stamp: float, pose: Pose) -> None:
         """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
-        :data:`~vpr_edge.loop_closure.JUMP_BACK_SECONDS` before the newest starts a new
+        :data:`~vpr_edge.poses.JUMP_BACK_SECONDS` before the newest starts a new
         history (time jumped back), and is not counted."""
         last = self._last_pose_stamp
         if last is not None and stamp < last - JUMP_BACK_SECONDS:

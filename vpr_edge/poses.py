@@ -23,6 +23,11 @@ from typing import Any
 
 from .errors import InvalidInputError
 
+#: A keyframe or a pose stamped more than this many seconds before the newest one means time
+#: jumped back (a bag played in a loop, a restarted simulator); one stamped less before is
+#: merely out of order (two drivers, a late message).
+JUMP_BACK_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Pose:

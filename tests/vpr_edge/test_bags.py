@@ -301,3 +301,20 @@ def test_a_pose_topic_without_messages_is_refused(tmp_path, bag_writer) -> None:
         list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC,
                          pose_topic=bag_writer.ODOM_TOPIC))
     assert len(list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC))) == 2
+
+
+def test_pose_stamps_that_restart_within_a_bag_are_refused(tmp_path, bag_writer) -> None:
+    """A simulator reset mid-recording: both stretches are stamped 10-12 s, and frames of
+    the first took the poses of the second (x 500 for x 0), silently. (A jump back of up to
+    JUMP_BACK_SECONDS is taken as messages out of order, which the track sorts.)"""
+    store = bag_writer._store()
+    poses = [(record, bag_writer.odometry_message(store, stamp, x, 0.0))
+             for record, stamp, x in ((20.0, 10.0, 0.0), (22.0, 12.0, 2.0),
+                                      (30.0, 10.0, 500.0), (32.0, 12.0, 502.0))]
+    frames = list(np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    images = [(record, bag_writer.image_message(store, frame, stamp))
+              for record, stamp, frame in ((20.2, 10.2, frames[0]), (30.2, 10.2, frames[1]))]
+    bag = bag_writer.write_messages(tmp_path / "restart.bag", images, poses)
+    with pytest.raises(InvalidInputError, match=r"message 2: pose stamps jump back by 2\.000 s"):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                    pose_topic=bag_writer.ODOM_TOPIC))

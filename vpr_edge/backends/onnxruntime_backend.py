@@ -71,6 +71,10 @@ DEFAULT_MAX_BATCH = 32
 DEFAULT_TRT_EP_MAX_BATCH = 16
 
 
+#: the most threads ONNX Runtime's pools are given (far past any core count)
+MAX_THREADS = 1024
+
+
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
     """Settings of an ONNX Runtime session (every field is an ``open_backend`` keyword).
@@ -122,19 +126,27 @@ class OnnxRuntimeOptions:
             )
         for name in ("intra_op_num_threads", "max_batch", "trt_workspace_bytes"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and not (_is_int(value) and value >= 1):
                 raise InvalidInputError(f"{name} must be a positive integer or None, got {value!r}")
-        if not isinstance(self.inter_op_num_threads, int) or self.inter_op_num_threads < 1:
-            raise InvalidInputError(
-                "inter_op_num_threads must be a positive integer, got "
-                f"{self.inter_op_num_threads!r}"
-            )
-        if not isinstance(self.device_id, int) or self.device_id < 0:
+        for name in ("intra_op_num_threads", "inter_op_num_threads"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and 1 <= value <= MAX_THREADS):
+                raise InvalidInputError(
+                    f"{name} must be an integer in [1, {MAX_THREADS}] (about the cores there "
+                    f"are: more threads than cores only wait on each other), got {value!r}")
+        if not (_is_int(self.device_id) and 0 <= self.device_id < 2**31):
             raise InvalidInputError(f"device_id must be >= 0, got {self.device_id!r}")
+        if not (_is_int(self.log_severity) and 0 <= self.log_severity <= 4):
+            raise InvalidInputError(f"log_severity must be 0 (verbose) .. 4 (fatal), got "
+                                    f"{self.log_severity!r}")
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def physical_core_count() -> int:

@@ -80,6 +80,18 @@ def test_bad_options_are_refused() -> None:
         OnnxRuntimeOptions(max_batch=-1)
 
 
+@pytest.mark.parametrize("option, value", [
+    # auto then said "no backend can run ... Install vpr-edge[cpu]" (or ran 4096 threads
+    # on 2 cores: 62 s to open, 44 s an inference); True was taken as 1 thread / GPU 1
+    ("log_severity", 99), ("log_severity", -5), ("log_severity", "x"),
+    ("intra_op_num_threads", 4096), ("intra_op_num_threads", 2**31),
+    ("intra_op_num_threads", True), ("inter_op_num_threads", 2**31), ("device_id", True),
+])
+def test_options_onnxruntime_would_misread_are_refused(option: str, value) -> None:
+    with pytest.raises(InvalidInputError, match=option):
+        OnnxRuntimeOptions(**{option: value})
+
+
 def test_large_batches_are_chunked_at_max_batch(tiny_onnx, cpu_only, tiny, monkeypatch) -> None:
     frames = tiny.frames(5, seed=4)
     with OnnxRuntimeBackend(tiny_onnx, "cpu", OnnxRuntimeOptions(max_batch=2)) as b:
