@@ -2,10 +2,11 @@
 
 A camera at 30 Hz sees nearly the same place in successive frames; describing and storing all
 of them costs time and floods the map with near-duplicates. :class:`KeyframePolicy` keeps a
-frame when ``every_n`` frames have passed since the last keyframe, or, when a pose is known,
-when the robot has moved ``min_distance`` metres or turned ``min_rotation`` radians since the
-last keyframe (whichever comes first; ``max_interval`` seconds forces one while standing still
-only if set).
+frame whose pose is known (with ``min_distance`` or ``min_rotation`` set) when the robot has
+moved ``min_distance`` metres or turned ``min_rotation`` radians since the last keyframe
+that had a pose (``max_interval`` seconds forces one while standing still, only if set); it
+keeps a frame without a pose (no odometry, or a gap in it) when ``every_n`` frames have
+passed since the last keyframe.
 
 >>> policy = KeyframePolicy(KeyframeConfig(every_n=3))
 >>> [policy.accept(stamp=t * 0.1) for t in range(6)]
@@ -81,7 +82,9 @@ class KeyframePolicy:
         if keep:
             self._started = True
             self._since_last = 0
-            self._last_pose = pose
+            # motion counts from the last keyframe with a pose: one kept in a gap of the
+            # odometry does not make the next posed frame a keyframe
+            self._last_pose = pose if pose is not None else self._last_pose
             self._last_stamp = stamp
         else:
             self._since_last += 1

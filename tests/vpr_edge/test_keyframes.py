@@ -42,6 +42,15 @@ def test_without_pose_the_motion_policy_falls_back_to_every_n() -> None:
     assert [policy.accept(stamp=t) for t in range(4)] == [True, False, True, False]
 
 
+def test_a_gap_in_the_odometry_does_not_make_the_next_posed_frame_a_keyframe() -> None:
+    """A keyframe kept in the gap forgot the last pose, so a robot standing still got one
+    more keyframe after every odometry drop-out (the ROS node keeps every frame of a gap)."""
+    policy = KeyframePolicy(KeyframeConfig(min_distance=1.0))
+    poses = [Pose(0, 0)] * 3 + [None] * 3 + [Pose(0, 0)] * 4
+    assert [policy.accept(stamp=i * 0.1, pose=p) for i, p in enumerate(poses)] == [
+        True, False, False, True, True, True, False, False, False, False]
+
+
 @pytest.mark.parametrize("kwargs", [dict(every_n=0), dict(every_n=True),
                                     dict(min_distance=0.0), dict(max_interval=-1.0)])
 def test_bad_config_is_refused(kwargs) -> None:
