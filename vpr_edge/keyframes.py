@@ -15,6 +15,8 @@ passed since the last keyframe.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
@@ -42,8 +44,11 @@ class KeyframeConfig:
             raise InvalidInputError(f"every_n must be an int >= 1, got {self.every_n!r}")
         for name in ("min_distance", "min_rotation", "max_interval"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InvalidInputError(f"{name} must be > 0 or None, got {value!r}")
+            if value is not None and not (isinstance(value, numbers.Real)
+                                          and not isinstance(value, bool)
+                                          and 0 < value < math.inf):
+                raise InvalidInputError(f"{name} must be > 0 and finite, or None, got "
+                                        f"{value!r}")
         if self.max_interval is not None and not self.uses_motion:
             raise InvalidInputError(
                 "max_interval forces a keyframe while the robot stands still, so it needs "

@@ -8,6 +8,7 @@ Both nodes declare exactly these parameters (ROS 2 before creating publishers), 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,11 +114,16 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
         consistency_radius=values["consistency_radius"], candidates=values["candidates"],
         verify=values["verify"], verify_config=VerifyConfig(min_inliers=values["min_inliers"]),
         report_unverifiable=values["report_unverifiable"])
-    keyframes = KeyframeConfig(
-        every_n=values["keyframe_every_n"],
-        min_distance=off_if_zero("keyframe_min_distance"),
-        min_rotation=off_if_zero("keyframe_min_rotation"),
-        max_interval=off_if_zero("keyframe_max_interval"))
+    try:
+        keyframes = KeyframeConfig(
+            every_n=values["keyframe_every_n"],
+            min_distance=off_if_zero("keyframe_min_distance"),
+            min_rotation=off_if_zero("keyframe_min_rotation"),
+            max_interval=off_if_zero("keyframe_max_interval"))
+    except InvalidInputError as exc:  # named as the parameters are ("min_distance" -> ...)
+        named = re.sub(r"\b(every_n|min_distance|min_rotation|max_interval)\b",
+                       r"keyframe_\1", str(exc)).replace(", or None", " (0: off)")
+        raise InvalidInputError(f"parameter {named}") from exc
     return NodeConfig(model=values["model"], map_dir=values["map_dir"] or None,
                       backend=values["backend"], detector=detector, keyframes=keyframes,
                       pose_max_gap=values["pose_max_gap"],

@@ -88,3 +88,15 @@ def test_the_node_configs_ranges_are_checked_when_read() -> None:
             read(pose_max_gap=bad)
     with pytest.raises(InvalidInputError, match="model must be the path of the exported model"):
         read(model="")
+
+
+def test_keyframe_parameters_are_named_as_parameters() -> None:
+    """keyframe_min_distance -1 said "min_distance must be > 0 or None" (no such parameter,
+    and ROS has no None); inf was taken, and then no keyframe ever came from motion."""
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(InvalidInputError, match=r"^parameter keyframe_min_distance must be "
+                                                    r"> 0 and finite \(0: off\)"):
+            read(keyframe_min_distance=bad)
+    with pytest.raises(InvalidInputError, match="needs keyframe_min_distance or "
+                                                "keyframe_min_rotation"):
+        read(keyframe_max_interval=2.0)
