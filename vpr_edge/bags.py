@@ -18,6 +18,7 @@ import logging
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -250,6 +251,10 @@ def _open(bag: PathLike) -> Iterator[Any]:
     path = Path(bag)
     if not path.exists():
         raise InvalidInputError(f"{path}: no such bag file or directory")
+    part = _part_of_a_folder(path)
+    if part:
+        raise InvalidInputError(f"{path}: {part}, so this file alone is not the bag: give the "
+                                f"bag's folder, {path.parent}")
     store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
     try:
         reader = highlevel.AnyReader([path], default_typestore=store)
@@ -264,6 +269,29 @@ def _open(bag: PathLike) -> Iterator[Any]:
         yield reader
     finally:
         reader.close()
+
+
+def _part_of_a_folder(path: Path) -> str | None:
+    """Why a ROS 2 ``.db3``/``.mcap`` file cannot be read alone, from the ``metadata.yaml``
+    beside it: it is one of several files (read alone, it silently held part of the
+    recording), or the bag compresses each message (read alone, every message looked
+    damaged). None otherwise."""
+    meta = path.parent / "metadata.yaml"
+    if path.suffix not in (".db3", ".mcap") or not meta.is_file():
+        return None
+    try:
+        text = meta.read_text(errors="replace")
+    except OSError:
+        return None
+    listed = re.search(r"relative_file_paths:\s*\n((?:[ \t]*- .*\n?)+)", text)
+    files = re.findall(r"- (.+)", listed.group(1)) if listed else []
+    if len(files) > 1:
+        return f"it is one of the {len(files)} files of the bag in {path.parent}"
+    compression = re.search(r"compression_format:[ \t]*['\"]?(\w+)", text)
+    if compression:
+        return (f"the bag in {path.parent} is compressed ({compression.group(1)}, as its "
+                "metadata.yaml says)")
+    return None
 
 
 def _connections(reader: Any, bag: PathLike, topic: str, types: tuple[str, ...]) -> list:

@@ -318,3 +318,21 @@ def test_pose_stamps_that_restart_within_a_bag_are_refused(tmp_path, bag_writer)
     with pytest.raises(InvalidInputError, match=r"message 2: pose stamps jump back by 2\.000 s"):
         list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
                                     pose_topic=bag_writer.ODOM_TOPIC))
+
+
+def test_a_file_of_a_ros2_bag_that_is_not_the_whole_bag_is_refused(tmp_path, bag_writer,
+                                                                    gp_frames) -> None:
+    """One .db3 of a split bag read as if it were all of it (half the frames, silently); the
+    .mcap of a bag compressed per message read as if every message were damaged."""
+    folder = bag_writer.write_bag(tmp_path / "run", gp_frames[:2], ros2_storage="sqlite3")
+    (part,) = folder.glob("*.db3")
+    meta = folder / "metadata.yaml"
+    text = meta.read_text()
+    assert len(list(bags.read_image_frames(part, bag_writer.IMAGE_TOPIC))) == 2  # the whole
+    meta.write_text(text.replace(f"- {part.name}", f"- {part.name}\n  - {part.stem}_1.db3"))
+    with pytest.raises(InvalidInputError, match="one of the 2 files of the bag in .*give the "
+                                                "bag's folder"):
+        list(bags.read_image_frames(part, bag_writer.IMAGE_TOPIC))
+    meta.write_text(text.replace("compression_format: ''", "compression_format: zstd"))
+    with pytest.raises(InvalidInputError, match=r"is compressed \(zstd"):
+        list(bags.read_image_frames(part, bag_writer.IMAGE_TOPIC))
