@@ -205,10 +205,11 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
                     "the recording; split the bag at the restart, or leave out --pose-topic")
             newest = max(newest, stamp)
             track.add(stamp, pose)
-    if count == 0:
+    if count == 0 or len(skipped) == count:
+        what = "has no messages" if count == 0 else f"holds only NaN or inf poses ({count})"
         raise InvalidInputError(
-            f"{bag}: the pose topic {topic!r} has no messages, so no frame can get a pose; "
-            "give a pose topic that has messages (--pose-topic), or none")
+            f"{bag}: the pose topic {topic!r} {what}, so no frame can get a pose; give a pose "
+            "topic that has usable messages (--pose-topic), or none")
     if skipped:
         log.warning("%s %s: skipped %d of %d pose messages with NaN or inf values (the "
                     "first: message %d); frames near them take the poses around them",

@@ -301,6 +301,15 @@ def test_a_pose_topic_without_messages_is_refused(tmp_path, bag_writer) -> None:
         list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC,
                          pose_topic=bag_writer.ODOM_TOPIC))
     assert len(list(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC))) == 2
+    # every pose NaN: "N frames got no pose ... a slower pose topic needs a larger
+    # --pose-max-gap", which no gap mends
+    nan = float("nan")
+    bag = bag_writer.write_messages(tmp_path / "nan_odom.bag",
+                                    _images(bag_writer, frames, [10.0, 10.1]),
+                                    _odometry(bag_writer, [(10.0, nan), (10.1, nan)]))
+    with pytest.raises(InvalidInputError, match=r"'/odom' holds only NaN or inf poses \(2\)"):
+        list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                    pose_topic=bag_writer.ODOM_TOPIC))
 
 
 def test_pose_stamps_that_restart_within_a_bag_are_refused(tmp_path, bag_writer) -> None:
