@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +85,19 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             if not pending:
                 return
             t0 = time.perf_counter()
-            decoded = [(f, source.pixels(f)) for f in pending]
-            kept = [(f, pixels) for f, pixels in decoded if pixels is not None]  # None: skipped
+            kept, damaged = [], None
+            for f in pending:
+                try:
+                    pixels = source.pixels(f)
+                except InvalidInputError as exc:  # the frames before it still go in
+                    damaged = exc
+                    break
+                if pixels is not None:  # None: skipped (--skip-damaged)
+                    kept.append((f, pixels))
             pending[:] = [f for f, _ in kept]
+            if damaged is not None:
+                flush()
+                raise damaged
             if not pending:
                 return
             descriptors = loc.describe([pixels for _, pixels in kept])
@@ -101,9 +112,23 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             since_save += len(pending)
             pending.clear()
 
+        def read_ahead() -> Iterator:
+            """The source's frames; a message that does not even deserialise (found a batch
+            ahead of decoding) comes after the frames before it, one of which may be the
+            first damaged frame."""
+            frames = iter(tqdm(source, total=len(source), desc="map build", unit="frame",
+                               disable=not progress))
+            while True:
+                try:
+                    yield next(frames)
+                except StopIteration:
+                    return
+                except InvalidInputError:
+                    flush()
+                    raise
+
         try:
-            for frame in tqdm(source, total=len(source), desc="map build", unit="frame",
-                              disable=not progress):
+            for frame in read_ahead():
                 if not done.isdisjoint(frame.keys()):
                     skipped += 1
                     continue

@@ -455,13 +455,13 @@ def test_a_damaged_frame_keeps_the_places_before_it_and_can_be_skipped(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Image017.png" in err and "--skip-damaged" in err
-    assert "saved the 16 places this run added before the error" in caplog.text
+    assert "saved the 17 places this run added before the error" in caplog.text
     from vpr_edge.index import PlaceIndex
 
-    assert len(PlaceIndex.open(map_dir)) == 16  # the batches before the one holding it
+    assert len(PlaceIndex.open(map_dir)) == 17  # every frame before it, its batch's too
     assert main([*args, "--skip-damaged"]) == 0
     summary = json.loads(out.read_text())
-    assert summary["added"] == 13 and summary["places"] == 29
+    assert summary["added"] == 12 and summary["places"] == 29
     assert summary["damaged_frames_skipped"] == 1
     from vpr_edge import sources
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image
@@ -45,3 +46,26 @@ def test_every_frame_damaged_writes_no_map(tiny_onnx: Path, tmp_path: Path, cpu_
                  "--skip-damaged", "--no-progress"]) == 2
     assert "every frame was damaged (2 skipped" in capsys.readouterr().err
     assert not map_dir.exists()
+
+
+def test_the_first_damaged_message_is_named_and_the_frames_before_it_kept(
+        tiny_onnx: Path, tiny, tmp_path: Path, cpu_only: None, bag_writer, capsys) -> None:
+    """Messages are deserialised a batch ahead of decoding: a message that does not
+    deserialise (5) was named instead of the first damaged frame (3, an encoding no one
+    decodes), and the good frames of that batch (0-2) were not kept."""
+    store = bag_writer._store()
+    frames = tiny.frames(5, seed=6, h=24, w=32)
+    messages = [(10.0 + i, bag_writer.image_message(store, frames[i], 10.0 + i))
+                for i in range(5)]
+    odd = messages[3][1]
+    messages[3] = (13.0, store.types["sensor_msgs/msg/Image"](
+        header=odd.header, height=odd.height, width=odd.width, encoding="yuv422",
+        is_bigendian=0, step=odd.step, data=odd.data))
+    messages.append((15.0, b"\x01\x02"))  # does not even deserialise
+    bag = bag_writer.write_messages(tmp_path / "mixed.bag", messages)
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--bag", str(bag), "--topic",
+                 bag_writer.IMAGE_TOPIC, "--no-progress"]) == 2
+    assert "message 3: image encoding 'yuv422'" in capsys.readouterr().err
+    assert main(["info", str(map_dir), "--json", str(tmp_path / "info.json")]) == 0
+    assert json.loads((tmp_path / "info.json").read_text())["places"] == 3
