@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -32,7 +30,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MapError
 from .images import load_image, prepare_frame, resizer_name
-from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir
+from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir, validate
 from .metadata import ModelMetadata
 from .paths import user_path
 
@@ -208,7 +206,7 @@ class Localizer:
                        place_id: int | None = None) -> int:
         """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
         _one_descriptor(descriptor, "add_descriptor", "index.add(descriptors, ...)")
-        with _public_names():
+        with validate.single_place_names():
             (new_id,) = self.index.add(descriptor, ids=place_id, stamps=stamp, poses=pose,
                                        meta=meta)
         return new_id
@@ -241,7 +239,7 @@ class Localizer:
                          exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
         """:meth:`query` for a descriptor :meth:`describe` made."""
         _one_descriptor(descriptor, "query_descriptor", "index.query(descriptors, k)")
-        with _public_names():
+        with validate.single_place_names():
             return self.index.query(descriptor, k, min_score=min_score,
                                     exclude_newest=exclude_recent,
                                     exclude_after_stamp=exclude_after_stamp)
@@ -316,26 +314,6 @@ class Localizer:
     def __repr__(self) -> str:
         return (f"Localizer(model={str(self._model_path)!r}, backend={self._backend.name!r}, "
                 f"places={len(self.index)}, map_dir={self._map_dir})")
-
-
-#: The names ``PlaceIndex`` errors give (a batch's row 0, its own arguments), and this class's.
-_PUBLIC = {"stamps[0]": "stamp", "poses[0]": "pose", "meta[0]": "meta", "ids[0]": "place_id",
-           "ids": "place_id", "exclude_newest": "exclude_recent"}
-_LEADING_NAME = re.compile(r"[\w\[\]]+")
-
-
-@contextmanager
-def _public_names() -> Iterator[None]:
-    """Re-raise an index error that starts with an index argument's name with this class's
-    name for it (``stamps[0]: ...`` -> ``stamp: ...``), keeping its class."""
-    try:
-        yield
-    except InvalidInputError as exc:
-        message = str(exc)
-        name = _LEADING_NAME.match(message)
-        if name is None or name.group() not in _PUBLIC:
-            raise
-        raise type(exc)(_PUBLIC[name.group()] + message[name.end():]) from exc
 
 
 def _warn_of_another_resizer(target: Path, index: PlaceIndex) -> None:

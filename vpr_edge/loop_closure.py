@@ -28,7 +28,6 @@ from .errors import InvalidInputError
 from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
-from .localizer import _public_names
 from .poses import JUMP_BACK_SECONDS
 
 log = logging.getLogger("vpr_edge")
@@ -257,7 +256,7 @@ class LoopClosureDetector:
                 "verify=True needs the frame's ORB features: pass features="
                 "vpr_edge.geometric.orb_features(rgb, config.verify_config), or use "
                 "process_frame()")
-        with _public_names():  # the time window needs it now ("stamp: ...", not "stamps[0]")
+        with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
@@ -268,7 +267,7 @@ class LoopClosureDetector:
         chains, state = self._extend_chains(matches)
         place_id = None
         if cfg.add_to_map:  # a frame the map refuses (a NaN pose...) changes nothing here
-            with _public_names():
+            with validate.single_place_names():
                 (place_id,) = self.index.add(descriptor, stamps=stamp, poses=pose, meta=meta)
             self._order[place_id] = self._next_order
             self._next_order += 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -236,3 +238,25 @@ def metas(value: Any, n: int, single: bool) -> list[str | None]:
     """Per-place metadata as JSON text."""
     return [meta_json(item, f"meta[{i}]")
             for i, item in enumerate(_per_row(value, n, single, "meta"))]
+
+
+#: The names ``PlaceIndex`` errors give (a batch's row 0, its own arguments), and those of the
+#: one-place methods that call it (``Localizer.add``, ``LoopClosureDetector.process_*``).
+_SINGLE_PLACE_NAMES = {"stamps[0]": "stamp", "poses[0]": "pose", "meta[0]": "meta",
+                       "ids[0]": "place_id", "ids": "place_id",
+                       "exclude_newest": "exclude_recent"}
+_LEADING_NAME = re.compile(r"[\w\[\]]+")
+
+
+@contextmanager
+def single_place_names() -> Iterator[None]:
+    """Re-raise an index error that starts with an index argument's name with the name a
+    one-place method gives it (``stamps[0]: ...`` -> ``stamp: ...``), keeping its class."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        message = str(exc)
+        name = _LEADING_NAME.match(message)
+        if name is None or name.group() not in _SINGLE_PLACE_NAMES:
+            raise
+        raise type(exc)(_SINGLE_PLACE_NAMES[name.group()] + message[name.end():]) from exc
