@@ -125,8 +125,9 @@ def export_both(model, work: Path, name: str) -> dict[str, Path]:
 
 
 def recall_row(onnx: Path, dataset) -> dict:
-    from loop_closure import describe_files  # neighbour script
     from vpr_edge.training.evaluate import evaluate
+
+    from loop_closure import describe_files  # neighbour script
 
     db = describe_files(onnx, list(dataset.database.paths))
     q = describe_files(onnx, list(dataset.queries.paths))

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from plugin_kernel import cuda_device, cuda_time_ms, write_report  # neighbour script
+
 from vpr_edge.cli.help_format import HelpFormatter
 
 BATCHES = (1, 8, 32)

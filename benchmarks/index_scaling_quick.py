@@ -104,7 +104,8 @@ def latencies(fn, queries: np.ndarray, warmup: int = 20) -> dict:
         t = time.perf_counter()
         fn(q)
         ts[i] = time.perf_counter() - t
-    return {"p50_ms": float(np.percentile(ts, 50) * 1e3), "p99_ms": float(np.percentile(ts, 99) * 1e3)}
+    return {"p50_ms": float(np.percentile(ts, 50) * 1e3),
+            "p99_ms": float(np.percentile(ts, 99) * 1e3)}
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -313,10 +314,13 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
         if lift:
             from insertion_order import lifted_route  # neighbour script
 
-            make_db = lambda n, dim, seed: lifted_route(source, n, dim, seed)
+            def make_db(n, dim, seed):
+                return lifted_route(source, n, dim, seed)
+
             data += f" (in {dims} principal components, lifted to {source.shape[1]}-d)"
         else:
-            make_db = lambda n, dim, seed: route_from_real(n, source, dim, seed)
+            def make_db(n, dim, seed):
+                return route_from_real(n, source, dim, seed)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="vpr-index-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from real_route import route_from_real  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
+
+from real_route import route_from_real  # neighbour script
 
 
 def lifted_route(real: np.ndarray, n: int, components: int, seed: int) -> np.ndarray:

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from accuracy_matrix import add_data_argument  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
+
+from accuracy_matrix import add_data_argument  # neighbour script
 
 REPO = Path(__file__).resolve().parents[1]
 

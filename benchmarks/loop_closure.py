@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from accuracy_matrix import add_data_argument  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
+
+from accuracy_matrix import add_data_argument  # neighbour script
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {  # name: (consistency, verify)
@@ -39,6 +40,7 @@ CONFIGS = {  # name: (consistency, verify)
 
 def default_model(data: Path, work: Path) -> Path:
     from latency import make_checkpoint  # benchmarks/latency.py, next to this script
+
     from vpr_edge.export.exporter import export
     from vpr_edge.export.targets import ExportConfig
 

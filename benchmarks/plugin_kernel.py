@@ -54,6 +54,7 @@ def cuda_time_ms(fn, warmup: int, repeat: int) -> float:
 
 def bench(warmup: int, repeat: int, peak_gbs: float | None) -> list[dict]:
     import torch
+
     from vpr_edge.export.plugin.kernel import fused_netvlad
     from vpr_edge.training.netvlad import NetVLAD
 

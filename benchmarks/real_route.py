@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loop_closure import add_model_arguments, default_model, describe_files  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
+
+from loop_closure import add_model_arguments, default_model, describe_files  # neighbour script
 
 ROUTE_FOLDERS = ("gardens_point/day_left", "gardens_point/day_right", "corridor/ref",
                  "corridor/query")

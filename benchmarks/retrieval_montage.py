@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from loop_closure import add_model_arguments, default_model, describe_files  # neighbour script
 
 from vpr_edge.cli.help_format import HelpFormatter
+
+from loop_closure import add_model_arguments, default_model, describe_files  # neighbour script
 
 
 def pick_queries(correct: np.ndarray, count: int, failures: int) -> list[int]:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loop_closure import add_model_arguments, default_model  # neighbour script
 from vpr_edge.cli.help_format import HelpFormatter
 
+from loop_closure import add_model_arguments, default_model  # neighbour script
 
 # Runs in the fresh process: prints one JSON line of memory figures (MiB).
 PROBE = r"""
@@ -66,9 +66,10 @@ print(json.dumps({"steps": steps, "places": len(loc.index), "open_s": open_s,
 
 def build_map(model: Path, map_dir: Path, places: int, build_ef: int, seed: int) -> float:
     """A ``places`` map for ``model`` from synthetic route descriptors; returns seconds."""
-    from index_scaling_quick import synthetic_route  # neighbour script
     from vpr_edge.index import IndexSettings
     from vpr_edge.localizer import Localizer
+
+    from index_scaling_quick import synthetic_route  # neighbour script
 
     tic = time.perf_counter()
     settings = IndexSettings(ef_construction=build_ef, initial_capacity=places)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from vpr_edge.cli.help_format import HelpFormatter
 from vpr_edge.training.checkpoint import save_checkpoint
 from vpr_edge.training.config import preset
 from vpr_edge.training.evaluate import encode_images, evaluate, format_table
@@ -31,7 +33,6 @@ from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.train import TrainConfig, train
 
 from accuracy_matrix import add_data_argument, real_splits, vprbench_recalls  # neighbour script
-from vpr_edge.cli.help_format import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -110,9 +110,9 @@ class _Timer:
 def export(config: ExportConfig) -> ExportResult:
     """Run the export described by ``config`` (see :class:`ExportConfig`)."""
     import torch
-    from vpr_edge.training.checkpoint import load_checkpoint
 
     from vpr_edge.tensorrt_build import EngineBuildConfig, builder_available, write_engine
+    from vpr_edge.training.checkpoint import load_checkpoint
 
     from .onnx_fp16 import convert_to_fp16, fp16_fraction
     from .onnx_fp32 import export_fp32
@@ -336,6 +336,7 @@ class _ValidationFailed(VprEdgeError):
 def _validate(model, height: int, width: int, config: ExportConfig,
               temps: dict[str, Path], final: dict[str, Path]) -> list:
     import torch
+
     from vpr_edge.training.model import images_to_tensor
 
     from .validate import load_validation_images, validate_files
@@ -378,9 +379,10 @@ def usage_commands(result: ExportResult) -> list[str]:
             f"image:[1,{meta.input_height},{meta.input_width},3]",
         ]
     if "onnx-plugin" in result.files:
+        plugin_graph = result.files.get("onnx-plugin-fp16") or result.files["onnx-plugin"]
         lines.append("python -c \"from vpr_edge.export.plugin.registration import "
                      "register_plugin; register_plugin()\"   # before TensorRT parses "
-                     f"{(result.files.get('onnx-plugin-fp16') or result.files['onnx-plugin']).name}")
+                     f"{plugin_graph.name}")
     if "engine" in result.files:
         lines.append(f"vpr-edge bench {result.files['engine']}   # on the target GPU")
     return lines

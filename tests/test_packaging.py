@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-PACKAGE_ROOTS = {"vpr_edge": "vpr_edge", "vpr_edge.training": "training", "vpr_edge.export": "export"}
+PACKAGE_ROOTS = {"vpr_edge": "vpr_edge", "vpr_edge.training": "training",
+                 "vpr_edge.export": "export"}
 
 
 def _pyproject() -> dict:
@@ -110,3 +112,49 @@ def test_every_cli_has_help_without_noise(monkeypatch) -> None:
             assert noise not in text, f"{parser.prog}: help shows {noise!r}"
         undocumented = [a.dest for a in parser._actions if not a.help]
         assert undocumented == [], f"{parser.prog}: options without help: {undocumented}"
+
+
+def _built(kind: str, tmp_path: Path) -> Path:
+    """Build a ``wheel`` or ``sdist`` of a copy of the working tree, the way pip does
+    (setuptools' PEP 517 hooks, with this environment's setuptools: no network)."""
+    import shutil
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:  # pyproject's build-system needs it
+        pytest.skip(f"setuptools {setuptools.__version__} < 77 cannot build this pyproject")
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "runs", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+        ".hypothesis"))
+    out = tmp_path / "out"
+    code = (f"from setuptools import build_meta; "
+            f"print(build_meta.build_{kind}({str(out)!r}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / done.stdout.strip().splitlines()[-1]
+
+
+def test_the_wheel_holds_the_packages_and_the_licence(tmp_path: Path) -> None:
+    """The wheel had no licence text (pyproject says Apache-2.0); it holds LICENSE, every
+    package's modules and nothing of tests/, benchmarks/ or scripts/."""
+    import zipfile
+
+    names = zipfile.ZipFile(_built("wheel", tmp_path)).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    for package, directory in PACKAGE_ROOTS.items():
+        for module in (REPO_ROOT / directory).rglob("*.py"):
+            rel = module.relative_to(REPO_ROOT / directory).as_posix()
+            assert f"{package.replace('.', '/')}/{rel}" in names
+    assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "scripts")]
+
+
+def test_the_sdist_holds_the_licence_and_no_loose_tests(tmp_path: Path) -> None:
+    """setuptools put five top-level tests/test*.py files (not the rest of the suite) into
+    the sdist; MANIFEST.in keeps tests out and the licence in."""
+    import tarfile
+
+    with tarfile.open(_built("sdist", tmp_path)) as sdist:
+        names = [n.split("/", 1)[1] for n in sdist.getnames() if "/" in n]
+    assert "LICENSE" in names and "pyproject.toml" in names and "vpr_edge/localizer.py" in names
+    assert not [n for n in names if n.startswith("tests/")]

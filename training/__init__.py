@@ -1,1 +1,2 @@
-"""Training: NetVLAD models, datasets, weakly supervised training and evaluation (needs the `train` extra)."""
+"""Training: NetVLAD models, datasets, weakly supervised training and evaluation (needs the
+`train` extra)."""

@@ -6,8 +6,8 @@ and only for float32 (a float16 Python op aborts the process), so :func:`ort_ses
 copy of the plugin graph whose NetVLAD node is moved to that domain; around an FP16 node it
 adds Casts that widen the four FP16 inputs to FP32 and narrow the output back to FP16, which
 is exactly the contract (FP16 storage, FP32 arithmetic) the GPU kernel implements. Inputs,
-attributes and outputs are those TensorRT's plugin gets. This proves the node contract equals the layer: the plugin graph and
-the plain graph give the same descriptors (tests/export/plugin/).
+attributes and outputs are those TensorRT's plugin gets. This proves the node contract equals
+the layer: the plugin graph and the plain graph give the same descriptors (tests/export/plugin/).
 """
 
 from __future__ import annotations

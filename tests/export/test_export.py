@@ -10,18 +10,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
+from vpr_edge.errors import InvalidInputError, MissingDependencyError, ModelFormatError
 from vpr_edge.export.cli import main
 from vpr_edge.export.exporter import export
 from vpr_edge.export.onnx_hygiene import TENSORRT_10_3_OPS
 from vpr_edge.export.targets import ExportConfig
+from vpr_edge.metadata import read_onnx_metadata
+from vpr_edge.model_checksum import check_onnx_file
 from vpr_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from vpr_edge.training.config import preset
 from vpr_edge.training.model import build_model, images_to_tensor
 from vpr_edge.training.whitening import PCAWhitening
-
-from vpr_edge.errors import InvalidInputError, MissingDependencyError, ModelFormatError
-from vpr_edge.metadata import read_onnx_metadata
-from vpr_edge.model_checksum import check_onnx_file
 
 H, W = 64, 96
 
@@ -262,8 +262,8 @@ def _fake_full_tensorrt():
 @pytest.mark.parametrize("version_compatible", [False, True])
 def test_version_compatible_engines_set_the_builder_flag(tmp_path: Path, monkeypatch,
                                                          version_compatible) -> None:
-    from vpr_edge.backends import cuda_memory
     from vpr_edge import tensorrt_build
+    from vpr_edge.backends import cuda_memory
 
     trt = _fake_full_tensorrt()
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: (trt, "tensorrt"))

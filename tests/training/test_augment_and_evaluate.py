@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vpr_edge.training.augment import AugmentConfig, augment
-from vpr_edge.training.evaluate import evaluate, format_table, recall_at_n, top_k_exact
 
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.training.augment import AugmentConfig, augment
+from vpr_edge.training.evaluate import evaluate, format_table, recall_at_n, top_k_exact
 
 
 def test_augment_is_deterministic_in_range_and_changes_images() -> None:
@@ -60,9 +60,8 @@ def test_chunked_search_equals_unchunked() -> None:
 
 def test_raw_pixel_baseline_on_corridor(corridor_dir) -> None:
     """Sanity figure: tiny grey thumbnails already find some corridor places."""
-    from vpr_edge.training.datasets.corridor import corridor_dataset
-
     from vpr_edge.images import load_image, resize
+    from vpr_edge.training.datasets.corridor import corridor_dataset
 
     ds = corridor_dataset(corridor_dir)
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vpr_edge.training.backbones import _lite0_timm_key, build_backbone
-from vpr_edge.training.config import LITE_MEAN, LITE_STD, BackboneConfig
 
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.training.backbones import _lite0_timm_key, build_backbone
+from vpr_edge.training.config import LITE_MEAN, LITE_STD, BackboneConfig
 
 
 @pytest.mark.parametrize("name, channels", [
@@ -80,9 +80,9 @@ def test_packaged_lite0_weights_classify_real_photos() -> None:
     """Proof that the renamed ImageNet weights load right: a cat and a cup of coffee."""
     data = pytest.importorskip("skimage.data")
     import timm
-    from vpr_edge.training.backbones import lite0_imagenet_state_dict
 
     from vpr_edge.images import resize
+    from vpr_edge.training.backbones import lite0_imagenet_state_dict
 
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     model.load_state_dict(lite0_imagenet_state_dict(), strict=True)

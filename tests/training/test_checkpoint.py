@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from vpr_edge.errors import InvalidInputError, ModelFormatError
 from vpr_edge.training.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -15,8 +17,6 @@ from vpr_edge.training.checkpoint import (
 from vpr_edge.training.config import ModelConfig, preset
 from vpr_edge.training.model import ImageInput, build_model
 from vpr_edge.training.whitening import PCAWhitening
-
-from vpr_edge.errors import InvalidInputError, ModelFormatError
 
 
 @pytest.fixture(scope="module")

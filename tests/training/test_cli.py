@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from vpr_edge.training import cli_eval, cli_train
 from vpr_edge.training.checkpoint import load_checkpoint
 
@@ -121,6 +122,7 @@ def test_without_torch_each_tool_names_its_extra(tmp_path: Path, monkeypatch, ca
     """A robot's runtime install (`[cpu]`) has the console scripts too: without torch they
     said `ModuleNotFoundError` (even `vpr-train --help`); now they name the extra."""
     from PIL import Image
+
     from vpr_edge.export import cli as export_cli
 
     for side in ("left", "right"):
@@ -167,9 +169,8 @@ def test_impossible_values_are_refused_before_any_work(tool: str, argv: list[str
 
 
 def test_train_config_refuses_values_torch_fails_on() -> None:
-    from vpr_edge.training.train import TrainConfig
-
     from vpr_edge.errors import InvalidInputError
+    from vpr_edge.training.train import TrainConfig
 
     for bad in ({"lr_step_epochs": 0}, {"weight_decay": -1.0}, {"margin": float("nan")},
                 {"lr_gamma": 1.5}, {"lr": float("inf")}, {"train_height": 0}):

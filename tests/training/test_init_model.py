@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from vpr_edge.errors import InvalidInputError
 from vpr_edge.training.config import preset
 from vpr_edge.training.init_model import init_model, list_images
 from vpr_edge.training.model import images_to_tensor
-
-from vpr_edge.errors import InvalidInputError
 
 
 def test_init_on_real_images_gives_working_retrieval(corridor_dir: Path) -> None:

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from vpr_edge.errors import InvalidInputError
 from vpr_edge.training.datasets.places import PlaceSet, Radii, RetrievalDataset
 from vpr_edge.training.loss import triplet_ranking_loss
 from vpr_edge.training.mining import DescriptorCache, MiningConfig, TripletMiner
-
-from vpr_edge.errors import InvalidInputError
 
 
 def line_dataset() -> RetrievalDataset:

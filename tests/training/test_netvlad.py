@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from vpr_edge.training.netvlad import NetVLAD, kmeans, paper_alpha
 
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.training.netvlad import NetVLAD, kmeans, paper_alpha
 
 
 def numpy_netvlad(x, weight, bias, centroids, normalize_input=True, eps=1e-12):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from vpr_edge.training.augment import AugmentConfig
 from vpr_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from vpr_edge.training.config import preset

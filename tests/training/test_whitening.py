@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vpr_edge.training.whitening import PCAWhitening
 
 from vpr_edge.errors import InvalidInputError
+from vpr_edge.training.whitening import PCAWhitening
 
 
 def correlated(n: int, dim: int, seed: int = 0) -> np.ndarray:

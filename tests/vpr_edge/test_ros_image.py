@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vpr_edge.ros_image import (ImageMessageError, compressed_to_rgb, image_to_rgb,
-                                message_to_frame, message_to_rgb)
+from vpr_edge.ros_image import (
+    ImageMessageError,
+    compressed_to_rgb,
+    image_to_rgb,
+    message_to_frame,
+    message_to_rgb,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)

@@ -14,6 +14,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import numpy as np
 import torch
+
 from vpr_edge.export.plugin.kernel import fused_netvlad
 from vpr_edge.export.plugin.ort_custom_op import netvlad_reference
 from vpr_edge.training.netvlad import NetVLAD

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("onnxruntime_extensions", reason="the custom op needs vpr-edge[export]")
 torch = pytest.importorskip("torch")
 
+from vpr_edge.errors import InvalidInputError, ModelFormatError
 from vpr_edge.export.exporter import export
 from vpr_edge.export.plugin.onnx_node import (
     PLUGIN_DOMAIN,
@@ -23,13 +24,11 @@ from vpr_edge.export.plugin.onnx_node import (
 )
 from vpr_edge.export.plugin.ort_custom_op import netvlad_reference, ort_session
 from vpr_edge.export.targets import ExportConfig
+from vpr_edge.metadata import ONNX_METADATA_KEY, ModelMetadata, read_onnx_metadata
 from vpr_edge.training.checkpoint import save_checkpoint
 from vpr_edge.training.config import preset
 from vpr_edge.training.model import build_model
 from vpr_edge.training.whitening import PCAWhitening
-
-from vpr_edge.errors import InvalidInputError, ModelFormatError
-from vpr_edge.metadata import ONNX_METADATA_KEY, ModelMetadata, read_onnx_metadata
 
 H, W = 64, 96
 

@@ -2,8 +2,8 @@
 
 Full TensorRT is not installable here, so these tests check our side of the contract: the
 decorated functions carry real annotation objects (tensorrt.plugin validates them), shape
-inference gives ``[N, K*D]`` in the features' type, autotune offers all-FP16 (the FP32 kernel does not fit
-an AOT launch's shared memory), and
+inference gives ``[N, K*D]`` in the features' type, autotune offers all-FP16 (the FP32 kernel
+does not fit an AOT launch's shared memory), and
 ``aot_impl`` returns the kernel name, its PTX, one program per image and ``H*W`` as the extra
 scalar. What TensorRT does with them is untested here (see export/plugin/README.md).
 """
@@ -14,10 +14,10 @@ import inspect
 from types import SimpleNamespace
 
 import pytest
-from vpr_edge.export.plugin import registration
-from vpr_edge.export.plugin.onnx_node import PLUGIN_ID
 
 from vpr_edge.errors import MissingDependencyError
+from vpr_edge.export.plugin import registration
+from vpr_edge.export.plugin.onnx_node import PLUGIN_ID
 
 
 class Expr:
