@@ -1,12 +1,15 @@
 """What ``vpr-export`` can write, what each output needs, and up-front argument checks.
 
-| target | file | precision | needs | arguments it takes |
-|---|---|---|---|---|
-| onnx | NAME.onnx | FP32 | torch, onnx | height, width, whitening_dim, opset, plugin |
-| onnx-fp16 | NAME.fp16.onnx (``--fp16``) | FP16 (strongly typed) | torch, onnx | same |
-| onnx-plugin | NAME.plugin.onnx (``--plugin``) | FP32, NetVLAD as one ``vpr_edge::NetVLAD`` node | onnx, onnxruntime-extensions | same |
-| onnx-plugin-fp16 | NAME.plugin.fp16.onnx (``--plugin --fp16``) | FP16, FP16 plugin node | same | same |
-| engine | NAME.engine | as its ONNX (the plugin graph with ``--plugin`` on TensorRT >= 10.9) | tensorrt or tensorrt_rtx | batch, workspace, compute capability, version_compatible |
+Targets (file; precision; what it needs; the arguments it takes):
+
+- ``onnx``: NAME.onnx; FP32; torch, onnx; height, width, whitening_dim, opset, plugin.
+- ``onnx-fp16``: NAME.fp16.onnx (``--fp16``); FP16 (strongly typed); torch, onnx; the same.
+- ``onnx-plugin``: NAME.plugin.onnx (``--plugin``); FP32, NetVLAD as one ``vpr_edge::NetVLAD``
+  node; onnx, onnxruntime-extensions; the same.
+- ``onnx-plugin-fp16``: NAME.plugin.fp16.onnx (``--plugin --fp16``); FP16, an FP16 plugin node;
+  the same; the same.
+- ``engine``: NAME.engine; as its ONNX (the plugin graph with ``--plugin`` on TensorRT >= 10.9);
+  tensorrt or tensorrt_rtx; batch, workspace, compute capability, version_compatible.
 
 Everything is checked before any work starts; a request that cannot be honoured is an error
 that says what to install or change, never a silent downgrade.
@@ -17,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vpr_edge._optional import install_command
 from vpr_edge.errors import InvalidInputError, MissingDependencyError
 from vpr_edge.sources import not_a_folder
 from vpr_edge.tensorrt_build import engine_request_problems
@@ -115,7 +119,8 @@ def check_arguments(config: ExportConfig) -> None:
             problems.append(
                 "--version-compatible needs full TensorRT (tensorrt) to build the engine; "
                 + ("none is installed" if found is None else f"only {found[1]} is here")
-                + ": install it (pip install 'vpr-edge[tensorrt]') or drop the flag")
+                + ": install it (the vpr-edge[tensorrt] extra: "
+                + install_command("tensorrt") + ") or drop the flag")
     if problems:
         raise InvalidInputError("; ".join(problems))
     if config.plugin:

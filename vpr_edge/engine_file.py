@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._optional import install_command
 from .atomic_file import atomic_write
 from .errors import INSTALL_NEWER, EngineMismatchError, ModelFormatError
 from .index.map_format import canonical_json
@@ -318,8 +319,8 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             "tensorrt_module: this machine has TensorRT's lean runtime (tensorrt_lean), which "
             "runs only version-compatible engines, and this engine was built without "
             "--version-compatible; rebuild it with `vpr-export CHECKPOINT --engine "
-            "--version-compatible`, or install full TensorRT here (pip install "
-            "'vpr-edge[tensorrt]'; on Jetson, the TensorRT JetPack ships)"
+            "--version-compatible`, or install full TensorRT here (the vpr-edge[tensorrt] "
+            f"extra: {install_command('tensorrt')}; on Jetson, the TensorRT JetPack ships)"
         )
     if lean_runs_it and _version_numbers(header.tensorrt_version) != _version_numbers(
             tensorrt_version):
@@ -329,7 +330,8 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
             f"{header.tensorrt_module} {header.tensorrt_version}, this machine has "
             f"tensorrt_lean {tensorrt_version}; install tensorrt_lean "
             f"{header.tensorrt_version} here, or full TensorRT {tensorrt_version} or later "
-            f"(pip install 'vpr-edge[tensorrt]'), which runs it; or {fix}"
+            f"(the vpr-edge[tensorrt] extra: {install_command('tensorrt')}), which runs it; "
+            f"or {fix}"
         )
     if flexible:
         built, here = _version_numbers(header.tensorrt_version), _version_numbers(tensorrt_version)

@@ -18,7 +18,8 @@ Equivalent commands for users with full TensorRT::
     trtexec --onnx=model.fp16.onnx --stronglyTyped --minShapes=image:1x240x320x3 \\
             --optShapes=image:1x240x320x3 --maxShapes=image:8x240x320x3 \\
             --memPoolSize=workspace:1024M --timingCacheFile=timing.cache --saveEngine=raw.plan
-    polygraphy run model.fp16.onnx --trt --strongly-typed --onnxrt --input-shapes image:[1,240,320,3]
+    polygraphy run model.fp16.onnx --trt --strongly-typed --onnxrt \\
+            --input-shapes image:[1,240,320,3]
 
 (``trtexec`` writes a bare plan; ``vpr-edge`` needs the header, so build with ``vpr-export``,
 or from an exported ONNX without torch: ``vpr-edge engine build MODEL.fp16.onnx``.)
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._optional import install_command
 from .backends.tensorrt_logger import process_logger
 from .errors import MissingDependencyError, ModelFormatError
 from .metadata import ModelMetadata
@@ -140,12 +142,18 @@ def find_builder(preferred: str | None = None) -> tuple[ModuleType, str] | None:
     return None
 
 
-#: each builder module, as users know it, and how to install it
+#: each builder module, as users know it, and how to install it (``{tensorrt}``: the pip
+#: command of the vpr-edge[tensorrt] extra, ``_optional.install_command``)
 INSTALL_BUILDER = {
-    "tensorrt": ("full TensorRT (tensorrt)", "`pip install 'vpr-edge[tensorrt]'` on a machine "
-                 "with NVIDIA's libraries (on a Jetson, the TensorRT JetPack ships)"),
+    "tensorrt": ("full TensorRT (tensorrt)", "the vpr-edge[tensorrt] extra, {tensorrt}, on a "
+                 "machine with NVIDIA's libraries (on a Jetson, the TensorRT JetPack ships)"),
     "tensorrt_rtx": ("TensorRT-RTX (tensorrt_rtx)", "`pip install tensorrt-rtx-cu13`"),
 }
+
+
+def _install_builder(name: str) -> tuple[str, str]:
+    wanted, install = INSTALL_BUILDER[name]
+    return wanted, install.format(tensorrt=install_command("tensorrt"))
 
 
 def builder_available(preferred: str | None = None) -> tuple[bool, str]:
@@ -155,9 +163,9 @@ def builder_available(preferred: str | None = None) -> tuple[bool, str]:
     if found is not None:
         return True, f"{found[1]} {found[0].__version__}"
     if preferred not in INSTALL_BUILDER:
-        full, rtx = (" with ".join(INSTALL_BUILDER[name]) for name in BUILDER_MODULES)
+        full, rtx = (" with ".join(_install_builder(name)) for name in BUILDER_MODULES)
         return False, f"no TensorRT module: install {full}, or {rtx} to build RTX engines"
-    wanted, install = INSTALL_BUILDER[preferred]
+    wanted, install = _install_builder(preferred)
     other = find_builder(next(name for name in BUILDER_MODULES if name != preferred))
     here = ("no other TensorRT module is installed either" if other is None else
             f"this machine has {other[1]} {other[0].__version__}: build with it "

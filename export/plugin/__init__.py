@@ -20,6 +20,8 @@ def plugin_available() -> tuple[bool, str]:
     missing = [name for name in ("onnx", "onnxruntime_extensions")
                if importlib.util.find_spec(name) is None]
     if missing:
-        return False, (f"{' and '.join(missing)} not installed; `pip install "
-                       "'vpr-edge[export]'`")
+        from vpr_edge._optional import install_command
+
+        return False, (f"{' and '.join(missing)} not installed: the vpr-edge[export] "
+                       f"extra, {install_command('export')}")
     return True, "plugin graph: onnx + onnxruntime-extensions"

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import install_command
 from ..errors import (
     BackendUnavailableError,
     CudaError,
@@ -85,8 +86,9 @@ def import_tensorrt(preferred: str | None = None) -> tuple[ModuleType, str]:
             failures.append(f"{name}: {exc}")
     raise MissingDependencyError(
         "running a TensorRT engine needs one of the Python modules "
-        f"{', '.join(TENSORRT_MODULES)} ({'; '.join(failures)}). Install it with: "
-        "pip install 'vpr-edge[tensorrt]' (on Jetson, use the TensorRT that JetPack ships)"
+        f"{', '.join(TENSORRT_MODULES)} ({'; '.join(failures)}). Install the vpr-edge[tensorrt] "
+        f"extra: {install_command('tensorrt')} (on Jetson, use the TensorRT that JetPack "
+        "ships)"
     )
 
 
