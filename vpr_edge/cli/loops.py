@@ -37,6 +37,7 @@ from ..loop_metrics import (
     truth_from_positions,
 )
 from ..paths import expanded_path
+from ..poses import JUMP_BACK_SECONDS
 from .arg_types import finite_float, non_negative_int, positive_int
 from .common import (
     add_model_arguments,
@@ -119,11 +120,18 @@ def detect(descriptors: np.ndarray, stamps: list, config: LoopClosureConfig,
 
 def _eligible(config: LoopClosureConfig, stamps: list):
     """Could frame ``j`` be a loop for frame ``q``: outside the detector's exclusion windows
-    (the time window covers the frames since time last jumped back, as in the detector)."""
+    (the time window covers the frames since time last jumped back by more than
+    ``JUMP_BACK_SECONDS`` from the newest stamp, as in the detector: a frame less out of
+    order keeps the window)."""
     since_jump = [0] * len(stamps)  # first frame of each frame's stretch of forward time
-    for i in range(1, len(stamps)):
-        jumped = stamps[i] is not None and stamps[i - 1] is not None and stamps[i] < stamps[i - 1]
-        since_jump[i] = i if jumped else since_jump[i - 1]
+    newest = None
+    for i, stamp in enumerate(stamps):
+        since_jump[i] = since_jump[i - 1] if i else 0
+        if stamp is None:
+            continue
+        if newest is not None and stamp < newest - JUMP_BACK_SECONDS:
+            since_jump[i], newest = i, None
+        newest = stamp if newest is None else max(newest, stamp)
 
     def eligible(q: int, j: int) -> bool:
         if j > q - 1 - config.exclusion_frames:

@@ -406,6 +406,21 @@ def test_loops_scores_the_time_window_as_the_detector_applies_it() -> None:
     assert all(tenth(q, q - 3) and not tenth(q, q - 2) for q in range(3, 12))
 
 
+def test_loops_scoring_keeps_the_time_window_over_a_frame_slightly_out_of_order() -> None:
+    """The detector keeps its window over a stamp less than JUMP_BACK_SECONDS (1 s) out of
+    order; the scoring started a new one at any step back, so frames the detector had
+    excluded counted as findable loops (recall 0.405 for 0.740 with one frame 0.85 s early
+    on Gardens Point)."""
+    from vpr_edge.cli.loops import _eligible
+    from vpr_edge.loop_closure import LoopClosureConfig
+
+    eligible = _eligible(LoopClosureConfig(exclusion_frames=0, exclusion_seconds=2.5),
+                         [0.0, 1.0, 2.0, 3.0, 2.2, 4.0, 5.0])
+    assert not any(eligible(4, j) for j in range(4))  # 2.2 s: every place is in the window
+    assert [j for j in range(5) if eligible(5, j)] == [0, 1]  # at 4.0 s: stamps <= 1.5 s
+    assert [j for j in range(6) if eligible(6, j)] == [0, 1, 2, 4]  # at 5.0 s: <= 2.5 s
+
+
 def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_path: Path,
                                                    cpu_only: None, capsys) -> None:
     """Between a save's two renames the map is <map>.vpr-edge-old: Localizer, query and
