@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from vpr_edge.errors import InvalidInputError
 from vpr_edge.training.datasets.corridor import corridor_dataset
 from vpr_edge.training.datasets.frame_aligned import frame_aligned_dataset, route_splits
 from vpr_edge.training.datasets.manifest import read_manifest
 from vpr_edge.training.datasets.pittsburgh import read_pittsburgh
 from vpr_edge.training.datasets.places import PlaceSet, Radii, RetrievalDataset, within_radius
-
-from vpr_edge.errors import InvalidInputError
 
 
 def _images(folder: Path, names: list[str]) -> None:
@@ -33,6 +33,20 @@ def test_radii_give_positives_and_definite_negatives() -> None:
         Radii(30, 25, 25)
     with pytest.raises(InvalidInputError, match="empty dataset"):
         RetrievalDataset("e", db, PlaceSet((), np.zeros((0, 2))))
+
+
+def test_within_radius_without_scipy_gives_the_kd_trees_answer(monkeypatch) -> None:
+    """``vpr-eval`` of an exported model with only the ``cpu`` extra described every image,
+    then died on ``ModuleNotFoundError: scipy``: without SciPy the neighbours come from
+    NumPy, the same as the KD-tree's."""
+    pytest.importorskip("scipy.spatial")
+    rng = np.random.default_rng(3)
+    database, queries = rng.uniform(0, 100, (700, 2)), rng.uniform(0, 100, (90, 2))
+    with_tree = within_radius(database, queries, 7.5)
+    monkeypatch.setitem(__import__("sys").modules, "scipy.spatial", None)  # import fails
+    without = within_radius(database, queries, 7.5)
+    assert sum(len(hits) for hits in with_tree) > 500
+    assert [h.tolist() for h in without] == [h.tolist() for h in with_tree]
 
 
 def test_manifest_with_metres(tmp_path: Path) -> None:

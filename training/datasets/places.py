@@ -122,12 +122,29 @@ class RetrievalDataset:
 
 def within_radius(database: np.ndarray, queries: np.ndarray, radius: float,
                   chunk: int = 4096) -> list[np.ndarray]:
-    """Sorted database indices within ``radius`` of each query (KD-tree, chunked)."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(np.asarray(database, dtype=np.float64))
+    """Sorted database indices within ``radius`` of each query: with SciPy (the ``train``
+    extra) a KD-tree, else NumPy distances in chunks of at most 2**24 pairs, so ``vpr-eval``
+    of an exported model needs only the ``cpu`` extra."""
+    database = np.asarray(database, dtype=np.float64)
+    queries = np.asarray(queries, dtype=np.float64)
+    try:
+        from scipy.spatial import cKDTree
+    except ImportError:
+        return _within_radius_numpy(database, queries, radius)
+    tree = cKDTree(database)
     out: list[np.ndarray] = []
     for start in range(0, len(queries), chunk):
-        for hits in tree.query_ball_point(np.asarray(queries[start:start + chunk]), r=radius):
+        for hits in tree.query_ball_point(queries[start:start + chunk], r=radius):
             out.append(np.array(sorted(hits), dtype=int))
+    return out
+
+
+def _within_radius_numpy(database: np.ndarray, queries: np.ndarray, radius: float
+                         ) -> list[np.ndarray]:
+    rows = max(1, 2**24 // max(len(database), 1))
+    out: list[np.ndarray] = []
+    for start in range(0, len(queries), rows):
+        block = queries[start:start + rows]
+        squared = ((block[:, None, :] - database[None, :, :]) ** 2).sum(axis=2)
+        out.extend(np.flatnonzero(near) for near in squared <= radius * radius)
     return out
