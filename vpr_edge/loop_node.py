@@ -199,7 +199,9 @@ class LoopClosureNode:
         """A camera frame arrived. ``convert`` turns the message into pixels: an RGB (or
         mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
         it is called only for keyframes, so skipped frames cost nothing. A malformed message
-        is counted by kind (:meth:`report_problem`) and dropped. Returns True if the frame
+        is counted by kind (:meth:`report_problem`) and dropped; any other exception from
+        ``convert`` propagates, and the next frame takes this one's place as keyframe. Returns
+        True if the frame
         was queued (False after :meth:`close`, uncounted). Raises
         :class:`~vpr_edge.errors.VprEdgeError` once the worker has died (no frame would be
         processed again: restart the node)."""
@@ -231,6 +233,9 @@ class LoopClosureNode:
             self.policy.unaccept()  # the next good frame takes its place as keyframe
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
+        except BaseException:  # a bug in a custom converter: the middleware logs it
+            self.policy.unaccept()
+            raise
         with self._cond:
             self.stats.keyframes += 1
             if session != self._session:  # it came before a reset(), with the old odometry

@@ -235,6 +235,7 @@ def _read_list(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
                 continue
             if not header:
                 header = cells
+                _check_separator(path, header)
             elif any(cells[len(header):]):
                 raise InvalidInputError(
                     f"{path}:{reader.line_num}: {len(cells)} fields, but the header has "
@@ -247,6 +248,18 @@ def _read_list(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     if not rows:
         raise InvalidInputError(f"{path}: the frame list is empty (a header and rows needed)")
     return header, rows
+
+
+def _check_separator(path: Path, header: list[str]) -> None:
+    """Refuse a list separated by something else than commas (Excel in a comma-decimal
+    locale saves ';'), before its rows are read as the wrong number of fields."""
+    separator = next((s for s in (";", "\t", "|") if len(header) == 1 and s in header[0]),
+                     None)
+    if separator is not None:
+        raise InvalidInputError(
+            f"{path}: the header {header[0]!r} is one column: a frame list is separated by "
+            f"commas, not {separator!r} (Excel: save as 'CSV UTF-8 (Comma delimited)'; or "
+            "replace the separators, with '.' as the decimal point)")
 
 
 def _pose_columns(path: Path, header: list[str]) -> tuple[str, ...]:

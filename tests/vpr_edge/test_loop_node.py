@@ -340,6 +340,22 @@ def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, c
     assert node.stats.problems == {"bad image": 1} and node.stats.processed == 1
 
 
+def test_a_converter_that_raises_leaves_the_keyframe_to_the_next_frame(tiny_onnx, tmp_path,
+                                                                      cpu_only, route) -> None:
+    """A custom converter's own bug (not a VprEdgeError) reaches the caller, and the frame
+    does not count as the keyframe: with every_n=5 the next frame is described, not the
+    fifth after it (the policy had taken the failed frame as its keyframe)."""
+    def broken():
+        raise ValueError("a bug in the converter")
+
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=5))
+    with pytest.raises(ValueError, match="a bug in the converter"):
+        node.on_image(broken, stamp=0.0)
+    feed(node, route[0][:1], 1.0)
+    node.close()
+    assert node.stats.processed == node.stats.keyframes == 1 and node.stats.problems == {}
+
+
 def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx, tmp_path,
                                                                        cpu_only,
                                                                        route) -> None:

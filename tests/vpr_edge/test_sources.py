@@ -120,6 +120,9 @@ def test_a_frame_list_takes_spaces_an_excel_bom_and_blank_rows(tmp_path: Path) -
     (b"image,x,y,x\na.png,1,2,3\n", r"the column 'x' appears more than once"),
     (b"Image,Timestamp\na.png,1\n", r"needs an 'image' column; found \['Image', 'Timestamp'\]"
                                     r" \(a frame list has the columns image and, optionally"),
+    (b"image;timestamp\na.png;1,5\n", r"bad\.csv: the header 'image;timestamp' is one column: "
+                                      r"a frame list is separated by commas, not ';'"),
+    (b"image\ttimestamp\na.png\t1\n", r"separated by commas, not '\\t'"),
 ])
 def test_a_bad_frame_list_is_refused_naming_the_file_and_line(tmp_path: Path, content: bytes,
                                                               message: str) -> None:
