@@ -98,7 +98,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--gt-radius", type=float, default=10.0, help="metres for --gt positions")
     t.add_argument("--sweep", action="store_true",
                    help="precision-recall curve over min_score thresholds")
-    p.add_argument("--csv", type=expanded_path, default=None, help="write one row per frame here")
+    p.add_argument("--csv", type=expanded_path, default=None,
+                   help="write one row per frame here: index, source, stamp; best_match and "
+                        "best_score (the most similar place outside the exclusion windows "
+                        "that scores at least --min-score; empty if none); loop_match, "
+                        "loop_score, verified, inliers (empty without a loop); correct "
+                        "(with --gt)")
     p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
