@@ -17,6 +17,8 @@ would refuse).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import logging
 import math
@@ -24,6 +26,7 @@ import numbers
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +172,11 @@ class LoopClosureNode:
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
         self._worker.start()
+        # a process that ends without close() would stop the worker in the middle of native
+        # code (ONNX Runtime, hnswlib) and abort ("terminate called without an active
+        # exception"), and lose the places since the last save
+        self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
 
     # -- inputs (middleware threads) -------------------------------------------------------
     def report_problem(self, kind: str, error: Exception | str) -> None:
@@ -292,6 +300,7 @@ class LoopClosureNode:
     def close(self) -> None:
         """Stop the worker (a keyframe still waiting counts as dropped), then save the map
         if configured to, it has a directory and it changed."""
+        atexit.unregister(self._exit_hook)
         with self._cond:
             self._stop = True
             if self._slot is not None:
@@ -406,6 +415,21 @@ class LoopClosureNode:
         values = pose.as_tuple()
         width = self.localizer.index.pose_dim
         return values if width in (0, len(values)) else values[:width]
+
+
+def _close_at_exit(node_ref: weakref.ref) -> None:
+    """Exit hook of a node its program did not close: close it (the worker stops between
+    frames; a changed map is saved as configured)."""
+    node = node_ref()
+    if node is None or node._stop:
+        return
+    log.warning("the loop-closure node was not closed: closing it at exit (call close() or "
+                "shutdown() when done)")
+    try:
+        node.close()
+    except Exception:  # an exit hook must not raise: say what was lost
+        log.error("closing the loop-closure node at exit failed; places added since the "
+                  "last save are lost", exc_info=True)
 
 
 def _is_number(value: Any) -> bool:

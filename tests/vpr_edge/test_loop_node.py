@@ -356,6 +356,36 @@ def test_a_converter_that_raises_leaves_the_keyframe_to_the_next_frame(tiny_onnx
     assert node.stats.processed == node.stats.keyframes == 1 and node.stats.problems == {}
 
 
+@pytest.mark.parametrize("closes", [False, True])
+def test_a_program_that_ends_without_close_gets_its_node_closed_at_exit(
+        tiny_onnx, tmp_path, closes: bool) -> None:
+    """A program that ended without close() while the worker ran aborted 4 times in 10
+    (SIGABRT: the daemon worker was stopped inside ONNX Runtime) and lost the places since
+    the last save. An exit hook closes the node: the worker stops, the map is saved; a node
+    closed by its program is left alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from vpr_edge.loop_node import LoopClosureNode, NodeConfig\n"
+        "node = LoopClosureNode(NodeConfig(model=sys.argv[1], map_dir=sys.argv[2]),"
+        " publish=lambda loop: None)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for i in range(6):\n"
+        "    frame = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)\n"
+        "    node.on_image(lambda f=frame: f, stamp=float(i))\n"
+        "    assert node.wait_idle()\n"
+        "print(node.stats.processed)\n"
+        + ("node.close()\n" if closes else ""))
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_onnx), str(tmp_path / "map")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("the loop-closure node was not closed: closing it at exit" in done.stderr) != closes
+    processed = int(done.stdout.split()[-1])
+    assert processed >= 1 and len(Localizer(tiny_onnx, tmp_path / "map")) == processed
+
+
 def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx, tmp_path,
                                                                        cpu_only,
                                                                        route) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -89,6 +90,46 @@ def test_two_writers_starting_one_new_map_do_not_replace_each_other(
         first.add(np.zeros((24, 32, 3), np.uint8))
         first.save()  # the first writer goes on saving its own map
     assert len(PlaceIndex.open(target)) == 4
+
+
+def test_a_save_finishing_between_a_readers_two_looks_still_shows_the_map(
+        tmp_path: Path, monkeypatch) -> None:
+    """A reader looks for ``m``, then for ``m.vpr-edge-old``; a save in another process can
+    put the new ``m`` in place and delete the old one in between. A Localizer opened then
+    came up with an empty map, silently (7 of 48 opens while another process saved in a
+    loop). The looks are repeated before "no map" is believed."""
+    small_index().save(tmp_path / "m")
+    os.rename(tmp_path / "m", tmp_path / "m.vpr-edge-old")  # a save between its renames
+    small_index().save(tmp_path / "new")
+    real_absent = atomic_dir._absent_or_empty
+    finished = []
+
+    def save_finishes_meanwhile(path: Path) -> bool:
+        absent = real_absent(path)
+        if not finished:  # after the look at m, before the look at m.vpr-edge-old
+            os.rename(tmp_path / "new", tmp_path / "m")
+            shutil.rmtree(tmp_path / "m.vpr-edge-old")
+            finished.append(True)
+        return absent
+
+    monkeypatch.setattr(atomic_dir, "_absent_or_empty", save_finishes_meanwhile)
+    assert atomic_dir.resolve_for_read(tmp_path / "m") == tmp_path / "m"
+    assert finished and len(PlaceIndex.open(tmp_path / "m")) == len(small_index())
+
+
+@pytest.mark.parametrize("thing", ["fifo", "folder"])
+def test_a_lock_file_that_is_not_a_file_is_named_not_waited_on(tmp_path: Path,
+                                                              thing: str) -> None:
+    """A named pipe where ``map.lock`` belongs made PlaceIndex.open hang for ever (opening
+    a pipe waits for a writer)."""
+    small_index().save(tmp_path / "map")
+    lock = tmp_path / "map.lock"
+    lock.unlink()
+    os.mkfifo(lock) if thing == "fifo" else lock.mkdir()
+    kind = "a named pipe" if thing == "fifo" else "a folder"
+    with pytest.raises(MapError, match=rf"map\.lock: not a file but {kind}, where the map's "
+                                       "lock file belongs; move it away"):
+        PlaceIndex.open(tmp_path / "map")
 
 
 def test_the_lock_file_follows_the_umask(tmp_path: Path) -> None:

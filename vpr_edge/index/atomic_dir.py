@@ -53,6 +53,8 @@ LEGACY_OLD_SUFFIX = ".old"
 LOCK_NOTICE_S = 5.0
 LOCK_LIMIT_S = 600.0
 LOCK_POLL_S = 0.02
+#: pairs of looks at ``T`` and ``T.vpr-edge-old`` before :func:`resolve_for_read` says none
+RESOLVE_TRIES = 4
 
 #: Test hook: called with the name of each protocol step as it is reached (crash tests kill
 #: the process there). None in normal use.
@@ -90,10 +92,10 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
         return
     lock_path = sibling(target, LOCK_SUFFIX)
     if exclusive:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666)
     else:
         try:
-            fd = os.open(lock_path, os.O_RDONLY)
+            fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would wait for ever
         except FileNotFoundError:
             # a map copied here (rsync, scp) has no lock file yet: make it, so that a saver
             # starting now waits for this reader, unless there is no map to read at all (no
@@ -111,10 +113,19 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
             yield
             return
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MapError(f"{lock_path}: not a file but {_kind(lock_path)}, where the map's "
+                           "lock file belongs; move it away (vpr-edge makes the lock file)")
         _wait_for_lock(fd, fcntl, exclusive, lock_path)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _kind(path: Path) -> str:
+    mode = os.stat(path).st_mode
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
 
 
 def _wait_for_lock(fd: int, fcntl, exclusive: bool, lock_path: Path) -> None:
@@ -159,13 +170,21 @@ def resolve_for_read(target: Path) -> Path | None:
     """The complete directory to read: ``target``, else ``target.vpr-edge-old``, else None
     (symbolic links resolved first, as a save resolves them: an interrupted save through
     ``maps/current`` leaves ``maps/<its target>.vpr-edge-old``). An empty ``target``
-    directory holds no map (one made for the map to be saved into)."""
+    directory holds no map (one made for the map to be saved into).
+
+    The two names are looked at one after the other, so a save in another process can put
+    its new ``target`` in place and delete ``target.vpr-edge-old`` between the two looks:
+    neither is found then, though a map was there all along (a Localizer opened then
+    started an empty map). So "none" is believed only when :data:`RESOLVE_TRIES` pairs of
+    looks agree: a pair takes microseconds, and the next save's swap comes only after that
+    save has written its files."""
     target = real_target(target)
-    if target.is_dir() and not _empty_dir(target):
-        return target
     old = sibling(target, OLD_SUFFIX)
-    if _absent_or_empty(target) and old.is_dir() and not _empty_dir(old):
-        return old
+    for _ in range(RESOLVE_TRIES):
+        if target.is_dir() and not _empty_dir(target):
+            return target
+        if _absent_or_empty(target) and old.is_dir() and not _empty_dir(old):
+            return old
     return None
 
 
