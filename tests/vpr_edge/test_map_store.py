@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vpr_edge.errors import MapCorruptError, MapError, MapVersionError, ModelMismatchError
+from vpr_edge.errors import (
+    InvalidInputError,
+    MapCorruptError,
+    MapError,
+    MapVersionError,
+    ModelMismatchError,
+)
 from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir, hnsw_file, map_store
 from vpr_edge.index.map_format import canonical_json
 
@@ -433,6 +439,136 @@ def test_impossible_sizes_in_a_manifest_are_refused_before_any_allocation(
     """A manifest from a buggy writer (its own checksum valid) with sizes no file holds."""
     resign(saved_map, edit)
     assert_refused_naming(saved_map, saved_map / "manifest.json")
+
+
+def reseal(path: Path, edit=lambda body: None) -> None:
+    """After a deliberate edit of a map's files: every file's size and sha256 recomputed,
+    ``edit(body)`` applied, the manifest re-signed (a map that passes every checksum)."""
+    def rehash(body: dict) -> None:
+        for name, info in body["files"].items():
+            data = (path / name).read_bytes()
+            info.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        edit(body)
+
+    resign(path, rehash)
+
+
+def hnsw_level0(path: Path) -> tuple[np.memmap, int]:
+    """The level-0 block of a map's index.hnsw (writable) and its maxM0."""
+    from vpr_edge.index import hnsw_file
+
+    header = hnsw_file.read_header(path / "index.hnsw")
+    max_m0 = 2 * header.M
+    level0 = np.memmap(path / "index.hnsw", dtype=np.uint8, mode="r+",
+                       offset=hnsw_file.HEADER_BYTES,
+                       shape=(header.elements, header.size_per_element))
+    return level0, max_m0
+
+
+@pytest.mark.parametrize("damage", ["link to nowhere", "too many links", "top level"])
+def test_a_graph_whose_links_lead_nowhere_is_refused_not_crashed_on(saved_map: Path,
+                                                                    damage: str) -> None:
+    """An index.hnsw that passes its checksum but links to element 2e9, claims 60 000 links
+    or a top level of 60 opened, then killed the process (SIGSEGV) at the first add or query
+    ("cand error" for the level): hnswlib follows links without bounds checks."""
+    if damage == "top level":
+        with open(saved_map / "index.hnsw", "r+b") as fh:
+            fh.seek(48)  # i32 maxlevel, after six u64 fields
+            fh.write(struct.pack("<i", 60))
+    else:
+        level0, _ = hnsw_level0(saved_map)
+        if damage == "link to nowhere":
+            level0[0, 4:8] = np.frombuffer(struct.pack("<I", 2_000_000_000), np.uint8)
+        else:
+            level0[0, 0:2] = np.frombuffer(struct.pack("<H", 60_000), np.uint8)
+        level0.flush()
+        del level0
+    reseal(saved_map)
+    words = {"link to nowhere": "a link to element 2000000000 of",
+             "too many links": "a link count of 60000, at most 32",
+             "top level": "top level 60, but the entry point's is"}[damage]
+    with pytest.raises(MapCorruptError, match=words):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+    repaired = PlaceIndex.open(saved_map, fingerprint=FP, rebuild_if_corrupt=True)
+    assert len(repaired) == 218 and repaired.query(unit(1, seed=1)[0], k=1)
+
+
+def test_a_capacity_far_beyond_the_places_is_not_allocated(saved_map: Path) -> None:
+    """A manifest saying 100M places of capacity for 218 made open allocate 4.2 GB (and the
+    next save wrote it again); the graph is sized for the places, with room to grow."""
+    reseal(saved_map, lambda body: body["index"].update(capacity=100_000_000))
+    index = PlaceIndex.open(saved_map, fingerprint=FP)
+    elements = index.info()["rows"]  # the graph holds the removed places' rows too
+    assert index.info()["capacity"] == map_store.OPEN_CAPACITY_FACTOR * elements
+    index.add(unit(1, seed=9))
+    assert len(PlaceIndex.open(index.save(), fingerprint=FP)) == 219
+
+
+@pytest.mark.parametrize("name, count", [("removed.npy", 10**13), ("records", 10**11)])
+def test_an_npy_header_claiming_terabytes_is_refused_not_allocated(saved_map: Path,
+                                                                  name: str, count: int) -> None:
+    """A .npy header with a huge shape (its checksum valid) raised a raw MemoryError, or
+    allocated whatever fitted before reading the few bytes there."""
+    path = files_of(saved_map, name if name.endswith(".npy") else ".records.npy")[0]
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        _, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        data = fh.read()
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": (count,)})
+        fh.write(data)
+    reseal(saved_map)
+    with pytest.raises(MapCorruptError, match=rf"{path.name}: truncated: its header says"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+
+
+def test_json_nested_too_deep_is_damage_not_a_recursion_error(saved_map: Path) -> None:
+    """A metadata line or a manifest nested 100 000 deep raised RecursionError out of open
+    (and of `vpr-edge info`)."""
+    meta = files_of(saved_map, ".meta.jsonl")[0]
+    lines = meta.read_text().split("\n")
+    lines[1] = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    meta.write_text("\n".join(lines))
+    reseal(saved_map)
+    with pytest.raises(MapCorruptError, match="line 2 is not JSON"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+    (saved_map / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MapCorruptError, match="manifest.json: not valid JSON"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+
+
+def test_a_negative_place_id_in_the_records_is_refused(saved_map: Path) -> None:
+    """It opened and came back from queries, while get() refused it; `map repair` said it
+    repaired the map, which still could not open."""
+    path = files_of(saved_map, ".records.npy")[0]
+    records = np.load(path)
+    records["id"][3] = -5
+    np.save(path, records)
+    reseal(saved_map)
+    with pytest.raises(MapCorruptError, match=r"a place id is negative \(-5\)"):
+        PlaceIndex.open(saved_map, fingerprint=FP, rebuild_if_corrupt=True)
+
+
+def test_the_largest_place_id_still_opens(tmp_path: Path) -> None:
+    """id 2**63 - 1 was accepted and saved, and the map never opened again (its next id,
+    2**63, is beyond the manifest's int64): the largest id is now 2**63 - 2."""
+    index = PlaceIndex(DIM, fingerprint=FP)
+    with pytest.raises(InvalidInputError, match=r"outside \[0, 2\*\*63 - 2\]"):
+        index.add(unit(1), ids=[2**63 - 1])
+    index.add(unit(1), ids=[2**63 - 2])
+    assert PlaceIndex.open(index.save(tmp_path / "m"), fingerprint=FP).ids() == [2**63 - 2]
+
+
+def test_a_link_where_the_lock_file_belongs_is_refused(saved_map: Path, tmp_path: Path) -> None:
+    """A dangling link at m.lock made open create the file it named, outside the map."""
+    lock = saved_map.parent / "m.lock"
+    lock.unlink()
+    lock.symlink_to(tmp_path / "elsewhere" / "made-by-open")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(MapError, match=r"m\.lock: a symbolic link, where the map's lock file"):
+        PlaceIndex.open(saved_map, fingerprint=FP)
+    assert not (tmp_path / "elsewhere" / "made-by-open").exists()
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "index.hnsw", "removed.npy"])

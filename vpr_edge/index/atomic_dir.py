@@ -45,6 +45,9 @@ from .map_format import MANIFEST_NAME
 log = logging.getLogger("vpr_edge")
 
 OLD_SUFFIX = ".vpr-edge-old"
+#: how the lock file is opened: a named pipe there would make open() wait for ever, and a
+#: link there (dangling too) would make the lock, or create a file, somewhere else
+_NO_WAIT_NO_LINK = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
 TMP_INFIX = ".vpr-edge-tmp-"
 LOCK_SUFFIX = ".lock"
 #: what older vpr-edge named the previous map during a save (now only named in errors)
@@ -91,11 +94,14 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
         yield
         return
     lock_path = sibling(target, LOCK_SUFFIX)
+    if lock_path.is_symlink():
+        raise MapError(f"{lock_path}: a symbolic link, where the map's lock file belongs; "
+                       "remove it (vpr-edge makes the lock file)")
     if exclusive:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _NO_WAIT_NO_LINK, 0o666)
     else:
         try:
-            fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe would wait for ever
+            fd = os.open(lock_path, os.O_RDONLY | _NO_WAIT_NO_LINK)
         except FileNotFoundError:
             # a map copied here (rsync, scp) has no lock file yet: make it, so that a saver
             # starting now waits for this reader, unless there is no map to read at all (no
@@ -105,7 +111,7 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
                 yield
                 return
             try:
-                fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | _NO_WAIT_NO_LINK, 0o666)
             except OSError:  # a read-only place: no saver can run here either
                 yield
                 return

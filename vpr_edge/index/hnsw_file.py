@@ -15,7 +15,14 @@ first. Layout (little-endian, hnswlib ``HierarchicalNSW::saveIndex``)::
 
 Each element's level-0 entry starts with its link count (u16) and a flags byte whose bit 0 is
 hnswlib's deleted mark (``markDeletedInternal``); its label (u64) sits at ``label_offset``.
-:func:`deleted_labels` reads those, for the map's check against ``removed.npy``.
+:func:`deleted_labels` reads those, for the map's check against ``removed.npy``. An upper
+level's list is a u32 whose low 16 bits are its link count, then ``maxM`` u32 links.
+
+With ``links=True`` the graph itself is checked too: hnswlib follows its links without
+bounds checks, so a link to an element that does not exist, a link count above the maximum,
+or a top level that is not the entry point's, in a file that passes its checksum (written
+by something else than vpr-edge), would crash the process (SIGSEGV) at the first query or
+add instead of being refused.
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ class HnswFileError(ValueError):
     """The file is not a consistent hnswlib index (the message says why)."""
 
 
-def read_header(path: Path) -> HnswHeader:
-    """Parse and check an hnswlib file (float32 vectors); raise :class:`HnswFileError`."""
+def read_header(path: Path, *, links: bool = False) -> HnswHeader:
+    """Parse and check an hnswlib file (float32 vectors), with ``links`` its graph's links
+    and levels too; raise :class:`HnswFileError`."""
     with open(path, "rb") as fh:
         head = fh.read(HEADER_BYTES)
         if len(head) < HEADER_BYTES:
@@ -78,19 +86,63 @@ def read_header(path: Path) -> HnswHeader:
         tail = fh.read()
     pos = 0
     links_per_level = max_m * 4 + 4
-    for _ in range(count):
+    upper: list[tuple[int, int]] = []  # (where an element's upper lists start, bytes)
+    top = 0  # the highest level of any element
+    entry_level = 0
+    for element in range(count):
         if pos + 4 > len(tail):
             raise HnswFileError("truncated in the upper-level link lists")
         (size,) = struct.unpack_from("<I", tail, pos)
         if size % links_per_level:
             raise HnswFileError("bad upper-level link-list size")
+        if size:
+            upper.append((pos + 4, size))
+            top = max(top, size // links_per_level)
+            if element == enter_point:
+                entry_level = size // links_per_level
         pos += 4 + size
     if pos != len(tail):
         raise HnswFileError(f"{len(tail) - pos:+d} bytes after the last link list "
                             "(truncated or trailing data)")
-    return HnswHeader(elements=int(count), max_elements=int(max_elements), dim=data_size // 4,
-                      M=int(m), ef_construction=int(ef_construction), file_bytes=int(total),
-                      size_per_element=int(size_per_element), label_offset=int(label_offset))
+    header = HnswHeader(elements=int(count), max_elements=int(max_elements),
+                        dim=data_size // 4, M=int(m), ef_construction=int(ef_construction),
+                        file_bytes=int(total), size_per_element=int(size_per_element),
+                        label_offset=int(label_offset))
+    if links and count:
+        if max_level != entry_level or top != max_level:
+            raise HnswFileError(f"top level {max_level}, but the entry point's is "
+                                f"{entry_level} and the highest element's {top}")
+        _check_level0_links(path, header, int(max_m0))
+        if upper:  # one check of every upper-level list together
+            lists = np.concatenate([np.frombuffer(tail, "<u4", count=size // 4, offset=start)
+                                    for start, size in upper])
+            _check_links(lists.reshape(-1, max_m + 1), int(max_m), int(count),
+                         "the upper levels")
+    return header
+
+
+#: elements whose level-0 links are checked at once (bounds the memory the check takes)
+LINK_CHECK_ROWS = 1 << 16
+
+
+def _check_level0_links(path: Path, header: HnswHeader, max_m0: int) -> None:
+    level0 = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES,
+                       shape=(header.elements, header.size_per_element))
+    for start in range(0, header.elements, LINK_CHECK_ROWS):
+        rows = np.ascontiguousarray(level0[start:start + LINK_CHECK_ROWS, :4 + 4 * max_m0])
+        lists = rows.view("<u4").reshape(rows.shape[0], max_m0 + 1)
+        _check_links(lists, max_m0, header.elements, f"level 0 of elements from {start}")
+
+
+def _check_links(lists: np.ndarray, most: int, elements: int, where: str) -> None:
+    """``lists``: rows of [u32 whose low 16 bits are the link count, ``most`` links]."""
+    counts = lists[:, 0] & 0xFFFF
+    if counts.size and int(counts.max()) > most:
+        raise HnswFileError(f"{where}: a link count of {int(counts.max())}, at most {most}")
+    used = np.arange(most) < counts[:, None]
+    targets = lists[:, 1:][used]
+    if targets.size and int(targets.max()) >= elements:
+        raise HnswFileError(f"{where}: a link to element {int(targets.max())} of {elements}")
 
 
 def deleted_labels(path: Path, header: HnswHeader) -> np.ndarray:

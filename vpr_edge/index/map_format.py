@@ -164,7 +164,7 @@ class Manifest:
             raise bad(f"{len(data)} bytes is far too large for a manifest")
         try:
             body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise bad(f"not valid JSON ({exc})") from exc
         if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
             raise bad(f"not a '{FORMAT_NAME}' manifest")

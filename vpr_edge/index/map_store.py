@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ from .records import PlaceRecords
 
 #: Merge a trailing segment into the one before while that one is < MERGE_RATIO x larger.
 MERGE_RATIO = 4
+#: an opened map's graph holds at most this many times its places (or the floor): the
+#: capacity a manifest records is a hint, and a huge one must not be allocated on trust
+OPEN_CAPACITY_FACTOR = 16
+OPEN_CAPACITY_FLOOR = 1024
 _CHUNK = 1 << 20
 
 
@@ -330,7 +335,7 @@ def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
     try:
         body = json.loads(text)
         theirs = body.get("fingerprint")
-    except (ValueError, AttributeError):  # a damaged manifest: that map cannot open anyway
+    except (ValueError, AttributeError, RecursionError):  # damaged: it cannot open anyway
         return
     strangers = foreign_entries(target, body)
     if strangers:
@@ -460,13 +465,33 @@ def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
 
 
 def _load_npy(where: Path, name: str, data: bytes | None) -> np.ndarray:
+    """The array in file ``name`` (or in its verified bytes ``data``), once its header's
+    shape is held against the bytes there: a header claiming terabytes is refused, not
+    allocated."""
     path = where / name
     try:
-        if data is not None:
-            return np.load(io.BytesIO(data), allow_pickle=False)
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        with (io.BytesIO(data) if data is not None else open(path, "rb")) as fh:
+            shape, _, dtype = _npy_header(fh)
+            start = fh.tell()
+            held = fh.seek(0, io.SEEK_END) - start
+            needed = math.prod(shape) * dtype.itemsize
+            if needed > held:
+                raise _corrupt(path, f"truncated: its header says {dtype} {tuple(shape)}, "
+                               f"{needed} bytes, and {held} follow")
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except MapCorruptError:
+        raise
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
         raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
+
+
+def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy file at ``fh``'s start, left after it."""
+    version = np.lib.format.read_magic(fh)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    return read_header(fh)
 
 
 def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) -> None:
@@ -483,10 +508,7 @@ def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) 
         return
     try:
         with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(fh)
+            shape, fortran, dtype = _npy_header(fh)
             if dtype != out.dtype or tuple(shape) != out.shape or (fortran and out.ndim > 1):
                 raise _corrupt(path, f"dtype {dtype} shape {tuple(shape)}, expected "
                                f"{out.dtype} {out.shape}")
@@ -512,7 +534,7 @@ def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[st
     for i, line in enumerate(lines[:-1]):
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # (nested too deep to parse)
             raise _corrupt(path, f"line {i + 1} is not JSON ({exc})") from exc
         if not isinstance(obj, dict):
             raise _corrupt(path, f"line {i + 1} is not a JSON object")
@@ -644,6 +666,9 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     if int(live.size) != manifest.count or np.unique(live).size != live.size:
         raise _corrupt(where / MANIFEST_NAME, f"{live.size} live places ({np.unique(live).size} "
                        f"distinct ids), the manifest says {manifest.count}")
+    if id_col.size and int(id_col.min()) < 0:
+        raise _corrupt(where / MANIFEST_NAME, f"a place id is negative ({int(id_col.min())}); "
+                       "ids are non-negative")
     if id_col.size and int(id_col.max()) >= manifest.next_id:
         raise _corrupt(where / MANIFEST_NAME, "next_id is not above every place id")
     return PlaceRecords.from_columns(
@@ -664,7 +689,7 @@ def _widened(rec: np.ndarray, pose_dim: int) -> np.ndarray:
 def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     path = where / INDEX_NAME
     try:
-        header = hnsw_file.read_header(path)
+        header = hnsw_file.read_header(path, links=True)
     except hnsw_file.HnswFileError as exc:
         raise _corrupt(path, f"not a consistent hnswlib index ({exc})") from exc
     except OSError as exc:
@@ -677,8 +702,13 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
                        f"ef_construction, elements) = {found} in the file, {expected} in "
                        "the manifest")
     index = hnsw_factory(manifest.graph_dim)
+    # the capacity saved, but never more than the graph's places need with room to grow: a
+    # manifest claiming 100M places for 20 made the open allocate 4 GB (more is added later,
+    # as places are)
+    capacity = min(manifest.index_capacity,
+                   max(OPEN_CAPACITY_FLOOR, OPEN_CAPACITY_FACTOR * header.elements))
     try:
-        index.load_index(str(path), max_elements=max(manifest.index_capacity, 1))
+        index.load_index(str(path), max_elements=max(capacity, header.elements, 1))
     except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
         raise _corrupt(path, f"hnswlib cannot load it ({exc})") from exc
     if index.element_count != manifest.index_elements:

@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import InvalidInputError
 
 #: Largest place id (ids are stored as int64 and used as hnswlib labels).
-MAX_ID = 2**63 - 1
+#: the largest place id: the map stores the next automatic id, one above it, as an int64
+MAX_ID = 2**63 - 2
 
 
 def _which(position: int, count: int) -> str:
@@ -94,12 +95,12 @@ def _is_int(value: Any) -> bool:
 
 
 def place_id(value: Any, what: str = "id") -> int:
-    """One place id: an int in [0, 2**63 - 1]."""
+    """One place id: an int in [0, 2**63 - 2] (:data:`MAX_ID`)."""
     if not _is_int(value):
         raise InvalidInputError(f"{what}: place ids are non-negative ints, got {value!r}")
     out = int(value)
     if not 0 <= out <= MAX_ID:
-        raise InvalidInputError(f"{what}: place id {out} is outside [0, 2**63 - 1] (ids are "
+        raise InvalidInputError(f"{what}: place id {out} is outside [0, 2**63 - 2] (ids are "
                                 "non-negative ints)")
     return out
 
