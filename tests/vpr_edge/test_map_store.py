@@ -493,6 +493,35 @@ def test_a_graph_whose_links_lead_nowhere_is_refused_not_crashed_on(saved_map: P
     assert len(repaired) == 218 and repaired.query(unit(1, seed=1)[0], k=1)
 
 
+def test_the_graph_of_another_map_is_refused_and_rebuilt(tmp_path: Path) -> None:
+    """index.hnsw of another map with the same ids (checksums made to match) opened
+    cleanly, and a place found itself for 1 query in 50."""
+    mine, db = build(120, seed=0)
+    theirs, _ = build(120, seed=5)
+    target = mine.save(tmp_path / "mine")
+    (target / "index.hnsw").write_bytes((theirs.save(tmp_path / "theirs") / "index.hnsw")
+                                        .read_bytes())
+    reseal(target)
+    with pytest.raises(MapCorruptError, match=r"index\.hnsw: its vectors are not those of the "
+                                              r"stored descriptors \(cosine .* the graph of "
+                                              r"another map\?\)"):
+        PlaceIndex.open(target, fingerprint=FP)
+    rebuilt = PlaceIndex.open(target, fingerprint=FP, rebuild_if_corrupt=True)
+    assert [m[0].place_id for m in rebuilt.query(db[:50], k=1)] == list(range(50))
+
+
+def test_a_stored_descriptor_that_is_not_a_unit_vector_is_refused(saved_map: Path) -> None:
+    """NaN descriptors (checksums made to match) opened, and the place vanished from results
+    after the next rebuild."""
+    path = files_of(saved_map, ".descriptors.npy")[0]
+    descriptors = np.load(path)
+    descriptors[0] = np.nan
+    np.save(path, descriptors)
+    reseal(saved_map)
+    with pytest.raises(MapCorruptError, match="a stored descriptor is not a unit vector"):
+        PlaceIndex.open(saved_map, fingerprint=FP, rebuild_if_corrupt=True)
+
+
 def test_a_capacity_far_beyond_the_places_is_not_allocated(saved_map: Path) -> None:
     """A manifest saying 100M places of capacity for 218 made open allocate 4.2 GB (and the
     next save wrote it again); the graph is sized for the places, with room to grow."""

@@ -407,7 +407,8 @@ def manifest_digest(where: Path) -> str | None:
 
 # -- reading ------------------------------------------------------------------------------
 
-def _corrupt(path: Path, why: str) -> MapCorruptError:
+def damaged(path: Path, why: str) -> MapCorruptError:
+    """The error for damage ``why`` in the map file ``path``, with what to do about it."""
     if path.name == INDEX_NAME:  # the one file that can be rebuilt from the others
         fix = ("`vpr-edge map repair MAP`, or opening it with rebuild_if_corrupt=True "
                "(Localizer or PlaceIndex.open), rebuilds it from the stored descriptors")
@@ -425,7 +426,7 @@ def _unreadable(path: Path, exc: OSError) -> MapError:
         return MapError(f"{path}: no permission to read this map file; open the map as the "
                         f"user who saved it, or give others read access (chmod -R a+rX "
                         f"{path.parent})")
-    return _corrupt(path, f"cannot read ({exc})")
+    return damaged(path, f"cannot read ({exc})")
 
 
 def _not_a_regular_file(path: Path) -> bool:
@@ -441,12 +442,12 @@ def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
     """Check size and sha256 of one file; return its bytes if small, else None."""
     path = where / name
     if _not_a_regular_file(path):
-        raise _corrupt(path, "not a regular file (a folder, pipe or device)")
+        raise damaged(path, "not a regular file (a folder, pipe or device)")
     try:
         with open(path, "rb") as fh:
             actual = os.fstat(fh.fileno()).st_size
             if actual != info.bytes:
-                raise _corrupt(path, f"{actual} bytes, the manifest says {info.bytes} "
+                raise damaged(path, f"{actual} bytes, the manifest says {info.bytes} "
                                "(truncated or replaced)")
             if info.bytes <= _CHUNK:
                 data = fh.read()
@@ -455,11 +456,11 @@ def _verify(where: Path, name: str, info: FileInfo) -> bytes | None:
                 data = None
                 size, sha = _hash_fd(fh)
     except FileNotFoundError as exc:
-        raise _corrupt(path, "file missing") from exc
+        raise damaged(path, "file missing") from exc
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     if size != info.bytes or sha != info.sha256:
-        raise _corrupt(path, "sha256 differs from the manifest (bit flip, or a file from "
+        raise damaged(path, "sha256 differs from the manifest (bit flip, or a file from "
                        "another map)")
     return data
 
@@ -476,14 +477,14 @@ def _load_npy(where: Path, name: str, data: bytes | None) -> np.ndarray:
             held = fh.seek(0, io.SEEK_END) - start
             needed = math.prod(shape) * dtype.itemsize
             if needed > held:
-                raise _corrupt(path, f"truncated: its header says {dtype} {tuple(shape)}, "
+                raise damaged(path, f"truncated: its header says {dtype} {tuple(shape)}, "
                                f"{needed} bytes, and {held} follow")
             fh.seek(0)
             return np.load(fh, allow_pickle=False)
     except MapCorruptError:
         raise
     except (ValueError, OSError, EOFError, MemoryError) as exc:
-        raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
+        raise damaged(path, f"not a readable .npy array ({exc})") from exc
 
 
 def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -502,7 +503,7 @@ def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) 
     if data is not None:
         array = _load_npy(where, name, data)
         if array.dtype != out.dtype or array.shape != out.shape:
-            raise _corrupt(path, f"dtype {array.dtype} shape {array.shape}, expected "
+            raise damaged(path, f"dtype {array.dtype} shape {array.shape}, expected "
                            f"{out.dtype} {out.shape}")
         out[...] = array
         return
@@ -510,15 +511,15 @@ def _read_npy_into(where: Path, name: str, data: bytes | None, out: np.ndarray) 
         with open(path, "rb") as fh:
             shape, fortran, dtype = _npy_header(fh)
             if dtype != out.dtype or tuple(shape) != out.shape or (fortran and out.ndim > 1):
-                raise _corrupt(path, f"dtype {dtype} shape {tuple(shape)}, expected "
+                raise damaged(path, f"dtype {dtype} shape {tuple(shape)}, expected "
                                f"{out.dtype} {out.shape}")
             got = fh.readinto(memoryview(out).cast("B"))
     except MapCorruptError:  # (a ValueError: the shape check above, already worded)
         raise
     except (ValueError, OSError, EOFError) as exc:
-        raise _corrupt(path, f"not a readable .npy array ({exc})") from exc
+        raise damaged(path, f"not a readable .npy array ({exc})") from exc
     if got != out.nbytes:
-        raise _corrupt(path, f"truncated: {got} of {out.nbytes} data bytes")
+        raise damaged(path, f"truncated: {got} of {out.nbytes} data bytes")
 
 
 def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[str | None]:
@@ -527,17 +528,17 @@ def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[st
     try:
         lines = raw.decode("utf-8").split("\n")
     except UnicodeDecodeError as exc:
-        raise _corrupt(path, f"not UTF-8 ({exc})") from exc
+        raise damaged(path, f"not UTF-8 ({exc})") from exc
     if not lines or lines[-1] != "" or len(lines) - 1 != rows:
-        raise _corrupt(path, f"{len(lines) - 1} lines, expected {rows}")
+        raise damaged(path, f"{len(lines) - 1} lines, expected {rows}")
     out: list[str | None] = []
     for i, line in enumerate(lines[:-1]):
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError) as exc:  # (nested too deep to parse)
-            raise _corrupt(path, f"line {i + 1} is not JSON ({exc})") from exc
+            raise damaged(path, f"line {i + 1} is not JSON ({exc})") from exc
         if not isinstance(obj, dict):
-            raise _corrupt(path, f"line {i + 1} is not a JSON object")
+            raise damaged(path, f"line {i + 1} is not a JSON object")
         out.append(line if obj else None)
     return out
 
@@ -609,7 +610,7 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
                 labels = set(hnsw.get_ids_list())
                 ids = set(records.ids[: records.rows].tolist())
                 if labels != ids:
-                    raise _corrupt(where / INDEX_NAME, f"holds {len(labels)} place ids that "
+                    raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
                                    f"differ from the {len(ids)} in the records")
                 _check_deleted_marks(where / INDEX_NAME, header, labels, records)
             except MapCorruptError as exc:
@@ -640,10 +641,10 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
             # without a pose column (and wrote pose_dim > 0): its places have no pose
             rec = _widened(rec, manifest.pose_dim)
         if rec.dtype != dtype or rec.shape != (seg.rows,):
-            raise _corrupt(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
+            raise damaged(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
                            f"{dtype} ({seg.rows},)")
         if row + seg.rows > descs.shape[0]:
-            raise _corrupt(where / MANIFEST_NAME, f"segments hold more than the {manifest.rows} "
+            raise damaged(where / MANIFEST_NAME, f"segments hold more than the {manifest.rows} "
                            "rows the manifest says")
         _read_npy_into(where, seg.descriptors, small.get(seg.descriptors),
                        descs[row:row + seg.rows])
@@ -654,7 +655,7 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
         metas.extend(_load_meta(where, seg.meta, small.get(seg.meta), seg.rows))
     removed = _load_npy(where, REMOVED_NAME, small.get(REMOVED_NAME))
     if removed.dtype != np.bool_ or removed.shape != (manifest.rows,):
-        raise _corrupt(where / REMOVED_NAME, f"dtype {removed.dtype} shape {removed.shape}, "
+        raise damaged(where / REMOVED_NAME, f"dtype {removed.dtype} shape {removed.shape}, "
                        f"expected bool ({manifest.rows},)")
     dim = manifest.dim
 
@@ -664,13 +665,13 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     id_col = cat(ids, np.zeros(0, np.int64))
     live = id_col[~removed]
     if int(live.size) != manifest.count or np.unique(live).size != live.size:
-        raise _corrupt(where / MANIFEST_NAME, f"{live.size} live places ({np.unique(live).size} "
+        raise damaged(where / MANIFEST_NAME, f"{live.size} live places ({np.unique(live).size} "
                        f"distinct ids), the manifest says {manifest.count}")
     if id_col.size and int(id_col.min()) < 0:
-        raise _corrupt(where / MANIFEST_NAME, f"a place id is negative ({int(id_col.min())}); "
+        raise damaged(where / MANIFEST_NAME, f"a place id is negative ({int(id_col.min())}); "
                        "ids are non-negative")
     if id_col.size and int(id_col.max()) >= manifest.next_id:
-        raise _corrupt(where / MANIFEST_NAME, "next_id is not above every place id")
+        raise damaged(where / MANIFEST_NAME, "next_id is not above every place id")
     return PlaceRecords.from_columns(
         dim, id_col, cat(stamps, np.zeros(0)), removed, descs,
         cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None,
@@ -691,14 +692,14 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     try:
         header = hnsw_file.read_header(path, links=True)
     except hnsw_file.HnswFileError as exc:
-        raise _corrupt(path, f"not a consistent hnswlib index ({exc})") from exc
+        raise damaged(path, f"not a consistent hnswlib index ({exc})") from exc
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     expected = (manifest.graph_dim, manifest.M, manifest.ef_construction,
                 manifest.index_elements)
     found = (header.dim, header.M, header.ef_construction, header.elements)
     if found != expected:
-        raise _corrupt(path, "the index file disagrees with the manifest: (dim, M, "
+        raise damaged(path, "the index file disagrees with the manifest: (dim, M, "
                        f"ef_construction, elements) = {found} in the file, {expected} in "
                        "the manifest")
     index = hnsw_factory(manifest.graph_dim)
@@ -710,9 +711,9 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     try:
         index.load_index(str(path), max_elements=max(capacity, header.elements, 1))
     except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
-        raise _corrupt(path, f"hnswlib cannot load it ({exc})") from exc
+        raise damaged(path, f"hnswlib cannot load it ({exc})") from exc
     if index.element_count != manifest.index_elements:
-        raise _corrupt(path, f"{index.element_count} elements, manifest says "
+        raise damaged(path, f"{index.element_count} elements, manifest says "
                        f"{manifest.index_elements}")
     return index, header
 
@@ -727,6 +728,6 @@ def _check_deleted_marks(path: Path, header: hnsw_file.HnswHeader, labels: set[i
     marked = set(hnsw_file.deleted_labels(path, header).tolist())
     expected = labels - live
     if marked != expected:
-        raise _corrupt(path, f"its deleted marks disagree with removed.npy: "
+        raise damaged(path, f"its deleted marks disagree with removed.npy: "
                        f"{len(marked - expected)} live places marked deleted, "
                        f"{len(expected - marked)} removed ones not marked")

@@ -52,6 +52,10 @@ NO_MAP = "<no map>"
 #: round, until at most CATCH_UP_LEFT are left (or after CATCH_UP_ROUNDS rounds), then swaps
 CATCH_UP_ROUNDS = 8
 CATCH_UP_LEFT = 16
+#: an opened graph's vectors are compared with the stored descriptors of this many places
+GRAPH_SAMPLE = 32
+#: float16 storage keeps a graph vector's cosine to its descriptor's above 0.9999
+GRAPH_MIN_COSINE = 0.99
 
 
 def _now() -> str:
@@ -778,18 +782,49 @@ class PlaceIndex:
         self._provenance = dict(m.provenance)
         self._path = target
         self._seen[real] = loaded.manifest_digest
-        if loaded.hnsw is None:
+        problem = loaded.index_problem
+        if loaded.hnsw is not None:
+            self._hnsw = loaded.hnsw
+            problem = self._graph_disagreement(loaded.source)
+            if problem is not None and not rebuild_if_corrupt:
+                raise map_store.damaged(loaded.source / map_store.INDEX_NAME, problem)
+        if problem is not None:
             log.warning("rebuilding index.hnsw of %s from the stored descriptors (%s)",
-                        target, loaded.index_problem)
+                        target, problem)
             self._rebuild_locked()
         else:
-            self._hnsw = loaded.hnsw
             self._disk = (self._layout, loaded.disk)
             self._rebuilt_at = m.count  # unknown order: count growth from here
         self._exact = None
         self._sync_exact()
         self._apply_ef()
         return self
+
+    def _graph_disagreement(self, where: Path) -> str | None:
+        """Why the opened graph's vectors are not those of the stored descriptors (None if
+        they are), from up to :data:`GRAPH_SAMPLE` live places spread over the map: an
+        ``index.hnsw`` of another map (its checksum made to match) opened cleanly and found
+        the right place for 1 query in 50."""
+        rec = self._records
+        live = rec.live_rows()
+        if live.size == 0:
+            return None
+        rows = live[np.linspace(0, live.size - 1, min(GRAPH_SAMPLE, live.size)).astype(int)]
+        stored = rec.desc16[rows].astype(np.float32)
+        norms = np.linalg.norm(stored, axis=1)
+        if not (np.abs(norms - 1) < 0.01).all():  # (NaN and inf fail it too)
+            raise map_store.damaged(where / "*.descriptors.npy", "a stored descriptor is not "
+                                    "a unit vector (NaN, inf or zero values)")
+        expected = self._to_graph(stored / norms[:, None])
+        held = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)), np.float32)
+        cosines = np.einsum("ij,ij->i", held, expected) / np.maximum(
+            np.linalg.norm(held, axis=1) * np.linalg.norm(expected, axis=1), 1e-12)
+        if not (cosines >= GRAPH_MIN_COSINE).all():
+            worst = int(np.argmin(np.nan_to_num(cosines, nan=-2.0)))
+            return (f"its vectors are not those of the stored descriptors (cosine "
+                    f"{cosines[worst]:.3f} for place {int(rec.ids[rows[worst]])}: the graph "
+                    "of another map?)")
+        return None
 
     # -- internals (callers hold the lock) -----------------------------------------------
     def _threads(self, rows: int) -> int:
