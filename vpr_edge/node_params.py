@@ -63,6 +63,9 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("pose_max_gap", 0.1, "> 0 s", "odometry older/newer than this is not the frame's"),
     NodeParam("queue_size", 1, ">= 1", "subscriber queue (the node keeps only the newest frame)"),
     NodeParam("use_compressed", False, "bool", "subscribe to image/compressed instead of image"),
+    NodeParam("image_reliability", "best_effort", "best_effort, reliable",
+              "ROS 2: the image subscription's QoS (best_effort takes any publisher; reliable "
+              "only reliable ones, and gets every raw frame of theirs)"),
     NodeParam("message_type", "vpr_edge_msgs", "vpr_edge_msgs, standard",
               "loop_closure as vpr_edge_msgs/LoopClosure, or std_msgs/Float64MultiArray"),
     NodeParam("save_on_shutdown", True, "bool",
@@ -92,6 +95,9 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     if values["message_type"] not in ("vpr_edge_msgs", "standard"):
         raise InvalidInputError("parameter message_type must be 'vpr_edge_msgs' or 'standard', "
                                 f"got {values['message_type']!r}")
+    if values["image_reliability"] not in ("best_effort", "reliable"):
+        raise InvalidInputError("parameter image_reliability must be 'best_effort' or "
+                                f"'reliable', got {values['image_reliability']!r}")
     if values["queue_size"] < 1:
         raise InvalidInputError(f"parameter queue_size must be >= 1, got {values['queue_size']}")
     for name in ("model", "map_dir", "stats_file"):  # no shell expands a parameter's ~
@@ -145,7 +151,8 @@ def _refuse_if(name: str, value: str, problem_of: Callable[[str], str | None], w
 def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:
     """The parameters that shape subscriptions and messages rather than the detector."""
     settings = {name: get(name, DEFAULTS[name])
-                for name in ("queue_size", "use_compressed", "message_type", "stats_file")}
+                for name in ("queue_size", "use_compressed", "image_reliability",
+                             "message_type", "stats_file")}
     if settings["stats_file"]:
         settings["stats_file"] = os.path.expanduser(settings["stats_file"])
     return settings

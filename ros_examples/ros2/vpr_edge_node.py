@@ -5,9 +5,9 @@ A thin adapter over ``vpr_edge.loop_node.LoopClosureNode``. Every parameter of
 ``vpr_edge.node_params.PARAMS`` is declared before any publisher is created.
 
 Topics (relative; remap them in the launch file):
-  in   image (sensor_msgs/Image, sensor-data QoS of depth queue_size) or image/compressed
-       (CompressedImage)
-  in   odom (nav_msgs/Odometry), optional
+  in   image (sensor_msgs/Image, sensor-data QoS of depth queue_size, reliable with
+       image_reliability:=reliable) or image/compressed (CompressedImage)
+  in   odom (nav_msgs/Odometry, best effort: any publisher), optional
   out  loop_closure (vpr_edge_msgs/LoopClosure; std_msgs/Float64MultiArray with
        message_type: standard, for when vpr_edge_msgs is not built)
   out  loop_closure/match_pose (geometry_msgs/PoseStamped), when the match has a pose
@@ -29,7 +29,7 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 from std_srvs.srv import Trigger
@@ -85,13 +85,17 @@ class Ros2LoopClosureNode(Node):
                                               10)
         self.pose_pub = self.create_publisher(PoseStamped, "loop_closure/match_pose", 10)
         sensor = qos_profile_sensor_data
+        reliable = self.transport["image_reliability"] == "reliable"
         qos = QoSProfile(history=sensor.history, depth=self.transport["queue_size"],
-                         reliability=sensor.reliability, durability=sensor.durability)
+                         reliability=ReliabilityPolicy.RELIABLE if reliable
+                         else ReliabilityPolicy.BEST_EFFORT, durability=sensor.durability)
         if self.transport["use_compressed"]:
             self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos)
         else:
             self.create_subscription(Image, "image", self.on_image, qos)
-        self.create_subscription(Odometry, "odom", self.on_odom, 100)
+        # best effort takes reliable and sensor-data (best-effort) odometry publishers alike
+        self.create_subscription(Odometry, "odom", self.on_odom,
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_service(Trigger, "save_map", self.on_save)
         self.create_service(Trigger, "reset", self.on_reset)
         self.get_logger().info("vpr-edge loop closure: "

@@ -53,8 +53,8 @@ def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, 
                "--ros-args", "-r", "image/compressed:=/camera/image_raw/compressed"],
         ros2_env, 240, result_file, stats_file)
     # JPEG frames: rclpy (these wheels, Fast DDS, best-effort sensor QoS) delivers only about
-    # 70% of raw 30 Hz 640x480 frames on the 2-core CI machine even to a bare subscriber
-    # (141-152 of 200 measured); compressed ones are ~60 KB and arrive.
+    # 70% of raw 30 Hz 640x480 frames on the 2-core CI machine even to a bare best-effort
+    # subscriber (141-152 of 200 measured); compressed ones are ~60 KB and arrive.
     correct = ros.check_route_run(result, stats, min_received=0.9)
     record_property("ros2_latency_ms_p50", result["latency_ms_p50"])
     record_property("ros2_latency_ms_p95", result["latency_ms_p95"])

@@ -100,3 +100,18 @@ def test_keyframe_parameters_are_named_as_parameters() -> None:
     with pytest.raises(InvalidInputError, match="needs keyframe_min_distance or "
                                                 "keyframe_min_rotation"):
         read(keyframe_max_interval=2.0)
+
+
+def test_image_reliability_reaches_the_transport_settings_and_a_bad_one_is_refused() -> None:
+    """A ROS 2 best-effort image subscription got none of 20 raw frames from a reliable
+    publisher that a reliable subscriber got all of; `image_reliability` picks the QoS."""
+    from vpr_edge.node_params import transport_settings
+
+    params = {**DEFAULTS, "model": "model.onnx"}
+    assert transport_settings(lambda name, _d: params[name])["image_reliability"] == "best_effort"
+    params["image_reliability"] = "reliable"
+    assert transport_settings(lambda name, _d: params[name])["image_reliability"] == "reliable"
+    read(image_reliability="reliable")
+    with pytest.raises(InvalidInputError, match="image_reliability must be 'best_effort' or "
+                                                "'reliable', got 'RELIABLE'"):
+        read(image_reliability="RELIABLE")

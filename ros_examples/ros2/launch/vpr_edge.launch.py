@@ -27,7 +27,7 @@ def generate_launch_description() -> LaunchDescription:
                  # quoted: rcl refuses an empty `map_dir:=` (the default: no map directory)
                  "-p", ["model:=", arg("model")], "-p", ["map_dir:='", arg("map_dir"), "'"],
                  "-r", ["image:=", arg("image")], "-r", ["odom:=", arg("odom")],
-                 # ROS 2 does not remap image/compressed with image (ROS 1 does): for
+                 # remapping image leaves image/compressed as it is (on ROS 1 too): for
                  # use_compressed: true, the compressed transport of the same camera
                  "-r", ["image/compressed:=", arg("image"), "/compressed"]],
             output="screen"),
