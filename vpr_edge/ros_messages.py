@@ -10,6 +10,7 @@ ROS's message classes (:class:`MessageTypes`).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,3 +112,78 @@ def match_pose_header_fields(loop: LoopClosure, odom_frame: str) -> tuple[float,
     the place has no stamp) in the odometry's frame (``odom`` before any odometry)."""
     stamp = loop.match_stamp if loop.match_stamp is not None else 0.0
     return stamp, odom_frame or DEFAULT_POSE_FRAME
+
+
+def stamp_parts(header_or_stamp: Any) -> tuple[int, int] | None:
+    """``(sec, nanosec)`` of a ROS ``Header`` or time exactly (ROS 2 ``sec``/``nanosec``,
+    ROS 1 ``secs``/``nsecs``), or None for a time that has only ``to_sec()``."""
+    stamp = getattr(header_or_stamp, "stamp", header_or_stamp)
+    if hasattr(stamp, "sec"):
+        return int(stamp.sec), int(getattr(stamp, "nanosec", getattr(stamp, "nsec", 0)))
+    if hasattr(stamp, "secs"):
+        return int(stamp.secs), int(stamp.nsecs)
+    return None
+
+
+def rounded_parts(seconds: float) -> tuple[int, int]:
+    """``(sec, nanosec)`` nearest to ``seconds`` (a nanosecond part that rounds up to a whole
+    second carries into ``sec``)."""
+    sec = int(seconds // 1)
+    nanosec = int(round((seconds - sec) * 1e9))
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return sec, nanosec
+
+
+#: keyframe stamps an :class:`ExactStamps` keeps
+EXACT_STAMPS_KEPT = 50_000
+
+
+class ExactStamps:
+    """The header stamps of the keyframes a node queued, exactly, by the float seconds the
+    loop-closure core works in.
+
+    A float64 of about 1.7e9 seconds resolves only about 240 ns, so a camera's stamp turned
+    into seconds and back came out up to about 120 ns off (1700000100.200123457 published as
+    ...200123548), and a SLAM back end that looks its keyframes up by stamp found none. A node
+    remembers each keyframe's stamp before queueing it (:meth:`remember`, :meth:`forget` if
+    it was not queued) and publishes :meth:`parts` of the seconds in a loop closure: exact
+    for a keyframe of this run, rounded for a place from a map on disk (its stamp is stored
+    as float seconds). One entry per queued keyframe, the oldest dropped beyond ``limit``
+    (:data:`EXACT_STAMPS_KEPT`, about 10 MB: hours of keyframes); :meth:`clear` at a reset.
+    Thread-safe (image callbacks remember, the worker's publish reads)."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self._exact: dict[float, tuple[int, int]] = {}
+        self._limit = limit or EXACT_STAMPS_KEPT
+        self._lock = threading.Lock()
+
+    def remember(self, seconds: float, parts: tuple[int, int] | None) -> bool:
+        """Keep ``parts`` for ``seconds``; True if this call added it (then :meth:`forget`
+        undoes it when the frame is not queued)."""
+        if parts is None:
+            return False
+        with self._lock:
+            if seconds in self._exact:
+                return False
+            self._exact[seconds] = parts
+            if len(self._exact) > self._limit:  # the oldest (dicts keep insertion order)
+                del self._exact[next(iter(self._exact))]
+            return True
+
+    def forget(self, seconds: float) -> None:
+        with self._lock:
+            self._exact.pop(seconds, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._exact.clear()
+
+    def parts(self, seconds: float) -> tuple[int, int]:
+        """``(sec, nanosec)`` of ``seconds``: the remembered stamp, else the nearest."""
+        with self._lock:
+            exact = self._exact.get(seconds)
+        return exact if exact is not None else rounded_parts(seconds)
+
+    def __len__(self) -> int:
+        return len(self._exact)

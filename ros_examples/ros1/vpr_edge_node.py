@@ -35,7 +35,13 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
-from vpr_edge.ros_messages import MessageTypes, loop_closure_messages, match_pose_header_fields
+from vpr_edge.ros_messages import (
+    ExactStamps,
+    MessageTypes,
+    loop_closure_messages,
+    match_pose_header_fields,
+    stamp_parts,
+)
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
 def loop_closure_class():
@@ -64,6 +70,7 @@ class Ros1LoopClosureNode:
         self.odom_frame_id = ""  # the odometry's, for the matched poses
         self.stopped = threading.Event()
         self.save_failed = False
+        self.stamps = ExactStamps()  # published loops carry the images' stamps exactly
         standard = self.transport["message_type"] == "standard"
         loop_type = None if standard else loop_closure_class()
         self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
@@ -87,10 +94,17 @@ class Ros1LoopClosureNode:
 
     # -- callbacks -------------------------------------------------------------------------
     def on_image(self, msg) -> None:
-        stamp = stamp_seconds(msg.header) or rospy.get_time()
+        stamped = stamp_seconds(msg.header)
+        stamp = stamped or rospy.get_time()
         self.frame_id = msg.header.frame_id
-        # malformed messages are counted by kind and logged once per kind by the core
-        self.core.on_image(lambda: message_to_frame(msg), stamp)
+        added = bool(stamped) and self.stamps.remember(stamp, stamp_parts(msg.header))
+        queued = False
+        try:
+            # malformed messages are counted by kind and logged once per kind by the core
+            queued = self.core.on_image(lambda: message_to_frame(msg), stamp)
+        finally:
+            if added and not queued:
+                self.stamps.forget(stamp)
 
     def on_odom(self, msg: Odometry) -> None:
         try:
@@ -109,14 +123,18 @@ class Ros1LoopClosureNode:
 
     def on_reset(self, _request) -> TriggerResponse:
         self.core.reset()
+        self.stamps.clear()
         return TriggerResponse(success=True, message="map and detector state cleared")
 
     # -- output (worker thread) ------------------------------------------------------------
+    def time_of(self, seconds: float) -> rospy.Time:
+        return rospy.Time(*self.stamps.parts(seconds))
+
     def publish(self, loop) -> None:
-        header = Header(stamp=rospy.Time.from_sec(loop.query_stamp), frame_id=self.frame_id)
+        header = Header(stamp=self.time_of(loop.query_stamp), frame_id=self.frame_id)
         pose_stamp, pose_frame = match_pose_header_fields(loop, self.odom_frame_id)
-        pose_header = Header(stamp=rospy.Time.from_sec(pose_stamp), frame_id=pose_frame)
-        message, pose = loop_closure_messages(loop, header, rospy.Time.from_sec, self.messages,
+        pose_header = Header(stamp=self.time_of(pose_stamp), frame_id=pose_frame)
+        message, pose = loop_closure_messages(loop, header, self.time_of, self.messages,
                                               pose_header)
         self.loop_pub.publish(message)
         if pose is not None:

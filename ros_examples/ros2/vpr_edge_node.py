@@ -39,14 +39,18 @@ from vpr_edge.loop_node import LoopClosureNode
 from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
-from vpr_edge.ros_messages import MessageTypes, loop_closure_messages, match_pose_header_fields
+from vpr_edge.ros_messages import (
+    ExactStamps,
+    MessageTypes,
+    loop_closure_messages,
+    match_pose_header_fields,
+    rounded_parts,
+    stamp_parts,
+)
 
 
 def to_time(seconds: float) -> Time:
-    sec = int(seconds // 1)
-    nanosec = int(round((seconds - sec) * 1e9))
-    if nanosec >= 1_000_000_000:  # rounded up to the next second
-        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    sec, nanosec = rounded_parts(seconds)
     return Time(sec=sec, nanosec=nanosec)
 
 
@@ -68,6 +72,7 @@ class Ros2LoopClosureNode(Node):
         self.frame_id = ""  # the camera's, from the images
         self.odom_frame_id = ""  # the odometry's, for the matched poses
         self.save_failed = False
+        self.stamps = ExactStamps()  # published loops carry the images' stamps exactly
         loop_type = None
         if self.transport["message_type"] == "vpr_edge_msgs":
             try:
@@ -102,9 +107,16 @@ class Ros2LoopClosureNode(Node):
                                + json.dumps(self.core.localizer.info()))
 
     def on_image(self, msg) -> None:
-        stamp = stamp_seconds(msg.header) or self.get_clock().now().nanoseconds * 1e-9
+        stamped = stamp_seconds(msg.header)
+        stamp = stamped or self.get_clock().now().nanoseconds * 1e-9
         self.frame_id = msg.header.frame_id
-        self.core.on_image(lambda: message_to_frame(msg), stamp)
+        added = bool(stamped) and self.stamps.remember(stamp, stamp_parts(msg.header))
+        queued = False
+        try:
+            queued = self.core.on_image(lambda: message_to_frame(msg), stamp)
+        finally:
+            if added and not queued:
+                self.stamps.forget(stamp)
 
     def on_odom(self, msg: Odometry) -> None:
         try:
@@ -124,14 +136,20 @@ class Ros2LoopClosureNode(Node):
 
     def on_reset(self, _request, response):
         self.core.reset()
+        self.stamps.clear()
         response.success, response.message = True, "map and detector state cleared"
         return response
 
+    def time_of(self, seconds: float) -> Time:
+        sec, nanosec = self.stamps.parts(seconds)
+        return Time(sec=sec, nanosec=nanosec)
+
     def publish(self, loop) -> None:
-        header = Header(stamp=to_time(loop.query_stamp), frame_id=self.frame_id)
+        header = Header(stamp=self.time_of(loop.query_stamp), frame_id=self.frame_id)
         pose_stamp, pose_frame = match_pose_header_fields(loop, self.odom_frame_id)
-        pose_header = Header(stamp=to_time(pose_stamp), frame_id=pose_frame)
-        message, pose = loop_closure_messages(loop, header, to_time, self.messages, pose_header)
+        pose_header = Header(stamp=self.time_of(pose_stamp), frame_id=pose_frame)
+        message, pose = loop_closure_messages(loop, header, self.time_of, self.messages,
+                                              pose_header)
         self.loop_pub.publish(message)
         if pose is not None:
             self.pose_pub.publish(pose)

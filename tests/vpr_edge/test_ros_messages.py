@@ -98,3 +98,32 @@ def test_a_loop_of_unstamped_frames_makes_a_row() -> None:
                             consistent_frames=1)
     row, _ = loop_closure_messages(unstamped, object(), float, types())
     assert math.isnan(row.data[0]) and math.isnan(row.data[2]) and row.data[1] == 1.0
+
+
+def test_loop_stamps_come_back_exactly_as_the_images_carried_them() -> None:
+    """A camera stamp turned into float seconds and back was up to ~120 ns off
+    (1700000100.200123457 published as .200123548), so a SLAM back end looking its
+    keyframes up by stamp found none; a remembered keyframe's stamp comes back exact."""
+    from vpr_edge.poses import stamp_seconds
+    from vpr_edge.ros_messages import ExactStamps, rounded_parts, stamp_parts
+
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1700000100, nanosec=200123457))
+    seconds = stamp_seconds(header)
+    assert rounded_parts(seconds) != (1700000100, 200123457)  # what float seconds give back
+    stamps = ExactStamps()
+    assert stamps.remember(seconds, stamp_parts(header))
+    assert stamps.parts(seconds) == (1700000100, 200123457)
+    ros1 = SimpleNamespace(stamp=SimpleNamespace(secs=5, nsecs=7))
+    assert stamp_parts(ros1) == (5, 7) and stamp_parts(SimpleNamespace(to_sec=lambda: 1.0)) \
+        is None
+    assert not stamps.remember(seconds, (0, 0))  # a second frame of that stamp changes nothing
+    stamps.forget(seconds)
+    assert stamps.parts(seconds) == rounded_parts(seconds)  # a place from a map on disk
+    assert rounded_parts(1.9999999996) == (2, 0)  # rounds up into the next second
+    bounded = ExactStamps(limit=3)
+    for i in range(5):
+        bounded.remember(100.0 + i, (100 + i, 1))
+    assert len(bounded) == 3 and bounded.parts(104.0) == (104, 1)
+    assert bounded.parts(100.0) == (100, 0)  # the oldest was dropped: rounded
+    bounded.clear()
+    assert len(bounded) == 0
