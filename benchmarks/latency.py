@@ -234,14 +234,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="vpr-latency-") as work:  # models, maps: removed
+        return measure(args, Path(work))
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    """:func:`main`'s measurements, its files in ``work``."""
+    import torch
+
     from vpr_edge.export.exporter import export
     from vpr_edge.export.targets import ExportConfig
     from vpr_edge.localizer import Localizer
     from vpr_edge.training.checkpoint import load_model
     from vpr_edge.training.model import images_to_tensor
 
-    torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="vpr-latency-"))
     checkpoint = args.checkpoint
     if checkpoint is None:
         if not (args.data / "gardens_point").is_dir():

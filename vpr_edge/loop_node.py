@@ -145,6 +145,7 @@ class LoopClosureNode:
 
     def __init__(self, config: NodeConfig, publish: Callable[[LoopClosure], None],
                  localizer: Any = None) -> None:
+        self._owns_localizer = localizer is None  # closed with the node (its ONNX session)
         if localizer is None:
             from .localizer import Localizer
 
@@ -299,7 +300,8 @@ class LoopClosureNode:
 
     def close(self) -> None:
         """Stop the worker (a keyframe still waiting counts as dropped), then save the map
-        if configured to, it has a directory and it changed."""
+        if configured to, it has a directory and it changed, and close the Localizer if the
+        node opened it (one given to the node stays open)."""
         atexit.unregister(self._exit_hook)
         with self._cond:
             self._stop = True
@@ -308,8 +310,12 @@ class LoopClosureNode:
                 self.stats.dropped_busy += 1
             self._cond.notify_all()
         self._worker.join(timeout=30)
-        if self.config.save_on_shutdown and self.config.map_dir and self._changed:
-            self.save()
+        try:
+            if self.config.save_on_shutdown and self.config.map_dir and self._changed:
+                self.save()
+        finally:  # each closed node kept its ONNX Runtime session (20 MB) and a thread
+            if self._owns_localizer and not self._worker.is_alive():
+                self.localizer.close()
 
     def shutdown(self, stats_file: str | None = None) -> dict[str, Any]:
         """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``,

@@ -386,6 +386,20 @@ def test_a_program_that_ends_without_close_gets_its_node_closed_at_exit(
     assert processed >= 1 and len(Localizer(tiny_onnx, tmp_path / "map")) == processed
 
 
+def test_close_releases_the_localizer_the_node_opened_not_one_it_was_given(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """Each closed node kept its ONNX Runtime session (about 20 MB) and a native thread: 30
+    nodes started and closed in one process held 708 MB."""
+    own = LoopClosureNode(NodeConfig(model=str(tiny_onnx), map_dir=str(tmp_path / "own"),
+                                     backend="onnxruntime-cpu"), lambda loop: None)
+    feed(own, route[0][:2], 1.0)
+    own.close()
+    assert own.localizer._backend.closed and len(Localizer(tiny_onnx, tmp_path / "own")) == 2
+    given, _ = make_node(tiny_onnx, tmp_path)
+    given.close()
+    assert not given.localizer._backend.closed
+
+
 def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx, tmp_path,
                                                                        cpu_only,
                                                                        route) -> None:

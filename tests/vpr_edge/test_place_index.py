@@ -693,3 +693,28 @@ def test_an_id_added_again_after_a_rebuild_gets_its_new_descriptor(tmp_path, mod
     best = reopened.query(b, 1)[0]
     assert (best.place_id, round(best.score, 4)) == (0, 1.0)
 
+
+
+def test_a_map_held_at_the_exact_search_limit_does_not_switch_at_every_change() -> None:
+    """A sliding window of exactly exact_max_places places (add one, remove the oldest)
+    dropped the float32 copy at every add and made it again at every remove (41 ms per
+    remove at 7168-d); a map searched exactly keeps it up to 10% beyond the limit."""
+    from vpr_edge.index import place_index
+
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="auto", exact_max_places=50))
+    db = unit(80)
+    index.add(db[:50])
+    copy = index._exact
+    for i in range(50, 60):  # the window slides: 51 places, then 50 again
+        index.add(db[i])
+        index.remove([i - 50])
+        assert index.info()["search"] == "exact" and index._exact is copy
+    index.add(db[60:65])  # 55 places: within the margin
+    assert len(index) == int(50 * place_index.EXACT_KEEP_FACTOR)
+    assert index.info()["search"] == "exact"
+    index.add(db[65])  # 56: beyond it, the graph
+    assert index.info()["search"] == "hnsw"
+    index.remove([10])  # 55, over the limit and not searched exactly: the graph still
+    assert index.info()["search"] == "hnsw"
+    index.remove([11, 12, 13, 14, 15])  # 50: exact again
+    assert index.info()["search"] == "exact"

@@ -156,3 +156,14 @@ def test_a_short_jump_back_starts_a_new_history_with_jump_back_seconds() -> None
     assert len(track) == 3 and track.at(9.5).y == 0.0
     with pytest.raises(InvalidInputError, match="jump_back_seconds"):
         PoseTrack(jump_back_seconds=0)
+
+
+def test_a_stuck_odometry_stamp_keeps_one_pose_not_a_growing_history() -> None:
+    """A driver repeating its last stamp at 100 Hz grew the history by 56 MB an hour: the
+    trimming looks at the time span, which stays 0. The newest pose of a stamp is kept."""
+    track = PoseTrack(max_gap=0.1, keep_seconds=5.0)
+    track.add(0.5, Pose(0.0, 0.0))
+    for i in range(10_000):
+        track.add(1.0, Pose(float(i), 0.0))
+    assert len(track) == 2
+    assert track.at(1.0).x == 9999.0

@@ -70,7 +70,9 @@ class IndexSettings:
             while the map holds at most ``exact_max_places`` live places and with HNSW above;
             ``"hnsw"`` and ``"exact"`` force one. Results have the same meaning in every mode.
         exact_max_places: the ``auto`` threshold. Exact mode keeps a float32 copy of the
-            descriptors in memory (4 x dim bytes per place) while it is used.
+            descriptors in memory (4 x dim bytes per place) while it is used; a map searched
+            exactly goes on so up to 10% beyond it (``EXACT_KEEP_FACTOR``), so that a map
+            held at the threshold does not switch at every add and remove.
         initial_capacity: places the index is first sized for; it grows by itself.
         growth_factor: capacity multiplier when the index is full (geometric growth, so
             ``n`` adds cost ``O(n)`` copying in total).
