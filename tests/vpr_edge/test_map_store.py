@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -577,6 +578,38 @@ def test_a_negative_place_id_in_the_records_is_refused(saved_map: Path) -> None:
     reseal(saved_map)
     with pytest.raises(MapCorruptError, match=r"a place id is negative \(-5\)"):
         PlaceIndex.open(saved_map, fingerprint=FP, rebuild_if_corrupt=True)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("stamp inf", "a place's stamp is infinite"),
+    ("pose half NaN", "a place's pose has NaN or infinite values among its numbers"),
+    ("pose inf", "a place's pose has NaN or infinite values among its numbers"),
+    ("meta NaN", "line 2 is not JSON .NaN is not a JSON value"),
+    ("meta lone surrogate", "line 2 is not JSON"),
+    ("provenance NaN", "manifest.json: not valid JSON .NaN is not a JSON value"),
+])
+def test_values_add_refuses_are_refused_from_disk_too(saved_map: Path, damage: str,
+                                                      words: str) -> None:
+    """An infinite stamp, a pose with a NaN among its numbers, NaN or a lone surrogate in
+    metadata (checksums made to match) opened and came back in matches, though add()
+    refuses each."""
+    records = files_of(saved_map, ".records.npy")[0]
+    meta = files_of(saved_map, ".meta.jsonl")[0]
+    if damage.startswith(("stamp", "pose")):
+        rec = np.load(records)
+        if damage == "stamp inf":
+            rec["stamp"][4] = np.inf
+        else:
+            rec["pose"][4][1] = np.nan if damage == "pose half NaN" else np.inf
+        np.save(records, rec)
+    elif damage.startswith("meta"):
+        lines = meta.read_text().split("\n")
+        lines[1] = '{"x": NaN}' if damage == "meta NaN" else '{"x": "\\ud800"}'
+        meta.write_text("\n".join(lines))
+    reseal(saved_map, (lambda body: body.update(provenance={"x": math.nan}))
+           if damage == "provenance NaN" else (lambda body: None))
+    with pytest.raises(MapCorruptError, match=words):
+        PlaceIndex.open(saved_map, fingerprint=FP)
 
 
 def test_the_largest_place_id_still_opens(tmp_path: Path) -> None:

@@ -44,6 +44,12 @@ def record_dtype(pose_dim: int) -> np.dtype:
     return np.dtype([("id", "<i8"), ("stamp", "<f8"), ("pose", "<f8", (pose_dim,))])
 
 
+def no_json_constant(name: str) -> float:
+    """``json.loads``' ``parse_constant``: NaN and Infinity are not JSON (a map's writer never
+    writes them, and ``add()`` refuses them in metadata)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -163,7 +169,7 @@ class Manifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise bad(f"{len(data)} bytes is far too large for a manifest")
         try:
-            body = json.loads(data.decode("utf-8"))
+            body = json.loads(data.decode("utf-8"), parse_constant=no_json_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise bad(f"not valid JSON ({exc})") from exc
         if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:

@@ -48,6 +48,7 @@ from .map_format import (
     FileInfo,
     Manifest,
     SegmentInfo,
+    no_json_constant,
     record_dtype,
 )
 from .records import PlaceRecords
@@ -534,7 +535,9 @@ def _load_meta(where: Path, name: str, data: bytes | None, rows: int) -> list[st
     out: list[str | None] = []
     for i, line in enumerate(lines[:-1]):
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=no_json_constant)
+            if "\\u" in line:  # a lone surrogate (\ud800) cannot be written as UTF-8
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
         except (ValueError, RecursionError) as exc:  # (nested too deep to parse)
             raise damaged(path, f"line {i + 1} is not JSON ({exc})") from exc
         if not isinstance(obj, dict):
@@ -667,15 +670,22 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     if int(live.size) != manifest.count or np.unique(live).size != live.size:
         raise damaged(where / MANIFEST_NAME, f"{live.size} live places ({np.unique(live).size} "
                        f"distinct ids), the manifest says {manifest.count}")
+    stamp_col = cat(stamps, np.zeros(0))
+    if np.isinf(stamp_col).any():  # NaN is "no stamp"; add() refuses inf
+        raise damaged(where / "*.records.npy", "a place's stamp is infinite")
+    pose_col = cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None
+    if pose_col is not None and pose_col.size:
+        missing = np.isnan(pose_col)
+        if (missing.any(axis=1) != missing.all(axis=1)).any() or np.isinf(pose_col).any():
+            raise damaged(where / "*.records.npy", "a place's pose has NaN or infinite values "
+                          "among its numbers (a pose is all numbers, or all NaN: none)")
     if id_col.size and int(id_col.min()) < 0:
         raise damaged(where / MANIFEST_NAME, f"a place id is negative ({int(id_col.min())}); "
                        "ids are non-negative")
     if id_col.size and int(id_col.max()) >= manifest.next_id:
         raise damaged(where / MANIFEST_NAME, "next_id is not above every place id")
-    return PlaceRecords.from_columns(
-        dim, id_col, cat(stamps, np.zeros(0)), removed, descs,
-        cat(poses, np.zeros((0, manifest.pose_dim))) if manifest.pose_dim else None,
-        metas, capacity=manifest.rows)
+    return PlaceRecords.from_columns(dim, id_col, stamp_col, removed, descs, pose_col, metas,
+                                     capacity=manifest.rows)
 
 
 def _widened(rec: np.ndarray, pose_dim: int) -> np.ndarray:
