@@ -131,13 +131,13 @@ def test_without_torch_each_tool_names_its_extra(tmp_path: Path, monkeypatch, ca
             Image.new("RGB", (32, 24), (40 * i, 0, 0)).save(tmp_path / side / f"Image{i:03d}.jpg")
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
     assert cli_train.main(["--help"]) == 2
-    assert "vpr-edge's 'train' extra" in capsys.readouterr().err
+    assert "the vpr-edge[train] extra" in capsys.readouterr().err
     assert cli_eval.main([str(tmp_path / "m.pt"), "--frame-aligned", str(tmp_path / "left"),
                           str(tmp_path / "right")]) == 2
     err = capsys.readouterr().err
-    assert "vpr-edge's 'train' extra" in err and "needs no torch" in err
+    assert "the vpr-edge[train] extra" in err and "needs no torch" in err
     assert export_cli.main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "out")]) == 2
-    assert "vpr-edge's 'export' extra" in capsys.readouterr().err
+    assert "the vpr-edge[export] extra" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
