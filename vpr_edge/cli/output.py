@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..atomic_file import atomic_write, unwritable_folder
 from ..errors import InvalidInputError
@@ -105,12 +108,25 @@ def _overwrites(target: Path, given: Path) -> bool:
 
 def write_json(path: str | os.PathLike | None, data: Any, option: str = "--json") -> None:
     """Write ``data`` as indented JSON when a path was given (a regular file: whole or not
-    at all; ``/dev/stdout`` and other special files directly)."""
+    at all; ``/dev/stdout`` and other special files directly). Strict JSON: a NaN or infinite
+    number (an unknown stamp, a pose without orientation) is written as null, which jq and
+    other strict parsers read (they refuse ``NaN``)."""
     if path is None:
         return
-    text = json.dumps(data, indent=2, default=str) + "\n"
+    text = json.dumps(_finite_or_null(data), indent=2, default=str, allow_nan=False) + "\n"
     with output_errors(path, option):
         write_text(Path(path), text)
+
+
+def _finite_or_null(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (dicts, lists, tuples)."""
+    if isinstance(data, (float, np.floating)):  # (numpy's float32 too)
+        return float(data) if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_null(value) for value in data]
+    return data
 
 
 def write_text(target: Path, text: str) -> None:

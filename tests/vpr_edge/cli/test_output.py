@@ -96,3 +96,20 @@ def test_a_reader_that_leaves_the_pipe_is_no_error(tiny_onnx: Path) -> None:
     child.stdout.close()  # the reader leaves before the first line (`| head -0`)
     assert child.wait(timeout=60) == 141
     assert b"Traceback" not in child.stderr.read()
+
+
+def test_json_outputs_are_strict_json(tmp_path: Path) -> None:
+    """json.dumps writes NaN and Infinity, which jq and other strict parsers refuse; an
+    unknown number is null (numpy floats too)."""
+    import numpy as np
+
+    from vpr_edge.cli.output import write_json
+
+    def refuse(name: str):
+        raise ValueError(name)
+
+    target = tmp_path / "out.json"
+    write_json(target, {"stamp": float("nan"), "pose": (1.0, float("inf")),
+                        "score": np.float32(0.5), "gone": np.float32("nan"), "n": 3})
+    assert json.loads(target.read_text(), parse_constant=refuse) == {
+        "stamp": None, "pose": [1.0, None], "score": 0.5, "gone": None, "n": 3}
