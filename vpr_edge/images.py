@@ -44,7 +44,10 @@ def load_image(path: PathLike, *, scale_16bit: bool = True) -> np.ndarray:
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        # opened from a file object, not by name: Pillow maps an uncompressed file it opens
+        # by name, and Pillow 13 lays a turned TIFF (EXIF orientation 5-8) out with the
+        # turned size there, scrambled (cosine 0.25 to the upright frame)
+        with open(path, "rb") as fh, Image.open(fh) as img:
             return _rgb_of(img, str(path), scale_16bit)
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: image file not found") from exc
@@ -63,10 +66,22 @@ def load_image(path: PathLike, *, scale_16bit: bool = True) -> np.ndarray:
             raise ImageDecodeError(f"{path}: a loop of symbolic links (a link to itself, or "
                                    "links that name each other); point it at the image file "
                                    "or remove it") from exc
+        if isinstance(exc, UnidentifiedImageError) and _is_tiff(path):
+            raise ImageDecodeError(
+                f"{path}: a TIFF whose pixels Pillow cannot read (32-bit or float colour, or an "
+                "unusual layout); save the frames as 8-bit (or 16-bit) images") from exc
         raise ImageDecodeError(
             f"{path}: cannot decode image ({exc}); the file is truncated, damaged or not an "
             "image (JPEG/PNG/BMP/... expected)"
         ) from exc
+
+
+def _is_tiff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    except OSError:
+        return False
 
 
 def decode_image(data: bytes, *, scale_16bit: bool = True) -> np.ndarray:
@@ -119,7 +134,8 @@ def _rgb_of(img, what: str, scale_16bit: bool = False) -> np.ndarray:
             "load them yourself and scale to 0..255 (e.g. np.asarray(Image.open(path)) >> 8 "
             "for 16 bits), then .astype(np.uint8)")
     img.load()
-    return np.asarray(_upright(img).convert("RGB"))
+    upright = _upright(img)  # (convert() copies even an RGB image: 625 MB more for 16k x 10k)
+    return np.asarray(upright if upright.mode == "RGB" else upright.convert("RGB"))
 
 
 #: The EXIF tag that says how a camera's pixels must be turned to be upright.

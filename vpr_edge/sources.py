@@ -166,6 +166,7 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
                                 "files are left out)")
+    _warn_of_other_image_types(root)
     files = files[::every]
     return _files_source(f"{root} ({len(files)} images)",
                          [_file_frame(i, p) for i, p in enumerate(files)], skip_damaged)
@@ -176,6 +177,22 @@ def not_a_folder(path: Path) -> str:
     if not path.exists():
         return f"{path}: no such folder"
     return f"{path} is a file, not a folder of images"
+
+
+def _warn_of_other_image_types(folder: Path) -> None:
+    """Warn of files a folder source leaves out although Pillow reads them (``.jfif``,
+    ``.gif``, ...): they were dropped without a word, while ``vpr-edge query`` read them."""
+    from PIL import Image
+
+    readable = set(Image.registered_extensions())
+    others = sorted(p.name for p in folder.iterdir()
+                    if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
+                    and p.suffix.lower() in readable and p.is_file())
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        log.warning("%s: left out %d image files of other types (%s): a folder source takes %s; "
+                    "rename or convert them, or name them in a --list CSV", folder, len(others),
+                    shown, ", ".join(IMAGE_SUFFIXES))
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -258,3 +258,33 @@ def test_an_image_file_it_may_not_read_is_not_called_damaged(tmp_path: Path, mon
     with pytest.raises(ImageDecodeError, match="no permission to read.*chmod a\\+r") as raised:
         load_image(path)
     assert "damaged" not in str(raised.value)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_a_turned_uncompressed_tiff_loads_upright_from_its_path(tmp_path: Path, mode: str) -> None:
+    """Pillow 13 maps an uncompressed TIFF it opens by name, and laid a grey or 16-bit one
+    with EXIF orientation 6 out at the turned size: scrambled pixels (cosine 0.25 to the
+    upright frame), while the same bytes decoded right."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    upright = rng.integers(0, 256, (30, 50), dtype=np.uint8)
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # a camera held sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    pixels = stored if mode == "L" else stored.astype(np.uint16) << 8
+    path = tmp_path / "sideways.tif"
+    Image.fromarray(pixels).save(path, exif=exif)  # uncompressed: Pillow's default
+    want = np.repeat(upright[:, :, None], 3, axis=2)
+    assert np.array_equal(load_image(path), want)
+    assert np.array_equal(decode_image(path.read_bytes()), want)
+
+
+def test_a_tiff_of_pixels_pillow_cannot_read_is_named_as_such(tmp_path: Path) -> None:
+    """A float32 RGB TIFF (OpenCV writes them) was "truncated, damaged or not an image"."""
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "float.tif"
+    assert cv2.imwrite(str(path), np.random.default_rng(0).random((8, 8, 3), np.float32))
+    with pytest.raises(ImageDecodeError, match=r"float\.tif: a TIFF whose pixels Pillow cannot "
+                                               r"read \(32-bit or float colour"):
+        load_image(path)

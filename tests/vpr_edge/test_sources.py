@@ -177,3 +177,20 @@ def test_a_folder_given_twice_is_refused(tmp_path: Path) -> None:
     (tmp_path / "same").symlink_to(folder)
     with pytest.raises(InvalidInputError, match="more than once"):
         open_source(images=[folder, tmp_path / "same"])
+
+
+def test_image_files_of_other_types_in_a_folder_are_named_in_a_warning(tmp_path: Path,
+                                                                       caplog) -> None:
+    """A .jfif, .jpe or .gif beside the .jpg frames was left out without a word (map build
+    said "1 images"), while `vpr-edge query` read those very files."""
+    from PIL import Image
+
+    from vpr_edge.sources import folder_source
+
+    _png(tmp_path / "f000.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "f001.jfif", format="JPEG")
+    Image.new("RGB", (8, 8)).save(tmp_path / "f002.gif")
+    (tmp_path / "notes.txt").write_text("not an image: no warning")
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        assert len(list(folder_source(tmp_path).frames())) == 1
+    assert "left out 2 image files of other types (f001.jfif, f002.gif)" in caplog.text
