@@ -718,3 +718,33 @@ def test_a_map_held_at_the_exact_search_limit_does_not_switch_at_every_change() 
     assert index.info()["search"] == "hnsw"
     index.remove([11, 12, 13, 14, 15])  # 50: exact again
     assert index.info()["search"] == "exact"
+
+
+@pytest.mark.parametrize("mode", ["exact", "hnsw"])
+def test_equal_places_come_back_in_the_order_they_were_added_whatever_their_ids(mode: str
+                                                                                ) -> None:
+    """hnswlib orders equal scores by label (the place id): with a removed id added again
+    after another place, HNSW gave [3, 900, 0] where exact search gave [900, 3, 0]."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = PlaceIndex(32, settings=IndexSettings(mode=mode))
+    index.add(x)
+    index.remove([3])
+    index.add(x[3], ids=900)  # the place seen again, added first
+    index.add(x[3], ids=3)  # ... and the old id added again afterwards
+    assert [m.place_id for m in index.query(x[3], k=3)][:2] == [900, 3]
+    assert [m.place_id for m in index.query(x[3], k=1)] == [900]
+
+
+def test_scores_a_last_bit_apart_are_ties_ordered_by_row() -> None:
+    """The same descriptor added alone and in a batch is normalised in another order, and a
+    matrix product sums some rows in another order: equal places scored 1.0 and 0.99999994,
+    and came back out of insertion order."""
+    from vpr_edge.index import exact
+
+    scores = np.array([0.5, 1.0, np.nextafter(np.float32(1.0), np.float32(0)), 1.0, 0.9],
+                      dtype=np.float32)
+    assert [row for row, _ in exact.top_k(scores, 4)] == [1, 2, 3, 4]
+    assert [row for row, _ in exact.top_k(scores, 2)] == [1, 2]
+    assert exact.ranked([7, 3, 5], [1.0, float(scores[2]), 0.2]) == [1, 0, 2]

@@ -144,8 +144,12 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     f"{source.description}: every frame was damaged ({len(source.skipped)} "
                     f"skipped; the first: {source.skipped[0]}), so no map was written")
             rebuild_seconds = None
-            if (rebuild and added and added >= len(loc) - added
-                    and loc.index.info()["search"] == "hnsw"):
+            settings = loc.index.settings
+            graph = settings.mode == "hnsw" or (settings.mode == "auto"
+                                                and len(loc) > settings.exact_max_places)
+            if rebuild and added and added >= len(loc) - added and graph:
+                # (searched through its graph once opened; the build itself may still be
+                # searching exactly, up to EXACT_KEEP_FACTOR beyond exact_max_places)
                 t0 = time.perf_counter()
                 loc.index.rebuild()  # (interrupted, it leaves the route-order graph)
                 rebuild_seconds = round(time.perf_counter() - t0, 3)

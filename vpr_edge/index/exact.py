@@ -13,10 +13,42 @@ import numpy as np
 
 from . import float16_scores
 
+#: Scores closer than this are ties, ordered by row (the place added first comes first). The
+#: same descriptor added twice scores the same only up to the last float32 bit: a matrix
+#: product sums some rows in another order (OpenBLAS's remainder rows), and one added alone
+#: is normalised in another order than one added in a batch. Far below what the float16
+#: descriptors resolve (1e-3).
+TIE_TOLERANCE = 1e-6
+
+
+def tie_order(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Positions of ``rows``/``scores`` best first, runs of scores each within
+    :data:`TIE_TOLERANCE` of the next counting as equal (lower row first)."""
+    order = np.lexsort((rows, -scores))
+    ranked = scores[order]
+    run = np.concatenate(([0], np.cumsum(ranked[:-1] - ranked[1:] > TIE_TOLERANCE)))
+    return order[np.lexsort((rows[order], run))]
+
+
+def ranked(rows: list[int], scores: list[float]) -> list[int]:
+    """:func:`tie_order` for a few dozen candidates, in Python (no numpy call: a query's
+    re-scored candidates, right after an inference)."""
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))
+    out: list[int] = []
+    run: list[int] = []
+    for i in order:
+        if run and scores[run[-1]] - scores[i] > TIE_TOLERANCE:
+            out.extend(sorted(run, key=rows.__getitem__) if len(run) > 1 else run)
+            run = []
+        run.append(i)
+    out.extend(sorted(run, key=rows.__getitem__) if len(run) > 1 else run)
+    return out
+
 
 def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
           accept: Callable[[int], bool] | None = None) -> list[tuple[int, float]]:
-    """The ``k`` best ``(row, score)`` pairs, best first (ties: lower row first).
+    """The ``k`` best ``(row, score)`` pairs, best first (ties, :data:`TIE_TOLERANCE`:
+    lower row first).
 
     ``allowed`` (bool per row) removes rows up front; ``accept(row)`` is asked, in decreasing
     score order, only until ``k`` rows were accepted, so a costly predicate runs as little as
@@ -42,8 +74,8 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
         else:
             # every row tied with the want-th best is a candidate, so ties go to lower rows
             kth = s[np.argpartition(-s, want - 1)[want - 1]]
-            cand = np.flatnonzero(s >= kth)
-        order = cand[np.lexsort((cand, -s[cand]))]
+            cand = np.flatnonzero(s >= kth - TIE_TOLERANCE)
+        order = cand[tie_order(cand, s[cand])]
         order = order[np.isfinite(s[order])]
         if done is not None:
             order = order[~np.isin(order, done)]

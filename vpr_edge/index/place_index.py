@@ -1020,12 +1020,12 @@ class PlaceIndex:
         out: list[list[tuple[int, float]]] = []
         for j, found in enumerate(labels.tolist()):
             rows = [row_of[label] for label in found]
-            if rerank:  # best score first, ties by row; sorted in Python (a few dozen items)
+            if rerank:  # re-scored from the stored descriptors
                 scores = float16_scores.scores(rec.desc16[rows], q[j]).tolist()
-                order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))[:k]
-                out.append([(rows[i], scores[i]) for i in order])
-            else:  # hnswlib's 'ip' distance is 1 - dot
-                out.append(list(zip(rows, (np.float32(1.0) - dists[j]).tolist())))
+            else:  # hnswlib's 'ip' distance is 1 - dot (its ties come ordered by id)
+                scores = (np.float32(1.0) - dists[j]).tolist()
+            # best first, ties by row, as exact search: in Python (a few dozen items)
+            out.append([(rows[i], scores[i]) for i in exact.ranked(rows, scores)[:k]])
         return out
 
     def _fallback(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
@@ -1044,5 +1044,5 @@ class PlaceIndex:
             vectors = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)),
                                  dtype=np.float32)
             scores = vectors @ q
-        order = np.lexsort((rows, -scores))[:k]
+        order = exact.tie_order(np.asarray(rows), scores)[:k]
         return [(rows[i], float(scores[i])) for i in order]

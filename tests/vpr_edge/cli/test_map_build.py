@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from vpr_edge.cli import main
@@ -69,3 +70,25 @@ def test_the_first_damaged_message_is_named_and_the_frames_before_it_kept(
     assert "message 3: image encoding 'yuv422'" in capsys.readouterr().err
     assert main(["info", str(map_dir), "--json", str(tmp_path / "info.json")]) == 0
     assert json.loads((tmp_path / "info.json").read_text())["places"] == 3
+
+
+@pytest.mark.parametrize("frames, rebuilt", [(10, False), (13, True), (30, True)])
+def test_a_new_map_searched_through_its_graph_is_rebuilt_in_random_order(
+        tiny_onnx: Path, tmp_path: Path, cpu_only: None, frames: int, rebuilt: bool) -> None:
+    """A new map of 2001-2200 places was searched exactly while it was built (a map searched
+    exactly keeps that up to 10% beyond exact_max_places), so the random-order rebuild was
+    skipped, and every later open searched its route-order graph."""
+    from PIL import Image
+
+    from vpr_edge.cli.map_build import build_map
+    from vpr_edge.index import IndexSettings
+    from vpr_edge.sources import folder_source
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(frames):
+        Image.new("RGB", (32, 24), (8 * i, 255 - 8 * i, 3 * i)).save(folder / f"{i:03d}.png")
+    summary = build_map(tiny_onnx, tmp_path / "map", folder_source(folder), progress=False,
+                        backend="onnxruntime-cpu",
+                        index_settings=IndexSettings(exact_max_places=12))
+    assert (summary["graph_rebuild_seconds"] is not None) == rebuilt
