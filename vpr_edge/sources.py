@@ -34,6 +34,10 @@ log = logging.getLogger("vpr_edge")
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+#: image files a folder source leaves out with a warning (camera or export formats that are
+#: images but not frames it reads; sidecar files such as .pdf or .h5 pass without a word)
+OTHER_IMAGE_SUFFIXES = (".jfif", ".jpe", ".gif", ".pbm", ".pnm", ".jp2", ".j2k", ".tga",
+                        ".heic", ".heif", ".avif", ".dng", ".cr2", ".nef", ".arw")
 POSE_COLUMNS = ("x", "y", "z", "qx", "qy", "qz", "qw")
 #: the pose columns a frame list may have: a position (2-D or 3-D), or a position and rotation
 POSE_SETS = (POSE_COLUMNS[:2], POSE_COLUMNS[:3], POSE_COLUMNS)
@@ -180,14 +184,11 @@ def not_a_folder(path: Path) -> str:
 
 
 def _warn_of_other_image_types(folder: Path) -> None:
-    """Warn of files a folder source leaves out although Pillow reads them (``.jfif``,
-    ``.gif``, ...): they were dropped without a word, while ``vpr-edge query`` read them."""
-    from PIL import Image
-
-    readable = set(Image.registered_extensions())
+    """Warn of image files a folder source leaves out (:data:`OTHER_IMAGE_SUFFIXES`: a
+    ``.jfif`` or ``.gif`` was dropped without a word, while ``vpr-edge query`` read it)."""
     others = sorted(p.name for p in folder.iterdir()
-                    if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
-                    and p.suffix.lower() in readable and p.is_file())
+                    if not p.name.startswith(".") and p.suffix.lower() in OTHER_IMAGE_SUFFIXES
+                    and p.is_file())
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         log.warning("%s: left out %d image files of other types (%s): a folder source takes %s; "

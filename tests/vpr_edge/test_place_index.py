@@ -748,3 +748,29 @@ def test_scores_a_last_bit_apart_are_ties_ordered_by_row() -> None:
     assert [row for row, _ in exact.top_k(scores, 4)] == [1, 2, 3, 4]
     assert [row for row, _ in exact.top_k(scores, 2)] == [1, 2]
     assert exact.ranked([7, 3, 5], [1.0, float(scores[2]), 0.2]) == [1, 0, 2]
+
+
+def test_near_ties_never_chain_results_out_of_score_order() -> None:
+    """Runs of ties were chained (each score within 1e-6 of the next), so 200 nearly equal
+    places (a robot standing still) came back 2e-5 out of score order, and the top-1 changed
+    with k. A tie is a score within 1e-6 of the best one not yet placed."""
+    from vpr_edge.index import exact
+
+    scores = (1.0 - np.arange(20)[::-1] * 0.9e-6).astype(np.float64)  # row 19 best
+    for k in (1, 3, 20):
+        got = exact.top_k(scores, k)
+        assert got[0][0] == exact.top_k(scores, 1)[0][0] == 18  # 19 and 18 tie: lower row
+        ranked_scores = [s for _, s in got]
+        assert all(a - b >= -exact.TIE_TOLERANCE for a, b in zip(ranked_scores,
+                                                                  ranked_scores[1:]))
+        assert max(ranked_scores) - ranked_scores[0] <= exact.TIE_TOLERANCE
+    python = exact.ranked(list(range(20)), scores.tolist())
+    assert python == [int(i) for i in exact.tie_order(np.arange(20), scores)]
+    assert exact.top_k(np.full(3, np.nan, np.float32), 2) == []
+    rng = np.random.default_rng(1)
+    db = unit(1, seed=3)[0] + rng.normal(0, 1e-4, (200, DIM)).astype(np.float32)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="exact"))
+    index.add(db / np.linalg.norm(db, axis=1, keepdims=True))
+    got = index.query(db[0] / np.linalg.norm(db[0]), k=200)
+    assert got[0].place_id == index.query(db[0] / np.linalg.norm(db[0]), k=1)[0].place_id
+    assert all(a.score - b.score >= -2e-6 for a, b in zip(got, got[1:]))

@@ -191,6 +191,8 @@ def test_image_files_of_other_types_in_a_folder_are_named_in_a_warning(tmp_path:
     Image.new("RGB", (8, 8)).save(tmp_path / "f001.jfif", format="JPEG")
     Image.new("RGB", (8, 8)).save(tmp_path / "f002.gif")
     (tmp_path / "notes.txt").write_text("not an image: no warning")
+    (tmp_path / "calibration.pdf").write_bytes(b"%PDF-1.4")  # Pillow writes PDFs, reads none
     with caplog.at_level("WARNING", logger="vpr_edge"):
         assert len(list(folder_source(tmp_path).frames())) == 1
     assert "left out 2 image files of other types (f001.jfif, f002.gif)" in caplog.text
+    assert "calibration.pdf" not in caplog.text

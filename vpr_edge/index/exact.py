@@ -22,22 +22,32 @@ TIE_TOLERANCE = 1e-6
 
 
 def tie_order(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Positions of ``rows``/``scores`` best first, runs of scores each within
-    :data:`TIE_TOLERANCE` of the next counting as equal (lower row first)."""
+    """Positions of ``rows``/``scores`` best first; the scores within :data:`TIE_TOLERANCE`
+    of the best one not yet placed are ties, lower row first (so the order never strays more
+    than the tolerance from the scores', and the best place leads whatever ``k``)."""
     order = np.lexsort((rows, -scores))
     ranked = scores[order]
-    run = np.concatenate(([0], np.cumsum(ranked[:-1] - ranked[1:] > TIE_TOLERANCE)))
-    return order[np.lexsort((rows[order], run))]
+    if order.size < 2 or not (ranked[:-1] - ranked[1:] <= TIE_TOLERANCE).any():
+        return order  # no two scores that close: the common case
+    return order[ranked_order(rows[order].tolist(), ranked.tolist())]
 
 
 def ranked(rows: list[int], scores: list[float]) -> list[int]:
     """:func:`tie_order` for a few dozen candidates, in Python (no numpy call: a query's
     re-scored candidates, right after an inference)."""
     order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))
+    return [order[i] for i in ranked_order([rows[i] for i in order],
+                                           [scores[i] for i in order])]
+
+
+def ranked_order(rows: list[int], scores: list[float]) -> list[int]:
+    """For candidates already sorted by score, best first: their positions with the ties
+    of each run (the scores within :data:`TIE_TOLERANCE` of the run's first, its best)
+    ordered by row."""
     out: list[int] = []
     run: list[int] = []
-    for i in order:
-        if run and scores[run[-1]] - scores[i] > TIE_TOLERANCE:
+    for i, score in enumerate(scores):
+        if run and scores[run[0]] - score > TIE_TOLERANCE:
             out.extend(sorted(run, key=rows.__getitem__) if len(run) > 1 else run)
             run = []
         run.append(i)
