@@ -7,7 +7,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from vpr_edge import _optional
 from vpr_edge.errors import MissingDependencyError
@@ -29,6 +28,7 @@ def test_a_missing_module_names_the_extra_and_its_packages() -> None:
 
 @pytest.mark.parametrize("extra", ["cpu", "tensorrt", "verify", "ros", "export", "train"])
 def test_the_packages_of_an_extra_are_those_of_pyproject(extra: str) -> None:
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads TOML")
     with open(PYPROJECT, "rb") as fh:
         declared = tomllib.load(fh)["project"]["optional-dependencies"][extra]
     assert list(_optional.extra_packages(extra)) == [d.replace(" ", "") for d in declared]
