@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .loop_closure import LoopClosure
+from .poses import stamp_seconds
 
 LOOP_ROW_FIELDS = ("query_stamp", "query_id", "match_stamp", "match_id", "score", "verified",
                    "inliers", "consistent_frames", "match_x", "match_y", "match_z")
@@ -146,11 +147,12 @@ class ExactStamps:
     A float64 of about 1.7e9 seconds resolves only about 240 ns, so a camera's stamp turned
     into seconds and back came out up to about 120 ns off (1700000100.200123457 published as
     ...200123548), and a SLAM back end that looks its keyframes up by stamp found none. A node
-    remembers each keyframe's stamp before queueing it (:meth:`remember`, :meth:`forget` if
-    it was not queued) and publishes :meth:`parts` of the seconds in a loop closure: exact
-    for a keyframe of this run, rounded for a place from a map on disk (its stamp is stored
-    as float seconds). One entry per queued keyframe, the oldest dropped beyond ``limit``
-    (:data:`EXACT_STAMPS_KEPT`, about 10 MB: hours of keyframes); :meth:`clear` at a reset.
+    queues each frame through :meth:`queue`, which remembers its stamp while it is queued
+    (:meth:`remember`, :meth:`forget`), and publishes :meth:`parts` of the seconds in a loop
+    closure: exact for a keyframe of this run, rounded for a place from a map on disk (its
+    stamp is stored as float seconds). One entry per queued keyframe, the oldest dropped
+    beyond ``limit`` (:data:`EXACT_STAMPS_KEPT`, about 10 MB: hours of keyframes);
+    :meth:`clear` at a reset.
     Thread-safe (image callbacks remember, the worker's publish reads)."""
 
     def __init__(self, limit: int = 0) -> None:
@@ -170,6 +172,22 @@ class ExactStamps:
             if len(self._exact) > self._limit:  # the oldest (dicts keep insertion order)
                 del self._exact[next(iter(self._exact))]
             return True
+
+    def queue(self, header: Any, now: Callable[[], float], queue: Callable[[float], bool]
+              ) -> bool:
+        """Queue the frame of ``header`` with ``queue(seconds)`` (the core's ``on_image``),
+        its stamp remembered while it is queued; an unstamped frame (0) takes ``now()`` and
+        is published rounded. Returns what ``queue`` did."""
+        stamped = stamp_seconds(header)
+        seconds = stamped or now()
+        added = bool(stamped) and self.remember(seconds, stamp_parts(header))
+        queued = False
+        try:
+            queued = queue(seconds)
+        finally:
+            if added and not queued:
+                self.forget(seconds)
+        return queued
 
     def forget(self, seconds: float) -> None:
         with self._lock:

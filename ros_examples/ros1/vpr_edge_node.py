@@ -40,7 +40,6 @@ from vpr_edge.ros_messages import (
     MessageTypes,
     loop_closure_messages,
     match_pose_header_fields,
-    stamp_parts,
 )
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
@@ -94,17 +93,10 @@ class Ros1LoopClosureNode:
 
     # -- callbacks -------------------------------------------------------------------------
     def on_image(self, msg) -> None:
-        stamped = stamp_seconds(msg.header)
-        stamp = stamped or rospy.get_time()
         self.frame_id = msg.header.frame_id
-        added = bool(stamped) and self.stamps.remember(stamp, stamp_parts(msg.header))
-        queued = False
-        try:
-            # malformed messages are counted by kind and logged once per kind by the core
-            queued = self.core.on_image(lambda: message_to_frame(msg), stamp)
-        finally:
-            if added and not queued:
-                self.stamps.forget(stamp)
+        # malformed messages are counted by kind and logged once per kind by the core
+        self.stamps.queue(msg.header, rospy.get_time,
+                          lambda stamp: self.core.on_image(lambda: message_to_frame(msg), stamp))
 
     def on_odom(self, msg: Odometry) -> None:
         try:

@@ -45,7 +45,6 @@ from vpr_edge.ros_messages import (
     loop_closure_messages,
     match_pose_header_fields,
     rounded_parts,
-    stamp_parts,
 )
 
 
@@ -107,16 +106,9 @@ class Ros2LoopClosureNode(Node):
                                + json.dumps(self.core.localizer.info()))
 
     def on_image(self, msg) -> None:
-        stamped = stamp_seconds(msg.header)
-        stamp = stamped or self.get_clock().now().nanoseconds * 1e-9
         self.frame_id = msg.header.frame_id
-        added = bool(stamped) and self.stamps.remember(stamp, stamp_parts(msg.header))
-        queued = False
-        try:
-            queued = self.core.on_image(lambda: message_to_frame(msg), stamp)
-        finally:
-            if added and not queued:
-                self.stamps.forget(stamp)
+        self.stamps.queue(msg.header, lambda: self.get_clock().now().nanoseconds * 1e-9,
+                          lambda stamp: self.core.on_image(lambda: message_to_frame(msg), stamp))
 
     def on_odom(self, msg: Odometry) -> None:
         try:

@@ -127,3 +127,20 @@ def test_loop_stamps_come_back_exactly_as_the_images_carried_them() -> None:
     assert bounded.parts(100.0) == (100, 0)  # the oldest was dropped: rounded
     bounded.clear()
     assert len(bounded) == 0
+
+
+def test_a_queued_keyframe_keeps_its_exact_stamp_and_a_dropped_one_does_not() -> None:
+    """ExactStamps.queue, what both ROS nodes call around the core's on_image."""
+    from vpr_edge.ros_messages import ExactStamps
+
+    stamps = ExactStamps()
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1700000100, nanosec=200123457))
+    seen: list[float] = []
+    assert stamps.queue(header, lambda: 5.0, lambda s: seen.append(s) or True)
+    assert stamps.parts(seen[0]) == (1700000100, 200123457)
+    later = SimpleNamespace(stamp=SimpleNamespace(sec=1700000101, nanosec=7))
+    assert not stamps.queue(later, lambda: 5.0, lambda s: seen.append(s) and False)
+    assert len(stamps) == 1  # the frame the core did not queue is forgotten
+    unstamped = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0))
+    assert stamps.queue(unstamped, lambda: 5.0, lambda s: seen.append(s) or True)
+    assert seen[-1] == 5.0 and len(stamps) == 1  # arrival time: nothing to remember
