@@ -74,7 +74,11 @@ class LoopClosureConfig:
             ``report_unverifiable``.
         verify_config: the geometric check's parameters (min inliers etc.).
         max_feature_places: ORB features are kept in memory for at most this many recent
-            places (about 36 KB each with 1000 features).
+            places (about 36 KB each with 1000 features). With ``verify`` it must exceed
+            ``exclusion_frames``: the places keeping features would otherwise all be inside
+            the exclusion window, and no loop could ever be verified. The same holds for
+            ``exclusion_seconds``, which depends on the frame rate: a place whose features are
+            dropped while it is still inside the time window logs a warning (once).
         report_unverifiable: with ``verify``, also report loops to places that cannot be
             checked, with ``verified=None`` (for example against a map from an earlier
             session, whose images are not kept). False: skip them.
@@ -118,6 +122,15 @@ class LoopClosureConfig:
                 and 0 <= self.exclusion_seconds < math.inf):
             problems.append(f"exclusion_seconds must be finite seconds >= 0 or None, got "
                             f"{self.exclusion_seconds!r}")
+        if (self.verify is True
+                and not any(p.startswith(("max_feature_places", "exclusion_frames"))
+                            for p in problems)
+                and self.max_feature_places <= self.exclusion_frames):
+            problems.append(
+                f"max_feature_places ({self.max_feature_places}) must be greater than "
+                f"exclusion_frames ({self.exclusion_frames}) with verify=True: ORB features are "
+                f"kept for the newest {self.max_feature_places} places only, which are all "
+                f"inside the exclusion window, so no loop could ever be verified")
         if problems:
             raise InvalidInputError("LoopClosureConfig: " + "; ".join(problems))
 
@@ -170,6 +183,18 @@ class LoopClosureDetector:
     bare :class:`~vpr_edge.index.PlaceIndex` works too (then only
     :meth:`process_descriptor` is available). Not thread-safe by itself (feed it from one
     thread); the map may be queried from other threads meanwhile.
+
+    Places added to the map by another writer (a second camera's detector, a map-building
+    thread) while this detector runs have no position along this detector's route: it
+    numbers the places of the map when it is created, then the keyframes it adds itself. A
+    candidate without a position starts no chain and continues none (its chain length is
+    always 1), so with ``consistency >= 2`` such places never form a loop, however often they
+    match; a keyframe whose candidates are all such places also ends the chains in progress.
+    With ``consistency=1`` they are reported like any other place above ``min_score``, and as
+    soon as they are added, since the exclusion windows hold only this detector's own
+    keyframes. With ``verify`` they have no ORB features here, so they are skipped (or
+    reported with ``verified=None`` under ``report_unverifiable``). A detector created later
+    on the same map numbers them like the rest.
     """
 
     def __init__(self, localizer: Any, config: LoopClosureConfig = LoopClosureConfig()) -> None:
@@ -199,6 +224,7 @@ class LoopClosureDetector:
         self._newest_stamp: float | None = None
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
+        self._warned_features = False
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
             require("cv2", extra="verify", purpose="LoopClosureConfig(verify=True)")
 
@@ -358,4 +384,22 @@ class LoopClosureDetector:
     def _remember(self, place_id: int, features: OrbFeatures) -> None:
         self._features[place_id] = features
         while len(self._features) > self.config.max_feature_places:
-            self._features.popitem(last=False)
+            dropped, _ = self._features.popitem(last=False)
+            self._warn_if_still_excluded(dropped)
+
+    def _warn_if_still_excluded(self, dropped: int) -> None:
+        """Warn (once) when a place's features are dropped before the time window let it be a
+        candidate: at this frame rate ``max_feature_places`` holds less than
+        ``exclusion_seconds`` of keyframes, so no loop can be verified."""
+        window = self.config.exclusion_seconds
+        stamp = self._recent_stamps.get(dropped)
+        if (window is None or stamp is None or self._warned_features
+                or stamp <= self._newest_stamp - window + STAMP_TOLERANCE):
+            return
+        self._warned_features = True
+        log.warning(
+            "max_feature_places=%d holds only %.3g s of keyframes at this frame rate, less "
+            "than exclusion_seconds=%g: a place's ORB features are dropped while it is still "
+            "excluded, so verify=True can verify no loop; raise max_feature_places (or lower "
+            "exclusion_seconds)", self.config.max_feature_places,
+            self._newest_stamp - stamp, window)

@@ -176,3 +176,69 @@ def test_rwlock_excludes_writers_and_lets_readers_share() -> None:
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
     assert violations == [] and inside["max_readers"] >= 2
+
+
+def test_a_long_read_lets_readers_pass_a_waiting_writer() -> None:
+    """Queued as usual, a writer waiting for a save (a long read) held back every new reader
+    until the save was done."""
+    lock = ReadWriteLock()
+    order: list[str] = []
+
+    def write() -> None:
+        with lock.write():
+            order.append("write")
+
+    def read() -> None:
+        with lock.read():
+            order.append("read")
+
+    with lock.long_read():
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.1)  # the writer now waits for the long read
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive() and order == ["read"]
+    writer.join(timeout=5)
+    assert not writer.is_alive() and order == ["read", "write"]
+    with lock.long_read():  # free again, and the gate with it
+        with lock.read():
+            pass
+
+
+def test_queries_go_on_while_a_save_makes_an_add_wait(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The save writes its files under a read lock; an add arriving meanwhile queued for the
+    write lock, and every query after it waited for the whole save (up to 1.3 s at 30k
+    places)."""
+    from vpr_edge.index import map_store
+
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    index.add(np.stack([vector(i) for i in range(50)]))
+    writing, release = threading.Event(), threading.Event()
+    real_write_files = map_store.write_files
+
+    def slow_write_files(*args, **kwargs):
+        writing.set()
+        release.wait(10)
+        return real_write_files(*args, **kwargs)
+
+    monkeypatch.setattr(map_store, "write_files", slow_write_files)
+    saver = threading.Thread(target=index.save, args=(tmp_path / "m",))
+    adder = threading.Thread(target=index.add, args=(vector(999),), kwargs={"ids": 999})
+    saver.start()
+    assert writing.wait(10)
+    adder.start()
+    time.sleep(0.1)  # the add now waits for the save
+    answered: list[int] = []
+    querier = threading.Thread(target=lambda: answered.append(index.query(vector(7), k=1)[0]
+                                                               .place_id))
+    querier.start()
+    querier.join(timeout=5)
+    stalled = querier.is_alive()
+    release.set()
+    for t in (querier, saver, adder):
+        t.join(timeout=10)
+    assert not stalled and answered == [7]
+    assert 999 in index and len(PlaceIndex.open(tmp_path / "m")) == 50

@@ -421,3 +421,49 @@ def test_a_detector_of_something_else_is_refused_clearly(loc: Localizer) -> None
         LoopClosureDetector("foo")
     with pytest.raises(InvalidInputError, match="config must be a LoopClosureConfig, got dict"):
         LoopClosureDetector(loc, {"min_score": 0.3})
+
+
+@pytest.mark.parametrize("frames, kept", [(50, 50), (50, 10), (0, 0), (300, 200)])
+def test_feature_places_all_inside_the_exclusion_window_are_refused(frames: int,
+                                                                     kept: int) -> None:
+    """verify=True keeps ORB features for the newest ``max_feature_places`` places only; with
+    no more of them than ``exclusion_frames`` they are all excluded and no loop can ever be
+    verified, which was accepted silently."""
+    with pytest.raises(InvalidInputError, match=r"max_feature_places \(\d+\) must be greater "
+                                                r"than exclusion_frames \(\d+\) with verify"):
+        LoopClosureConfig(verify=True, exclusion_frames=frames, max_feature_places=kept)
+    LoopClosureConfig(verify=False, exclusion_frames=frames, max_feature_places=kept)
+    LoopClosureConfig(verify=True, exclusion_frames=frames, max_feature_places=frames + 1)
+
+
+def test_features_dropped_inside_the_time_window_warn(route: np.ndarray, tiny,
+                                                      caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A time window cannot be checked against the cap on feature places before the frame
+    rate is known: the detector warns once when it drops a place's features while that
+    place is still excluded, and finds no verified loop (the revisit of place 2 below)."""
+    pytest.importorskip("cv2")
+    from vpr_edge import loop_closure
+    from vpr_edge.index import PlaceIndex
+
+    monkeypatch.setattr(loop_closure, "count_inliers", lambda a, b, config: 40)
+
+    def detector(kept: int) -> LoopClosureDetector:
+        return LoopClosureDetector(PlaceIndex(tiny.DIM), LoopClosureConfig(
+            min_score=0.8, consistency=1, exclusion_frames=0, exclusion_seconds=10.0,
+            verify=True, max_feature_places=kept))
+
+    for kept, warned in ((5, True), (20, False)):
+        caplog.clear()
+        found = detector(kept)
+        with caplog.at_level("WARNING", logger="vpr_edge"):
+            for i in range(15):  # 1 Hz: 5 places are 5 s of a 10 s window
+                found.process_descriptor(route[i], stamp=float(i), features=_Features())
+            loop = found.process_descriptor(revisit(route, 2, 0.1, 1), stamp=15.0,
+                                             features=_Features()).loop
+        warnings = [r.getMessage() for r in caplog.records if "max_feature_places" in r.message]
+        assert len(warnings) == (1 if warned else 0), warnings
+        assert (loop is None) == warned
+        if warned:
+            assert "max_feature_places=5 holds only 5 s" in warnings[0]
+            assert "exclusion_seconds=10" in warnings[0]

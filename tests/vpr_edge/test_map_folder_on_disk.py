@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -327,3 +328,223 @@ def test_only_damage_to_the_graph_file_suggests_map_repair(tmp_path: Path) -> No
     graph.write_bytes(graph.read_bytes()[:-5])
     with pytest.raises(MapCorruptError, match="vpr-edge map repair MAP"):
         PlaceIndex.open(tmp_path / "other")
+
+
+def test_leftovers_of_a_map_named_like_a_pattern_are_deleted(tmp_path: Path) -> None:
+    """``maps[v2]`` was read as a glob pattern when a save looked for the temp folders that
+    interrupted saves left: none was ever deleted (each can be as large as the map)."""
+    index = small_index()
+    target = index.save(tmp_path / "maps[v2]")
+    stale = tmp_path / f"maps[v2]{atomic_dir.TMP_INFIX}4242-deadbeef"
+    stale.mkdir()
+    (stale / "descriptors.npy").write_bytes(b"x" * 100)
+    notes = tmp_path / f"maps[v2]{atomic_dir.TMP_INFIX}notes"  # not a name a save makes
+    notes.mkdir()
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    index.save()
+    assert not stale.exists() and notes.is_dir() and len(PlaceIndex.open(target)) == 21
+
+
+def test_a_map_name_too_long_for_a_save_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A save names its temp folder ``<map>.vpr-edge-tmp-<pid>-<hex>``: a 230-byte map name
+    passed the start check of `map build`, which described every frame and then failed at
+    its first save ("File name too long"); at 250 bytes save() and open() raised a raw
+    OSError."""
+    from vpr_edge.index import map_store
+
+    longest = atomic_dir.DEFAULT_NAME_MAX - atomic_dir.SAVE_NAME_EXTRA
+    small_index().save(tmp_path / ("m" * longest))  # the longest name that fits
+    for length in (longest + 1, 250):
+        target = tmp_path / ("m" * length)
+        assert f"use a name of at most {longest} bytes" in map_store.save_problem(target)
+        with pytest.raises(MapError, match=f"name is {length} bytes long.*at most {longest}"):
+            small_index().save(target)
+        with pytest.raises(MapError, match="no map at"):
+            PlaceIndex.open(target)
+    wide = tmp_path / ("é" * (longest // 2 + 1))  # bytes, not characters, count
+    assert "bytes long" in map_store.save_problem(wide)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m" * longest, "m" * longest + ".lock"]
+
+
+def test_a_folder_above_the_map_it_may_not_enter_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map under a folder of another user (mode 0700) raised a bare PermissionError from
+    open(), save(), `vpr-edge info` and `map repair`; an I/O error from stat() a bare
+    OSError."""
+    import errno
+
+    from vpr_edge.cli.info import describe_path
+
+    closed = tmp_path / "alice"
+    target = small_index().save(closed / "map")
+    index = PlaceIndex.open(target)
+    real_stat, real_access = os.stat, os.access
+
+    def failing_stat(error: int):
+        def stat_(path, *args, **kwargs):
+            if closed in Path(path).parents:
+                raise OSError(error, os.strerror(error), str(path))
+            return real_stat(path, *args, **kwargs)
+        return stat_
+
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: (Path(p) != closed or not m & os.X_OK)
+                        and real_access(p, m))
+    monkeypatch.setattr(os, "stat", failing_stat(errno.EACCES))
+    fix = rf"cannot look into {closed} \(owned by uid \d+, mode \d+\), where map is: .*chmod o\+x"
+    for attempt in (lambda: PlaceIndex.open(target), index.save,
+                    lambda: describe_path(target)):
+        with pytest.raises(MapError, match=fix):
+            attempt()
+    monkeypatch.setattr(os, "stat", failing_stat(errno.EIO))
+    with pytest.raises(MapError, match=r"cannot look at .*map \(Input/output error\): the "
+                                       "disk or file system failed"):
+        PlaceIndex.open(target)
+    monkeypatch.setattr(os, "stat", real_stat)
+    assert len(PlaceIndex.open(target)) == 20
+
+
+def test_a_map_in_a_sticky_folder_owned_by_another_user_is_refused_at_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a 1777 folder (/tmp, a shared drop folder) only the map folder's owner may rename
+    it: another user's `map build` described every frame, then failed at the save with
+    "Operation not permitted ... free some space"."""
+    from vpr_edge.index import map_store
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    target = small_index().save(shared / "map")
+    assert map_store.save_problem(target) is None  # its owner (and root) may
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    assert "has the sticky bit (mode 1777, as /tmp)" in map_store.save_problem(target)
+    index = PlaceIndex.open(target)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    with pytest.raises(MapError, match=r"sticky bit.*only the owner of map \(uid \d+\).*uid "
+                                       "4242.*the map saved before is unchanged"):
+        index.save()
+    assert map_store.save_problem(shared / "new") is None  # a new map is this user's own
+
+
+def test_a_save_below_a_map_folder_is_refused_at_any_depth(tmp_path: Path) -> None:
+    """``save("map/a/b")`` was allowed (only the folder right above was checked); the map's
+    own next save was then refused for the stranger folder ``a/`` in it."""
+    from vpr_edge.cli.output import check_output_file
+    from vpr_edge.errors import InvalidInputError
+    from vpr_edge.index import map_store
+
+    target = small_index().save(tmp_path / "map")
+    for inner in (target / "a", target / "a" / "b"):
+        with pytest.raises(MapError, match=f"inside the map folder {target}"):
+            small_index().save(inner)
+        assert "inside the map folder" in map_store.save_problem(inner)
+    with pytest.raises(InvalidInputError, match="inside the map folder"):
+        check_output_file(target / "notes" / "out.json", "--json")
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        p.name for p in small_index().save(tmp_path / "twin").iterdir())
+
+
+def test_access_given_to_a_map_survives_its_next_save(tmp_path: Path) -> None:
+    """A map's new files followed the saving process's umask: after ``chmod -R a+rX map``
+    (the advice a reader gets), the owner's next save (umask 077) made them 0600 again."""
+    index = small_index()
+    old = os.umask(0o077)
+    try:
+        target = index.save(tmp_path / "map")
+        assert {stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()} == {0o600}
+        os.chmod(target, 0o755)
+        for p in target.iterdir():
+            os.chmod(p, 0o644)
+        index.add(np.eye(DIM, dtype=np.float32)[:1])
+        index.save()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()} == {0o644}
+    os.chmod(target, 0o700)  # and the other way: a map made private stays private
+    index.add(np.eye(DIM, dtype=np.float32)[1:2])
+    index.save()
+    assert {stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()} == {0o600}
+
+
+@pytest.mark.parametrize(("error", "fix"), [
+    ("ENOSPC", "free some space on that disk"), ("EFBIG", r"file size limit \(`ulimit -f`\)"),
+    ("EDQUOT", "disk quota"), ("EIO", "the disk failed"), ("EPERM", "fix the cause")])
+def test_a_failed_save_says_what_to_do_about_its_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str, fix: str) -> None:
+    """Every failed save asked to "free some space" (also for a file size limit), and named
+    the file in the temp folder, which was deleted by then."""
+    import errno
+
+    from vpr_edge.index import map_store
+
+    index = small_index()
+    target = index.save(tmp_path / "map")
+    code = getattr(errno, error)
+
+    def fails(tmp, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp / "index.hnsw"))
+
+    monkeypatch.setattr(map_store, "write_files", fails)
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    with pytest.raises(MapError) as raised:
+        index.save()
+    message = str(raised.value)
+    assert re.search(fix, message) and f"{os.strerror(code)}, writing index.hnsw" in message
+    assert atomic_dir.TMP_INFIX not in message and "the map saved before is unchanged" in message
+    assert len(PlaceIndex.open(target)) == 20
+
+
+def test_a_reader_without_the_lock_reads_again_when_the_map_was_saved_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user who may not open ``<map>.lock`` reads without it; a map saved during such a
+    read came back as "damaged" (893 of 1568 opens while its owner saved in a loop) or as
+    a raw FileNotFoundError. Such a read is now repeated; real damage is not."""
+    import contextlib
+
+    from vpr_edge.errors import MapCorruptError
+    from vpr_edge.index import map_store
+
+    owner = small_index()
+    target = owner.save(tmp_path / "map")
+
+    @contextlib.contextmanager
+    def unlocked(path):
+        yield False
+
+    monkeypatch.setattr(atomic_dir, "shared_lock", unlocked)
+    real_read = map_store._read_records
+    reads: list[int] = []
+
+    def saved_meanwhile(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 1:  # the owner saves while this read is half done
+            owner.add(np.eye(DIM, dtype=np.float32)[:1])
+            owner.save()
+            raise map_store.damaged(target / "removed.npy", "checksum mismatch")
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(map_store, "_read_records", saved_meanwhile)
+    assert len(PlaceIndex.open(target)) == 21 and len(reads) == 2
+
+    def damaged(*args, **kwargs):  # real damage, no save meanwhile: at once, as it is
+        reads.append(1)
+        raise map_store.damaged(target / "removed.npy", "checksum mismatch")
+
+    reads.clear()
+    monkeypatch.setattr(map_store, "_read_records", damaged)
+    with pytest.raises(MapCorruptError, match="checksum mismatch"):
+        PlaceIndex.open(target)
+    assert len(reads) == 1
+
+    def always_saved_meanwhile(*args, **kwargs):
+        reads.append(1)
+        owner.add(np.eye(DIM, dtype=np.float32)[len(reads) % DIM:][:1])
+        owner.save()
+        raise FileNotFoundError(2, "No such file or directory", str(target / "x.npy"))
+
+    reads.clear()
+    monkeypatch.setattr(map_store, "_read_records", always_saved_meanwhile)
+    with pytest.raises(MapError, match=r"saved again during each of 5 reads.*may not open its "
+                                       r"lock file .*map\.lock.*chmod a\+r"):
+        PlaceIndex.open(target)
+    assert len(reads) == map_store.UNLOCKED_READ_TRIES

@@ -80,11 +80,12 @@ def available_memory(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
 
 def map_settings(dim: int, places: int, capacity: int) -> IndexSettings:
     """Settings for a synthetic map of ``places`` and room for ``capacity`` (no growth copies
-    mid-benchmark), refused when that would not fit in memory. Beyond ``exact_max_places``
-    it searches with HNSW from the start, as ``auto`` would at that size, without first
-    making the float32 copy for exact search (4·dim bytes a place) at full capacity."""
+    mid-benchmark), refused when that would not fit in memory. Beyond the exact limit
+    (``IndexSettings.exact_limit``) it searches with HNSW from the start, as ``auto`` would
+    at that size, without first making the float32 copy for exact search (4·dim bytes a
+    place) at full capacity."""
     settings = IndexSettings()
-    if places > settings.exact_max_places:
+    if places > settings.exact_limit(dim):
         settings = dataclasses.replace(settings, mode="hnsw")
     per_place = PlaceIndex(dim, settings=settings).info()["memory_bytes"]["per_place"]
     available = available_memory()

@@ -47,7 +47,7 @@ def require_map(path: Path) -> None:
     from ..index import atomic_dir
     from ..index.map_format import INDEX_NAME, MANIFEST_NAME
 
-    where = None if path.is_file() else atomic_dir.resolve_for_read(path)
+    where = None if atomic_dir.is_file(path) else atomic_dir.resolve_for_read(path)
     if where is None:
         hint = atomic_dir.legacy_map_hint(path)
         raise MapError(f"{path}: no such map (nothing, a file or an empty folder there)"

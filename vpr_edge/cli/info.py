@@ -28,8 +28,8 @@ def describe_path(path: Path) -> dict[str, Any]:
     from ..index import atomic_dir
 
     # a map, or what a save interrupted between its two renames left (<map>.vpr-edge-old)
-    where = atomic_dir.resolve_for_read(path) if not path.is_file() else None
-    if where is not None or path.is_dir():
+    where = atomic_dir.resolve_for_read(path) if not atomic_dir.is_file(path) else None
+    if where is not None or atomic_dir.is_dir(path):
         where = where or path
         if not any(os.path.lexists(where / name) for name in ("manifest.json", "index.hnsw")):
             raise InvalidInputError(f"{path}: a directory, but not a map (no manifest.json)")

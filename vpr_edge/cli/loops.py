@@ -97,7 +97,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="frame-number tolerance for --gt names")
     t.add_argument("--gt-radius", type=float, default=10.0, help="metres for --gt positions")
     t.add_argument("--sweep", action="store_true",
-                   help="precision-recall curve over min_score thresholds")
+                   help="precision-recall curve over 25 min_score thresholds (quantiles of "
+                        "the frames' best scores); recall_at_100_precision is the best recall "
+                        "among them, so a threshold between two may do a little better")
     p.add_argument("--csv", type=expanded_path, default=None,
                    help="write one row per frame here: index, source, stamp; best_match and "
                         "best_score (the most similar place outside the exclusion windows "

@@ -146,10 +146,10 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             rebuild_seconds = None
             settings = loc.index.settings
             graph = settings.mode == "hnsw" or (settings.mode == "auto"
-                                                and len(loc) > settings.exact_max_places)
+                                                and len(loc) > settings.exact_limit(loc.index.dim))
             if rebuild and added and added >= len(loc) - added and graph:
                 # (searched through its graph once opened; the build itself may still be
-                # searching exactly, up to EXACT_KEEP_FACTOR beyond exact_max_places)
+                # searching exactly, up to EXACT_KEEP_FACTOR beyond the exact limit)
                 t0 = time.perf_counter()
                 loc.index.rebuild()  # (interrupted, it leaves the route-order graph)
                 rebuild_seconds = round(time.perf_counter() - t0, 3)

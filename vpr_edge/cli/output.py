@@ -85,9 +85,11 @@ def check_output_file(path: str | os.PathLike | None, option: str,
     if not a_model and target.suffix.lower() in NOT_AN_OUTPUT:
         raise InvalidInputError(f"{option} {target}: a {target.suffix} name is a model's or "
                                 "a map's; give the output a name of its own (results.json)")
-    folder = Path(os.path.realpath(target)).parent
-    in_map = map_dir is not None and folder == Path(os.path.realpath(map_dir))
-    if in_map or map_store.holds_a_map(folder):
+    real = Path(os.path.realpath(target))
+    folder = None if map_dir is None else Path(os.path.realpath(map_dir))
+    if folder is None or folder not in real.parents:  # (at any depth: map/notes/out.json)
+        folder = map_store.enclosing_map(real)
+    if folder is not None:
         raise InvalidInputError(f"{option} {target}: inside the map folder {folder}, which a "
                                 "save replaces whole (and whose files are the map's own): "
                                 "write it outside the map folder")

@@ -26,6 +26,7 @@ does not exist.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -58,6 +59,24 @@ LOCK_LIMIT_S = 600.0
 LOCK_POLL_S = 0.02
 #: pairs of looks at ``T`` and ``T.vpr-edge-old`` before :func:`resolve_for_read` says none
 RESOLVE_TRIES = 4
+#: bytes a save adds to the map folder's name for its temp folder (``-<pid>-<8 hex>``: Linux
+#: pids have at most 7 digits), which must fit the file system's limit on a name
+SAVE_NAME_EXTRA = len(TMP_INFIX) + 1 + 7 + 1 + 8
+#: the usual limit on a name's bytes (ext4, xfs, btrfs, tmpfs), where pathconf cannot tell
+DEFAULT_NAME_MAX = 255
+
+#: what to do after a save failed with these errors (else: fix the cause and save again)
+SAVE_FIXES = {
+    errno.ENOSPC: "free some space on that disk and save again",
+    errno.EDQUOT: "this user's disk quota is used up: free some of it, or ask for more, and "
+                  "save again",
+    errno.EFBIG: "a map file outgrew this process's file size limit (`ulimit -f`) or the "
+                 "file system's largest file (FAT32: 4 GiB): raise the limit, or save on "
+                 "another file system",
+    errno.EROFS: "the file system is read-only: remount it read-write, or save elsewhere",
+    errno.EIO: "the disk failed (see `dmesg`): check it, and save elsewhere meanwhile",
+}
+
 
 #: Test hook: called with the name of each protocol step as it is reached (crash tests kill
 #: the process there). None in normal use.
@@ -86,15 +105,65 @@ def real_target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def look(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, or None where nothing is (or can be: a name too long for the file
+    system, a loop of links); a :class:`MapError` naming the folder and the fix for other
+    failures (no permission to enter a folder above the map, an I/O error), which pathlib's
+    ``is_dir()``/``exists()`` raise as a bare OSError."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            return None
+        raise MapError(lookup_failure(Path(path), exc)) from exc
+
+
+def lookup_failure(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be looked at: the folder above it this user may not enter, or
+    the error (with where to look for an I/O error's cause)."""
+    if isinstance(exc, PermissionError):
+        for folder in reversed(path.parents):  # from the root down: the first one closed
+            if not os.access(folder, os.X_OK):
+                try:
+                    facts = os.stat(folder)
+                    owner = f" (owned by uid {facts.st_uid}, mode {stat.S_IMODE(facts.st_mode):o})"
+                except OSError:
+                    owner = ""
+                return (f"cannot look into {folder}{owner}, where {path.name} is: this user "
+                        f"may not enter it; run as a user who may, or let this one in (chmod "
+                        f"o+x {folder}, or add the user to its group)")
+        return f"cannot look at {path}: permission denied ({exc})"
+    return (f"cannot look at {path} ({exc.strerror or exc}): the disk or file system failed "
+            "(see `dmesg`); check or remount it")
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()``, with :func:`look`'s errors."""
+    facts = look(path)
+    return facts is not None and stat.S_ISDIR(facts.st_mode)
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, with :func:`look`'s errors."""
+    facts = look(path)
+    return facts is not None and stat.S_ISREG(facts.st_mode)
+
+
 @contextmanager
-def _flock(target: Path, exclusive: bool) -> Iterator[None]:
+def _flock(target: Path, exclusive: bool) -> Iterator[bool]:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield
+        yield False
         return
     lock_path = sibling(target, LOCK_SUFFIX)
-    if lock_path.is_symlink():
+    try:
+        link = lock_path.is_symlink()
+    except OSError:  # (a name too long for a lock beside it: no saver can lock it either)
+        link = False
+    if link:
         raise MapError(f"{lock_path}: a symbolic link, where the map's lock file belongs; "
                        "remove it (vpr-edge makes the lock file)")
     if exclusive:
@@ -108,22 +177,22 @@ def _flock(target: Path, exclusive: bool) -> Iterator[None]:
             # lock file beside a folder of other things)
             where = resolve_for_read(target)
             if where is None or not (where / MANIFEST_NAME).exists():
-                yield
+                yield False
                 return
             try:
                 fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | _NO_WAIT_NO_LINK, 0o666)
             except OSError:  # a read-only place: no saver can run here either
-                yield
+                yield False
                 return
-        except OSError:  # unreadable lock file: nothing to wait for
-            yield
+        except OSError:  # a lock file this user may not open: read unlocked (read_map
+            yield False  # repeats a read during which the map changed)
             return
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise MapError(f"{lock_path}: not a file but {_kind(lock_path)}, where the map's "
                            "lock file belongs; move it away (vpr-edge makes the lock file)")
         _wait_for_lock(fd, fcntl, exclusive, lock_path)
-        yield
+        yield True
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -168,7 +237,8 @@ def exclusive_lock(target: Path):
 
 def shared_lock(target: Path):
     """Hold while reading ``target``: waits for a saver; creates nothing but the lock file
-    (for an existing map, where it can)."""
+    (for an existing map, where it can). Gives True, or False when reading unlocked (no
+    ``fcntl``, no map, or a lock file this user may not open or make)."""
     return _flock(target, False)
 
 
@@ -187,9 +257,9 @@ def resolve_for_read(target: Path) -> Path | None:
     target = real_target(target)
     old = sibling(target, OLD_SUFFIX)
     for _ in range(RESOLVE_TRIES):
-        if target.is_dir() and not _empty_dir(target):
+        if is_dir(target) and not _empty_dir(target):
             return target
-        if _absent_or_empty(target) and old.is_dir() and not _empty_dir(old):
+        if _absent_or_empty(target) and is_dir(old) and not _empty_dir(old):
             return old
     return None
 
@@ -199,7 +269,9 @@ def legacy_map_hint(target: Path, manifest_name: str = MANIFEST_NAME) -> str:
     a save was interrupted between its renames, and opened by itself): ``"; <name>.old holds
     a map ...: rename it ..."``, to end a "no map" message with. Else ``""``."""
     legacy = sibling(target, LEGACY_OLD_SUFFIX)
-    if resolve_for_read(target) is not None or not (legacy / manifest_name).is_file():
+    manifest = look(legacy / manifest_name) if is_dir(legacy) else None
+    if resolve_for_read(target) is not None or manifest is None \
+            or not stat.S_ISREG(manifest.st_mode):
         return ""
     return (f"; {legacy.name} holds a map (an interrupted save by an older vpr-edge leaves "
             f"one, or it is a copy): rename it to {target.name} to open it")
@@ -213,7 +285,7 @@ def _empty_dir(path: Path) -> bool:
 
 
 def _absent_or_empty(path: Path) -> bool:
-    return not path.exists() or _empty_dir(path)
+    return look(path) is None or _empty_dir(path)
 
 
 def recover(target: Path) -> None:
@@ -233,7 +305,8 @@ def recover(target: Path) -> None:
         shutil.rmtree(old)
         changed = True
     ours = re.compile(re.escape(target.name + TMP_INFIX) + r"\d+-[0-9a-f]{8}")
-    for stale in parent.glob(f"{target.name}{TMP_INFIX}*"):
+    # (not parent.glob(name + "*"): a map named "maps[v2]" would be a pattern, matching none)
+    for stale in parent.iterdir():
         if ours.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
             changed = True
@@ -262,6 +335,21 @@ def make_temp(target: Path) -> Path:
     return tmp
 
 
+def _files_like_folder(tmp: Path) -> None:
+    """Give the new map's files the read and write bits of its folder (which
+    :func:`make_temp` copied from the map saved before): 0644 in a 0755 folder, 0640 in a
+    2750 one, 0600 in a 0700 one. Without it, files follow the saving process's umask, and
+    access given to a map (``chmod -R g+rX``) was taken away again by its next save."""
+    mode = (stat.S_IMODE(tmp.stat().st_mode) & 0o666) | stat.S_IRUSR | stat.S_IWUSR
+    for entry in os.scandir(tmp):
+        try:
+            if entry.is_file(follow_symlinks=False) and \
+                    stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) != mode:
+                os.chmod(entry.path, mode)
+        except OSError:  # best effort, as in make_temp (vfat/exFAT have no permissions)
+            pass
+
+
 def save_problem(path: str | os.PathLike) -> str | None:
     """Why a map could not be saved at ``path`` (as given by a user), or None: checked when a
     run starts, so that a node or a map build does not find out at its first save."""
@@ -271,13 +359,21 @@ def save_problem(path: str | os.PathLike) -> str | None:
 
 def replace_problem(target: Path) -> str | None:
     """Why a save could not replace the map folder ``target`` (a real path), or None: a
-    mount point (the folder itself cannot be renamed), a parent folder this process cannot
-    write in, or a map folder whose files it cannot delete (made by another user)."""
+    mount point (the folder itself cannot be renamed), a name too long for the temp folder
+    beside it, a parent folder this process cannot write in, a map folder whose files it
+    cannot delete (made by another user), or one it may not rename (a sticky parent)."""
     if os.path.ismount(target):
         return (f"{target} is a mount point, and a save replaces the map folder (a new one "
                 "is renamed into place): mount the folder above it instead (docker: -v "
                 "/host/maps:/maps, with the map at /maps/<name>)")
-    if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
+    name_max = _name_max(target.parent)
+    length = len(os.fsencode(target.name))
+    if length + SAVE_NAME_EXTRA > name_max:
+        return (f"the map folder's name is {length} bytes long, and a save writes the new map "
+                f"beside it as <name>{TMP_INFIX}<pid>-<hex>, {SAVE_NAME_EXTRA} bytes longer, "
+                f"where this file system allows {name_max}: use a name of at most "
+                f"{name_max - SAVE_NAME_EXTRA} bytes")
+    if is_dir(target.parent) and not os.access(target.parent, os.W_OK | os.X_OK):
         if os.statvfs(target.parent).f_flag & os.ST_RDONLY:
             return (f"{target.parent} is on a file system mounted read-only: remount it "
                     "read-write (docker: drop :ro from the volume), or save elsewhere")
@@ -293,7 +389,33 @@ def replace_problem(target: Path) -> str | None:
         return (f"cannot delete the files of {current} (owned by uid {facts.st_uid}, mode "
                 f"{stat.S_IMODE(facts.st_mode):o}), as a save must: save as its "
                 "owner, or give this user write permission on it (chown/chmod)")
-    return None
+    return None if current is None else _sticky_problem(current)
+
+
+def _sticky_problem(current: Path) -> str | None:
+    """In a folder with the sticky bit (``/tmp``, a shared 1777 one) only the owner of the
+    map folder (or of that folder, or root) may rename it, as a save must."""
+    parent, me = look(current.parent), getattr(os, "geteuid", lambda: 0)()
+    mine = look(current)
+    if parent is None or mine is None or not parent.st_mode & stat.S_ISVTX:
+        return None
+    if me in (0, parent.st_uid, mine.st_uid):
+        return None
+    return (f"{current.parent} has the sticky bit (mode {stat.S_IMODE(parent.st_mode):o}, as "
+            f"/tmp): only the owner of {current.name} (uid {mine.st_uid}) may rename it, as a "
+            f"save must, and this process runs as uid {me}: save as that user, or keep the "
+            f"map in a folder without the sticky bit")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest name (bytes) the file system holding ``folder`` (or its nearest existing
+    parent) allows."""
+    for where in (folder, *folder.parents):
+        try:
+            return int(os.pathconf(where, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_NAME_MAX
 
 
 def commit(tmp: Path, target: Path) -> None:
@@ -302,6 +424,7 @@ def commit(tmp: Path, target: Path) -> None:
     previous map as ``target`` or ``target.vpr-edge-old``, and ``tmp`` for :func:`discard`."""
     parent = target.parent
     old = sibling(target, OLD_SUFFIX)
+    _files_like_folder(tmp)
     fsync_dir(tmp)
     fsync_dir(parent)
     _failpoint("written")

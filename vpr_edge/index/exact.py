@@ -101,10 +101,16 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
         want = min(want * 4, n_ok)
 
 
-def scores_from_float16(desc16: np.ndarray, query: np.ndarray, chunk: int = 16384
-                        ) -> np.ndarray:
-    """``desc16 @ query`` in float32 without converting the whole float16 matrix at once."""
+#: float32 bytes of the float16 rows :func:`scores_from_float16` converts at a time. ONNX
+#: Runtime's arena keeps its largest conversion for the process's life: 16384 rows of 7168
+#: dims held 460 MB after one scan (and took 221 ms at 20k rows, against 19 ms for 512 rows)
+SCAN_CHUNK_BYTES = 16 * 2**20
+
+
+def scores_from_float16(desc16: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``desc16 @ query`` in float32, converting :data:`SCAN_CHUNK_BYTES` of rows at a time."""
     out = np.empty(desc16.shape[0], dtype=np.float32)
+    chunk = max(1, SCAN_CHUNK_BYTES // (4 * max(1, desc16.shape[1])))
     for start in range(0, desc16.shape[0], chunk):
         out[start:start + chunk] = float16_scores.scores(desc16[start:start + chunk], query)
     return out

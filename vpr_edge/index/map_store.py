@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import stat
@@ -51,8 +52,12 @@ from .map_format import (
     no_json_constant,
     record_dtype,
 )
-from .records import PlaceRecords
+from .records import PlaceRecords, open_capacity
 
+log = logging.getLogger("vpr_edge")
+
+#: reads of a map made without its lock (see :func:`read_map`) before giving up
+UNLOCKED_READ_TRIES = 5
 #: Merge a trailing segment into the one before while that one is < MERGE_RATIO x larger.
 MERGE_RATIO = 4
 #: an opened map's graph holds at most this many times its places (or the floor): the
@@ -357,6 +362,17 @@ def holds_a_map(folder: Path) -> bool:
         return False
 
 
+def enclosing_map(target: Path) -> Path | None:
+    """The map folder that ``target`` (a real path) lies in, at any depth, or None."""
+    return next((folder for folder in target.parents if holds_a_map(folder)), None)
+
+
+def inside_a_map(outer: Path) -> str:
+    """The refusal of a save inside the map folder ``outer``."""
+    return (f"inside the map folder {outer}, which a save of that map replaces whole (and "
+            "refuses to, once other things are in it); save the copy beside it")
+
+
 def foreign_entries(target: Path, body: Any) -> list[str]:
     """Names in the map folder ``target`` that its manifest ``body`` (parsed JSON) does not
     list (a user's notes, images copied in): a save replaces the whole folder, so they would
@@ -387,9 +403,13 @@ def save_problem(path: str | os.PathLike) -> str | None:
     :func:`atomic_dir.save_problem` what :func:`check_replaceable` refuses (a folder of other
     things, files in the map folder that a save would delete)."""
     problem = atomic_dir.save_problem(path)
-    where = atomic_dir.resolve_for_read(atomic_dir.real_target(user_path(path)))
-    if problem or where is None:
-        return problem
+    real = atomic_dir.real_target(user_path(path))
+    outer = enclosing_map(real)
+    if problem or outer is not None:
+        return problem or f"{real}: {inside_a_map(outer)}"
+    where = atomic_dir.resolve_for_read(real)
+    if where is None:
+        return None
     try:
         check_replaceable(where)
     except MapError as exc:
@@ -574,59 +594,97 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
     ``hnsw_factory(dim)`` makes an empty ``hnswlib.Index`` to load into. A damaged
     ``index.hnsw`` raises :class:`MapCorruptError`, or with ``rebuild_if_corrupt`` comes back
     as ``hnsw=None`` with the reason in ``index_problem``; any other damage always raises.
-    """
-    with atomic_dir.shared_lock(target):
-        where = atomic_dir.resolve_for_read(target)
-        if where is None:
-            raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
-                           f"left by an interrupted save){atomic_dir.legacy_map_hint(target)}")
-        manifest = read_manifest(where)
-        if fingerprint is not None and manifest.fingerprint is None:
-            raise ModelMismatchError(
-                f"{where}: this map records no model fingerprint (it was made by PlaceIndex "
-                "without one), so nothing shows its descriptors come from the model in use; "
-                "build a new map with this model (vpr-edge map build MODEL MAP), or, in "
-                "Python, open it with PlaceIndex.open(path) and no fingerprint if you know "
-                "they do")
-        if fingerprint is not None and manifest.fingerprint != fingerprint:
-            raise ModelMismatchError(
-                f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
-                f"but the model in use has {fingerprint!r}; descriptors of two models are not "
-                "comparable: build a new map with this model (or load the matching model)"
-            )
-        small: dict[str, bytes | None] = {}
-        index_problem: str | None = None
-        for name, info in manifest.files.items():
-            if name == INDEX_NAME and rebuild_if_corrupt:
-                try:
-                    _verify(where, name, info)
-                except MapCorruptError as exc:
-                    index_problem = getattr(exc, "cause", str(exc))
-                continue
-            small[name] = _verify(where, name, info)
 
-        records = _read_records(where, manifest, small)
-        hnsw = None
-        if index_problem is None:
+    Read under the map's shared lock, so no save swaps the folders meanwhile. A user who may
+    not open the lock file reads without it: a failed read is then repeated (up to
+    :data:`UNLOCKED_READ_TRIES` reads) if the map was saved again while it was read, since
+    its files came from two saves, not from damage (a healthy map was called damaged in 893
+    of 1568 such opens while its owner saved it in a loop).
+    """
+    for attempt in range(1, UNLOCKED_READ_TRIES + 1):
+        with atomic_dir.shared_lock(target) as locked:
+            before = None if locked else _which_save(target)
             try:
-                hnsw, header = _read_index(where, manifest, hnsw_factory)
-                labels = set(hnsw.get_ids_list())
-                ids = set(records.ids[: records.rows].tolist())
-                if labels != ids:
-                    raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
-                                   f"differ from the {len(ids)} in the records")
-                _check_deleted_marks(where / INDEX_NAME, header, labels, records)
-            except MapCorruptError as exc:
-                if not rebuild_if_corrupt:
+                return _read_map_locked(target, fingerprint, hnsw_factory, rebuild_if_corrupt)
+            except (MapError, OSError) as exc:
+                if locked or _which_save(target) == before:
                     raise
-                hnsw, index_problem = None, getattr(exc, "cause", str(exc))
-        stats = {name: _stat(where / name) for name in manifest.files
-                 if name != INDEX_NAME or hnsw is not None}
-        disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
-                         stats=stats, created_at=manifest.created_at,
-                         pose_dim=manifest.pose_dim)
-        return LoadedMap(manifest, records, hnsw, index_problem, disk, where,
-                         manifest_digest(where))
+                if attempt == UNLOCKED_READ_TRIES:
+                    lock = atomic_dir.sibling(atomic_dir.real_target(target),
+                                              atomic_dir.LOCK_SUFFIX)
+                    raise MapError(
+                        f"{target}: the map was saved again during each of {attempt} reads, "
+                        f"and this user may not open its lock file {lock}, which makes a "
+                        f"save wait for readers ({exc}): let this user read the lock file "
+                        "(chmod a+r), or open the map while no process saves it") from exc
+                log.info("%s was saved while it was read without its lock: reading it "
+                         "again", target)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _which_save(target: Path) -> tuple[str, str | None] | None:
+    """Which save of the map at ``target`` is on disk now: its folder and manifest digest."""
+    try:
+        where = atomic_dir.resolve_for_read(target)
+    except MapError:
+        return None
+    return None if where is None else (str(where), manifest_digest(where))
+
+
+def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
+                     rebuild_if_corrupt: bool) -> LoadedMap:
+    """:func:`read_map`'s one read, under the map's shared lock where it could be taken."""
+    where = atomic_dir.resolve_for_read(target)
+    if where is None:
+        raise MapError(f"no map at {target} (nor a {target.name}{atomic_dir.OLD_SUFFIX} "
+                       f"left by an interrupted save){atomic_dir.legacy_map_hint(target)}")
+    manifest = read_manifest(where)
+    if fingerprint is not None and manifest.fingerprint is None:
+        raise ModelMismatchError(
+            f"{where}: this map records no model fingerprint (it was made by PlaceIndex "
+            "without one), so nothing shows its descriptors come from the model in use; "
+            "build a new map with this model (vpr-edge map build MODEL MAP), or, in "
+            "Python, open it with PlaceIndex.open(path) and no fingerprint if you know "
+            "they do")
+    if fingerprint is not None and manifest.fingerprint != fingerprint:
+        raise ModelMismatchError(
+            f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
+            f"but the model in use has {fingerprint!r}; descriptors of two models are not "
+            "comparable: build a new map with this model (or load the matching model)"
+        )
+    small: dict[str, bytes | None] = {}
+    index_problem: str | None = None
+    for name, info in manifest.files.items():
+        if name == INDEX_NAME and rebuild_if_corrupt:
+            try:
+                _verify(where, name, info)
+            except MapCorruptError as exc:
+                index_problem = getattr(exc, "cause", str(exc))
+            continue
+        small[name] = _verify(where, name, info)
+
+    records = _read_records(where, manifest, small)
+    hnsw = None
+    if index_problem is None:
+        try:
+            hnsw, header = _read_index(where, manifest, hnsw_factory)
+            labels = set(hnsw.get_ids_list())
+            ids = set(records.ids[: records.rows].tolist())
+            if labels != ids:
+                raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
+                               f"differ from the {len(ids)} in the records")
+            _check_deleted_marks(where / INDEX_NAME, header, labels, records)
+        except MapCorruptError as exc:
+            if not rebuild_if_corrupt:
+                raise
+            hnsw, index_problem = None, getattr(exc, "cause", str(exc))
+    stats = {name: _stat(where / name) for name in manifest.files
+             if name != INDEX_NAME or hnsw is not None}
+    disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
+                     stats=stats, created_at=manifest.created_at,
+                     pose_dim=manifest.pose_dim)
+    return LoadedMap(manifest, records, hnsw, index_problem, disk, where,
+                     manifest_digest(where))
 
 
 def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None]
@@ -635,7 +693,7 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     ids, stamps, poses, metas = [], [], [], []
     # the descriptors are read straight into the records' own array, segment by segment:
     # opening a map holds them once (loading and concatenating them tripled the peak)
-    descs = np.zeros((max(manifest.rows, 1), manifest.dim), np.float16)
+    descs = np.zeros((open_capacity(manifest.rows), manifest.dim), np.float16)
     row = 0
     for seg in manifest.segments:
         rec = _load_npy(where, seg.records, small.get(seg.records))
@@ -646,7 +704,7 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
         if rec.dtype != dtype or rec.shape != (seg.rows,):
             raise damaged(where / seg.records, f"dtype {rec.dtype} shape {rec.shape}, expected "
                            f"{dtype} ({seg.rows},)")
-        if row + seg.rows > descs.shape[0]:
+        if row + seg.rows > manifest.rows:
             raise damaged(where / MANIFEST_NAME, f"segments hold more than the {manifest.rows} "
                            "rows the manifest says")
         _read_npy_into(where, seg.descriptors, small.get(seg.descriptors),
@@ -685,7 +743,7 @@ def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None
     if id_col.size and int(id_col.max()) >= manifest.next_id:
         raise damaged(where / MANIFEST_NAME, "next_id is not above every place id")
     return PlaceRecords.from_columns(dim, id_col, stamp_col, removed, descs, pose_col, metas,
-                                     capacity=manifest.rows)
+                                     capacity=len(descs))
 
 
 def _widened(rec: np.ndarray, pose_dim: int) -> np.ndarray:

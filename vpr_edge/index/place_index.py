@@ -53,8 +53,8 @@ NO_MAP = "<no map>"
 CATCH_UP_ROUNDS = 8
 CATCH_UP_LEFT = 16
 #: ``mode="auto"``: a map searched exactly keeps its float32 copy up to this many times
-#: ``exact_max_places``. Without the margin a map held at the limit (a sliding window of the
-#: last 2000 places: add one, remove one) dropped the copy at every add and made it again at
+#: ``IndexSettings.exact_limit``. Without the margin a map held at the limit (a sliding window
+#: of the last 2000 places: add one, remove one) dropped the copy at every add and made it again at
 #: every remove (57 MB at 7168-d, 41 ms per remove instead of 0.05)
 EXACT_KEEP_FACTOR = 1.1
 #: an opened graph's vectors are compared with the stored descriptors of this many places
@@ -77,8 +77,13 @@ def _new_hnsw(dim: int, settings: IndexSettings, capacity: int) -> Any:
 
 
 def _save_failed(target: Path, exc: OSError) -> MapError:
-    return MapError(f"{target}: saving the map failed ({exc}); {_previous(target)} (free some "
-                    "space, or fix the cause, and save again)")
+    """The error for a save that failed writing its temp folder (deleted by then): the cause
+    without that folder's path, what the save left, and the fix for the cause."""
+    what = exc.strerror or str(exc)
+    if isinstance(exc.filename, (str, bytes)):
+        what += f", writing {Path(os.fsdecode(exc.filename)).name}"
+    fix = atomic_dir.SAVE_FIXES.get(exc.errno, "fix the cause and save again")
+    return MapError(f"{target}: saving the map failed ({what}); {_previous(target)} ({fix})")
 
 
 def _previous(target: Path) -> str:
@@ -324,8 +329,8 @@ class PlaceIndex:
         Held tombstones slow queries and take memory (a map kept at 1000 live places while
         9600 were removed and added searched 29x slower). So once at least
         :data:`~vpr_edge.index.settings.COMPACT_MIN_REMOVED` (1000) removed places are held,
-        more than the live ones, a map searched exactly (``exact_max_places``) is rebuilt by
-        this call (0.2 s at 1000 live 7168-d places; it stops a background rebuild, as a
+        more than the live ones, a map searched exactly (``IndexSettings.exact_limit``) is
+        rebuilt by this call (0.2 s at 1000 live 7168-d places; it stops a background rebuild, as a
         plain :meth:`rebuild` does), and a larger one logs a warning: call :meth:`rebuild` at
         a quiet moment (it holds the index: 5 s at 10k places).
         """
@@ -423,7 +428,7 @@ class PlaceIndex:
         growth = self._settings.rebuild_growth
         if growth is None or self._background is not None or self._wants_exact():
             return False
-        base = max(self._rebuilt_at, self._settings.exact_max_places, 1)
+        base = max(self._rebuilt_at, self._settings.exact_limit(self._dim), 1)
         return self._live >= growth * base
 
     def _rebuild_job(self, rec: PlaceRecords, threads: int, *, removed_too: bool = False
@@ -592,6 +597,7 @@ class PlaceIndex:
                 "next_id": self._next_id,
                 "capacity": int(self._hnsw.max_elements),
                 "search": "exact" if self._exact is not None else "hnsw",
+                "exact_limit": self._settings.exact_limit(self._dim),
                 "ef_in_use": int(self._hnsw.ef),
                 "background_rebuild": self._background is not None,
                 "provenance": copy.deepcopy(self._provenance),
@@ -626,21 +632,21 @@ class PlaceIndex:
         else:
             target = user_path(path)
         real = atomic_dir.real_target(target)  # through a symbolic link: replace what it names
-        if not real.parent.is_dir():
+        if self._broken is not None:
+            raise MapError(f"{target}: not saved: {self._broken}, so this index's parts "
+                           "disagree; the map saved before is unchanged (open it again; the "
+                           "places added since its last save are lost)")
+        try:  # before the lock file (or a folder) is made (a file, a folder of other things)
+            self._check_replaceable(target, real)
+        except FileNotFoundError:  # another save is swapping the folders: see under the lock
+            pass
+        if not atomic_dir.is_dir(real.parent):
             try:
                 real.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:  # a file where a folder of the path should be, no right
                 raise MapError(f"{target}: cannot make the folder {real.parent} for the map "
                                f"({exc}); choose another path") from exc
             atomic_dir.fsync_dir(real.parent.parent)
-        if self._broken is not None:
-            raise MapError(f"{target}: not saved: {self._broken}, so this index's parts "
-                           "disagree; the map saved before is unchanged (open it again; the "
-                           "places added since its last save are lost)")
-        try:  # before the lock file is made beside it (a file, a folder of other things)
-            self._check_replaceable(target, real)
-        except FileNotFoundError:  # another save is swapping the folders: see under the lock
-            pass
         with self._save_mutex, contextlib.ExitStack() as held:
             with _save_step(target):
                 held.enter_context(atomic_dir.exclusive_lock(real))
@@ -669,7 +675,7 @@ class PlaceIndex:
                 tmp = atomic_dir.make_temp(real)
             digest = None
             try:
-                with self._lock.read():
+                with self._lock.long_read():  # adds wait; queries go on
                     layout = self._layout
                     previous = self._disk[1] if self._disk and self._disk[0] == layout else None
                     contents = map_store.MapContents(
@@ -713,9 +719,9 @@ class PlaceIndex:
         if problem:
             kept = "; the map saved before is unchanged" if current is not None else ""
             raise MapError(f"{target}: cannot save the map there: {problem}{kept}")
-        if map_store.holds_a_map(real.parent):  # (the next save of that map would refuse)
-            raise MapError(f"{target}: inside the map folder {real.parent}, which a save of "
-                           "that map replaces whole; save the copy beside it")
+        outer = map_store.enclosing_map(real)  # (the next save of that map would refuse)
+        if outer is not None:
+            raise MapError(f"{target}: {map_store.inside_a_map(outer)}")
         if real.name.endswith(atomic_dir.OLD_SUFFIX) or atomic_dir.TMP_INFIX in real.name:
             raise MapError(f"{target}: a name vpr-edge keeps for what an interrupted save "
                            "leaves (the next save deletes such a folder); choose another")
@@ -904,7 +910,7 @@ class PlaceIndex:
         mode = self._settings.mode
         if mode != "auto":
             return mode == "exact"
-        limit = self._settings.exact_max_places
+        limit = self._settings.exact_limit(self._dim)
         if self._exact is not None:  # searched exactly: keep it a little beyond the limit
             limit = math.floor(limit * EXACT_KEEP_FACTOR)
         return self._live <= limit

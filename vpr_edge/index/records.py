@@ -18,13 +18,22 @@ from ..errors import InvalidInputError
 from .results import PlaceRecord
 
 
-def _grow(arr: np.ndarray, capacity: int, rows: int, fill: float | bool | None = None
-          ) -> np.ndarray:
-    out = np.empty((capacity, *arr.shape[1:]), dtype=arr.dtype)
+def _grow(arr: np.ndarray, capacity: int, rows: int, fill: float | bool = 0) -> np.ndarray:
+    # zeros from np.zeros are pages the OS maps on first write: the room to grow costs no
+    # memory until used (filling it made the first add after opening a 30k-place map
+    # resident for 410 MB more)
+    out = np.zeros((capacity, *arr.shape[1:]), dtype=arr.dtype)
     out[:rows] = arr[:rows]
-    if fill is not None:
+    if fill:  # (NaN: the small stamp and pose columns)
         out[rows:] = fill
     return out
+
+
+def open_capacity(rows: int) -> int:
+    """Rows the records of an opened map of ``rows`` rows have room for: the first adds
+    after opening then copy nothing (growing copies every descriptor under the index's write
+    lock: 0.5-2.9 s at 30k places), and the room costs no memory until used."""
+    return rows + max(1024, rows // 4)
 
 
 class PlaceRecords:

@@ -7,6 +7,11 @@ starved by a stream of queries), and the readers that were waiting when a writer
 in before the next writer (readers are not starved by a stream of adds). A thread that already
 reads may read again (a query filter may call ``index.get``), but may not start writing: that
 would wait for itself forever, so it raises instead.
+
+A long read (:meth:`ReadWriteLock.long_read`: a save writing the map's files, seconds) makes
+writers wait before they queue, so queries go on meanwhile: queued as usual, a waiting add
+held back every new query until the save was done (queries stalled for up to 1.3 s while a
+30k-place map saved and a thread added places).
 """
 
 from __future__ import annotations
@@ -43,11 +48,18 @@ class ReadWriteLock:
         self._readers_waiting = 0
         self._admitted = 0  # readers let in ahead of waiting writers when a writer finished
         self._local = threading.local()
+        self._gate = threading.Lock()  # held by a long read; writers pass it to queue
         self._read_guard = _Guard(self._acquire_read, self._release_read)
         self._write_guard = _Guard(self._acquire_write, self._release_write)
+        self._long_read_guard = _Guard(self._acquire_long_read, self._release_long_read)
 
     def read(self) -> _Guard:
         return self._read_guard
+
+    def long_read(self) -> _Guard:
+        """A read that writers wait for without holding back other readers (one at a time;
+        the thread must not write inside it)."""
+        return self._long_read_guard
 
     def write(self) -> _Guard:
         return self._write_guard
@@ -89,7 +101,7 @@ class ReadWriteLock:
             )
         if self._writer == me:
             raise InvalidInputError("the index is already being changed by this thread")
-        with self._cond:
+        with self._gate, self._cond:  # (the gate: after any long read, before queueing)
             self._writers_waiting += 1
             try:
                 while (self._writer is not None or self._readers
@@ -99,6 +111,20 @@ class ReadWriteLock:
                 self._writers_waiting -= 1
             self._writer = me
             self._admitted = 0
+
+    def _acquire_long_read(self) -> None:
+        self._gate.acquire()
+        try:
+            self._acquire_read()
+        except BaseException:
+            self._gate.release()
+            raise
+
+    def _release_long_read(self) -> None:
+        try:
+            self._release_read()
+        finally:
+            self._gate.release()
 
     def _release_write(self) -> None:
         with self._cond:
