@@ -167,7 +167,9 @@ def count_inliers(a: OrbFeatures, b: OrbFeatures, config: VerifyConfig = VerifyC
         return 0
     src = a.points[[m.queryIdx for m in good]]
     dst = b.points[[m.trainIdx for m in good]]
-    keep = _distinct(src, dst, np.argsort([m.distance for m in good], kind="stable"))
+    order = np.argsort([m.distance for m in good], kind="stable")
+    finite = np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1)
+    keep = _distinct(src, dst, order[finite[order]])  # (points made by hand may be NaN)
     if len(keep) < 8:
         return 0
     src, dst = src[keep], dst[keep]

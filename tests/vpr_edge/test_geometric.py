@@ -105,3 +105,19 @@ def test_a_mono_frame_has_the_features_of_its_grey_image() -> None:
                        (np.zeros((480, 640, 4), np.uint8), "HxWx3")):
         with pytest.raises(InvalidInputError, match=words):
             orb_features(bad)
+
+
+def test_features_with_non_finite_points_are_counted_without_them() -> None:
+    """One-to-one matching rounded every point to a grid cell: a NaN point made by hand
+    raised a bare ValueError ("cannot convert float NaN to integer")."""
+    from vpr_edge.geometric import OrbFeatures, count_inliers
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, [640, 360], (200, 2)).astype(np.float32)
+    descriptors = rng.integers(0, 256, (200, 32), dtype=np.uint8)
+    clean = OrbFeatures(points, descriptors)
+    broken = points.copy()
+    broken[::3] = np.nan
+    broken[1::3, 0] = np.inf
+    assert count_inliers(OrbFeatures(broken, descriptors), clean) <= 200 // 3 + 1
+    assert count_inliers(clean, clean) >= 150  # (the same points: all of them agree)

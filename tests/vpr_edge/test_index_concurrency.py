@@ -242,3 +242,28 @@ def test_queries_go_on_while_a_save_makes_an_add_wait(tmp_path: Path,
         t.join(timeout=10)
     assert not stalled and answered == [7]
     assert 999 in index and len(PlaceIndex.open(tmp_path / "m")) == 50
+
+
+def test_a_long_read_inside_a_read_does_not_wait_for_a_waiting_writer() -> None:
+    """A save from inside a query filter (a read) while an add waited: the writer held the
+    gate while it waited for that reader, and the save's long read waited for the gate."""
+    lock = ReadWriteLock()
+    done: list[str] = []
+
+    def write() -> None:
+        with lock.write():
+            done.append("write")
+
+    def query_that_saves() -> None:
+        with lock.read():
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            time.sleep(0.1)  # the writer now holds the gate, waiting for this reader
+            with lock.long_read():
+                done.append("long read")
+        writer.join(timeout=5)
+
+    reader = threading.Thread(target=query_that_saves, daemon=True)  # (a hang fails, below)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and done == ["long read", "write"]

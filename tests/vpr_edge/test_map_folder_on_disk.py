@@ -548,3 +548,60 @@ def test_a_reader_without_the_lock_reads_again_when_the_map_was_saved_meanwhile(
                                        r"lock file .*map\.lock.*chmod a\+r"):
         PlaceIndex.open(target)
     assert len(reads) == map_store.UNLOCKED_READ_TRIES
+
+
+def test_a_map_in_a_folder_this_user_may_not_list_still_saves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drop-box folder (mode 0333: write, no read): looking for leftovers by listing it
+    made every save fail with PermissionError (the glob before found nothing, quietly)."""
+    index = small_index()
+    real_iterdir = Path.iterdir
+
+    def unlistable(self):
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    target = index.save(tmp_path / "map")
+    index.add(np.eye(DIM, dtype=np.float32)[:1])
+    index.save()
+    monkeypatch.setattr(Path, "iterdir", real_iterdir)
+    assert len(PlaceIndex.open(target)) == 21
+
+
+def test_an_unlocked_read_that_worked_is_read_again_if_the_map_changed_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the lock, a read can succeed with files of two saves (with
+    rebuild_if_corrupt=True, a graph of one save beside the records of the other is taken
+    for damage and rebuilt): places came back with other places' descriptors."""
+    import contextlib
+
+    from vpr_edge.index import map_store
+
+    owner = small_index()
+    target = owner.save(tmp_path / "map")
+
+    @contextlib.contextmanager
+    def unlocked(path):
+        yield False
+
+    monkeypatch.setattr(atomic_dir, "shared_lock", unlocked)
+    real_read = map_store._read_records
+    reads: list[int] = []
+
+    def saved_after_reading(*args, **kwargs):
+        records = real_read(*args, **kwargs)  # this save's records...
+        reads.append(1)
+        if len(reads) == 1:  # ... then another save lands before the graph is read
+            owner.add(np.eye(DIM, dtype=np.float32)[:2])
+            owner.save()
+        return records
+
+    monkeypatch.setattr(map_store, "_read_records", saved_after_reading)
+    opened = PlaceIndex.open(target, rebuild_if_corrupt=True)
+    assert len(reads) == 2 and len(opened) == 22
+    for pid in opened.ids():
+        assert opened.get(pid).place_id == pid
+        assert opened.query(owner._records.desc16[owner._row_of[pid]].astype(np.float32),
+                            k=1)[0].place_id == pid

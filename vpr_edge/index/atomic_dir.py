@@ -306,7 +306,11 @@ def recover(target: Path) -> None:
         changed = True
     ours = re.compile(re.escape(target.name + TMP_INFIX) + r"\d+-[0-9a-f]{8}")
     # (not parent.glob(name + "*"): a map named "maps[v2]" would be a pattern, matching none)
-    for stale in parent.iterdir():
+    try:
+        entries = list(parent.iterdir())
+    except PermissionError:  # a folder this user may write in but not list (a drop box)
+        entries = []
+    for stale in entries:
         if ours.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
             changed = True

@@ -605,20 +605,25 @@ def read_map(target: Path, *, fingerprint: str | None, hnsw_factory,
         with atomic_dir.shared_lock(target) as locked:
             before = None if locked else _which_save(target)
             try:
-                return _read_map_locked(target, fingerprint, hnsw_factory, rebuild_if_corrupt)
+                loaded = _read_map_locked(target, fingerprint, hnsw_factory,
+                                          rebuild_if_corrupt)
+                error = None
             except (MapError, OSError) as exc:
-                if locked or _which_save(target) == before:
-                    raise
-                if attempt == UNLOCKED_READ_TRIES:
-                    lock = atomic_dir.sibling(atomic_dir.real_target(target),
-                                              atomic_dir.LOCK_SUFFIX)
-                    raise MapError(
-                        f"{target}: the map was saved again during each of {attempt} reads, "
-                        f"and this user may not open its lock file {lock}, which makes a "
-                        f"save wait for readers ({exc}): let this user read the lock file "
-                        "(chmod a+r), or open the map while no process saves it") from exc
-                log.info("%s was saved while it was read without its lock: reading it "
-                         "again", target)
+                loaded, error = None, exc
+            # unlocked, a read that worked can be mixed too (rebuild_if_corrupt takes a graph
+            # of one save beside the records of another for damage): either way, read again
+            if locked or _which_save(target) == before:
+                if error is not None:
+                    raise error
+                return loaded
+        if attempt == UNLOCKED_READ_TRIES:
+            lock = atomic_dir.sibling(atomic_dir.real_target(target), atomic_dir.LOCK_SUFFIX)
+            raise MapError(
+                f"{target}: the map was saved again during each of {attempt} reads, and this "
+                f"user may not open its lock file {lock}, which makes a save wait for readers"
+                f"{'' if error is None else f' ({error})'}: let this user read the lock file "
+                "(chmod a+r), or open the map while no process saves it") from error
+        log.info("%s was saved while it was read without its lock: reading it again", target)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -40,7 +40,13 @@ from .projection import count_sketch, project
 from .records import PlaceRecords
 from .results import PlaceMatch, PlaceRecord
 from .rwlock import ReadWriteLock
-from .settings import COMPACT_MIN_REMOVED, REFINE_MAX_PLACES, SPACE, IndexSettings
+from .settings import (
+    COMPACT_MAX_LIVE,
+    COMPACT_MIN_REMOVED,
+    REFINE_MAX_PLACES,
+    SPACE,
+    IndexSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -329,10 +335,12 @@ class PlaceIndex:
         Held tombstones slow queries and take memory (a map kept at 1000 live places while
         9600 were removed and added searched 29x slower). So once at least
         :data:`~vpr_edge.index.settings.COMPACT_MIN_REMOVED` (1000) removed places are held,
-        more than the live ones, a map searched exactly (``IndexSettings.exact_limit``) is
-        rebuilt by this call (0.2 s at 1000 live 7168-d places; it stops a background rebuild, as a
-        plain :meth:`rebuild` does), and a larger one logs a warning: call :meth:`rebuild` at
-        a quiet moment (it holds the index: 5 s at 10k places).
+        more than the live ones, a map of at most
+        :data:`~vpr_edge.index.settings.COMPACT_MAX_LIVE` (2000) live places, or one searched
+        exactly, is rebuilt by this call (0.2 s at 1000 live 7168-d places; it stops a
+        background rebuild, as a plain :meth:`rebuild` does), and a larger one logs a
+        warning: call :meth:`rebuild` at a quiet moment (it holds the index: 5 s at 10k
+        places).
         """
         wanted = validate.id_list(ids, None)
         if not wanted:
@@ -361,7 +369,7 @@ class PlaceIndex:
         held = self._records.rows - self._live
         if held < COMPACT_MIN_REMOVED or held <= self._live:
             return
-        if self._wants_exact():
+        if self._wants_exact() or self._live <= COMPACT_MAX_LIVE:
             log.info("dropping %d removed places (%d live) from the index", held, self._live)
             self._plain_rebuild_locked("remove() dropped the removed places (a plain rebuild)")
         elif not self._warned_tombstones:

@@ -113,18 +113,25 @@ class ReadWriteLock:
             self._admitted = 0
 
     def _acquire_long_read(self) -> None:
+        gated = self._local.__dict__.setdefault("gated", [])
+        if self._depth():  # already reading (a save from a query filter): a plain re-entrant
+            gated.append(False)  # read; the gate could be held by a writer waiting on it
+            self._acquire_read()
+            return
         self._gate.acquire()
         try:
             self._acquire_read()
         except BaseException:
             self._gate.release()
             raise
+        gated.append(True)
 
     def _release_long_read(self) -> None:
         try:
             self._release_read()
         finally:
-            self._gate.release()
+            if self._local.gated.pop():
+                self._gate.release()
 
     def _release_write(self) -> None:
         with self._cond:
