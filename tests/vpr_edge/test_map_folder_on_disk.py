@@ -494,15 +494,11 @@ def test_a_failed_save_says_what_to_do_about_its_cause(
     assert len(PlaceIndex.open(target)) == 20
 
 
-def test_a_reader_without_the_lock_reads_again_when_the_map_was_saved_meanwhile(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A user who may not open ``<map>.lock`` reads without it; a map saved during such a
-    read came back as "damaged" (893 of 1568 opens while its owner saved in a loop) or as
-    a raw FileNotFoundError. Such a read is now repeated; real damage is not."""
+def saved_map_read_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                            ) -> tuple[PlaceIndex, Path]:
+    """A saved map (its index, its path), read from here on without its lock, as by a user
+    who may not open ``<map>.lock``."""
     import contextlib
-
-    from vpr_edge.errors import MapCorruptError
-    from vpr_edge.index import map_store
 
     owner = small_index()
     target = owner.save(tmp_path / "map")
@@ -512,6 +508,18 @@ def test_a_reader_without_the_lock_reads_again_when_the_map_was_saved_meanwhile(
         yield False
 
     monkeypatch.setattr(atomic_dir, "shared_lock", unlocked)
+    return owner, target
+
+
+def test_a_reader_without_the_lock_reads_again_when_the_map_was_saved_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user who may not open ``<map>.lock`` reads without it; a map saved during such a
+    read came back as "damaged" (893 of 1568 opens while its owner saved in a loop) or as
+    a raw FileNotFoundError. Such a read is now repeated; real damage is not."""
+    from vpr_edge.errors import MapCorruptError
+    from vpr_edge.index import map_store
+
+    owner, target = saved_map_read_unlocked(tmp_path, monkeypatch)
     real_read = map_store._read_records
     reads: list[int] = []
 
@@ -575,18 +583,9 @@ def test_an_unlocked_read_that_worked_is_read_again_if_the_map_changed_meanwhile
     """Without the lock, a read can succeed with files of two saves (with
     rebuild_if_corrupt=True, a graph of one save beside the records of the other is taken
     for damage and rebuilt): places came back with other places' descriptors."""
-    import contextlib
-
     from vpr_edge.index import map_store
 
-    owner = small_index()
-    target = owner.save(tmp_path / "map")
-
-    @contextlib.contextmanager
-    def unlocked(path):
-        yield False
-
-    monkeypatch.setattr(atomic_dir, "shared_lock", unlocked)
+    owner, target = saved_map_read_unlocked(tmp_path, monkeypatch)
     real_read = map_store._read_records
     reads: list[int] = []
 
