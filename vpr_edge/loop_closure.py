@@ -82,7 +82,8 @@ class LoopClosureConfig:
         report_unverifiable: with ``verify``, also report loops to places that cannot be
             checked, with ``verified=None`` (for example against a map from an earlier
             session, whose images are not kept). False: skip them.
-        add_to_map: add every processed keyframe to the map after searching it.
+        add_to_map: add every processed keyframe to the map after searching it. False with
+            ``verify`` needs ``report_unverifiable`` (no place would have features to check).
     """
 
     exclusion_frames: int = 50
@@ -131,6 +132,12 @@ class LoopClosureConfig:
                 f"exclusion_frames ({self.exclusion_frames}) with verify=True: ORB features are "
                 f"kept for the newest {self.max_feature_places} places only, which are all "
                 f"inside the exclusion window, so no loop could ever be verified")
+        if self.verify is True and self.add_to_map is False and self.report_unverifiable is False:
+            problems.append(
+                "verify=True with add_to_map=False reports nothing: ORB features are kept only "
+                "for the places this detector adds, so no candidate can be verified; set "
+                "add_to_map=True, report_unverifiable=True (loops then come with "
+                "verified=None), or verify=False")
         if problems:
             raise InvalidInputError("LoopClosureConfig: " + "; ".join(problems))
 

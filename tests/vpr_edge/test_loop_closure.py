@@ -436,6 +436,17 @@ def test_feature_places_all_inside_the_exclusion_window_are_refused(frames: int,
     LoopClosureConfig(verify=True, exclusion_frames=frames, max_feature_places=frames + 1)
 
 
+def test_verify_without_adding_to_the_map_is_refused_unless_unverified_loops_are_wanted(
+        ) -> None:
+    """ORB features are kept only for places the detector adds: verify=True with
+    add_to_map=False reported nothing, ever, and was accepted silently."""
+    with pytest.raises(InvalidInputError, match="verify=True with add_to_map=False reports "
+                                                "nothing.*report_unverifiable=True"):
+        LoopClosureConfig(verify=True, add_to_map=False)
+    LoopClosureConfig(verify=True, add_to_map=False, report_unverifiable=True)
+    LoopClosureConfig(verify=False, add_to_map=False)
+
+
 def test_features_dropped_inside_the_time_window_warn(route: np.ndarray, tiny,
                                                       caplog: pytest.LogCaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,13 +36,12 @@ MAX_INDEX_CAPACITY = 2**32 - 1
 #: larger ones go in shuffled, which left little to repair (blocks of 1024 places shuffled
 #: within reached recall@1 0.998 of exact search at 10k places, ef 192).
 REFINE_MAX_PLACES = 1024
-#: Removed places are tombstones until a plain rebuild drops them. Once at least this many
-#: are held, and more than the live places, a map searched exactly (a few seconds' worth of
-#: rebuild at most: 0.2 s at 1000 live 7168-d places) is compacted by the remove() that
-#: crossed the line; a larger map warns (its rebuild holds the index for seconds to minutes).
+#: Removed places are tombstones until a plain rebuild drops them. Once at least
+#: COMPACT_MIN_REMOVED are held, and more than the live places, a map of at most
+#: COMPACT_MAX_LIVE live places (or one searched exactly) is compacted by the remove() that
+#: crossed the line (its rebuild takes under a second: 0.2 s at 1000 live 7168-d places); a
+#: larger map warns (its rebuild holds the index for seconds to minutes).
 COMPACT_MIN_REMOVED = 1000
-#: ... when the map holds at most this many live places (or is searched exactly): a rebuild of
-#: 2000 places takes well under a second, whatever the dimension.
 COMPACT_MAX_LIVE = 2000
 
 
