@@ -170,7 +170,6 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
                                 "files are left out)")
-    _warn_of_other_image_types(root)
     files = files[::every]
     return _files_source(f"{root} ({len(files)} images)",
                          [_file_frame(i, p) for i, p in enumerate(files)], skip_damaged)
@@ -183,10 +182,11 @@ def not_a_folder(path: Path) -> str:
     return f"{path} is a file, not a folder of images"
 
 
-def _warn_of_other_image_types(folder: Path) -> None:
-    """Warn of image files a folder source leaves out (:data:`OTHER_IMAGE_SUFFIXES`: a
-    ``.jfif`` or ``.gif`` was dropped without a word, while ``vpr-edge query`` read it)."""
-    others = sorted(p.name for p in folder.iterdir()
+def _warn_of_other_image_types(folder: Path, entries: list[Path]) -> None:
+    """Warn of image files among ``entries`` (of ``folder``) that a folder source leaves out
+    (:data:`OTHER_IMAGE_SUFFIXES`: a ``.jfif`` or ``.gif`` was dropped without a word, while
+    ``vpr-edge query`` read it)."""
+    others = sorted(p.name for p in entries
                     if not p.name.startswith(".") and p.suffix.lower() in OTHER_IMAGE_SUFFIXES
                     and p.is_file())
     if others:
@@ -197,8 +197,11 @@ def _warn_of_other_image_types(folder: Path) -> None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The image files of ``folder`` (not of its sub-folders), sorted by name."""
-    return sorted(p for p in folder.iterdir() if is_image_file(p))
+    """The image files of ``folder`` (not of its sub-folders), sorted by name; a warning names
+    the image files of other types it leaves out (the folder is listed once, for both)."""
+    entries = list(folder.iterdir())
+    _warn_of_other_image_types(folder, entries)
+    return sorted(p for p in entries if is_image_file(p))
 
 
 def list_source(csv_path: PathLike, *, every: int = 1, skip_damaged: bool = False

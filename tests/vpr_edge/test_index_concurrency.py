@@ -178,25 +178,24 @@ def test_rwlock_excludes_writers_and_lets_readers_share() -> None:
     assert violations == [] and inside["max_readers"] >= 2
 
 
+def appender(guard, order: list[str], label: str):
+    """A thread target that appends ``label`` to ``order`` while holding ``guard``."""
+    def run() -> None:
+        with guard:
+            order.append(label)
+    return run
+
+
 def test_a_long_read_lets_readers_pass_a_waiting_writer() -> None:
     """Queued as usual, a writer waiting for a save (a long read) held back every new reader
     until the save was done."""
     lock = ReadWriteLock()
     order: list[str] = []
-
-    def write() -> None:
-        with lock.write():
-            order.append("write")
-
-    def read() -> None:
-        with lock.read():
-            order.append("read")
-
     with lock.long_read():
-        writer = threading.Thread(target=write)
+        writer = threading.Thread(target=appender(lock.write(), order, "write"))
         writer.start()
         time.sleep(0.1)  # the writer now waits for the long read
-        reader = threading.Thread(target=read)
+        reader = threading.Thread(target=appender(lock.read(), order, "read"))
         reader.start()
         reader.join(timeout=5)
         assert not reader.is_alive() and order == ["read"]
@@ -250,13 +249,9 @@ def test_a_long_read_inside_a_read_does_not_wait_for_a_waiting_writer() -> None:
     lock = ReadWriteLock()
     done: list[str] = []
 
-    def write() -> None:
-        with lock.write():
-            done.append("write")
-
     def query_that_saves() -> None:
         with lock.read():
-            writer = threading.Thread(target=write, daemon=True)
+            writer = threading.Thread(target=appender(lock.write(), done, "write"), daemon=True)
             writer.start()
             time.sleep(0.1)  # the writer now holds the gate, waiting for this reader
             with lock.long_read():

@@ -85,7 +85,7 @@ def map_settings(dim: int, places: int, capacity: int) -> IndexSettings:
     at that size, without first making the float32 copy for exact search (4·dim bytes a
     place) at full capacity."""
     settings = IndexSettings()
-    if places > settings.exact_limit(dim):
+    if not settings.searches_exactly(places, dim):
         settings = dataclasses.replace(settings, mode="hnsw")
     per_place = PlaceIndex(dim, settings=settings).info()["memory_bytes"]["per_place"]
     available = available_memory()

@@ -144,9 +144,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                     f"{source.description}: every frame was damaged ({len(source.skipped)} "
                     f"skipped; the first: {source.skipped[0]}), so no map was written")
             rebuild_seconds = None
-            settings = loc.index.settings
-            graph = settings.mode == "hnsw" or (settings.mode == "auto"
-                                                and len(loc) > settings.exact_limit(loc.index.dim))
+            graph = not loc.index.settings.searches_exactly(len(loc), loc.index.dim)
             if rebuild and added and added >= len(loc) - added and graph:
                 # (searched through its graph once opened; the build itself may still be
                 # searching exactly, up to EXACT_KEEP_FACTOR beyond the exact limit)

@@ -915,13 +915,9 @@ class PlaceIndex:
         return project(descriptors, self._projection, normalise=not query)
 
     def _wants_exact(self) -> bool:
-        mode = self._settings.mode
-        if mode != "auto":
-            return mode == "exact"
-        limit = self._settings.exact_limit(self._dim)
-        if self._exact is not None:  # searched exactly: keep it a little beyond the limit
-            limit = math.floor(limit * EXACT_KEEP_FACTOR)
-        return self._live <= limit
+        # searched exactly: it stays so a little beyond the limit
+        margin = 1.0 if self._exact is None else EXACT_KEEP_FACTOR
+        return self._settings.searches_exactly(self._live, self._dim, margin)
 
     def _sync_exact(self) -> None:
         """Keep the float32 copy for exact search exactly while exact search is in use."""

@@ -199,6 +199,13 @@ class IndexSettings:
             return self.exact_max_places
         return min(EXACT_MAX_PLACES, EXACT_MAX_VALUES // max(1, dim))
 
+    def searches_exactly(self, places: int, dim: int, margin: float = 1.0) -> bool:
+        """Whether a map of ``places`` live ``dim``-d places is searched exactly: the mode,
+        or in ``auto`` at most ``margin`` times :meth:`exact_limit` places."""
+        if self.mode != "auto":
+            return self.mode == "exact"
+        return places <= math.floor(self.exact_limit(dim) * margin)
+
     def graph_dim(self, dim: int) -> int:
         """Dimension of the vectors the HNSW graph holds for ``dim``-d descriptors."""
         return dim if self.search_dim is None or dim <= self.search_dim else self.search_dim
