@@ -156,3 +156,17 @@ def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:
     if settings["stats_file"]:
         settings["stats_file"] = os.path.expanduser(settings["stats_file"])
     return settings
+
+
+
+def compressed_image_topic(resolve: Callable[[str], str], expand: Callable[[str], str]) -> str:
+    """The topic name a node with ``use_compressed`` subscribes to for ``CompressedImage``,
+    as image_transport names it: the ``image`` topic after remapping plus ``/compressed``, so
+    ``image:=/camera/image_raw`` alone is enough. A remap of ``image/compressed`` itself wins
+    (the relative name is returned, for the middleware to remap).
+
+    ``resolve(name)``: the name after namespaces and remaps; ``expand(name)``: after
+    namespaces only (rclpy's ``resolve_topic_name`` with and without ``only_expand``)."""
+    if resolve("image/compressed") != expand("image/compressed"):
+        return "image/compressed"
+    return resolve("image").rstrip("/") + "/compressed"

@@ -18,10 +18,12 @@ Services: save_map, reset (std_srvs/Trigger).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
 
+import rosgraph.names
 import rospy
 from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
@@ -32,7 +34,11 @@ from std_srvs.srv import Trigger, TriggerResponse
 
 from vpr_edge.errors import VprEdgeError
 from vpr_edge.loop_node import LoopClosureNode
-from vpr_edge.node_params import node_config_from_params, transport_settings
+from vpr_edge.node_params import (
+    compressed_image_topic,
+    node_config_from_params,
+    transport_settings,
+)
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_messages import (
@@ -80,16 +86,20 @@ class Ros1LoopClosureNode:
         self.pose_pub = rospy.Publisher("loop_closure/match_pose", PoseStamped, queue_size=10)
         queue = self.transport["queue_size"]
         if self.transport["use_compressed"]:
-            rospy.Subscriber("image/compressed", CompressedImage, self.on_image,
-                             queue_size=queue, buff_size=2 ** 24)
+            topic = compressed_image_topic(
+                rospy.resolve_name, lambda name: rosgraph.names.resolve_name(name,
+                                                                             rospy.get_name()))
+            kind = CompressedImage
         else:
-            rospy.Subscriber("image", Image, self.on_image, queue_size=queue,
-                             buff_size=2 ** 24)
+            topic, kind = "image", Image
+        rospy.Subscriber(topic, kind, self.on_image, queue_size=queue, buff_size=2 ** 24)
         rospy.Subscriber("odom", Odometry, self.on_odom, queue_size=100)
         rospy.Service("save_map", Trigger, self.on_save)
         rospy.Service("reset", Trigger, self.on_reset)
         rospy.on_shutdown(self.shutdown)
-        rospy.loginfo("vpr-edge loop closure: %s", json.dumps(self.core.localizer.info()))
+        rospy.loginfo("vpr-edge loop closure: images from %s (%s), model %s",
+                      rospy.resolve_name(topic), kind.__name__,
+                      json.dumps(self.core.localizer.info()))
 
     # -- callbacks -------------------------------------------------------------------------
     def on_image(self, msg) -> None:
@@ -145,8 +155,25 @@ class Ros1LoopClosureNode:
             self.stopped.set()
 
 
+def shut_down_on_a_thread() -> None:
+    """Run rospy's SIGINT/SIGTERM handler on a thread of its own, not inside the main thread.
+
+    rospy's handler tells the master that the node goes, through the lock that guards its
+    calls to the master. A signal that lands while the main thread is inside such a call
+    (reading a parameter, or a log line going to /rosout during start-up) made the handler
+    wait for a lock its own thread held: the node hung until it was killed, and the places
+    added since the last save were lost. On a thread, the handler waits for the call to end.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            signal.signal(sig, lambda number, _frame, handler=handler: threading.Thread(
+                target=handler, args=(number, None), name="rospy-shutdown").start())
+
+
 def main() -> int:
     rospy.init_node("vpr_edge_loop_closure")
+    shut_down_on_a_thread()
     try:
         node = Ros1LoopClosureNode()
     except VprEdgeError as exc:

@@ -36,7 +36,12 @@ from std_srvs.srv import Trigger
 
 from vpr_edge.errors import VprEdgeError
 from vpr_edge.loop_node import LoopClosureNode
-from vpr_edge.node_params import PARAMS, node_config_from_params, transport_settings
+from vpr_edge.node_params import (
+    PARAMS,
+    compressed_image_topic,
+    node_config_from_params,
+    transport_settings,
+)
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_messages import (
@@ -94,15 +99,20 @@ class Ros2LoopClosureNode(Node):
                          reliability=ReliabilityPolicy.RELIABLE if reliable
                          else ReliabilityPolicy.BEST_EFFORT, durability=sensor.durability)
         if self.transport["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self.on_image, qos)
+            topic = compressed_image_topic(
+                self.resolve_topic_name,
+                lambda name: self.resolve_topic_name(name, only_expand=True))
+            kind = CompressedImage
         else:
-            self.create_subscription(Image, "image", self.on_image, qos)
+            topic, kind = "image", Image
+        self.create_subscription(kind, topic, self.on_image, qos)
         # best effort takes reliable and sensor-data (best-effort) odometry publishers alike
         self.create_subscription(Odometry, "odom", self.on_odom,
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_service(Trigger, "save_map", self.on_save)
         self.create_service(Trigger, "reset", self.on_reset)
-        self.get_logger().info("vpr-edge loop closure: "
+        source = f"{self.resolve_topic_name(topic)} ({kind.__name__})"
+        self.get_logger().info(f"vpr-edge loop closure: images from {source}, model "
                                + json.dumps(self.core.localizer.info()))
 
     def on_image(self, msg) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,6 +67,27 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> str:
         process.kill()
         out, _ = process.communicate()
     return out
+
+
+def line_with(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """The first line of ``process``'s output holding ``text`` (the output read so far,
+    if the process ends or ``timeout`` passes first). A thread goes on reading the output:
+    end the process with signals and ``wait()``, not :func:`stop`."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                     daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if text in line:
+            return line
+        seen.append(line)
+    return "".join(seen)
 
 
 def play_route(node: subprocess.Popen, player: list[str], env: dict, timeout: float,
@@ -124,4 +148,5 @@ def ros2_python() -> str:
 def ros() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import this conftest)."""
     return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
-                           stop=stop, play_route=play_route, check_route_run=check_route_run)
+                           stop=stop, line_with=line_with, play_route=play_route,
+                           check_route_run=check_route_run)

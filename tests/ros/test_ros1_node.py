@@ -135,3 +135,59 @@ def test_malformed_images_are_counted_and_the_node_stays_up(ros1_python, ros_env
                                  "truncated data": 2}, log
     assert stats["processed"] == 2 and stats["errors"] == 0  # the two good frames
     assert log.count("unsupported encoding") == 1  # logged once per kind
+
+
+@pytest.mark.parametrize("remaps, topic", [
+    ([], "/image/compressed"),
+    (["image:=/camera/image_raw"], "/camera/image_raw/compressed"),
+    (["image:=/camera/image_raw", "image/compressed:=/other/jpeg"], "/other/jpeg"),
+])
+def test_compressed_images_follow_the_image_remap(ros1_python, ros_env, tiny_onnx, remaps,
+                                                  topic, ros) -> None:
+    """With _use_compressed:=true, `image:=/camera/image_raw` alone takes
+    /camera/image_raw/compressed, as image_transport names it (it stayed on
+    /image/compressed, and the node waited for images that never came)."""
+    node = subprocess.Popen([ros1_python, str(NODE), f"_model:={tiny_onnx}",
+                             "_backend:=onnxruntime-cpu", "_use_compressed:=true", *remaps],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        line = ros.line_with(node, "images from")
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=30)
+    assert f"images from {topic} (CompressedImage)" in line, line
+
+
+SIGNAL_DURING_A_MASTER_CALL = """
+import os, signal, sys, threading, time
+import rosgraph, rospy, rospy.core
+sys.path.insert(0, sys.argv[1])
+from vpr_edge_node import shut_down_on_a_thread
+
+rospy.init_node("signal_during_a_master_call", anonymous=True)
+shut_down_on_a_thread()
+master = rospy.core.xmlrpcapi(rosgraph.get_master_uri())
+watchdog = threading.Timer(20, lambda: os._exit(3))  # the deadlock: rospy never shuts down
+watchdog.start()
+with master._lock:  # the main thread inside a call to the master, as in a log to /rosout
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+deadline = time.monotonic() + 15
+while not rospy.is_shutdown() and time.monotonic() < deadline:
+    time.sleep(0.05)
+watchdog.cancel()
+print("shut down" if rospy.is_shutdown() else "still running")
+"""
+
+
+def test_a_signal_during_a_call_to_the_master_shuts_the_node_down(ros1_python,
+                                                                   ros_env) -> None:
+    """rospy's SIGINT handler, run inside the main thread while that thread was in a call to
+    the master (a log line going to /rosout at start-up), waited for the lock of that same
+    call: the node hung until killed (1 start in 3 when stopped right after it logged), and
+    lost the places added since its last save. The node runs the handler on a thread."""
+    run = subprocess.run([ros1_python, "-c", SIGNAL_DURING_A_MASTER_CALL, str(NODE.parent)],
+                         env=ros_env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.split()[-2:] == ["shut", "down"], (
+        run.returncode, run.stdout, run.stderr[-2000:])

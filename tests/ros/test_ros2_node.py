@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_loop_closures_on_a_route_walked_twice(ros2_python, ros2_env, gp_model, 
          "-p", f"keyframe_every_n:={ros.KEEP_EVERY}", "-p", "exclusion_frames:=20",
          "-p", "consistency_radius:=2", "-p", "message_type:=standard",
          "-p", "use_compressed:=true", "-p", f"stats_file:={stats_file}",
-         "-r", "image/compressed:=/camera/image_raw/compressed"],
+         "-r", "image:=/camera/image_raw"],  # takes /camera/image_raw/compressed
         env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result, stats = ros.play_route(
         node, [ros2_python, str(PLAYER), "--images", str(gardens_point_dir / "day_left"),
@@ -142,3 +143,27 @@ def test_ctrl_c_inside_a_map_change_under_rclpy_s_handler_waits_and_reaches_rclp
                          env=ros2_env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["10", "20", "False"], run.stdout + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("remaps, topic", [
+    ([], "/image/compressed"),
+    (["-r", "image:=/camera/image_raw"], "/camera/image_raw/compressed"),
+    (["-r", "image:=/camera/image_raw", "-r", "image/compressed:=/other/jpeg"], "/other/jpeg"),
+    (["-r", "__ns:=/robot"], "/robot/image/compressed"),
+])
+def test_compressed_images_follow_the_image_remap(ros2_python, ros2_env, tiny_onnx, remaps,
+                                                  topic, ros) -> None:
+    """With use_compressed:=true, `-r image:=/camera/image_raw` alone takes
+    /camera/image_raw/compressed, as image_transport names it (it stayed on
+    /image/compressed, and the node waited for images that never came)."""
+    node = subprocess.Popen([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
+                             "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
+                             "-p", "use_compressed:=true", *remaps],
+                            env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        line = ros.line_with(node, "images from")
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=30)
+    assert f"images from {topic} (CompressedImage)" in line, line

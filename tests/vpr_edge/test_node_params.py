@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vpr_edge.errors import InvalidInputError
-from vpr_edge.node_params import DEFAULTS, node_config_from_params
+from vpr_edge.node_params import DEFAULTS, compressed_image_topic, node_config_from_params
 
 
 def read(**values):
@@ -115,3 +115,22 @@ def test_image_reliability_reaches_the_transport_settings_and_a_bad_one_is_refus
     with pytest.raises(InvalidInputError, match="image_reliability must be 'best_effort' or "
                                                 "'reliable', got 'RELIABLE'"):
         read(image_reliability="RELIABLE")
+
+
+@pytest.mark.parametrize("remaps, topic", [
+    ({}, "/ns/image/compressed"),
+    ({"/ns/image": "/camera/image_raw"}, "/camera/image_raw/compressed"),
+    ({"/ns/image": "/camera/image_raw", "/ns/image/compressed": "/jpeg"}, "image/compressed"),
+    ({"/ns/image/compressed": "/jpeg"}, "image/compressed"),
+])
+def test_the_compressed_topic_follows_a_remap_of_image(remaps, topic) -> None:
+    """As image_transport names it: `image:=/camera/image_raw` takes
+    /camera/image_raw/compressed; a remap of image/compressed itself is left to the
+    middleware (the relative name)."""
+    def expand(name: str) -> str:
+        return "/ns/" + name
+
+    def resolve(name: str) -> str:
+        return remaps.get(expand(name), expand(name))
+
+    assert compressed_image_topic(resolve, expand) == topic

@@ -26,9 +26,7 @@ def generate_launch_description() -> LaunchDescription:
             cmd=["python3", str(NODE), "--ros-args", "--params-file", arg("params"),
                  # quoted: rcl refuses an empty `map_dir:=` (the default: no map directory)
                  "-p", ["model:=", arg("model")], "-p", ["map_dir:='", arg("map_dir"), "'"],
-                 "-r", ["image:=", arg("image")], "-r", ["odom:=", arg("odom")],
-                 # remapping image leaves image/compressed as it is (on ROS 1 too): for
-                 # use_compressed: true, the compressed transport of the same camera
-                 "-r", ["image/compressed:=", arg("image"), "/compressed"]],
+                 # with use_compressed: true the node takes <image>/compressed
+                 "-r", ["image:=", arg("image")], "-r", ["odom:=", arg("odom")]],
             output="screen"),
     ])
