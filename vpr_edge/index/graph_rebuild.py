@@ -1,8 +1,8 @@
 """A new HNSW graph for a :class:`~vpr_edge.index.PlaceIndex`, built in a background thread.
 
 An HNSW graph built in route order (a robot's adds) is weaker than one built in a random order
-(``benchmarks/insertion_order.py``). The index re-inserts the places of each small add once
-the next add is in, which repairs that (``IndexSettings.refine_adds``), and
+(``benchmarks/insertion_order.py``). The index re-inserts the places of each small add in
+the adds that follow, which repairs that (``IndexSettings.refine_adds``), and
 ``PlaceIndex.rebuild()`` builds a random-order graph but holds the index's write lock while it
 runs (63-71 s at 100k places on two cores). A :class:`GraphRebuild` instead builds the new
 graph outside the lock, from a snapshot of the live places, while the old graph keeps

@@ -21,6 +21,7 @@ import numbers
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -44,6 +45,7 @@ from .settings import (
     COMPACT_MAX_LIVE,
     COMPACT_MIN_REMOVED,
     REFINE_MAX_PLACES,
+    REFINE_PER_ADD,
     SPACE,
     IndexSettings,
 )
@@ -157,7 +159,8 @@ class PlaceIndex:
         self._stopped: list[GraphRebuild] = []  # those plain rebuilds stopped, still running
         self._broken: str | None = None  # what left the index inconsistent (never saved then)
         self._rebuilt_at = 0  # places in the graph at its last random-order build
-        self._unrefined: tuple[list[int], int, np.ndarray] | None = None  # the last add
+        # places of small adds not yet re-inserted: (ids, first row, graph vectors), oldest first
+        self._unrefined: deque[tuple[list[int], int, np.ndarray]] = deque()
         self._warned_tombstones = False  # said that many removed places are held
         self._layout = 0  # bumped when rows are renumbered (rebuild): saved files are stale
         self._disk: tuple[int, map_store.DiskState] | None = None
@@ -312,7 +315,7 @@ class PlaceIndex:
         start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
         for j, pid in enumerate(new_ids):
             self._row_of[pid] = start + j
-        self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors)
+        self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors, n)
         self._live += n
         self._added += n
         self._next_id = max(self._next_id, max(new_ids) + 1)
@@ -864,11 +867,13 @@ class PlaceIndex:
             vectors, labels = vectors[order], labels[order]
         hnsw.add_items(vectors, labels, num_threads=self._threads(len(labels)))
 
-    def _refine_previous(self, added: tuple[list[int], int] | None, vectors: np.ndarray
-                         ) -> None:
-        """Re-insert the places of the previous add, now that its successors are in the
-        graph (``settings.refine_adds``); remember ``added`` (the ids of this add and its first
-        row, None for a large add) and their graph ``vectors`` for the next add.
+    def _refine_previous(self, added: tuple[list[int], int] | None, vectors: np.ndarray,
+                         count: int) -> None:
+        """Re-insert places of earlier adds, now that their successors are in the graph
+        (``settings.refine_adds``), oldest first: at most ``max(REFINE_PER_ADD, count)`` for
+        an add of ``count`` places, so one keyframe added after a batch of 1024 does not hold
+        the write lock for the whole batch's re-insertion. Then queue ``added`` (the ids of
+        this add and its first row, None for a large add) with their graph ``vectors``.
 
         Re-adding a label is hnswlib's update: the place's links, and its neighbours' links,
         are chosen again from their neighbourhoods. A graph built a place (or a small batch)
@@ -878,24 +883,34 @@ class PlaceIndex:
         random-order build (``benchmarks/insertion_order.py``), for 0.9-1.3 ms more per
         place (10k-100k places).
         """
-        previous, self._unrefined = self._unrefined, None
         if not self._settings.refine_adds:
+            self._unrefined.clear()
             return
-        if previous is not None:
-            ids, start, prev_vectors = previous
-            removed, row_of = self._records.removed, self._row_of
-            # only the same, still live places: re-adding a removed label would undelete it,
-            # and a removed id added again has a new row and its own vector
-            keep = [j for j, pid in enumerate(ids)
-                    if row_of.get(pid) == start + j and not removed[start + j]]
-            if keep:
-                labels = np.asarray([ids[j] for j in keep], dtype=np.uint64)
-                again = prev_vectors[keep]
-                self._hnsw.add_items(again, labels, num_threads=self._threads(len(keep)))
-                if self._background is not None:
-                    self._background.record_add(labels, again)
+        budget = max(REFINE_PER_ADD, count)
+        while self._unrefined and budget > 0:
+            ids, start, prev_vectors = self._unrefined.popleft()
+            if len(ids) > budget:  # the rest waits for the next add
+                self._unrefined.appendleft((ids[budget:], start + budget,
+                                            prev_vectors[budget:]))
+                ids, prev_vectors = ids[:budget], prev_vectors[:budget]
+            budget -= len(ids)
+            self._reinsert(ids, start, prev_vectors)
         if added is not None:
-            self._unrefined = (*added, vectors)
+            self._unrefined.append((*added, vectors))
+
+    def _reinsert(self, ids: list[int], start: int, vectors: np.ndarray) -> None:
+        """hnswlib's update of the places ``ids`` (rows from ``start``) that are still
+        those places and live: re-adding a removed label would undelete it, and a removed id
+        added again has a new row and its own vector."""
+        removed, row_of = self._records.removed, self._row_of
+        keep = [j for j, pid in enumerate(ids)
+                if row_of.get(pid) == start + j and not removed[start + j]]
+        if keep:
+            labels = np.asarray([ids[j] for j in keep], dtype=np.uint64)
+            again = vectors[keep]
+            self._hnsw.add_items(again, labels, num_threads=self._threads(len(keep)))
+            if self._background is not None:
+                self._background.record_add(labels, again)
 
     def _apply_ef(self) -> None:
         """Give the graph the ef for the map's size (``IndexSettings.search_ef``)."""
@@ -952,7 +967,7 @@ class PlaceIndex:
         self._warned_tombstones = False
         # every place is in the new graph, and the last add's rows may be renumbered: a
         # removed id added again at its old row number would be "refined" with its old vector
-        self._unrefined = None
+        self._unrefined.clear()
         if compact:  # saved record and descriptor files no longer match the rows
             self._layout += 1
             self._disk = None

@@ -32,10 +32,15 @@ MAX_M = 2048
 MAX_GROWTH_FACTOR = 16.0
 #: Places an index can hold: hnswlib numbers its elements with 32-bit unsigned ints.
 MAX_INDEX_CAPACITY = 2**32 - 1
-#: With ``refine_adds``, adds of at most this many places are re-inserted by the next add;
+#: With ``refine_adds``, adds of at most this many places are re-inserted by later adds;
 #: larger ones go in shuffled, which left little to repair (blocks of 1024 places shuffled
 #: within reached recall@1 0.998 of exact search at 10k places, ef 192).
 REFINE_MAX_PLACES = 1024
+#: With ``refine_adds``, an add of ``n`` places re-inserts at most ``max(REFINE_PER_ADD, n)``
+#: places of earlier adds (the oldest first; the rest wait for the following adds): a keyframe
+#: added after a batch of 1024 places re-inserts 64 of them (about 30 ms at 7168 dims), not
+#: all 1024 (0.45-0.6 s under the write lock, with queries waiting).
+REFINE_PER_ADD = 64
 #: Removed places are tombstones until a plain rebuild drops them. Once at least
 #: COMPACT_MIN_REMOVED are held, and more than the live places, a map of at most
 #: COMPACT_MAX_LIVE live places (or one searched exactly) is compacted by the remove() that
@@ -53,7 +58,7 @@ class IndexSettings:
     ``benchmarks/index_scaling_quick.py`` (figures in docs/index.md): places added in
     route order (as a robot adds them) make a weaker graph than shuffled ones, so batch adds
     and :meth:`PlaceIndex.rebuild` insert in a random order, and a place added on its own (or
-    in a small batch) is re-inserted once the next add is in (``refine_adds``). In
+    in a small batch) is re-inserted by the adds that follow (``refine_adds``). In
     ``benchmarks/insertion_order.py`` (100k 7168-d places added one by one) recall@1 at
     ef 192 was 0.982 with plain inserts and 1.000 refined, the same as a random-order
     ``rebuild()``. On descriptors synthesised from real
@@ -113,7 +118,7 @@ class IndexSettings:
             grown one by one the recall of a random-order build, without a core busy for
             minutes (100 s at 64k places) and a pause of up to 1 s at each swap.
         refine_adds: re-insert the places of each add of at most :data:`REFINE_MAX_PLACES`
-            places (a place added on its own, a small batch) when the next add arrives, which
+            places (a place added on its own, a small batch) in the adds that follow, which
             is hnswlib's update: their links and their neighbours' are chosen again now that
             their successors exist. Graphs grown a place or a small batch at a time in route
             order otherwise miss exact best matches: one place at a time, recall@1 at ef 192
@@ -121,6 +126,9 @@ class IndexSettings:
             slower (p50 1.5 ms at 10k, 2.2 ms at 100k; 0.6-0.7 / 0.9 ms without),
             ``benchmarks/insertion_order.py``; in batches of 8 (shuffled within), 10k places,
             ef 64: 0.952 without, 1.000 with. Larger adds go in shuffled and are not refined.
+            An add of ``n`` places re-inserts at most ``max(REFINE_PER_ADD, n)`` queued
+            places, the oldest first, so a keyframe after a large batch waits 23-27 ms, not
+            0.4-0.6 s (7168 dims, 10k places).
     """
 
     M: int = 16
