@@ -8,12 +8,17 @@ of ``tempfile.mkstemp``.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+log = logging.getLogger(__name__)
+#: What fsync of a directory raises on file systems that do not do it (nothing to be done).
+DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make the entries of a directory (creations, renames, deletions) durable."""
@@ -23,8 +28,11 @@ def fsync_dir(path: str | os.PathLike) -> None:
         return  # platforms that cannot open directories (Windows)
     try:
         os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; nothing more can be done
+    except OSError as exc:
+        if exc.errno not in DIR_FSYNC_UNSUPPORTED:  # EIO: the disk failed to write it
+            log.warning("%s: the folder could not be synced to disk (%s): its last change (a "
+                        "save, a rename) may not survive a power cut; check the disk (dmesg)",
+                        path, exc.strerror or exc)
     finally:
         os.close(fd)
 

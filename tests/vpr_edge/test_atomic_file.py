@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -55,3 +56,25 @@ def test_the_rename_is_made_durable(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(atomic_file, "fsync_dir", lambda path: synced.append(path))
     atomic_write(tmp_path / "model.pt", lambda fh: fh.write(b"abc"))
     assert synced == [tmp_path]
+
+
+@pytest.mark.parametrize(("code", "warned"), [(errno.EIO, True), (errno.EINVAL, False)])
+def test_a_folder_the_disk_failed_to_sync_is_reported(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture,
+                                                      code: int, warned: bool) -> None:
+    """An I/O error syncing the folder (the rename may not survive a power cut) was ignored
+    silently; file systems that do not sync folders (EINVAL) still say nothing."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with caplog.at_level("WARNING", logger="vpr_edge.atomic_file"):
+        assert atomic_write(tmp_path / "a.bin", lambda fh: fh.write(b"x")).read_bytes() == b"x"
+    messages = [r.getMessage() for r in caplog.records]
+    assert bool(messages) is warned, messages
+    if warned:
+        assert str(tmp_path) in messages[0] and "power cut" in messages[0]
