@@ -182,7 +182,7 @@ def export(config: ExportConfig) -> ExportResult:
 
         want_engine = config.engine
         if want_engine is None:
-            want_engine, reason = builder_available()
+            want_engine, reason = builder_available(config.tensorrt_module)
             if not want_engine:
                 result.notes.append(f"no engine built: {reason}")
         if want_engine:

@@ -132,7 +132,7 @@ def check_arguments(config: ExportConfig) -> None:
     if config.engine:
         from vpr_edge.tensorrt_build import builder_available
 
-        ok, reason = builder_available()
+        ok, reason = builder_available(config.tensorrt_module)
         if not ok:
             raise MissingDependencyError(f"--engine cannot be honoured: {reason}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -203,6 +204,27 @@ def test_engine_without_tensorrt_is_an_error(checkpoint, tmp_path: Path, monkeyp
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: None)
     with pytest.raises(MissingDependencyError, match="install"):
         export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=True))
+
+
+def test_the_tensorrt_module_asked_for_is_the_one_checked(checkpoint, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    """With --tensorrt-module tensorrt where only tensorrt_rtx is installed, --engine passed
+    the start check (some module was there) and failed after the ONNX work; and the default
+    (build an engine when possible) failed the export instead of skipping the engine."""
+    from vpr_edge import tensorrt_build
+
+    rtx = (SimpleNamespace(__version__="1.0"), "tensorrt_rtx")
+    monkeypatch.setattr(tensorrt_build, "find_builder",
+                        lambda preferred=None: None if preferred == "tensorrt" else rtx)
+    with pytest.raises(MissingDependencyError, match="full TensorRT .tensorrt. is not importable"):
+        export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path / "asked",
+                            engine=True, tensorrt_module="tensorrt"))
+    assert not (tmp_path / "asked").exists() or not any((tmp_path / "asked").iterdir())
+    result = export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path / "auto",
+                                 tensorrt_module="tensorrt", validate=False))
+    assert "engine" not in result.files and result.files["onnx"].is_file()
+    assert any("no engine built: full TensorRT (tensorrt) is not importable" in note
+               for note in result.notes), result.notes
 
 
 def test_not_our_checkpoint_and_unwritable_output(tmp_path: Path, checkpoint) -> None:
