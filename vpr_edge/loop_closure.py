@@ -62,7 +62,8 @@ class LoopClosureConfig:
             (``vpr-edge loops --gt names --sweep`` prints the precision-recall curve).
         consistency: a loop is reported when this many successive keyframes each have a
             candidate close (``consistency_radius``) to the previous one's. ORB-SLAM: 3.
-            1 reports every candidate above ``min_score``.
+            1 reports every candidate above ``min_score``. Stamps that jump back by more
+            than :data:`JUMP_BACK_SECONDS` end every chain (the frames are not successive).
         consistency_radius: how far apart (in keyframes of the map, i.e. order of insertion)
             two successive candidates may be and still agree.
         candidates: map places considered per keyframe (top-k of the search).
@@ -230,6 +231,7 @@ class LoopClosureDetector:
         self._recent_stamps: dict[int, float] = {}
         self._newest_stamp: float | None = None
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
+        self._newest_frame_stamp: float | None = None  # of any keyframe: chains end at a jump
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         self._warned_features = False
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -291,6 +293,7 @@ class LoopClosureDetector:
                 "process_frame()")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
+        self._end_chains_if_time_jumped_back(stamp)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
             # a filter, not exclude_ids: ids the detector made need no checking, which cost
@@ -324,6 +327,18 @@ class LoopClosureDetector:
             return (lambda pid: pid not in recent) if recent else None
         cutoff = stamp - window + STAMP_TOLERANCE
         return lambda pid: pid not in recent and timed.get(pid, -math.inf) <= cutoff
+
+    def _end_chains_if_time_jumped_back(self, stamp: float | None) -> None:
+        """Keyframes before and after a jump back in time (a restarted simulator, a looped
+        bag) are not successive: a chain begun before it was completed by the first frame
+        after it. The jump ends the chains (as :meth:`reset` does)."""
+        if stamp is None:
+            return
+        newest = self._newest_frame_stamp
+        if newest is not None and stamp < newest - JUMP_BACK_SECONDS:
+            self._chains = []
+            newest = None
+        self._newest_frame_stamp = stamp if newest is None else max(newest, float(stamp))
 
     def _jumped_back(self, stamp: float) -> bool:
         return self._newest_stamp is not None and stamp < self._newest_stamp - JUMP_BACK_SECONDS

@@ -191,7 +191,10 @@ class LoopClosureNode:
     def on_pose(self, stamp: float, pose: Pose) -> None:
         """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
         :data:`~vpr_edge.poses.JUMP_BACK_SECONDS` before the newest starts a new
-        history (time jumped back), and is not counted."""
+        history (time jumped back), and is not counted. A stamp that is not finite seconds
+        raises :class:`InvalidInputError` (as :meth:`on_image` does)."""
+        if not (_is_number(stamp) and math.isfinite(stamp)):
+            raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
         last = self._last_pose_stamp
         if last is not None and stamp < last - JUMP_BACK_SECONDS:
             log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
@@ -202,6 +205,22 @@ class LoopClosureNode:
                                 f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
         self._last_pose_stamp = stamp if last is None else max(stamp, last)
         self.poses.add(stamp, pose)
+
+    def _restart_poses_if_time_jumped_back(self, stamp: float) -> None:
+        """Image stamps that jump back by more than JUMP_BACK_SECONDS (a restarted simulator,
+        a looped bag) start a new pose history, as odometry that jumps back does: frames that
+        arrive before the new run's first odometry took the last run's poses at the same
+        stamps, and kept them in the map. (Compared with the last image, not with odometry:
+        images that lag the odometry by seconds are not a restart.)"""
+        last = self._last_image_stamp
+        newest = self._last_pose_stamp
+        if (last is None or newest is None or stamp >= last - JUMP_BACK_SECONDS
+                or stamp >= newest - JUMP_BACK_SECONDS):
+            return
+        log.warning("image stamps jumped back by %.3f s (a looped bag, a restarted "
+                    "simulator?): the pose history starts again", last - stamp)
+        self.poses.clear()
+        self._last_pose_stamp = None
 
     def on_image(self, convert: Callable[[], np.ndarray | tuple[np.ndarray, str]],
                  stamp: float) -> bool:
@@ -231,6 +250,7 @@ class LoopClosureNode:
                                 f"a frame stamped {stamp:.6f} again (a republished message, "
                                 "a stuck camera driver or a one-frame bag in a loop): skipped")
             return False
+        self._restart_poses_if_time_jumped_back(stamp)
         self._last_image_stamp = stamp
         pose = self.poses.at(stamp) if len(self.poses) else None
         if not self.policy.accept(stamp=stamp, pose=pose):

@@ -135,6 +135,11 @@ class PoseTrack:
             return (self._times[0], self._times[-1]) if self._times else None
 
     def add(self, stamp: float, pose: Pose) -> None:
+        """Hold ``pose`` at ``stamp`` (finite seconds: a NaN one would sit out of order and
+        hand its pose to the frames around it)."""
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) \
+                or not math.isfinite(stamp):
+            raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
         with self._lock:
             times = self._times
             keep = self.keep_seconds
@@ -152,6 +157,12 @@ class PoseTrack:
             if keep is not None and times[-1] - times[0] > 2 * keep:  # in batches, now and then
                 cut = bisect.bisect_left(times, times[-1] - keep)
                 del times[:cut], self._poses[:cut]
+
+    def clear(self) -> None:
+        """Forget every pose (time jumped back: the poses held belong to the last run)."""
+        with self._lock:
+            self._times.clear()
+            self._poses.clear()
 
     def at(self, stamp: float) -> Pose | None:
         """The pose at ``stamp`` (see the module docstring), or None if none is near."""

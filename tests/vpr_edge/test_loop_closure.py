@@ -121,6 +121,30 @@ def test_time_jumping_back_starts_the_time_window_afresh(loc: Localizer,
     assert found is not None and found.match_id == 30
 
 
+def test_time_jumping_back_ends_the_consistency_chains(loc: Localizer,
+                                                      route: np.ndarray) -> None:
+    """Keyframes on both sides of a restart are not successive: two agreeing keyframes
+    before it and the first one after it made a "3-consistent" loop."""
+    config = LoopClosureConfig(min_score=0.8, consistency=3, exclusion_frames=10)
+    detector = LoopClosureDetector(loc, config)
+    run(detector, route[:40])  # stamps 0..39
+    for i in (10, 11):
+        assert detector.process_descriptor(revisit(route, i, 0.3, i),
+                                           stamp=100.0 + i).loop is None
+    after = detector.process_descriptor(revisit(route, 12, 0.3, 12), stamp=0.5)
+    assert after.loop is None and after.best.place_id == 12  # the chain starts again
+    for i in (13, 14):
+        loop = detector.process_descriptor(revisit(route, i, 0.3, i), stamp=0.5 + i).loop
+    assert loop is not None and loop.match_id == 14 and loop.consistent_frames == 3
+    # a jump of less than JUMP_BACK_SECONDS is out of order, not a restart
+    steady = LoopClosureDetector(loc, config)
+    run(steady, route[:40])
+    stamps = [100.0, 101.0, 101.0 - 0.9 * JUMP_BACK_SECONDS]
+    loops = [steady.process_descriptor(revisit(route, 10 + k, 0.3, k), stamp=t).loop
+             for k, t in enumerate(stamps)]
+    assert loops[2] is not None and loops[2].consistent_frames == 3
+
+
 def test_min_score_gates_candidates(loc: Localizer, route: np.ndarray) -> None:
     detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.99, consistency=1,
                                                           exclusion_frames=5))

@@ -477,6 +477,39 @@ def test_odometry_jumping_back_starts_again_and_is_not_out_of_order(tiny_onnx, t
     assert node.localizer.get(0).pose[1] == 0.0
 
 
+def test_images_jumping_back_start_the_pose_history_again(tiny_onnx, tmp_path, cpu_only,
+                                                         route) -> None:
+    """A restarted simulator whose camera is up before its odometry: the frames before the
+    first new pose took the last run's poses at the same stamps, and kept them in the map.
+    Images that merely lag the odometry by seconds keep their poses."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=1))
+    for i in range(300):  # 30 s along x
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    for i, stamp in ((0, 26.0), (1, 27.0)):  # 2.9-3.9 s behind the odometry: no restart
+        assert node.on_image(lambda i=i: route[0][i], stamp=stamp) and node.wait_idle()
+    assert len(node.poses) == 300
+    assert node.on_image(lambda: route[0][2], stamp=0.5)  # the simulator restarted
+    assert node.wait_idle() and len(node.poses) == 0
+    node.on_pose(1.0, Pose(100.0, 100.0))  # the new run's first odometry
+    assert node.on_image(lambda: route[0][3], stamp=1.0) and node.wait_idle()
+    node.close()
+    poses = [node.localizer.get(pid).pose for pid in range(4)]
+    assert poses[0][0] == pytest.approx(26.0) and poses[1][0] == pytest.approx(27.0)
+    assert poses[2] is None and poses[3][:2] == pytest.approx((100.0, 100.0))
+
+
+def test_a_pose_stamp_that_is_not_finite_is_refused(tiny_onnx, tmp_path, cpu_only) -> None:
+    """A NaN-stamped pose was taken, sat out of order, and handed its pose to frames."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    node.on_pose(0.0, Pose(0.0, 0.0))
+    for bad in (float("nan"), float("inf"), "1.0", None, True):
+        with pytest.raises(InvalidInputError, match="stamp must be finite seconds"):
+            node.on_pose(bad, Pose(999.0, 999.0))
+    node.on_pose(0.1, Pose(0.1, 0.0))
+    assert len(node.poses) == 2 and node.poses.at(0.05).x == pytest.approx(0.05)
+    node.close()
+
+
 def test_the_statistics_keep_a_bounded_window_of_latencies() -> None:
     """Every loop's latency was kept for ever (a node finding 10 loops a second gathered
     11 MB in 10 hours) though the summary reads only the last LATENCY_WINDOW."""

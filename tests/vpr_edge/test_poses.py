@@ -130,6 +130,20 @@ def test_a_track_keeps_a_bounded_history_and_takes_adds_during_lookups() -> None
         PoseTrack(keep_seconds=0)
 
 
+def test_a_track_refuses_a_stamp_that_is_not_finite_and_can_be_cleared() -> None:
+    """A NaN stamp was taken, sat out of order in the sorted stamps, and from then on
+    handed its pose to the frames around it (and at(nan) returned a pose)."""
+    track = PoseTrack(max_gap=0.05)
+    for i in range(10):
+        track.add(i * 0.02, Pose(i * 0.02, 0))
+    for bad in (math.nan, math.inf, -math.inf, "0.1", None, True):
+        with pytest.raises(InvalidInputError, match="finite seconds"):
+            track.add(bad, Pose(999.0, 999.0))
+    assert len(track) == 10 and track.at(0.05).x == pytest.approx(0.05)
+    track.clear()
+    assert len(track) == 0 and track.at(0.05) is None and track.span() is None
+
+
 def test_a_jump_back_in_time_starts_a_new_history() -> None:
     """A looped bag or a restarted simulator: trimming against the old newest pose deleted
     every new pose right after it came, and no frame got a pose again."""
