@@ -35,6 +35,10 @@ log = logging.getLogger("vpr_edge")
 #: Seconds of float rounding allowed at the ``exclusion_seconds`` boundary: a keyframe exactly
 #: that old is a candidate (10 Hz stamps ``i * 0.1`` put 1.0 - 0.3 below 0.7000000000000001).
 STAMP_TOLERANCE = 1e-6
+#: With ``exclusion_seconds``, stamps beyond this many seconds (the year 5138) are refused:
+#: they are milli-, micro- or nanoseconds (epoch ns are about 1.8e18), and a window of
+#: seconds measured on them excluded nothing.
+MAX_STAMP_SECONDS = 1e11
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class LoopClosureConfig:
             stamped "later" than now, from before the jump or from a map saved earlier, stay
             candidates. A keyframe stamped less before the newest is merely out of order: its
             window is measured from its own stamp, and the newer keyframes stay excluded.
+            Stamps beyond :data:`MAX_STAMP_SECONDS` (milli- to nanoseconds) are refused.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
             compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
             places about 0-0.3), so this depends on the model: with the default model on
@@ -293,6 +298,11 @@ class LoopClosureDetector:
                 "process_frame()")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
+        if cfg.exclusion_seconds is not None and abs(stamp) > MAX_STAMP_SECONDS:
+            raise InvalidInputError(
+                f"stamp {stamp!r} is not in seconds (beyond {MAX_STAMP_SECONDS:.0e} s: "
+                "milli-, micro- or nanoseconds?), so exclusion_seconds would exclude nothing: "
+                "pass seconds (ROS: vpr_edge.poses.stamp_seconds(header); nanoseconds / 1e9)")
         self._end_chains_if_time_jumped_back(stamp)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,

@@ -145,6 +145,21 @@ def test_time_jumping_back_ends_the_consistency_chains(loc: Localizer,
     assert loops[2] is not None and loops[2].consistent_frames == 3
 
 
+def test_stamps_in_nanoseconds_are_refused_for_the_time_window(loc: Localizer,
+                                                               route: np.ndarray) -> None:
+    """Epoch nanoseconds passed as seconds (a --list in ns, header.stamp.to_nsec()) were
+    taken, and a 3 s window then excluded nothing: frames 0.1 s apart matched each other."""
+    windowed = LoopClosureDetector(loc, LoopClosureConfig(exclusion_seconds=3.0))
+    for stamp in (1.7e18, 1.7e15, 1.7e12, -1.7e18):
+        with pytest.raises(InvalidInputError, match="not in seconds"):
+            windowed.process_descriptor(route[0], stamp=stamp)
+    assert len(loc.index) == 0
+    windowed.process_descriptor(route[0], stamp=1.7e9)  # epoch seconds
+    frames_only = LoopClosureDetector(loc, LoopClosureConfig())  # stamps are only recorded
+    frames_only.process_descriptor(route[1], stamp=1.7e18)
+    assert len(loc.index) == 2
+
+
 def test_min_score_gates_candidates(loc: Localizer, route: np.ndarray) -> None:
     detector = LoopClosureDetector(loc, LoopClosureConfig(min_score=0.99, consistency=1,
                                                           exclusion_frames=5))

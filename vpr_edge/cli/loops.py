@@ -80,7 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--exclusion-frames", type=non_negative_int, default=d.exclusion_frames,
                    help="the most recent frames never matched")
     g.add_argument("--exclusion-seconds", type=float, default=None,
-                   help="also exclude frames stamped this recently (needs stamps)")
+                   help="also exclude frames stamped this recently (needs stamps, in seconds; "
+                        "warns of frames that repeat the stamp before them)")
     g.add_argument("--candidates", type=positive_int, default=d.candidates, help="top-k searched")
     g.add_argument("--verify", action="store_true",
                    help="geometric verification (ORB + RANSAC; needs vpr-edge[verify])")
@@ -123,6 +124,20 @@ def detect(descriptors: np.ndarray, stamps: list, config: LoopClosureConfig,
     return [detector.process_descriptor(d, stamp=stamps[i],
                                         features=None if features is None else features[i])
             for i, d in enumerate(descriptors)]
+
+
+def _warn_of_repeated_stamps(stamps: list, config: LoopClosureConfig) -> None:
+    """With --exclusion-seconds, say when frames repeat the stamp of the frame before them (a
+    stuck camera clock, header stamps never set): the window then excludes every frame
+    stamped alike, and a stuck clock found no loop at all, without a word."""
+    if config.exclusion_seconds is None:
+        return
+    repeats = sum(a == b for a, b in zip(stamps, stamps[1:]))
+    if repeats:
+        log.warning("%d of %d frames have the stamp of the frame before them (a stuck camera "
+                    "clock, header stamps never set?): --exclusion-seconds measures time by "
+                    "these stamps, so frames stamped alike exclude each other; check the "
+                    "stamps, or use --exclusion-frames alone", repeats, len(stamps))
 
 
 def _eligible(config: LoopClosureConfig, stamps: list):
@@ -217,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     descriptors = np.concatenate(chunks)
     describe_s = time.perf_counter() - start - orb_s  # decoding + inference
     stamps = [f.stamp for f in frames]
+    _warn_of_repeated_stamps(stamps, config)
     truth = None
     if args.gt == "names":
         truth = truth_from_names([f.key for f in frames], args.gt_tolerance)

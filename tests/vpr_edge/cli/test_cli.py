@@ -154,6 +154,26 @@ def test_loops_sweep_over_a_sequence_shorter_than_the_window(tiny_onnx: Path, ro
     assert "no frame of this sequence has a ground-truth loop" in caplog.text
 
 
+def test_loops_warn_of_a_stuck_clock_with_a_time_window(tiny_onnx: Path, routes,
+                                                       tmp_path: Path, cpu_only: None,
+                                                       caplog) -> None:
+    """A camera whose header stamp was stuck: --exclusion-seconds 3 found no loop (every
+    frame excluded the others), and nothing said why."""
+    run1, run2 = routes
+    frames = [*sorted(run1.iterdir()), *sorted(run2.iterdir())]
+    listed = tmp_path / "frames.csv"
+    listed.write_text("image,timestamp\n" + "".join(f"{p},{min(i, 9)}\n"  # stuck at 9 s
+                                                    for i, p in enumerate(frames)))
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        assert main(["loops", str(tiny_onnx), "--list", str(listed), "--exclusion-seconds",
+                     "3", "--no-progress"]) == 0
+    assert "50 of 60 frames have the stamp of the frame before them" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        assert main(["loops", str(tiny_onnx), "--list", str(listed), "--no-progress"]) == 0
+    assert "stamp of the frame before" not in caplog.text  # no time window: no matter
+
+
 def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Path,
                                            cpu_only: None, capsys) -> None:
     run1, run2 = routes
