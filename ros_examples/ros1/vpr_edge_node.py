@@ -74,6 +74,7 @@ class Ros1LoopClosureNode:
         self.frame_id = ""  # the camera's, from the images
         self.odom_frame_id = ""  # the odometry's, for the matched poses
         self.stopped = threading.Event()
+        self.shutdown_lock = threading.Lock()
         self.save_failed = False
         self.stamps = ExactStamps()  # published loops carry the images' stamps exactly
         standard = self.transport["message_type"] == "standard"
@@ -143,6 +144,12 @@ class Ros1LoopClosureNode:
             self.pose_pub.publish(pose)
 
     def shutdown(self) -> None:
+        """Save the map, write the statistics and log them, once (rospy's hook, or main())."""
+        with self.shutdown_lock:
+            if not self.stopped.is_set():
+                self._shut_down()
+
+    def _shut_down(self) -> None:
         try:
             try:
                 summary = self.core.shutdown(self.transport["stats_file"])
@@ -179,8 +186,10 @@ def main() -> int:
     except VprEdgeError as exc:
         rospy.logfatal(f"vpr-edge: {exc}")
         return 2
-    rospy.spin()
-    node.stopped.wait(120)  # rospy runs the shutdown hook on its own thread
+    rospy.spin()  # returns once rospy ran its shutdown hooks (on its shutdown thread)
+    # unless the signal came while on_shutdown() registered the hook: rospy, running the
+    # hooks on another thread then, dropped it (no save, no statistics); run it here
+    node.shutdown()
     return 1 if node.save_failed else 0
 
 

@@ -191,3 +191,39 @@ def test_a_signal_during_a_call_to_the_master_shuts_the_node_down(ros1_python,
                          env=ros_env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.split()[-2:] == ["shut", "down"], (
         run.returncode, run.stdout, run.stderr[-2000:])
+
+
+CTRL_C_WHILE_REGISTERING = """
+import os, signal, sys
+import rospy
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+
+real, fired = rospy.Subscriber, []
+
+def subscriber(*args, **kwargs):  # Ctrl-C (or roslaunch's SIGINT) as the node registers
+    if not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+
+vpr_edge_node.rospy.Subscriber = subscriber
+sys.exit(vpr_edge_node.main())
+"""
+
+
+def test_a_signal_while_the_node_registers_still_runs_its_shutdown(ros1_python, ros_env,
+                                                                   tiny_onnx,
+                                                                   tmp_path) -> None:
+    """With rospy's handler on a thread, a signal landing just before rospy.on_shutdown()
+    made rospy drop the hook: the node waited 120 s, then exited without saving the map or
+    writing its statistics. main() now runs the shutdown itself when the hook did not."""
+    stats_file = tmp_path / "stats.json"
+    started = time.monotonic()
+    run = subprocess.run([ros1_python, "-c", CTRL_C_WHILE_REGISTERING, str(NODE.parent),
+                          f"_model:={tiny_onnx}", "_backend:=onnxruntime-cpu",
+                          f"_stats_file:={stats_file}"],
+                         env=ros_env, capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert time.monotonic() - started < 60 and stats_file.is_file()
+    assert (run.stdout + run.stderr).count("vpr-edge loop closure stopped") == 1
