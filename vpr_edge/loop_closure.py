@@ -186,6 +186,18 @@ class FrameResult:
     loop: LoopClosure | None
 
 
+def check_stamp_unit(stamp: float | None, config: LoopClosureConfig) -> None:
+    """Refuse a stamp beyond :data:`MAX_STAMP_SECONDS` when ``config`` has a time window
+    (``exclusion_seconds``): it is not in seconds, and the window would exclude nothing.
+    Called by the detector, and up front by the CLI and the ROS node core."""
+    if config.exclusion_seconds is not None and stamp is not None \
+            and abs(stamp) > MAX_STAMP_SECONDS:
+        raise InvalidInputError(
+            f"stamp {stamp!r} is not in seconds (beyond {MAX_STAMP_SECONDS:.0e} s: milli-, "
+            "micro- or nanoseconds?), so exclusion_seconds would exclude nothing: pass "
+            "seconds (ROS: vpr_edge.poses.stamp_seconds(header); nanoseconds / 1e9)")
+
+
 class LoopClosureDetector:
     """Detect loop closures in a stream of keyframes::
 
@@ -298,11 +310,7 @@ class LoopClosureDetector:
                 "process_frame()")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
-        if cfg.exclusion_seconds is not None and abs(stamp) > MAX_STAMP_SECONDS:
-            raise InvalidInputError(
-                f"stamp {stamp!r} is not in seconds (beyond {MAX_STAMP_SECONDS:.0e} s: "
-                "milli-, micro- or nanoseconds?), so exclusion_seconds would exclude nothing: "
-                "pass seconds (ROS: vpr_edge.poses.stamp_seconds(header); nanoseconds / 1e9)")
+        check_stamp_unit(stamp, cfg)
         self._end_chains_if_time_jumped_back(stamp)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,

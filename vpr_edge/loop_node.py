@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
-from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
+from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
 from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack
 
 log = logging.getLogger("vpr_edge.loop_node")
@@ -169,6 +169,7 @@ class LoopClosureNode:
         self._last_save = time.monotonic()  # (or the start): when the next autosave is due
         self._session = 0
         self._last_pose_stamp: float | None = None
+        self._poses_restarted = False  # odometry jumped back, images not yet
         self._last_image_stamp: float | None = None
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
@@ -200,6 +201,7 @@ class LoopClosureNode:
             log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
                         "simulator?): the pose history starts again", last - stamp)
             last = None
+            self._poses_restarted = True  # images that jump back next keep these poses
         elif last is not None and stamp < last:
             self.report_problem("odometry out of order",
                                 f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
@@ -211,11 +213,14 @@ class LoopClosureNode:
         a looped bag) start a new pose history, as odometry that jumps back does: frames that
         arrive before the new run's first odometry took the last run's poses at the same
         stamps, and kept them in the map. (Compared with the last image, not with odometry:
-        images that lag the odometry by seconds are not a restart.)"""
+        images that lag the odometry by seconds are not a restart; nor is the new run's history
+        cleared when its odometry jumped back first.)"""
         last = self._last_image_stamp
+        if last is None or stamp >= last - JUMP_BACK_SECONDS:
+            return
+        restarted, self._poses_restarted = self._poses_restarted, False
         newest = self._last_pose_stamp
-        if (last is None or newest is None or stamp >= last - JUMP_BACK_SECONDS
-                or stamp >= newest - JUMP_BACK_SECONDS):
+        if restarted or newest is None or stamp >= newest - JUMP_BACK_SECONDS:
             return
         log.warning("image stamps jumped back by %.3f s (a looped bag, a restarted "
                     "simulator?): the pose history starts again", last - stamp)
@@ -242,6 +247,7 @@ class LoopClosureNode:
         if not (_is_number(stamp) and math.isfinite(stamp)):
             raise InvalidInputError(f"stamp must be finite seconds, got {stamp!r} (from a "
                                     "message header: vpr_edge.poses.stamp_seconds(header))")
+        check_stamp_unit(stamp, self.config.detector)  # here, not in the worker's log
         arrived = time.monotonic()
         session = self._session  # a reset() while this frame is converted drops it
         self.stats.received += 1
@@ -296,6 +302,7 @@ class LoopClosureNode:
                 self.poses = _pose_track(self.config)
                 self._last_pose_stamp = None
                 self._last_image_stamp = None
+                self._poses_restarted = False
             index = self.localizer.index
             ids = index.ids()
             if ids:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidInputError
 
@@ -137,9 +140,10 @@ class PoseTrack:
     def add(self, stamp: float, pose: Pose) -> None:
         """Hold ``pose`` at ``stamp`` (finite seconds: a NaN one would sit out of order and
         hand its pose to the frames around it)."""
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) \
+        if isinstance(stamp, (bool, np.bool_)) or not isinstance(stamp, numbers.Real) \
                 or not math.isfinite(stamp):
             raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
+        stamp = float(stamp)
         with self._lock:
             times = self._times
             keep = self.keep_seconds

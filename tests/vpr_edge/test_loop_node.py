@@ -498,6 +498,40 @@ def test_images_jumping_back_start_the_pose_history_again(tiny_onnx, tmp_path, c
     assert poses[2] is None and poses[3][:2] == pytest.approx((100.0, 100.0))
 
 
+def test_images_lagging_odometry_keep_the_new_runs_poses_after_a_jump(tiny_onnx, tmp_path,
+                                                                      cpu_only, route) -> None:
+    """A looped bag whose images lag the odometry by 1.5 s: the new run's odometry jumped
+    back first, and the first new image (1.5 s before its newest pose) cleared those poses,
+    so the frames of the first 1.5 s went into the map without one."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=1))
+    for i in range(100):
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    assert node.on_image(lambda: route[0][0], stamp=8.0) and node.wait_idle()
+    for i in range(16):  # the bag again: odometry first, up to 1.5 s
+        node.on_pose(i * 0.1, Pose(1000.0 + i * 0.1, 0.0))
+    assert node.on_image(lambda: route[0][1], stamp=0.0) and node.wait_idle()
+    assert len(node.poses) == 16
+    node.close()
+    assert node.localizer.get(1).pose[0] == pytest.approx(1000.0)
+
+
+def test_numpy_pose_stamps_are_taken_and_nanoseconds_refused_at_once(tiny_onnx, tmp_path,
+                                                                     cpu_only, route) -> None:
+    """np.float32 / np.int64 pose stamps were refused ("not finite") after the node had
+    moved its newest pose stamp; nanosecond image stamps with exclusion_seconds were queued
+    and then failed in the worker, one traceback per keyframe, nothing added."""
+    config = NodeConfig(model=str(tiny_onnx), detector=LoopClosureConfig(exclusion_seconds=5.0))
+    node = LoopClosureNode(config, lambda loop: None,
+                           localizer=Localizer(tiny_onnx, backend="onnxruntime-cpu"))
+    node.on_pose(np.int64(1), Pose(0.0, 0.0))
+    node.on_pose(np.float32(2.0), Pose(1.0, 0.0))
+    assert len(node.poses) == 2 and node.poses.at(2.0).x == 1.0
+    with pytest.raises(InvalidInputError, match="not in seconds"):
+        node.on_image(lambda: route[0][0], stamp=1.4e18)
+    node.close()
+    assert node.stats.received == 0 and node.stats.errors == 0
+
+
 def test_a_pose_stamp_that_is_not_finite_is_refused(tiny_onnx, tmp_path, cpu_only) -> None:
     """A NaN-stamped pose was taken, sat out of order, and handed its pose to frames."""
     node, _ = make_node(tiny_onnx, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace as NS
 
+import numpy as np
 import pytest
 
 from vpr_edge.errors import InvalidInputError
@@ -142,6 +143,9 @@ def test_a_track_refuses_a_stamp_that_is_not_finite_and_can_be_cleared() -> None
     assert len(track) == 10 and track.at(0.05).x == pytest.approx(0.05)
     track.clear()
     assert len(track) == 0 and track.at(0.05) is None and track.span() is None
+    track.add(np.float32(0.5), Pose(1, 0))  # numpy stamps, as ROS adapters may give
+    track.add(np.int64(1), Pose(2, 0))
+    assert track.span() == (0.5, 1.0) and track.at(0.5).x == 1 and track.at(1.0).x == 2
 
 
 def test_a_jump_back_in_time_starts_a_new_history() -> None:

@@ -27,6 +27,7 @@ from ..loop_closure import (
     FrameResult,
     LoopClosureConfig,
     LoopClosureDetector,
+    check_stamp_unit,
 )
 from ..loop_metrics import (
     LoopScore,
@@ -130,7 +131,7 @@ def _warn_of_repeated_stamps(stamps: list, config: LoopClosureConfig) -> None:
     """With --exclusion-seconds, say when frames repeat the stamp of the frame before them (a
     stuck camera clock, header stamps never set): the window then excludes every frame
     stamped alike, and a stuck clock found no loop at all, without a word."""
-    if config.exclusion_seconds is None:
+    if not config.exclusion_seconds:  # at 0 s, frames stamped alike are still candidates
         return
     repeats = sum(a == b for a, b in zip(stamps, stamps[1:]))
     if repeats:
@@ -289,6 +290,10 @@ def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None
         raise InvalidInputError(f"frame {position} ({frame.key}) has no stamp: "
                                 "--exclusion-seconds needs stamps (use --list with a "
                                 "timestamp column, or a bag)")
+    try:
+        check_stamp_unit(frame.stamp, config)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"frame {position} ({frame.key}): {exc}") from None
     if gt == "positions":
         require_pose(frame, position)
 

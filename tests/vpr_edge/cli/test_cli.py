@@ -168,10 +168,33 @@ def test_loops_warn_of_a_stuck_clock_with_a_time_window(tiny_onnx: Path, routes,
         assert main(["loops", str(tiny_onnx), "--list", str(listed), "--exclusion-seconds",
                      "3", "--no-progress"]) == 0
     assert "50 of 60 frames have the stamp of the frame before them" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="vpr_edge"):
-        assert main(["loops", str(tiny_onnx), "--list", str(listed), "--no-progress"]) == 0
-    assert "stamp of the frame before" not in caplog.text  # no time window: no matter
+    for no_window in ([], ["--exclusion-seconds", "0"]):  # frames stamped alike stay candidates
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vpr_edge"):
+            assert main(["loops", str(tiny_onnx), "--list", str(listed), "--no-progress",
+                         *no_window]) == 0
+        assert "stamp of the frame before" not in caplog.text
+
+
+def test_loops_refuse_nanosecond_stamps_at_the_first_frame(tiny_onnx: Path, routes,
+                                                          tmp_path: Path, cpu_only: None,
+                                                          capsys, monkeypatch) -> None:
+    """EuRoC-style nanosecond stamps with --exclusion-seconds were refused only after every
+    frame was described (hours on a long sequence)."""
+    from vpr_edge.cli import loops
+
+    run1, _ = routes
+    listed = tmp_path / "frames.csv"
+    first_ns = 1403636579763555584
+    listed.write_text("image,timestamp\n" + "".join(
+        f"{p},{first_ns + i * 50_000_000}\n" for i, p in enumerate(sorted(run1.iterdir()))))
+    described = []
+    monkeypatch.setattr(loops, "_check_frame", lambda *a, f=loops._check_frame: (
+        described.append(1), f(*a))[1])
+    assert main(["loops", str(tiny_onnx), "--list", str(listed), "--exclusion-seconds", "5",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "frame 0" in err and "not in seconds" in err and len(described) == 1
 
 
 def test_loops_with_ground_truth_and_sweep(tiny_onnx: Path, routes, tmp_path: Path,
