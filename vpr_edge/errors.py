@@ -61,6 +61,12 @@ class MapVersionError(MapError, ValueError):
     never discards a good map it merely cannot read yet."""
 
 
+class OutOfMemoryError(VprEdgeError, MemoryError):
+    """Not enough memory (or address space, under ``ulimit -v``) for a map's arrays; the
+    message says what needed it and how much. Nothing was changed, on disk or in memory. Kept
+    apart from :class:`MapCorruptError`: a map that does not fit is not damaged."""
+
+
 class InferenceError(VprEdgeError, RuntimeError):
     """A backend ran but produced an unusable result (NaN/inf descriptors, a failed
     TensorRT enqueue): a broken engine, an FP16 overflow, or a GPU fault."""

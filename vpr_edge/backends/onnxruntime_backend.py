@@ -35,7 +35,12 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..errors import BackendUnavailableError, InvalidInputError, ModelFormatError
+from ..errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    ModelFormatError,
+    OutOfMemoryError,
+)
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
 from ..model_checksum import check_onnx_file
 from .base import CPU_BACKEND, Backend
@@ -429,7 +434,17 @@ class OnnxRuntimeBackend(Backend):
         if session is None:
             raise InvalidInputError(f"{self.name} backend was closed while running; open the "
                                     "model again")
-        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        try:
+            (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        except Exception as exc:  # onnxruntime's own types (Fail, RuntimeException)
+            text = str(exc).lower()
+            if isinstance(exc, MemoryError) or "failed to allocate" in text \
+                    or "bad_alloc" in text:
+                raise OutOfMemoryError(
+                    f"{self.name}: not enough memory to run the model on a batch of "
+                    f"{len(batch)} ({exc}); free memory, raise the process's limit "
+                    "(ulimit -v), or describe fewer frames at once") from exc
+            raise
         return out
 
     def _release(self) -> None:

@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                                          getattr(args, "engine_command", None))))
         print(f"vpr-edge {command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # numpy's, anywhere (the index's own is an OutOfMemoryError)
+        print(f"vpr-edge {args.command}: error: not enough memory ({exc}); free memory or "
+              "raise the process's limit (ulimit -v); maps on disk are as last saved",
+              file=sys.stderr)
+        return 2
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as the shell reports a process it ended

@@ -24,6 +24,7 @@ them, and checks the hnswlib header against the manifest before hnswlib sees the
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -327,7 +328,7 @@ def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
     manifest = target / MANIFEST_NAME
     try:  # all of it: the format name may come after a long list of files
         with open(manifest, "rb") as fh:
-            text = fh.read(MAX_MANIFEST_BYTES + 1)
+            text = read_manifest_bytes(fh)
     except FileNotFoundError:
         if any(target.iterdir()):
             raise MapError(f"{target} exists, is not empty and holds no {MANIFEST_NAME}: it is "
@@ -353,11 +354,19 @@ def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
             "delete that map first if it is no longer wanted")
 
 
+def read_manifest_bytes(fh: BinaryIO) -> bytes:
+    """A manifest's bytes, at most MAX_MANIFEST_BYTES + 1 (more means too large): read for
+    the file's size, since ``read(MAX_MANIFEST_BYTES + 1)`` made a 64 MiB buffer for a 2 KB
+    manifest, which failed saves and opens under a memory limit (``ulimit -v``)."""
+    size = os.fstat(fh.fileno()).st_size
+    return fh.read(min(size, MAX_MANIFEST_BYTES) + 1)
+
+
 def holds_a_map(folder: Path) -> bool:
     """Whether ``folder`` holds a map (a manifest naming the vpr-edge map format)."""
     try:
         with open(folder / MANIFEST_NAME, "rb") as fh:
-            return b'"vpr-edge-map"' in fh.read(MAX_MANIFEST_BYTES + 1)
+            return b'"vpr-edge-map"' in read_manifest_bytes(fh)
     except OSError:
         return False
 
@@ -441,12 +450,23 @@ def damaged(path: Path, why: str) -> MapCorruptError:
     return error
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory (or address space) ran out: numpy's MemoryError, ENOMEM
+    from a read or a memory map, hnswlib's "Not enough memory". Never damage: the map on
+    disk may be sound."""
+    return (isinstance(exc, MemoryError)
+            or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or (isinstance(exc, RuntimeError) and "not enough memory" in str(exc).lower()))
+
+
 def _unreadable(path: Path, exc: OSError) -> MapError:
     """A map file this process may not read: not damage (nothing to rebuild or discard)."""
     if isinstance(exc, PermissionError):
         return MapError(f"{path}: no permission to read this map file; open the map as the "
                         f"user who saved it, or give others read access (chmod -R a+rX "
                         f"{path.parent})")
+    if out_of_memory(exc):
+        raise exc
     return damaged(path, f"cannot read ({exc})")
 
 
@@ -504,7 +524,9 @@ def _load_npy(where: Path, name: str, data: bytes | None) -> np.ndarray:
             return np.load(fh, allow_pickle=False)
     except MapCorruptError:
         raise
-    except (ValueError, OSError, EOFError, MemoryError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
+        if out_of_memory(exc):
+            raise
         raise damaged(path, f"not a readable .npy array ({exc})") from exc
 
 
@@ -573,7 +595,7 @@ def read_manifest(where: Path) -> Manifest:
                               "is damaged (restore it from a backup, or rebuild it)")
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_MANIFEST_BYTES + 1)
+            data = read_manifest_bytes(fh)
     except FileNotFoundError as exc:
         if not (where / INDEX_NAME).exists():  # nothing of a map: someone else's directory
             raise MapError(f"{where} is not a vpr-edge map (it has no {MANIFEST_NAME}); give "
@@ -783,7 +805,9 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
                    max(OPEN_CAPACITY_FLOOR, OPEN_CAPACITY_FACTOR * header.elements))
     try:
         index.load_index(str(path), max_elements=max(capacity, header.elements, 1))
-    except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
+    except (RuntimeError, ValueError, TypeError) as exc:
+        if out_of_memory(exc):
+            raise
         raise damaged(path, f"hnswlib cannot load it ({exc})") from exc
     if index.element_count != manifest.index_elements:
         raise damaged(path, f"{index.element_count} elements, manifest says "

@@ -32,7 +32,7 @@ from typing import Any, Union
 import hnswlib
 import numpy as np
 
-from ..errors import InvalidInputError, MapError
+from ..errors import InvalidInputError, MapError, OutOfMemoryError
 from ..interrupts import signals_held
 from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
@@ -118,6 +118,28 @@ def _finite_or_none(value: Any, what: str) -> float | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{what}: expected a float or None, got {value!r}")
     return validate.finite_float(value, what)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _memory_for(what: str) -> Iterator[None]:
+    """Turn running out of memory (numpy's MemoryError, hnswlib's "Not enough memory")
+    into :class:`OutOfMemoryError` naming ``what`` needed it."""
+    try:
+        yield
+    except (MemoryError, RuntimeError, OSError) as exc:
+        if not map_store.out_of_memory(exc):
+            raise
+        raise OutOfMemoryError(f"{what}: not enough memory ({exc}); nothing was changed, in "
+                               "memory or on disk: free memory or raise the process's limit "
+                               "(ulimit -v), or keep a smaller map") from exc
 
 
 class PlaceIndex:
@@ -280,7 +302,13 @@ class PlaceIndex:
                     )
                 new_ids = given
             fresh = sum(1 for i in new_ids if i not in self._row_of)
-            self._reserve(self._hnsw.element_count + fresh)  # (MemoryError: nothing changed)
+            rec = self._records
+            width = 0 if rec.poses is not None else next(
+                (len(p) for p in ps if p is not None), 0)
+            with _memory_for(f"add() of {n} place(s) to a map of {rec.rows} rows"):
+                # room first, outside _all_or_broken: out of memory, nothing has changed
+                self._reserve(self._hnsw.element_count + fresh)
+                rec.reserve(rec.rows + n, s.growth_factor, width)
             with self._all_or_broken("add()"):
                 reorder = self._add_locked(desc, new_ids, n, st, ps, ms)
         if reorder:
@@ -782,9 +810,10 @@ class PlaceIndex:
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise InvalidInputError("fingerprint must be a string")
         real = atomic_dir.real_target(target)
-        loaded = map_store.read_map(
-            real, fingerprint=fingerprint, rebuild_if_corrupt=rebuild_if_corrupt,
-            hnsw_factory=lambda dim: hnswlib.Index(space=SPACE, dim=dim))
+        with _memory_for(f"opening the map {target}"):  # not damage: it may be sound
+            loaded = map_store.read_map(
+                real, fingerprint=fingerprint, rebuild_if_corrupt=rebuild_if_corrupt,
+                hnsw_factory=lambda dim: hnswlib.Index(space=SPACE, dim=dim))
         m = loaded.manifest
         if loaded.source != real:
             log.warning("%s is missing; opened %s, the complete map an interrupted save left "
@@ -850,7 +879,10 @@ class PlaceIndex:
 
     # -- internals (callers hold the lock) -----------------------------------------------
     def _threads(self, rows: int) -> int:
-        return 1 if rows == 1 else (self._settings.num_threads or -1)
+        """hnswlib threads for a batch of ``rows``: ``settings.num_threads``, 0 = the CPUs
+        this process may run on (hnswlib's own -1 counts every core, ignoring ``taskset``
+        and cgroup CPU sets)."""
+        return 1 if rows == 1 else (self._settings.num_threads or usable_cpus())
 
     def _insertion_order(self, n: int) -> np.ndarray:
         """The order in which ``n`` places enter the graph: seeded random. Places arrive in
@@ -1031,7 +1063,7 @@ class PlaceIndex:
         else:
             fetch = min(k * s.rerank_factor if rerank else k, self._live)
         fn = self._hnsw_filter(excluded, cutoff, newest, user)
-        threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or -1)
+        threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or usable_cpus())
         try:
             labels, dists = self._hnsw.knn_query(self._to_graph(q, query=True), k=fetch,
                                                  num_threads=threads, filter=fn)

@@ -60,17 +60,25 @@ class PlaceRecords:
         """Length of every pose in this map (0 until the first pose is added)."""
         return 0 if self.poses is None else int(self.poses.shape[1])
 
-    def reserve(self, rows_needed: int, growth: float) -> None:
-        """Make room for ``rows_needed`` rows, growing geometrically."""
-        if rows_needed <= self.capacity:
-            return
-        cap = max(rows_needed, math.ceil(self.capacity * growth))
-        self.ids = _grow(self.ids, cap, self.rows, 0)
-        self.stamps = _grow(self.stamps, cap, self.rows, np.nan)
-        self.removed = _grow(self.removed, cap, self.rows, False)
-        self.desc16 = _grow(self.desc16, cap, self.rows, 0)
-        if self.poses is not None:
-            self.poses = _grow(self.poses, cap, self.rows, np.nan)
+    def reserve(self, rows_needed: int, growth: float, pose_dim: int = 0) -> None:
+        """Make room for ``rows_needed`` rows, growing geometrically, and a pose column of
+        ``pose_dim`` values if there is none yet. All or nothing: a MemoryError leaves the
+        records as they were (every new array is made before any is swapped in)."""
+        cap = self.capacity
+        if rows_needed > cap:
+            cap = max(rows_needed, math.ceil(cap * growth))
+        grown = {}
+        if cap > self.capacity:
+            grown = {"ids": _grow(self.ids, cap, self.rows, 0),
+                     "stamps": _grow(self.stamps, cap, self.rows, np.nan),
+                     "removed": _grow(self.removed, cap, self.rows, False),
+                     "desc16": _grow(self.desc16, cap, self.rows, 0)}
+            if self.poses is not None:
+                grown["poses"] = _grow(self.poses, cap, self.rows, np.nan)
+        if self.poses is None and pose_dim:
+            grown["poses"] = np.full((cap, pose_dim), np.nan, dtype=np.float64)
+        for name, array in grown.items():
+            setattr(self, name, array)
 
     def check_poses(self, poses: list[tuple[float, ...] | None]) -> None:
         """Refuse poses whose length differs from this map's (or from each other)."""
@@ -101,8 +109,7 @@ class PlaceRecords:
         self.desc16[start:stop] = desc.astype(np.float16)
         if any(p is not None for p in poses):
             if self.poses is None:
-                width = len(next(p for p in poses if p is not None))
-                self.poses = np.full((self.capacity, width), np.nan, dtype=np.float64)
+                self.reserve(stop, growth, len(next(p for p in poses if p is not None)))
             for i, pose in enumerate(poses):
                 self.poses[start + i] = np.nan if pose is None else pose
         elif self.poses is not None:
@@ -168,14 +175,15 @@ class PlaceRecords:
         """Records from loaded columns (all of length ``rows``; ``desc16`` may be longer:
         an array of ``capacity`` rows is taken over as it is, without a copy)."""
         rows = len(ids)
-        out = cls(dim, max(capacity, rows, 1))
-        out.ids[:rows] = ids
-        out.stamps[:rows] = stamps
-        out.removed[:rows] = removed
-        if desc16.shape == out.desc16.shape and desc16.dtype == np.float16:
+        capacity = max(capacity, rows, 1)
+        out = cls(dim, 1)  # (columns of the full capacity below: the descriptors only once)
+        out.ids = _grow(np.asarray(ids, dtype=np.int64), capacity, rows, 0)
+        out.stamps = _grow(np.asarray(stamps, dtype=np.float64), capacity, rows, np.nan)
+        out.removed = _grow(np.asarray(removed, dtype=bool), capacity, rows, False)
+        if desc16.shape == (capacity, dim) and desc16.dtype == np.float16:
             out.desc16 = desc16
         else:
-            out.desc16[:rows] = desc16[:rows]
+            out.desc16 = _grow(desc16[:rows].astype(np.float16, copy=False), capacity, rows, 0)
         if poses is not None and poses.shape[1] > 0:
             out.poses = np.full((out.capacity, poses.shape[1]), np.nan, dtype=np.float64)
             out.poses[:rows] = poses

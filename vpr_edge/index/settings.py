@@ -97,7 +97,8 @@ class IndexSettings:
             HNSW and re-scored exactly from the stored float16 descriptors.
         norm_tolerance: descriptors must have an L2 norm within ``1 +- norm_tolerance``
             (they are then re-normalised exactly); others are refused.
-        num_threads: hnswlib threads for batch adds/queries; 0 = all cores. Single adds and
+        num_threads: hnswlib threads for batch adds/queries; 0 = the CPUs this process may
+            run on (its affinity: taskset, cgroup CPU sets). Single adds and
             queries always run on the calling thread.
         random_seed: hnswlib's level-generator seed (graphs are reproducible for
             single-threaded adds).
@@ -180,7 +181,8 @@ class IndexSettings:
         need(self.rerank_factor >= 1, "rerank_factor must be >= 1")
         need(isinstance(self.norm_tolerance, (int, float)) and 0 < self.norm_tolerance < 1,
              f"norm_tolerance must be in (0, 1), got {self.norm_tolerance!r}")
-        need(0 <= self.num_threads <= 4096, "num_threads must be in [0, 4096] (0 = all cores)")
+        need(0 <= self.num_threads <= 4096,
+             "num_threads must be in [0, 4096] (0 = the CPUs this process may run on)")
         need(0 <= self.random_seed < 2**32, "random_seed must be in [0, 2**32)")
         need(self.search_dim is None or (isinstance(self.search_dim, int)
                                          and not isinstance(self.search_dim, bool)

@@ -366,3 +366,19 @@ def test_tensorrt_provider_runs_or_is_refused_by_name(tiny_onnx, tiny) -> None:
     with backend:
         assert backend.providers[0] == "TensorrtExecutionProvider"
         assert backend.run(tiny.frames(2)).shape == (2, tiny.DIM)
+
+
+def test_running_out_of_memory_in_inference_says_so(backend, tiny) -> None:
+    """ONNX Runtime's arena failing to allocate came out as its own raw `Fail` exception."""
+    from vpr_edge.errors import OutOfMemoryError
+
+    class Session:
+        def run(self, outputs, feeds):
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : bfc_arena.cc:359 "
+                               "AllocateRawInternal Failed to allocate memory for requested "
+                               "buffer of size 1073741824")
+
+    backend._session = Session()
+    frames = np.zeros((2, tiny.H, tiny.W, 3), dtype=np.float32)
+    with pytest.raises(OutOfMemoryError, match="not enough memory to run the model"):
+        backend._infer(frames)

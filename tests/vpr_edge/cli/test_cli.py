@@ -822,3 +822,19 @@ def test_localize_gt_names_reads_the_number_that_differs_within_a_folder(
     (run2 / name.format(4)).rename(run2 / name.format(3))  # now cam0 and cam1 of frame 3
     assert main(args) == 2
     assert "both have frame number" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_an_error_not_a_traceback(tiny_onnx: Path, capsys,
+                                                           monkeypatch) -> None:
+    """numpy's MemoryError (a query's scan, a map that does not fit) reached the user as a
+    traceback, though errors are promised as one line with the fix."""
+    from vpr_edge.cli import info
+
+    def run(args):
+        raise MemoryError("Unable to allocate 513. MiB for an array with shape (37500, 7168)")
+
+    monkeypatch.setattr(info, "run", run)
+    assert main(["info", str(tiny_onnx)]) == 2
+    err = capsys.readouterr().err
+    assert "vpr-edge info: error: not enough memory" in err and "ulimit -v" in err
+    assert "Traceback" not in err

@@ -1,0 +1,105 @@
+"""The index when memory runs out (a Jetson's 8 GB, ``ulimit -v``): a clear error, nothing
+changed in memory or on disk, and no more memory asked for than the map needs."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vpr_edge.errors import MapCorruptError, OutOfMemoryError
+from vpr_edge.index import IndexSettings, PlaceIndex, place_index, records
+
+DIM = 512
+
+
+def unit(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_an_add_that_runs_out_of_memory_changes_nothing(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records grew inside the part of add() that cannot be undone, and their columns one
+    by one: a MemoryError left the index broken (every later query raised KeyError, every add
+    IndexError) and the places added since the last save could not be saved."""
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw", initial_capacity=64))
+    db = unit(100)
+    index.add(db[:64], stamps=np.arange(64.0), poses=[(0.0, 0.0)] * 64)
+    index.save(tmp_path / "map")
+    real_grow = records._grow
+
+    def grow(arr, capacity, rows, fill=0):
+        if arr.ndim == 2 and arr.dtype == np.float16:  # the descriptors: the big column
+            raise MemoryError(f"Unable to allocate {capacity * DIM * 2} bytes")
+        return real_grow(arr, capacity, rows, fill)
+
+    monkeypatch.setattr(records, "_grow", grow)
+    with pytest.raises(OutOfMemoryError, match="add.. of 1 place.*not enough memory"):
+        index.add(db[64], stamps=64.0)
+    assert len(index) == 64 and index._records.capacity == 64
+    assert index.query(db[3], k=1)[0].place_id == 3
+    monkeypatch.setattr(records, "_grow", real_grow)
+    index.add(db[64:], stamps=np.arange(64.0, 100.0), poses=[(1.0, 1.0)] * 36)
+    index.save()
+    reopened = PlaceIndex.open(tmp_path / "map")
+    assert len(reopened) == 100 and reopened.get(99).pose == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("Not enough memory: loadIndex failed to allocate level0"),
+    MemoryError("Unable to allocate 1.00 GiB"),
+])
+def test_a_map_too_large_for_memory_is_not_called_damaged(tmp_path: Path, failure,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Out of memory on open said "the map is damaged" and advised `vpr-edge map repair`
+    (code that discards damaged maps would have discarded a sound one)."""
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    index.add(unit(50))
+    index.save(tmp_path / "map")
+
+    class Graph:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def load_index(self, *args, **kwargs):
+            raise failure
+
+    monkeypatch.setattr(place_index.hnswlib, "Index", Graph)
+    with pytest.raises(OutOfMemoryError, match="opening the map .*not enough memory") as info:
+        PlaceIndex.open(tmp_path / "map")
+    assert not isinstance(info.value, MapCorruptError)
+    assert isinstance(info.value, MemoryError)  # `except MemoryError` still catches it
+
+
+def test_opening_a_map_holds_its_descriptors_once(tmp_path: Path) -> None:
+    """Opening read the descriptors into room for a quarter more places, then allocated that
+    room a second time; the manifest (2 KB) was read into a 64 MiB buffer. Under a limit on
+    address space (ulimit -v) a map that fitted failed to open, and saves failed."""
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    index.add(unit(3000))
+    index.save(tmp_path / "map")
+    descriptors = records.open_capacity(3000) * DIM * 2  # float16, with the room to grow
+    tracemalloc.start()
+    try:
+        reopened = PlaceIndex.open(tmp_path / "map")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        reopened.save(tmp_path / "copy")
+        _, save_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * descriptors, (peak, descriptors)
+    assert save_peak < 16 << 20, save_peak
+
+
+def test_graph_threads_follow_the_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """num_threads=0 became hnswlib's -1, which counts every core of the machine, not the
+    ones `taskset` or a cgroup CPU set leave the process."""
+    monkeypatch.setattr(place_index.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    assert index._threads(500) == 1 and index._threads(1) == 1
+    assert PlaceIndex(DIM, settings=IndexSettings(num_threads=4))._threads(500) == 4
