@@ -103,3 +103,27 @@ def test_graph_threads_follow_the_cpu_affinity(monkeypatch: pytest.MonkeyPatch) 
     index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
     assert index._threads(500) == 1 and index._threads(1) == 1
     assert PlaceIndex(DIM, settings=IndexSettings(num_threads=4))._threads(500) == 4
+
+
+def test_an_add_whose_own_arrays_do_not_fit_changes_nothing(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The batch's own arrays (its graph sketch, its float16 copy) were made inside the part
+    of add() that cannot be undone: running out there left the index unsaveable."""
+    x = np.random.default_rng(1).standard_normal((40, 1024)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = PlaceIndex(1024, settings=IndexSettings(mode="hnsw", search_dim=512))
+    index.add(x[:30])
+    real_project = place_index.project
+
+    def project(*args, **kwargs):
+        raise MemoryError("Unable to allocate the sketch")
+
+    monkeypatch.setattr(place_index, "project", project)
+    with pytest.raises(OutOfMemoryError, match="nothing was changed"):
+        index.add(x[30:])
+    monkeypatch.setattr(place_index, "project", real_project)
+    assert len(index) == 30 and index.query(x[5], k=1)[0].place_id == 5
+    index.add(x[30:])
+    index.save(tmp_path / "map")
+    assert len(PlaceIndex.open(tmp_path / "map")) == 40

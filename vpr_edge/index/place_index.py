@@ -306,11 +306,16 @@ class PlaceIndex:
             width = 0 if rec.poses is not None else next(
                 (len(p) for p in ps if p is not None), 0)
             with _memory_for(f"add() of {n} place(s) to a map of {rec.rows} rows"):
-                # room first, outside _all_or_broken: out of memory, nothing has changed
+                # memory first, outside _all_or_broken: out of it, nothing has changed
+                vectors, desc16 = self._to_graph(desc), desc.astype(np.float16)
                 self._reserve(self._hnsw.element_count + fresh)
                 rec.reserve(rec.rows + n, s.growth_factor, width)
+                if self._exact is not None and self._exact.shape[0] < rec.capacity:
+                    grown = np.zeros((rec.capacity, self._dim), dtype=np.float32)
+                    grown[:rec.rows] = self._exact[:rec.rows]
+                    self._exact = grown
             with self._all_or_broken("add()"):
-                reorder = self._add_locked(desc, new_ids, n, st, ps, ms)
+                reorder = self._add_locked(desc, desc16, vectors, new_ids, n, st, ps, ms)
         if reorder:
             log.info("the graph grew to %d places one by one: rebuilding it in the background "
                      "(IndexSettings.rebuild_growth)", self._live)
@@ -331,16 +336,18 @@ class PlaceIndex:
                 self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
                 raise
 
-    def _add_locked(self, desc: np.ndarray, new_ids: list[int], n: int, st: Any, ps: Any,
-                    ms: Any) -> bool:
+    def _add_locked(self, desc: np.ndarray, desc16: np.ndarray, vectors: np.ndarray,
+                    new_ids: list[int], n: int, st: Any, ps: Any, ms: Any) -> bool:
         """:meth:`add`'s change of the index (caller holds the write lock, in
-        :meth:`_all_or_broken`); True when the graph outgrew its order."""
+        :meth:`_all_or_broken`, and made room: the graph, the records and the exact copy hold
+        ``n`` more, ``desc16`` and the graph's ``vectors`` are made); True when the graph
+        outgrew its order."""
         s = self._settings
-        vectors, labels = self._to_graph(desc), np.asarray(new_ids, dtype=np.uint64)
+        labels = np.asarray(new_ids, dtype=np.uint64)
         self._insert(self._hnsw, vectors, labels)
         if self._background is not None:
             self._background.record_add(labels, vectors)
-        start = self._records.append(new_ids, desc, st, ps, ms, s.growth_factor)
+        start = self._records.append(new_ids, desc16, st, ps, ms, s.growth_factor)
         for j, pid in enumerate(new_ids):
             self._row_of[pid] = start + j
         self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors, n)
@@ -348,10 +355,6 @@ class PlaceIndex:
         self._added += n
         self._next_id = max(self._next_id, max(new_ids) + 1)
         if self._exact is not None:
-            if self._exact.shape[0] < self._records.capacity:
-                grown = np.zeros((self._records.capacity, self._dim), dtype=np.float32)
-                grown[:start] = self._exact[:start]
-                self._exact = grown
             self._exact[start:start + n] = desc
         self._sync_exact()
         self._apply_ef()

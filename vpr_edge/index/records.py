@@ -106,7 +106,7 @@ class PlaceRecords:
         self.ids[start:stop] = ids
         self.stamps[start:stop] = stamps
         self.removed[start:stop] = False
-        self.desc16[start:stop] = desc.astype(np.float16)
+        self.desc16[start:stop] = desc  # (cast to float16 on assignment)
         if any(p is not None for p in poses):
             if self.poses is None:
                 self.reserve(stop, growth, len(next(p for p in poses if p is not None)))
