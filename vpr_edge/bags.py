@@ -29,7 +29,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
-from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, pose_from_message, stamp_seconds
+from .poses import Pose, PoseTrack, jumped_back, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
 
 log = logging.getLogger("vpr_edge")
@@ -197,7 +197,7 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
                 skipped.append(index)
                 continue
             stamp = _message_time(msg, bag_time)
-            if stamp < newest - JUMP_BACK_SECONDS:  # one track cannot hold two stretches
+            if jumped_back(stamp, newest):  # one track cannot hold two stretches
                 raise InvalidInputError(
                     f"{bag} {topic} message {index}: pose stamps jump back by "
                     f"{newest - stamp:.3f} s (the clock restarted while recording: a "

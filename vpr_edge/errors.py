@@ -8,6 +8,8 @@ Messages name the problem and the fix.
 
 from __future__ import annotations
 
+import errno
+
 #: how to read a file a later vpr-edge wrote (vpr-edge is installed from a checkout, not PyPI)
 INSTALL_NEWER = ("install a newer vpr-edge (in an updated checkout: pip install -U '.[cpu]' "
                  "or '.[gpu]')")
@@ -65,6 +67,21 @@ class OutOfMemoryError(VprEdgeError, MemoryError):
     """Not enough memory (or address space, under ``ulimit -v``) for a map's arrays; the
     message says what needed it and how much. Nothing was changed, on disk or in memory. Kept
     apart from :class:`MapCorruptError`: a map that does not fit is not damaged."""
+
+
+#: What the C++ libraries say when an allocation fails (hnswlib, ONNX Runtime's arena, std).
+OUT_OF_MEMORY_WORDS = ("not enough memory", "failed to allocate", "bad_alloc")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory (or address space) ran out: a MemoryError, ENOMEM from a
+    read or a memory map, or a library's own exception with :data:`OUT_OF_MEMORY_WORDS`."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOMEM
+    text = str(exc).lower()
+    return any(words in text for words in OUT_OF_MEMORY_WORDS)
 
 
 class InferenceError(VprEdgeError, RuntimeError):

@@ -28,7 +28,7 @@ from .errors import InvalidInputError
 from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
-from .poses import JUMP_BACK_SECONDS
+from .poses import JUMP_BACK_SECONDS, jumped_back
 
 log = logging.getLogger("vpr_edge")
 
@@ -353,13 +353,13 @@ class LoopClosureDetector:
         if stamp is None:
             return
         newest = self._newest_frame_stamp
-        if newest is not None and stamp < newest - JUMP_BACK_SECONDS:
+        if jumped_back(stamp, newest):
             self._chains = []
             newest = None
         self._newest_frame_stamp = stamp if newest is None else max(newest, float(stamp))
 
     def _jumped_back(self, stamp: float) -> bool:
-        return self._newest_stamp is not None and stamp < self._newest_stamp - JUMP_BACK_SECONDS
+        return jumped_back(stamp, self._newest_stamp)
 
     def _remember_stamp(self, place_id: int, stamp: float) -> None:
         """Put a place the detector added in the time window (after a jump back, in a new

@@ -38,7 +38,7 @@ import numpy as np
 from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
-from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack
+from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, jumped_back
 
 log = logging.getLogger("vpr_edge.loop_node")
 
@@ -197,7 +197,7 @@ class LoopClosureNode:
         if not (_is_number(stamp) and math.isfinite(stamp)):
             raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
         last = self._last_pose_stamp
-        if last is not None and stamp < last - JUMP_BACK_SECONDS:
+        if jumped_back(stamp, last):
             log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
                         "simulator?): the pose history starts again", last - stamp)
             last = None
@@ -216,11 +216,10 @@ class LoopClosureNode:
         images that lag the odometry by seconds are not a restart; nor is the new run's history
         cleared when its odometry jumped back first.)"""
         last = self._last_image_stamp
-        if last is None or stamp >= last - JUMP_BACK_SECONDS:
+        if not jumped_back(stamp, last):
             return
         restarted, self._poses_restarted = self._poses_restarted, False
-        newest = self._last_pose_stamp
-        if restarted or newest is None or stamp >= newest - JUMP_BACK_SECONDS:
+        if restarted or not jumped_back(stamp, self._last_pose_stamp):
             return
         log.warning("image stamps jumped back by %.3f s (a looped bag, a restarted "
                     "simulator?): the pose history starts again", last - stamp)

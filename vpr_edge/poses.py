@@ -32,6 +32,13 @@ from .errors import InvalidInputError
 JUMP_BACK_SECONDS = 1.0
 
 
+def jumped_back(stamp: float, newest: float | None, seconds: float = JUMP_BACK_SECONDS) -> bool:
+    """Whether time jumped back at ``stamp`` (a looped bag, a restarted simulator): more than
+    ``seconds`` before ``newest``, the newest stamp of the same stream (None: none yet). A
+    stamp less before it is merely out of order."""
+    return newest is not None and stamp < newest - seconds
+
+
 @dataclass(frozen=True)
 class Pose:
     """A position in metres and an orientation quaternion (identity by default; a zero
@@ -147,7 +154,8 @@ class PoseTrack:
         with self._lock:
             times = self._times
             keep = self.keep_seconds
-            if self._jump_back is not None and times and stamp < times[-1] - self._jump_back:
+            if self._jump_back is not None and times \
+                    and jumped_back(stamp, times[-1], self._jump_back):
                 # time jumped back (a looped bag, a restarted simulator): a new history;
                 # trimming against the old newest pose would drop every pose from now on
                 times.clear()

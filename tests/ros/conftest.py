@@ -69,10 +69,19 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> str:
     return out
 
 
-def line_with(process: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """The first line of ``process``'s output holding ``text`` (the output read so far,
-    if the process ends or ``timeout`` passes first). A thread goes on reading the output:
-    end the process with signals and ``wait()``, not :func:`stop`."""
+def logged_line(command: list[str], env: dict, text: str, timeout: float = 60) -> str:
+    """Start ``command`` and return the first line of its output holding ``text`` (the output
+    read so far, if it ends or ``timeout`` passes first); then stop it with SIGINT."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        return _line_with(process, text, timeout)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+def _line_with(process: subprocess.Popen, text: str, timeout: float) -> str:
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
                      daemon=True).start()
@@ -148,5 +157,5 @@ def ros2_python() -> str:
 def ros() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import this conftest)."""
     return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
-                           stop=stop, line_with=line_with, play_route=play_route,
+                           stop=stop, logged_line=logged_line, play_route=play_route,
                            check_route_run=check_route_run)

@@ -147,15 +147,9 @@ def test_compressed_images_follow_the_image_remap(ros1_python, ros_env, tiny_onn
     """With _use_compressed:=true, `image:=/camera/image_raw` alone takes
     /camera/image_raw/compressed, as image_transport names it (it stayed on
     /image/compressed, and the node waited for images that never came)."""
-    node = subprocess.Popen([ros1_python, str(NODE), f"_model:={tiny_onnx}",
-                             "_backend:=onnxruntime-cpu", "_use_compressed:=true", *remaps],
-                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    try:
-        line = ros.line_with(node, "images from")
-    finally:
-        node.send_signal(signal.SIGINT)
-        node.wait(timeout=30)
+    line = ros.logged_line([ros1_python, str(NODE), f"_model:={tiny_onnx}",
+                            "_backend:=onnxruntime-cpu", "_use_compressed:=true", *remaps],
+                           ros_env, "images from")
     assert f"images from {topic} (CompressedImage)" in line, line
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -156,14 +155,8 @@ def test_compressed_images_follow_the_image_remap(ros2_python, ros2_env, tiny_on
     """With use_compressed:=true, `-r image:=/camera/image_raw` alone takes
     /camera/image_raw/compressed, as image_transport names it (it stayed on
     /image/compressed, and the node waited for images that never came)."""
-    node = subprocess.Popen([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
-                             "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
-                             "-p", "use_compressed:=true", *remaps],
-                            env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    try:
-        line = ros.line_with(node, "images from")
-    finally:
-        node.send_signal(signal.SIGINT)
-        node.wait(timeout=30)
+    line = ros.logged_line([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
+                            "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
+                            "-p", "use_compressed:=true", *remaps],
+                           ros2_env, "images from")
     assert f"images from {topic} (CompressedImage)" in line, line

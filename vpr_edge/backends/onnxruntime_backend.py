@@ -40,6 +40,7 @@ from ..errors import (
     InvalidInputError,
     ModelFormatError,
     OutOfMemoryError,
+    out_of_memory,
 )
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
 from ..model_checksum import check_onnx_file
@@ -437,9 +438,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         except Exception as exc:  # onnxruntime's own types (Fail, RuntimeException)
-            text = str(exc).lower()
-            if isinstance(exc, MemoryError) or "failed to allocate" in text \
-                    or "bad_alloc" in text:
+            if out_of_memory(exc):
                 raise OutOfMemoryError(
                     f"{self.name}: not enough memory to run the model on a batch of "
                     f"{len(batch)} ({exc}); free memory, raise the process's limit "

@@ -38,7 +38,7 @@ from ..loop_metrics import (
     truth_from_positions,
 )
 from ..paths import expanded_path
-from ..poses import JUMP_BACK_SECONDS
+from ..poses import jumped_back
 from .arg_types import finite_float, non_negative_int, positive_int
 from .common import (
     add_model_arguments,
@@ -152,7 +152,7 @@ def _eligible(config: LoopClosureConfig, stamps: list):
         since_jump[i] = since_jump[i - 1] if i else 0
         if stamp is None:
             continue
-        if newest is not None and stamp < newest - JUMP_BACK_SECONDS:
+        if jumped_back(stamp, newest):
             since_jump[i], newest = i, None
         newest = stamp if newest is None else max(newest, stamp)
 

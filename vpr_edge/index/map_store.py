@@ -24,7 +24,6 @@ them, and checks the hnswlib header against the manifest before hnswlib sees the
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -39,7 +38,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .._version import __version__
-from ..errors import MapCorruptError, MapError, ModelMismatchError
+from ..errors import MapCorruptError, MapError, ModelMismatchError, out_of_memory
 from ..paths import user_path
 from . import atomic_dir, hnsw_file
 from .map_format import (
@@ -448,15 +447,6 @@ def damaged(path: Path, why: str) -> MapCorruptError:
     error = MapCorruptError(f"{path}: {why}; the map is damaged ({fix})")
     error.cause = f"{path.name}: {why}"  # what is wrong, without the advice (for logs)
     return error
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says memory (or address space) ran out: numpy's MemoryError, ENOMEM
-    from a read or a memory map, hnswlib's "Not enough memory". Never damage: the map on
-    disk may be sound."""
-    return (isinstance(exc, MemoryError)
-            or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
-            or (isinstance(exc, RuntimeError) and "not enough memory" in str(exc).lower()))
 
 
 def _unreadable(path: Path, exc: OSError) -> MapError:

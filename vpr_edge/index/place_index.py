@@ -32,7 +32,7 @@ from typing import Any, Union
 import hnswlib
 import numpy as np
 
-from ..errors import InvalidInputError, MapError, OutOfMemoryError
+from ..errors import InvalidInputError, MapError, OutOfMemoryError, out_of_memory
 from ..interrupts import signals_held
 from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
@@ -135,7 +135,7 @@ def _memory_for(what: str) -> Iterator[None]:
     try:
         yield
     except (MemoryError, RuntimeError, OSError) as exc:
-        if not map_store.out_of_memory(exc):
+        if not out_of_memory(exc):
             raise
         raise OutOfMemoryError(f"{what}: not enough memory ({exc}); nothing was changed, in "
                                "memory or on disk: free memory or raise the process's limit "
