@@ -14,6 +14,7 @@ import numpy as np
 from ._optional import require
 from .errors import InvalidInputError
 from .images import checked_frame
+from .plain_numbers import plain_numbers
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class VerifyConfig:
     min_inliers: int = 15
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         problems = []
         for name, least, why in (("features", 8, ""), ("max_side", 32, ""),
                                  ("min_inliers", 8, " (a fundamental matrix fits any 7 "

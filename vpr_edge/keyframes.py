@@ -20,6 +20,7 @@ import numbers
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
+from .plain_numbers import plain_numbers
 from .poses import Pose
 
 
@@ -39,6 +40,7 @@ class KeyframeConfig:
     max_interval: float | None = None
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         if not isinstance(self.every_n, int) or isinstance(self.every_n, bool) \
                 or self.every_n < 1:
             raise InvalidInputError(f"every_n must be an int >= 1, got {self.every_n!r}")

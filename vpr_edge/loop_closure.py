@@ -28,6 +28,7 @@ from .errors import InvalidInputError
 from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
+from .plain_numbers import plain_numbers
 from .poses import JUMP_BACK_SECONDS, jumped_back
 
 log = logging.getLogger("vpr_edge")
@@ -105,6 +106,7 @@ class LoopClosureConfig:
     add_to_map: bool = True
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         problems = []
         for name in ("exclusion_frames", "consistency_radius", "max_feature_places"):
             value = getattr(self, name)

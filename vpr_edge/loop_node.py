@@ -38,6 +38,7 @@ import numpy as np
 from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
+from .plain_numbers import plain_numbers
 from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, jumped_back
 
 log = logging.getLogger("vpr_edge.loop_node")
@@ -66,6 +67,7 @@ class NodeConfig:
     autosave_seconds: float = 60.0
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         problems = []
         if not _is_path(self.model):
             problems.append(f"model must be the path of the exported model (.onnx or .engine), "

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
+from .plain_numbers import plain_numbers
 
 #: A keyframe or a pose stamped more than this many seconds before the newest one means time
 #: jumped back (a bag played in a loop, a restarted simulator); one stamped less before is
@@ -53,6 +54,7 @@ class Pose:
     qw: float = 1.0
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         values = self.as_tuple()
         if not all(math.isfinite(v) for v in values):
             raise InvalidInputError(f"pose has non-finite values: {values}")

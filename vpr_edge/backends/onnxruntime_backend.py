@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..metadata import ONNX_METADATA_KEY, ModelMetadata, onnx_load_error
 from ..model_checksum import check_onnx_file
+from ..plain_numbers import plain_numbers
 from .base import CPU_BACKEND, Backend
 from .cuda_libraries import preload_cuda_libraries
 
@@ -125,6 +126,7 @@ class OnnxRuntimeOptions:
     log_severity: int = 3
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
             raise InvalidInputError(
                 f"graph_optimization must be one of {sorted(GRAPH_OPTIMIZATION_LEVELS)}, got "

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
+from ..plain_numbers import plain_numbers
 
 #: The only similarity the index uses: inner product of L2-normalised descriptors (= cosine).
 SPACE = "ip"
@@ -151,6 +152,7 @@ class IndexSettings:
     refine_adds: bool = True
 
     def __post_init__(self) -> None:
+        plain_numbers(self)
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise InvalidInputError(f"IndexSettings: {what}")
