@@ -21,7 +21,12 @@ from vpr_edge.errors import (
     ModelMismatchError,
 )
 from vpr_edge.index import IndexSettings, PlaceIndex, atomic_dir, hnsw_file, map_store
-from vpr_edge.index.map_format import canonical_json
+from vpr_edge.index.map_format import (
+    MAX_DIM,
+    MAX_POSE_DIM,
+    MAX_PROVENANCE_DEPTH,
+    canonical_json,
+)
 
 HERE = Path(__file__).resolve().parent
 DIM = 16
@@ -988,6 +993,60 @@ def test_provenance_round_trip_and_checks(tmp_path: Path) -> None:
     plain, _ = build(5)
     plain.save(tmp_path / "plain")  # no provenance: no field (older readers see nothing new)
     assert "provenance" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+
+
+
+def test_what_a_map_could_not_open_again_is_refused_when_added(tmp_path: Path) -> None:
+    """A pose longer than a manifest allows (a flattened Odometry with its covariances: 85
+    values), or a dim beyond MAX_DIM, was taken and saved without a word; the next open
+    called the map damaged, and `map repair` could not help: hours of mapping lost."""
+    index = PlaceIndex(DIM, fingerprint=FP)
+    with pytest.raises(InvalidInputError, match=r"poses\[1\]: 85 values.*at most 64.*meta"):
+        index.add(unit(2), poses=[tuple(range(7)), tuple(float(v) for v in range(85))])
+    assert len(index) == 0
+    index.add(unit(2), poses=[tuple(float(v) for v in range(MAX_POSE_DIM))] * 2)  # the most
+    index.save(tmp_path / "m")
+    assert PlaceIndex.open(tmp_path / "m").get(1).pose == tuple(range(MAX_POSE_DIM))
+    with pytest.raises(InvalidInputError, match=f"dim must be an int in \\[1, {MAX_DIM}\\]"):
+        PlaceIndex(MAX_DIM + 1)
+
+
+def test_provenance_a_manifest_could_not_hold_is_refused(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 65 MiB provenance value was saved, and the map then refused as damaged; one nested
+    990 levels deep was taken and made every save fail with a bare RecursionError."""
+    index, _ = build(20)
+    with pytest.raises(InvalidInputError, match="'big' is 1048579 characters of JSON"):
+        index.set_provenance("big", "x" * (1 << 20) + "y")
+    deep: list = []
+    for _ in range(MAX_PROVENANCE_DEPTH - 2):
+        deep = [deep]
+    index.set_provenance("deep", {"ok": deep})  # a dict and 99 lists: 100 levels, the most
+    for depth in (MAX_PROVENANCE_DEPTH + 1, 990, 3000):
+        deeper = deep
+        for _ in range(depth - MAX_PROVENANCE_DEPTH):
+            deeper = [deeper]
+        with pytest.raises(InvalidInputError, match="'deep' is nested more than 100 levels"):
+            index.set_provenance("deep", {"ok": deeper})
+    circular: dict = {}
+    circular["self"] = [circular]
+    with pytest.raises(InvalidInputError, match="'loop' is nested more than 100 levels"):
+        index.set_provenance("loop", circular)
+    assert set(index.provenance) == {"deep"}
+    index.save(tmp_path / "m")
+    before = snapshot(tmp_path / "m")
+    # many entries under the limit each: the whole manifest is checked before the swap
+    monkeypatch.setattr(map_store, "MAX_MANIFEST_BYTES", 40_000)
+    for key in "abc":
+        index.set_provenance(key, "x" * 15_000)
+    with pytest.raises(MapError, match="manifest would be .* bytes.*saved before is unchanged"):
+        index.save()
+    assert snapshot(tmp_path / "m") == before
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+    monkeypatch.undo()
+    index.save()
+    opened = PlaceIndex.open(tmp_path / "m").provenance
+    assert opened["c"] == "x" * 15_000 and opened["deep"] == {"ok": deep}
 
 
 def test_an_impossible_dim_in_an_empty_map_is_refused(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ INDEX_NAME = "index.hnsw"
 REMOVED_NAME = "removed.npy"
 #: A manifest larger than this is not ours (it lists a few files per segment).
 MAX_MANIFEST_BYTES = 64 << 20
+#: The most JSON text one provenance entry holds (every save writes it in the manifest).
+MAX_PROVENANCE_CHARS = 1 << 20
+#: The deepest nesting of lists and dicts in one provenance entry (JSON coding recurses).
+MAX_PROVENANCE_DEPTH = 100
 #: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7)
 MAX_POSE_DIM = 64
 #: far beyond any descriptor (NetVLAD's 7168-d, or 32768-d with K=256 on VGG16)

@@ -309,6 +309,11 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
         provenance=m["provenance"],
     )
     data = manifest.to_bytes()
+    if len(data) > MAX_MANIFEST_BYTES:  # it could be written, but never read again
+        raise MapError(f"{target}: not saved: its manifest would be {len(data)} bytes, more "
+                       f"than a map may have ({MAX_MANIFEST_BYTES}); its provenance holds too "
+                       "much (PlaceIndex.provenance): keep bulk data in a file next to the map. "
+                       "The map saved before is unchanged")
     _write_file(tmp / MANIFEST_NAME, lambda w: w.write(data))
     stats = {name: _stat(tmp / name) for name in manifest.files}
     return DiskState(path=target, segments=pending.segments, files=dict(manifest.files),

@@ -37,6 +37,7 @@ from ..interrupts import signals_held
 from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
+from .map_format import MAX_DIM, MAX_PROVENANCE_CHARS, MAX_PROVENANCE_DEPTH
 from .projection import count_sketch, project
 from .records import PlaceRecords
 from .results import PlaceMatch, PlaceRecord
@@ -154,8 +155,9 @@ class PlaceIndex:
 
     def __init__(self, dim: int, *, fingerprint: str | None = None,
                  settings: IndexSettings | None = None) -> None:
-        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not 1 <= dim:
-            raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
+        if (not isinstance(dim, numbers.Integral) or isinstance(dim, bool)
+                or not 1 <= dim <= MAX_DIM):  # a longer one could be saved, never opened
+            raise InvalidInputError(f"dim must be an int in [1, {MAX_DIM}], got {dim!r}")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise InvalidInputError(f"fingerprint must be a string (the model's), got "
                                     f"{type(fingerprint).__name__}")
@@ -231,10 +233,18 @@ class PlaceIndex:
         :attr:`provenance`; saved by the next :meth:`save`."""
         if not isinstance(key, str) or not key:
             raise InvalidInputError(f"provenance key must be a non-empty string, got {key!r}")
+        if validate.nested_deeper_than(value, MAX_PROVENANCE_DEPTH):  # (json recurses)
+            raise InvalidInputError(f"provenance {key!r} is nested more than "
+                                    f"{MAX_PROVENANCE_DEPTH} levels deep (or circular)")
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"provenance {key!r} must be plain JSON ({exc})") from exc
+        if len(text) > MAX_PROVENANCE_CHARS:  # every save writes it in the manifest
+            raise InvalidInputError(
+                f"provenance {key!r} is {len(text)} characters of JSON, more than "
+                f"{MAX_PROVENANCE_CHARS}: provenance is for a few facts about the map (keep "
+                "bulk data in a file next to it and record its name)")
         with self._lock.write():
             self._provenance[key] = json.loads(text)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .map_format import MAX_POSE_DIM
 
 #: Largest place id (ids are stored as int64 and used as hnswlib labels).
 #: the largest place id: the map stores the next automatic id, one above it, as an int64
@@ -183,6 +184,12 @@ def poses(value: Any, n: int, single: bool) -> list[tuple[float, ...] | None]:
                 f"poses[{i}]: expected a flat sequence of floats such as (x, y, z, qx, qy, qz, "
                 f"qw), got shape {arr.shape}"
             )
+        if arr.size > MAX_POSE_DIM:  # a map holding it could be saved but never opened
+            raise InvalidInputError(
+                f"poses[{i}]: {arr.size} values, but a map stores poses of at most "
+                f"{MAX_POSE_DIM} (x, y, z, qx, qy, qz, qw: 7); keep covariances and other "
+                "per-place values in meta"
+            )
         if not np.isfinite(arr).all():
             raise InvalidInputError(f"poses[{i}]: contains NaN or inf")
         out.append(tuple(float(v) for v in arr))
@@ -200,6 +207,20 @@ def _check_keys(obj: Any, where: str) -> None:
     elif isinstance(obj, (list, tuple)):
         for j, val in enumerate(obj):
             _check_keys(val, f"{where}[{j}]")
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists, tuples and dicts nest in ``value`` more than ``limit`` levels deep (a
+    circular one does); counted without recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def meta_json(value: Any, what: str = "meta") -> str | None:
