@@ -2,9 +2,10 @@
 
 Resumable: every place records the frame it came from (``meta["source"]``), the map is saved
 atomically every ``--save-every`` frames, and a rerun over the same frames skips those already
-in the map. Ctrl-C, SIGTERM or a frame that cannot be decoded stops the run after saving the
-places before it (``--skip-damaged`` leaves such frames out instead); a crash or a power cut
-loses at most the frames since the last save.
+in the map. Ctrl-C, SIGTERM, a frame that cannot be decoded (``--skip-damaged`` leaves such
+frames out instead) or described (NaN descriptors: the error names it), or any other error
+stops the run after saving the places before it; a crash or a power cut loses at most the
+frames since the last save.
 
 Frames arrive in route order, which makes a weaker search graph than a random order: each
 inference batch is added at once (a batch enters the graph shuffled, and is re-inserted when
@@ -23,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+import numpy as np
+
+from ..errors import InferenceError, InvalidInputError
 from ..index import map_store
 from ..paths import expanded_path
 from ..sources import stored_keys
@@ -81,7 +84,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         pending: list = []
 
         def flush() -> None:
-            nonlocal added, since_save, infer_seconds
+            nonlocal infer_seconds
             if not pending:
                 return
             t0 = time.perf_counter()
@@ -100,8 +103,17 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                 raise damaged
             if not pending:
                 return
-            descriptors = loc.describe([pixels for _, pixels in kept])
+            descriptors, failure = describe_naming_the_frame(loc, kept)
             infer_seconds += time.perf_counter() - t0
+            if failure is not None:  # the frames before it go in, and are saved
+                if descriptors is not None:
+                    del pending[len(descriptors):]
+                    add_pending(descriptors)
+                raise failure
+            add_pending(descriptors)
+
+        def add_pending(descriptors) -> None:
+            nonlocal added, since_save
             # one add per batch: a batch enters the graph shuffled and is re-inserted by the
             # next add (IndexSettings.refine_adds); a new map is rebuilt at the end. Ctrl-C
             # waits until the add is whole (and is raised at its end: the batch is in)
@@ -151,14 +163,15 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                 t0 = time.perf_counter()
                 loc.index.rebuild()  # (interrupted, it leaves the route-order graph)
                 rebuild_seconds = round(time.perf_counter() - t0, 3)
-        except (InvalidInputError, KeyboardInterrupt) as exc:
-            # a frame that cannot be read, Ctrl-C or SIGTERM: keep the places added so far
+        except (Exception, KeyboardInterrupt) as exc:
+            # a frame that cannot be read or described, Ctrl-C or SIGTERM, running out of
+            # memory: keep the places added so far
             if len(loc) != saved:
                 loc.save()
                 log.warning("saved the %d places this run added before %s to %s (a rerun "
                             "resumes after them)", len(loc) - first,
-                            "the error" if isinstance(exc, InvalidInputError)
-                            else "the interruption", map_dir)
+                            "the interruption" if isinstance(exc, KeyboardInterrupt)
+                            else "the error", map_dir)
             raise
         loc.save()
         places = len(loc)
@@ -170,6 +183,26 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
         "graph_rebuild_seconds": rebuild_seconds,
         **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
+
+
+def describe_naming_the_frame(loc, frames: list) -> tuple[Any, InferenceError | None]:
+    """Descriptors of ``(frame, pixels)`` pairs, and None; or, when the model fails on one
+    (NaN/inf descriptors: an FP16 overflow, a broken engine), the descriptors of the frames
+    before it (None for none) and an :class:`InferenceError` naming that frame's source (the
+    backend's message can only give its position in the batch). The batch is described again
+    one frame at a time to find it."""
+    try:
+        return loc.describe([pixels for _, pixels in frames]), None
+    except InferenceError:
+        pass
+    described = []
+    for frame, pixels in frames:
+        try:
+            described.append(loc.describe(pixels))
+        except InferenceError as exc:
+            return (np.stack(described) if described else None,
+                    InferenceError(f"{frame.key}: {exc}"))
+    return np.stack(described), None  # (a fault that did not come back)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

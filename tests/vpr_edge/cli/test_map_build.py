@@ -92,3 +92,43 @@ def test_a_new_map_searched_through_its_graph_is_rebuilt_in_random_order(
                         backend="onnxruntime-cpu",
                         index_settings=IndexSettings(exact_max_places=12))
     assert (summary["graph_rebuild_seconds"] is not None) == rebuilt
+
+
+def test_a_frame_the_model_fails_on_is_named_and_the_frames_before_it_saved(
+        tiny_onnx: Path, tiny, tmp_path: Path, cpu_only: None, monkeypatch, capsys,
+        caplog) -> None:
+    """NaN descriptors (an FP16 overflow, a broken engine) in the middle of a build lost every
+    place added since the last save, and the error named "frame 2": its place in the batch."""
+    import numpy as np
+
+    from vpr_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from vpr_edge.index import PlaceIndex
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    pictures = tiny.frames(12, seed=5, h=24, w=32)
+    pictures[10] = 255  # the frame the model "overflows" on: the second batch's third
+    for i, picture in enumerate(pictures):
+        Image.fromarray(picture).save(frames / f"f{i:02d}.png")
+    real_infer = OnnxRuntimeBackend._infer
+
+    def overflowing(self, chunk):
+        out = np.array(real_infer(self, chunk))
+        out[chunk.reshape(len(chunk), -1).min(axis=1) == 255] = np.nan
+        return out
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_infer", overflowing)
+    map_dir = tmp_path / "map"
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(frames),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {frames / 'f10.png'}: onnxruntime-cpu: the model produced NaN/inf" in err
+    assert "saved the 10 places this run added before the error" in caplog.text
+    saved = PlaceIndex.open(map_dir)
+    assert sorted(saved.get(p).meta["source"] for p in saved.ids()) == [
+        str(frames / f"f{i:02d}.png") for i in range(10)]
+    (frames / "f10.png").unlink()  # the rerun resumes after the saved places
+    assert main(["map", "build", str(tiny_onnx), str(map_dir), "--images", str(frames),
+                 "--no-progress", "--json", str(tmp_path / "s.json")]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["added"], summary["already_in_map"], summary["places"]) == (1, 10, 11)
