@@ -16,6 +16,10 @@ from .errors import InvalidInputError
 from .images import checked_frame
 from .plain_numbers import plain_numbers
 
+#: the fewest inliers that verify: a fundamental matrix fits any 7 matches
+LEAST_MIN_INLIERS = 8
+LEAST_MIN_INLIERS_WHY = " (a fundamental matrix fits any 7 matches, so fewer would verify anything)"
+
 
 @dataclass(frozen=True)
 class VerifyConfig:
@@ -56,8 +60,7 @@ class VerifyConfig:
         plain_numbers(self)
         problems = []
         for name, least, why in (("features", 8, ""), ("max_side", 32, ""),
-                                 ("min_inliers", 8, " (a fundamental matrix fits any 7 "
-                                  "matches, so fewer would verify anything)")):
+                                 ("min_inliers", LEAST_MIN_INLIERS, LEAST_MIN_INLIERS_WHY)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 problems.append(f"{name} must be an int >= {least}{why}, got {value!r}")

@@ -136,10 +136,12 @@ class LoopClosureConfig:
                             for p in problems)
                 and self.max_feature_places <= self.exclusion_frames):
             problems.append(
-                f"max_feature_places ({self.max_feature_places}) must be greater than "
-                f"exclusion_frames ({self.exclusion_frames}) with verify=True: ORB features are "
-                f"kept for the newest {self.max_feature_places} places only, which are all "
-                f"inside the exclusion window, so no loop could ever be verified")
+                f"exclusion_frames ({self.exclusion_frames}) must be less than "
+                f"max_feature_places ({self.max_feature_places}) with verify=True: ORB features "
+                f"are kept for the newest {self.max_feature_places} places only, which are all "
+                f"inside the exclusion window, so no loop could ever be verified (a window of "
+                f"{self.max_feature_places} keyframes or more needs max_feature_places raised, "
+                f"in the Python API)")
         if self.verify is True and self.add_to_map is False and self.report_unverifiable is False:
             problems.append(
                 "verify=True with add_to_map=False reports nothing: ORB features are kept only "
@@ -312,6 +314,7 @@ class LoopClosureDetector:
                 "process_frame()")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
+        stamp = None if stamp is None else float(stamp)  # a numpy one, too: loops go to JSON
         check_stamp_unit(stamp, cfg)
         self._end_chains_if_time_jumped_back(stamp)
         matches = self.index.query(

@@ -113,13 +113,18 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
     def off_if_zero(name: str) -> float | None:
         return values[name] or None
 
-    detector = LoopClosureConfig(
-        exclusion_frames=values["exclusion_frames"],
-        exclusion_seconds=off_if_zero("exclusion_seconds"),
-        min_score=values["min_score"], consistency=values["consistency"],
-        consistency_radius=values["consistency_radius"], candidates=values["candidates"],
-        verify=values["verify"], verify_config=VerifyConfig(min_inliers=values["min_inliers"]),
-        report_unverifiable=values["report_unverifiable"])
+    try:
+        detector = LoopClosureConfig(
+            exclusion_frames=values["exclusion_frames"],
+            exclusion_seconds=off_if_zero("exclusion_seconds"),
+            min_score=values["min_score"], consistency=values["consistency"],
+            consistency_radius=values["consistency_radius"], candidates=values["candidates"],
+            verify=values["verify"],
+            verify_config=VerifyConfig(min_inliers=values["min_inliers"]),
+            report_unverifiable=values["report_unverifiable"])
+    except InvalidInputError as exc:  # as parameters: 0 is off, there is no None
+        named = re.sub(r"^(LoopClosureConfig|VerifyConfig): ", "", str(exc))
+        raise InvalidInputError(f"parameter {_zero_for_off(named)}") from exc
     try:
         keyframes = KeyframeConfig(
             every_n=values["keyframe_every_n"],
@@ -128,13 +133,18 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
             max_interval=off_if_zero("keyframe_max_interval"))
     except InvalidInputError as exc:  # named as the parameters are ("min_distance" -> ...)
         named = re.sub(r"\b(every_n|min_distance|min_rotation|max_interval)\b",
-                       r"keyframe_\1", str(exc)).replace(", or None", " (0: off)")
-        raise InvalidInputError(f"parameter {named}") from exc
+                       r"keyframe_\1", str(exc))
+        raise InvalidInputError(f"parameter {_zero_for_off(named)}") from exc
     return NodeConfig(model=values["model"], map_dir=values["map_dir"] or None,
                       backend=values["backend"], detector=detector, keyframes=keyframes,
                       pose_max_gap=values["pose_max_gap"],
                       save_on_shutdown=values["save_on_shutdown"],
                       autosave_seconds=values["autosave_seconds"])
+
+
+def _zero_for_off(message: str) -> str:
+    """A config's message in a parameter's terms: what None turns off, 0 does."""
+    return message.replace(", or None", " (0: off)").replace(" or None", " (0: off)")
 
 
 def _refuse_if(name: str, value: str, problem_of: Callable[[str], str | None], what: str

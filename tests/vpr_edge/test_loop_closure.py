@@ -88,6 +88,22 @@ def test_time_window_exclusion(loc: Localizer, route: np.ndarray) -> None:
         detector.process_descriptor(route[0])
 
 
+
+def test_a_loop_of_numpy_stamps_writes_as_json(loc: Localizer, route: np.ndarray) -> None:
+    """A float32 stamp stayed float32 in the loop's query_stamp (the match's came back from
+    the map as a float): json.dumps(loop.to_dict()) failed."""
+    import json
+
+    config = LoopClosureConfig(min_score=0.5, consistency=1, exclusion_frames=0,
+                               exclusion_seconds=0.3)
+    detector = LoopClosureDetector(loc, config)
+    for i in range(10):
+        detector.process_descriptor(route[i], stamp=np.float32(i))
+    loop = detector.process_descriptor(route[3], stamp=np.float32(10)).loop
+    assert loop is not None and type(loop.query_stamp) is float
+    assert json.loads(json.dumps(loop.to_dict()))["query_stamp"] == 10.0
+
+
 def test_a_keyframe_exactly_the_window_old_is_a_candidate(loc: Localizer,
                                                           route: np.ndarray) -> None:
     """10 Hz stamps ``i * 0.1`` and a 0.3 s window: the keyframe 3 back was a candidate at
@@ -468,8 +484,8 @@ def test_feature_places_all_inside_the_exclusion_window_are_refused(frames: int,
     """verify=True keeps ORB features for the newest ``max_feature_places`` places only; with
     no more of them than ``exclusion_frames`` they are all excluded and no loop can ever be
     verified, which was accepted silently."""
-    with pytest.raises(InvalidInputError, match=r"max_feature_places \(\d+\) must be greater "
-                                                r"than exclusion_frames \(\d+\) with verify"):
+    with pytest.raises(InvalidInputError, match=r"exclusion_frames \(\d+\) must be less than "
+                                                r"max_feature_places \(\d+\) with verify"):
         LoopClosureConfig(verify=True, exclusion_frames=frames, max_feature_places=kept)
     LoopClosureConfig(verify=False, exclusion_frames=frames, max_feature_places=kept)
     LoopClosureConfig(verify=True, exclusion_frames=frames, max_feature_places=frames + 1)

@@ -90,6 +90,20 @@ def test_the_node_configs_ranges_are_checked_when_read() -> None:
         read(model="")
 
 
+def test_detector_parameters_are_named_as_parameters() -> None:
+    """exclusion_seconds -1 said "LoopClosureConfig: exclusion_seconds must be finite
+    seconds >= 0 or None" (ROS has no None: 0 is off)."""
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(InvalidInputError, match=r"^parameter exclusion_seconds must be "
+                                                    r"finite seconds >= 0 \(0: off\), got"):
+            read(exclusion_seconds=bad)
+    with pytest.raises(InvalidInputError, match=r"^parameter min_inliers must be an int >= 8"):
+        read(min_inliers=7)
+    with pytest.raises(InvalidInputError, match=r"^parameter exclusion_frames \(20000\) must "
+                                                r"be less than max_feature_places"):
+        read(exclusion_frames=20000, verify=True)
+
+
 def test_keyframe_parameters_are_named_as_parameters() -> None:
     """keyframe_min_distance -1 said "min_distance must be > 0 or None" (no such parameter,
     and ROS has no None); inf was taken, and then no keyframe ever came from motion."""

@@ -11,6 +11,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from ..geometric import LEAST_MIN_INLIERS, LEAST_MIN_INLIERS_WHY
+
 
 def _number(text: str, kind: type) -> float | int:
     try:
@@ -45,6 +47,9 @@ positive_float = _checked("positive_float", float, lambda v: v > 0, "a number > 
 non_negative_float = _checked("non_negative_float", float, lambda v: v >= 0, "a number >= 0")
 #: a score threshold
 finite_float = _checked("finite_float", float, lambda v: True, "a finite number")
+#: the inliers that verify a loop
+inlier_count = _checked("inlier_count", int, lambda v: v >= LEAST_MIN_INLIERS,
+                        f"an integer >= {LEAST_MIN_INLIERS}{LEAST_MIN_INLIERS_WHY}")
 #: a decay factor
 fraction_up_to_one = _checked("fraction_up_to_one", float, lambda v: 0 < v <= 1,
                               "a number in (0, 1]")

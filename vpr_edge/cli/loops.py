@@ -39,7 +39,13 @@ from ..loop_metrics import (
 )
 from ..paths import expanded_path
 from ..poses import jumped_back
-from .arg_types import finite_float, non_negative_int, positive_int
+from .arg_types import (
+    finite_float,
+    inlier_count,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from .common import (
     add_model_arguments,
     add_source_arguments,
@@ -80,13 +86,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how far apart (frames) successive candidates may be and agree")
     g.add_argument("--exclusion-frames", type=non_negative_int, default=d.exclusion_frames,
                    help="the most recent frames never matched")
-    g.add_argument("--exclusion-seconds", type=float, default=None,
+    g.add_argument("--exclusion-seconds", type=non_negative_float, default=None,
                    help="also exclude frames stamped this recently (needs stamps, in seconds; "
                         "warns of frames that repeat the stamp before them)")
     g.add_argument("--candidates", type=positive_int, default=d.candidates, help="top-k searched")
     g.add_argument("--verify", action="store_true",
                    help="geometric verification (ORB + RANSAC; needs vpr-edge[verify])")
-    g.add_argument("--min-inliers", type=positive_int, default=VerifyConfig().min_inliers,
+    g.add_argument("--min-inliers", type=inlier_count, default=VerifyConfig().min_inliers,
                    help="RANSAC inliers needed to verify")
     t = p.add_argument_group("ground truth (optional)")
     t.add_argument("--gt", choices=("names", "positions"), default=None,
@@ -186,9 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = LoopClosureConfig(**options,
                                    verify_config=VerifyConfig(min_inliers=args.min_inliers))
     except InvalidInputError as exc:  # named as the user typed them: --min-score, not min_score
-        text = str(exc).removeprefix("LoopClosureConfig: ")
-        for name in (*options, "min_inliers"):
-            text = re.sub(rf"\b{name}\b", "--" + name.replace("_", "-"), text)
+        text = str(exc).removeprefix("LoopClosureConfig: ").replace("verify=True", "--verify")
+        for name in options:  # ("verify" is a word in the messages too)
+            if name != "verify":
+                text = re.sub(rf"\b{name}\b", "--" + name.replace("_", "-"), text)
         raise InvalidInputError(text) from exc
     check_ground_truth_arguments(args)
     if args.sweep and args.gt is None:

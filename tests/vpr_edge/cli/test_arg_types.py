@@ -16,6 +16,7 @@ from vpr_edge.cli import arg_types
     (arg_types.non_negative_float, {"0": 0.0, "1e-4": 1e-4}, ["-1", "nan", "-inf"]),
     (arg_types.finite_float, {"-1": -1.0, "0.3": 0.3}, ["nan", "inf", "-inf", "abc"]),
     (arg_types.fraction_up_to_one, {"0.5": 0.5, "1": 1.0}, ["0", "1.5", "nan", "-0.5"]),
+    (arg_types.inlier_count, {"8": 8, "15": 15}, ["7", "0", "8.5"]),
 ])
 def test_values_in_and_out_of_range(kind, good: dict, bad: list) -> None:
     for text, value in good.items():
@@ -32,6 +33,13 @@ def test_values_in_and_out_of_range(kind, good: dict, bad: list) -> None:
     (["map", "build", "model.onnx", "map", "--images", "d", "--batch", "0"], "--batch"),
     (["localize", "model.onnx", "map", "--images", "d", "--threads", "0"], "--threads"),
     (["loops", "model.onnx", "--images", "d", "--consistency", "0"], "--consistency"),
+    # were refused by the detector with its own words: "... so fewer would --verify anything"
+    (["loops", "model.onnx", "--images", "d", "--min-inliers", "3"], "--min-inliers"),
+    # "... finite seconds >= 0 or None" (the command line has no None)
+    (["loops", "model.onnx", "--images", "d", "--exclusion-seconds", "nan"],
+     "--exclusion-seconds"),
+    (["loops", "model.onnx", "--images", "d", "--exclusion-seconds", "-1"],
+     "--exclusion-seconds"),
 ])
 def test_vpr_edge_refuses_them_before_any_work(argv: list[str], option: str, capsys) -> None:
     from vpr_edge.cli import main
