@@ -29,6 +29,7 @@ import numpy as np
 
 from ._optional import require
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
+from .paths import look
 from .poses import Pose, PoseTrack, jumped_back, pose_from_message, stamp_seconds
 from .ros_image import message_to_rgb
 
@@ -250,7 +251,7 @@ def _open(bag: PathLike) -> Iterator[Any]:
     highlevel = require("rosbags.highlevel", extra="ros", purpose="reading ROS bags")
     typesys = require("rosbags.typesys", extra="ros", purpose="reading ROS bags")
     path = Path(bag)
-    if not path.exists():
+    if look(path) is None:
         raise InvalidInputError(f"{path}: no such bag file or directory")
     part = _part_of_a_folder(path)
     if part:
@@ -261,6 +262,12 @@ def _open(bag: PathLike) -> Iterator[Any]:
         reader = highlevel.AnyReader([path], default_typestore=store)
         reader.open()
     except Exception as exc:  # rosbags raises its own reader errors for damaged files
+        denied = _permission_error(exc)
+        if denied is not None:
+            file = "" if denied.filename in (None, str(path)) else f" ({denied.filename})"
+            raise InvalidInputError(
+                f"{path}: no permission to read this bag{file}; run as a user who may read "
+                f"it, or give others read access (chmod -R a+rX {path})") from exc
         raise InvalidInputError(
             f"{path}: cannot read this bag ({type(exc).__name__}: {exc}); give a complete "
             f"ROS 1 .bag, a ROS 2 bag directory (with its metadata.yaml) or a ROS 2 .db3/.mcap "
@@ -270,6 +277,13 @@ def _open(bag: PathLike) -> Iterator[Any]:
         yield reader
     finally:
         reader.close()
+
+
+def _permission_error(exc: BaseException | None) -> PermissionError | None:
+    """The PermissionError behind ``exc`` (rosbags wraps some in its own errors), if any."""
+    while exc is not None and not isinstance(exc, PermissionError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _part_of_a_folder(path: Path) -> str | None:

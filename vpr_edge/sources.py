@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -29,6 +30,7 @@ import numpy as np
 from .bags import positive_int
 from .errors import ImageDecodeError, InvalidInputError
 from .images import load_image
+from .paths import folder_entries, is_dir, is_file, look
 
 log = logging.getLogger("vpr_edge")
 
@@ -124,16 +126,30 @@ def _keys(path: Path) -> tuple[str, str]:
 
 def stored_keys(keys: Iterable[str | None]) -> set[str]:
     """The source keys a map's places hold, each also with symlinks resolved: a frame given
-    now through another spelling of the same folder (a link to it, or the folder a link
-    names) is found in the map all the same."""
+    now through another spelling of the same file, bag or folder (a link to it, or what a
+    link names) is found in the map all the same (keys that maps stored before keys kept
+    symlinks are resolved already: a frame's ``resolved_key`` finds them)."""
     known = {key for key in keys if key}
-    resolved_folders: dict[str, str] = {}
+    resolve = _resolver()
     for key in list(known):
-        folder, name = os.path.split(key)  # (a bag's key: "<bag>:<topic>:<n>" splits too)
-        if folder not in resolved_folders:
-            resolved_folders[folder] = os.path.realpath(folder)
-        known.add(os.path.join(resolved_folders[folder], name))
+        known.add(resolve(key))
+        bag, topic, number = key.rsplit(":", 2) if key.count(":") >= 2 else (key, "", "")
+        if number.isdigit():  # a bag's frame, "<bag>:<topic>:<n>" (a topic has no ':')
+            known.add(f"{resolve(bag)}:{topic}:{number}")
     return known
+
+
+def _resolver() -> Callable[[str], str]:
+    """``os.path.realpath``, remembered: each folder is resolved once (a map holds thousands
+    of keys in a few folders), then only the last part of a path is looked at (a link?)."""
+    folders = functools.lru_cache(maxsize=None)(os.path.realpath)
+
+    def resolve(path: str) -> str:
+        folder, name = os.path.split(path)
+        where = os.path.join(folders(folder), name)
+        return os.path.realpath(where) if os.path.islink(where) else where
+
+    return functools.lru_cache(maxsize=None)(resolve)
 
 
 def _file_frame(index: int, path: Path, stamp: float | None = None,
@@ -147,7 +163,7 @@ def is_image_file(path: Path) -> bool:
     AppleDouble files a Mac copies along, are not images). A broken link is listed, so that
     decoding it says what is wrong."""
     return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-            and not path.is_dir())
+            and not is_dir(path))
 
 
 def _files_source(description: str, frames: list[SourceFrame], skip_damaged: bool
@@ -162,10 +178,10 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     ``skip_damaged``: files that cannot be decoded are left out (see :attr:`FrameSource.skipped`)
     instead of stopping the run."""
     root = Path(folder)
-    if not root.is_dir():
+    if not is_dir(root):
         raise InvalidInputError(not_a_folder(root) + (
             "; for single image files use --list FILE.csv (or vpr-edge query)"
-            if root.exists() else ""))
+            if look(root) is not None else ""))
     files = list_images(root)
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
@@ -177,7 +193,7 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
 
 def not_a_folder(path: Path) -> str:
     """Why ``path``, which is not a folder, cannot be a folder of images."""
-    if not path.exists():
+    if look(path) is None:
         return f"{path}: no such folder"
     return f"{path} is a file, not a folder of images"
 
@@ -188,7 +204,7 @@ def _warn_of_other_image_types(folder: Path, entries: list[Path]) -> None:
     ``vpr-edge query`` read it)."""
     others = sorted(p.name for p in entries
                     if not p.name.startswith(".") and p.suffix.lower() in OTHER_IMAGE_SUFFIXES
-                    and p.is_file())
+                    and is_file(p))
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         log.warning("%s: left out %d image files of other types (%s): a folder source takes %s; "
@@ -199,7 +215,7 @@ def _warn_of_other_image_types(folder: Path, entries: list[Path]) -> None:
 def list_images(folder: Path) -> list[Path]:
     """The image files of ``folder`` (not of its sub-folders), sorted by name; a warning names
     the image files of other types it leaves out (the folder is listed once, for both)."""
-    entries = list(folder.iterdir())
+    entries = folder_entries(folder)
     _warn_of_other_image_types(folder, entries)
     return sorted(p for p in entries if is_image_file(p))
 

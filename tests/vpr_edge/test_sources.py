@@ -85,6 +85,11 @@ def test_stored_keys_know_each_place_under_both_spellings(tmp_path: Path) -> Non
         assert not stored_keys([stored.key, None]).isdisjoint(rerun.keys())
     bag_key = f"{tmp_path / 'link' / 'run.bag'}:/camera/image_raw:7"
     assert f"{real / 'run.bag'}:/camera/image_raw:7" in stored_keys([bag_key])
+    # a link to the file, or to the bag itself (a ROS 2 bag is a folder), resolves too
+    (tmp_path / "file.png").symlink_to(real / "Image000.png")
+    assert direct.key in stored_keys([str(tmp_path / "file.png")])
+    (tmp_path / "bag").symlink_to(real)
+    assert f"{real}:/camera/image_raw:7" in stored_keys([f"{tmp_path / 'bag'}:/camera/image_raw:7"])
 
 
 def _frames_of_list(csv_path: Path) -> list[tuple[str, float | None, tuple | None]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..paths import expanded_path
+from ..paths import expanded_path, is_dir
 from .arg_types import finite_float, positive_int
 from .common import add_model_arguments, backend_options, require_map
 from .help_format import HelpFormatter
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     require_map(args.map)
     for image in args.images:
-        if image.is_dir():
+        if is_dir(image):
             raise InvalidInputError(
                 f"{image} is a folder: give image files (e.g. {image}/*.jpg), or match every "
                 f"image in it with: vpr-edge localize {args.model} {args.map} --images {image}")

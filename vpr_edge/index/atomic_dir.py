@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import paths
 from ..atomic_file import fsync_dir, unwritable_folder
 from ..errors import MapError
 from ..paths import user_path
@@ -106,49 +107,19 @@ def real_target(path: Path) -> Path:
 
 
 def look(path: Path) -> os.stat_result | None:
-    """``os.stat(path)``, or None where nothing is (or can be: a name too long for the file
-    system, a loop of links); a :class:`MapError` naming the folder and the fix for other
-    failures (no permission to enter a folder above the map, an I/O error), which pathlib's
-    ``is_dir()``/``exists()`` raise as a bare OSError."""
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
-            return None
-        raise MapError(lookup_failure(Path(path), exc)) from exc
-
-
-def lookup_failure(path: Path, exc: OSError) -> str:
-    """Why ``path`` could not be looked at: the folder above it this user may not enter, or
-    the error (with where to look for an I/O error's cause)."""
-    if isinstance(exc, PermissionError):
-        for folder in reversed(path.parents):  # from the root down: the first one closed
-            if not os.access(folder, os.X_OK):
-                try:
-                    facts = os.stat(folder)
-                    owner = f" (owned by uid {facts.st_uid}, mode {stat.S_IMODE(facts.st_mode):o})"
-                except OSError:
-                    owner = ""
-                return (f"cannot look into {folder}{owner}, where {path.name} is: this user "
-                        f"may not enter it; run as a user who may, or let this one in (chmod "
-                        f"o+x {folder}, or add the user to its group)")
-        return f"cannot look at {path}: permission denied ({exc})"
-    return (f"cannot look at {path} ({exc.strerror or exc}): the disk or file system failed "
-            "(see `dmesg`); check or remount it")
+    """``os.stat(path)``, or None where nothing is; a :class:`MapError` naming the folder and
+    the fix for other failures (:func:`vpr_edge.paths.look`)."""
+    return paths.look(path, MapError)
 
 
 def is_dir(path: Path) -> bool:
     """``path.is_dir()``, with :func:`look`'s errors."""
-    facts = look(path)
-    return facts is not None and stat.S_ISDIR(facts.st_mode)
+    return paths.is_dir(path, MapError)
 
 
 def is_file(path: Path) -> bool:
     """``path.is_file()``, with :func:`look`'s errors."""
-    facts = look(path)
-    return facts is not None and stat.S_ISREG(facts.st_mode)
+    return paths.is_file(path, MapError)
 
 
 @contextmanager

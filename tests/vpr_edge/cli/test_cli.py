@@ -751,6 +751,46 @@ def test_map_build_resumes_through_another_spelling_of_its_folder(
     assert again["added"] == 0 and again["already_in_map"] == 30
 
 
+def _linked_source(kind: str, tmp_path: Path, frames: np.ndarray, request
+                   ) -> tuple[list[str], list[str]]:
+    """A source of ``kind`` twice, as map build's arguments: through a symbolic link to each
+    image file (a frame list) or to the bag (a ROS 1 file, a ROS 2 folder), and through the
+    files the links name."""
+    real, links = tmp_path / "real", tmp_path / "links"
+    real.mkdir()
+    links.mkdir()
+    if kind == "list":
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(real / f"f{i}.png")
+            (links / f"f{i}.png").symlink_to(real / f"f{i}.png")
+        for folder in (real, links):
+            lines = ["image"] + [str(folder / f"f{i}.png") for i in range(len(frames))]
+            (folder / "frames.csv").write_text("\n".join(lines) + "\n")
+        return (["--list", str(links / "frames.csv")], ["--list", str(real / "frames.csv")])
+    bag_writer = request.getfixturevalue("bag_writer")
+    name = "run.bag" if kind == "ros1 bag" else "run"  # a ROS 2 bag is a folder
+    bag = bag_writer.write_bag(real / name, list(frames),
+                               ros2_storage=None if kind == "ros1 bag" else "mcap")
+    (links / name).symlink_to(bag)
+    topic = ["--topic", bag_writer.IMAGE_TOPIC]
+    return ["--bag", str(links / name), *topic], ["--bag", str(bag), *topic]
+
+
+@pytest.mark.parametrize("kind", ["list", "ros1 bag", "ros2 bag"])
+def test_map_build_resumes_through_the_files_its_links_name(
+        tiny_onnx: Path, tiny, tmp_path: Path, cpu_only: None, request, kind: str) -> None:
+    """A map built through a link to each listed file or to the bag, resumed through what
+    the links name: every frame was added again (a map twice over, which matches itself)."""
+    through_links, direct = _linked_source(kind, tmp_path, tiny.frames(3, seed=5, h=24, w=32),
+                                           request)
+    map_dir, out = tmp_path / "map", tmp_path / "build.json"
+    for source in (through_links, direct):
+        assert main(["map", "build", str(tiny_onnx), str(map_dir), *source, "--no-progress",
+                     "--json", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert (again["added"], again["already_in_map"], again["places"]) == (0, 3, 3)
+
+
 def test_paths_given_with_a_tilde_mean_the_home_folder(tiny_onnx: Path, routes,
                                                        tmp_path: Path, cpu_only: None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -822,6 +862,78 @@ def test_localize_gt_names_reads_the_number_that_differs_within_a_folder(
     (run2 / name.format(4)).rename(run2 / name.format(3))  # now cam0 and cam1 of frame 3
     assert main(args) == 2
     assert "both have frame number" in capsys.readouterr().err
+
+
+def _under_file_permissions() -> list[str]:
+    """A command prefix that runs a child bound by file permissions: none for an ordinary
+    user; for root, setpriv dropping the capabilities that override them (root owns the
+    test's files, so their owner bits decide). Skips where root has no setpriv."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+    if shutil.which("setpriv") is None or subprocess.run([*prefix, "true"]).returncode != 0:
+        pytest.skip("running as root, without setpriv to drop the right to read anything")
+    return prefix
+
+
+LOOPS = ["loops", "{model}", "--no-progress"]
+PERMISSION_CASES = {  # the command, and what its error says
+    "a folder in a closed one": ([*LOOPS, "--images", "{tmp}/closed/frames"],
+                                 "cannot look into {tmp}/closed (owned by uid"),
+    "map build from it": (["map", "build", "{model}", "{tmp}/new", "--images",
+                           "{tmp}/closed/frames"], "cannot look into {tmp}/closed (owned by"),
+    "a folder that cannot be listed": ([*LOOPS, "--images", "{tmp}/unlisted"],
+                                       "{tmp}/unlisted: no permission to list the folder"),
+    "a folder listed but not entered": ([*LOOPS, "--images", "{tmp}/listed"],
+                                        "cannot look into {tmp}/listed (owned by uid"),
+    "a bag in a closed folder": ([*LOOPS, "--bag", "{tmp}/closed/run.bag", "--topic", "/cam"],
+                                 "cannot look into {tmp}/closed (owned by uid"),
+    "a bag that cannot be read": ([*LOOPS, "--bag", "{tmp}/unreadable.bag", "--topic", "/cam"],
+                                  "{tmp}/unreadable.bag: no permission to read this bag; "),
+    "a query image in a closed folder": (["query", "{model}", "{tmp}/map", "{tmp}/closed/q.png"],
+                                         "cannot look into {tmp}/closed (owned by uid"),
+}
+
+
+@pytest.mark.parametrize("case", list(PERMISSION_CASES))
+def test_a_path_this_user_may_not_read_is_a_clear_error(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                        cpu_only: None, case: str) -> None:
+    """Python 3.11's Path.is_dir() and exists() raise PermissionError where a folder above
+    the path is closed, and a folder that cannot be listed raised it from iterdir(): each
+    was a traceback (exit 1); a bag that could not be read was called damaged, with
+    `rosbag reindex` as the fix."""
+    import os
+    import subprocess
+    import sys
+
+    import vpr_edge
+
+    pytest.importorskip("rosbags")
+    frames = tiny.frames(2, seed=8, h=24, w=32)
+    for folder in ("closed/frames", "unlisted", "listed", "open"):
+        write_route(tmp_path / folder, frames)
+    (tmp_path / "unreadable.bag").write_bytes(b"#ROSBAG V2.0\n")
+    build_map_of(tiny_onnx, tmp_path / "map", tmp_path / "open")
+    command, expected = PERMISSION_CASES[case]
+    names = {"model": str(tiny_onnx), "tmp": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": str(Path(vpr_edge.__file__).parents[1])}
+    modes = {"closed": 0o600, "unlisted": 0o300, "listed": 0o644, "unreadable.bag": 0o000}
+    try:
+        for name, mode in modes.items():
+            (tmp_path / name).chmod(mode)
+        child = subprocess.run([*_under_file_permissions(), sys.executable, "-m", "vpr_edge.cli",
+                                *(part.format(**names) for part in command)],
+                               capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        for name in modes:
+            (tmp_path / name).chmod(0o755)
+    assert child.returncode == 2, child.stderr
+    assert expected.format(**names) in child.stderr and "Traceback" not in child.stderr
+    assert "chmod" in child.stderr and "reindex" not in child.stderr
 
 
 def test_running_out_of_memory_is_an_error_not_a_traceback(tiny_onnx: Path, capsys,
