@@ -15,7 +15,7 @@ import time
 from vpr_edge._optional import require
 from vpr_edge.cli.arg_types import positive_int
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import check_output_file, write_json
+from vpr_edge.cli.output import check_distinct_outputs, check_output_file, write_json
 from vpr_edge.errors import VprEdgeError
 from vpr_edge.paths import expanded_path
 
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
     try:
+        check_distinct_outputs({"-o/--output": getattr(args, "output", None),
+                                "--json": getattr(args, "json", None)})
         check_output_file(getattr(args, "output", None), "-o/--output", a_model=True)
         check_output_file(getattr(args, "json", None), "--json")
         result = args.run(args)

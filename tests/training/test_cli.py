@@ -107,7 +107,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Pa
     folder = tmp_path / "nowhere-images"  # never read: the check comes first
     for output, json_path, words in ((tmp_path, None, "is a directory"),
                                      (a_file / "m.pt", None, "is a file, not a folder"),
-                                     (tmp_path / "m.pt", tmp_path, "--json")):
+                                     (tmp_path / "m.pt", tmp_path, "--json"),
+                                     # the report was written over the checkpoint
+                                     (tmp_path / "model", tmp_path / "model",
+                                      "give each its own path")):
         args = ["init", "--images", str(folder), "--output", str(output)]
         if json_path is not None:
             args += ["--json", str(json_path)]

@@ -146,12 +146,17 @@ def backend_report(model_path: str | os.PathLike[str] | None = None) -> list[Bac
     report = []
     for name in BACKEND_ORDER:
         if kind is not None and name not in BACKENDS_FOR[kind]:
-            other = "an .onnx model" if kind == "engine" else "a TensorRT engine file (.engine)"
-            report.append(BackendStatus(name, False, f"runs {other}, not {Path(model_path).name}"))
+            report.append(BackendStatus(name, False, _wrong_file_type(kind, model_path)))
             continue
         reason = _probe(name)
         report.append(BackendStatus(name, reason is None, reason or ""))
     return report
+
+
+def _wrong_file_type(kind: str, model_path: str | os.PathLike[str]) -> str:
+    """Why a backend that does not run ``kind`` files cannot run ``model_path``."""
+    other = "an .onnx model" if kind == "engine" else "a TensorRT engine file (.engine)"
+    return f"runs {other}, not {Path(model_path).name}"
 
 
 def available_backends(model_path: str | os.PathLike[str] | None = None) -> list[str]:
@@ -209,6 +214,9 @@ def open_backend(
                                f"{path.stat().st_uid}, mode {path.stat().st_mode & 0o777:o}): "
                                "run as a user who may read it, or chmod a+r it")
     candidates = BACKENDS_FOR[kind] if backend == "auto" else (canonical_name(backend),)
+    if candidates[0] not in BACKENDS_FOR[kind]:  # (before its options: the real problem)
+        raise BackendUnavailableError(_unavailable_message(
+            candidates[0], _wrong_file_type(kind, path), path))
     known = frozenset().union(*(accepted_options(c) for c in candidates))
     unknown = sorted(set(options) - known)
     if unknown:

@@ -23,7 +23,7 @@ from ..errors import VprEdgeError
 from . import backends, bench, engine_build, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
 from .interrupts import Terminated, sigterm_as_interrupt
-from .output import check_output_file
+from .output import check_distinct_outputs, check_output_file, tables_off_stdout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        for option in ("json", "csv"):  # before the work, not after it
+        outputs = _outputs(args)
+        check_distinct_outputs(outputs)  # before the work, not after it
+        for option in ("json", "csv"):
             check_output_file(getattr(args, option, None), f"--{option}", _inputs(args),
                               getattr(args, "map", None))
-        with sigterm_as_interrupt():
+        results = (outputs["--json"], outputs["--csv"])  # (written as text: may be stdout)
+        with sigterm_as_interrupt(), tables_off_stdout(results):
             args.run(args)
         sys.stdout.flush()  # (a reader that left shows here, not as a traceback at exit)
     except VprEdgeError as exc:
@@ -84,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no error at exit)
         return 141  # 128 + SIGPIPE, as the shell reports a process the pipe ended
     return 0
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, Path | None]:
+    """The files a command writes, by the option that names them: ``--json``, ``--csv``, and
+    those its parser declares (``set_defaults(writes={"--output": "output"})``)."""
+    named = {f"--{option}": getattr(args, option, None) for option in ("json", "csv")}
+    return {**named, **{option: getattr(args, dest)
+                        for option, dest in getattr(args, "writes", {}).items()}}
 
 
 def _inputs(args: argparse.Namespace) -> list[Path]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..paths import expanded_path
 from .help_format import HelpFormatter
-from .output import print_facts, print_table, write_json
+from .output import TO_STDOUT, print_facts, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "runtime uses. Loads no model.")
     p.add_argument("model", type=expanded_path, nargs="?", default=None,
                    help="an exported .onnx or .engine: only the backends for its file type")
-    p.add_argument("--json", type=expanded_path, default=None, help="also write it as JSON")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="also write it as JSON" + TO_STDOUT)
     p.set_defaults(run=run)
 
 

@@ -22,7 +22,7 @@ from ..paths import expanded_path
 from .arg_types import positive_int
 from .common import add_model_arguments, backend_options
 from .help_format import HelpFormatter, summary
-from .output import print_facts, print_table, write_json
+from .output import TO_STDOUT, print_facts, print_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    default=None, help="frame to use (default: noise)")
     p.add_argument("--frame-size", type=positive_int, nargs=2, default=(480, 640),
                    metavar=("H", "W"), help="camera frame size when no --image")
-    p.add_argument("--json", type=expanded_path, default=None, help="write the results here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write the results here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -20,7 +20,7 @@ from ..errors import InvalidInputError, VprEdgeError
 from ..paths import expanded_path
 from .arg_types import positive_int
 from .help_format import HelpFormatter, summary
-from .output import print_facts, write_json
+from .output import TO_STDOUT, print_facts, write_json
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 
@@ -36,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorrt-module", choices=MODULES, default=None,
                    help="build with this module (default: tensorrt, else tensorrt_rtx)")
     add_engine_arguments(p, batch_type=positive_int, workspace_type=positive_int)
-    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON summary here")
-    p.set_defaults(run=run)
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write a JSON summary here" + TO_STDOUT)
+    p.set_defaults(run=run, writes={"--output": "output"})
 
 
 def add_engine_arguments(p: argparse.ArgumentParser, *, batch_type: Any = int,

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..paths import expanded_path
 from .help_format import HelpFormatter
-from .output import print_facts, write_json
+from .output import TO_STDOUT, print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Print the metadata of an exported model or engine, or "
                                    "the manifest of a map directory.")
     p.add_argument("path", type=expanded_path, help="model.onnx, model.engine or a map directory")
-    p.add_argument("--json", type=expanded_path, default=None, help="also write the facts as JSON")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="also write the facts as JSON" + TO_STDOUT)
     p.set_defaults(run=run)
 
 

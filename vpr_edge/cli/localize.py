@@ -31,7 +31,7 @@ from .common import (
     source_from,
 )
 from .help_format import HelpFormatter, summary
-from .output import print_facts, write_json
+from .output import TO_STDOUT, print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "within --gt-radius metres")
     p.add_argument("--gt-tolerance", type=int, default=2, help="frames, for --gt names")
     p.add_argument("--gt-radius", type=float, default=25.0, help="metres, for --gt positions")
-    p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write the summary here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

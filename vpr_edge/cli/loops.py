@@ -55,7 +55,7 @@ from .common import (
     source_from,
 )
 from .help_format import HelpFormatter, summary
-from .output import output_errors, print_facts, print_table, write_json, write_text
+from .output import TO_STDOUT, output_errors, print_facts, print_table, write_json, write_text
 
 log = logging.getLogger("vpr_edge")
 
@@ -112,9 +112,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write one row per frame here: index, source, stamp; best_match and "
                         "best_score (the most similar place outside the exclusion windows "
                         "that scores at least --min-score; empty if none); loop_match, "
-                        "loop_score, verified, inliers (empty without a loop); correct "
-                        "(with --gt)")
-    p.add_argument("--json", type=expanded_path, default=None, help="write the summary here")
+                        "loop_score, verified, inliers (empty without a loop); and with "
+                        "--gt, correct" + TO_STDOUT)
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write the summary here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 

@@ -32,7 +32,7 @@ from ..paths import expanded_path
 from ..sources import stored_keys
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
-from .output import print_facts, write_json
+from .output import TO_STDOUT, print_facts, write_json
 
 if TYPE_CHECKING:
     from ..index import IndexSettings
@@ -52,9 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="save the map atomically after this many new frames")
     p.add_argument("--no-rebuild", action="store_true",
                    help="keep the route-order graph (skip the random-order rebuild at the end)")
-    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON summary here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write a JSON summary here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, writes={"map folder": "map"})
 
 
 def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batch: int = 8,

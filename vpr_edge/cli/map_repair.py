@@ -19,14 +19,15 @@ from ..errors import MapCorruptError
 from ..paths import expanded_path
 from .common import require_map
 from .help_format import HelpFormatter, summary
-from .output import print_facts, write_json
+from .output import TO_STDOUT, print_facts, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("repair", help="rebuild a map's damaged search graph from its descriptors",
                        formatter_class=HelpFormatter, description=summary(__doc__))
     p.add_argument("map", type=expanded_path, help="map directory")
-    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON summary here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write a JSON summary here" + TO_STDOUT)
     p.set_defaults(run=run)
 
 

@@ -120,6 +120,20 @@ def test_tensorrt_cannot_run_an_onnx_file(tiny_onnx, cpu_only) -> None:
         open_backend(tiny_onnx, backend="tensorrt")
 
 
+def test_a_backend_for_another_file_type_is_named_before_its_options(tiny_onnx, cpu_only,
+                                                                     tmp_path) -> None:
+    """`--backend trt --threads 2` on an .onnx said "unknown option(s) intra_op_num_threads";
+    without --threads, the real problem: TensorRT runs .engine files only."""
+    with pytest.raises(BackendUnavailableError, match="'tensorrt' cannot run tiny.onnx here: "
+                                                      "runs a TensorRT engine file"):
+        open_backend(tiny_onnx, backend="trt", intra_op_num_threads=2)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(BackendUnavailableError, match="'onnxruntime-cpu' cannot run m.engine "
+                                                      "here: runs an .onnx model"):
+        open_backend(engine, backend="cpu", max_batch=8)
+
+
 def test_engine_without_tensorrt_is_unavailable_with_the_extra(
     cpu_only, no_tensorrt, tmp_path
 ) -> None:

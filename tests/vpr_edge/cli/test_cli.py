@@ -104,7 +104,7 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
     assert main(["query", str(tiny_onnx), str(map_dir), str(run2 / "Image007.png"), "-k", "2",
                  "--json", str(out)]) == 0
     matches = json.loads(out.read_text())
-    assert matches[0]["source"] == "Image007.png" and matches[0]["rank"] == 1
+    assert matches[0]["source"] == str(run1 / "Image007.png") and matches[0]["rank"] == 1
     loc_json = tmp_path / "loc.json"
     assert main(["localize", str(tiny_onnx), str(map_dir), "--images", str(run2), "--gt",
                  "names", "--no-progress", "--json", str(loc_json)]) == 0
