@@ -1,17 +1,20 @@
 """Scoring loop-closure detection against ground truth: precision, recall, PR curves.
 
-Ground truth is, per frame of a sequence, the set of other frames showing the same place:
-from file names of frame-aligned traversals (``ImageNNN.jpg`` in two folders), or from
-positions within a radius. A frame *has a loop* when some frame of its ground truth was in the
-map and outside the exclusion window when it was queried.
+Ground truth says, per frame of a sequence, which other frames show the same place: from
+file names of frame-aligned traversals (``ImageNNN.jpg`` in two folders), or from positions
+within a radius. A frame *has a loop* when some frame of its ground truth was in the map and
+outside the exclusion window when it was queried. Ground truth is asked, not listed
+(:class:`GroundTruth`): a route in a small area makes almost every pair of frames a match.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,44 +61,147 @@ def frame_numbers(keys: Sequence[str]) -> list[int]:
     return [number_of[key] for key in keys]
 
 
-def truth_from_names(keys: Sequence[str], tolerance: int = 2) -> list[set[int]]:
+#: ``eligible(q, frames)``: for each of ``frames`` (an array of frame indices, all before
+#: ``q``), whether it could be returned when frame ``q`` was queried (already in the map and
+#: outside the exclusion window)
+Eligible = Callable[[int, np.ndarray], np.ndarray]
+
+
+class GroundTruth(ABC):
+    """Which frames of a sequence show the same place, asked frame by frame.
+
+    The pairs are never listed: on a route that stays in a small area almost every pair of
+    frames is a match (a lab robot's 6000 frames held 36 million), so memory stays linear in
+    the frames and each question looks only at the frames that could answer it.
+    """
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return self.frames
+
+    @abstractmethod
+    def is_match(self, query: int, frame: int) -> bool:
+        """Whether ``frame`` shows the place of frame ``query`` (a correct loop)."""
+
+    @abstractmethod
+    def matches(self, query: int, *, before: int | None = None) -> Iterator[np.ndarray]:
+        """The frames (only those before frame ``before``, when given) that show the place of
+        frame ``query``, in non-empty chunks, small ones first: a caller that stops at the
+        first chunk that answers its question never looks at the others."""
+
+    def has_loop(self, query: int, eligible: Eligible) -> bool:
+        """Whether frame ``query`` has a true loop among the earlier frames ``eligible``
+        allows (it stops at the first)."""
+        return any(bool(np.any(eligible(query, chunk)))
+                   for chunk in self.matches(query, before=query))
+
+    def any_match(self) -> bool:
+        """Whether any two frames of the sequence show the same place."""
+        return any(True for q in range(self.frames) for _ in self.matches(q, before=q))
+
+
+def _chunks(frames: np.ndarray, first: int = 64) -> Iterator[np.ndarray]:
+    """``frames`` in pieces that double in size: the first answers most questions cheaply,
+    and a long search still runs in few numpy calls."""
+    start, size = 0, first
+    while start < len(frames):
+        yield frames[start:start + size]
+        start, size = start + size, size * 2
+
+
+class NameTruth(GroundTruth):
     """Frames in different folders whose frame numbers (:func:`frame_numbers`) are within
     ``tolerance``.
 
     For frame-aligned traversals (Gardens Point: ``day_left/Image042.jpg`` is the same place
     as ``day_right/Image042.jpg``). Frames of the same folder are never ground-truth matches.
+    The frames are kept sorted by number, so a frame's matches are one binary search away.
     """
-    folders = [str(Path(key).parent) for key in keys]
-    numbers = frame_numbers(keys)
-    return [{j for j, (f, n) in enumerate(zip(folders, numbers))
-             if f != folder and abs(n - number) <= tolerance}
-            for folder, number in zip(folders, numbers)]
+
+    def __init__(self, keys: Sequence[str], tolerance: int = 2) -> None:
+        super().__init__(len(keys))
+        self._numbers = frame_numbers(keys)  # Python ints: a number may exceed int64
+        folder_ids: dict[str, int] = {}
+        self._folders = np.array([folder_ids.setdefault(str(Path(key).parent), len(folder_ids))
+                                  for key in keys], dtype=np.int64)
+        self._order = np.array(sorted(range(len(keys)), key=lambda i: (self._numbers[i], i)),
+                               dtype=np.int64)
+        self._sorted_numbers = [self._numbers[i] for i in self._order.tolist()]
+        self._tolerance = tolerance
+
+    def is_match(self, query: int, frame: int) -> bool:
+        return bool(self._folders[query] != self._folders[frame]
+                    and abs(self._numbers[frame] - self._numbers[query]) <= self._tolerance)
+
+    def matches(self, query: int, *, before: int | None = None) -> Iterator[np.ndarray]:
+        number = self._numbers[query]
+        low = bisect.bisect_left(self._sorted_numbers, number - self._tolerance)
+        high = bisect.bisect_right(self._sorted_numbers, number + self._tolerance)
+        limit = self.frames if before is None else before
+        for chunk in _chunks(self._order[low:high]):
+            found = chunk[(self._folders[chunk] != self._folders[query]) & (chunk < limit)]
+            if found.size:
+                yield found
+
+
+class PositionTruth(GroundTruth):
+    """Frames within ``radius`` of each other (and more than ``min_separation`` frames
+    apart).
+
+    A grid of ``radius``-sized cells: a frame is compared with the frames of its own and the
+    neighbouring cells only (numpy; the runtime has no scipy).
+    """
+
+    def __init__(self, positions: np.ndarray, radius: float, *,
+                 min_separation: int = 0) -> None:
+        points = np.asarray(positions, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] not in (2, 3) or not np.isfinite(points).all():
+            raise InvalidInputError("positions must be a finite [n, 2] or [n, 3] array")
+        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+            raise InvalidInputError(f"radius must be a finite number > 0, got {radius!r}")
+        super().__init__(len(points))
+        self._points, self._radius, self._min_separation = points, radius, min_separation
+        cells = list(map(tuple, np.floor(points / radius).astype(np.int64).tolist()))
+        members: dict[tuple[int, ...], list[int]] = {}
+        for i, cell in enumerate(cells):
+            members.setdefault(cell, []).append(i)
+        inside = {cell: np.array(frames, dtype=np.int64) for cell, frames in members.items()}
+        offsets = list(itertools.product((-1, 0, 1), repeat=points.shape[1]))
+        near = {cell: [inside[n] for n in (tuple(c + o for c, o in zip(cell, off))
+                                           for off in offsets) if n in inside]
+                for cell in inside}
+        #: per frame, the frames of its own and the neighbouring cells (each array sorted;
+        #: the lists are shared by the frames of a cell)
+        self._near = [near[cell] for cell in cells]
+
+    def _close(self, query: int, frames: np.ndarray) -> np.ndarray:
+        """Which of ``frames`` are matches of frame ``query``."""
+        distances = np.linalg.norm(self._points[frames] - self._points[query], axis=1)
+        return (distances <= self._radius) & (np.abs(frames - query) > self._min_separation)
+
+    def is_match(self, query: int, frame: int) -> bool:
+        return bool(self._close(query, np.array([frame], dtype=np.int64))[0])
+
+    def matches(self, query: int, *, before: int | None = None) -> Iterator[np.ndarray]:
+        limit = self.frames if before is None else before
+        for cell in self._near[query]:
+            for chunk in _chunks(cell[:np.searchsorted(cell, limit)]):
+                found = chunk[self._close(query, chunk)]
+                if found.size:
+                    yield found
+
+
+def truth_from_names(keys: Sequence[str], tolerance: int = 2) -> NameTruth:
+    """Ground truth by file name: see :class:`NameTruth`."""
+    return NameTruth(keys, tolerance)
 
 
 def truth_from_positions(positions: np.ndarray, radius: float, *,
-                         min_separation: int = 0) -> list[set[int]]:
-    """Frames within ``radius`` of each other (and ``min_separation`` frames apart).
-
-    A grid of ``radius``-sized cells: each frame is compared with the frames of its own and
-    the neighbouring cells only (numpy; the runtime has no scipy)."""
-    pts = np.asarray(positions, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] not in (2, 3) or not np.isfinite(pts).all():
-        raise InvalidInputError("positions must be a finite [n, 2] or [n, 3] array")
-    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
-        raise InvalidInputError(f"radius must be a finite number > 0, got {radius!r}")
-    cells = np.floor(pts / radius).astype(np.int64)
-    members: dict[tuple[int, ...], list[int]] = {}
-    for i, cell in enumerate(map(tuple, cells.tolist())):
-        members.setdefault(cell, []).append(i)
-    offsets = list(itertools.product((-1, 0, 1), repeat=pts.shape[1]))
-    truth: list[set[int]] = [set() for _ in range(len(pts))]
-    for cell, inside in members.items():
-        near = np.array([j for off in offsets
-                         for j in members.get(tuple(c + o for c, o in zip(cell, off)), ())])
-        for i in inside:
-            close = near[np.linalg.norm(pts[near] - pts[i], axis=1) <= radius]
-            truth[i] = {int(j) for j in close if abs(int(j) - i) > min_separation}
-    return truth
+                         min_separation: int = 0) -> PositionTruth:
+    """Ground truth by position: see :class:`PositionTruth`."""
+    return PositionTruth(positions, radius, min_separation=min_separation)
 
 
 @dataclass(frozen=True)
@@ -120,20 +226,20 @@ class LoopScore:
                 "precision": round(self.precision, 4), "recall": round(self.recall, 4)}
 
 
-def score_loops(matches: Sequence[int | None], truth: Sequence[set[int]],
-                eligible: Callable[[int, int], bool]) -> LoopScore:
+def score_loops(matches: Sequence[int | None], truth: GroundTruth, eligible: Eligible
+                ) -> LoopScore:
     """``matches[q]`` is the frame index frame ``q`` was matched to (None: no loop).
 
-    ``eligible(q, j)`` says whether frame ``j`` could be returned when ``q`` was queried
-    (already in the map and outside the exclusion window).
+    ``eligible(q, frames)`` says which of ``frames`` (all before ``q``) could be returned
+    when ``q`` was queried (already in the map and outside the exclusion window): a frame has
+    a loop when one of them is in its ground truth.
     """
     reported = correct = with_loop = 0
     for q, match in enumerate(matches):
-        if any(eligible(q, j) for j in truth[q]):
-            with_loop += 1
+        with_loop += truth.has_loop(q, eligible)
         if match is not None:
             reported += 1
-            correct += int(match in truth[q])
+            correct += truth.is_match(q, match)
     return LoopScore(reported, correct, with_loop)
 
 

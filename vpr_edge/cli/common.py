@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..errors import InvalidInputError, MapError
+from ..loop_metrics import frame_numbers
 from ..paths import expanded_path
 from ..sources import FrameSource, SourceFrame, open_source
 from .arg_types import positive_int
@@ -64,6 +65,15 @@ def check_ground_truth_arguments(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--gt-tolerance must be 0 or more frames, got {args.gt_tolerance}")
     if not (math.isfinite(args.gt_radius) and args.gt_radius > 0):
         raise InvalidInputError(f"--gt-radius must be a positive distance, got {args.gt_radius}")
+
+
+def frame_numbers_by_key(source: FrameSource) -> dict[str, int]:
+    """Each frame's number (:func:`~vpr_edge.loop_metrics.frame_numbers`: numbers need all of
+    a folder), by key, for ``--gt names``; reads the keys only, no pixels, so a name without
+    a number, or two files of a folder with one number, are refused before any frame is
+    described or queried."""
+    keys = [frame.key for frame in source]
+    return dict(zip(keys, frame_numbers(keys)))
 
 
 def require_pose(frame: SourceFrame, position: int) -> None:

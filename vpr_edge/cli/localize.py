@@ -26,6 +26,7 @@ from .common import (
     add_source_arguments,
     backend_options,
     check_ground_truth_arguments,
+    frame_numbers_by_key,
     require_map,
     require_pose,
     source_from,
@@ -126,8 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "build` stores it; places added with Localizer.add have none), so no match "
                 "can be scored by frame number; use --gt positions (places with poses)")
         known = np.array([v for v in numbers.values() if v is not None])
-        keys = [frame.key for frame in source] if args.gt == "names" else []
-        frame_number = dict(zip(keys, frame_numbers(keys)))  # (numbers need all of a folder)
+        frame_number = frame_numbers_by_key(source) if args.gt == "names" else {}
         positions = _map_positions(places) if args.gt == "positions" else None
         frames = iter(source)
         bar = tqdm(total=len(source), desc="localize", unit="frame", disable=args.no_progress)

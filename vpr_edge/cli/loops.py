@@ -30,6 +30,8 @@ from ..loop_closure import (
     check_stamp_unit,
 )
 from ..loop_metrics import (
+    Eligible,
+    GroundTruth,
     LoopScore,
     pr_curve,
     recall_at_full_precision,
@@ -51,6 +53,7 @@ from .common import (
     add_source_arguments,
     backend_options,
     check_ground_truth_arguments,
+    frame_numbers_by_key,
     require_pose,
     source_from,
 )
@@ -148,11 +151,11 @@ def _warn_of_repeated_stamps(stamps: list, config: LoopClosureConfig) -> None:
                     "stamps, or use --exclusion-frames alone", repeats, len(stamps))
 
 
-def _eligible(config: LoopClosureConfig, stamps: list):
-    """Could frame ``j`` be a loop for frame ``q``: outside the detector's exclusion windows
-    (the time window covers the frames since time last jumped back by more than
-    ``JUMP_BACK_SECONDS`` from the newest stamp, as in the detector: a frame less out of
-    order keeps the window)."""
+def _eligible(config: LoopClosureConfig, stamps: list) -> Eligible:
+    """Which of ``frames`` (frame indices, an array or one int) could be a loop for frame
+    ``q``: outside the detector's exclusion windows (the time window covers the frames since
+    time last jumped back by more than ``JUMP_BACK_SECONDS`` from the newest stamp, as in the
+    detector: a frame less out of order keeps the window)."""
     since_jump = [0] * len(stamps)  # first frame of each frame's stretch of forward time
     newest = None
     for i, stamp in enumerate(stamps):
@@ -162,18 +165,22 @@ def _eligible(config: LoopClosureConfig, stamps: list):
         if jumped_back(stamp, newest):
             since_jump[i], newest = i, None
         newest = stamp if newest is None else max(newest, stamp)
+    # (stamps are all known with --exclusion-seconds: _check_frame refuses a frame without)
+    seconds = (None if config.exclusion_seconds is None
+               else np.asarray(stamps, dtype=np.float64))
 
-    def eligible(q: int, j: int) -> bool:
-        if j > q - 1 - config.exclusion_frames:
-            return False
-        if config.exclusion_seconds is not None and j >= since_jump[q]:
-            return stamps[j] <= stamps[q] - config.exclusion_seconds + STAMP_TOLERANCE
-        return True
+    def eligible(q: int, frames: np.ndarray | int) -> np.ndarray:
+        allowed = np.asarray(frames) <= q - 1 - config.exclusion_frames
+        if seconds is not None:
+            allowed &= ((np.asarray(frames) < since_jump[q])
+                        | (seconds[frames] <= seconds[q] - config.exclusion_seconds
+                           + STAMP_TOLERANCE))
+        return allowed
 
     return eligible
 
 
-def _score(results: list[FrameResult], truth, eligible) -> LoopScore:
+def _score(results: list[FrameResult], truth: GroundTruth, eligible: Eligible) -> LoopScore:
     matches = [None if r.loop is None else r.loop.match_id for r in results]
     return score_loops(matches, truth, eligible)
 
@@ -203,6 +210,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidInputError("--sweep scores each threshold against ground truth: give "
                                 "--gt names or --gt positions")
     source = source_from(args)
+    if args.gt == "names" and args.bag is None:  # (a bag's keys end in the message number)
+        frame_numbers_by_key(source)  # names it cannot tell apart: refused before describing
     progress = not args.no_progress
     start = time.perf_counter()
     # one pass over the frames, keeping what the detection needs, not the pixels (a bag's
@@ -257,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "detect_ms_per_frame": round(1000 * detect_s / max(1, len(frames)), 3),
         **({"damaged_frames_skipped": len(source.skipped)} if source.skipped else {}),
     }
-    if truth is not None and not any(truth):  # every reported loop is then a false one
+    if truth is not None and not truth.any_match():  # every reported loop is then a false one
         log.warning("--gt %s: no frame of this sequence has a ground-truth loop, so recall "
                     "is 0 whatever is found (--gt names pairs frames of different folders by "
                     "file number: give each traversal's folder; --gt positions pairs frames "
@@ -306,15 +315,16 @@ def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None
         require_pose(frame, position)
 
 
-def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult], truth
-               ) -> None:
+def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult],
+               truth: GroundTruth | None) -> None:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(["index", "source", "stamp", "best_match", "best_score", "loop_match",
                      "loop_score", "verified", "inliers", "correct"])
     for frame, r in zip(frames, results):
         loop = r.loop
-        correct = None if truth is None or loop is None else loop.match_id in truth[frame.index]
+        correct = (None if truth is None or loop is None
+                   else truth.is_match(frame.index, loop.match_id))
         writer.writerow([
             frame.index, frame.key, frame.stamp,
             None if r.best is None else r.best.place_id,
