@@ -29,7 +29,7 @@ from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
 from .plain_numbers import plain_numbers
-from .poses import JUMP_BACK_SECONDS, jumped_back
+from .poses import JUMP_BACK_SECONDS, StreamClock
 
 log = logging.getLogger("vpr_edge")
 
@@ -59,7 +59,10 @@ class LoopClosureConfig:
             stamped "later" than now, from before the jump or from a map saved earlier, stay
             candidates. A keyframe stamped less before the newest is merely out of order: its
             window is measured from its own stamp, and the newer keyframes stay excluded.
-            Stamps beyond :data:`MAX_STAMP_SECONDS` (milli- to nanoseconds) are refused.
+            Nor does time jump back when the stream goes on from where it was before one
+            keyframe stamped far ahead (a corrupt stamp, :class:`~vpr_edge.poses.StreamClock`):
+            the window keeps its places, and holds that keyframe as if stamped like the one
+            after it. Stamps beyond :data:`MAX_STAMP_SECONDS` (milli- to nanoseconds) are refused.
         min_score: candidates below this cosine similarity are ignored. NetVLAD scores are
             compressed (7168-d descriptors: the same place scores about 0.2-0.45, other
             places about 0-0.3), so this depends on the model: with the default model on
@@ -248,11 +251,11 @@ class LoopClosureDetector:
         # the map's newest, which another writer (a second camera) may have added
         self._recent: dict[int, None] = {}  # oldest first (an ordered set)
         # the time window: this detector's keyframes since time last jumped back, with their
-        # stamps (in the order added), and the newest stamp among them
+        # stamps (in the order added), and the time of their stamps
         self._recent_stamps: dict[int, float] = {}
-        self._newest_stamp: float | None = None
+        self._clock = StreamClock()
         self._chains: list[tuple[int | None, int]] = []  # (order of candidate, chain length)
-        self._newest_frame_stamp: float | None = None  # of any keyframe: chains end at a jump
+        self._frame_clock = StreamClock()  # of any keyframe: chains end when time restarts
         self._features: OrderedDict[int, OrbFeatures] = OrderedDict()
         self._warned_features = False
         if config.verify:  # a missing OpenCV fails at start-up, not at the first loop
@@ -345,7 +348,7 @@ class LoopClosureDetector:
         changes nothing: the windows move once the frame is in the map."""
         recent = self._recent
         window = self.config.exclusion_seconds
-        timed = {} if window is None or self._jumped_back(stamp) else self._recent_stamps
+        timed = {} if window is None or self._clock.restarts_at(stamp) else self._recent_stamps
         if not timed:
             return (lambda pid: pid not in recent) if recent else None
         cutoff = stamp - window + STAMP_TOLERANCE
@@ -357,31 +360,31 @@ class LoopClosureDetector:
         after it. The jump ends the chains (as :meth:`reset` does)."""
         if stamp is None:
             return
-        newest = self._newest_frame_stamp
-        if jumped_back(stamp, newest):
+        if self._frame_clock.restarts_at(stamp):
             self._chains = []
-            newest = None
-        self._newest_frame_stamp = stamp if newest is None else max(newest, float(stamp))
-
-    def _jumped_back(self, stamp: float) -> bool:
-        return jumped_back(stamp, self._newest_stamp)
+        self._frame_clock.advance(stamp)
 
     def _remember_stamp(self, place_id: int, stamp: float) -> None:
         """Put a place the detector added in the time window (after a jump back, in a new
         one), and drop the places no later keyframe's window can hold."""
-        timed = self._recent_stamps
-        if self._jumped_back(stamp):
+        timed, clock, window = self._recent_stamps, self._clock, self.config.exclusion_seconds
+        if clock.restarts_at(stamp):
             log.warning("keyframe stamps jumped back by %.3f s (a looped bag, a restarted "
                         "simulator?): the exclusion_seconds window starts afresh",
-                        self._newest_stamp - stamp)
+                        clock.newest - stamp)
             timed.clear()
-            self._newest_stamp = None
-        if self._newest_stamp is None or stamp > self._newest_stamp:
-            self._newest_stamp = stamp
+        elif clock.returns_at(stamp):
+            log.warning("a keyframe was stamped %.3f s ahead of the ones around it (a corrupt "
+                        "stamp?): it stays in the exclusion_seconds window as if stamped %.3f",
+                        clock.newest - stamp, stamp)
+            for pid, seen in timed.items():  # (so the window's oldest still come first)
+                if seen > stamp + window:
+                    timed[pid] = stamp
+        clock.advance(stamp)
         timed[place_id] = stamp
-        # a later keyframe is stamped at least newest - JUMP_BACK_SECONDS (or starts afresh)
-        gone = (self._newest_stamp - JUMP_BACK_SECONDS - self.config.exclusion_seconds
-                + STAMP_TOLERANCE)
+        # a later keyframe is stamped at least clock.trusted - JUMP_BACK_SECONDS (or starts
+        # afresh)
+        gone = clock.trusted - JUMP_BACK_SECONDS - window + STAMP_TOLERANCE
         while timed and next(iter(timed.values())) <= gone:
             del timed[next(iter(timed))]
 
@@ -438,13 +441,13 @@ class LoopClosureDetector:
         ``exclusion_seconds`` of keyframes, so no loop can be verified."""
         window = self.config.exclusion_seconds
         stamp = self._recent_stamps.get(dropped)
-        if (window is None or stamp is None or self._warned_features
-                or stamp <= self._newest_stamp - window + STAMP_TOLERANCE):
+        newest = self._clock.trusted
+        if (window is None or stamp is None or newest is None or self._warned_features
+                or stamp <= newest - window + STAMP_TOLERANCE):
             return
         self._warned_features = True
         log.warning(
             "max_feature_places=%d holds only %.3g s of keyframes at this frame rate, less "
             "than exclusion_seconds=%g: a place's ORB features are dropped while it is still "
             "excluded, so verify=True can verify no loop; raise max_feature_places (or lower "
-            "exclusion_seconds)", self.config.max_feature_places,
-            self._newest_stamp - stamp, window)
+            "exclusion_seconds)", self.config.max_feature_places, newest - stamp, window)

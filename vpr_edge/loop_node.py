@@ -39,7 +39,7 @@ from .errors import InvalidInputError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
 from .plain_numbers import plain_numbers
-from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, jumped_back
+from .poses import JUMP_BACK_SECONDS, Pose, PoseTrack, StreamClock, jumped_back
 
 log = logging.getLogger("vpr_edge.loop_node")
 
@@ -173,6 +173,7 @@ class LoopClosureNode:
         self._last_pose_stamp: float | None = None
         self._poses_restarted = False  # odometry jumped back, images not yet
         self._last_image_stamp: float | None = None
+        self._image_clock = StreamClock()  # (one corrupt stamp ahead is not a restart)
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
         self._worker.start()
@@ -214,17 +215,20 @@ class LoopClosureNode:
         """Image stamps that jump back by more than JUMP_BACK_SECONDS (a restarted simulator,
         a looped bag) start a new pose history, as odometry that jumps back does: frames that
         arrive before the new run's first odometry took the last run's poses at the same
-        stamps, and kept them in the map. (Compared with the last image, not with odometry:
+        stamps, and kept them in the map. (Compared with the images before, not with odometry:
         images that lag the odometry by seconds are not a restart; nor is the new run's history
-        cleared when its odometry jumped back first.)"""
-        last = self._last_image_stamp
-        if not jumped_back(stamp, last):
+        cleared when its odometry jumped back first; nor is it by images that go on from
+        before one stamped far ahead: :class:`~vpr_edge.poses.StreamClock`.)"""
+        clock = self._image_clock
+        restart, newest = clock.restarts_at(stamp), clock.newest
+        clock.advance(stamp)
+        if not restart:
             return
         restarted, self._poses_restarted = self._poses_restarted, False
         if restarted or not jumped_back(stamp, self._last_pose_stamp):
             return
         log.warning("image stamps jumped back by %.3f s (a looped bag, a restarted "
-                    "simulator?): the pose history starts again", last - stamp)
+                    "simulator?): the pose history starts again", newest - stamp)
         self.poses.clear()
         self._last_pose_stamp = None
 
@@ -303,6 +307,7 @@ class LoopClosureNode:
                 self.poses = _pose_track(self.config)
                 self._last_pose_stamp = None
                 self._last_image_stamp = None
+                self._image_clock = StreamClock()
                 self._poses_restarted = False
             index = self.localizer.index
             ids = index.ids()

@@ -44,7 +44,8 @@ PARAMS: tuple[NodeParam, ...] = (
     NodeParam("exclusion_frames", 50, ">= 0", "most recent keyframes never matched"),
     NodeParam("exclusion_seconds", 0.0, ">= 0 (0: off)",
               "also exclude the keyframes less than this many seconds old (one exactly that "
-              "old is a candidate; stamps jumping back by more than 1 s start it afresh)"),
+              "old is a candidate; stamps jumping back by more than 1 s start it afresh, "
+              "unless they go on from before one stamp far ahead: a corrupt stamp)"),
     NodeParam("consistency", 3, ">= 1", "successive keyframes that must agree"),
     NodeParam("consistency_radius", 3, ">= 0", "keyframes apart two agreeing candidates may be"),
     NodeParam("candidates", 5, ">= 1", "places searched per keyframe"),

@@ -40,6 +40,55 @@ def jumped_back(stamp: float, newest: float | None, seconds: float = JUMP_BACK_S
     return newest is not None and stamp < newest - seconds
 
 
+class StreamClock:
+    """The time of one stream of stamps (a camera's keyframes): its newest stamp, and whether
+    a stamp restarts it (:meth:`restarts_at`), or comes back from one corrupt stamp
+    (:meth:`returns_at`).
+
+    Time restarts at a stamp more than ``seconds`` before the newest (:func:`jumped_back`: a
+    looped bag, a restarted simulator), unless the newest was a *leap*: a stamp more than
+    ``seconds`` after the one before it, and the stream now goes on from where it was before
+    the leap. That leap was one corrupt stamp far ahead (a camera driver's glitch), not time
+    passing, and the stream's time goes on from before it. A stamp that follows a leap
+    (not more than ``seconds`` before it) makes the leap time passing (a robot that stood
+    still, a paused camera).
+    """
+
+    def __init__(self, seconds: float = JUMP_BACK_SECONDS) -> None:
+        self.seconds = seconds
+        self.newest: float | None = None
+        self._before_leap: float | None = None  # the newest before a leap not yet followed
+
+    def restarts_at(self, stamp: float) -> bool:
+        """Whether time restarts at ``stamp`` (changes nothing)."""
+        return jumped_back(stamp, self.newest, self.seconds) and (
+            self._before_leap is None or jumped_back(stamp, self._before_leap, self.seconds))
+
+    def returns_at(self, stamp: float) -> bool:
+        """Whether ``stamp`` goes back to the time before a leap that was corrupt (changes
+        nothing)."""
+        return jumped_back(stamp, self.newest, self.seconds) and not self.restarts_at(stamp)
+
+    @property
+    def trusted(self) -> float | None:
+        """The newest stamp that is not a leap nothing has followed yet: every later stamp is
+        at least this minus ``seconds``, or restarts time."""
+        return self.newest if self._before_leap is None else self._before_leap
+
+    def advance(self, stamp: float) -> None:
+        """Take the stream's next stamp."""
+        stamp = float(stamp)
+        newest, before = self.newest, self._before_leap
+        if newest is None or self.restarts_at(stamp):
+            self.newest, self._before_leap = stamp, None
+        elif self.returns_at(stamp):  # the leap was corrupt: forget it
+            self.newest, self._before_leap = max(before, stamp), None
+        elif stamp > newest + self.seconds:
+            self.newest, self._before_leap = stamp, newest
+        else:
+            self.newest, self._before_leap = max(newest, stamp), None
+
+
 @dataclass(frozen=True)
 class Pose:
     """A position in metres and an orientation quaternion (identity by default; a zero

@@ -424,6 +424,34 @@ def test_stamps_slightly_out_of_order_keep_the_time_window(loc: Localizer,
     assert jumped.loop is not None and jumped.loop.match_id == 55
 
 
+
+def test_one_keyframe_stamped_far_ahead_keeps_the_time_window(loc: Localizer,
+                                                              route: np.ndarray) -> None:
+    """One corrupt stamp 1000 s ahead, then the stream going on: it was taken for time
+    jumping back, the window started afresh (and the leap had dropped the window's places),
+    so the next keyframes matched the robot's own last seconds: a false loop after 3 frames.
+    The glitch's own place stays excluded for a window, and the window's memory stays
+    bounded."""
+    config = LoopClosureConfig(min_score=0.5, consistency=3, exclusion_frames=0,
+                               exclusion_seconds=5.0)
+    detector = LoopClosureDetector(loc, config)
+    for i in range(60):  # 10 Hz, 0.0 .. 5.9 s
+        assert detector.process_descriptor(route[i], stamp=i * 0.1).loop is None
+    assert detector.process_descriptor(route[60], stamp=1006.0).loop is None  # the glitch
+    # the robot stands still where it was 0.5 s ago: never a loop within the window
+    results = [detector.process_descriptor(revisit(route, 55, 0.1, k), stamp=6.0 + 0.1 * k)
+               for k in range(6)]
+    assert [r.loop for r in results] == [None] * 6
+    assert {r.best.place_id for r in results if r.best is not None} <= set(range(50))
+    # the glitch's place (60) is held as if stamped 6.0: a candidate 5 s later, not in 1000 s
+    for k in range(6, 50):
+        detector.process_descriptor(route[70 + k % 10], stamp=6.0 + 0.1 * k)
+    later = [detector.process_descriptor(revisit(route, 60, 0.05, k), stamp=11.5 + 0.1 * k)
+             for k in range(3)]
+    assert later[-1].loop is not None and later[-1].loop.match_id == 60
+    assert len(detector._recent_stamps) <= 5.0 / 0.1 + 2 / 0.1  # window + JUMP_BACK margin
+
+
 def test_a_still_robot_with_jittery_stamps_makes_no_loops(tiny) -> None:
     """A robot waiting 20 s at a door (the same view) at 5 Hz, one keyframe 1 ms out of
     order: every keyframe after it was a "loop" to one up to 12 s old in a 30 s window."""

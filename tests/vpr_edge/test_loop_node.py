@@ -498,6 +498,22 @@ def test_images_jumping_back_start_the_pose_history_again(tiny_onnx, tmp_path, c
     assert poses[2] is None and poses[3][:2] == pytest.approx((100.0, 100.0))
 
 
+
+def test_one_image_stamped_far_ahead_keeps_the_pose_history(tiny_onnx, tmp_path, cpu_only,
+                                                            route) -> None:
+    """One image with a corrupt stamp 1000 s ahead, then the camera going on: the next
+    image counted as time jumping back and emptied the pose history, so the frames after it
+    went into the map without poses until odometry caught up."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=1))
+    for i in range(300):  # 30 s along x
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    for i, stamp in enumerate((26.0, 1026.0, 26.5)):
+        assert node.on_image(lambda i=i: route[0][i], stamp=stamp) and node.wait_idle()
+    assert len(node.poses) == 300
+    node.close()
+    assert node.localizer.get(2).pose[0] == pytest.approx(26.5)
+
+
 def test_images_lagging_odometry_keep_the_new_runs_poses_after_a_jump(tiny_onnx, tmp_path,
                                                                       cpu_only, route) -> None:
     """A looped bag whose images lag the odometry by 1.5 s: the new run's odometry jumped

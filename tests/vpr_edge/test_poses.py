@@ -148,6 +148,30 @@ def test_a_track_refuses_a_stamp_that_is_not_finite_and_can_be_cleared() -> None
     assert track.span() == (0.5, 1.0) and track.at(0.5).x == 1 and track.at(1.0).x == 2
 
 
+
+def test_a_stream_clock_tells_a_restart_from_one_corrupt_stamp_ahead() -> None:
+    """One keyframe stamped far ahead (a driver's glitch), then the stream going on from
+    before it, counted as time jumping back: the exclusion window started afresh, and the
+    frames of the last seconds became loop candidates."""
+    from vpr_edge.poses import StreamClock
+
+    clock = StreamClock()
+    for t in (100.0, 100.1, 1100.0):  # a leap of 1000 s
+        assert not clock.restarts_at(t)
+        clock.advance(t)
+    assert clock.newest == 1100.0 and clock.trusted == 100.1
+    assert clock.returns_at(100.2) and not clock.restarts_at(100.2)  # back from the leap
+    assert clock.restarts_at(99.0) and not clock.returns_at(99.0)  # before it: a restart
+    clock.advance(100.2)
+    assert clock.newest == clock.trusted == 100.2
+    clock.advance(160.0)  # a leap that the stream follows: time passed (a paused camera)
+    clock.advance(160.1)
+    assert clock.trusted == 160.1 and clock.restarts_at(100.3)
+    clock.advance(0.5)  # a looped bag, a restarted simulator
+    assert clock.newest == 0.5 and not clock.restarts_at(0.0)  # out of order by 0.5 s
+    assert clock.restarts_at(-0.6)
+
+
 def test_a_jump_back_in_time_starts_a_new_history() -> None:
     """A looped bag or a restarted simulator: trimming against the old newest pose deleted
     every new pose right after it came, and no frame got a pose again."""

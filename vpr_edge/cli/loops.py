@@ -40,7 +40,7 @@ from ..loop_metrics import (
     truth_from_positions,
 )
 from ..paths import expanded_path
-from ..poses import jumped_back
+from ..poses import StreamClock
 from .arg_types import (
     finite_float,
     inlier_count,
@@ -153,28 +153,33 @@ def _warn_of_repeated_stamps(stamps: list, config: LoopClosureConfig) -> None:
 
 def _eligible(config: LoopClosureConfig, stamps: list) -> Eligible:
     """Which of ``frames`` (frame indices, an array or one int) could be a loop for frame
-    ``q``: outside the detector's exclusion windows (the time window covers the frames since
-    time last jumped back by more than ``JUMP_BACK_SECONDS`` from the newest stamp, as in the
-    detector: a frame less out of order keeps the window)."""
+    ``q``: outside the detector's exclusion windows, as the detector keeps them (the time
+    window covers the frames since time last restarted: :class:`~vpr_edge.poses.StreamClock`;
+    a frame less out of order keeps the window, and a corrupt stamp far ahead counts as the
+    stamp of the frame after it)."""
     since_jump = [0] * len(stamps)  # first frame of each frame's stretch of forward time
-    newest = None
+    window = config.exclusion_seconds
+    held = list(stamps)  # the stamps the detector's window holds
+    clock = StreamClock()
     for i, stamp in enumerate(stamps):
         since_jump[i] = since_jump[i - 1] if i else 0
         if stamp is None:
             continue
-        if jumped_back(stamp, newest):
-            since_jump[i], newest = i, None
-        newest = stamp if newest is None else max(newest, stamp)
+        if clock.restarts_at(stamp):
+            since_jump[i] = i
+        elif window is not None and clock.returns_at(stamp):
+            for j in range(since_jump[i], i):
+                if held[j] is not None and held[j] > stamp + window:
+                    held[j] = stamp
+        clock.advance(stamp)
     # (stamps are all known with --exclusion-seconds: _check_frame refuses a frame without)
-    seconds = (None if config.exclusion_seconds is None
-               else np.asarray(stamps, dtype=np.float64))
+    held = None if window is None else np.asarray(held, dtype=np.float64)
 
     def eligible(q: int, frames: np.ndarray | int) -> np.ndarray:
         allowed = np.asarray(frames) <= q - 1 - config.exclusion_frames
-        if seconds is not None:
+        if held is not None:  # (the frame's own stamp as it came, the others' as held)
             allowed &= ((np.asarray(frames) < since_jump[q])
-                        | (seconds[frames] <= seconds[q] - config.exclusion_seconds
-                           + STAMP_TOLERANCE))
+                        | (held[frames] <= stamps[q] - window + STAMP_TOLERANCE))
         return allowed
 
     return eligible

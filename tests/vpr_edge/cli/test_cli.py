@@ -489,6 +489,40 @@ def test_loops_scoring_keeps_the_time_window_over_a_frame_slightly_out_of_order(
     assert [j for j in range(6) if eligible(6, j)] == [0, 1, 2, 4]  # at 5.0 s: <= 2.5 s
 
 
+
+@pytest.mark.parametrize("seed", range(12))
+def test_loops_scoring_holds_the_windows_the_detector_holds(seed: int) -> None:
+    """Stamps as robots make them (out of order, paused, restarted, one corrupt stamp far
+    ahead now and then): the places the scoring counts as findable are exactly those the
+    detector's windows let it search, at every frame."""
+    from vpr_edge.cli.loops import _eligible
+    from vpr_edge.index import PlaceIndex
+    from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
+
+    rng = np.random.default_rng(seed)
+    stamps, t = [], 0.0
+    for _ in range(80):
+        draw = rng.random()
+        if draw < 0.06:  # a corrupt stamp ahead; the stream goes on from t
+            stamps.append(t + float(rng.choice([5.0, 1000.0])))
+            continue
+        t = (rng.uniform(0.0, 3.0) if draw < 0.1  # a restart
+             else t + rng.uniform(1.5, 20.0) if draw < 0.14  # a pause
+             else t + rng.uniform(-0.5, 0.6))  # on, or a little out of order
+        stamps.append(t)
+    config = LoopClosureConfig(exclusion_frames=int(rng.integers(0, 4)),
+                               exclusion_seconds=float(rng.choice([0.5, 3.0, 10.0])))
+    eligible = _eligible(config, stamps)
+    detector = LoopClosureDetector(PlaceIndex(8), config)
+    places = rng.standard_normal((len(stamps), 8)).astype(np.float32)
+    places /= np.linalg.norm(places, axis=1, keepdims=True)
+    for q, stamp in enumerate(stamps):
+        searched = detector._exclusion_filter(stamp)
+        held = [searched is None or searched(j) for j in range(q)]
+        assert held == eligible(q, np.arange(q)).tolist(), (q, stamps[:q + 1])
+        detector.process_descriptor(places[q], stamp=stamp)
+
+
 def test_info_reads_a_map_an_interrupted_save_left(tiny_onnx: Path, routes, tmp_path: Path,
                                                    cpu_only: None, capsys) -> None:
     """Between a save's two renames the map is <map>.vpr-edge-old: Localizer, query and
