@@ -50,6 +50,9 @@ TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
 #: data-centre Hopper or Blackwell (9.0, 10.x) or Jetson at all: on an H200 (9.0) it said
 #: "TensorRT-RTX does not support this compute capability".
 RTX_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+#: The oldest GPU architecture a TensorRT-RTX engine of our graphs can target (Turing, 7.5,
+#: has no FP32 GEMM in TensorRT-RTX, which the NetVLAD layer needs).
+MIN_RTX_CAPABILITY = (8, 0)
 HEADER_SHA256 = "header_sha256"
 #: the fields of the headers written before they carried HEADER_SHA256
 UNCHECKED_FIELDS = frozenset({"format", "format_version", "model", "tensorrt_module",
@@ -368,11 +371,14 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
         # a TensorRT-RTX engine for several architectures runs on those alone (on an H200,
         # 9.0, an engine for 8.0, 8.6, 8.9 and 12.0 was refused by TensorRT-RTX's runtime)
         listed = ", ".join(header.builder["compute_capabilities"])
-        if header.tensorrt_module == "tensorrt_rtx" and here not in RTX_CAPABILITIES:
+        if header.tensorrt_module == "tensorrt_rtx" and (here not in RTX_CAPABILITIES
+                                                         or gpu < MIN_RTX_CAPABILITY):
             raise EngineMismatchError(
-                f"compute_capability: this GPU is {here}, and TensorRT-RTX does not run on "
-                f"GPUs of compute capability {here} (it runs on {', '.join(RTX_CAPABILITIES)}: "
-                "RTX and A100-class GPUs, not H100/H200, B200/B300 or Jetson); "
+                f"compute_capability: this GPU is {here}, and TensorRT-RTX engines of this "
+                f"model do not run on GPUs of compute capability {here} (TensorRT-RTX runs on "
+                f"{', '.join(RTX_CAPABILITIES)}: RTX and A100-class GPUs, not H100/H200, "
+                "B200/B300 or Jetson; and on those before 8.0 without the FP32 matrix products "
+                "NetVLAD needs); "
                 "run the exported .onnx on ONNX Runtime (--backend onnxruntime-cuda), or build "
                 "the engine with full TensorRT on this machine: vpr-edge engine build "
                 "MODEL.fp16.onnx"

@@ -70,7 +70,8 @@ class OutOfMemoryError(VprEdgeError, MemoryError):
 
 
 #: What the C++ libraries say when an allocation fails (hnswlib, ONNX Runtime's arena, std).
-OUT_OF_MEMORY_WORDS = ("not enough memory", "failed to allocate", "bad_alloc")
+OUT_OF_MEMORY_WORDS = ("not enough memory", "failed to allocate", "bad_alloc", "out of memory",
+                       "outofmemory")
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -36,7 +36,8 @@ from typing import Any
 
 from ._optional import install_command
 from .backends.tensorrt_logger import process_logger
-from .errors import MissingDependencyError, ModelFormatError
+from .engine_file import MIN_RTX_CAPABILITY
+from .errors import BackendUnavailableError, CudaError, MissingDependencyError, ModelFormatError
 from .metadata import ModelMetadata
 
 log = logging.getLogger("vpr_edge.export")
@@ -45,11 +46,6 @@ BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
 #: RTX builds without a GPU target these by default (Turing, 7.5, cannot run FP32 GEMMs
 #: in TensorRT-RTX, which our NetVLAD needs).
 RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
-
-
-#: The oldest GPU architecture a TensorRT-RTX engine of our graphs can target (Turing, 7.5,
-#: has no FP32 GEMM in TensorRT-RTX, which the NetVLAD layer needs).
-MIN_RTX_CAPABILITY = (8, 0)
 
 
 #: Jetson GPU architectures (Xavier, Orin, Thor): TensorRT-RTX runs on none of them.
@@ -72,7 +68,19 @@ def engine_request_problems(batch: tuple[int, int, int], tensorrt_module: str | 
                         "engines are portable across GPUs but not across RTX versions")
     if tensorrt_module != "tensorrt":  # (full TensorRT builds for the GPU it runs on)
         problems += _rtx_capability_problems(compute_capabilities)
+    if compute_capabilities and (tensorrt_module or _default_builder()) == "tensorrt":
+        chosen = ("" if tensorrt_module else
+                  " (the builder chosen here, before tensorrt_rtx; --tensorrt-module "
+                  "tensorrt_rtx builds for the GPUs you name)")
+        problems.append("--compute-capability is for TensorRT-RTX: full TensorRT"
+                        f"{chosen} builds for the GPU it runs on")
     return problems
+
+
+def _default_builder() -> str | None:
+    """The module :func:`find_builder` builds with when none is named."""
+    found = find_builder()
+    return None if found is None else found[1]
 
 
 def _rtx_capability_problems(capabilities: tuple[str, ...] | None) -> list[str]:
@@ -161,6 +169,9 @@ def builder_available(preferred: str | None = None) -> tuple[bool, str]:
     (False, what is missing, how to install it and, for a ``preferred`` one, what is here)."""
     found = find_builder(preferred)
     if found is not None:
+        problem = _no_gpu_to_build_on(found[1])
+        if problem is not None:
+            return False, f"{found[1]} {found[0].__version__} is installed, but {problem}"
         return True, f"{found[1]} {found[0].__version__}"
     if preferred not in INSTALL_BUILDER:
         full, rtx = (" with ".join(_install_builder(name)) for name in BUILDER_MODULES)
@@ -171,6 +182,22 @@ def builder_available(preferred: str | None = None) -> tuple[bool, str]:
             f"this machine has {other[1]} {other[0].__version__}: build with it "
             f"(--tensorrt-module {other[1]}, or leave the option out)")
     return False, f"{wanted} is not importable here: install it with {install}; {here}"
+
+
+def _no_gpu_to_build_on(module: str) -> str | None:
+    """Why full TensorRT cannot build here (it builds for the GPU it runs on): no CUDA
+    driver or GPU that cuda-python can reach; None when it can (and for TensorRT-RTX, which
+    builds without a GPU)."""
+    if module != "tensorrt":
+        return None
+    from .backends import cuda_memory
+
+    try:
+        if cuda_memory.device_count() > 0:
+            return None
+        return "it builds for the GPU it runs on, and this machine has none"
+    except (CudaError, MissingDependencyError) as exc:
+        return f"it builds for the GPU it runs on, and none can be used here ({exc})"
 
 
 def _capability_enum(trt: ModuleType, text: str) -> Any:
@@ -198,9 +225,19 @@ def build_engine(onnx_path: Path, config: EngineBuildConfig, *, shown_as: str | 
     if config.version_compatible and name != "tensorrt":
         raise ModelFormatError(f"--version-compatible needs full TensorRT (tensorrt); {name} "
                                "cannot build version-compatible engines")
+    problem = _no_gpu_to_build_on(name)  # (before TensorRT finds out, as a TypeError)
+    if problem is not None:
+        raise BackendUnavailableError(f"{name} cannot build an engine: {problem}")
     recorder = process_logger(trt)
     mark = recorder.mark()
-    builder = trt.Builder(recorder)
+    try:
+        builder = trt.Builder(recorder)
+    except TypeError as exc:  # "factory function returned nullptr": CUDA failed to start
+        raise BackendUnavailableError(
+            f"{name} cannot create a builder here ({exc}: "
+            + ("; ".join(recorder.errors_since(mark, last=5)) or "no detail from TensorRT")
+            + "); check the GPU driver (nvidia-smi) and that this process may use the GPU "
+            "(a container needs --gpus)") from exc
     flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flag)
     parser = trt.OnnxParser(network, recorder)

@@ -289,6 +289,7 @@ def test_version_compatible_engines_set_the_builder_flag(tmp_path: Path, monkeyp
 
     trt = _fake_full_tensorrt()
     monkeypatch.setattr(tensorrt_build, "find_builder", lambda preferred=None: (trt, "tensorrt"))
+    monkeypatch.setattr(cuda_memory, "device_count", lambda: 1)  # an Orin
     monkeypatch.setattr(cuda_memory, "compute_capability", lambda device: (8, 7))
     monkeypatch.setattr(cuda_memory, "device_name", lambda device: "Orin")
     built = tensorrt_build.build_engine(tmp_path / "m.onnx", tensorrt_build.EngineBuildConfig(
@@ -406,11 +407,15 @@ def test_ctrl_c_during_an_export_leaves_nothing_and_no_traceback(checkpoint, tmp
 
 
 def test_full_tensorrt_is_not_held_to_the_rtx_targets(checkpoint, tmp_path: Path) -> None:
-    """The 8.0 minimum is TensorRT-RTX's; full TensorRT builds for the GPU it runs on."""
+    """The 8.0 minimum is TensorRT-RTX's; full TensorRT builds for the GPU it runs on, so a
+    target given to it is refused as such (vpr-export ignored it, and built for the GPU
+    here), not as an RTX target."""
     from vpr_edge.export.targets import check_arguments
 
-    check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
-                                 tensorrt_module="tensorrt", compute_capabilities=("7.5",)))
+    with pytest.raises(InvalidInputError, match="is for TensorRT-RTX: full TensorRT builds for "
+                       "the GPU it runs on$"):
+        check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
+                                     tensorrt_module="tensorrt", compute_capabilities=("7.5",)))
     with pytest.raises(InvalidInputError, match="before 8.0"):
         check_arguments(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path,
                                      tensorrt_module="tensorrt_rtx",

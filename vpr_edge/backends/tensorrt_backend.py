@@ -44,6 +44,8 @@ from ..errors import (
     InvalidInputError,
     MissingDependencyError,
     ModelFormatError,
+    OutOfMemoryError,
+    out_of_memory,
 )
 from ..metadata import ModelMetadata
 from . import cuda_memory
@@ -205,7 +207,14 @@ class TensorRTBackend(LockedBackend):
         init_plugins = getattr(trt, "init_libnvinfer_plugins", None)
         if init_plugins is not None:
             init_plugins(self._trt_logger, "")
-        self._runtime = trt.Runtime(self._trt_logger)
+        try:
+            self._runtime = trt.Runtime(self._trt_logger)
+        except TypeError as exc:  # "factory function returned nullptr": CUDA failed to start
+            raise BackendUnavailableError(
+                f"{self.path}: {self.tensorrt_module} cannot create its runtime here ({exc}: "
+                + ("; ".join(self._trt_logger.errors_since(mark)) or "no detail from TensorRT")
+                + "); check the GPU driver (nvidia-smi) and that this process may use the GPU "
+                "(a container needs --gpus)") from exc
         if self._api.is_version_compatible(self.header):
             # A version-compatible engine from full TensorRT carries the lean runtime it was
             # built with, which is host code; the file's sha256 was checked on reading, and
@@ -219,6 +228,11 @@ class TensorRTBackend(LockedBackend):
                 f" The engine uses the {plugin.namespace}::{plugin.name} v{plugin.version} "
                 "plugin: it needs TensorRT >= 10.9 and the plugin registered." if plugin else ""
             )
+            if out_of_memory(RuntimeError(detail)):  # (not a damaged file)
+                raise OutOfMemoryError(
+                    f"{self.path}: not enough GPU memory to load the engine ({detail}); free "
+                    "GPU memory (other processes on it: nvidia-smi, or tegrastats on a "
+                    "Jetson) and try again")
             # the runtime refuses this GPU (TensorRT-RTX's words, then full TensorRT's)
             if "cannot run on this GPU" in detail or "incompatible device" in detail:
                 raise EngineMismatchError(

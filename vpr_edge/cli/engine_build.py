@@ -115,9 +115,6 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
         problems.append(f"--output {output} is a folder: give the engine file's path")
     elif (unwritable := unwritable_folder(output)) is not None:
         problems.append(f"--output {output}: {unwritable}")
-    if compute_capabilities and tensorrt_module == "tensorrt":
-        problems.append("--compute-capability is for TensorRT-RTX: full TensorRT builds for "
-                        "the GPU it runs on")
     from ..tensorrt_build import engine_request_problems
 
     problems += engine_request_problems(batch, tensorrt_module, compute_capabilities,

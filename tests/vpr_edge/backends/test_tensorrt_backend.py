@@ -33,6 +33,7 @@ from vpr_edge.errors import (
     InferenceError,
     MissingDependencyError,
     ModelFormatError,
+    OutOfMemoryError,
 )
 from vpr_edge.metadata import ModelMetadata
 
@@ -431,6 +432,41 @@ def test_no_gpu_is_backend_unavailable(fakes, engine_path) -> None:
     fakes.install(cuda=FakeCuda(fail=True))
     with pytest.raises(BackendUnavailableError, match="cudaErrorNoDevice"):
         trt_backend.TensorRTBackend(engine_path)
+
+
+def test_a_runtime_cuda_cannot_start_is_backend_unavailable(fakes, engine_path) -> None:
+    """TensorRT raises a bare TypeError ("factory function returned nullptr") when CUDA
+    fails to start (a container without --gpus, a driver/library mismatch): it escaped
+    open_backend as a traceback."""
+    f = fakes.install()
+    severity = f.trt["tensorrt"].ILogger.Severity
+
+    def no_cuda(logger):
+        logger.log(severity.ERROR, "[runtime.cpp::isCudaInstalledCorrectly::41] Error Code 6: "
+                   "Internal Error (CUDA initialization failure with error 35.)")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    f.trt["tensorrt"].Runtime = no_cuda
+    with pytest.raises(BackendUnavailableError, match=r"cannot create its runtime here .*"
+                       r"CUDA initialization failure with error 35.*nvidia-smi"):
+        trt_backend.TensorRTBackend(engine_path)
+
+
+def test_gpu_memory_running_out_while_loading_is_not_a_damaged_file(fakes, engine_path) -> None:
+    """TensorRT returns None from deserialize_cuda_engine when the GPU has no room for the
+    engine (a Jetson under load): the message called the file damaged and said rebuild it."""
+    f = fakes.install()
+    severity = f.trt["tensorrt"].ILogger.Severity
+
+    def no_room(self, blob):
+        self.logger.log(severity.ERROR, "[defaultAllocator.cpp::allocate::20] Error Code 1: "
+                        "Cuda Runtime (out of memory)")
+        return None
+
+    f.trt["tensorrt"].Runtime.deserialize_cuda_engine = no_room
+    with pytest.raises(OutOfMemoryError, match="not enough GPU memory to load the engine") as info:
+        trt_backend.TensorRTBackend(engine_path)
+    assert "damaged" not in str(info.value)
 
 
 def test_engine_tensorrt_cannot_deserialize_is_refused(fakes, engine_path) -> None:

@@ -155,3 +155,67 @@ def test_a_forced_module_that_is_missing_is_named_with_what_is_here(
     err = capsys.readouterr().err
     assert all(word in err for word in words), err
     assert not tiny_onnx.with_name("tiny.engine").exists()
+
+
+def _modules_here(monkeypatch, **versions: str | None) -> None:
+    """Stand-in TensorRT modules (None: not importable)."""
+    from types import SimpleNamespace
+
+    for name in ("tensorrt", "tensorrt_rtx"):
+        version = versions.get(name)
+        monkeypatch.setitem(sys.modules, name,
+                            None if version is None else SimpleNamespace(__version__=version))
+
+
+def test_compute_capability_with_full_tensorrt_as_the_default_is_refused(
+        tiny_onnx: Path, monkeypatch, capsys) -> None:
+    """With both modules installed, full TensorRT builds by default, and it ignored
+    --compute-capability: asked for 8.9, the engine was built for the GPU here, exit 0."""
+    _modules_here(monkeypatch, tensorrt="10.3.0", tensorrt_rtx="1.7.1")
+    assert main(["engine", "build", str(tiny_onnx), "--compute-capability", "8.9"]) == 2
+    err = capsys.readouterr().err
+    assert "--compute-capability is for TensorRT-RTX: full TensorRT (the builder chosen here" in err
+    assert "--tensorrt-module tensorrt_rtx" in err
+    assert not tiny_onnx.with_name("tiny.engine").exists()
+
+
+def test_full_tensorrt_without_a_usable_gpu_is_not_a_builder(tiny_onnx: Path, monkeypatch,
+                                                               capsys) -> None:
+    """Full TensorRT builds for the GPU it runs on. Without one, its Builder raised a bare
+    TypeError ("factory function returned nullptr"): a traceback from `engine build`, and
+    `vpr-export`, which builds an engine whenever a builder imports, lost its ONNX files."""
+    from vpr_edge import tensorrt_build
+    from vpr_edge.backends import cuda_memory
+    from vpr_edge.errors import BackendUnavailableError, CudaError
+
+    def no_driver():
+        raise CudaError("cudaGetDeviceCount failed: cudaErrorInsufficientDriver", 35,
+                        "cudaErrorInsufficientDriver")
+
+    _modules_here(monkeypatch, tensorrt="10.3.0")
+    monkeypatch.setattr(cuda_memory, "device_count", no_driver)
+    ok, reason = tensorrt_build.builder_available()
+    assert not ok and "tensorrt 10.3.0 is installed, but it builds for the GPU it runs on" in reason
+    assert "cudaErrorInsufficientDriver" in reason
+    assert main(["engine", "build", str(tiny_onnx)]) == 2
+    assert "builds for the GPU it runs on" in capsys.readouterr().err
+    # a GPU that CUDA lists, but TensorRT cannot start on: its TypeError is named
+    monkeypatch.setattr(cuda_memory, "device_count", lambda: 1)
+
+    class Builder:
+        def __init__(self, logger):
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    sys.modules["tensorrt"].Builder = Builder
+    monkeypatch.setattr(tensorrt_build, "process_logger", lambda trt: _Recorder())
+    with pytest.raises(BackendUnavailableError, match="cannot create a builder here.*nullptr"
+                       ".*CUDA initialization failure.*--gpus"):
+        tensorrt_build.build_engine(tiny_onnx, tensorrt_build.EngineBuildConfig())
+
+
+class _Recorder:
+    def mark(self) -> int:
+        return 0
+
+    def errors_since(self, mark: int, last: int | None = None) -> list[str]:
+        return ["CUDA initialization failure with error 35"]
