@@ -48,6 +48,15 @@ log = logging.getLogger("vpr_edge.loop_node")
 POSE_HISTORY_SECONDS = 60.0
 #: loops whose latency the node's summary keeps (its p50/p95 are over these)
 LATENCY_WINDOW = 1000
+#: Odometry often trails the camera (VIO or an EKF: 50-150 ms). A frame stamped after the
+#: newest pose, by at most this many seconds, waits (at most as long) for odometry past its
+#: stamp, so that the keyframe decision and the pose stored with the place use the pose at
+#: its stamp: decided at once, it had none, and motion keyframing fell back to
+#: keyframe_every_n (every frame a keyframe, no pose stored, at 120 ms of lag).
+POSE_WAIT_SECONDS = 0.5
+#: Frames waiting for odometry at most (each holds its message): beyond, the oldest is
+#: decided with what odometry there is.
+MAX_WAITING_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,16 @@ class NodeStats:
 
 
 @dataclass(frozen=True)
+class _Arrived:
+    """A frame waiting for its keyframe decision (for odometry past its stamp)."""
+
+    convert: Callable[[], Any]
+    stamp: float
+    arrived: float  # time.monotonic() when the message reached on_image
+    session: int
+
+
+@dataclass(frozen=True)
 class _Pending:
     frame: np.ndarray
     colour_order: str
@@ -174,6 +193,10 @@ class LoopClosureNode:
         self._poses_restarted = False  # odometry jumped back, images not yet
         self._last_image_stamp: float | None = None
         self._image_clock = StreamClock()  # (one corrupt stamp ahead is not a restart)
+        # frames waiting for odometry, oldest first; the keyframe policy, the pose track and
+        # these are used by the image and odometry callbacks (threads of their own in ROS 1)
+        self._waiting: deque[_Arrived] = deque()
+        self._input_lock = threading.RLock()
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
         self._worker.start()
@@ -199,17 +222,19 @@ class LoopClosureNode:
         raises :class:`InvalidInputError` (as :meth:`on_image` does)."""
         if not (_is_number(stamp) and math.isfinite(stamp)):
             raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
-        last = self._last_pose_stamp
-        if jumped_back(stamp, last):
-            log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
-                        "simulator?): the pose history starts again", last - stamp)
-            last = None
-            self._poses_restarted = True  # images that jump back next keep these poses
-        elif last is not None and stamp < last:
-            self.report_problem("odometry out of order",
-                                f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
-        self._last_pose_stamp = stamp if last is None else max(stamp, last)
-        self.poses.add(stamp, pose)
+        with self._input_lock:
+            last = self._last_pose_stamp
+            if jumped_back(stamp, last):
+                log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
+                            "simulator?): the pose history starts again", last - stamp)
+                last = None
+                self._poses_restarted = True  # images that jump back next keep these poses
+            elif last is not None and stamp < last:
+                self.report_problem("odometry out of order",
+                                    f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
+            self._last_pose_stamp = stamp if last is None else max(stamp, last)
+            self.poses.add(stamp, pose)
+            self._decide_waiting()
 
     def _restart_poses_if_time_jumped_back(self, stamp: float) -> None:
         """Image stamps that jump back by more than JUMP_BACK_SECONDS (a restarted simulator,
@@ -254,21 +279,65 @@ class LoopClosureNode:
                                     "message header: vpr_edge.poses.stamp_seconds(header))")
         check_stamp_unit(stamp, self.config.detector)  # here, not in the worker's log
         arrived = time.monotonic()
-        session = self._session  # a reset() while this frame is converted drops it
-        self.stats.received += 1
-        if stamp == self._last_image_stamp:  # would become a "loop" with itself
-            self.report_problem("duplicate image stamp",
-                                f"a frame stamped {stamp:.6f} again (a republished message, "
-                                "a stuck camera driver or a one-frame bag in a loop): skipped")
+        with self._input_lock:
+            session = self._session  # a reset() while this frame is converted drops it
+            self.stats.received += 1
+            if stamp == self._last_image_stamp:  # would become a "loop" with itself
+                self.report_problem("duplicate image stamp",
+                                    f"a frame stamped {stamp:.6f} again (a republished "
+                                    "message, a stuck camera driver or a one-frame bag in a "
+                                    "loop): skipped")
+                return False
+            self._restart_poses_if_time_jumped_back(stamp)
+            self._last_image_stamp = stamp
+            frame = _Arrived(convert, stamp, arrived, session)
+            self._waiting.append(frame)
+            decided = self._decide_waiting()
+        return decided.get(id(frame), True)  # (still waiting for odometry: taken)
+
+    def _decide_waiting(self) -> dict[int, bool]:
+        """Decide the waiting frames, oldest first, up to the first that still waits for
+        odometry (:data:`POSE_WAIT_SECONDS`); whether each decided one was queued, by id."""
+        decided = {}
+        now = time.monotonic()
+        while self._waiting and (len(self._waiting) > MAX_WAITING_FRAMES
+                                 or not self._waits_for_odometry(self._waiting[0], now)):
+            frame = self._waiting.popleft()
+            decided[id(frame)] = self._decide(frame)
+        if self._waiting:  # the worker decides them when their time is up
+            with self._cond:
+                self._cond.notify_all()
+        return decided
+
+    def _waits_for_odometry(self, frame: _Arrived, now: float) -> bool:
+        """Whether the frame has not waited its time, and odometry is coming but not yet
+        past its stamp, by a little (a frame far ahead of it, a restart or a glitch, is
+        decided at once), or has not come yet and keyframes follow motion."""
+        if now - frame.arrived >= POSE_WAIT_SECONDS:
             return False
-        self._restart_poses_if_time_jumped_back(stamp)
-        self._last_image_stamp = stamp
+        span = self.poses.span()
+        if span is None:
+            return self.config.keyframes.uses_motion
+        return span[1] < frame.stamp <= span[1] + POSE_WAIT_SECONDS
+
+    def _decide(self, arrived: _Arrived) -> bool:
+        """The keyframe decision for a frame, with the pose at its stamp; a keyframe is
+        converted and put in the mailbox. Whether it was."""
+        stamp = arrived.stamp
         pose = self.poses.at(stamp) if len(self.poses) else None
+        if pose is None and self.config.keyframes.uses_motion:
+            span = self.poses.span()
+            newest = "none yet" if span is None else f"{span[1]:.3f} s"
+            self.report_problem(
+                "no odometry at a frame",
+                f"no pose within pose_max_gap ({self.config.pose_max_gap} s) of the frame "
+                f"stamped {stamp:.3f} (newest odometry: {newest}), so keyframe_every_n "
+                "decided, and its place has no pose: is the odometry late or stopped?")
         if not self.policy.accept(stamp=stamp, pose=pose):
             self.stats.dropped_policy += 1
             return False
         try:
-            converted = convert()
+            converted = arrived.convert()
         except VprEdgeError as exc:  # a malformed message, or Bayer pixels without OpenCV
             self.policy.unaccept()  # the next good frame takes its place as keyframe
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
@@ -278,13 +347,13 @@ class LoopClosureNode:
             raise
         with self._cond:
             self.stats.keyframes += 1
-            if session != self._session:  # it came before a reset(), with the old odometry
+            if arrived.session != self._session:  # from before a reset(), with old odometry
                 self.stats.dropped_reset += 1
                 return False
             if self._slot is not None:
                 self.stats.dropped_busy += 1
             frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
-            self._slot = _Pending(frame, order, stamp, pose, arrived, session)
+            self._slot = _Pending(frame, order, stamp, pose, arrived.arrived, arrived.session)
             self._cond.notify()
         return True
 
@@ -300,15 +369,19 @@ class LoopClosureNode:
     def reset(self) -> None:
         """Forget the map's places, the frame waiting for the worker, the odometry and the
         detector's state (a new session). The emptied map is saved like a changed one."""
-        with self._map_lock:
+        with self._map_lock, self._input_lock:
             with self._cond:
                 self._session += 1
+                if self._slot is not None:  # a keyframe of the old session
+                    self.stats.dropped_reset += 1
                 self._slot = None
+                self._waiting.clear()  # (not keyframes yet: received, never decided)
                 self.poses = _pose_track(self.config)
                 self._last_pose_stamp = None
                 self._last_image_stamp = None
                 self._image_clock = StreamClock()
                 self._poses_restarted = False
+                self.policy = KeyframePolicy(self.config.keyframes)
             index = self.localizer.index
             ids = index.ids()
             if ids:
@@ -316,15 +389,15 @@ class LoopClosureNode:
                 index.rebuild()  # drops the removed places' rows for good
             self._changed = True
             self.detector = LoopClosureDetector(self.localizer, self.config.detector)
-            self.policy = KeyframePolicy(self.config.keyframes)
         with self._cond:
             self._cond.notify_all()  # the worker's autosave timer starts now
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until the mailbox is empty and the worker idle (for tests and shutdown)."""
+        """Block until no frame waits for odometry, the mailbox is empty and the worker
+        idle (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._slot is not None or self._busy:
+            while self._slot is not None or self._busy or self._waiting:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -332,10 +405,13 @@ class LoopClosureNode:
         return True
 
     def close(self) -> None:
-        """Stop the worker (a keyframe still waiting counts as dropped), then save the map
+        """Stop the worker (a keyframe still waiting counts as dropped; frames still
+        waiting for odometry are never decided), then save the map
         if configured to, it has a directory and it changed, and close the Localizer if the
         node opened it (one given to the node stays open)."""
         atexit.unregister(self._exit_hook)
+        with self._input_lock:
+            self._waiting.clear()  # (undecided: received, never keyframes)
         with self._cond:
             self._stop = True
             if self._slot is not None:
@@ -375,7 +451,7 @@ class LoopClosureNode:
         while True:
             with self._cond:
                 while self._slot is None and not self._stop:
-                    due = self._autosave_due_in()
+                    due = _soonest(self._autosave_due_in(), self._waiting_due_in())
                     if due is not None and due <= 0:
                         break
                     self._cond.wait(None if due is None else min(due, threading.TIMEOUT_MAX))
@@ -385,6 +461,9 @@ class LoopClosureNode:
             try:
                 if item is not None:
                     self._process(item)
+                due = self._waiting_due_in()
+                if due is not None and due <= 0:  # odometry did not come: decide them now
+                    self._decide_expired()
                 due = self._autosave_due_in()
                 if due is not None and due <= 0:
                     self._autosave()
@@ -421,6 +500,25 @@ class LoopClosureNode:
                 log.exception("publishing the loop closure of the frame stamped %.3f failed "
                               "(further failures are counted in the node's statistics)",
                               item.stamp)
+
+    def _waiting_due_in(self) -> float | None:
+        """Seconds until the oldest frame waiting for odometry has waited its time (<= 0:
+        now), or None when none waits."""
+        try:
+            oldest = self._waiting[0]  # (read without the input lock: the callbacks' own)
+        except IndexError:
+            return None
+        return oldest.arrived + POSE_WAIT_SECONDS - time.monotonic()
+
+    def _decide_expired(self) -> None:
+        """Decide the frames that waited for odometry in vain (no later image or pose came
+        to decide them: the camera or the odometry stopped)."""
+        try:
+            with self._input_lock:
+                self._decide_waiting()
+        except Exception:  # a bug in a custom converter, here in the worker: count it
+            self.stats.errors += 1
+            log.exception("a frame that waited for odometry could not be converted")
 
     def _autosave_due_in(self) -> float | None:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
@@ -493,3 +591,9 @@ def _read_from_a_crash(map_dir: str | None) -> bool:
 
     where = atomic_dir.resolve_for_read(Path(map_dir))
     return where is not None and where != atomic_dir.real_target(Path(map_dir))
+
+
+def _soonest(*delays: float | None) -> float | None:
+    """The smallest of the delays given (None: none due)."""
+    due = [d for d in delays if d is not None]
+    return min(due) if due else None

@@ -255,24 +255,24 @@ def test_reset_starts_a_new_session(tiny_onnx, tmp_path, cpu_only, route) -> Non
     places' rows, and an emptied map is saved at shutdown even when no frame follows (the
     old places came back at the next start)."""
     node, _ = make_node(tiny_onnx, tmp_path)
-    for i in range(5):
+    for i in range(8):  # (odometry past every frame's stamp: none waits for it)
         node.on_pose(i * 0.1, Pose(10.0, 0))
     feed(node, route[0][:5], 0.0)
     assert Path(node.save()).is_dir()
-    real = node.detector.process_frame
-    gate = threading.Event()
-    node.detector.process_frame = lambda *a, **k: (gate.wait(10), real(*a, **k))[1]
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
     node.on_image(lambda: route[0][5], stamp=0.5)  # taken by the held worker
-    time.sleep(0.2)
+    assert held.wait(10)
     node.on_image(lambda: route[0][6], stamp=0.6)  # waiting in the mailbox
-    node.detector.process_frame = real
-    reset = threading.Thread(target=node.reset)
-    reset.start()  # waits for the held frame's map lock
+    node.reset()
     gate.set()
-    reset.join(10)
     assert node.wait_idle()
     assert len(node.localizer) == 0 and node.localizer.index.info()["rows"] == 0
     assert len(node.poses) == 0
+    # both count as dropped by the reset: the one taken before it, and the one in the
+    # mailbox (which the reset dropped uncounted: processed + dropped fell one short)
+    stats = node.stats
+    assert (stats.keyframes, stats.processed, stats.dropped_reset) == (7, 5, 2)
     node.on_pose(50.0, Pose(500.0, 0))
     node.on_pose(50.1, Pose(500.0, 0))
     assert node.stats.problems == {}  # the new session's odometry is not "out of order"
@@ -414,9 +414,12 @@ def test_a_frame_converted_during_a_reset_stays_out_of_the_new_session(tiny_onnx
     arriving = threading.Thread(target=node.on_image, args=(slow_convert, 0.0))
     arriving.start()
     assert started.wait(10)
-    node.reset()  # while the old session's frame is being converted
+    resetting = threading.Thread(target=node.reset)  # while the old session's frame is
+    resetting.start()                                 # being converted: it waits for it
+    time.sleep(0.1)
     finish.set()
     arriving.join(10)
+    resetting.join(10)
     assert node.wait_idle()
     assert len(node.localizer) == 0 and node.stats.keyframes == node.stats.dropped_reset == 1
     feed(node, route[0][1:3], 10.0)
@@ -512,6 +515,59 @@ def test_one_image_stamped_far_ahead_keeps_the_pose_history(tiny_onnx, tmp_path,
     assert len(node.poses) == 300
     node.close()
     assert node.localizer.get(2).pose[0] == pytest.approx(26.5)
+
+
+
+def _drive(node: LoopClosureNode, frames, lag: float, seconds: float = 8.0) -> None:
+    """0.5 m/s along x: 30 Hz images, 50 Hz odometry delivered ``lag`` seconds after its
+    stamp, every message in the order it arrives."""
+    events = [(i / 30, 1, i) for i in range(int(seconds * 30))]
+    events += [(i / 50 + lag, 0, i) for i in range(int(seconds * 50))]
+    for _, kind, i in sorted(events):
+        if kind:
+            node.on_image(lambda i=i: frames[i % len(frames)], stamp=i / 30)
+        else:
+            node.on_pose(i / 50, Pose(0.5 * i / 50, 0.0))
+        while node._slot is not None or node._busy:  # a keyframe at a time (none is lost)
+            time.sleep(0.001)
+    assert node.wait_idle()
+
+
+@pytest.mark.parametrize("lag", [0.0, 0.08, 0.12, 0.3])
+def test_odometry_trailing_the_camera_keeps_motion_keyframes_and_poses(tiny_onnx, tmp_path,
+                                                                       cpu_only, route, lag):
+    """VIO or an EKF trails the camera by 50-150 ms. Each frame took its pose on arrival, so
+    it had none: keyframe_every_n (1) decided, and 4 m at 0.5 m/s with 1 m keyframes made 240
+    keyframes without a pose at 120 ms of lag (44 at 80 ms), instead of 4 with poses."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    _drive(node, route[0], lag)
+    node.close()
+    poses = [node.localizer.get(pid).pose for pid in node.localizer.index.ids()]
+    assert node.stats.keyframes == len(poses) == 4, node.stats.summary()
+    assert [round(p[0], 3) for p in poses] == [0.0, 1.0, 2.0, 3.0]
+    assert "no odometry at a frame" not in node.stats.problems
+
+
+def test_a_frame_waits_for_odometry_only_so_long(tiny_onnx, tmp_path, cpu_only, route,
+                                                 monkeypatch) -> None:
+    """Odometry that stops: the frames after its last pose are decided once they have
+    waited POSE_WAIT_SECONDS (by the worker, when no other message comes), without a pose,
+    and the node says why; a frame far ahead of the odometry does not wait at all."""
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "POSE_WAIT_SECONDS", 0.2)
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(11):
+        node.on_pose(i * 0.1, Pose(i * 0.2, 0.0))  # 2 m in 1 s, then nothing
+    node.on_image(lambda: route[0][0], stamp=0.0)
+    assert node.on_image(lambda: route[0][1], stamp=1.15)  # waits for odometry
+    assert node.stats.keyframes == 1 and len(node._waiting) == 1
+    started = time.monotonic()
+    assert node.wait_idle() and time.monotonic() - started >= 0.1
+    assert node.stats.keyframes == 2 and node.stats.problems["no odometry at a frame"] == 1
+    assert node.on_image(lambda: route[0][2], stamp=5.0) and not node._waiting  # far ahead
+    node.close()
+    assert [node.localizer.get(pid).pose for pid in node.localizer.index.ids()][1:] == [None]
 
 
 def test_images_lagging_odometry_keep_the_new_runs_poses_after_a_jump(tiny_onnx, tmp_path,
