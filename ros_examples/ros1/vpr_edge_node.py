@@ -18,6 +18,7 @@ Services: save_map, reset (std_srvs/Trigger).
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ from vpr_edge.node_params import (
 )
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
+from vpr_edge.ros_logging import forward_to_ros
 from vpr_edge.ros_messages import (
     ExactStamps,
     MessageTypes,
@@ -66,6 +68,15 @@ def loop_closure_class():
             "vpr_edge_msgs/LoopClosure"]
 
 
+def forward_vpr_edge_logs() -> None:
+    """vpr_edge's log lines to the console and /rosout, as the node's own (rospy sent them
+    to the node's log file alone)."""
+    forward_to_ros({logging.DEBUG: rospy.logdebug, logging.INFO: rospy.loginfo,
+                    logging.WARNING: rospy.logwarn, logging.ERROR: rospy.logerr,
+                    logging.CRITICAL: rospy.logfatal},
+                   logging.getLogger("rosout").getEffectiveLevel())
+
+
 class Ros1LoopClosureNode:
     def __init__(self) -> None:
         get = lambda name, default: rospy.get_param("~" + name, default)  # noqa: E731
@@ -76,6 +87,8 @@ class Ros1LoopClosureNode:
         self.stopped = threading.Event()
         self.shutdown_lock = threading.Lock()
         self.save_failed = False
+        self.failure: str | None = None  # why the node stopped itself (its worker died)
+        self.failure_lock = threading.Lock()
         self.stamps = ExactStamps()  # published loops carry the images' stamps exactly
         standard = self.transport["message_type"] == "standard"
         loop_type = None if standard else loop_closure_class()
@@ -106,8 +119,24 @@ class Ros1LoopClosureNode:
     def on_image(self, msg) -> None:
         self.frame_id = msg.header.frame_id
         # malformed messages are counted by kind and logged once per kind by the core
-        self.stamps.queue(msg.header, rospy.get_time,
-                          lambda stamp: self.core.on_image(lambda: message_to_frame(msg), stamp))
+        try:
+            self.stamps.queue(msg.header, rospy.get_time, lambda stamp: self.core.on_image(
+                lambda: message_to_frame(msg), stamp))
+        except VprEdgeError as exc:
+            if self.core._failure is None:  # not the worker's death: rospy logs it
+                raise
+            self.stop_for_good(f"vpr-edge: {exc}")
+
+    def stop_for_good(self, reason: str) -> None:
+        """The worker died: log why once and shut the node down, so that it exits (with code
+        1) and roslaunch's required/respawn acts. rospy only logs what a callback raises
+        and goes on: the node stayed up, dropping every frame with a traceback each."""
+        with self.failure_lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+        rospy.logfatal(reason)
+        rospy.signal_shutdown(reason)  # runs shutdown() (save, statistics) on this thread
 
     def on_odom(self, msg: Odometry) -> None:
         try:
@@ -181,6 +210,7 @@ def shut_down_on_a_thread() -> None:
 def main() -> int:
     rospy.init_node("vpr_edge_loop_closure")
     shut_down_on_a_thread()
+    forward_vpr_edge_logs()
     try:
         node = Ros1LoopClosureNode()
     except VprEdgeError as exc:
@@ -190,7 +220,7 @@ def main() -> int:
     # unless the signal came while on_shutdown() registered the hook: rospy, running the
     # hooks on another thread then, dropped it (no save, no statistics); run it here
     node.shutdown()
-    return 1 if node.save_failed else 0
+    return 1 if node.save_failed or node.failure else 0
 
 
 if __name__ == "__main__":

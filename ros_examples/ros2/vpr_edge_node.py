@@ -19,7 +19,9 @@ Services: save_map, reset (std_srvs/Trigger).
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sys
 
 import rclpy
@@ -28,6 +30,7 @@ from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -44,6 +47,7 @@ from vpr_edge.node_params import (
 )
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
+from vpr_edge.ros_logging import forward_to_ros
 from vpr_edge.ros_messages import (
     ExactStamps,
     MessageTypes,
@@ -51,6 +55,11 @@ from vpr_edge.ros_messages import (
     match_pose_header_fields,
     rounded_parts,
 )
+
+#: the rclpy severity of each Python logging level
+SEVERITIES = {logging.DEBUG: LoggingSeverity.DEBUG, logging.INFO: LoggingSeverity.INFO,
+              logging.WARNING: LoggingSeverity.WARN, logging.ERROR: LoggingSeverity.ERROR,
+              logging.CRITICAL: LoggingSeverity.FATAL}
 
 
 def to_time(seconds: float) -> Time:
@@ -61,6 +70,7 @@ def to_time(seconds: float) -> Time:
 class Ros2LoopClosureNode(Node):
     def __init__(self) -> None:
         super().__init__("vpr_edge_loop_closure")
+        self.forward_vpr_edge_logs()
         # declared before any publisher exists; with dynamic typing, so that `min_score: 1`
         # reaches node_params' checks (which take an int for a float) instead of failing
         # here; read-only, since they are read once at start (a change would be ignored)
@@ -114,6 +124,16 @@ class Ros2LoopClosureNode(Node):
         source = f"{self.resolve_topic_name(topic)} ({kind.__name__})"
         self.get_logger().info(f"vpr-edge loop closure: images from {source}, model "
                                + json.dumps(self.core.localizer.info()))
+
+    def forward_vpr_edge_logs(self) -> None:
+        """vpr_edge's log lines through this node's logger (console and /rosout), not as bare
+        text on stderr. One rclpy logger of the node's name per severity: rclpy refuses
+        (ValueError) a call site that logs at two severities, and the handler is one."""
+        name = self.get_logger().name
+        forward_to_ros({level: functools.partial(rclpy.logging.get_logger(name).log,
+                                                 severity=severity)
+                        for level, severity in SEVERITIES.items()},
+                       int(self.get_logger().get_effective_level()))
 
     def on_image(self, msg) -> None:
         self.frame_id = msg.header.frame_id

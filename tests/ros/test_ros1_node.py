@@ -101,11 +101,14 @@ def test_missing_model_is_a_fatal_error_not_a_hang(ros1_python, ros_env, tmp_pat
 
 
 BAD_PUBLISHER = """
-import sys, time, rospy
+import json, sys, time, rospy
+from rosgraph_msgs.msg import Log
 from sensor_msgs.msg import Image
 rospy.init_node("bad_images", anonymous=True)
+rosout = []  # what the node published on /rosout (rqt_console's source)
+watch = rospy.Subscriber("/rosout", Log, lambda m: rosout.append((m.name, m.level, m.msg)))
 pub = rospy.Publisher("image", Image, queue_size=10)
-while pub.get_num_connections() == 0:
+while pub.get_num_connections() == 0 or watch.get_num_connections() == 0:
     time.sleep(0.05)
 time.sleep(0.5)
 frames = [("yuv422", 4, 4 * 4 * 2), ("rgb8", 5, 4 * 4 * 3), ("rgb8", 12, 10), ("rgb8", 12, 48)]
@@ -113,6 +116,8 @@ for i in range(8):
     encoding, step, size = frames[i % 4]
     pub.publish(Image(height=4, width=4, encoding=encoding, step=step, data=bytes(size)))
     time.sleep(0.1)
+time.sleep(0.5)
+print(json.dumps(rosout))
 """
 
 
@@ -124,8 +129,8 @@ def test_malformed_images_are_counted_and_the_node_stays_up(ros1_python, ros_env
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        subprocess.run([ros1_python, "-c", BAD_PUBLISHER], env=ros_env, check=True,
-                       timeout=60, capture_output=True)
+        published = subprocess.run([ros1_python, "-c", BAD_PUBLISHER], env=ros_env,
+                                   check=True, timeout=60, capture_output=True, text=True)
         time.sleep(0.5)
         assert node.poll() is None, "the node died on bad input"
     finally:
@@ -134,7 +139,15 @@ def test_malformed_images_are_counted_and_the_node_stays_up(ros1_python, ros_env
     assert stats["problems"] == {"unsupported encoding": 2, "step too small": 2,
                                  "truncated data": 2}, log
     assert stats["processed"] == 2 and stats["errors"] == 0  # the two good frames
-    assert log.count("unsupported encoding") == 1  # logged once per kind
+    # vpr_edge's warning, logged once per kind, reaches the console (output="screen") and
+    # /rosout as the node's own lines do (rospy had written it to the node's log file only)
+    warnings = [line for line in log.splitlines() if "unsupported encoding" in line
+                and "stopped" not in line]  # (the statistics at the end count them too)
+    assert len(warnings) == 1 and warnings[0].startswith("[WARN]"), log
+    assert "vpr_edge.loop_node: unsupported encoding: " in warnings[0]
+    rosout = [msg for name, level, msg in json.loads(published.stdout.splitlines()[-1])
+              if name == "/vpr_edge_loop_closure" and level == 4 and "unsupported encoding" in msg]
+    assert len(rosout) == 1, published.stdout  # 4: rosgraph_msgs/Log.WARN
 
 
 @pytest.mark.parametrize("remaps, topic", [
@@ -221,3 +234,69 @@ def test_a_signal_while_the_node_registers_still_runs_its_shutdown(ros1_python, 
     assert run.returncode == 0, run.stderr[-2000:]
     assert time.monotonic() - started < 60 and stats_file.is_file()
     assert (run.stdout + run.stderr).count("vpr-edge loop closure stopped") == 1
+
+
+WORKER_DIES = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+from vpr_edge.loop_node import LoopClosureNode
+
+class Bug(BaseException):  # escapes the worker's per-frame handler, as a bug would
+    pass
+
+def dies(self, item):
+    raise Bug("simulated bug in the worker")
+
+LoopClosureNode._process = dies
+sys.exit(vpr_edge_node.main())
+"""
+
+CAMERA = """
+import time, rospy
+from sensor_msgs.msg import Image
+rospy.init_node("camera", anonymous=True)
+pub = rospy.Publisher("image", Image, queue_size=10)
+while pub.get_num_connections() == 0:
+    time.sleep(0.05)
+time.sleep(0.5)
+for i in range(900):  # 30 s at 30 Hz: the node is to exit long before
+    frame = Image(height=10, width=14, encoding="rgb8", step=42, data=bytes([i % 256]) * 420)
+    frame.header.stamp = rospy.Time.now()
+    pub.publish(frame)
+    time.sleep(1 / 30)
+"""
+
+
+def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros1_python, ros_env, tiny_onnx,
+                                                          tmp_path) -> None:
+    """rospy logs what an image callback raises and goes on: once the worker had died the
+    node stayed up, dropped every frame and logged a traceback for each ("bad callback", at
+    camera rate), and roslaunch's required/respawn never acted. It now logs the reason once
+    and shuts down (statistics written once), exiting with code 1."""
+    stats_file = tmp_path / "stats.json"
+    node = subprocess.Popen([ros1_python, "-c", WORKER_DIES, str(NODE.parent),
+                             f"_model:={tiny_onnx}", "_backend:=onnxruntime-cpu",
+                             f"_stats_file:={stats_file}"],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    camera = subprocess.Popen([ros1_python, "-c", CAMERA], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        out, _ = node.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        out, _ = node.communicate()
+        pytest.fail("the node stayed up with a dead worker:\n" + out[-3000:])
+    finally:
+        camera.kill()
+        camera.wait()
+    assert node.returncode == 1, out[-3000:]
+    fatal = [line for line in out.splitlines() if line.startswith("[FATAL]")]
+    assert len(fatal) == 2, out[-3000:]  # the worker's own report, then the node's reason
+    assert "vpr_edge.loop_node: the loop-closure worker stopped" in fatal[0]
+    assert "vpr-edge: the loop-closure worker stopped (Bug('simulated bug in the worker')" \
+        in fatal[1]
+    assert "bad callback" not in out
+    assert out.count("Traceback (most recent call last)") == 1, out[-3000:]  # the worker's
+    assert out.count("vpr-edge loop closure stopped") == 1 and stats_file.is_file()

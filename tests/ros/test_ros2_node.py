@@ -11,6 +11,7 @@ policy, never queued.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -91,6 +92,60 @@ def test_an_int_for_a_float_parameter_and_stamps_near_a_whole_second(ros2_python
          "print(t.sec, t.nanosec)", str(NODE.parent)],
         env=ros2_env, capture_output=True, text=True, timeout=60)
     assert probe.stdout.split() == ["2", "0"], probe.stderr
+
+
+BAD_PUBLISHER = """
+import json, time
+import rclpy
+from rcl_interfaces.msg import Log
+from rclpy.qos import qos_profile_rosout_default
+from sensor_msgs.msg import Image
+
+rclpy.init()
+node = rclpy.create_node("bad_images")
+rosout = []  # what the node published on /rosout (rqt_console's source)
+node.create_subscription(Log, "/rosout", lambda m: rosout.append((m.name, m.level, m.msg)),
+                         qos_profile_rosout_default)
+pub = node.create_publisher(Image, "image", 10)
+deadline = time.monotonic() + 30
+while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.05)
+for _ in range(3):
+    pub.publish(Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32)))
+    rclpy.spin_once(node, timeout_sec=0.2)
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    rclpy.spin_once(node, timeout_sec=0.05)
+print(json.dumps(rosout))
+"""
+
+
+def test_vpr_edge_warnings_reach_the_console_and_rosout(ros2_python, ros2_env, tiny_onnx,
+                                                        tmp_path, ros) -> None:
+    """vpr_edge's own warnings (here: a bad image, logged once per kind) go out through the
+    node's logger, to the console and /rosout; they reached stderr as bare text only."""
+    stats_file = tmp_path / "stats.json"
+    node = subprocess.Popen([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
+                             "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
+                             "-p", f"stats_file:={stats_file}"],
+                            env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        published = subprocess.run([ros2_python, "-c", BAD_PUBLISHER], env=ros2_env,
+                                   check=True, timeout=90, capture_output=True, text=True)
+    finally:
+        log = ros.stop(node)
+    problems = json.loads(stats_file.read_text())["problems"]
+    assert problems.get("unsupported encoding", 0) >= 1, log
+    warnings = [line for line in log.splitlines() if "unsupported encoding" in line
+                and "stopped" not in line]  # (the statistics at the end count them too)
+    assert len(warnings) == 1, log
+    assert warnings[0].startswith("[WARN]") and ("[vpr_edge_loop_closure]: vpr_edge.loop_node: "
+                                                 "unsupported encoding: ") in warnings[0], log
+    rosout = [msg for name, level, msg in json.loads(published.stdout.splitlines()[-1])
+              if name == "vpr_edge_loop_closure" and level == 30  # rcl_interfaces/Log.WARN
+              and "unsupported encoding" in msg]
+    assert len(rosout) == 1, published.stdout
 
 
 CTRL_C_INSIDE_A_REMOVE = """
