@@ -206,6 +206,12 @@ class LoopClosureNode:
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the worker thread (None while it runs): no frame is processed any
+        more, and :meth:`on_image` raises; a ROS node then shuts down."""
+        return self._failure
+
     # -- inputs (middleware threads) -------------------------------------------------------
     def report_problem(self, kind: str, error: Exception | str) -> None:
         """Count a bad input by kind; log the first of each kind (the rest only count)."""

@@ -123,7 +123,7 @@ class Ros1LoopClosureNode:
             self.stamps.queue(msg.header, rospy.get_time, lambda stamp: self.core.on_image(
                 lambda: message_to_frame(msg), stamp))
         except VprEdgeError as exc:
-            if self.core._failure is None:  # not the worker's death: rospy logs it
+            if self.core.failure is None:  # not the worker's death: rospy logs it
                 raise
             self.stop_for_good(f"vpr-edge: {exc}")
 
