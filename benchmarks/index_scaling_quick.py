@@ -2,7 +2,8 @@
 per place, save and open time, at several map sizes and descriptor dimensions.
 
 Descriptors are synthetic unless ``--descriptors`` gives real ones (a float ``.npy`` of shape
-``[n, dim]``; queries are then noisy copies of random rows), or ``--synthesise-from`` gives real
+``[n, dim]``; queries are then noisy copies of random rows; ``--sizes`` are capped so that the
+save after a 1% append has rows to add), or ``--synthesise-from`` gives real
 ones to synthesise any number from (PCA of the real ones plus noise, see ``real_route.py``; this
 is how the 1M-place rows are made). The synthetic ones imitate a robot
 route (see :func:`synthetic_route`): consecutive frames are similar, the route passes through
@@ -21,9 +22,10 @@ what the index promises (not place-recognition accuracy).
 By default the index holds a plain graph of the full descriptors at a fixed ``ef`` and the
 script sweeps hnswlib's ``ef``; ``--graph default`` measures the index as ``IndexSettings()``
 makes it instead (descriptors longer than 512-d enter the graph as a 512-d sketch and are
-re-scored exactly; ``ef`` follows the map's size), with no sweep. ``--lift`` synthesises in
-``--dims`` principal components and maps back to the real descriptors' dimension (7168-d for
-the default model), as ``insertion_order.py`` does.
+re-scored exactly; ``ef`` follows the map's size) and sweeps the whole ``PlaceIndex.query``
+over ``--efs`` capped by the map's size (each ``ef`` in use measured once). ``--lift``
+synthesises in ``--dims`` principal components and maps back to the real descriptors'
+dimension (7168-d for the default model), as ``insertion_order.py`` does.
 """
 
 from __future__ import annotations
@@ -153,11 +155,31 @@ class Row:
     open_s: float = 0.0
 
 
+def append_rows(places: int) -> int:
+    """Places of the 1% append after a map of ``places`` (then saved again)."""
+    return max(1, places // 100)
+
+
+def sizes_within(sizes: list[int], rows: int) -> list[int]:
+    """The ``sizes`` whose map and 1% append fit in ``rows`` descriptors, or else the largest
+    size that fits; says which sizes were left out."""
+    fit = [s for s in sizes if s + append_rows(s) <= rows]
+    if not fit:
+        largest = rows
+        while largest > 0 and largest + append_rows(largest) > rows:
+            largest -= 1
+        fit = [largest]
+    if fit != sizes:
+        print(f"{rows} descriptors: measuring {fit} places instead of {sizes} (each size needs "
+              "1% more rows for the save after a 1% append)")
+    return fit
+
+
 def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int,
               ef_construction: int, default_ef: int, workdir: Path, seed: int,
               make_db, exact_queries: int, query_cos: float, graph: str = "full") -> list[Row]:
     n_max = max(sizes)
-    n_total = n_max + max(1, n_max // 100)  # the last size's 1% append needs rows too
+    n_total = n_max + append_rows(n_max)  # the last size's 1% append needs rows too
     db = make_db(n_total, dim, seed)
     dim = db.shape[1]  # --lift: synthesised in `dim` components, lifted to the real dim
     if graph == "default":  # as IndexSettings() makes it: sketched graph, ef for the size
@@ -198,12 +220,17 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
             r1, r10 = recall(labels.astype(np.int64), truth)
             lat = latencies(lambda v, h=hnsw: h.knn_query(v, k=10, num_threads=1), q)
             row.ef_sweep.append({"ef": ef, "recall_at_1": r1, "recall_at_10": r10, **lat})
+        measured_efs: set[int] = set()
         for ef in efs if graph == "default" else []:  # the whole query: sketch + re-score
             index.set_ef(ef)
+            ef_in_use = index.info()["ef_in_use"]  # capped by the map's size (ef_scaling)
+            if ef_in_use in measured_efs:
+                continue
+            measured_efs.add(ef_in_use)
             found = np.array([[m.place_id for m in index.query(v, k=10)] for v in q])
             r1, r10 = recall(found, truth)
             lat = latencies(lambda v: index.query(v, k=10), q)
-            row.ef_sweep.append({"ef": index.info()["ef_in_use"], "recall_at_1": r1,
+            row.ef_sweep.append({"ef": ef_in_use, "recall_at_1": r1,
                                  "recall_at_10": r10, **lat})
         index.set_ef(default_ef)
         info = index.info()
@@ -233,7 +260,7 @@ def bench_dim(dim: int, sizes: list[int], n_queries: int, efs: list[int], M: int
         index.save(target)
         row.save_s = time.perf_counter() - t
         row.disk_bytes_per_place = dir_bytes(target) / n
-        extra = max(1, n // 100)  # a 1% append, then save again (old segments hard-linked)
+        extra = append_rows(n)  # a 1% append, then save again (old segments hard-linked)
         add(n, n + extra)
         built = n + extra
         t = time.perf_counter()
@@ -299,16 +326,19 @@ def main(sizes: list[int], dims: list[int], queries: int, efs: list[int], M: int
          workdir: str | None, exact_queries: int, query_cos: float,
          json_path: str | None, synthesise_from: str | None = None, lift: bool = False,
          graph: str = "full") -> dict:
+    from real_route import descriptors_missing, route_from_real  # neighbour script
+
     make_db, data = synthetic_route, "synthetic_route"
+    for path in (descriptors, synthesise_from):
+        if path and descriptors_missing(path):
+            return {"benchmark": "index_scaling_quick", "skipped": f"{path} not found"}
     if descriptors:
         real = np.load(descriptors, allow_pickle=False).astype(np.float32)
         real /= np.linalg.norm(real, axis=1, keepdims=True)
         dims = [real.shape[1]]
-        sizes = [s for s in sizes if s <= len(real)] or [len(real)]
+        sizes = sizes_within(sizes, len(real))
         make_db, data = (lambda n, dim, seed: real[:n]), "real:" + descriptors
     elif synthesise_from:
-        from real_route import route_from_real  # neighbour script
-
         source = np.load(synthesise_from, allow_pickle=False)
         data = f"synthesised from {source.shape[0]} real descriptors: {synthesise_from}"
         if lift:
@@ -400,7 +430,7 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256],
                    help="ef values to sweep: hnswlib's own search with --graph full, the "
                         "whole PlaceIndex.query (sketch search + exact re-scoring; ef capped "
-                        "by the map's size) with --graph default")
+                        "by the map's size, each ef in use measured once) with --graph default")
     p.add_argument("--M", type=int, default=IndexSettings().M, help="hnswlib M")
     p.add_argument("--ef-construction", type=int, default=IndexSettings().ef_construction,
                    help="hnswlib ef_construction")
@@ -408,7 +438,8 @@ def cli(argv: list[str] | None = None) -> dict:
                    help="ef for the end-to-end PlaceIndex.query measurements")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--descriptors", default=None,
-                   help="real descriptors (.npy [n, dim]) instead of synthetic ones")
+                   help="real descriptors (.npy [n, dim]) instead of synthetic ones (--sizes "
+                        "capped to leave 1%% more rows for the save after a 1%% append)")
     p.add_argument("--synthesise-from", default=None,
                    help="real descriptors (.npy) to synthesise maps of any size from "
                         "(PCA to each --dims, re-driven with noise: real_route.py)")
@@ -439,7 +470,7 @@ def cli(argv: list[str] | None = None) -> dict:
         result = main(a.sizes, a.dims, a.queries, a.efs, a.M, a.ef_construction, a.default_ef,
                       a.seed, a.descriptors, a.workdir, a.exact_queries, a.query_cos,
                       a.json_path, a.synthesise_from, a.lift, a.graph)
-    if a.plot is not None:
+    if a.plot is not None and "rows" in result:
         plot(result, a.plot)
     return result
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from vpr_edge.cli.help_format import HelpFormatter
 
-from real_route import route_from_real  # neighbour script
+from real_route import descriptors_missing, route_from_real  # neighbour script
 
 
 def lifted_route(real: np.ndarray, n: int, components: int, seed: int) -> np.ndarray:
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=3, help="synthesis seed")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
-    if not args.descriptors.is_file():
-        print(f"skipped: {args.descriptors} not found (make it with benchmarks/real_route.py)")
+    if descriptors_missing(args.descriptors):
         return 0
     result = run(np.load(args.descriptors), args.places, args.queries, args.components,
                  args.efs, args.seed, args.only)

@@ -5,7 +5,8 @@ The sequence is Gardens Point day_left (frames 0-199) followed by day_right (200
 same walk on the other side of the path; a loop is correct when it matches the same frame
 number +-2 in the other walk (``truth_from_names``). Every frame is described once with the
 model (default: a fresh ``vpr-train init`` EfficientNet-Lite0 NetVLAD: k-means on every 4th
-day_left frame, no training, exported to FP32 ONNX); then the detector runs over ``min_score``
+day_left frame, no training, exported to FP32 ONNX in a temporary folder removed once the
+frames are described); then the detector runs over ``min_score``
 thresholds for four configurations. Reported: the PR curve, recall at 100% precision, the
 best F1, and a PNG plot when matplotlib is installed (``vpr-edge[bench]``).
 
@@ -16,10 +17,12 @@ best F1, and a PNG plot when matplotlib is installed (``vpr-edge[bench]``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +50,17 @@ def default_model(data: Path, work: Path) -> Path:
     checkpoint = make_checkpoint(data, work)
     return export(ExportConfig(checkpoint=checkpoint, output_dir=work, name="loops",
                                engine=False, validate=False)).files["onnx"]
+
+
+@contextlib.contextmanager
+def model_to_use(model: Path | None, data: Path, prefix: str) -> Iterator[Path]:
+    """``model``, or else the default init model, made in a temporary folder (its name starts
+    with ``prefix``) that is removed when the ``with`` block ends."""
+    if model is not None:
+        yield model
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        yield default_model(data, Path(work))
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     if not route.is_dir():
         print(f"skipped: no Gardens Point under {args.data}")
         return 0
-    model = args.model or default_model(args.data, Path(tempfile.mkdtemp(prefix="vpr-loops-")))
     files = [f for walk in ("day_left", "day_right")
              for f in sorted((route / walk).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     keys = [f"{f.parent.name}/{f.name}" for f in files]
     truth = truth_from_names(keys, tolerance=2)
     stamps = list(range(len(files)))
-    tic = time.perf_counter()
-    descriptors = describe_files(model, files)
-    describe_s = time.perf_counter() - tic
+    with model_to_use(args.model, args.data, "vpr-loops-") as model:
+        tic = time.perf_counter()
+        descriptors = describe_files(model, files)
+        describe_s = time.perf_counter() - tic
     from vpr_edge.images import load_image
 
     tic = time.perf_counter()

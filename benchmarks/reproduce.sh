@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-run every benchmark whose figures the READMEs quote; results land in benchmarks/results/.
-# Usage: bash benchmarks/reproduce.sh [--quick]   (--quick: skips training and the big maps,
-# ~6 min; else ~100 min)
+# Usage: bash benchmarks/reproduce.sh [--quick]   (--quick: skips training and the big maps;
+# how long each part takes: benchmarks/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

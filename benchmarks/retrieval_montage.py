@@ -1,10 +1,12 @@
 """A retrieval montage on Corridor: query, best match, ground truth, for a few queries.
 
 Rows are ``--failures`` queries whose best match is wrong, then queries chosen evenly along
-the corridor; columns are the query, the model's best database match (with
-its cosine score, green when correct, red when not) and the first ground-truth image. The
+the corridor; columns are the query, the model's best database match (with its cosine score,
+green when correct, red when not) and the middle one of its ground-truth images (Corridor
+lists the reference frames within +-2 of the query's, so usually the query's own frame). The
 model is ``--model`` or, by default, the same fresh init model as ``loop_closure.py``
-(EfficientNet-Lite0 NetVLAD, k-means on Gardens Point, no training: Corridor is unseen).
+(EfficientNet-Lite0 NetVLAD, k-means on Gardens Point, no training: Corridor is unseen), made
+in a temporary folder that is removed afterwards.
 
     python benchmarks/retrieval_montage.py --plot benchmarks/results/corridor_montage.png \\
         --json benchmarks/results/corridor_montage.json
@@ -15,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from vpr_edge.cli.help_format import HelpFormatter
 
-from loop_closure import add_model_arguments, default_model, describe_files  # neighbour script
+from loop_closure import add_model_arguments, describe_files, model_to_use  # neighbour script
 
 
 def pick_queries(correct: np.ndarray, count: int, failures: int) -> list[int]:
@@ -58,12 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "corridor").is_dir():
         print(f"skipped: no Corridor under {args.data}")
         return 0
-    model = args.model
-    if model is None:
-        model = default_model(args.data, Path(tempfile.mkdtemp(prefix="vpr-montage-")))
     data = corridor_dataset(args.data / "corridor")
     refs, queries = list(data.database.paths), list(data.queries.paths)
-    db, qd = describe_files(model, refs), describe_files(model, queries)
+    with model_to_use(args.model, args.data, "vpr-montage-") as model:
+        db, qd = describe_files(model, refs), describe_files(model, queries)
     sims = qd @ db.T
     best = sims.argmax(1)
     truth = data.positives()

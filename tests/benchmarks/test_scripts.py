@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,11 +160,12 @@ def test_index_scaling_measures_the_default_index_and_the_full_graph(
     common = ["--sizes", "600", "--queries", "20", "--exact-queries", "5"]
     out = tmp_path / "default.json"
     result = module.cli([*common, "--dims", "20", "--synthesise-from", str(path), "--lift",
-                         "--graph", "default", "--efs", "32", "128", "--json", str(out)])
+                         "--graph", "default", "--efs", "32", "64", "128", "--json", str(out)])
     assert json.loads(out.read_text())["graph"] == "default"
     (row,) = result["rows"]
     assert (row["dim"], row["places"], row["graph"]) == (600, 600, "default")
-    assert [s["ef"] for s in row["ef_sweep"]] == [32, 64]  # 128 capped: 600 places use 64
+    # 128 is capped to the 64 that 600 places use, already measured: not measured again
+    assert [s["ef"] for s in row["ef_sweep"]] == [32, 64]
     assert all(0.5 <= s["recall_at_1"] <= 1.0 for s in row["ef_sweep"])
     assert row["rerank"] == {} and row["default_ef"] == 64
     assert 0.5 <= row["query_e2e"]["recall_at_1"] <= 1.0 and row["query_e2e"]["p99_ms"] > 0
@@ -221,3 +225,142 @@ def test_backend_latency_measures_and_prints_any_backend(tiny_onnx: Path, cpu_on
     out = capsys.readouterr().out
     assert "vs the CPU, cosine over 4 frames" in out and "overhead vs inference" in out
     assert "Localizer.query on onnxruntime-cpu, 300 places" in out
+
+
+def test_index_scaling_on_a_small_real_file_caps_sizes_for_the_append(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``--descriptors`` with fewer rows than ``--sizes`` (plus their 1% append): the sizes are
+    capped so that the save after a 1% append has rows to add, and the run says so."""
+    module = load("index_scaling_quick.py")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports real_route.py
+    real = np.random.default_rng(0).standard_normal((600, 64)).astype(np.float32)
+    path = tmp_path / "real.npy"
+    np.save(path, real)
+    common = ["--descriptors", str(path), "--queries", "20", "--exact-queries", "5",
+              "--efs", "16"]
+    (row,) = module.cli(common)["rows"]  # the default --sizes, 10000 100000
+    assert (row["dim"], row["places"], row["append_places"]) == (64, 595, 5)  # 595 + 5 = 600
+    assert row["save_append_s"] > 0 and row["open_s"] > 0
+    assert "measuring [595] places instead of [10000, 100000]" in capsys.readouterr().out
+    rows = module.cli([*common, "--sizes", "300", "600"])["rows"]
+    assert [(r["places"], r["append_places"]) for r in rows] == [(300, 3)]
+
+
+@pytest.mark.parametrize("option", ["--descriptors", "--synthesise-from"])
+def test_index_scaling_without_its_descriptors_file_skips(
+        option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A benchmark without its data says so and exits 0 (reproduce.sh goes on)."""
+    module = load("index_scaling_quick.py")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    missing = tmp_path / "missing.npy"
+    plot, out = tmp_path / "scaling.png", tmp_path / "scaling.json"
+    result = module.cli([option, str(missing), "--plot", str(plot), "--json", str(out)])
+    assert result["skipped"] == f"{missing} not found"
+    assert capsys.readouterr().out.startswith(f"skipped: {missing} not found")
+    assert not plot.exists() and not out.exists()
+
+
+def write_images(folder: Path, count: int, seed: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"Image{i:03d}.jpg")
+
+
+@pytest.fixture
+def default_model_in_temp(tmp_path: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default init model replaced by the tiny one, copied into the folder it is given;
+    temporary folders made under ``tmp_path / "tmp"`` (returned: empty after a clean run)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    made = []
+
+    def tiny_default_model(data: Path, work: Path) -> Path:
+        assert work.parent == temp
+        made.append(Path(shutil.copy(tiny_onnx, work / "loops.onnx")))
+        return made[-1]
+
+    load("loop_closure.py")  # the neighbour module the scripts import
+    monkeypatch.setattr(sys.modules["loop_closure"], "default_model", tiny_default_model)
+    return temp, made
+
+
+def test_loop_benchmark_removes_its_default_model_folder(tmp_path: Path,
+                                                        default_model_in_temp) -> None:
+    pytest.importorskip("cv2")
+    temp, made = default_model_in_temp
+    data = tmp_path / "data"
+    for seed, walk in enumerate(("day_left", "day_right")):
+        write_images(data / "gardens_point" / walk, 30, seed)
+    out = tmp_path / "loops.json"
+    module = sys.modules["loop_closure"]
+    assert module.main(["--data", str(data), "--thresholds", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["frames"] == 60
+    assert len(made) == 1 and list(temp.iterdir()) == []
+
+
+def test_montage_removes_its_default_model_folder(tmp_path: Path, default_model_in_temp) -> None:
+    temp, made = default_model_in_temp
+    corridor = tmp_path / "data" / "corridor"
+    write_images(corridor / "ref", 6, 0)
+    write_images(corridor / "query", 6, 1)
+    truth = np.empty((6, 2), dtype=object)
+    for q in range(6):
+        truth[q] = [q, [r for r in range(q - 2, q + 3) if 0 <= r < 6]]
+    np.save(corridor / "ground_truth.npy", truth, allow_pickle=True)
+    out = tmp_path / "montage.json"
+    module = load("retrieval_montage.py")
+    assert module.main(["--data", str(tmp_path / "data"), "--rows", "3",
+                        "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["rows"]) == 3
+    assert len(made) == 1 and list(temp.iterdir()) == []
+
+
+def test_runtime_memory_times_the_map_open_alone(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys) -> None:
+    """``open_s`` is ``Localizer(model, map)``: not the model opened alone before it."""
+    import vpr_edge
+
+    class SlowModelOpen:
+        def __init__(self, model, map_dir=None, backend="auto"):
+            if map_dir is None:
+                time.sleep(0.3)  # the model opened alone
+            self.index = [0, 1, 2]
+
+        def query(self, frame, **kwargs):
+            return []
+
+        def close(self):
+            time.sleep(0.3)
+
+    monkeypatch.setattr(vpr_edge, "Localizer", SlowModelOpen)
+    monkeypatch.setattr(sys, "argv", ["probe", "model.onnx", "map", "1"])
+    exec(load("runtime_memory.py").PROBE, {})
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["open_s"] < 0.3  # not the model open (0.3 s) nor the close between
+    assert result["model_open_s"] >= 0.3
+    assert result["places"] == 3
+
+
+def test_plugin_kernel_bytes_and_speedups() -> None:
+    """The bytes the FP16 kernel moves count each of the layer's parameters once, and each
+    speed-up is named after the two timings it divides."""
+    pytest.importorskip("torch")
+    module = load("plugin_kernel.py")
+    from vpr_edge.training.netvlad import NetVLAD
+
+    layer = NetVLAD(64, 112)
+    parameters = sum(p.numel() for p in layer.parameters())  # weight, bias, centroids
+    features, output = 8 * 112 * 15 * 20, 8 * 64 * 112
+    assert module.fp16_bytes_moved(8, 15, 20) == 2 * (features + parameters + output)
+    assert parameters == 2 * 64 * 112 + 64
+    row = {"eager_fp32_ms": 0.6, "eager_fp16_ms": 0.5, "kernel_fp32_ms": 0.4,
+           "kernel_fp16_ms": 0.25}
+    assert module.speedups(row) == {"kernel_fp16_speedup_vs_eager_fp16": 2.0,
+                                    "kernel_fp16_speedup_vs_eager_fp32": 2.4,
+                                    "kernel_fp32_speedup_vs_eager_fp32": 1.5}
