@@ -96,6 +96,31 @@ def test_opening_a_map_holds_its_descriptors_once(tmp_path: Path) -> None:
     assert save_peak < 16 << 20, save_peak
 
 
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's VmHWM")
+def test_opening_a_map_reads_its_graph_file_without_mapping_it(tmp_path: Path) -> None:
+    """The graph checks at open memory-mapped index.hnsw and touched every page of it: the
+    open peaked a whole graph file above the open map (a 100k map: 197 MiB, on a Jetson)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    places = rng.standard_normal((5000, 2048)).astype(np.float32)
+    places /= np.linalg.norm(places, axis=1, keepdims=True)
+    index = PlaceIndex(2048, settings=IndexSettings(mode="hnsw", search_dim=None, M=8,
+                                                    ef_construction=32))
+    index.add(places)
+    index.save(tmp_path / "map")
+    graph = (tmp_path / "map" / "index.hnsw").stat().st_size  # 41 MB
+    probe = ("from vpr_edge.index import PlaceIndex; import sys; "
+             "index = PlaceIndex.open(sys.argv[1]); "
+             "kb = {l.split(':')[0]: int(l.split()[1]) for l in open('/proc/self/status') "
+             "if l.startswith(('VmHWM', 'VmRSS'))}; print(kb['VmHWM'] - kb['VmRSS'])")
+    above = int(subprocess.run([sys.executable, "-c", probe, str(tmp_path / "map")],
+                               capture_output=True, text=True, check=True).stdout) << 10
+    assert above < graph / 4, (above, graph)
+
+
 def test_graph_threads_follow_the_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
     """num_threads=0 became hnswlib's -1, which counts every core of the machine, not the
     ones `taskset` or a cgroup CPU set leave the process."""
