@@ -48,11 +48,12 @@ log = logging.getLogger("vpr_edge.loop_node")
 POSE_HISTORY_SECONDS = 60.0
 #: loops whose latency the node's summary keeps (its p50/p95 are over these)
 LATENCY_WINDOW = 1000
-#: Odometry often trails the camera (VIO or an EKF: 50-150 ms). A frame stamped after the
-#: newest pose, by at most this many seconds, waits (at most as long) for odometry past its
-#: stamp, so that the keyframe decision and the pose stored with the place use the pose at
-#: its stamp: decided at once, it had none, and motion keyframing fell back to
-#: keyframe_every_n (every frame a keyframe, no pose stored, at 120 ms of lag).
+#: Odometry often trails the camera (VIO or an EKF: 50-150 ms). With motion keyframes, a
+#: frame stamped after the newest pose, by at most this many seconds (or before the first),
+#: waits (at most as long) for odometry past its stamp, so that the keyframe decision and the
+#: pose stored with the place use the pose at its stamp: decided at once, it had none, and
+#: motion keyframing fell back to keyframe_every_n (every frame a keyframe, no pose stored,
+#: at 120 ms of lag). Keyframes by count are decided at once, as they come.
 POSE_WAIT_SECONDS = 0.5
 #: Frames waiting for odometry at most (each holds its message): beyond, the oldest is
 #: decided with what odometry there is.
@@ -298,33 +299,43 @@ class LoopClosureNode:
             self._last_image_stamp = stamp
             frame = _Arrived(convert, stamp, arrived, session)
             self._waiting.append(frame)
-            decided = self._decide_waiting()
-        return decided.get(id(frame), True)  # (still waiting for odometry: taken)
+            return self._decide_waiting(frame)
 
-    def _decide_waiting(self) -> dict[int, bool]:
+    def _decide_waiting(self, own: _Arrived | None = None) -> bool:
         """Decide the waiting frames, oldest first, up to the first that still waits for
-        odometry (:data:`POSE_WAIT_SECONDS`); whether each decided one was queued, by id."""
-        decided = {}
+        odometry (:data:`POSE_WAIT_SECONDS`). Returns whether ``own`` (the caller's frame) was
+        queued, or still waits (True). A converter's exception propagates for ``own``, and is
+        counted and logged for a frame decided on behalf of another (a pose, the worker)."""
+        queued = True
         now = time.monotonic()
+        decided = False
         while self._waiting and (len(self._waiting) > MAX_WAITING_FRAMES
                                  or not self._waits_for_odometry(self._waiting[0], now)):
             frame = self._waiting.popleft()
-            decided[id(frame)] = self._decide(frame)
-        if self._waiting:  # the worker decides them when their time is up
-            with self._cond:
+            decided = True
+            if frame is own:
+                queued = self._decide(frame)
+                continue
+            try:
+                self._decide(frame)
+            except Exception:  # a bug in a custom converter, raised here for another frame
+                self.stats.errors += 1
+                log.exception("the frame stamped %.3f could not be converted", frame.stamp)
+        if decided or self._waiting:  # wait_idle() may be waiting; the worker decides the
+            with self._cond:         # waiting ones when their time is up
                 self._cond.notify_all()
-        return decided
+        return queued
 
     def _waits_for_odometry(self, frame: _Arrived, now: float) -> bool:
-        """Whether the frame has not waited its time, and odometry is coming but not yet
-        past its stamp, by a little (a frame far ahead of it, a restart or a glitch, is
-        decided at once), or has not come yet and keyframes follow motion."""
-        if now - frame.arrived >= POSE_WAIT_SECONDS:
+        """Whether keyframes follow motion, the frame has not waited its time, and odometry
+        has not come yet, or is coming but not yet past its stamp, by a little (a frame far
+        ahead of it, a restart or a glitch, is decided at once). (Keyframes by count are
+        decided at once: frames decided together, when a pose comes, would replace each
+        other in the mailbox while the worker is idle.)"""
+        if not self.config.keyframes.uses_motion or now - frame.arrived >= POSE_WAIT_SECONDS:
             return False
         span = self.poses.span()
-        if span is None:
-            return self.config.keyframes.uses_motion
-        return span[1] < frame.stamp <= span[1] + POSE_WAIT_SECONDS
+        return span is None or span[1] < frame.stamp <= span[1] + POSE_WAIT_SECONDS
 
     def _decide(self, arrived: _Arrived) -> bool:
         """The keyframe decision for a frame, with the pose at its stamp; a keyframe is
@@ -519,12 +530,8 @@ class LoopClosureNode:
     def _decide_expired(self) -> None:
         """Decide the frames that waited for odometry in vain (no later image or pose came
         to decide them: the camera or the odometry stopped)."""
-        try:
-            with self._input_lock:
-                self._decide_waiting()
-        except Exception:  # a bug in a custom converter, here in the worker: count it
-            self.stats.errors += 1
-            log.exception("a frame that waited for odometry could not be converted")
+        with self._input_lock:
+            self._decide_waiting()
 
     def _autosave_due_in(self) -> float | None:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no

@@ -148,7 +148,7 @@ class ExactStamps:
     into seconds and back came out up to about 120 ns off (1700000100.200123457 published as
     ...200123548), and a SLAM back end that looks its keyframes up by stamp found none. A node
     queues each frame through :meth:`queue`, which remembers its stamp while it is queued
-    (:meth:`remember`, :meth:`forget`), and publishes :meth:`parts` of the seconds in a loop
+    (:meth:`remember`), and publishes :meth:`parts` of the seconds in a loop
     closure: exact for a keyframe of this run, rounded for a place from a map on disk (its
     stamp is stored as float seconds). One entry per queued keyframe, the oldest dropped
     beyond ``limit`` (:data:`EXACT_STAMPS_KEPT`, about 10 MB: hours of keyframes);
@@ -161,8 +161,7 @@ class ExactStamps:
         self._lock = threading.Lock()
 
     def remember(self, seconds: float, parts: tuple[int, int] | None) -> bool:
-        """Keep ``parts`` for ``seconds``; True if this call added it (then :meth:`forget`
-        undoes it when the frame is not queued)."""
+        """Keep ``parts`` for ``seconds``; True if this call added it."""
         if parts is None:
             return False
         with self._lock:
@@ -173,25 +172,23 @@ class ExactStamps:
                 del self._exact[next(iter(self._exact))]
             return True
 
-    def queue(self, header: Any, now: Callable[[], float], queue: Callable[[float], bool]
-              ) -> bool:
-        """Queue the frame of ``header`` with ``queue(seconds)`` (the core's ``on_image``),
-        its stamp remembered while it is queued; an unstamped frame (0) takes ``now()`` and
-        is published rounded. Returns what ``queue`` did."""
+    def queue(self, header: Any, now: Callable[[], float],
+              on_image: Callable[[Callable[[], Any], float], bool],
+              convert: Callable[[], Any]) -> bool:
+        """Hand the frame of ``header`` to ``on_image(convert, seconds)`` (the core's), its
+        stamp remembered once the frame is converted: the core converts keyframes alone, maybe
+        later (a frame waiting for odometry), so frames it drops take no entry. An unstamped
+        frame (0) takes ``now()`` and is published rounded. Returns what ``on_image`` did."""
         stamped = stamp_seconds(header)
         seconds = stamped or now()
-        added = bool(stamped) and self.remember(seconds, stamp_parts(header))
-        queued = False
-        try:
-            queued = queue(seconds)
-        finally:
-            if added and not queued:
-                self.forget(seconds)
-        return queued
+        parts = stamp_parts(header) if stamped else None
 
-    def forget(self, seconds: float) -> None:
-        with self._lock:
-            self._exact.pop(seconds, None)
+        def converted() -> Any:
+            frame = convert()  # (a malformed message raises: nothing remembered)
+            self.remember(seconds, parts)
+            return frame
+
+        return on_image(converted, seconds)
 
     def clear(self) -> None:
         with self._lock:

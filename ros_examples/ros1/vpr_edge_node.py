@@ -120,8 +120,8 @@ class Ros1LoopClosureNode:
         self.frame_id = msg.header.frame_id
         # malformed messages are counted by kind and logged once per kind by the core
         try:
-            self.stamps.queue(msg.header, rospy.get_time, lambda stamp: self.core.on_image(
-                lambda: message_to_frame(msg), stamp))
+            self.stamps.queue(msg.header, rospy.get_time, self.core.on_image,
+                              lambda: message_to_frame(msg))
         except VprEdgeError as exc:
             if self.core.failure is None:  # not the worker's death: rospy logs it
                 raise

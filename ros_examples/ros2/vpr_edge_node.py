@@ -138,7 +138,7 @@ class Ros2LoopClosureNode(Node):
     def on_image(self, msg) -> None:
         self.frame_id = msg.header.frame_id
         self.stamps.queue(msg.header, lambda: self.get_clock().now().nanoseconds * 1e-9,
-                          lambda stamp: self.core.on_image(lambda: message_to_frame(msg), stamp))
+                          self.core.on_image, lambda: message_to_frame(msg))
 
     def on_odom(self, msg: Odometry) -> None:
         try:

@@ -570,6 +570,48 @@ def test_a_frame_waits_for_odometry_only_so_long(tiny_onnx, tmp_path, cpu_only, 
     assert [node.localizer.get(pid).pose for pid in node.localizer.index.ids()][1:] == [None]
 
 
+
+def test_keyframes_by_count_do_not_wait_for_odometry(tiny_onnx, tmp_path, cpu_only,
+                                                     route) -> None:
+    """With keyframe_every_n (the default) frames waited for odometry too: 10 Hz lidar
+    odometry then decided three frames at once, which replaced each other in the one-slot
+    mailbox while the worker was idle (61 of 90 processed, 29 "dropped_busy")."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    for i in range(30):  # 30 Hz images, 10 Hz odometry 50 ms late
+        if i % 3 == 2:
+            node.on_pose((i - 2) / 30, Pose(i / 30, 0.0))
+        assert node.on_image(lambda i=i: route[0][i % 40], stamp=i / 30)
+        assert not node._waiting  # decided as it came
+        assert node.wait_idle()
+    node.close()
+    assert node.stats.processed == node.stats.keyframes == 30 and node.stats.dropped_busy == 0
+
+
+def test_a_frame_decided_by_odometry_wakes_wait_idle_and_a_converter_bug_is_counted(
+        tiny_onnx, tmp_path, cpu_only, route, monkeypatch) -> None:
+    """A frame that a pose decided (from the odometry thread) did not wake wait_idle(), which
+    then slept its whole timeout; and a custom converter's exception for that frame came out
+    of on_pose (an odometry callback's traceback), uncounted."""
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "POSE_WAIT_SECONDS", 5.0)
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    node.on_pose(0.0, Pose(0.0, 0.0))
+    assert node.on_image(lambda: route[0][0], stamp=0.0) and node.wait_idle()
+    assert node.on_image(lambda: route[0][1], stamp=0.1) and len(node._waiting) == 1
+    threading.Timer(0.1, node.on_pose, (0.2, Pose(0.1, 0.0))).start()  # not a keyframe
+    started = time.monotonic()
+    assert node.wait_idle() and time.monotonic() - started < 2.0 and not node._waiting
+
+    def buggy():
+        raise RuntimeError("a bug in a custom converter")
+
+    assert node.on_image(buggy, stamp=0.25)  # waits for odometry
+    node.on_pose(0.3, Pose(2.0, 0.0))  # decides it: a keyframe, whose conversion fails
+    assert node.stats.errors == 1 and not node._waiting
+    node.close()
+
+
 def test_images_lagging_odometry_keep_the_new_runs_poses_after_a_jump(tiny_onnx, tmp_path,
                                                                       cpu_only, route) -> None:
     """A looped bag whose images lag the odometry by 1.5 s: the new run's odometry jumped
