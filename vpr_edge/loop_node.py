@@ -55,9 +55,9 @@ LATENCY_WINDOW = 1000
 #: motion keyframing fell back to keyframe_every_n (every frame a keyframe, no pose stored,
 #: at 120 ms of lag). Keyframes by count are decided at once, as they come.
 POSE_WAIT_SECONDS = 0.5
-#: Frames waiting for odometry at most (each holds its message): beyond, the oldest is
-#: decided with what odometry there is.
-MAX_WAITING_FRAMES = 16
+#: Frames waiting for odometry at most (each holds its message: 0.5 s of a 60 Hz camera):
+#: beyond, the oldest is decided with what odometry there is.
+MAX_WAITING_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ class _Pending:
     pose: Pose | None
     arrived: float  # time.monotonic() when the message reached on_image
     session: int  # LoopClosureNode's session when it arrived (reset() starts a new one)
+    decision: int  # the _decide_waiting() call that made it a keyframe
 
 
 class LoopClosureNode:
@@ -179,7 +180,11 @@ class LoopClosureNode:
         self.poses = _pose_track(config)
         self.stats = NodeStats()
         self._publish = publish
-        self._slot: _Pending | None = None
+        # the mailbox: the newest keyframe, or those of the newest decision (one pose may
+        # decide several waiting frames at once: they must not replace each other while the
+        # worker is idle)
+        self._mailbox: deque[_Pending] = deque()
+        self._decision = 0  # counts _decide_waiting() calls: a keyframe's decision
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
@@ -309,6 +314,7 @@ class LoopClosureNode:
         queued = True
         now = time.monotonic()
         decided = False
+        self._decision += 1
         while self._waiting and (len(self._waiting) > MAX_WAITING_FRAMES
                                  or not self._waits_for_odometry(self._waiting[0], now)):
             frame = self._waiting.popleft()
@@ -367,10 +373,13 @@ class LoopClosureNode:
             if arrived.session != self._session:  # from before a reset(), with old odometry
                 self.stats.dropped_reset += 1
                 return False
-            if self._slot is not None:
+            mailbox = self._mailbox
+            while mailbox and mailbox[0].decision != self._decision:  # drop-oldest
+                mailbox.popleft()
                 self.stats.dropped_busy += 1
             frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
-            self._slot = _Pending(frame, order, stamp, pose, arrived.arrived, arrived.session)
+            mailbox.append(_Pending(frame, order, stamp, pose, arrived.arrived,
+                                    arrived.session, self._decision))
             self._cond.notify()
         return True
 
@@ -389,9 +398,8 @@ class LoopClosureNode:
         with self._map_lock, self._input_lock:
             with self._cond:
                 self._session += 1
-                if self._slot is not None:  # a keyframe of the old session
-                    self.stats.dropped_reset += 1
-                self._slot = None
+                self.stats.dropped_reset += len(self._mailbox)  # the old session's keyframes
+                self._mailbox.clear()
                 self._waiting.clear()  # (not keyframes yet: received, never decided)
                 self.poses = _pose_track(self.config)
                 self._last_pose_stamp = None
@@ -414,7 +422,7 @@ class LoopClosureNode:
         idle (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._slot is not None or self._busy or self._waiting:
+            while self._mailbox or self._busy or self._waiting:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -431,9 +439,8 @@ class LoopClosureNode:
             self._waiting.clear()  # (undecided: received, never keyframes)
         with self._cond:
             self._stop = True
-            if self._slot is not None:
-                self._slot = None
-                self.stats.dropped_busy += 1
+            self.stats.dropped_busy += len(self._mailbox)
+            self._mailbox.clear()
             self._cond.notify_all()
         self._worker.join(timeout=30)
         try:
@@ -467,14 +474,15 @@ class LoopClosureNode:
     def _serve(self) -> None:
         while True:
             with self._cond:
-                while self._slot is None and not self._stop:
+                while not self._mailbox and not self._stop:
                     due = _soonest(self._autosave_due_in(), self._waiting_due_in())
                     if due is not None and due <= 0:
                         break
                     self._cond.wait(None if due is None else min(due, threading.TIMEOUT_MAX))
                 if self._stop:
                     return
-                item, self._slot, self._busy = self._slot, None, True
+                item = self._mailbox.popleft() if self._mailbox else None
+                self._busy = True
             try:
                 if item is not None:
                     self._process(item)

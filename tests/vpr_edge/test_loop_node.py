@@ -518,17 +518,19 @@ def test_one_image_stamped_far_ahead_keeps_the_pose_history(tiny_onnx, tmp_path,
 
 
 
-def _drive(node: LoopClosureNode, frames, lag: float, seconds: float = 8.0) -> None:
-    """0.5 m/s along x: 30 Hz images, 50 Hz odometry delivered ``lag`` seconds after its
-    stamp, every message in the order it arrives."""
+def _drive(node: LoopClosureNode, frames, lag: float, seconds: float = 8.0,
+           odometry_hz: int = 50) -> None:
+    """0.5 m/s along x: 30 Hz images, odometry delivered ``lag`` seconds after its stamp,
+    every message in the order it arrives."""
+    hz = odometry_hz
     events = [(i / 30, 1, i) for i in range(int(seconds * 30))]
-    events += [(i / 50 + lag, 0, i) for i in range(int(seconds * 50))]
+    events += [(i / hz + lag, 0, i) for i in range(int(seconds * hz))]
     for _, kind, i in sorted(events):
         if kind:
             node.on_image(lambda i=i: frames[i % len(frames)], stamp=i / 30)
         else:
-            node.on_pose(i / 50, Pose(0.5 * i / 50, 0.0))
-        while node._slot is not None or node._busy:  # a keyframe at a time (none is lost)
+            node.on_pose(i / hz, Pose(0.5 * i / hz, 0.0))
+        while node._mailbox or node._busy:  # a keyframe at a time (none is lost)
             time.sleep(0.001)
     assert node.wait_idle()
 
@@ -546,6 +548,19 @@ def test_odometry_trailing_the_camera_keeps_motion_keyframes_and_poses(tiny_onnx
     assert node.stats.keyframes == len(poses) == 4, node.stats.summary()
     assert [round(p[0], 3) for p in poses] == [0.0, 1.0, 2.0, 3.0]
     assert "no odometry at a frame" not in node.stats.problems
+
+
+def test_keyframes_one_pose_decides_together_are_all_processed(tiny_onnx, tmp_path, cpu_only,
+                                                               route) -> None:
+    """10 Hz odometry 80 ms late and a 30 Hz camera: each pose decided three waiting frames
+    at once, and keyframes among them replaced each other in the one-slot mailbox while the
+    worker was idle (120 keyframes, 39 dropped as busy, at dense motion keyframes)."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=0.03))
+    _drive(node, route[0], 0.08, seconds=3.0, odometry_hz=10)
+    node.close()
+    stats = node.stats
+    assert stats.keyframes >= 40 and stats.dropped_busy == 0, stats.summary()
+    assert stats.processed == stats.keyframes == len(node.localizer)
 
 
 def test_a_frame_waits_for_odometry_only_so_long(tiny_onnx, tmp_path, cpu_only, route,
