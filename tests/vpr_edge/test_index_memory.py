@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vpr_edge.errors import MapCorruptError, OutOfMemoryError
+from vpr_edge.errors import MapCorruptError, MapError, OutOfMemoryError
 from vpr_edge.index import IndexSettings, PlaceIndex, place_index, records
 
 DIM = 512
@@ -152,3 +152,96 @@ def test_an_add_whose_own_arrays_do_not_fit_changes_nothing(tmp_path: Path,
     index.add(x[30:])
     index.save(tmp_path / "map")
     assert len(PlaceIndex.open(tmp_path / "map")) == 40
+
+
+class InsertFailingHalfway:
+    """An hnswlib graph whose insert runs out of memory after ``entered`` places of the
+    batch are in (as hnswlib's does: the failing place's label is in the graph, half made,
+    and with several threads places after it may be in too)."""
+
+    def __init__(self, graph, entered: int) -> None:
+        self._graph = graph
+        self._entered = entered
+
+    def add_items(self, vectors, labels, num_threads=-1):
+        if self._entered:
+            self._graph.add_items(vectors[:self._entered], labels[:self._entered])
+        raise RuntimeError("Not enough memory: addPoint failed to allocate linklist")
+
+    def __getattr__(self, name):
+        return getattr(self._graph, name)
+
+
+@pytest.mark.parametrize(("failed", "entered"), [
+    ([100], 1), ([7], 1), ([7, 100, 101, 102, 103, 104], 3), ([100, 101, 102, 103], 0)],
+    ids=["one place", "a removed id again", "a batch halfway", "a batch before any place"])
+def test_an_add_that_hnswlib_stops_halfway_leaves_the_map_saveable(
+        tmp_path: Path, failed: list[int], entered: int) -> None:
+    """hnswlib's insert ran out of memory with some of the batch's places in the graph:
+    add() marked the index broken and save() refused from then on, so every place added
+    since the last save was lost at shutdown."""
+    db = unit(60, seed=3)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    index.add(db[:40], ids=range(40), stamps=np.arange(40.0))
+    index.save(tmp_path / "map")
+    index.add(db[40:50], ids=range(40, 50))  # not saved yet: must survive the failure
+    index.remove([7])
+    live = set(range(50)) - {7}
+    batch = db[50:50 + len(failed)]
+    index._hnsw = InsertFailingHalfway(index._hnsw, entered)
+    with pytest.raises(OutOfMemoryError, match=r"add\(\) of .*not enough memory"):
+        index.add(batch, ids=failed)
+    rebuilt = not isinstance(index._hnsw, InsertFailingHalfway)
+    assert rebuilt == (entered > 0 or 7 in failed)  # untouched: kept as it is
+    if not rebuilt:
+        index._hnsw = index._hnsw._graph
+    for found in (index, PlaceIndex.open(index.save())):
+        assert len(found) == 49 and set(found.ids()) == live
+        assert [found.query(db[i], k=1)[0].place_id for i in sorted(live)] == sorted(live)
+        for q in batch:
+            assert {m.place_id for m in found.query(q, k=10)} <= live
+    assert index.add(batch, ids=failed) == failed  # the same ids, now whole
+    assert [index.query(q, k=1)[0].place_id for q in batch] == failed
+    assert set(PlaceIndex.open(index.save()).ids()) == live | set(failed)
+
+
+def test_an_add_that_hnswlib_stops_halfway_without_memory_to_rebuild_is_never_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph of an add that hnswlib stopped halfway is rebuilt from the places before it;
+    when that rebuild runs out of memory too, the index cannot be restored: save() refuses
+    rather than write a map that does not open."""
+    db = unit(30, seed=5)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    index.add(db[:20])
+    target = index.save(tmp_path / "map")
+    index._hnsw = InsertFailingHalfway(index._hnsw, 2)
+
+    def build(self):
+        raise MemoryError("Unable to allocate the new graph")
+
+    monkeypatch.setattr(place_index.GraphRebuild, "build", build)
+    with pytest.raises(MapError, match="insert failed halfway.*rebuilding.*failed too"):
+        index.add(db[20:25])
+    with pytest.raises(MapError, match="not saved: add.*failed halfway.*unchanged"):
+        index.save()
+    assert len(PlaceIndex.open(target)) == 20
+
+
+def test_re_inserting_earlier_places_out_of_memory_still_adds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory while an add re-inserted the places of earlier adds (refine_adds): the
+    add raised after its records were in, the index was marked broken, save() refused."""
+    db = unit(30, seed=4)
+    index = PlaceIndex(DIM, settings=IndexSettings(mode="hnsw"))
+    for i in range(20):
+        index.add(db[i], ids=i)
+    index.save(tmp_path / "map")
+
+    def reinsert(*args):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(place_index.PlaceIndex, "_reinsert", reinsert)
+    assert index.add(db[20], ids=20) == [20]
+    assert len(index) == 21 and index.query(db[20], k=1)[0].place_id == 20
+    index.save()
+    assert len(PlaceIndex.open(tmp_path / "map")) == 21

@@ -221,17 +221,15 @@ def test_a_change_interrupted_halfway_is_never_saved(tmp_path: Path,
     """Ctrl-C between hnswlib's insert and the records' append left the index's parts
     disagreeing, and the next save replaced a sound map with one that did not open
     ("counts disagree")."""
-    from vpr_edge.index import place_index
+    from vpr_edge.index import records
 
     index = small_index()
     target = index.save(tmp_path / "map")
-    real_insert = place_index.PlaceIndex._insert
 
-    def interrupted(self, *args):
-        real_insert(self, *args)
+    def interrupted(self, *args):  # the graph holds the places, the records not yet
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(place_index.PlaceIndex, "_insert", interrupted)
+    monkeypatch.setattr(records.PlaceRecords, "append", interrupted)
     with pytest.raises(KeyboardInterrupt):
         index.add(np.eye(DIM, dtype=np.float32)[:2])
     with pytest.raises(MapError, match=r"add\(\) was interrupted halfway.*unchanged"):

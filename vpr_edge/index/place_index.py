@@ -287,6 +287,11 @@ class PlaceIndex:
 
         Raises:
             InvalidInputError: bad descriptors, ids, stamps, poses or metadata; nothing added.
+            OutOfMemoryError: no memory for the new places; nothing added. When hnswlib's
+                own insert runs out halfway, the graph is first rebuilt from the places
+                before the add (the index holds still meanwhile: 5 s at 10k places), so the
+                map saves as before; only if that rebuild fails too is a :class:`MapError`
+                raised, and :meth:`save` refuses from then on.
         """
         s = self._settings
         desc, single = validate.descriptors(descriptors, self._dim, s.norm_tolerance)
@@ -315,8 +320,9 @@ class PlaceIndex:
             rec = self._records
             width = 0 if rec.poses is not None else next(
                 (len(p) for p in ps if p is not None), 0)
-            with _memory_for(f"add() of {n} place(s) to a map of {rec.rows} rows"):
-                # memory first, outside _all_or_broken: out of it, nothing has changed
+            what = f"add() of {n} place(s) to a map of {rec.rows} rows"
+            with _memory_for(what):
+                # memory first, before any change: out of it, nothing has changed
                 vectors, desc16 = self._to_graph(desc), desc.astype(np.float16)
                 self._reserve(self._hnsw.element_count + fresh)
                 rec.reserve(rec.rows + n, s.growth_factor, width)
@@ -324,8 +330,15 @@ class PlaceIndex:
                     grown = np.zeros((rec.capacity, self._dim), dtype=np.float32)
                     grown[:rec.rows] = self._exact[:rec.rows]
                     self._exact = grown
-            with self._all_or_broken("add()"):
-                reorder = self._add_locked(desc, desc16, vectors, new_ids, n, st, ps, ms)
+            labels = np.asarray(new_ids, dtype=np.uint64)
+            with signals_held():  # (see _all_or_broken)
+                with _memory_for(what):
+                    self._insert_or_restore(vectors, labels, fresh == n, what)
+                with self._broken_if_raised("add()"):
+                    start = self._add_locked(desc, desc16, vectors, labels, st, ps, ms)
+                self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None,
+                                      vectors, n)
+            reorder = n == 1 and self._graph_outgrew_its_order()
         if reorder:
             log.info("the graph grew to %d places one by one: rebuilding it in the background "
                      "(IndexSettings.rebuild_growth)", self._live)
@@ -339,28 +352,77 @@ class PlaceIndex:
         exception raised halfway all the same (MemoryError, an interrupt in another way)
         leaves them disagreeing, so :meth:`save` then refuses, instead of replacing a sound
         map on disk with one that does not open."""
-        with signals_held():
-            try:
-                yield
-            except BaseException as exc:
-                self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
-                raise
+        with signals_held(), self._broken_if_raised(what):
+            yield
+
+    @contextlib.contextmanager
+    def _broken_if_raised(self, what: str) -> Iterator[None]:
+        """:meth:`_all_or_broken` without holding the signals (the caller holds them)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._broken = f"{what} was interrupted halfway ({type(exc).__name__})"
+            raise
+
+    def _insert_or_restore(self, vectors: np.ndarray, labels: np.ndarray, all_fresh: bool,
+                           what: str) -> None:
+        """Insert an add's places into the graph (caller holds the write lock and the
+        signals, before the records change). hnswlib's insert can fail halfway: a malloc
+        inside it runs out of memory ("Not enough memory: addPoint failed to allocate
+        linklist", a MemoryError) after the place's label is in the graph, half made, and
+        with several threads other places of the batch may be in too. A label cannot be
+        taken out of an hnswlib graph again, and saving a half-made place would read links
+        that do not exist; so unless the graph is certainly untouched (no new label in it,
+        and no removed id of the batch that the insert could have marked live again), it is
+        rebuilt from the records, which hold the places before this add, and the error is
+        raised: the index is as before the add (the graph's vectors rounded to float16, as
+        after :meth:`rebuild`) and saves. Only if that rebuild fails too does :meth:`save`
+        refuse."""
+        held = int(self._hnsw.element_count)
+        try:
+            self._insert(self._hnsw, vectors, labels)
+        except BaseException as exc:
+            if int(self._hnsw.element_count) != held or not all_fresh:
+                self._restore_graph(what, exc)
+            raise
+
+    def _restore_graph(self, what: str, cause: BaseException) -> None:
+        """Replace the graph with one built from the records (see
+        :meth:`_insert_or_restore`): their live places, and their removed ones marked
+        deleted, rows unchanged (the saved files stay valid)."""
+        rec = self._records
+        failure = f"{type(cause).__name__}: {cause}"
+        log.warning("%s: hnswlib's insert failed halfway (%s); rebuilding the graph from the "
+                    "%d places before it", what, failure, self._live)
+        job = self._rebuild_job(rec, self._threads(rec.rows), removed_too=True)
+        try:
+            job.build()
+        except BaseException as exc:
+            self._broken = (f"{what} failed halfway in hnswlib's insert, and rebuilding the "
+                            f"graph without it failed too ({type(exc).__name__})")
+            raise MapError(f"{what}: hnswlib's insert failed halfway ({failure}), and rebuilding "
+                           f"the graph from the places before it failed too ({exc}): this "
+                           "index cannot be saved; the map saved before is unchanged (free "
+                           "memory and open it again; the places added since its last save "
+                           "are lost)") from exc
+        self._hnsw = job.graph
+        self._rebuilt_at = job.places
+        self._unrefined.clear()  # every place was just inserted, in a random order
+        self._apply_ef()
 
     def _add_locked(self, desc: np.ndarray, desc16: np.ndarray, vectors: np.ndarray,
-                    new_ids: list[int], n: int, st: Any, ps: Any, ms: Any) -> bool:
-        """:meth:`add`'s change of the index (caller holds the write lock, in
-        :meth:`_all_or_broken`, and made room: the graph, the records and the exact copy hold
-        ``n`` more, ``desc16`` and the graph's ``vectors`` are made); True when the graph
-        outgrew its order."""
-        s = self._settings
-        labels = np.asarray(new_ids, dtype=np.uint64)
-        self._insert(self._hnsw, vectors, labels)
+                    labels: np.ndarray, st: Any, ps: Any, ms: Any) -> int:
+        """:meth:`add`'s change of the index after the graph's insert of ``labels`` (caller
+        holds the write lock, in :meth:`_broken_if_raised`, and made room: the records and
+        the exact copy hold ``n`` more, ``desc16`` and the graph's ``vectors`` are made);
+        returns the first new row."""
+        n = len(labels)
+        new_ids = labels.tolist()
         if self._background is not None:
             self._background.record_add(labels, vectors)
-        start = self._records.append(new_ids, desc16, st, ps, ms, s.growth_factor)
+        start = self._records.append(new_ids, desc16, st, ps, ms, self._settings.growth_factor)
         for j, pid in enumerate(new_ids):
             self._row_of[pid] = start + j
-        self._refine_previous((new_ids, start) if n <= REFINE_MAX_PLACES else None, vectors, n)
         self._live += n
         self._added += n
         self._next_id = max(self._next_id, max(new_ids) + 1)
@@ -368,7 +430,7 @@ class PlaceIndex:
             self._exact[start:start + n] = desc
         self._sync_exact()
         self._apply_ef()
-        return n == 1 and self._graph_outgrew_its_order()
+        return start
 
     def remove(self, ids: Any) -> int:
         """Remove places by id (an int or a sequence); return how many were removed.
@@ -932,14 +994,24 @@ class PlaceIndex:
             self._unrefined.clear()
             return
         budget = max(REFINE_PER_ADD, count)
-        while self._unrefined and budget > 0:
-            ids, start, prev_vectors = self._unrefined.popleft()
-            if len(ids) > budget:  # the rest waits for the next add
-                self._unrefined.appendleft((ids[budget:], start + budget,
-                                            prev_vectors[budget:]))
-                ids, prev_vectors = ids[:budget], prev_vectors[:budget]
-            budget -= len(ids)
-            self._reinsert(ids, start, prev_vectors)
+        try:
+            while self._unrefined and budget > 0:
+                ids, start, prev_vectors = self._unrefined.popleft()
+                if len(ids) > budget:  # the rest waits for the next add
+                    self._unrefined.appendleft((ids[budget:], start + budget,
+                                                prev_vectors[budget:]))
+                    ids, prev_vectors = ids[:budget], prev_vectors[:budget]
+                budget -= len(ids)
+                self._reinsert(ids, start, prev_vectors)
+        except (MemoryError, RuntimeError) as exc:
+            # the add is whole by now, and an update that stops halfway leaves every place
+            # in the graph with its vector and valid links: only this refinement is lost
+            if not out_of_memory(exc):
+                raise
+            log.warning("re-inserting earlier places into the graph ran out of memory (%s): "
+                        "they keep the links they have (rebuild() renews every link)", exc)
+            self._unrefined.clear()
+            return
         if added is not None:
             self._unrefined.append((*added, vectors))
 
