@@ -737,6 +737,53 @@ def test_deleted_marks_that_disagree_with_the_records_are_refused(saved_map: Pat
         assert repaired.query(unit(200)[5], k=1)[0].place_id == 5  # (build: unit(200) from 0)
 
 
+def test_an_open_reads_the_graph_file_once_for_its_checksum_and_once_for_its_checks(
+        saved_map: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a map read index.hnsw four times: its checksum, its links, its deleted marks
+    (two passes over level 0, the bulk of the file, one per check) and hnswlib's load. The
+    link and deleted-mark checks now share one pass."""
+    index_path = saved_map / "index.hnsw"
+    read = {"bytes": 0}
+
+    class CountedFile:
+        def __init__(self, fh) -> None:
+            self._fh = fh
+
+        def __enter__(self) -> CountedFile:
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self._fh.close()
+
+        def __getattr__(self, name: str):
+            return getattr(self._fh, name)
+
+        def read(self, *args) -> bytes:
+            data = self._fh.read(*args)
+            read["bytes"] += len(data)
+            return data
+
+        def readinto(self, buffer) -> int:
+            got = self._fh.readinto(buffer)
+            read["bytes"] += got
+            return got
+
+    def counting_open(path, *args, **kwargs):
+        fh = open(path, *args, **kwargs)
+        return CountedFile(fh) if Path(path) == index_path else fh
+
+    walks = []
+    chunks = hnsw_file._level0_chunks
+    monkeypatch.setattr(hnsw_file, "_level0_chunks", lambda *a: walks.append(a) or chunks(*a))
+    for module in (hnsw_file, map_store):
+        monkeypatch.setattr(module, "open", counting_open, raising=False)
+    opened = PlaceIndex.open(saved_map, fingerprint=FP)
+    assert len(opened) == 218 and 1 not in opened and 5 in opened
+    assert len(walks) == 1
+    size = index_path.stat().st_size
+    assert 2 * size <= read["bytes"] < 2 * size + 1024  # (checksum, checks; and the header)
+
+
 def test_rebuild_if_corrupt(saved_map: Path) -> None:
     reference = PlaceIndex.open(saved_map)
     queries = unit(8, seed=3)

@@ -15,14 +15,15 @@ first. Layout (little-endian, hnswlib ``HierarchicalNSW::saveIndex``)::
 
 Each element's level-0 entry starts with its link count (u16) and a flags byte whose bit 0 is
 hnswlib's deleted mark (``markDeletedInternal``); its label (u64) sits at ``label_offset``.
-:func:`deleted_labels` reads those, for the map's check against ``removed.npy``. An upper
-level's list is a u32 whose low 16 bits are its link count, then ``maxM`` u32 links.
+An upper level's list is a u32 whose low 16 bits are its link count, then ``maxM`` u32 links.
 
 With ``links=True`` the graph itself is checked too: hnswlib follows its links without
 bounds checks, so a link to an element that does not exist, a link count above the maximum,
 or a top level that is not the entry point's, in a file that passes its checksum (written
 by something else than vpr-edge), would crash the process (SIGSEGV) at the first query or
-add instead of being refused.
+add instead of being refused. The same pass over level 0 collects the labels of the elements
+marked deleted (:attr:`HnswHeader.deleted_labels`), for the map's check against
+``removed.npy``: level 0 is read once.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ class HnswHeader:
     file_bytes: int
     size_per_element: int  # bytes of one element's level-0 entry
     label_offset: int  # where its label is in that entry
+    #: the labels (uint64) hnswlib marked deleted, read with ``links`` (None without)
+    deleted_labels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class HnswFileError(ValueError):
@@ -62,7 +65,7 @@ class HnswFileError(ValueError):
 
 def read_header(path: Path, *, links: bool = False) -> HnswHeader:
     """Parse and check an hnswlib file (float32 vectors), with ``links`` its graph's links
-    and levels too; raise :class:`HnswFileError`."""
+    and levels too, and then collect its deleted labels; raise :class:`HnswFileError`."""
     with open(path, "rb") as fh:
         head = fh.read(HEADER_BYTES)
         if len(head) < HEADER_BYTES:
@@ -109,17 +112,17 @@ def read_header(path: Path, *, links: bool = False) -> HnswHeader:
                         dim=data_size // 4, M=int(m), ef_construction=int(ef_construction),
                         file_bytes=int(total), size_per_element=int(size_per_element),
                         label_offset=int(label_offset))
-    if links and count:
-        if max_level != entry_level or top != max_level:
-            raise HnswFileError(f"top level {max_level}, but the entry point's is "
-                                f"{entry_level} and the highest element's {top}")
-        _check_level0_links(path, header, int(max_m0))
-        if upper:  # one check of every upper-level list together
-            lists = np.concatenate([np.frombuffer(tail, "<u4", count=size // 4, offset=start)
-                                    for start, size in upper])
-            _check_links(lists.reshape(-1, max_m + 1), int(max_m), int(count),
-                         "the upper levels")
-    return header
+    if not links:
+        return header
+    if count and (max_level != entry_level or top != max_level):
+        raise HnswFileError(f"top level {max_level}, but the entry point's is "
+                            f"{entry_level} and the highest element's {top}")
+    deleted = _check_level0(path, header, int(max_m0))
+    if upper:  # one check of every upper-level list together
+        lists = np.concatenate([np.frombuffer(tail, "<u4", count=size // 4, offset=start)
+                                for start, size in upper])
+        _check_links(lists.reshape(-1, max_m + 1), int(max_m), int(count), "the upper levels")
+    return replace(header, deleted_labels=deleted)
 
 
 #: bytes of level-0 elements read at once by the checks (the memory they take)
@@ -142,11 +145,19 @@ def _level0_chunks(path: Path, header: HnswHeader) -> Iterator[tuple[int, np.nda
             yield start, rows
 
 
-def _check_level0_links(path: Path, header: HnswHeader, max_m0: int) -> None:
+def _check_level0(path: Path, header: HnswHeader, max_m0: int) -> np.ndarray:
+    """Check every element's level-0 links and return the labels (uint64) marked deleted:
+    one pass over the level-0 block, which keeps only those labels."""
+    where = header.label_offset
+    deleted = [np.zeros(0, np.uint64)]
     for start, rows in _level0_chunks(path, header):
         lists = np.ascontiguousarray(rows[:, :4 + 4 * max_m0]).view("<u4")
         _check_links(lists.reshape(rows.shape[0], max_m0 + 1), max_m0, header.elements,
                      f"level 0 of elements from {start}")
+        marked = rows[:, DELETED_FLAG_BYTE] & DELETE_MARK != 0
+        deleted.append(np.ascontiguousarray(rows[marked, where:where + 8]).view("<u8")
+                       .reshape(-1))
+    return np.concatenate(deleted)
 
 
 def _check_links(lists: np.ndarray, most: int, elements: int, where: str) -> None:
@@ -158,13 +169,3 @@ def _check_links(lists: np.ndarray, most: int, elements: int, where: str) -> Non
     targets = lists[:, 1:][used]
     if targets.size and int(targets.max()) >= elements:
         raise HnswFileError(f"{where}: a link to element {int(targets.max())} of {elements}")
-
-
-def deleted_labels(path: Path, header: HnswHeader) -> np.ndarray:
-    """The labels (uint64) hnswlib has marked deleted in a file :func:`read_header` checked
-    (read a chunk at a time: only the flags and those labels are kept)."""
-    where = header.label_offset
-    found = [np.ascontiguousarray(rows[rows[:, DELETED_FLAG_BYTE] & DELETE_MARK != 0,
-                                       where:where + 8]).view("<u8").reshape(-1)
-             for _, rows in _level0_chunks(path, header)]
-    return np.concatenate(found) if found else np.zeros(0, np.uint64)

@@ -695,7 +695,7 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
             if labels != ids:
                 raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
                                f"differ from the {len(ids)} in the records")
-            _check_deleted_marks(where / INDEX_NAME, header, labels, records)
+            _check_deleted_marks(where / INDEX_NAME, header.deleted_labels, labels, records)
         except MapCorruptError as exc:
             if not rebuild_if_corrupt:
                 raise
@@ -810,14 +810,15 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     return index, header
 
 
-def _check_deleted_marks(path: Path, header: hnsw_file.HnswHeader, labels: set[int],
+def _check_deleted_marks(path: Path, marked_labels: np.ndarray, labels: set[int],
                          records: PlaceRecords) -> None:
-    """hnswlib's deleted marks must be the places with no live row in ``removed.npy``: a
+    """hnswlib's deleted marks (``marked_labels``, collected by the link check of
+    :func:`hnsw_file.read_header`) must be the places with no live row in ``removed.npy``: a
     place marked deleted but live in the records would never be found, and one removed but
     not marked would come back in searches. Both files pass their checksums, so only a
     writer's bug could split them; the fix is the same as for a damaged graph."""
     live = set(records.ids[records.live_rows()].tolist())
-    marked = set(hnsw_file.deleted_labels(path, header).tolist())
+    marked = set(marked_labels.tolist())
     expected = labels - live
     if marked != expected:
         raise damaged(path, f"its deleted marks disagree with removed.npy: "
