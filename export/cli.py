@@ -13,7 +13,7 @@ from pathlib import Path
 from vpr_edge._optional import require
 from vpr_edge.cli.engine_build import add_engine_arguments
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import check_output_file, write_json
+from vpr_edge.cli.output import TO_STDOUT, check_output_file, tables_off_stdout, write_json
 from vpr_edge.errors import VprEdgeError
 from vpr_edge.paths import expanded_path
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset")
     p.add_argument("--no-simplify", action="store_false", dest="simplify",
                    help="skip onnxslim simplification")
-    p.add_argument("--json", type=expanded_path, default=None, help="write the export report here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write the export report here" + TO_STDOUT)
     p.add_argument("--quiet", "-q", action="store_true", help="no step log")
     return p
 
@@ -76,21 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     except VprEdgeError as exc:
         print(f"vpr-export: error: {exc}", file=sys.stderr)
         return 2
-    from .exporter import export, usage_commands
-
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s")
     fields = {k: v for k, v in vars(args).items() if k not in ("json", "quiet")}
     fields["batch"] = tuple(fields["batch"])
     if fields["compute_capabilities"]:
         fields["compute_capabilities"] = tuple(fields["compute_capabilities"])
+    with tables_off_stdout([args.json]):  # (--json -: stdout holds the report alone)
+        return _export(fields, args.json)
+
+
+def _export(fields: dict, json_path: Path | None) -> int:
+    """Export, print what was written and how to use it, write the report; the exit status."""
+    from .exporter import export, usage_commands
+
     try:
-        check_output_file(args.json, "--json")
+        check_output_file(json_path, "--json")
         result = export(ExportConfig(**fields))
     except VprEdgeError as exc:
         report = getattr(exc, "result", None)
-        if args.json and report is not None:
-            write_json(args.json, report.to_dict())
+        if json_path and report is not None:
+            write_json(json_path, report.to_dict())
         print(f"vpr-export: error: {exc}", file=sys.stderr)
         return 1 if report is not None else 2
     except KeyboardInterrupt:  # outputs appear only when every one is done
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nuse them:")
     for line in usage_commands(result):
         print(f"  {line}")
-    write_json(args.json, result.to_dict())
+    write_json(json_path, result.to_dict())
     return 0
 
 

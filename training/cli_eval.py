@@ -21,7 +21,7 @@ import numpy as np
 from vpr_edge._optional import require
 from vpr_edge.cli.arg_types import non_negative_int, positive_float, positive_int
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import check_output_file, write_json
+from vpr_edge.cli.output import TO_STDOUT, check_output_file, tables_off_stdout, write_json
 from vpr_edge.errors import InvalidInputError, VprEdgeError
 from vpr_edge.paths import expanded_path
 
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoints with whitening: output dims to use")
     p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
-    p.add_argument("--json", type=expanded_path, default=None, help="write the result here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write the result here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -148,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vpr-eval: interrupted", file=sys.stderr)
         return 130
-    print(format_table([result]))
-    if result.queries_without_positive:
-        print(f"({result.queries_without_positive} queries without a positive were left out)")
+    with tables_off_stdout([args.json]):
+        print(format_table([result]))
+        if result.queries_without_positive:
+            print(f"({result.queries_without_positive} queries without a positive were left out)")
     write_json(args.json, result.to_dict())
     return 0
 

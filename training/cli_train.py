@@ -15,7 +15,13 @@ import time
 from vpr_edge._optional import require
 from vpr_edge.cli.arg_types import positive_int
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import check_distinct_outputs, check_output_file, write_json
+from vpr_edge.cli.output import (
+    TO_STDOUT,
+    check_distinct_outputs,
+    check_output_file,
+    tables_off_stdout,
+    write_json,
+)
 from vpr_edge.errors import VprEdgeError
 from vpr_edge.paths import expanded_path
 
@@ -51,7 +57,8 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whitening-dim", type=positive_int, default=None,
                    help="also fit PCA-whitening to this many dims (needs more images)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON report here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write a JSON report here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_init)
 
@@ -94,7 +101,8 @@ def _add_whiten(sub: argparse._SubParsersAction) -> None:
                    help="PCA projection without whitening (no variance scaling): drops the "
                         "weakest directions only; measured safer when the images are few")
     p.add_argument("--output", "-o", required=True, type=expanded_path, help="checkpoint to write")
-    p.add_argument("--json", type=expanded_path, default=None, help="write a JSON report here")
+    p.add_argument("--json", type=expanded_path, default=None,
+                   help="write a JSON report here" + TO_STDOUT)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_whiten)
 
@@ -176,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
+    json_path = getattr(args, "json", None)
     try:
         check_distinct_outputs({"-o/--output": getattr(args, "output", None),
-                                "--json": getattr(args, "json", None)})
+                                "--json": json_path})
         check_output_file(getattr(args, "output", None), "-o/--output", a_model=True)
-        check_output_file(getattr(args, "json", None), "--json")
-        result = args.run(args)
+        check_output_file(json_path, "--json")
+        with tables_off_stdout([json_path]):  # (--json -: stdout holds the report alone)
+            result = args.run(args)
     except VprEdgeError as exc:
         print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     if result is not None:
-        write_json(getattr(args, "json", None), result)
+        write_json(json_path, result)
     return 0
 
 

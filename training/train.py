@@ -33,6 +33,7 @@ from vpr_edge.cli.arg_types import (
     positive_int,
 )
 from vpr_edge.cli.help_format import HelpFormatter
+from vpr_edge.cli.output import TO_STDOUT
 from vpr_edge.errors import InvalidInputError
 from vpr_edge.paths import expanded_path
 
@@ -406,7 +407,7 @@ def add_fit_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", type=expanded_path,
-                   default=None, help="write the training history here")
+                   default=None, help="write the training history here" + TO_STDOUT)
     p.set_defaults(run=run_fit)
 
 

@@ -161,6 +161,24 @@ def test_cli_prints_steps_commands_and_json(checkpoint, tmp_path: Path, capsys) 
     assert read_onnx_metadata(str(tmp_path / "small.onnx")).dim == 16
 
 
+
+def test_json_to_stdout_is_the_report_alone(checkpoint, tmp_path: Path, capfd) -> None:
+    """`--json -` wrote the report to stdout after the validation table, the files written
+    and how to use them, so `| jq` could not read it: they now go to stderr."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--validate",
+                 str(images), "--validate-images", "4", "--json", "-"]) == 0
+    out, err = capfd.readouterr()
+    report = json.loads(out)
+    assert report["passed"] is True and report["files"]["onnx"]["bytes"] > 0
+    assert "cosine" in err and "written:" in err and "vpr-edge info" in err
+
 @pytest.mark.parametrize("changes, error, words", [
     ({"height": 8}, InvalidInputError, "too small"),
     ({"batch": (4, 2, 8)}, InvalidInputError, "min <= opt <= max"),

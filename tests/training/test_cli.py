@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,6 +76,35 @@ def test_init_fit_whiten_eval(small_folders, tmp_path: Path, capsys) -> None:
     recalls = json.loads(result.read_text())
     assert recalls["queries"] == 20 and 0.0 <= recalls["recall@1"] <= recalls["recall@5"] <= 1
     assert "R@1" in capsys.readouterr().out
+
+
+def noise_images(folder: Path, count: int) -> Path:
+    """``count`` small random JPEGs in ``folder`` (Image000.jpg, ...)."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(len(folder.name))
+    for i in range(count):
+        pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"Image{i:03d}.jpg")
+    return folder
+
+
+def test_json_to_stdout_is_the_json_alone(tmp_path: Path, capfd) -> None:
+    """`--json -` wrote the JSON to stdout after the table, so `| jq` could not read it: the
+    table now goes to stderr, as vpr-edge's does."""
+    left, right = noise_images(tmp_path / "left", 6), noise_images(tmp_path / "right", 6)
+    init = tmp_path / "init.pt"
+    assert cli_train.main(["init", "--images", str(left), "--output", str(init),
+                           "--clusters", "4", "--height", "32", "--width", "48",
+                           "--descriptors-per-image", "20", "--no-progress",
+                           "--json", "-"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["checkpoint"] == str(init) and "vpr-train init" in err
+    assert cli_eval.main([str(init), "--frame-aligned", str(left), str(right), "--ns", "1",
+                          "--no-progress", "--json", "-"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["queries"] == 6 and "R@1" in err
 
 
 def test_clear_errors(tmp_path: Path, corridor_dir: Path, capsys) -> None:
