@@ -58,6 +58,9 @@ POSE_WAIT_SECONDS = 0.5
 #: Frames waiting for odometry at most (each holds its message: 0.5 s of a 60 Hz camera):
 #: beyond, the oldest is decided with what odometry there is.
 MAX_WAITING_FRAMES = 32
+#: At close, the worker gets this long to take the keyframes waiting for it (those decided at
+#: close among them) before it stops and the map is saved; those left count as dropped_busy.
+CLOSE_DRAIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,18 @@ class NodeConfig:
 
 @dataclass
 class NodeStats:
+    """A node's counters. Every received frame ends in exactly one of ``processed``,
+    ``dropped_policy``, ``dropped_busy``, ``dropped_reset``, ``errors`` or, as a bad image,
+    ``problems`` (by kind; the odometry kinds there count poses, or frames that were decided
+    all the same). ``keyframes`` counts the frames the policy kept and that were converted."""
+
     received: int = 0
     keyframes: int = 0
     processed: int = 0
     dropped_policy: int = 0
     dropped_busy: int = 0
-    #: keyframes that arrived, or waited, across a reset() (they belong to the old session)
+    #: frames of the old session that a reset() dropped: keyframes waiting for the worker or
+    #: converted during it, and frames still waiting for odometry
     dropped_reset: int = 0
     errors: int = 0
     loops: int = 0
@@ -187,6 +196,7 @@ class LoopClosureNode:
         self._decision = 0  # counts _decide_waiting() calls: a keyframe's decision
         self._cond = threading.Condition()
         self._stop = False
+        self._closing = False  # close() began: frames are refused, the waiting ones decided
         self._busy = False
         self._failure: BaseException | None = None  # what stopped the worker, if it died
         self._map_lock = threading.Lock()
@@ -203,6 +213,8 @@ class LoopClosureNode:
         # these are used by the image and odometry callbacks (threads of their own in ROS 1)
         self._waiting: deque[_Arrived] = deque()
         self._input_lock = threading.RLock()
+        self._had_odometry = False  # a motion keyframe decision had a pose (this session)
+        self._frames_without_odometry = 0  # since odometry was lost (0: not lost)
         self._worker = threading.Thread(target=self._run, name="vpr-edge-loop-worker",
                                         daemon=True)
         self._worker.start()
@@ -221,11 +233,15 @@ class LoopClosureNode:
     # -- inputs (middleware threads) -------------------------------------------------------
     def report_problem(self, kind: str, error: Exception | str) -> None:
         """Count a bad input by kind; log the first of each kind (the rest only count)."""
-        count = self.stats.problems.get(kind, 0) + 1
-        self.stats.problems[kind] = count
-        if count == 1:
+        if self._count_problem(kind) == 1:
             log.warning("%s: %s (further ones are counted in the node's statistics, not "
                         "logged)", kind, error)
+
+    def _count_problem(self, kind: str) -> int:
+        """Count a bad input by kind, without a word; how many of that kind there were."""
+        count = self.stats.problems.get(kind, 0) + 1
+        self.stats.problems[kind] = count
+        return count
 
     def on_pose(self, stamp: float, pose: Pose) -> None:
         """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
@@ -275,12 +291,13 @@ class LoopClosureNode:
         mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
         it is called only for keyframes, so skipped frames cost nothing. A malformed message
         is counted by kind (:meth:`report_problem`) and dropped; any other exception from
-        ``convert`` propagates, and the next frame takes this one's place as keyframe. Returns
+        ``convert`` is counted in ``errors`` and propagates, and the next frame takes this
+        one's place as keyframe. Returns
         True if the frame
         was queued (False after :meth:`close`, uncounted). Raises
         :class:`~vpr_edge.errors.VprEdgeError` once the worker has died (no frame would be
         processed again: restart the node)."""
-        if self._stop:  # closed: a middleware callback may still fire while it shuts down
+        if self._closing:  # closed: a middleware callback may still fire while it shuts down
             return False
         if self._failure is not None:
             raise VprEdgeError(f"the loop-closure worker stopped ({self._failure!r}; its "
@@ -292,6 +309,8 @@ class LoopClosureNode:
         check_stamp_unit(stamp, self.config.detector)  # here, not in the worker's log
         arrived = time.monotonic()
         with self._input_lock:
+            if self._closing:  # close() began meanwhile, and decided the waiting frames
+                return False
             session = self._session  # a reset() while this frame is converted drops it
             self.stats.received += 1
             if stamp == self._last_image_stamp:  # would become a "loop" with itself
@@ -306,16 +325,17 @@ class LoopClosureNode:
             self._waiting.append(frame)
             return self._decide_waiting(frame)
 
-    def _decide_waiting(self, own: _Arrived | None = None) -> bool:
+    def _decide_waiting(self, own: _Arrived | None = None, everything: bool = False) -> bool:
         """Decide the waiting frames, oldest first, up to the first that still waits for
-        odometry (:data:`POSE_WAIT_SECONDS`). Returns whether ``own`` (the caller's frame) was
-        queued, or still waits (True). A converter's exception propagates for ``own``, and is
-        counted and logged for a frame decided on behalf of another (a pose, the worker)."""
+        odometry (:data:`POSE_WAIT_SECONDS`), or ``everything`` that waits (at close).
+        Returns whether ``own`` (the caller's frame) was queued, or still waits (True). A
+        converter's exception (counted in ``errors``) propagates for ``own``, and is logged
+        for a frame decided on behalf of another (a pose, the worker, close())."""
         queued = True
         now = time.monotonic()
         decided = False
         self._decision += 1
-        while self._waiting and (len(self._waiting) > MAX_WAITING_FRAMES
+        while self._waiting and (everything or len(self._waiting) > MAX_WAITING_FRAMES
                                  or not self._waits_for_odometry(self._waiting[0], now)):
             frame = self._waiting.popleft()
             decided = True
@@ -325,7 +345,6 @@ class LoopClosureNode:
             try:
                 self._decide(frame)
             except Exception:  # a bug in a custom converter, raised here for another frame
-                self.stats.errors += 1
                 log.exception("the frame stamped %.3f could not be converted", frame.stamp)
         if decided or self._waiting:  # wait_idle() may be waiting; the worker decides the
             with self._cond:         # waiting ones when their time is up
@@ -348,14 +367,8 @@ class LoopClosureNode:
         converted and put in the mailbox. Whether it was."""
         stamp = arrived.stamp
         pose = self.poses.at(stamp) if len(self.poses) else None
-        if pose is None and self.config.keyframes.uses_motion:
-            span = self.poses.span()
-            newest = "none yet" if span is None else f"{span[1]:.3f} s"
-            self.report_problem(
-                "no odometry at a frame",
-                f"no pose within pose_max_gap ({self.config.pose_max_gap} s) of the frame "
-                f"stamped {stamp:.3f} (newest odometry: {newest}), so keyframe_every_n "
-                "decided, and its place has no pose: is the odometry late or stopped?")
+        if self.config.keyframes.uses_motion:
+            self._watch_odometry(stamp, pose)
         if not self.policy.accept(stamp=stamp, pose=pose):
             self.stats.dropped_policy += 1
             return False
@@ -367,6 +380,7 @@ class LoopClosureNode:
             return False
         except BaseException:  # a bug in a custom converter: the middleware logs it
             self.policy.unaccept()
+            self.stats.errors += 1
             raise
         with self._cond:
             self.stats.keyframes += 1
@@ -383,6 +397,37 @@ class LoopClosureNode:
             self._cond.notify()
         return True
 
+    def _watch_odometry(self, stamp: float, pose: Pose | None) -> None:
+        """A motion keyframe decision with a pose, or without one (counted as "no odometry at
+        a frame"). Without one before any frame had one (a camera up before the odometry),
+        the first is logged; after frames that had one, odometry is lost: said once, with its
+        newest stamp, and once more when it is back, with the frames decided without it."""
+        if pose is not None:
+            if self._frames_without_odometry:
+                log.info("odometry is back at the frame stamped %.3f: %d frame(s) were "
+                         "decided without it (by keyframe_every_n, their places without a "
+                         "pose)", stamp, self._frames_without_odometry)
+            self._had_odometry, self._frames_without_odometry = True, 0
+            return
+        kind = "no odometry at a frame"
+        span = self.poses.span()
+        newest = "none yet" if span is None else f"{span[1]:.3f} s"
+        if self._closing:  # odometry trailing the last frames is no loss
+            self._count_problem(kind)
+        elif not self._had_odometry:
+            self.report_problem(
+                kind, f"no pose within pose_max_gap ({self.config.pose_max_gap} s) of the "
+                f"frame stamped {stamp:.3f} (newest odometry: {newest}), so keyframe_every_n "
+                "decided, and its place has no pose: is the odometry late or stopped?")
+        else:
+            self._count_problem(kind)
+            self._frames_without_odometry += 1
+            if self._frames_without_odometry == 1:
+                log.warning("odometry lost: no pose within pose_max_gap (%s s) of the frame "
+                            "stamped %.3f (newest odometry: %s), so keyframe_every_n decides, "
+                            "and places get no pose, until it is back: has it stopped?",
+                            self.config.pose_max_gap, stamp, newest)
+
     # -- services --------------------------------------------------------------------------
     def save(self) -> str:
         """Save the map atomically; returns its directory."""
@@ -393,15 +438,18 @@ class LoopClosureNode:
             return path
 
     def reset(self) -> None:
-        """Forget the map's places, the frame waiting for the worker, the odometry and the
-        detector's state (a new session). The emptied map is saved like a changed one."""
+        """Forget the map's places, the frames waiting for the worker or for odometry (counted
+        as ``dropped_reset``), the odometry and the detector's state (a new session). The
+        emptied map is saved like a changed one."""
         with self._map_lock, self._input_lock:
             with self._cond:
                 self._session += 1
-                self.stats.dropped_reset += len(self._mailbox)  # the old session's keyframes
+                # the old session's keyframes, and its frames not decided yet
+                self.stats.dropped_reset += len(self._mailbox) + len(self._waiting)
                 self._mailbox.clear()
-                self._waiting.clear()  # (not keyframes yet: received, never decided)
+                self._waiting.clear()
                 self.poses = _pose_track(self.config)
+                self._had_odometry, self._frames_without_odometry = False, 0
                 self._last_pose_stamp = None
                 self._last_image_stamp = None
                 self._image_clock = StreamClock()
@@ -430,13 +478,18 @@ class LoopClosureNode:
         return True
 
     def close(self) -> None:
-        """Stop the worker (a keyframe still waiting counts as dropped; frames still
-        waiting for odometry are never decided), then save the map
-        if configured to, it has a directory and it changed, and close the Localizer if the
-        node opened it (one given to the node stays open)."""
+        """Refuse frames from now on; decide the frames still waiting for odometry, with the
+        odometry there is (as when their wait runs out); give the worker up to
+        :data:`CLOSE_DRAIN_SECONDS` to take the keyframes waiting for it, then stop it (those
+        left count as ``dropped_busy``); then save the map if configured to, it has a
+        directory and it changed, and close the Localizer if the node opened it (one given to
+        the node stays open)."""
         atexit.unregister(self._exit_hook)
         with self._input_lock:
-            self._waiting.clear()  # (undecided: received, never keyframes)
+            self._closing = True
+            self._decide_waiting(everything=True)
+        if self._failure is None:  # (a dead worker takes none)
+            self.wait_idle(CLOSE_DRAIN_SECONDS)
         with self._cond:
             self._stop = True
             self.stats.dropped_busy += len(self._mailbox)
@@ -579,7 +632,7 @@ def _close_at_exit(node_ref: weakref.ref) -> None:
     """Exit hook of a node its program did not close: close it (the worker stops between
     frames; a changed map is saved as configured)."""
     node = node_ref()
-    if node is None or node._stop:
+    if node is None or node._closing:
         return
     log.warning("the loop-closure node was not closed: closing it at exit (call close() or "
                 "shutdown() when done)")

@@ -281,7 +281,12 @@ def test_reset_starts_a_new_session(tiny_onnx, tmp_path, cpu_only, route) -> Non
 
 
 def test_close_saves_only_a_changed_map_and_counts_a_waiting_frame(tiny_onnx, tmp_path,
-                                                                   cpu_only, route) -> None:
+                                                                   cpu_only, route,
+                                                                   monkeypatch) -> None:
+    """A keyframe the worker cannot take within CLOSE_DRAIN_SECONDS counts as dropped."""
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "CLOSE_DRAIN_SECONDS", 0.1)
     node, _ = make_node(tiny_onnx, tmp_path)
     feed(node, route[0][:3], 0.0)
     node.close()
@@ -296,7 +301,7 @@ def test_close_saves_only_a_changed_map_and_counts_a_waiting_frame(tiny_onnx, tm
     node.on_image(lambda: route[0][4], stamp=1.1)  # waiting when the node closes
     closing = threading.Thread(target=node.close)
     closing.start()
-    time.sleep(0.1)
+    time.sleep(0.3)  # past the drain
     gate.set()
     closing.join(10)
     assert node.stats.dropped_busy == 1 and node.stats.processed == 1
@@ -342,9 +347,10 @@ def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, c
 
 def test_a_converter_that_raises_leaves_the_keyframe_to_the_next_frame(tiny_onnx, tmp_path,
                                                                       cpu_only, route) -> None:
-    """A custom converter's own bug (not a VprEdgeError) reaches the caller, and the frame
-    does not count as the keyframe: with every_n=5 the next frame is described, not the
-    fifth after it (the policy had taken the failed frame as its keyframe)."""
+    """A custom converter's own bug (not a VprEdgeError) reaches the caller, counted as an
+    error (it was counted nowhere), and the frame does not count as the keyframe: with
+    every_n=5 the next frame is described, not the fifth after it (the policy had taken the
+    failed frame as its keyframe)."""
     def broken():
         raise ValueError("a bug in the converter")
 
@@ -354,6 +360,8 @@ def test_a_converter_that_raises_leaves_the_keyframe_to_the_next_frame(tiny_onnx
     feed(node, route[0][:1], 1.0)
     node.close()
     assert node.stats.processed == node.stats.keyframes == 1 and node.stats.problems == {}
+    assert node.stats.errors == 1
+    assert_every_frame_counted_once(node.stats)
 
 
 @pytest.mark.parametrize("closes", [False, True])
@@ -582,7 +590,8 @@ def test_a_frame_waits_for_odometry_only_so_long(tiny_onnx, tmp_path, cpu_only, 
     assert node.stats.keyframes == 2 and node.stats.problems["no odometry at a frame"] == 1
     assert node.on_image(lambda: route[0][2], stamp=5.0) and not node._waiting  # far ahead
     node.close()
-    assert [node.localizer.get(pid).pose for pid in node.localizer.index.ids()][1:] == [None]
+    poses = [node.localizer.get(pid).pose for pid in node.localizer.index.ids()]
+    assert poses[1:] == [None, None]  # (the last one reaches the map before close saves)
 
 
 
@@ -798,3 +807,100 @@ def test_frames_after_close_are_refused_not_counted(tiny_onnx, tmp_path, cpu_onl
     before = node.stats.summary()
     assert node.on_image(lambda: route[0][2], stamp=5.0) is False
     assert node.stats.summary() == before
+
+
+#: bad input counted in NodeStats.problems that is not a frame's end
+ODOMETRY_PROBLEMS = {"no odometry at a frame", "odometry out of order", "bad odometry"}
+
+
+def assert_every_frame_counted_once(stats) -> None:
+    """Each received frame ends in exactly one counter (NodeStats' docstring)."""
+    ends = (stats.processed + stats.dropped_policy + stats.dropped_busy + stats.dropped_reset
+            + stats.errors + sum(n for kind, n in stats.problems.items()
+                                 if kind not in ODOMETRY_PROBLEMS))
+    assert ends == stats.received, stats.summary()
+
+
+def test_frames_waiting_for_odometry_at_close_are_decided_and_reach_the_map(
+        tiny_onnx, tmp_path, cpu_only, route, monkeypatch, caplog) -> None:
+    """close() forgot the frames still waiting for odometry: counted as received and in no
+    other counter, and the last half second of a mapping run never reached the map. Now they
+    are decided as when their wait runs out, and the worker takes them before the save."""
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "POSE_WAIT_SECONDS", 5.0)  # (they wait for close)
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(11):
+        node.on_pose(i * 0.1, Pose(i * 0.2, 0.0))  # 2 m in 1 s
+    for i, stamp in enumerate([0.0, 0.5, 0.7]):  # keyframes at 0 and 1 m, then not one
+        assert node.on_image(lambda i=i: route[0][i], stamp=stamp) is (stamp != 0.7)
+        assert node.wait_idle()
+    for i, stamp in enumerate([1.05, 1.3, 1.35], start=3):  # past the newest pose: they wait
+        assert node.on_image(lambda i=i: route[0][i], stamp=stamp)
+    assert len(node._waiting) == 3
+    with caplog.at_level("WARNING", logger="vpr_edge.loop_node"):
+        node.close()
+    stats = node.stats
+    # 1.05 takes the pose at 1.0 (2 m: a keyframe); 1.3 and 1.35 have none: keyframe_every_n
+    assert (stats.received, stats.processed, stats.dropped_policy) == (6, 5, 1), stats.summary()
+    assert stats.problems == {"no odometry at a frame": 2}
+    assert caplog.records == []  # odometry trailing the last frames is no loss
+    assert_every_frame_counted_once(stats)
+    assert saved_places(tiny_onnx, tmp_path / "map") == 5
+    assert node.on_image(lambda: route[0][6], stamp=2.0) is False  # closed
+
+
+def test_frames_waiting_for_odometry_at_reset_count_as_dropped_by_it(
+        tiny_onnx, tmp_path, cpu_only, route, monkeypatch) -> None:
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "POSE_WAIT_SECONDS", 5.0)
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(11):
+        node.on_pose(i * 0.1, Pose(i * 0.2, 0.0))
+    assert node.on_image(lambda: route[0][0], stamp=0.0) and node.wait_idle()
+    assert node.on_image(lambda: route[0][1], stamp=1.05)
+    assert node.on_image(lambda: route[0][2], stamp=1.1)
+    assert len(node._waiting) == 2
+    node.reset()
+    assert not node._waiting and node.stats.dropped_reset == 2
+    node.on_pose(10.0, Pose(0.0, 0.0))  # the new session
+    assert node.on_image(lambda: route[0][3], stamp=10.0) and node.wait_idle()
+    node.close()
+    assert (node.stats.received, node.stats.processed) == (4, 2)
+    assert_every_frame_counted_once(node.stats)
+
+
+def test_odometry_lost_and_back_are_said_once_per_outage(tiny_onnx, tmp_path, cpu_only,
+                                                         route, monkeypatch, caplog) -> None:
+    """"no odometry at a frame" was logged once per process: a camera up before the
+    odometry spent it, and odometry that died later in the run showed only in a counter."""
+    from vpr_edge import loop_node
+
+    monkeypatch.setattr(loop_node, "POSE_WAIT_SECONDS", 0.0)  # decided as they come
+    node, _ = make_node(tiny_onnx, tmp_path, pose_max_gap=0.05,
+                        keyframes=KeyframeConfig(every_n=5, min_distance=1.0))
+
+    def has_odometry(step: int) -> bool:  # from 0.0 s on, but not in 1.1-1.9 s and 3.1-3.6 s
+        return step >= 0 and not (11 <= step <= 19 or 31 <= step <= 36)
+
+    with caplog.at_level("INFO", logger="vpr_edge.loop_node"):
+        for step in range(-3, 50):  # 10 Hz, poses at the frames' stamps
+            stamp = step / 10
+            if has_odometry(step):
+                node.on_pose(stamp, Pose(stamp, 0.0))
+            node.on_image(lambda s=step: route[0][s % 40], stamp=stamp)
+            assert node.wait_idle()
+    node.close()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    start = [m for level, m in lines if m.startswith("no odometry at a frame")]
+    lost = [(level, m) for level, m in lines if m.startswith("odometry lost")]
+    back = [(level, m) for level, m in lines if m.startswith("odometry is back")]
+    assert len(start) == 1 and "newest odometry: none yet" in start[0]  # the camera's start
+    assert [level for level, _ in lost] == ["WARNING", "WARNING"], lines
+    assert "frame stamped 1.100 (newest odometry: 1.000 s)" in lost[0][1]
+    assert "frame stamped 3.100 (newest odometry: 3.000 s)" in lost[1][1]
+    assert [level for level, _ in back] == ["INFO", "INFO"], lines
+    assert "stamped 2.000: 9 frame(s)" in back[0][1] and "stamped 3.700: 6 frame(s)" in back[1][1]
+    assert node.stats.problems == {"no odometry at a frame": 3 + 9 + 6}
+    assert_every_frame_counted_once(node.stats)
