@@ -40,6 +40,7 @@ from vpr_edge.node_params import (
     node_config_from_params,
     transport_settings,
 )
+from vpr_edge.node_stop import DeadWorkerStop
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_logging import forward_to_ros
@@ -87,14 +88,13 @@ class Ros1LoopClosureNode:
         self.stopped = threading.Event()
         self.shutdown_lock = threading.Lock()
         self.save_failed = False
-        self.failure: str | None = None  # why the node stopped itself (its worker died)
-        self.failure_lock = threading.Lock()
         self.stamps = ExactStamps()  # published loops carry the images' stamps exactly
         standard = self.transport["message_type"] == "standard"
         loop_type = None if standard else loop_closure_class()
         self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
                                      PoseStamped)
         self.core = LoopClosureNode(self.config, self.publish)
+        self.dead_worker = DeadWorkerStop(self.core, self.stop_for_good)
         self.loop_pub = rospy.Publisher("loop_closure", loop_type or Float64MultiArray,
                                         queue_size=10)
         self.pose_pub = rospy.Publisher("loop_closure/match_pose", PoseStamped, queue_size=10)
@@ -118,23 +118,15 @@ class Ros1LoopClosureNode:
     # -- callbacks -------------------------------------------------------------------------
     def on_image(self, msg) -> None:
         self.frame_id = msg.header.frame_id
-        # malformed messages are counted by kind and logged once per kind by the core
-        try:
-            self.stamps.queue(msg.header, rospy.get_time, self.core.on_image,
-                              lambda: message_to_frame(msg))
-        except VprEdgeError as exc:
-            if self.core.failure is None:  # not the worker's death: rospy logs it
-                raise
-            self.stop_for_good(f"vpr-edge: {exc}")
+        # malformed messages are counted by kind and logged once per kind by the core; other
+        # errors but the worker's death reach rospy, which logs them
+        self.dead_worker.queue_image(lambda: self.stamps.queue(
+            msg.header, rospy.get_time, self.core.on_image, lambda: message_to_frame(msg)))
 
     def stop_for_good(self, reason: str) -> None:
-        """The worker died: log why once and shut the node down, so that it exits (with code
-        1) and roslaunch's required/respawn acts. rospy only logs what a callback raises
-        and goes on: the node stayed up, dropping every frame with a traceback each."""
-        with self.failure_lock:
-            if self.failure is not None:
-                return
-            self.failure = reason
+        """The worker died (called once): log why and shut the node down, so that it exits
+        (with code 1) and roslaunch's required/respawn acts. rospy only logs what a callback
+        raises and goes on: the node stayed up, dropping every frame with a traceback each."""
         rospy.logfatal(reason)
         rospy.signal_shutdown(reason)  # runs shutdown() (save, statistics) on this thread
 
@@ -220,7 +212,7 @@ def main() -> int:
     # unless the signal came while on_shutdown() registered the hook: rospy, running the
     # hooks on another thread then, dropped it (no save, no statistics); run it here
     node.shutdown()
-    return 1 if node.save_failed or node.failure else 0
+    return 1 if node.save_failed or node.dead_worker.reason else 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 
 import rclpy
@@ -30,9 +31,11 @@ from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 from std_srvs.srv import Trigger
@@ -45,6 +48,7 @@ from vpr_edge.node_params import (
     node_config_from_params,
     transport_settings,
 )
+from vpr_edge.node_stop import DeadWorkerStop
 from vpr_edge.poses import pose_from_message, stamp_seconds
 from vpr_edge.ros_image import message_to_frame
 from vpr_edge.ros_logging import forward_to_ros
@@ -60,6 +64,8 @@ from vpr_edge.ros_messages import (
 SEVERITIES = {logging.DEBUG: LoggingSeverity.DEBUG, logging.INFO: LoggingSeverity.INFO,
               logging.WARNING: LoggingSeverity.WARN, logging.ERROR: LoggingSeverity.ERROR,
               logging.CRITICAL: LoggingSeverity.FATAL}
+#: how often the main thread leaves rclpy's wait to run a signal's Python handler
+SIGNAL_CHECK_SECONDS = 0.1
 
 
 def to_time(seconds: float) -> Time:
@@ -100,6 +106,8 @@ class Ros2LoopClosureNode(Node):
         self.messages = MessageTypes(loop_type, Float64MultiArray, MultiArrayDimension, PoseMsg,
                                      PoseStamped)
         self.core = LoopClosureNode(self.config, self.publish)
+        # a dead worker: the fatal line, then spin_until_stopped() returns (main: exit code 1)
+        self.dead_worker = DeadWorkerStop(self.core, self.get_logger().fatal)
         self.loop_pub = self.create_publisher(loop_type or Float64MultiArray, "loop_closure",
                                               10)
         self.pose_pub = self.create_publisher(PoseStamped, "loop_closure/match_pose", 10)
@@ -137,8 +145,9 @@ class Ros2LoopClosureNode(Node):
 
     def on_image(self, msg) -> None:
         self.frame_id = msg.header.frame_id
-        self.stamps.queue(msg.header, lambda: self.get_clock().now().nanoseconds * 1e-9,
-                          self.core.on_image, lambda: message_to_frame(msg))
+        self.dead_worker.queue_image(lambda: self.stamps.queue(
+            msg.header, lambda: self.get_clock().now().nanoseconds * 1e-9, self.core.on_image,
+            lambda: message_to_frame(msg)))
 
     def on_odom(self, msg: Odometry) -> None:
         try:
@@ -186,8 +195,26 @@ class Ros2LoopClosureNode(Node):
         self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
 
 
+def spin_until_stopped(node: Ros2LoopClosureNode) -> None:
+    """Run the node's callbacks until its worker died, or SIGINT/SIGTERM arrives
+    (KeyboardInterrupt). The wait is cut into short ones: a signal's Python handler runs
+    only between them."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and node.dead_worker.reason is None:
+            executor.spin_once(timeout_sec=SIGNAL_CHECK_SECONDS)
+    finally:
+        executor.remove_node(node)
+
+
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv)
+    # Not rclpy's signal handlers: they shut the context down at once, so the statistics
+    # logged after it failed to reach /rosout ("Failed to publish log message to rosout").
+    # SIGINT and SIGTERM raise KeyboardInterrupt; the context ends after the shutdown.
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         node = Ros2LoopClosureNode()
     except VprEdgeError as exc:
@@ -195,16 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        spin_until_stopped(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # as under rclpy's handler: the SIGTERM ros2 launch sends when the node is still up
+        # after its SIGINT does not cut the save short (a second Ctrl-C still does)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             node.shutdown()
         finally:  # even when something unexpected failed
             node.destroy_node()
             rclpy.try_shutdown()
-    return 1 if node.save_failed else 0
+    return 1 if node.save_failed or node.dead_worker.reason else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -215,3 +216,146 @@ def test_compressed_images_follow_the_image_remap(ros2_python, ros2_env, tiny_on
                             "-p", "use_compressed:=true", *remaps],
                            ros2_env, "images from")
     assert f"images from {topic} (CompressedImage)" in line, line
+
+
+WORKER_DIES = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+from vpr_edge.loop_node import LoopClosureNode
+
+class Bug(BaseException):  # escapes the worker's per-frame handler, as a bug would
+    pass
+
+def dies(self, item):
+    raise Bug("simulated bug in the worker")
+
+LoopClosureNode._process = dies
+sys.exit(vpr_edge_node.main(sys.argv))
+"""
+
+CAMERA = """
+import time
+import rclpy
+from sensor_msgs.msg import Image
+
+rclpy.init()
+node = rclpy.create_node("camera")
+pub = node.create_publisher(Image, "image", 10)
+deadline = time.monotonic() + 30
+while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.05)
+for i in range(900):  # 30 s at 30 Hz: the node is to exit long before
+    frame = Image(height=10, width=14, encoding="rgb8", step=42, data=bytes([i % 256]) * 420)
+    frame.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(frame)
+    time.sleep(1 / 30)
+"""
+
+
+def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros2_python, ros2_env, tiny_onnx,
+                                                          tmp_path) -> None:
+    """Once the worker had died, the next image's error left rclpy.spin and the node ended
+    with its traceback on stderr. It now logs the reason once as a fatal line and shuts
+    down (statistics written once), exiting with code 1 (as the ROS 1 node does)."""
+    stats_file = tmp_path / "stats.json"
+    node = subprocess.Popen([ros2_python, "-c", WORKER_DIES, str(NODE.parent), "--ros-args",
+                             "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
+                             "-p", "message_type:=standard", "-p", f"stats_file:={stats_file}"],
+                            env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    camera = subprocess.Popen([ros2_python, "-c", CAMERA], env=ros2_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        out, err = node.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        out, err = node.communicate()
+        pytest.fail("the node stayed up with a dead worker:\n" + (out + err)[-3000:])
+    finally:
+        camera.kill()
+        camera.wait()
+    log = out + err
+    assert node.returncode == 1, log[-3000:]
+    fatal = [line for line in log.splitlines() if line.startswith("[FATAL]")]
+    assert len(fatal) == 2, log[-3000:]  # the worker's own report, then the node's reason
+    assert "vpr_edge.loop_node: the loop-closure worker stopped" in fatal[0]
+    assert "vpr-edge: the loop-closure worker stopped (Bug('simulated bug in the worker')" \
+        in fatal[1] and "restart the node" in fatal[1]
+    # the worker's report carries its traceback (logged); none leaves the node as it ends
+    assert log.count("Traceback (most recent call last)") == 1, log[-3000:]
+    assert log.index("Traceback (most recent call last)") < log.index(fatal[1])
+    assert "VprEdgeError" not in log, log[-3000:]
+    assert log.count("vpr-edge loop closure stopped") == 1 and stats_file.is_file()
+    assert "Failed to publish log message to rosout" not in log, log[-3000:]
+
+
+def signalled_run(command: list[str], env: dict, log_file: Path,
+                  stop_signal: int = signal.SIGINT) -> tuple[int, str]:
+    """Start the node (its output to ``log_file``), send ``stop_signal`` once it has started
+    (it names its image topic), and return its exit code and output."""
+    with log_file.open("w") as log_out:
+        node = subprocess.Popen(command, env=env, stdout=log_out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "images from" not in log_file.read_text():
+            assert node.poll() is None and time.monotonic() < deadline, log_file.read_text()
+            time.sleep(0.1)
+        node.send_signal(stop_signal)
+        node.wait(timeout=30)
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+    return node.returncode, log_file.read_text()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_signal_logs_the_summary_without_a_rosout_error(ros2_python, ros2_env, tiny_onnx,
+                                                          tmp_path, stop_signal) -> None:
+    """Ctrl-C (or ros2 launch's SIGINT, then SIGTERM): rclpy's handler shut the context
+    down at once, so the statistics line logged after it came with rcl's "Failed to publish
+    log message to rosout". The node now shuts down (map, statistics) before the context."""
+    stats_file = tmp_path / "stats.json"
+    code, log = signalled_run([ros2_python, str(NODE), "--ros-args", "-p", f"model:={tiny_onnx}",
+                               "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
+                               "-p", f"stats_file:={stats_file}"],
+                              ros2_env, tmp_path / "node.log", stop_signal)
+    assert code == 0, log
+    assert stats_file.is_file() and log.count("vpr-edge loop closure stopped") == 1, log
+    assert "Failed to publish log message to rosout" not in log, log
+    assert "Traceback" not in log, log
+
+
+SIGTERM_WHILE_SAVING = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+from vpr_edge.loop_node import LoopClosureNode
+
+shutdown = LoopClosureNode.shutdown
+
+def slow_shutdown(self, stats_file=None):  # ros2 launch's SIGTERM, 5 s after its SIGINT
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)  # a signal's Python handler runs by now
+    return shutdown(self, stats_file)
+
+LoopClosureNode.shutdown = slow_shutdown
+sys.exit(vpr_edge_node.main(sys.argv))
+"""
+
+
+def test_sigterm_during_the_shutdown_does_not_cut_it_short(ros2_python, ros2_env, tiny_onnx,
+                                                           tmp_path) -> None:
+    """The node handles SIGTERM itself now; one that arrives while the node saves (ros2
+    launch sends it when the node is still up 5 s after its SIGINT) is ignored, as it was
+    under rclpy's handler, instead of interrupting the save."""
+    stats_file = tmp_path / "stats.json"
+    code, log = signalled_run([ros2_python, "-c", SIGTERM_WHILE_SAVING, str(NODE.parent),
+                               "--ros-args", "-p", f"model:={tiny_onnx}",
+                               "-p", "backend:=onnxruntime-cpu", "-p", "message_type:=standard",
+                               "-p", f"stats_file:={stats_file}"],
+                              ros2_env, tmp_path / "node.log")
+    assert code == 0 and stats_file.is_file(), log[-3000:]
+    assert log.count("vpr-edge loop closure stopped") == 1, log[-3000:]
