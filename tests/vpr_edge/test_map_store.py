@@ -618,13 +618,23 @@ def test_values_add_refuses_are_refused_from_disk_too(saved_map: Path, damage: s
 
 
 def test_the_largest_place_id_still_opens(tmp_path: Path) -> None:
-    """id 2**63 - 1 was accepted and saved, and the map never opened again (its next id,
-    2**63, is beyond the manifest's int64): the largest id is now 2**63 - 2."""
+    """id 2**63 - 1 (int64's largest, a sentinel some robots use) was saved with next_id
+    2**63, which the open called damage: maps saved with it by earlier versions were
+    stranded (and `map repair` could not help). They open, keep that place, and say that
+    automatic ids are used up."""
     index = PlaceIndex(DIM, fingerprint=FP)
-    with pytest.raises(InvalidInputError, match=r"outside \[0, 2\*\*63 - 2\]"):
-        index.add(unit(1), ids=[2**63 - 1])
-    index.add(unit(1), ids=[2**63 - 2])
-    assert PlaceIndex.open(index.save(tmp_path / "m"), fingerprint=FP).ids() == [2**63 - 2]
+    with pytest.raises(InvalidInputError, match=r"outside \[0, 2\*\*63 - 1\]"):
+        index.add(unit(1), ids=[2**63])
+    index.add(unit(2), ids=[7, 2**63 - 1], meta=[{}, {"sentinel": True}])
+    opened = PlaceIndex.open(index.save(tmp_path / "m"), fingerprint=FP)
+    assert opened.ids() == [7, 2**63 - 1]
+    assert opened.get(2**63 - 1).meta == {"sentinel": True}
+    assert opened.query(unit(2)[1], 1)[0].place_id == 2**63 - 1
+    with pytest.raises(InvalidInputError, match="automatic ids exhausted"):
+        opened.add(unit(1))
+    opened.add(unit(1), ids=[8])
+    opened.remove(2**63 - 1)
+    assert PlaceIndex.open(opened.save(), fingerprint=FP).ids() == [7, 8]
 
 
 def test_a_link_where_the_lock_file_belongs_is_refused(saved_map: Path, tmp_path: Path) -> None:
@@ -1044,18 +1054,33 @@ def test_provenance_round_trip_and_checks(tmp_path: Path) -> None:
 
 
 def test_what_a_map_could_not_open_again_is_refused_when_added(tmp_path: Path) -> None:
-    """A pose longer than a manifest allows (a flattened Odometry with its covariances: 85
-    values), or a dim beyond MAX_DIM, was taken and saved without a word; the next open
-    called the map damaged, and `map repair` could not help: hours of mapping lost."""
+    """A pose longer than a manifest allows, or a dim beyond MAX_DIM, was taken and saved
+    without a word; the next open called the map damaged, and `map repair` could not help:
+    hours of mapping lost."""
     index = PlaceIndex(DIM, fingerprint=FP)
-    with pytest.raises(InvalidInputError, match=r"poses\[1\]: 85 values.*at most 64.*meta"):
-        index.add(unit(2), poses=[tuple(range(7)), tuple(float(v) for v in range(85))])
+    too_long = tuple(float(v) for v in range(MAX_POSE_DIM + 1))
+    words = rf"poses\[1\]: {MAX_POSE_DIM + 1} values.*at most {MAX_POSE_DIM}.*meta"
+    with pytest.raises(InvalidInputError, match=words):
+        index.add(unit(2), poses=[tuple(range(7)), too_long])
     assert len(index) == 0
     index.add(unit(2), poses=[tuple(float(v) for v in range(MAX_POSE_DIM))] * 2)  # the most
     index.save(tmp_path / "m")
     assert PlaceIndex.open(tmp_path / "m").get(1).pose == tuple(range(MAX_POSE_DIM))
     with pytest.raises(InvalidInputError, match=f"dim must be an int in \\[1, {MAX_DIM}\\]"):
         PlaceIndex(MAX_DIM + 1)
+
+
+def test_poses_with_covariances_as_earlier_versions_saved_them_open(tmp_path: Path) -> None:
+    """Versions before 2026-11-27 stored poses of any length; a flattened nav_msgs/Odometry
+    with its covariances is 85 values. The open then refused such maps as damaged (pose_dim
+    at most 64), and `map repair` could not help: the map was stranded."""
+    odometry = [tuple(float(i * 100 + v) for v in range(85)) for i in range(3)]
+    index = PlaceIndex(DIM, fingerprint=FP)
+    index.add(unit(3), poses=odometry)
+    opened = PlaceIndex.open(index.save(tmp_path / "m"), fingerprint=FP)
+    assert opened.pose_dim == 85 and [opened.get(i).pose for i in range(3)] == odometry
+    opened.add(unit(1)[0], poses=odometry[0])
+    assert PlaceIndex.open(opened.save(), fingerprint=FP).get(3).pose == odometry[0]
 
 
 def test_provenance_a_manifest_could_not_hold_is_refused(tmp_path: Path,

@@ -34,8 +34,12 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_PROVENANCE_CHARS = 1 << 20
 #: The deepest nesting of lists and dicts in one provenance entry (JSON coding recurses).
 MAX_PROVENANCE_DEPTH = 100
-#: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7)
-MAX_POSE_DIM = 64
+#: longer than any pose a place stores (x, y, z, qx, qy, qz, qw: 7; a flattened
+#: nav_msgs/Odometry with its covariances: 85, which maps saved before 2026-11-27 hold)
+MAX_POSE_DIM = 1024
+#: the largest place id (ids are int64 records and hnswlib labels); a map holding it stores
+#: ``next_id`` 2**63 (JSON ints are unbounded)
+MAX_ID = 2**63 - 1
 #: far beyond any descriptor (NetVLAD's 7168-d, or 32768-d with K=256 on VGG16)
 MAX_DIM = 1 << 20
 
@@ -284,7 +288,7 @@ class Manifest:
             ef=num("ef", low=1, high=MAX_EF),
             count=count,
             rows=rows,
-            next_id=num("next_id"),
+            next_id=num("next_id", high=MAX_ID + 1),
             pose_dim=pose_dim,
             index_elements=elements,
             index_capacity=max(capacity, elements),

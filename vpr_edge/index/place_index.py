@@ -304,7 +304,7 @@ class PlaceIndex:
             self._records.check_poses(ps)
             if given is None:
                 if self._next_id + n - 1 > validate.MAX_ID:
-                    raise InvalidInputError("automatic ids exhausted (2**63 - 2); pass ids=")
+                    raise InvalidInputError("automatic ids exhausted (2**63 - 1); pass ids=")
                 new_ids = list(range(self._next_id, self._next_id + n))
             else:
                 removed = self._records.removed

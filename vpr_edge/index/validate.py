@@ -17,11 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .map_format import MAX_POSE_DIM
-
-#: Largest place id (ids are stored as int64 and used as hnswlib labels).
-#: the largest place id: the map stores the next automatic id, one above it, as an int64
-MAX_ID = 2**63 - 2
+from .map_format import MAX_ID, MAX_POSE_DIM
 
 
 def _which(position: int, count: int) -> str:
@@ -96,12 +92,12 @@ def _is_int(value: Any) -> bool:
 
 
 def place_id(value: Any, what: str = "id") -> int:
-    """One place id: an int in [0, 2**63 - 2] (:data:`MAX_ID`)."""
+    """One place id: an int in [0, 2**63 - 1] (:data:`MAX_ID`)."""
     if not _is_int(value):
         raise InvalidInputError(f"{what}: place ids are non-negative ints, got {value!r}")
     out = int(value)
     if not 0 <= out <= MAX_ID:
-        raise InvalidInputError(f"{what}: place id {out} is outside [0, 2**63 - 2] (ids are "
+        raise InvalidInputError(f"{what}: place id {out} is outside [0, 2**63 - 1] (ids are "
                                 "non-negative ints)")
     return out
 
