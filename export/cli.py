@@ -9,15 +9,26 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vpr_edge._optional import require
 from vpr_edge.cli.engine_build import add_engine_arguments
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import TO_STDOUT, check_output_file, tables_off_stdout, write_json
-from vpr_edge.errors import VprEdgeError
+from vpr_edge.cli.output import (
+    TO_STDOUT,
+    check_output_file,
+    given_paths,
+    is_stdout,
+    tables_off_stdout,
+    write_json,
+)
+from vpr_edge.errors import InvalidInputError, VprEdgeError
 from vpr_edge.paths import expanded_path
 
 from .targets import ExportConfig
+
+if TYPE_CHECKING:  # (the exporter is imported when used: it needs onnx)
+    from .exporter import ExportResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,21 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     fields["batch"] = tuple(fields["batch"])
     if fields["compute_capabilities"]:
         fields["compute_capabilities"] = tuple(fields["compute_capabilities"])
+    inputs = given_paths(args, ("json", "output_dir"))
     with tables_off_stdout([args.json]):  # (--json -: stdout holds the report alone)
-        return _export(fields, args.json)
+        return _export(fields, args.json, inputs)
 
 
-def _export(fields: dict, json_path: Path | None) -> int:
+def _export(fields: dict, json_path: Path | None, inputs: list[Path]) -> int:
     """Export, print what was written and how to use it, write the report; the exit status."""
     from .exporter import export, usage_commands
 
     try:
-        check_output_file(json_path, "--json")
+        _check_output_dir(fields["output_dir"])
+        check_output_file(json_path, "--json", inputs)
         result = export(ExportConfig(**fields))
     except VprEdgeError as exc:
         report = getattr(exc, "result", None)
-        if json_path and report is not None:
-            write_json(json_path, report.to_dict())
+        if report is not None:
+            _write_report(json_path, report)
         print(f"vpr-export: error: {exc}", file=sys.stderr)
         return 1 if report is not None else 2
     except KeyboardInterrupt:  # outputs appear only when every one is done
@@ -111,7 +124,26 @@ def _export(fields: dict, json_path: Path | None) -> int:
     print("\nuse them:")
     for line in usage_commands(result):
         print(f"  {line}")
-    write_json(json_path, result.to_dict())
+    return _write_report(json_path, result)
+
+
+def _check_output_dir(path: Path) -> None:
+    """Refuse ``-o -`` (or ``/dev/stdout``): the export writes binary files into a folder,
+    never to standard output (it made a folder named ``-``)."""
+    if is_stdout(path):
+        raise InvalidInputError(f"--output-dir {path}: the export writes files (NAME.onnx, "
+                                "NAME.engine) into a folder, not to standard output; give a "
+                                "folder (-o models)")
+
+
+def _write_report(json_path: Path | None, report: ExportResult) -> int:
+    """Write the report to ``--json`` (when given); 0, or 2 after saying why it could not be
+    written (a full disk: the export itself is done)."""
+    try:
+        write_json(json_path, report.to_dict())
+    except VprEdgeError as exc:
+        print(f"vpr-export: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

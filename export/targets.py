@@ -141,6 +141,9 @@ def check_output_dir(path: Path) -> None:
     """The output directory exists (or can be made) and is writable."""
     import tempfile
 
+    if path.exists() and not path.is_dir():  # (mkdir said "File exists")
+        raise InvalidInputError(f"--output-dir {path}: not a folder (a file, a device); give "
+                                "the folder the export writes its files into")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

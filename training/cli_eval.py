@@ -21,7 +21,13 @@ import numpy as np
 from vpr_edge._optional import require
 from vpr_edge.cli.arg_types import non_negative_int, positive_float, positive_int
 from vpr_edge.cli.help_format import HelpFormatter
-from vpr_edge.cli.output import TO_STDOUT, check_output_file, tables_off_stdout, write_json
+from vpr_edge.cli.output import (
+    TO_STDOUT,
+    check_output_file,
+    given_paths,
+    tables_off_stdout,
+    write_json,
+)
 from vpr_edge.errors import InvalidInputError, VprEdgeError
 from vpr_edge.paths import expanded_path
 
@@ -141,19 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", given_paths(args, ("json",)))
         result = run(args)
+        with tables_off_stdout([args.json]):
+            print(format_table([result]))
+            if result.queries_without_positive:
+                print(f"({result.queries_without_positive} queries without a positive were "
+                      "left out)")
+        write_json(args.json, result.to_dict())
     except VprEdgeError as exc:
         print(f"vpr-eval: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vpr-eval: interrupted", file=sys.stderr)
         return 130
-    with tables_off_stdout([args.json]):
-        print(format_table([result]))
-        if result.queries_without_positive:
-            print(f"({result.queries_without_positive} queries without a positive were left out)")
-    write_json(args.json, result.to_dict())
     return 0
 
 

@@ -19,6 +19,7 @@ from vpr_edge.cli.output import (
     TO_STDOUT,
     check_distinct_outputs,
     check_output_file,
+    given_paths,
     tables_off_stdout,
     write_json,
 )
@@ -185,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
     json_path = getattr(args, "json", None)
-    try:
-        check_distinct_outputs({"-o/--output": getattr(args, "output", None),
-                                "--json": json_path})
-        check_output_file(getattr(args, "output", None), "-o/--output", a_model=True)
-        check_output_file(json_path, "--json")
+    try:  # the outputs before the work (hours, for fit), and the report's write in it
+        check_output_file(args.output, "-o/--output", a_model=True)  # (not stdout: binary)
+        check_distinct_outputs({"-o/--output": args.output, "--json": json_path})
+        check_output_file(json_path, "--json", given_paths(args, ("json", "output")))
         with tables_off_stdout([json_path]):  # (--json -: stdout holds the report alone)
             result = args.run(args)
+        if result is not None:  # (None: a distributed run's other ranks)
+            write_json(json_path, result)
     except VprEdgeError as exc:
         print(f"vpr-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -199,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vpr-train {args.command}: interrupted{_resume_hint(args, started)}",
               file=sys.stderr)
         return 130
-    if result is not None:
-        write_json(json_path, result)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -446,3 +447,56 @@ def test_a_folder_where_an_output_goes_is_refused_first(checkpoint, tmp_path: Pa
     with pytest.raises(InvalidInputError, match="small.onnx is a folder where the export"):
         export(ExportConfig(checkpoint=checkpoint, output_dir=tmp_path, engine=False,
                             validate=False))
+
+
+@pytest.mark.parametrize("output, words", [
+    ("-", "--output-dir -: the export writes files (NAME.onnx, NAME.engine) into a folder, "
+          "not to standard output"),
+    ("a-file", "--output-dir a-file: not a folder"),  # (was "cannot write there (File exists")
+    (os.devnull, "not a folder"),
+])
+def test_an_output_folder_that_is_not_one_is_refused(checkpoint, tmp_path: Path, output: str,
+                                                    words: str, monkeypatch, capsys) -> None:
+    """`-o -` exported into a new folder named `-`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    assert main([str(checkpoint), "-o", output, "--no-engine", "--no-validate"]) == 2
+    assert words in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_a_report_over_an_input_is_refused_first(tmp_path: Path, capsys) -> None:
+    """vpr-edge refuses a --json that would overwrite an image it reads; vpr-export wrote
+    its report over one of the --validate images after the export."""
+    from PIL import Image
+
+    image = tmp_path / "images" / "0.png"
+    image.parent.mkdir()
+    Image.new("RGB", (W, H)).save(image)
+    assert main([str(tmp_path / "m.pt"), "-o", str(tmp_path / "out"), "--no-engine",
+                 "--validate", str(image.parent), "--json", str(image)]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_report_that_cannot_be_written_is_an_error_not_a_traceback(checkpoint, tmp_path: Path,
+                                                                     monkeypatch,
+                                                                     capsys) -> None:
+    """A full disk when the --json report was written, after the export (or after a failed
+    validation, whose report is written too): a raw traceback; now one line each, the
+    exported files kept."""
+    from vpr_edge.export import exporter
+
+    assert main([str(checkpoint), "-o", str(tmp_path), "--no-engine", "--no-validate",
+                 "--json", "/dev/full"]) == 2
+    out, err = capsys.readouterr()
+    assert "vpr-export: error: --json /dev/full: cannot write it (No space left" in err
+    assert "written:" in out and (tmp_path / "small.onnx").is_file()
+
+    def validation_failed(config):
+        raise exporter._ValidationFailed(exporter.ExportResult())
+
+    monkeypatch.setattr(exporter, "export", validation_failed)
+    assert main([str(checkpoint), "-o", str(tmp_path), "--json", "/dev/full"]) == 1
+    err = capsys.readouterr().err
+    assert "--json /dev/full: cannot write it" in err and "validation FAILED" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -258,3 +259,63 @@ def test_eval_takes_vpr_edge_s_ground_truth_option_names() -> None:
     assert args.tolerance == 3 and args.eval_radius == 12.5
     args = cli_eval.build_parser().parse_args(["m.pt", "--tolerance", "1", "--eval-radius", "5"])
     assert args.tolerance == 1 and args.eval_radius == 5.0
+
+
+@pytest.mark.parametrize("output, words", [
+    ("-", "a checkpoint is a binary file, written whole, not to standard output"),
+    ("/dev/stdout", "not to standard output"),
+    (os.devnull, "not a regular file"),
+])
+def test_a_checkpoint_is_never_written_to_stdout_or_a_device(output: str, words: str,
+                                                             tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    """`-o -` trained and then wrote the checkpoint to a file named `-`; `-o /dev/stdout` or
+    `-o /dev/null` (as root) replaced that device by the checkpoint (written to a temporary
+    file and renamed over it). Each is refused before any work (the images are never read)."""
+    monkeypatch.chdir(tmp_path)
+    for command in (["init", "--images", "none"], ["whiten", "m.pt", "--images", "none",
+                                                   "--dim", "8"],
+                    ["fit", "--frame-aligned", "none", "none"]):
+        assert cli_train.main([*command, "-o", output]) == 2
+        err = capsys.readouterr().err
+        assert f"-o/--output {output}: " in err and words in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_is_an_input_is_refused_before_the_work(tmp_path: Path,
+                                                              capsys) -> None:
+    """vpr-edge refuses a --json that would overwrite one of its inputs (an image of a
+    folder it reads); vpr-train and vpr-eval wrote the report over it after the work."""
+    images = noise_images(tmp_path / "images", 2)
+    image = images / "Image000.jpg"
+    pixels = image.read_bytes()
+    for main, argv in ((cli_train.main, ["whiten", str(tmp_path / "m.pt"), "--images",
+                                         str(images), "--dim", "8", "-o",
+                                         str(tmp_path / "w.pt")]),
+                       (cli_eval.main, [str(tmp_path / "m.pt"), "--frame-aligned",
+                                        str(images), str(images)])):
+        assert main([*argv, "--json", str(image)]) == 2
+        assert "is an input of this command" in capsys.readouterr().err
+    assert image.read_bytes() == pixels
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_report_that_cannot_be_written_after_the_work_is_an_error_not_a_traceback(
+        tmp_path: Path, capsys) -> None:
+    """A full disk when the --json report was written, after the work: a raw traceback
+    (the write ran outside the error handling); now one line, exit code 2, and the work's
+    results kept (the checkpoint written, the table printed)."""
+    left, right = noise_images(tmp_path / "left", 6), noise_images(tmp_path / "right", 6)
+    init = tmp_path / "init.pt"
+    assert cli_train.main(["init", "--images", str(left), "--output", str(init),
+                           "--clusters", "4", "--height", "32", "--width", "48",
+                           "--descriptors-per-image", "20", "--no-progress",
+                           "--json", "/dev/full"]) == 2
+    out, err = capsys.readouterr()
+    assert "vpr-train init: error: --json /dev/full: cannot write it (No space left" in err
+    assert "Traceback" not in err and "vpr-train init" in out and init.is_file()
+    assert cli_eval.main([str(init), "--frame-aligned", str(left), str(right), "--ns", "1",
+                          "--no-progress", "--json", "/dev/full"]) == 2
+    out, err = capsys.readouterr()
+    assert "vpr-eval: error: --json /dev/full: cannot write it (No space left" in err
+    assert "R@1" in out

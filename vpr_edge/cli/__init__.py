@@ -23,7 +23,12 @@ from ..errors import VprEdgeError
 from . import backends, bench, engine_build, info, localize, loops, map_build, map_repair, query
 from .help_format import HelpFormatter
 from .interrupts import Terminated, sigterm_as_interrupt
-from .output import check_distinct_outputs, check_output_file, tables_off_stdout
+from .output import (
+    check_distinct_outputs,
+    check_output_file,
+    given_paths,
+    tables_off_stdout,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs = _outputs(args)
         check_distinct_outputs(outputs)  # before the work, not after it
         for option in ("json", "csv"):
-            check_output_file(getattr(args, option, None), f"--{option}", _inputs(args),
+            check_output_file(getattr(args, option, None), f"--{option}", given_paths(args),
                               getattr(args, "map", None))
         results = (outputs["--json"], outputs["--csv"])  # (written as text: may be stdout)
         with sigterm_as_interrupt(), tables_off_stdout(results):
@@ -95,16 +100,6 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path | None]:
     named = {f"--{option}": getattr(args, option, None) for option in ("json", "csv")}
     return {**named, **{option: getattr(args, dest)
                         for option, dest in getattr(args, "writes", {}).items()}}
-
-
-def _inputs(args: argparse.Namespace) -> list[Path]:
-    """The paths a command was given, but its output files (which must not be one of them)."""
-    found: list[Path] = []
-    for name, value in vars(args).items():
-        if name not in ("json", "csv"):
-            found += [v for v in (value if isinstance(value, list) else [value])
-                      if isinstance(v, Path)]
-    return found
 
 
 if __name__ == "__main__":

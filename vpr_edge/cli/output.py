@@ -7,6 +7,7 @@ it, and the tables to stderr (:func:`tables_off_stdout`), so ``| jq``, ``> out.j
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -98,9 +99,14 @@ def check_output_file(path: str | os.PathLike | None, option: str,
     command's ``inputs`` (it would be destroyed), a file inside a map folder (``map_dir``,
     or any folder holding a map: a save replaces that folder whole, and the file could be
     the map's own manifest), or, unless ``a_model`` (the output is a checkpoint or model),
-    one named like a model or a map file. Standard output (:func:`is_stdout`) is always
-    fine."""
-    if path is None or is_stdout(path):
+    one named like a model or a map file. Standard output (:func:`is_stdout`) is fine for
+    text; a model (``a_model``) is refused there and in any other special file
+    (:func:`check_model_file`)."""
+    if path is None:
+        return
+    if a_model:
+        check_model_file(path, option)
+    elif is_stdout(path):
         return
     target = Path(path)
     if target.is_dir():
@@ -123,6 +129,34 @@ def check_output_file(path: str | os.PathLike | None, option: str,
         if _overwrites(target, given):
             raise InvalidInputError(f"{option} {target}: is an input of this command ({given}) "
                                     "and would be overwritten; choose another file name")
+
+
+def check_model_file(path: str | os.PathLike, option: str) -> None:
+    """Refuse standard output (``-``, ``/dev/stdout``, the file stdout was redirected to) and
+    any other file that is not a regular one (``/dev/null``, a pipe) as the path of a model
+    or checkpoint: it is binary, and written whole to a temporary file renamed over the path,
+    so ``-`` would leave a file named ``-`` and a device would be replaced by a file."""
+    target = Path(path)
+    if is_stdout(target):
+        raise InvalidInputError(f"{option} {target}: a checkpoint is a binary file, written "
+                                "whole, not to standard output; give a file name (model.pt)")
+    if target.exists() and not target.is_file() and not target.is_dir():
+        raise InvalidInputError(f"{option} {target}: not a regular file (a device, a pipe); a "
+                                "checkpoint is written whole to a file, which would replace "
+                                "it: give a file name (model.pt)")
+
+
+def given_paths(args: argparse.Namespace, outputs: Iterable[str] = ("json", "csv")
+                ) -> list[Path]:
+    """The paths a command was given (the ``Path`` values of ``args``, lists included), but
+    those of its output options (``outputs``: their ``dest`` names), which must not be one
+    of them (:func:`check_output_file`'s ``inputs``)."""
+    found: list[Path] = []
+    for name, value in vars(args).items():
+        if name not in outputs:
+            found += [v for v in (value if isinstance(value, list) else [value])
+                      if isinstance(v, Path)]
+    return found
 
 
 def check_distinct_outputs(outputs: Mapping[str, str | os.PathLike | None]) -> None:
