@@ -262,7 +262,8 @@ def test_eval_takes_vpr_edge_s_ground_truth_option_names() -> None:
 
 
 @pytest.mark.parametrize("output, words", [
-    ("-", "a checkpoint is a binary file, written whole, not to standard output"),
+    ("-", "a model (checkpoint, engine) is a binary file, written whole, not to standard "
+          "output"),
     ("/dev/stdout", "not to standard output"),
     (os.devnull, "not a regular file"),
 ])

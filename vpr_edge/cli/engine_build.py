@@ -20,7 +20,7 @@ from ..errors import InvalidInputError, VprEdgeError
 from ..paths import expanded_path
 from .arg_types import positive_int
 from .help_format import HelpFormatter, summary
-from .output import TO_STDOUT, print_facts, write_json
+from .output import TO_STDOUT, check_model_file, print_facts, write_json
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 
@@ -106,6 +106,7 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
     from ..metadata import read_onnx_metadata
 
     output = engine_path_for(onnx) if output is None else output
+    check_model_file(output, "--output")  # not "-": a file of that name; not a device
     problems = []
     if not onnx.is_file():
         problems.append(f"{onnx}: no such file")

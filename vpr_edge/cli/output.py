@@ -138,12 +138,12 @@ def check_model_file(path: str | os.PathLike, option: str) -> None:
     so ``-`` would leave a file named ``-`` and a device would be replaced by a file."""
     target = Path(path)
     if is_stdout(target):
-        raise InvalidInputError(f"{option} {target}: a checkpoint is a binary file, written "
-                                "whole, not to standard output; give a file name (model.pt)")
+        raise InvalidInputError(f"{option} {target}: a model (checkpoint, engine) is a binary "
+                                "file, written whole, not to standard output; give a file name")
     if target.exists() and not target.is_file() and not target.is_dir():
         raise InvalidInputError(f"{option} {target}: not a regular file (a device, a pipe); a "
-                                "checkpoint is written whole to a file, which would replace "
-                                "it: give a file name (model.pt)")
+                                "model (checkpoint, engine) is written whole to a file, which "
+                                "would replace it: give a file name")
 
 
 def given_paths(args: argparse.Namespace, outputs: Iterable[str] = ("json", "csv")

@@ -71,6 +71,18 @@ def test_what_is_at_the_output_is_replaced_only_when_it_is_this_model_s(
     assert main(["engine", "build", str(tiny_onnx)]) == 2 and built == [engine]
 
 
+@pytest.mark.parametrize("output, words", [("-", "not to standard output"),
+                                           ("/dev/null", "not a regular file")])
+def test_an_engine_is_never_written_to_stdout_or_a_device(tiny_onnx: Path, tmp_path: Path,
+                                                          monkeypatch, capsys, output: str,
+                                                          words: str) -> None:
+    """`-o -` would have built an engine into a file named `-`, and `-o /dev/null` (as root)
+    replaced the device by the engine: refused before the build."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["engine", "build", str(tiny_onnx), "-o", output]) == 2
+    assert f"--output {output}: " in capsys.readouterr().err and not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--compute-capability", "8.7"], "Jetson GPU"),
     (["--batch", "4", "2", "8"], "min <= opt <= max"),
