@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,14 @@ import pytest
 from vpr_edge.metadata import ONNX_METADATA_KEY, ModelMetadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as an interactive Python has it (KeyboardInterrupt), whatever started pytest: a
+    shell's background job (`cmd &`, `nohup`) inherits SIGINT ignored, and Python then keeps
+    it so, which the tests of signal handling would take for a defect."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_data_root() -> Path:
