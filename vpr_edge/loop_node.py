@@ -29,13 +29,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, VprEdgeError
+from .errors import InvalidInputError, MapError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
 from .plain_numbers import plain_numbers
@@ -182,6 +182,12 @@ class LoopClosureNode:
             from .localizer import Localizer
 
             localizer = Localizer(config.model, config.map_dir, backend=config.backend)
+        try:
+            _check_pose_width(localizer.index.pose_dim, config.map_dir)
+        except MapError:
+            if self._owns_localizer:
+                localizer.close()
+            raise
         self.config = config
         self.localizer = localizer
         self.detector = LoopClosureDetector(localizer, config.detector)
@@ -378,9 +384,13 @@ class LoopClosureNode:
             self.policy.unaccept()  # the next good frame takes its place as keyframe
             self.report_problem(getattr(exc, "kind", "bad image"), exc)
             return False
-        except BaseException:  # a bug in a custom converter: the middleware logs it
+        except Exception:  # a bug in a custom converter: the middleware logs it
             self.policy.unaccept()
             self.stats.errors += 1
+            raise
+        except BaseException:  # Ctrl-C landing in the conversion (a ROS 2 node's thread)
+            self.policy.unaccept()
+            self.stats.dropped_busy += 1  # as a keyframe left at close is
             raise
         with self._cond:
             self.stats.keyframes += 1
@@ -399,9 +409,11 @@ class LoopClosureNode:
 
     def _watch_odometry(self, stamp: float, pose: Pose | None) -> None:
         """A motion keyframe decision with a pose, or without one (counted as "no odometry at
-        a frame"). Without one before any frame had one (a camera up before the odometry),
-        the first is logged; after frames that had one, odometry is lost: said once, with its
-        newest stamp, and once more when it is back, with the frames decided without it."""
+        a frame"). Without one before any frame had one (a camera up before the odometry), or
+        in a gap of the odometry (poses sparser than ``pose_max_gap``, messages lost), the
+        first is logged; when the odometry ends more than ``pose_max_gap`` before a frame,
+        after frames that had it, it is lost: said once, with its newest stamp, and once more
+        when it is back, with the frames decided without it."""
         if pose is not None:
             if self._frames_without_odometry:
                 log.info("odometry is back at the frame stamped %.3f: %d frame(s) were "
@@ -412,13 +424,15 @@ class LoopClosureNode:
         kind = "no odometry at a frame"
         span = self.poses.span()
         newest = "none yet" if span is None else f"{span[1]:.3f} s"
+        stopped = span is None or span[1] < stamp - self.config.pose_max_gap
         if self._closing:  # odometry trailing the last frames is no loss
             self._count_problem(kind)
-        elif not self._had_odometry:
+        elif not (self._had_odometry and stopped):
             self.report_problem(
                 kind, f"no pose within pose_max_gap ({self.config.pose_max_gap} s) of the "
                 f"frame stamped {stamp:.3f} (newest odometry: {newest}), so keyframe_every_n "
-                "decided, and its place has no pose: is the odometry late or stopped?")
+                "decided, and its place has no pose: is the odometry late or stopped, or "
+                "sparser than pose_max_gap?")
         else:
             self._count_problem(kind)
             self._frames_without_odometry += 1
@@ -483,19 +497,23 @@ class LoopClosureNode:
         :data:`CLOSE_DRAIN_SECONDS` to take the keyframes waiting for it, then stop it (those
         left count as ``dropped_busy``); then save the map if configured to, it has a
         directory and it changed, and close the Localizer if the node opened it (one given to
-        the node stays open)."""
+        the node stays open). Called from the worker's own thread (a publish callback), it
+        neither drains nor waits for the worker, which stops once the callback returns, and
+        the Localizer stays open."""
         atexit.unregister(self._exit_hook)
+        on_worker = threading.current_thread() is self._worker
         with self._input_lock:
             self._closing = True
             self._decide_waiting(everything=True)
-        if self._failure is None:  # (a dead worker takes none)
+        if self._failure is None and not on_worker:  # (a dead worker takes none)
             self.wait_idle(CLOSE_DRAIN_SECONDS)
         with self._cond:
             self._stop = True
             self.stats.dropped_busy += len(self._mailbox)
             self._mailbox.clear()
             self._cond.notify_all()
-        self._worker.join(timeout=30)
+        if not on_worker:
+            self._worker.join(timeout=30)
         try:
             if self.config.save_on_shutdown and self.config.map_dir and self._changed:
                 self.save()
@@ -626,6 +644,20 @@ class LoopClosureNode:
         values = pose.as_tuple()
         width = self.localizer.index.pose_dim
         return values if width in (0, len(values)) else values[:width]
+
+
+def _check_pose_width(width: int, map_dir: str | None) -> None:
+    """The node stores odometry poses (x, y, z, qx, qy, qz, qw), or the first ``width`` of
+    them in a map built with shorter ones; a map whose poses are longer (a flattened Odometry
+    with its covariances: 85 values, which earlier versions stored) would refuse every place
+    the node adds."""
+    names = [f.name for f in fields(Pose)]
+    if width > len(names):
+        raise MapError(
+            f"{map_dir or 'the map'}: its poses have {width} values, but the node stores "
+            f"{len(names)} ({', '.join(names)}), and every place it added would be refused: "
+            "give the node another map_dir (a new map), or extend this map with "
+            "PlaceIndex.add() and poses of its length")
 
 
 def _close_at_exit(node_ref: weakref.ref) -> None:

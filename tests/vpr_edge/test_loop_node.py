@@ -904,3 +904,94 @@ def test_odometry_lost_and_back_are_said_once_per_outage(tiny_onnx, tmp_path, cp
     assert "stamped 2.000: 9 frame(s)" in back[0][1] and "stamped 3.700: 6 frame(s)" in back[1][1]
     assert node.stats.problems == {"no odometry at a frame": 3 + 9 + 6}
     assert_every_frame_counted_once(node.stats)
+
+
+def test_sparse_odometry_is_no_outage(tiny_onnx: Path, tmp_path: Path, cpu_only,
+                                      caplog) -> None:
+    """4 Hz odometry (or 10 Hz losing two messages) leaves frames more than pose_max_gap
+    from any pose with newer odometry there: each such gap was logged as "odometry lost ...
+    has it stopped?" and "odometry is back", 22 lines in 3 s. A gap is counted (logged once),
+    not an outage."""
+    import logging
+
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    frame = np.full((24, 32, 3), 100, np.uint8)
+    caplog.set_level(logging.INFO, logger="vpr_edge")
+    for i in range(60):  # 3 s: camera at 20 Hz, odometry at 4 Hz
+        stamp = i * 0.05
+        if i % 5 == 0:
+            node.on_pose(stamp, Pose(stamp, 0.0))
+        node.on_image(lambda: frame, stamp=stamp)
+    node.on_pose(3.0, Pose(3.0, 0.0))  # the odometry goes on past the last frame
+    node.wait_idle()
+    node.close()
+    said = [r.getMessage() for r in caplog.records if "odometry" in r.getMessage()]
+    assert not [line for line in said if "lost" in line or "is back" in line], said
+    assert node.stats.problems["no odometry at a frame"] > 10
+    assert_every_frame_counted_once(node.stats)
+
+
+def test_close_from_the_publish_callback_saves_the_map(tiny_onnx: Path, tmp_path: Path,
+                                                       cpu_only) -> None:
+    """A publish callback that closes the node ("stop at the first loop closure") runs on the
+    worker's thread: close() waited 2 s for that worker, then failed to join its own thread
+    (counted as a publish failure), and the map was never saved."""
+    closed: list = []
+
+    def publish(loop) -> None:
+        tic = time.monotonic()
+        node.close()
+        closed.append(time.monotonic() - tic)
+
+    config = NodeConfig(model=str(tiny_onnx), map_dir=str(tmp_path / "map"),
+                        detector=LoopClosureConfig(min_score=0.5, exclusion_frames=1,
+                                                   consistency=1))
+    node = LoopClosureNode(config, publish,
+                           localizer=Localizer(tiny_onnx, config.map_dir,
+                                               backend="onnxruntime-cpu"))
+    frame = np.full((24, 32, 3), 100, np.uint8)
+    for i in range(5):
+        if not node.on_image(lambda: frame, i * 10.0):
+            break
+        node.wait_idle(5)
+    node._worker.join(5)
+    assert len(closed) == 1 and closed[0] < 1.0, closed
+    assert node.stats.publish_failures == 0 and not node._worker.is_alive()
+    assert len(Localizer(tiny_onnx, config.map_dir, backend="onnxruntime-cpu")) == \
+        node.stats.processed
+
+
+def test_ctrl_c_while_a_frame_converts_is_no_error(tiny_onnx: Path, tmp_path: Path,
+                                                   cpu_only) -> None:
+    """A ROS 2 node's SIGINT raises KeyboardInterrupt wherever its thread is, a frame's
+    conversion too: it was counted in errors (a converter's bug), so a clean Ctrl-C
+    reported one."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    node.on_image(lambda: np.full((24, 32, 3), 9, np.uint8), 1.0)
+    node.wait_idle()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        node.on_image(interrupted, 1.1)
+    summary = node.shutdown()
+    assert summary["errors"] == 0 and summary["dropped_busy"] == 1, summary
+    assert_every_frame_counted_once(node.stats)
+
+
+def test_a_map_with_longer_poses_than_the_node_stores_is_refused_at_start(
+        tiny_onnx: Path, tmp_path: Path, cpu_only) -> None:
+    """A map whose poses have 85 values (a flattened Odometry, as earlier versions stored)
+    opens again; the node would then refuse every place it adds (7-value poses), each an
+    error with a traceback, and never add one. It is refused at start, naming the fix."""
+    from vpr_edge.errors import MapError
+
+    map_dir = tmp_path / "map"
+    with Localizer(tiny_onnx, map_dir, backend="onnxruntime-cpu") as loc:
+        loc.add(np.full((24, 32, 3), 50, np.uint8), stamp=1.0, pose=[0.5] * 85)
+        loc.save()
+    config = NodeConfig(model=str(tiny_onnx), map_dir=str(map_dir))
+    with pytest.raises(MapError, match="poses have 85 values, but the node stores 7.*map_dir"):
+        LoopClosureNode(config, lambda loop: None)
+    assert len(Localizer(tiny_onnx, map_dir, backend="onnxruntime-cpu")) == 1
