@@ -265,7 +265,7 @@ def test_eval_takes_vpr_edge_s_ground_truth_option_names() -> None:
     ("-", "a model (checkpoint, engine) is a binary file, written whole, not to standard "
           "output"),
     ("/dev/stdout", "not to standard output"),
-    (os.devnull, "not a regular file"),
+    ("pipe", "not a regular file"),  # (not /dev/null: a regression would replace it)
 ])
 def test_a_checkpoint_is_never_written_to_stdout_or_a_device(output: str, words: str,
                                                              tmp_path: Path, monkeypatch,
@@ -274,13 +274,16 @@ def test_a_checkpoint_is_never_written_to_stdout_or_a_device(output: str, words:
     `-o /dev/null` (as root) replaced that device by the checkpoint (written to a temporary
     file and renamed over it). Each is refused before any work (the images are never read)."""
     monkeypatch.chdir(tmp_path)
+    if output == "pipe":
+        os.mkfifo(output)
     for command in (["init", "--images", "none"], ["whiten", "m.pt", "--images", "none",
                                                    "--dim", "8"],
                     ["fit", "--frame-aligned", "none", "none"]):
         assert cli_train.main([*command, "-o", output]) == 2
         err = capsys.readouterr().err
         assert f"-o/--output {output}: " in err and words in err, err
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == (["pipe"] if output == "pipe" else [])
+    assert output != "pipe" or (tmp_path / "pipe").is_fifo()
 
 
 def test_an_output_that_is_an_input_is_refused_before_the_work(tmp_path: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -72,15 +73,19 @@ def test_what_is_at_the_output_is_replaced_only_when_it_is_this_model_s(
 
 
 @pytest.mark.parametrize("output, words", [("-", "not to standard output"),
-                                           ("/dev/null", "not a regular file")])
+                                           ("pipe", "not a regular file")])
 def test_an_engine_is_never_written_to_stdout_or_a_device(tiny_onnx: Path, tmp_path: Path,
                                                           monkeypatch, capsys, output: str,
                                                           words: str) -> None:
     """`-o -` would have built an engine into a file named `-`, and `-o /dev/null` (as root)
-    replaced the device by the engine: refused before the build."""
+    replaced the device by the engine: refused before the build. (A pipe stands in for the
+    device: a regression would replace it, not /dev/null.)"""
     monkeypatch.chdir(tmp_path)
+    if output == "pipe":
+        os.mkfifo(output)
     assert main(["engine", "build", str(tiny_onnx), "-o", output]) == 2
     assert f"--output {output}: " in capsys.readouterr().err and not (tmp_path / "-").exists()
+    assert output != "pipe" or (tmp_path / "pipe").is_fifo()
 
 
 @pytest.mark.parametrize("argv, words", [
