@@ -6,6 +6,8 @@ in :mod:`vpr_edge.export`, which are always installed but import their dependenc
 onnx: the ``train`` and ``export`` extras) only when used.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
     BackendUnavailableError,
@@ -20,9 +22,15 @@ from .errors import (
     MissingDependencyError,
     ModelFormatError,
     ModelMismatchError,
+    OutOfMemoryError,
     VprEdgeError,
 )
 from .metadata import ModelMetadata
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord
+    from .localizer import Localizer
+    from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector
 
 _LAZY = {
     "Localizer": ("vpr_edge.localizer", "Localizer"),
@@ -32,10 +40,11 @@ _LAZY = {
     "PlaceIndex": ("vpr_edge.index", "PlaceIndex"),
     "IndexSettings": ("vpr_edge.index", "IndexSettings"),
     "PlaceMatch": ("vpr_edge.index", "PlaceMatch"),
+    "PlaceRecord": ("vpr_edge.index", "PlaceRecord"),
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """``from vpr_edge import Localizer`` without importing hnswlib/onnxruntime up front."""
     if name in _LAZY:
         import importlib
@@ -43,6 +52,11 @@ def __getattr__(name: str):
         module, attribute = _LAZY[name]
         return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'vpr_edge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too (tab completion, ``help(vpr_edge)``)."""
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -54,6 +68,7 @@ __all__ = [
     "LoopClosureDetector",
     "PlaceIndex",
     "PlaceMatch",
+    "PlaceRecord",
     "BackendUnavailableError",
     "CudaError",
     "EngineMismatchError",
@@ -67,5 +82,6 @@ __all__ = [
     "ModelFormatError",
     "ModelMetadata",
     "ModelMismatchError",
+    "OutOfMemoryError",
     "VprEdgeError",
 ]

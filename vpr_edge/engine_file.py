@@ -83,7 +83,7 @@ class EngineHeader:
     engine_sha256: str
     engine_size: int
     device_name: str | None = None
-    builder: dict[str, Any] = field(default_factory=dict)
+    builder: dict[str, Any] = field(default_factory=dict, hash=False)  # (hashable: the rest)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from .images import load_image, prepare_frame, resizer_name
 from .index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, atomic_dir, validate
 from .metadata import ModelMetadata
 from .paths import user_path
+from .poses import PoseValues
 
 log = logging.getLogger("vpr_edge")
 
@@ -185,11 +186,12 @@ class Localizer:
 
     # -- map -----------------------------------------------------------------------------
     def add(self, frame: Frame, *, stamp: float | None = None,
-            pose: Sequence[float] | None = None, meta: dict[str, Any] | None = None,
+            pose: PoseValues | None = None, meta: dict[str, Any] | None = None,
             place_id: int | None = None, colour_order: str | None = None) -> int:
         """Describe one frame and add it to the map as a place; return its id.
 
-        ``stamp`` (float seconds), ``pose`` (e.g. ``x, y, z, qx, qy, qz, qw``) and ``meta``
+        ``stamp`` (float seconds), ``pose`` (e.g. ``x, y, z, qx, qy, qz, qw``, as a sequence,
+        a NumPy array or a :class:`~vpr_edge.poses.Pose`) and ``meta``
         (a JSON-serialisable dict) are stored with the place and come back with matches.
         ``place_id`` gives an explicit id (otherwise ids count up from 0, continuing after
         the largest id the map has held).
@@ -201,7 +203,7 @@ class Localizer:
                                    place_id=place_id)
 
     def add_descriptor(self, descriptor: np.ndarray, *, stamp: float | None = None,
-                       pose: Sequence[float] | None = None,
+                       pose: PoseValues | None = None,
                        meta: dict[str, Any] | None = None,
                        place_id: int | None = None) -> int:
         """Add a place from a descriptor :meth:`describe` made (saves describing twice)."""
@@ -352,8 +354,8 @@ def _is_single(frames: Any) -> bool:
         if frames.ndim == 4:
             return False
         return True
-    if isinstance(frames, (list, tuple)):
-        return False
+    if isinstance(frames, Sequence) and not isinstance(frames, (bytes, bytearray)):
+        return False  # a list, a tuple, a deque of recent frames...
     raise InvalidInputError(
         f"frames must be a numpy array, an image path, or a list of them; got "
         f"{type(frames).__name__}"

@@ -17,7 +17,7 @@ import math
 import numbers
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from .geometric import OrbFeatures, VerifyConfig, count_inliers, orb_features
 from .images import as_rgb_frame, load_image
 from .index import PlaceMatch, validate
 from .plain_numbers import plain_numbers
-from .poses import JUMP_BACK_SECONDS, StreamClock
+from .poses import JUMP_BACK_SECONDS, PoseValues, StreamClock
 
 log = logging.getLogger("vpr_edge")
 
@@ -266,14 +266,14 @@ class LoopClosureDetector:
         self._chains = []
 
     def process(self, frame: Any, *, stamp: float | None = None,
-                pose: Sequence[float] | None = None, meta: dict[str, Any] | None = None,
+                pose: PoseValues | None = None, meta: dict[str, Any] | None = None,
                 colour_order: str | None = None) -> LoopClosure | None:
         """Process one keyframe; return a loop closure or None."""
         return self.process_frame(frame, stamp=stamp, pose=pose, meta=meta,
                                   colour_order=colour_order).loop
 
     def process_frame(self, frame: Any, *, stamp: float | None = None,
-                      pose: Sequence[float] | None = None, meta: dict[str, Any] | None = None,
+                      pose: PoseValues | None = None, meta: dict[str, Any] | None = None,
                       colour_order: str | None = None) -> FrameResult:
         """Like :meth:`process`, but also returns the frame's place id and best match."""
         if self.localizer is None:
@@ -297,7 +297,7 @@ class LoopClosureDetector:
                                        features=features)
 
     def process_descriptor(self, descriptor: np.ndarray, *, stamp: float | None = None,
-                           pose: Sequence[float] | None = None,
+                           pose: PoseValues | None = None,
                            meta: dict[str, Any] | None = None,
                            features: OrbFeatures | None = None) -> FrameResult:
         """The detector's core, for a descriptor already computed (with ``verify``, pass the

@@ -69,7 +69,7 @@ class ModelMetadata:
     input_dtype: str = "uint8"
     colour_order: str = "RGB"
     schema_version: int = SCHEMA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)  # (hashable: the rest)
 
     def __post_init__(self) -> None:
         problems = []

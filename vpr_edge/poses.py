@@ -19,8 +19,9 @@ import bisect
 import math
 import numbers
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -123,6 +124,11 @@ class Pose:
             return 0.0
         dot = abs(sum(p * q for p, q in zip(a, b)))
         return 2.0 * math.acos(min(1.0, dot))
+
+
+#: a place's pose as add() takes it: x, y, z, qx, qy, qz, qw (or fewer, or more values) as a
+#: sequence or a NumPy array, or a :class:`Pose`
+PoseValues = Union[Sequence[float], np.ndarray, Pose]
 
 
 def pose_from_message(msg: Any) -> Pose:

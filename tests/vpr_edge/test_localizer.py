@@ -434,3 +434,21 @@ def test_a_map_behind_a_link_is_read_after_an_interrupted_save(tiny_onnx: Path, 
         again.add(tiny.frames(1, seed=9)[0])
         again.save()  # puts the map back in place, through the link
     assert link.resolve() == real and len(Localizer(tiny_onnx, link)) == 4
+
+
+def test_poses_as_numpy_arrays_or_pose_objects_and_frames_in_a_deque(loc: Localizer) -> None:
+    """The annotations said pose: Sequence[float] (a NumPy array, robot code's usual, then
+    failed type-checking) and describe() a Sequence of frames, but a deque of recent frames
+    was refused ("got deque"), and vpr_edge's own Pose (a bag's, a PoseTrack's) was not a
+    pose ("not a sequence of floats")."""
+    from collections import deque
+
+    from vpr_edge.poses import Pose
+
+    frame = np.full((24, 32, 3), 120, np.uint8)
+    recent = deque([frame, frame[::-1].copy()], maxlen=8)
+    assert loc.describe(recent).shape == (2, loc.metadata.dim)
+    first = loc.add(frame, pose=np.array([1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
+    second = loc.add(frame, pose=Pose(3.0, 4.0))
+    assert loc.get(first).pose == (1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    assert loc.get(second).pose == (3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 1.0)

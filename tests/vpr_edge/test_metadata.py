@@ -103,3 +103,14 @@ def test_unknown_keys_from_newer_minor_writers_are_ignored() -> None:
 def test_metadata_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make().dim = 3  # type: ignore[misc]
+
+
+def test_model_metadata_and_engine_headers_are_hashable(tiny) -> None:
+    """Frozen dataclasses claim a hash, but their dict fields (extra, builder) made hash()
+    raise TypeError: a functools.lru_cache keyed by a model's metadata failed at run time."""
+    from vpr_edge.engine_file import engine_header_for
+
+    meta = tiny.metadata()
+    header = engine_header_for(meta, b"engine", tensorrt_module="tensorrt",
+                               tensorrt_version="10.3", compute_capability="8.7")
+    assert len({meta, meta}) == 1 and len({header, header}) == 1

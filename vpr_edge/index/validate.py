@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..poses import Pose
 from .map_format import MAX_ID, MAX_POSE_DIM
 
 
@@ -169,6 +170,8 @@ def poses(value: Any, n: int, single: bool) -> list[tuple[float, ...] | None]:
         if item is None:
             out.append(None)
             continue
+        if isinstance(item, Pose):
+            item = item.as_tuple()
         try:
             arr = np.asarray(item, dtype=np.float64)
         except OverflowError as exc:  # a Python int beyond float64
