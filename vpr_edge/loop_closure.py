@@ -311,10 +311,10 @@ class LoopClosureDetector:
             raise InvalidInputError("exclusion_seconds is set, so every frame needs a stamp: "
                                     "pass stamp= (seconds), or use exclusion_frames instead")
         if cfg.verify and features is None:
+            other = "" if self.localizer is None else ", or use process_frame()"
             raise InvalidInputError(
                 "verify=True needs the frame's ORB features: pass features="
-                "vpr_edge.geometric.orb_features(rgb, config.verify_config), or use "
-                "process_frame()")
+                f"vpr_edge.geometric.orb_features(rgb, config.verify_config){other}")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
         stamp = None if stamp is None else float(stamp)  # a numpy one, too: loops go to JSON

@@ -282,7 +282,8 @@ def test_a_map_without_a_fingerprint_and_a_path_through_a_file(tmp_path: Path) -
     'made with model fingerprint None'); a save path through a file is a MapError."""
     PlaceIndex(DIM).save(tmp_path / "m")
     with pytest.raises(ModelMismatchError, match=r"records no model fingerprint.*build a new "
-                       r"map with this model \(vpr-edge map build MODEL MAP\), or, in Python"):
+                       r"map with this model, in a new folder \(vpr-edge map build MODEL NEW_MAP "
+                       r"\.\.\.\), or, in Python"):
         PlaceIndex.open(tmp_path / "m", fingerprint=FP)
     (tmp_path / "a-file").write_text("x")
     index, _ = build(5)

@@ -130,7 +130,7 @@ class Backend(abc.ABC):
             raise InvalidInputError(
                 f"expected frames of shape [N, {h}, {w}, 3] (the model's input size, "
                 f"{self.metadata.colour_order}), got {batch.shape}; resize the frames to "
-                f"{w}x{h} first (vpr_edge.images does this)"
+                f"{h} rows x {w} columns first (vpr_edge.images.resize(frame, {h}, {w}))"
             )
         if batch.shape[0] == 0:
             raise InvalidInputError("empty batch: pass at least one frame")

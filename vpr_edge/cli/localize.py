@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.gt == "positions" and places and all(p.pose is None for p in places.values()):
             raise InvalidInputError(
                 f"--gt positions: the places of {args.map} have no poses, so no match can be "
-                "scored; build the map with poses (--list with x, y columns, or --bag with "
-                "--pose-topic), or use --gt names")
+                "scored; build a map with poses into a new folder (--list with x, y columns, or "
+                "--bag with --pose-topic: a map build over this map skips the frames it "
+                "holds), or use --gt names")
         numbers = _source_numbers(places) if args.gt == "names" else {}
         if args.gt == "names" and places and not any(v is not None for v in numbers.values()):
             raise InvalidInputError(

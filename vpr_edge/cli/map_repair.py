@@ -49,7 +49,7 @@ def repair_map(map_dir: Path) -> dict[str, Any]:
             raise MapCorruptError(
                 f"{getattr(again, 'cause', again)}: `map repair` rebuilds only index.hnsw, "
                 "and this damage is elsewhere: restore the map from a backup, or build it "
-                "again (vpr-edge map build)"
+                "again into a new folder (vpr-edge map build MODEL NEW_MAP ...)"
             ) from again
         index.save()
     return {"map": str(map_dir), "places": len(index), "repaired": problem is not None,

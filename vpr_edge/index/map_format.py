@@ -172,7 +172,8 @@ class Manifest:
 
         def bad(why: str) -> MapCorruptError:
             return MapCorruptError(f"{where}: {why}; the map is damaged or not a vpr-edge map "
-                                   "(restore it from a backup or rebuild it)")
+                                   "(restore it from a backup, or build it again into a new "
+                                   "folder)")
 
         if len(data) > MAX_MANIFEST_BYTES:
             raise bad(f"{len(data)} bytes is far too large for a manifest")

@@ -447,8 +447,8 @@ def damaged(path: Path, why: str) -> MapCorruptError:
         fix = ("`vpr-edge map repair MAP`, or opening it with rebuild_if_corrupt=True "
                "(Localizer or PlaceIndex.open), rebuilds it from the stored descriptors")
     else:
-        fix = ("restore the map from a backup, or build it again; its descriptors are "
-               "needed to rebuild anything")
+        fix = ("restore the map from a backup, or build it again into a new folder (or "
+               "delete this one first); its descriptors are needed to rebuild anything")
     error = MapCorruptError(f"{path}: {why}; the map is damaged ({fix})")
     error.cause = f"{path.name}: {why}"  # what is wrong, without the advice (for logs)
     return error
@@ -587,7 +587,8 @@ def read_manifest(where: Path) -> Manifest:
     path = where / MANIFEST_NAME
     if _not_a_regular_file(path):
         raise MapCorruptError(f"{path}: not a regular file (a folder, pipe or device); the map "
-                              "is damaged (restore it from a backup, or rebuild it)")
+                              "is damaged (restore it from a backup, or build it again into a "
+                              "new folder)")
     try:
         with open(path, "rb") as fh:
             data = read_manifest_bytes(fh)
@@ -598,7 +599,7 @@ def read_manifest(where: Path) -> Manifest:
                            "in") from exc
         raise MapCorruptError(f"{path}: file missing; {where} holds a map index but no "
                               "manifest: the map is damaged (restore it from a backup, or "
-                              "rebuild it)") from exc
+                              "build it again into a new folder)") from exc
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     return Manifest.from_bytes(data, path)
@@ -665,14 +666,16 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
         raise ModelMismatchError(
             f"{where}: this map records no model fingerprint (it was made by PlaceIndex "
             "without one), so nothing shows its descriptors come from the model in use; "
-            "build a new map with this model (vpr-edge map build MODEL MAP), or, in "
+            "build a new map with this model, in a new folder (vpr-edge map build MODEL "
+            "NEW_MAP ...), or, in "
             "Python, open it with PlaceIndex.open(path) and no fingerprint if you know "
             "they do")
     if fingerprint is not None and manifest.fingerprint != fingerprint:
         raise ModelMismatchError(
             f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
             f"but the model in use has {fingerprint!r}; descriptors of two models are not "
-            "comparable: build a new map with this model (or load the matching model)"
+            "comparable: build a new map with this model, in a new folder (vpr-edge map "
+            "build MODEL NEW_MAP ...), or load the matching model"
         )
     small: dict[str, bytes | None] = {}
     index_problem: str | None = None

@@ -82,7 +82,8 @@ def descriptors(value: Any, dim: int, tolerance: float, what: str = "descriptors
         bad = int(np.flatnonzero(off)[0])
         raise InvalidInputError(
             f"{what}{_which(bad, out.shape[0])} has L2 norm {norms[bad]:.6g}, not 1 (tolerance "
-            f"{tolerance:g}); descriptors must be L2-normalised: x / np.linalg.norm(x)"
+            f"{tolerance:g}); descriptors must be L2-normalised: x / np.linalg.norm(x, axis=-1, "
+            "keepdims=True)"
         )
     out /= norms.astype(np.float32)[:, None]
     return out, was_1d
