@@ -150,9 +150,10 @@ class ExactStamps:
     queues each frame through :meth:`queue`, which remembers its stamp while it is queued
     (:meth:`remember`), and publishes :meth:`parts` of the seconds in a loop
     closure: exact for a keyframe of this run, rounded for a place from a map on disk (its
-    stamp is stored as float seconds). One entry per queued keyframe, the oldest dropped
-    beyond ``limit`` (:data:`EXACT_STAMPS_KEPT`, about 10 MB: hours of keyframes);
-    :meth:`clear` at a reset.
+    stamp is stored as float seconds). One entry per converted keyframe (also those the busy
+    worker then drops), the oldest dropped beyond ``limit`` (:data:`EXACT_STAMPS_KEPT`, about
+    10 MB: 28 minutes of a 30 Hz camera with every frame a keyframe, hours with motion
+    keyframes); :meth:`clear` at a reset.
     Thread-safe (image callbacks remember, the worker's publish reads)."""
 
     def __init__(self, limit: int = 0) -> None:
