@@ -18,6 +18,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ROUTE_FRAMES = 200  # frames per Gardens Point walk
 KEEP_EVERY = 3  # the nodes' keyframe_every_n in the end-to-end tests
+#: `python -c` script: the node (its folder the first argument) with a worker that dies at
+#: its first keyframe, as a bug would; {main} is how the node's main() is called
+WORKER_DIES = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+from vpr_edge.loop_node import LoopClosureNode
+
+class Bug(BaseException):  # escapes the worker's per-frame handler, as a bug would
+    pass
+
+def dies(self, item):
+    raise Bug("simulated bug in the worker")
+
+LoopClosureNode._process = dies
+sys.exit(vpr_edge_node.{main})
+"""
 
 
 @pytest.fixture(scope="session")
@@ -157,5 +174,6 @@ def ros2_python() -> str:
 def ros() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import this conftest)."""
     return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
+                           WORKER_DIES=WORKER_DIES,
                            stop=stop, logged_line=logged_line, play_route=play_route,
                            check_route_run=check_route_run)

@@ -236,21 +236,6 @@ def test_a_signal_while_the_node_registers_still_runs_its_shutdown(ros1_python, 
     assert (run.stdout + run.stderr).count("vpr-edge loop closure stopped") == 1
 
 
-WORKER_DIES = """
-import sys
-sys.path.insert(0, sys.argv.pop(1))
-import vpr_edge_node
-from vpr_edge.loop_node import LoopClosureNode
-
-class Bug(BaseException):  # escapes the worker's per-frame handler, as a bug would
-    pass
-
-def dies(self, item):
-    raise Bug("simulated bug in the worker")
-
-LoopClosureNode._process = dies
-sys.exit(vpr_edge_node.main())
-"""
 
 CAMERA = """
 import time, rospy
@@ -269,13 +254,14 @@ for i in range(900):  # 30 s at 30 Hz: the node is to exit long before
 
 
 def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros1_python, ros_env, tiny_onnx,
-                                                          tmp_path) -> None:
+                                                          tmp_path, ros) -> None:
     """rospy logs what an image callback raises and goes on: once the worker had died the
     node stayed up, dropped every frame and logged a traceback for each ("bad callback", at
     camera rate), and roslaunch's required/respawn never acted. It now logs the reason once
     and shuts down (statistics written once), exiting with code 1."""
     stats_file = tmp_path / "stats.json"
-    node = subprocess.Popen([ros1_python, "-c", WORKER_DIES, str(NODE.parent),
+    worker_dies = ros.WORKER_DIES.format(main="main()")
+    node = subprocess.Popen([ros1_python, "-c", worker_dies, str(NODE.parent),
                              f"_model:={tiny_onnx}", "_backend:=onnxruntime-cpu",
                              f"_stats_file:={stats_file}"],
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -218,21 +218,6 @@ def test_compressed_images_follow_the_image_remap(ros2_python, ros2_env, tiny_on
     assert f"images from {topic} (CompressedImage)" in line, line
 
 
-WORKER_DIES = """
-import sys
-sys.path.insert(0, sys.argv.pop(1))
-import vpr_edge_node
-from vpr_edge.loop_node import LoopClosureNode
-
-class Bug(BaseException):  # escapes the worker's per-frame handler, as a bug would
-    pass
-
-def dies(self, item):
-    raise Bug("simulated bug in the worker")
-
-LoopClosureNode._process = dies
-sys.exit(vpr_edge_node.main(sys.argv))
-"""
 
 CAMERA = """
 import time
@@ -254,12 +239,13 @@ for i in range(900):  # 30 s at 30 Hz: the node is to exit long before
 
 
 def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros2_python, ros2_env, tiny_onnx,
-                                                          tmp_path) -> None:
+                                                          tmp_path, ros) -> None:
     """Once the worker had died, the next image's error left rclpy.spin and the node ended
     with its traceback on stderr. It now logs the reason once as a fatal line and shuts
     down (statistics written once), exiting with code 1 (as the ROS 1 node does)."""
     stats_file = tmp_path / "stats.json"
-    node = subprocess.Popen([ros2_python, "-c", WORKER_DIES, str(NODE.parent), "--ros-args",
+    worker_dies = ros.WORKER_DIES.format(main="main(sys.argv)")
+    node = subprocess.Popen([ros2_python, "-c", worker_dies, str(NODE.parent), "--ros-args",
                              "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
                              "-p", "message_type:=standard", "-p", f"stats_file:={stats_file}"],
                             env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -91,15 +91,19 @@ def noise_images(folder: Path, count: int) -> Path:
     return folder
 
 
+def tiny_init(images: Path, output: Path, json_to: str) -> list[str]:
+    """`vpr-train init` arguments for a model made in seconds from a few small images."""
+    return ["init", "--images", str(images), "--output", str(output), "--clusters", "4",
+            "--height", "32", "--width", "48", "--descriptors-per-image", "20",
+            "--no-progress", "--json", json_to]
+
+
 def test_json_to_stdout_is_the_json_alone(tmp_path: Path, capfd) -> None:
     """`--json -` wrote the JSON to stdout after the table, so `| jq` could not read it: the
     table now goes to stderr, as vpr-edge's does."""
     left, right = noise_images(tmp_path / "left", 6), noise_images(tmp_path / "right", 6)
     init = tmp_path / "init.pt"
-    assert cli_train.main(["init", "--images", str(left), "--output", str(init),
-                           "--clusters", "4", "--height", "32", "--width", "48",
-                           "--descriptors-per-image", "20", "--no-progress",
-                           "--json", "-"]) == 0
+    assert cli_train.main(tiny_init(left, init, "-")) == 0
     out, err = capfd.readouterr()
     assert json.loads(out)["checkpoint"] == str(init) and "vpr-train init" in err
     assert cli_eval.main([str(init), "--frame-aligned", str(left), str(right), "--ns", "1",
@@ -311,10 +315,7 @@ def test_a_report_that_cannot_be_written_after_the_work_is_an_error_not_a_traceb
     results kept (the checkpoint written, the table printed)."""
     left, right = noise_images(tmp_path / "left", 6), noise_images(tmp_path / "right", 6)
     init = tmp_path / "init.pt"
-    assert cli_train.main(["init", "--images", str(left), "--output", str(init),
-                           "--clusters", "4", "--height", "32", "--width", "48",
-                           "--descriptors-per-image", "20", "--no-progress",
-                           "--json", "/dev/full"]) == 2
+    assert cli_train.main(tiny_init(left, init, "/dev/full")) == 2
     out, err = capsys.readouterr()
     assert "vpr-train init: error: --json /dev/full: cannot write it (No space left" in err
     assert "Traceback" not in err and "vpr-train init" in out and init.is_file()
