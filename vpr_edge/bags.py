@@ -30,7 +30,14 @@ import numpy as np
 from ._optional import require
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
 from .paths import look
-from .poses import Pose, PoseTrack, jumped_back, pose_from_message, stamp_seconds
+from .poses import (
+    Pose,
+    PoseTrack,
+    jumped_back,
+    pose_from_message,
+    stamp_parts,
+    stamp_seconds,
+)
 from .ros_image import message_to_rgb
 
 log = logging.getLogger("vpr_edge")
@@ -95,6 +102,8 @@ class BagImage:
     pose: Pose | None
     message: Any
     where: str  # "<bag> <topic> message <index>"
+    #: ``stamp`` exactly, ``(sec, nanosec)``: float seconds are up to ~120 ns off
+    exact_stamp: tuple[int, int] | None = None
 
     def decode(self) -> np.ndarray:
         """The image as ``uint8 HxWx3`` RGB; :class:`ImageDecodeError` naming the message
@@ -144,7 +153,7 @@ def read_image_messages(bag: PathLike, topic: str, *, every_n: int = 1,
             count += 1
             if track is not None and pose is None:
                 stamps.append(stamp)
-            yield BagImage(index, stamp, pose, msg, where)
+            yield BagImage(index, stamp, pose, msg, where, _message_time_parts(msg, bag_time))
     if stamps:
         _warn_frames_without_pose(stamps, count, pose_topic, max_pose_gap, track)
 
@@ -244,6 +253,14 @@ def _message_time(msg: Any, bag_time_ns: int) -> float:
         if seconds > 0:
             return seconds
     return bag_time_ns * 1e-9
+
+
+def _message_time_parts(msg: Any, bag_time_ns: int) -> tuple[int, int] | None:
+    """:func:`_message_time` exactly, as ``(sec, nanosec)``."""
+    header = getattr(msg, "header", None)
+    if header is not None and stamp_seconds(header) > 0:
+        return stamp_parts(header)
+    return (int(bag_time_ns) // 1_000_000_000, int(bag_time_ns) % 1_000_000_000)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -168,6 +168,8 @@ class LoopClosure:
             ``report_unverifiable`` and no stored features for the match).
         inliers: RANSAC inliers (None if not checked).
         consistent_frames: successive keyframes that agreed (>= ``consistency``).
+        match_meta: the earlier place's metadata (a copy; the ROS nodes keep its image's
+            exact header stamp there, as ``ros_stamp``).
     """
 
     query_id: int | None
@@ -179,6 +181,7 @@ class LoopClosure:
     inliers: int | None
     match_pose: tuple[float, ...] | None
     consistent_frames: int
+    match_meta: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -420,6 +423,7 @@ class LoopClosureDetector:
                 query_id=place_id, query_stamp=stamp, match_id=match.place_id,
                 match_stamp=match.stamp, score=match.score, verified=verified,
                 inliers=inliers, match_pose=match.pose, consistent_frames=chain,
+                match_meta=match.meta,
             )
         return None
 

@@ -152,6 +152,7 @@ class _Arrived:
     stamp: float
     arrived: float  # time.monotonic() when the message reached on_image
     session: int
+    meta: dict[str, Any] | None = None  # the place's metadata, if it becomes one
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class _Pending:
     arrived: float  # time.monotonic() when the message reached on_image
     session: int  # LoopClosureNode's session when it arrived (reset() starts a new one)
     decision: int  # the _decide_waiting() call that made it a keyframe
+    meta: dict[str, Any] | None = None
 
 
 class LoopClosureNode:
@@ -292,15 +294,16 @@ class LoopClosureNode:
         self._last_pose_stamp = None
 
     def on_image(self, convert: Callable[[], np.ndarray | tuple[np.ndarray, str]],
-                 stamp: float) -> bool:
+                 stamp: float, meta: dict[str, Any] | None = None) -> bool:
         """A camera frame arrived. ``convert`` turns the message into pixels: an RGB (or
         mono) array, or ``(pixels, colour_order)`` (``vpr_edge.ros_image.message_to_frame``);
         it is called only for keyframes, so skipped frames cost nothing. A malformed message
         is counted by kind (:meth:`report_problem`) and dropped; any other exception from
         ``convert`` is counted in ``errors`` and propagates, and the next frame takes this
-        one's place as keyframe. Returns
-        True if the frame
-        was queued (False after :meth:`close`, uncounted). Raises
+        one's place as keyframe. ``meta`` is stored with the frame's place in the map, and
+        comes back in the ``match_meta`` of loops to it (the ROS nodes keep the header's
+        exact stamp there: ``vpr_edge.ros_messages.ExactStamps``). Returns True if the
+        frame was queued (False after :meth:`close`, uncounted). Raises
         :class:`~vpr_edge.errors.VprEdgeError` once the worker has died (no frame would be
         processed again: restart the node)."""
         if self._closing:  # closed: a middleware callback may still fire while it shuts down
@@ -313,6 +316,9 @@ class LoopClosureNode:
             raise InvalidInputError(f"stamp must be finite seconds, got {stamp!r} (from a "
                                     "message header: vpr_edge.poses.stamp_seconds(header))")
         check_stamp_unit(stamp, self.config.detector)  # here, not in the worker's log
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidInputError(f"meta must be a dict (a JSON object) or None, got "
+                                    f"{type(meta).__name__}")
         arrived = time.monotonic()
         with self._input_lock:
             if self._closing:  # close() began meanwhile, and decided the waiting frames
@@ -327,7 +333,7 @@ class LoopClosureNode:
                 return False
             self._restart_poses_if_time_jumped_back(stamp)
             self._last_image_stamp = stamp
-            frame = _Arrived(convert, stamp, arrived, session)
+            frame = _Arrived(convert, stamp, arrived, session, meta)
             self._waiting.append(frame)
             return self._decide_waiting(frame)
 
@@ -403,7 +409,7 @@ class LoopClosureNode:
                 self.stats.dropped_busy += 1
             frame, order = converted if isinstance(converted, tuple) else (converted, "RGB")
             mailbox.append(_Pending(frame, order, stamp, pose, arrived.arrived,
-                                    arrived.session, self._decision))
+                                    arrived.session, self._decision, arrived.meta))
             self._cond.notify()
         return True
 
@@ -577,7 +583,7 @@ class LoopClosureNode:
                     return
                 result = self.detector.process_frame(
                     item.frame, stamp=item.stamp, colour_order=item.colour_order,
-                    pose=self._pose_for_map(item.pose))
+                    pose=self._pose_for_map(item.pose), meta=item.meta)
                 self._changed = self._changed or result.place_id is not None
         except Exception:  # one bad frame must not kill the node
             self.stats.errors += 1

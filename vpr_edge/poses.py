@@ -164,6 +164,40 @@ def stamp_seconds(header_or_stamp: Any) -> float:
     raise InvalidInputError(f"{type(stamp).__name__} is not a ROS time or header")
 
 
+def stamp_parts(header_or_stamp: Any) -> tuple[int, int] | None:
+    """``(sec, nanosec)`` of a ROS ``Header`` or time exactly (ROS 2 ``sec``/``nanosec``,
+    ROS 1 ``secs``/``nsecs``), or None for a time that has only ``to_sec()``."""
+    stamp = getattr(header_or_stamp, "stamp", header_or_stamp)
+    if hasattr(stamp, "sec"):
+        return int(stamp.sec), int(getattr(stamp, "nanosec", getattr(stamp, "nsec", 0)))
+    if hasattr(stamp, "secs"):
+        return int(stamp.secs), int(stamp.nsecs)
+    return None
+
+
+#: The key of a place's metadata that holds its image's exact header stamp, ``[sec, nanosec]``.
+STAMP_META_KEY = "ros_stamp"
+
+
+def stamp_meta(parts: tuple[int, int] | None) -> dict[str, Any] | None:
+    """A keyframe's place metadata holding its exact stamp (None for an unstamped frame)."""
+    return None if parts is None else {STAMP_META_KEY: list(parts)}
+
+
+def stamp_from_meta(meta: Any, seconds: float | None) -> tuple[int, int] | None:
+    """The exact stamp a place's metadata holds (:func:`stamp_meta`), if it is one and agrees
+    with the place's float ``seconds`` (to a microsecond: not a stamp of something else, nor
+    an edited one); else None."""
+    value = meta.get(STAMP_META_KEY) if isinstance(meta, dict) else None
+    if (seconds is None or not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return None
+    sec, nanosec = value
+    if not (0 <= nanosec < 1_000_000_000) or abs(sec + nanosec * 1e-9 - seconds) > 1e-6:
+        return None
+    return sec, nanosec
+
+
 class PoseTrack:
     """Timestamped poses, looked up by time as the module docstring says (poses may arrive
     in any order). Thread-safe: one thread may add while another looks up (a ROS node's

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .loop_closure import LoopClosure
-from .poses import stamp_seconds
+from .poses import stamp_from_meta, stamp_meta, stamp_parts, stamp_seconds
 
 LOOP_ROW_FIELDS = ("query_stamp", "query_id", "match_stamp", "match_id", "score", "verified",
                    "inliers", "consistent_frames", "match_x", "match_y", "match_z")
@@ -115,17 +115,6 @@ def match_pose_header_fields(loop: LoopClosure, odom_frame: str) -> tuple[float,
     return stamp, odom_frame or DEFAULT_POSE_FRAME
 
 
-def stamp_parts(header_or_stamp: Any) -> tuple[int, int] | None:
-    """``(sec, nanosec)`` of a ROS ``Header`` or time exactly (ROS 2 ``sec``/``nanosec``,
-    ROS 1 ``secs``/``nsecs``), or None for a time that has only ``to_sec()``."""
-    stamp = getattr(header_or_stamp, "stamp", header_or_stamp)
-    if hasattr(stamp, "sec"):
-        return int(stamp.sec), int(getattr(stamp, "nanosec", getattr(stamp, "nsec", 0)))
-    if hasattr(stamp, "secs"):
-        return int(stamp.secs), int(stamp.nsecs)
-    return None
-
-
 def rounded_parts(seconds: float) -> tuple[int, int]:
     """``(sec, nanosec)`` nearest to ``seconds`` (a nanosecond part that rounds up to a whole
     second carries into ``sec``)."""
@@ -148,12 +137,17 @@ class ExactStamps:
     into seconds and back came out up to about 120 ns off (1700000100.200123457 published as
     ...200123548), and a SLAM back end that looks its keyframes up by stamp found none. A node
     queues each frame through :meth:`queue`, which remembers its stamp while it is queued
-    (:meth:`remember`), and publishes :meth:`parts` of the seconds in a loop
-    closure: exact for a keyframe of this run, rounded for a place from a map on disk (its
-    stamp is stored as float seconds). One entry per converted keyframe (also those the busy
-    worker then drops), the oldest dropped beyond ``limit`` (:data:`EXACT_STAMPS_KEPT`, about
-    10 MB: 28 minutes of a 30 Hz camera with every frame a keyframe, hours with motion
-    keyframes); :meth:`clear` at a reset.
+    (:meth:`remember`) and has it stored with the frame's place in the map (metadata
+    ``ros_stamp``, :data:`vpr_edge.poses.STAMP_META_KEY`); before it publishes a loop it calls
+    :meth:`remember_match`, which takes the matched place's stamp from there, and publishes
+    :meth:`parts` of the seconds in the loop. So the stamps of a loop are exact for keyframes
+    however old, for places of a map saved by an earlier run of the node (or before a
+    power cut), and of maps built from bags (``vpr-edge map build --bag``); rounded only for
+    places stored without it (by earlier versions, or from image folders and frame lists).
+    One entry per converted keyframe (also those the busy worker then drops) and per
+    published match, the oldest dropped beyond ``limit``
+    (:data:`EXACT_STAMPS_KEPT`, about 10 MB: 28 minutes of a 30 Hz camera with every frame a
+    keyframe; only the newest few are still needed by then); :meth:`clear` at a reset.
     Thread-safe (image callbacks remember, the worker's publish reads)."""
 
     def __init__(self, limit: int = 0) -> None:
@@ -174,10 +168,11 @@ class ExactStamps:
             return True
 
     def queue(self, header: Any, now: Callable[[], float],
-              on_image: Callable[[Callable[[], Any], float], bool],
+              on_image: Callable[[Callable[[], Any], float, dict[str, Any] | None], bool],
               convert: Callable[[], Any]) -> bool:
-        """Hand the frame of ``header`` to ``on_image(convert, seconds)`` (the core's), its
-        stamp remembered once the frame is converted: the core converts keyframes alone, maybe
+        """Hand the frame of ``header`` to ``on_image(convert, seconds, meta)`` (the core's),
+        ``meta`` holding its exact stamp for the map (:func:`stamp_meta`), the stamp
+        remembered once the frame is converted: the core converts keyframes alone, maybe
         later (a frame waiting for odometry), so frames it drops take no entry. An unstamped
         frame (0) takes ``now()`` and is published rounded. Returns what ``on_image`` did."""
         stamped = stamp_seconds(header)
@@ -189,7 +184,14 @@ class ExactStamps:
             self.remember(seconds, parts)
             return frame
 
-        return on_image(converted, seconds)
+        return on_image(converted, seconds, stamp_meta(parts))
+
+    def remember_match(self, loop: LoopClosure) -> None:
+        """Remember the exact stamp of ``loop``'s matched place from its metadata
+        (:func:`stamp_from_meta`), so that :meth:`parts` gives it back: call it before
+        publishing the loop."""
+        if loop.match_stamp is not None:
+            self.remember(loop.match_stamp, stamp_from_meta(loop.match_meta, loop.match_stamp))
 
     def clear(self) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ from .bags import positive_int
 from .errors import ImageDecodeError, InvalidInputError
 from .images import load_image
 from .paths import folder_entries, is_dir, is_file, look
+from .poses import stamp_meta
 
 log = logging.getLogger("vpr_edge")
 
@@ -61,6 +62,9 @@ class SourceFrame:
     #: the key with symlinks resolved (what maps stored before keys kept symlinks, Nov 2026;
     #: a resumed map build takes a place stored under either spelling for this frame)
     resolved_key: str | None = None
+    #: ``stamp`` exactly, ``(sec, nanosec)`` (a bag's header stamps), kept in the place's
+    #: metadata (``ros_stamp``) so that a node's loops to it carry it exactly
+    exact_stamp: tuple[int, int] | None = None
 
     def keys(self) -> tuple[str, ...]:
         """Every key a map may hold this frame under."""
@@ -122,6 +126,12 @@ def _keys(path: Path) -> tuple[str, str]:
     the traversal from its folder), and the key with symlinks resolved (a loop of links stays
     as it is: decoding the frame names it)."""
     return _text(os.path.abspath(path)), _text(os.path.realpath(path))
+
+
+def place_meta(frame: SourceFrame) -> dict[str, Any]:
+    """What a map build stores with a frame's place: its source key and index (a resumed
+    build skips the frames its map holds), and its exact stamp when it has one."""
+    return {"source": frame.key, "index": frame.index, **(stamp_meta(frame.exact_stamp) or {})}
 
 
 def stored_keys(keys: Iterable[str | None]) -> set[str]:
@@ -350,7 +360,7 @@ def bag_source(bag: PathLike, topic: str, *, every: int = 1,
             pose = None if message.pose is None else tuple(message.pose.as_tuple())
             suffix = f":{topic}:{message.index}"
             yield SourceFrame(message.index // every, bag_key + suffix, message.decode,
-                              message.stamp, pose, bag_resolved + suffix)
+                              message.stamp, pose, bag_resolved + suffix, message.exact_stamp)
 
     return FrameSource(description=f"{bag} {topic} ({length} frames)", length=length,
                        frames=frames, skip_damaged=skip_damaged, skipped=skipped)

@@ -155,6 +155,7 @@ class Ros1LoopClosureNode:
         return rospy.Time(*self.stamps.parts(seconds))
 
     def publish(self, loop) -> None:
+        self.stamps.remember_match(loop)  # a place of any age, or from a saved map: exact
         header = Header(stamp=self.time_of(loop.query_stamp), frame_id=self.frame_id)
         pose_stamp, pose_frame = match_pose_header_fields(loop, self.odom_frame_id)
         pose_header = Header(stamp=self.time_of(pose_stamp), frame_id=pose_frame)

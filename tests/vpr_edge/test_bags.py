@@ -345,3 +345,26 @@ def test_a_file_of_a_ros2_bag_that_is_not_the_whole_bag_is_refused(tmp_path, bag
     meta.write_text(text.replace("compression_format: ''", "compression_format: zstd"))
     with pytest.raises(InvalidInputError, match=r"is compressed \(zstd"):
         list(bags.read_image_frames(part, bag_writer.IMAGE_TOPIC))
+
+
+def test_a_frame_s_exact_stamp_is_its_header_s_or_its_record_time(tmp_path, bag_writer,
+                                                                  gp_frames) -> None:
+    """Float seconds of about 1.7e9 are up to ~120 ns off the header's stamp; a bag frame
+    also carries it exactly, for the map's metadata (``ros_stamp``): the header's, or the
+    record time where the header is unstamped (as ``stamp`` is)."""
+    from vpr_edge.sources import open_source, place_meta
+
+    store = bag_writer._store()
+    stamped = bag_writer.image_message(store, gp_frames[0], 0.0)
+    stamped.header.stamp.sec, stamped.header.stamp.nanosec = 1700000100, 200123457
+    unstamped = bag_writer.image_message(store, gp_frames[1], 0.0)
+    bag = bag_writer.write_messages(tmp_path / "run.bag", [(1700000100.3, stamped),
+                                                           (1700000101.5, unstamped)])
+    messages = list(bags.read_image_messages(bag, bag_writer.IMAGE_TOPIC))
+    record_ns = int(1700000101.5 * 1e9)
+    assert [m.exact_stamp for m in messages] == [
+        (1700000100, 200123457), (record_ns // 10**9, record_ns % 10**9)]
+    assert [m.stamp for m in messages] == [1700000100.200123457, record_ns * 1e-9]
+    frame = next(iter(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC)))
+    assert place_meta(frame) == {"source": frame.key, "index": 0,
+                                 "ros_stamp": [1700000100, 200123457]}

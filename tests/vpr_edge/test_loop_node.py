@@ -180,6 +180,23 @@ def test_a_stamp_that_is_not_finite_seconds_is_refused_at_once(tiny_onnx, tmp_pa
     assert node.stats.received == 0 and node.stats.errors == 0
 
 
+def test_a_frame_s_metadata_goes_with_its_place(tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """``meta`` given with a frame is stored with its place and comes back in the
+    ``match_meta`` of a loop to it; anything but a dict is refused at once, not by the
+    worker (an error in the statistics, the frame lost)."""
+    node, loops = make_node(tiny_onnx, tmp_path)
+    with pytest.raises(InvalidInputError, match="meta must be a dict"):
+        node.on_image(lambda: route[0][0], stamp=0.0, meta=[("camera", "left")])
+    for i, frame in enumerate(route[0]):
+        node.on_image(lambda f=frame: f, stamp=i * 0.1, meta={"n": i})
+        assert node.wait_idle()
+    feed(node, route[1], 100.0)
+    node.close()
+    assert node.stats.errors == 0 and node.stats.received == 80
+    assert node.localizer.get(5).meta == {"n": 5}
+    assert loops and all(loop.match_meta == {"n": loop.match_id} for loop in loops)
+
+
 def test_save_and_reset_services(tiny_onnx, tmp_path, cpu_only, route) -> None:
     node, loops = make_node(tiny_onnx, tmp_path)
     feed(node, route[0], 0.0)

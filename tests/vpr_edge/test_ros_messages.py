@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from vpr_edge.loop_closure import LoopClosure
@@ -146,15 +147,16 @@ def test_a_keyframe_keeps_its_exact_stamp_and_a_dropped_frame_takes_no_entry() -
     stamps = ExactStamps()
     taken: list = []
 
-    def core_takes(convert, seconds):  # a frame that waits: converted later
-        taken.append((convert, seconds))
+    def core_takes(convert, seconds, meta):  # a frame that waits: converted later
+        taken.append((convert, seconds, meta))
         return True
 
     assert stamps.queue(header(1700000100, 200123457), lambda: 5.0, core_takes, lambda: "px")
     assert len(stamps) == 0  # taken, not yet a keyframe
-    convert, seconds = taken[-1]
+    convert, seconds, meta = taken[-1]
     assert convert() == "px" and stamps.parts(seconds) == (1700000100, 200123457)
-    assert not stamps.queue(header(1700000101, 7), lambda: 5.0, lambda c, s: False,
+    assert meta == {"ros_stamp": [1700000100, 200123457]}  # stored with the place
+    assert not stamps.queue(header(1700000101, 7), lambda: 5.0, lambda c, s, m: False,
                             lambda: "px")
     assert stamps.queue(header(1700000102, 9), lambda: 5.0, core_takes, lambda: "px")
     assert len(stamps) == 1  # dropped by the policy: never converted, no entry
@@ -168,3 +170,86 @@ def test_a_keyframe_keeps_its_exact_stamp_and_a_dropped_frame_takes_no_entry() -
     assert len(stamps) == 1
     assert stamps.queue(header(0, 0), lambda: 5.0, core_takes, lambda: "px")
     assert taken[-1][1] == 5.0 and taken[-1][0]() == "px" and len(stamps) == 1  # arrival time
+    assert taken[-1][2] is None  # nothing exact to keep
+
+
+def test_a_place_s_exact_stamp_comes_from_its_metadata() -> None:
+    """stamp_from_meta takes a place's ``ros_stamp`` only when it is a stamp, and that of the
+    place (within a microsecond of its float stamp); remember_match makes parts() give it."""
+    from vpr_edge.ros_messages import ExactStamps, rounded_parts, stamp_from_meta, stamp_meta
+
+    seconds = 1700000100.200123457
+    exact = (1700000100, 200123457)
+    assert stamp_from_meta(stamp_meta(exact), seconds) == exact
+    assert stamp_meta(None) is None
+    for meta in ({}, None, {"ros_stamp": "1700000100.2"}, {"ros_stamp": [1700000100]},
+                 {"ros_stamp": [1700000100.0, 200123457]}, {"ros_stamp": [True, 5]},
+                 {"ros_stamp": [1700000100, 1_000_000_000]},  # not a nanosecond part
+                 {"ros_stamp": [1700000101, 200123457]}):  # another time than the place's
+        assert stamp_from_meta(meta, seconds) is None, meta
+    assert stamp_from_meta(stamp_meta(exact), None) is None
+
+    stamps = ExactStamps(limit=2)
+    loop = LoopClosure(query_id=9, query_stamp=seconds + 60, match_id=3, match_stamp=seconds,
+                       score=0.5, verified=None, inliers=None, match_pose=None,
+                       consistent_frames=3, match_meta=stamp_meta(exact))
+    assert stamps.parts(seconds) == rounded_parts(seconds) != exact
+    stamps.remember_match(loop)
+    assert stamps.parts(seconds) == exact
+    edited = ExactStamps()
+    edited.remember_match(LoopClosure(**{**loop.to_dict(), "match_meta": {
+        "ros_stamp": [1700000000, 0]}}))
+    assert edited.parts(seconds) == rounded_parts(seconds)
+    unstamped = ExactStamps()
+    unstamped.remember_match(LoopClosure(**{**loop.to_dict(), "match_stamp": None}))
+    assert len(unstamped) == 0
+
+
+def test_loops_to_a_map_saved_by_an_earlier_run_carry_exact_stamps(tiny_onnx, tmp_path,
+                                                                   cpu_only) -> None:
+    """The node's core, fed as both ROS nodes feed it (ExactStamps.queue), over two runs on
+    one map: a loop to a place of the first run (a restart, a power cut) was published with
+    its stamp rounded from float seconds (up to ~120 ns off), since only this run's stamps
+    were remembered; a back end that looks its keyframes up by stamp found none. Now the
+    exact stamp is stored with the place, and comes back however old the place is."""
+    from vpr_edge.localizer import Localizer
+    from vpr_edge.loop_closure import LoopClosureConfig
+    from vpr_edge.loop_node import LoopClosureNode, NodeConfig
+    from vpr_edge.poses import stamp_seconds
+    from vpr_edge.ros_messages import ExactStamps, rounded_parts
+
+    rng = np.random.default_rng(3)
+    colours = rng.integers(20, 236, (12, 1, 1, 3))
+    frames = np.clip(colours + rng.integers(-3, 4, (12, 24, 32, 3)), 0, 255).astype(np.uint8)
+    sent: dict[float, tuple[int, int]] = {}
+
+    def run(start_sec: int) -> list:
+        config = NodeConfig(model=str(tiny_onnx), map_dir=str(tmp_path / "map"),
+                            detector=LoopClosureConfig(min_score=0.999, exclusion_frames=3,
+                                                       consistency=1))
+        published: list = []
+        stamps = ExactStamps()
+
+        def publish(loop) -> None:  # as the nodes' publish() does
+            stamps.remember_match(loop)
+            published.append((stamps.parts(loop.query_stamp), stamps.parts(loop.match_stamp)))
+
+        node = LoopClosureNode(config, publish, localizer=Localizer(
+            tiny_onnx, config.map_dir, backend="onnxruntime-cpu"))
+        for i, frame in enumerate(frames):
+            parts = (start_sec + i, 200123457 + i)  # float seconds cannot hold these
+            header = SimpleNamespace(stamp=SimpleNamespace(sec=parts[0], nanosec=parts[1]))
+            sent[stamp_seconds(header)] = parts
+            stamps.queue(header, lambda: 0.0, node.on_image, lambda f=frame: f)
+            assert node.wait_idle()
+        node.shutdown()
+        return published
+
+    assert run(1700000100) == []  # every place new
+    second = run(1700000200)  # the same places again, after a restart
+    assert len(second) == len(frames)
+    sent_parts = set(sent.values())
+    assert all(query in sent_parts and match in sent_parts for query, match in second)
+    assert {match for _, match in second} == {(1700000100 + i, 200123457 + i)
+                                               for i in range(len(frames))}
+    assert any(rounded_parts(s) != p for s, p in sent.items())  # the test can tell them apart

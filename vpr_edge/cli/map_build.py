@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InferenceError, InvalidInputError
 from ..index import map_store
 from ..paths import expanded_path
-from ..sources import stored_keys
+from ..sources import place_meta, stored_keys
 from .common import add_model_arguments, add_source_arguments, backend_options, source_from
 from .help_format import HelpFormatter, summary
 from .output import TO_STDOUT, print_facts, write_json
@@ -120,7 +120,7 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
             # waits until the add is whole (and is raised at its end: the batch is in)
             loc.index.add(descriptors, stamps=[f.stamp for f in pending],
                           poses=[f.pose for f in pending],
-                          meta=[{"source": f.key, "index": f.index} for f in pending])
+                          meta=[place_meta(f) for f in pending])
             added += len(pending)
             since_save += len(pending)
             pending.clear()

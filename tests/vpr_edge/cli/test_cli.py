@@ -369,6 +369,8 @@ def test_map_build_from_a_bag_stores_stamps_and_poses(tiny_onnx: Path, tiny, tmp
     # frames are numbered by position after --every (as for folders); keys keep the topic's
     assert [r.meta["index"] for r in records] == [0, 1, 2, 3]
     assert [r.meta["source"].rsplit(":", 1)[1] for r in records] == ["0", "2", "4", "6"]
+    # the header stamps exactly (a node's loops to these places publish them)
+    assert [r.meta["ros_stamp"] for r in records] == [[1000, n * 200_000_000] for n in range(4)]
 
 
 def test_localize_a_compressed_bag_with_a_slow_pose_topic(tiny_onnx: Path, tiny,
