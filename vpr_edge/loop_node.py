@@ -448,6 +448,11 @@ class LoopClosureNode:
                             "and places get no pose, until it is back: has it stopped?",
                             self.config.pose_max_gap, stamp, newest)
 
+    @property
+    def unsaved_changes(self) -> bool:
+        """Whether the map has a directory and changes (places, a reset) no save holds yet."""
+        return bool(self.config.map_dir) and self._changed
+
     # -- services --------------------------------------------------------------------------
     def save(self) -> str:
         """Save the map atomically; returns its directory."""
@@ -513,19 +518,39 @@ class LoopClosureNode:
             self._decide_waiting(everything=True)
         if self._failure is None and not on_worker:  # (a dead worker takes none)
             self.wait_idle(CLOSE_DRAIN_SECONDS)
-        with self._cond:
-            self._stop = True
-            self.stats.dropped_busy += len(self._mailbox)
-            self._mailbox.clear()
-            self._cond.notify_all()
-        if not on_worker:
-            self._worker.join(timeout=30)
+        self._stop_worker(join=not on_worker)
         try:
             if self.config.save_on_shutdown and self.config.map_dir and self._changed:
                 self.save()
         finally:  # each closed node kept its ONNX Runtime session (20 MB) and a thread
             if self._owns_localizer and not self._worker.is_alive():
                 self.localizer.close()
+
+    def stop_without_saving(self) -> None:
+        """Stop at once: refuse frames, drop those waiting (``dropped_busy``), stop the
+        worker after the frame it is processing, close the Localizer if the node opened it;
+        the map is not saved. For a second Ctrl-C that cut :meth:`close` short (the worker
+        would otherwise still run in native code as the process exits, and abort it)."""
+        atexit.unregister(self._exit_hook)
+        with self._input_lock:
+            self._closing = True
+            self.stats.dropped_busy += len(self._waiting)
+            self._waiting.clear()
+        on_worker = threading.current_thread() is self._worker
+        self._stop_worker(join=not on_worker)
+        if self._owns_localizer and not self._worker.is_alive():
+            self.localizer.close()
+
+    def _stop_worker(self, join: bool) -> None:
+        """Stop the worker once its frame is done; the keyframes it had not taken count as
+        ``dropped_busy``."""
+        with self._cond:
+            self._stop = True
+            self.stats.dropped_busy += len(self._mailbox)
+            self._mailbox.clear()
+            self._cond.notify_all()
+        if join:
+            self._worker.join(timeout=30)
 
     def shutdown(self, stats_file: str | None = None) -> dict[str, Any]:
         """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``,

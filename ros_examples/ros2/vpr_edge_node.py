@@ -193,6 +193,14 @@ class Ros2LoopClosureNode(Node):
             self.save_failed = True
             self.get_logger().error(f"vpr-edge: the map could not be saved at shutdown: {exc}")
             summary = self.core.stats.summary()
+        except KeyboardInterrupt:  # a second Ctrl-C while it stopped: it ends the save
+            self.save_failed = self.core.unsaved_changes
+            self.core.stop_without_saving()
+            self.get_logger().warning(
+                "vpr-edge: interrupted again while stopping: " + (
+                    "the map was not saved; the one on disk holds what its last save did"
+                    if self.save_failed else "nothing was lost (the map on disk is current)"))
+            return
         self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
 
 
@@ -222,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[FATAL] vpr-edge: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    except KeyboardInterrupt:  # while the model loaded or the map opened: nothing changed
+        print("[INFO] vpr-edge: interrupted while starting (nothing was changed)",
+              file=sys.stderr)
+        rclpy.try_shutdown()
+        return 0
     try:
         spin_until_stopped(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -345,3 +345,53 @@ def test_sigterm_during_the_shutdown_does_not_cut_it_short(ros2_python, ros2_env
                               ros2_env, tmp_path / "node.log")
     assert code == 0 and stats_file.is_file(), log[-3000:]
     assert log.count("vpr-edge loop closure stopped") == 1, log[-3000:]
+
+
+INTERRUPTED = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv.pop(1))
+import vpr_edge_node
+from vpr_edge.loop_node import LoopClosureNode
+
+when = sys.argv.pop(1)
+
+def ctrl_c():  # as a key press: the Python handler runs in the sleep
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(2)
+
+if when == "start":  # while the model loads and the map opens
+    LoopClosureNode.__init__ = lambda self, *a, **k: ctrl_c()
+else:  # a second Ctrl-C while the node stops, before it saved
+    close = LoopClosureNode.close
+
+    def interrupted_close(self):
+        self._changed = when == "unsaved"  # places added since the last save, or none
+        ctrl_c()
+        close(self)
+
+    LoopClosureNode.close = interrupted_close
+sys.exit(vpr_edge_node.main(sys.argv))
+"""
+
+
+@pytest.mark.parametrize("when", ["start", "unsaved", "saved"])
+def test_ctrl_c_while_starting_or_a_second_one_while_stopping_ends_in_one_line(
+        ros2_python, ros2_env, tiny_onnx, tmp_path, when) -> None:
+    """Ctrl-C while the node started (a large map opening) or a second one while it stopped
+    (saving) ended in a KeyboardInterrupt traceback. Now: one line saying what happened,
+    exit code 0, or 1 when places added since the last save were not saved."""
+    command = [ros2_python, "-c", INTERRUPTED, str(NODE.parent), when, "--ros-args",
+               "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
+               "-p", "message_type:=standard", "-p", f"map_dir:={tmp_path / 'map'}"]
+    if when == "start":
+        node = subprocess.run(command, env=ros2_env, capture_output=True, text=True,
+                              timeout=60)
+        code, log = node.returncode, node.stdout + node.stderr
+        expected = "vpr-edge: interrupted while starting"
+    else:
+        code, log = signalled_run(command, ros2_env, tmp_path / "node.log")
+        expected = ("the map was not saved" if when == "unsaved"
+                    else "interrupted again while stopping")
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert log.count(expected) == 1, log[-3000:]
+    assert code == (1 if when == "unsaved" else 0), log[-3000:]

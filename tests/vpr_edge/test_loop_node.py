@@ -1012,3 +1012,29 @@ def test_a_map_with_longer_poses_than_the_node_stores_is_refused_at_start(
     with pytest.raises(MapError, match="poses have 85 values, but the node stores 7.*map_dir"):
         LoopClosureNode(config, lambda loop: None)
     assert len(Localizer(tiny_onnx, map_dir, backend="onnxruntime-cpu")) == 1
+
+
+def test_stop_without_saving_stops_the_worker_and_counts_every_frame(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """A second Ctrl-C cut close() short (ROS 2 node): the worker went on in native code as
+    the process ended. stop_without_saving() stops it after its frame, counts the frames it
+    had not taken as dropped, leaves the map on disk as it was, and refuses new frames."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:3], 0.0)
+    node.save()
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
+    assert held.wait(10)
+    node.on_image(lambda: route[0][4], stamp=0.4)  # waiting in the mailbox
+    stopper = threading.Thread(target=node.stop_without_saving)
+    stopper.start()
+    time.sleep(0.2)
+    gate.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and not node._worker.is_alive()
+    assert node.unsaved_changes  # the frame it was processing went in, unsaved
+    assert not node.on_image(lambda: route[0][5], stamp=0.5)
+    assert (node.stats.processed, node.stats.dropped_busy) == (4, 1)
+    assert_every_frame_counted_once(node.stats)
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3
