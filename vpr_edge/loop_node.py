@@ -530,7 +530,10 @@ class LoopClosureNode:
         """Stop at once: refuse frames, drop those waiting (``dropped_busy``), stop the
         worker after the frame it is processing, close the Localizer if the node opened it;
         the map is not saved. For a second Ctrl-C that cut :meth:`close` short (the worker
-        would otherwise still run in native code as the process exits, and abort it)."""
+        would otherwise still run in native code as the process exits, and abort it). Called
+        again, it does nothing more. Called from the worker's own thread (a publish
+        callback), it does not wait for the worker, which stops once the callback returns,
+        and the Localizer stays open (as with :meth:`close`)."""
         atexit.unregister(self._exit_hook)
         with self._input_lock:
             self._closing = True
@@ -554,9 +557,14 @@ class LoopClosureNode:
 
     def shutdown(self, stats_file: str | None = None) -> dict[str, Any]:
         """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``,
-        even when the save at close fails)."""
+        even when the save at close fails). A KeyboardInterrupt that cuts :meth:`close` short
+        (a second Ctrl-C) stops the node at once (:meth:`stop_without_saving`) before the
+        statistics are written, so that they count every frame, and propagates."""
         try:
             self.close()
+        except KeyboardInterrupt:  # the frames still queued, and the worker's, are counted
+            self.stop_without_saving()
+            raise
         finally:
             summary = self.stats.summary()
             if stats_file:

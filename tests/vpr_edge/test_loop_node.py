@@ -1038,3 +1038,33 @@ def test_stop_without_saving_stops_the_worker_and_counts_every_frame(
     assert (node.stats.processed, node.stats.dropped_busy) == (4, 1)
     assert_every_frame_counted_once(node.stats)
     assert saved_places(tiny_onnx, tmp_path / "map") == 3
+
+
+def test_a_second_ctrl_c_in_shutdown_writes_statistics_that_add_up(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """A second Ctrl-C that cut shutdown() short (in the drain or the save) left its
+    ``stats_file`` with the keyframes still in the mailbox, and the one the worker was
+    processing, in no counter (received 5, processed 3): the node then stopped without
+    saving and counted them, but the file was already written. Now the node stops first."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:3], 0.0)
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
+    assert held.wait(10)
+    node.on_image(lambda: route[0][4], stamp=0.4)  # waiting in the mailbox
+
+    def ctrl_c_again(timeout: float = 10.0) -> bool:  # lands in the drain
+        gate.set()
+        raise KeyboardInterrupt
+
+    node.wait_idle = ctrl_c_again
+    stats_file = tmp_path / "stats.json"
+    with pytest.raises(KeyboardInterrupt):
+        node.shutdown(str(stats_file))
+    assert not node._worker.is_alive()
+    written = json.loads(stats_file.read_text())
+    assert written == node.stats.summary()
+    assert (written["received"], written["processed"], written["dropped_busy"]) == (5, 4, 1)
+    assert_every_frame_counted_once(node.stats)
+    assert saved_places(tiny_onnx, tmp_path / "map") == 0  # not saved: Ctrl-C meant stop
