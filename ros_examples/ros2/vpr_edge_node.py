@@ -194,12 +194,17 @@ class Ros2LoopClosureNode(Node):
             self.get_logger().error(f"vpr-edge: the map could not be saved at shutdown: {exc}")
             summary = self.core.stats.summary()
         except KeyboardInterrupt:  # a second Ctrl-C while it stopped: it ends the save
-            self.save_failed = self.core.unsaved_changes
+            unsaved = self.core.unsaved_changes
+            # (with save_on_shutdown off, one Ctrl-C would not have saved them either)
+            self.save_failed = unsaved and self.config.save_on_shutdown
             self.core.stop_without_saving()
-            self.get_logger().warning(
-                "vpr-edge: interrupted again while stopping: " + (
-                    "the map was not saved; the one on disk holds what its last save did"
-                    if self.save_failed else "nothing was lost (the map on disk is current)"))
+            if self.save_failed:
+                outcome = "the map was not saved; the one on disk holds what its last save did"
+            elif unsaved:
+                outcome = "nothing is saved at shutdown (save_on_shutdown is false)"
+            else:
+                outcome = "nothing was lost (the map on disk is current)"
+            self.get_logger().warning(f"vpr-edge: interrupted again while stopping: {outcome}")
             return
         self.get_logger().info("vpr-edge loop closure stopped: " + json.dumps(summary))
 

@@ -365,7 +365,7 @@ else:  # a second Ctrl-C while the node stops, before it saved
     close = LoopClosureNode.close
 
     def interrupted_close(self):
-        self._changed = when == "unsaved"  # places added since the last save, or none
+        self._changed = when != "saved"  # places added since the last save, or none
         ctrl_c()
         close(self)
 
@@ -395,3 +395,18 @@ def test_ctrl_c_while_starting_or_a_second_one_while_stopping_ends_in_one_line(
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
     assert log.count(expected) == 1, log[-3000:]
     assert code == (1 if when == "unsaved" else 0), log[-3000:]
+
+
+def test_a_second_ctrl_c_with_save_on_shutdown_off_is_no_failure(ros2_python, ros2_env,
+                                                                 tiny_onnx, tmp_path) -> None:
+    """With ``save_on_shutdown:=false`` the map is never saved at shutdown, so a second
+    Ctrl-C loses nothing that one Ctrl-C would have kept: it ended with exit code 1 and
+    "the map was not saved" (as a failed save does), one Ctrl-C with 0. Now 0 as well."""
+    command = [ros2_python, "-c", INTERRUPTED, str(NODE.parent), "unsaved", "--ros-args",
+               "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
+               "-p", "message_type:=standard", "-p", f"map_dir:={tmp_path / 'map'}",
+               "-p", "save_on_shutdown:=false"]
+    code, log = signalled_run(command, ros2_env, tmp_path / "node.log")
+    assert "Traceback" not in log and "the map was not saved" not in log, log[-3000:]
+    assert log.count("save_on_shutdown is false") == 1, log[-3000:]
+    assert code == 0, log[-3000:]
