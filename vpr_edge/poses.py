@@ -193,7 +193,8 @@ def stamp_from_meta(meta: Any, seconds: float | None) -> tuple[int, int] | None:
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         return None
     sec, nanosec = value
-    if not (0 <= nanosec < 1_000_000_000) or abs(sec + nanosec * 1e-9 - seconds) > 1e-6:
+    if not (0 <= nanosec < 1_000_000_000 and abs(sec) < 2**63) \
+            or abs(sec + nanosec * 1e-9 - seconds) > 1e-6:
         return None
     return sec, nanosec
 

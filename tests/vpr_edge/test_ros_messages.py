@@ -185,6 +185,7 @@ def test_a_place_s_exact_stamp_comes_from_its_metadata() -> None:
     for meta in ({}, None, {"ros_stamp": "1700000100.2"}, {"ros_stamp": [1700000100]},
                  {"ros_stamp": [1700000100.0, 200123457]}, {"ros_stamp": [True, 5]},
                  {"ros_stamp": [1700000100, 1_000_000_000]},  # not a nanosecond part
+                 {"ros_stamp": [10**400, 0]},  # (a float of it overflowed)
                  {"ros_stamp": [1700000101, 200123457]}):  # another time than the place's
         assert stamp_from_meta(meta, seconds) is None, meta
     assert stamp_from_meta(stamp_meta(exact), None) is None
