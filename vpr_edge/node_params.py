@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .atomic_file import unwritable_folder
@@ -75,7 +76,8 @@ PARAMS: tuple[NodeParam, ...] = (
               "with map_dir and save_on_shutdown: also save the map this often while it "
               "changes (a power cut loses at most this much)"),
     NodeParam("stats_file", "", "path or ''",
-              "on shutdown, write frame/drop/latency statistics here as JSON"),
+              "on shutdown, write frame/drop/latency statistics here as JSON (outside the "
+              "map folder)"),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
@@ -110,6 +112,7 @@ def node_config_from_params(get: Callable[[str, Any], Any]) -> NodeConfig:
         _refuse_if("map_dir", values["map_dir"], map_store.save_problem, "the map")
     if values["stats_file"]:
         _refuse_if("stats_file", values["stats_file"], unwritable_folder, "the statistics")
+        _refuse_stats_in_a_map(values["stats_file"], values["map_dir"])
 
     def off_if_zero(name: str) -> float | None:
         return values[name] or None
@@ -157,6 +160,22 @@ def _refuse_if(name: str, value: str, problem_of: Callable[[str], str | None], w
     if problem is not None:
         raise InvalidInputError(f"parameter {name} {value!r}: {problem}, so {what} could not "
                                 "be saved; choose another path")
+
+
+def _refuse_stats_in_a_map(stats_file: str, map_dir: str) -> None:
+    """Refuse at start a ``stats_file`` inside the map folder (``map_dir``, made at the first
+    save, or any folder holding a map): written there at shutdown, it was a file the map does
+    not list, so the next start on that map refused the folder (and ``vpr-edge map build``
+    and saves refused it too), or the map's next save replaced the folder and deleted it."""
+    real = Path(os.path.realpath(stats_file))
+    folder = Path(os.path.realpath(map_dir)) if map_dir else None
+    if folder is None or (folder != real and folder not in real.parents):
+        folder = map_store.enclosing_map(real)
+    if folder is not None:
+        raise InvalidInputError(
+            f"parameter stats_file {stats_file!r}: inside the map folder {folder}, which a "
+            "save replaces whole and which holds the map's files alone (the next start on "
+            "that map would refuse the folder): choose a stats_file outside the map folder")
 
 
 def transport_settings(get: Callable[[str, Any], Any]) -> dict[str, Any]:

@@ -30,6 +30,33 @@ def test_paths_that_cannot_be_written_are_refused_at_start(tmp_path: Path) -> No
     assert read(map_dir="", stats_file="").map_dir is None
 
 
+def test_a_stats_file_inside_the_map_folder_is_refused_at_start(tmp_path: Path) -> None:
+    """stats_file inside map_dir was accepted: written into the map folder at shutdown, it
+    was a file the map does not list, and the next start on that map (day 2 of a multi-session
+    map) refused the folder with exit code 2."""
+    import numpy as np
+
+    from vpr_edge.index import PlaceIndex
+
+    map_dir = tmp_path / "maps" / "lab"
+    for stats in (map_dir / "stats.json", map_dir / "logs" / "stats.json", map_dir):
+        with pytest.raises(InvalidInputError, match="parameter stats_file .*inside the map "
+                                                    "folder .*outside the map folder"):
+            read(map_dir=str(map_dir), stats_file=str(stats))  # (a new map: no folder yet)
+    index = PlaceIndex(4)
+    index.add(np.eye(4, dtype=np.float32)[0])
+    index.save(tmp_path / "maps" / "other")  # any map's folder, through a link too
+    (tmp_path / "current").symlink_to(tmp_path / "maps" / "other")
+    for stats in (tmp_path / "maps" / "other" / "s.json", tmp_path / "current" / "s.json"):
+        with pytest.raises(InvalidInputError, match="parameter stats_file"):
+            read(map_dir=str(map_dir), stats_file=str(stats))
+    with pytest.raises(InvalidInputError, match="parameter stats_file"):
+        read(map_dir="", stats_file=str(tmp_path / "current" / "s.json"))
+    # beside the map is fine
+    config = read(map_dir=str(map_dir), stats_file=str(tmp_path / "maps" / "stats.json"))
+    assert config.map_dir == str(map_dir)
+
+
 def test_a_read_only_map_is_accepted_when_the_node_never_saves_it(tmp_path: Path) -> None:
     """A map in a read-only place (a shipped image, a read-only mount) was refused even with
     save_on_shutdown false, though nothing would ever be written there."""
