@@ -13,10 +13,10 @@ Record rows are append-only, so the segment files of rows already saved never ch
 hard-links them from the current map into the new one (falling back to writing them from
 memory when linking is impossible or the file on disk is not the one this process saw), and
 writes only a segment for the new rows (all of them are written again when the map's first
-pose widens every record). Trailing segments are merged while a segment is
-smaller than a quarter of the one before it, so there are O(log n) segments and each row is
-rewritten O(log n) times over the life of a map. ``index.hnsw`` and ``removed.npy`` are
-rewritten on every save.
+pose widens every record). The last segment is merged into the one before it
+while that one is less than four times its size (``MERGE_RATIO``), so there are O(log n)
+segments and each row is rewritten O(log n) times over the life of a map. ``index.hnsw``
+and ``removed.npy`` are rewritten on every save.
 
 Reading checks the manifest, then the size and sha256 of every file, before parsing any of
 them, and checks the hnswlib header against the manifest before hnswlib sees the file.
