@@ -452,3 +452,16 @@ def test_poses_as_numpy_arrays_or_pose_objects_and_frames_in_a_deque(loc: Locali
     second = loc.add(frame, pose=Pose(3.0, 4.0))
     assert loc.get(first).pose == (1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0)
     assert loc.get(second).pose == (3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_opening_a_map_logs_when_it_was_saved(tiny_onnx: Path, tiny, tmp_path: Path,
+                                              cpu_only: None, caplog) -> None:
+    """After a crash (kill -9, a power cut) the node logged only ``opened map ... (N
+    places)``, which did not say how old the save it opened was, so how much was lost."""
+    with Localizer(tiny_onnx, tmp_path / "map") as loc:
+        loc.add(tiny.frames(1, seed=8)[0])
+        loc.save()
+        saved_at = loc.index.info()["saved_at"]
+    with caplog.at_level("INFO", logger="vpr_edge"):
+        Localizer(tiny_onnx, tmp_path / "map").close()
+    assert f"(1 places, saved {saved_at})" in caplog.text

@@ -840,3 +840,18 @@ def test_near_ties_never_chain_results_out_of_score_order() -> None:
     got = index.query(db[0] / np.linalg.norm(db[0]), k=200)
     assert got[0].place_id == index.query(db[0] / np.linalg.norm(db[0]), k=1)[0].place_id
     assert all(a.score - b.score >= -2e-6 for a, b in zip(got, got[1:]))
+
+
+def test_info_says_when_the_map_was_saved(tmp_path) -> None:
+    """After a crash the places added since the last save are gone; the map said nothing of
+    when that save was. ``info()["saved_at"]`` is the manifest's time of the save the index
+    read or wrote last (None before any); a Localizer opening the map logs it."""
+    import json
+
+    index = PlaceIndex(DIM)
+    assert index.info()["saved_at"] is None
+    index.add(unit(3))
+    index.save(tmp_path / "map")
+    written = json.loads((tmp_path / "map" / "manifest.json").read_text())["updated_at"]
+    assert index.info()["saved_at"] == written
+    assert PlaceIndex.open(tmp_path / "map").info()["saved_at"] == written

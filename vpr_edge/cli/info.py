@@ -40,6 +40,7 @@ def describe_path(path: Path) -> dict[str, Any]:
         index = PlaceIndex.open(path)
         info = index.info()
         return {"kind": "map", "path": str(path), "places": info["places"],
+                "next_id": info["next_id"], "saved_at": info["saved_at"],
                 "dim": info["dim"], "fingerprint": info["fingerprint"],
                 "M": info["settings"]["M"], "ef": info["settings"]["ef"],
                 **({"resized_with": ", ".join(info["provenance"]["resizers"])}

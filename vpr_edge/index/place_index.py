@@ -193,6 +193,7 @@ class PlaceIndex:
         # different one on disk means another writer saved since (its places would be lost)
         self._seen: dict[Path, str | None] = {}
         self._created_at = _now()
+        self._saved_at: str | None = None  # the manifest time of the save read or written last
         self._provenance: dict[str, Any] = {}
         self._sync_exact()
         self._apply_ef()
@@ -717,6 +718,7 @@ class PlaceIndex:
                 "provenance": copy.deepcopy(self._provenance),
                 "fingerprint": self._fingerprint,
                 "path": None if self._path is None else str(self._path),
+                "saved_at": self._saved_at,
                 "pose_dim": rec.pose_dim,
                 "settings": dataclasses.asdict(self._settings),
                 "memory_bytes": {
@@ -800,15 +802,18 @@ class PlaceIndex:
                         search_dim=None if self._projection is None else self._graph_dim,
                         provenance=dict(self._provenance))
                     pending = map_store.write_files(tmp, contents, real, previous)
-                disk = map_store.finish(pending, real, _now())
+                saved_at = _now()
+                disk = map_store.finish(pending, real, saved_at)
                 digest = map_store.manifest_digest(tmp)
                 atomic_dir.commit(tmp, real)
                 self._saved_as(target, real, (layout, disk), digest)
+                self._saved_at = saved_at
             except BaseException as exc:
                 if digest is not None and map_store.manifest_digest(real) == digest:
                     # renamed into place before the error (Ctrl-C, say): this save is done,
                     # and the next one must know the map as this index's own
                     self._saved_as(target, real, (layout, disk), digest)
+                    self._saved_at = saved_at
                     raise
                 atomic_dir.discard(tmp)
                 if isinstance(exc, OSError):  # a full disk, no right to write, an I/O error
@@ -905,6 +910,7 @@ class PlaceIndex:
         self._live = m.count
         self._next_id = m.next_id
         self._created_at = m.created_at or self._created_at
+        self._saved_at = m.updated_at or None
         self._provenance = dict(m.provenance)
         self._path = target
         self._seen[real] = loaded.manifest_digest

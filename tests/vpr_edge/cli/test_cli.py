@@ -133,7 +133,11 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
     assert not (tmp_path / "other").exists()
     info_json = tmp_path / "info.json"
     assert main(["info", str(map_dir), "--json", str(info_json)]) == 0
-    assert json.loads(info_json.read_text())["places"] == 30
+    facts = json.loads(info_json.read_text())
+    assert facts["places"] == 30 and facts["next_id"] == 30
+    from vpr_edge.index import map_format  # when it was saved: what a crash lost since
+    manifest = json.loads((map_dir / map_format.MANIFEST_NAME).read_text())
+    assert facts["saved_at"] == manifest["updated_at"] and facts["saved_at"].startswith("20")
     assert main(["info", str(tiny_onnx)]) == 0
     assert "tiny-test" in capsys.readouterr().out
 
