@@ -130,6 +130,9 @@ class Localizer:
         index = PlaceIndex(self.metadata.dim, fingerprint=fingerprint, settings=settings)
         if target is not None:  # (a file there is refused now, not at the first save)
             index.expect_new_map_at(target)
+            # said, since a mistyped or relative path on the next day's start would otherwise
+            # go unnoticed: the robot would map afresh, with no loops to its earlier runs
+            log.info("no map at %s: a new map, saved there at the first save", target)
         return index
 
     @property

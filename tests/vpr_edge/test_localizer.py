@@ -465,3 +465,12 @@ def test_opening_a_map_logs_when_it_was_saved(tiny_onnx: Path, tiny, tmp_path: P
     with caplog.at_level("INFO", logger="vpr_edge"):
         Localizer(tiny_onnx, tmp_path / "map").close()
     assert f"(1 places, saved {saved_at})" in caplog.text
+
+
+def test_a_map_dir_that_holds_no_map_yet_is_said_to_start_a_new_one(
+        tiny_onnx: Path, tmp_path: Path, cpu_only: None, caplog) -> None:
+    """A mistyped or relative map_dir on a robot's second day started an empty map in
+    silence (only "places": 0 in a long start-up line): no loops to the first day."""
+    with caplog.at_level("INFO", logger="vpr_edge"):
+        Localizer(tiny_onnx, tmp_path / "mpa").close()
+    assert f"no map at {tmp_path / 'mpa'}: a new map" in caplog.text
