@@ -118,7 +118,7 @@ class Localizer:
                     f"{target}: the map holds {index.dim}-d descriptors but the model makes "
                     f"{self.metadata.dim}-d ones; use the model the map was built with"
                 )
-            # when it was saved: after a crash, what the places since then were lost to
+            # and when it was saved: after a crash, the places added since then are lost
             log.info("opened map %s (%d places, saved %s)", target, len(index),
                      index.info()["saved_at"] or "at an unknown time")
             _warn_of_another_resizer(target, index)
