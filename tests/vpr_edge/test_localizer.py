@@ -102,7 +102,7 @@ def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model
         info = again.info()
         assert info["map"]["places"] == 6 and info["backend"]["name"] == "onnxruntime-cpu"
     other = make_model("other.onnx", meta=replace(tiny.metadata(), weights_sha256="cd" * 32))
-    with pytest.raises(ModelMismatchError):
+    with pytest.raises(ModelMismatchError, match="a ROS node: a new map_dir"):  # its fix
         Localizer(other, map_dir)
     # nor may another model's map replace it: save() of a new map there succeeded, and the
     # six places were gone

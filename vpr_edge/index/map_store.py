@@ -675,7 +675,9 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
             f"{where}: this map was made with model fingerprint {manifest.fingerprint!r}, "
             f"but the model in use has {fingerprint!r}; descriptors of two models are not "
             "comparable: build a new map with this model, in a new folder (vpr-edge map "
-            "build MODEL NEW_MAP ...), or load the matching model"
+            "build MODEL NEW_MAP ...; a ROS node: a new map_dir, where it maps afresh), or "
+            "load the matching model (vpr-edge info MAP and vpr-edge info MODEL show the "
+            "fingerprints)"
         )
     small: dict[str, bytes | None] = {}
     index_problem: str | None = None
