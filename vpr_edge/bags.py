@@ -148,12 +148,12 @@ def read_image_messages(bag: PathLike, topic: str, *, every_n: int = 1,
                 skipped.append(problem)
                 log.warning("skipped: %s", problem)
                 continue
-            stamp = _message_time(msg, bag_time)
+            stamp, exact = _message_stamp(msg, bag_time)
             pose = track.at(stamp) if track else None
             count += 1
             if track is not None and pose is None:
                 stamps.append(stamp)
-            yield BagImage(index, stamp, pose, msg, where, _message_time_parts(msg, bag_time))
+            yield BagImage(index, stamp, pose, msg, where, exact)
     if stamps:
         _warn_frames_without_pose(stamps, count, pose_topic, max_pose_gap, track)
 
@@ -247,20 +247,18 @@ def _messages(reader: Any, bag: PathLike, topic: str, types: tuple[str, ...]
 
 def _message_time(msg: Any, bag_time_ns: int) -> float:
     """Header stamp if set, else the time the bag recorded the message."""
+    return _message_stamp(msg, bag_time_ns)[0]
+
+
+def _message_stamp(msg: Any, bag_time_ns: int) -> tuple[float, tuple[int, int] | None]:
+    """:func:`_message_time`, and the same time exactly, as ``(sec, nanosec)``."""
     header = getattr(msg, "header", None)
     if header is not None:
         seconds = stamp_seconds(header)
         if seconds > 0:
-            return seconds
-    return bag_time_ns * 1e-9
-
-
-def _message_time_parts(msg: Any, bag_time_ns: int) -> tuple[int, int] | None:
-    """:func:`_message_time` exactly, as ``(sec, nanosec)``."""
-    header = getattr(msg, "header", None)
-    if header is not None and stamp_seconds(header) > 0:
-        return stamp_parts(header)
-    return (int(bag_time_ns) // 1_000_000_000, int(bag_time_ns) % 1_000_000_000)
+            return seconds, stamp_parts(header)
+    return bag_time_ns * 1e-9, (int(bag_time_ns) // 1_000_000_000,
+                                int(bag_time_ns) % 1_000_000_000)
 
 
 @contextmanager

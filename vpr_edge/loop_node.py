@@ -522,9 +522,8 @@ class LoopClosureNode:
         try:
             if self.config.save_on_shutdown and self.config.map_dir and self._changed:
                 self.save()
-        finally:  # each closed node kept its ONNX Runtime session (20 MB) and a thread
-            if self._owns_localizer and not self._worker.is_alive():
-                self.localizer.close()
+        finally:
+            self._release_localizer()
 
     def stop_without_saving(self) -> None:
         """Stop at once: refuse frames, drop those waiting (``dropped_busy``), stop the
@@ -541,6 +540,11 @@ class LoopClosureNode:
             self._waiting.clear()
         on_worker = threading.current_thread() is self._worker
         self._stop_worker(join=not on_worker)
+        self._release_localizer()
+
+    def _release_localizer(self) -> None:
+        """Close the Localizer if the node opened it and the worker has stopped (each closed
+        node kept its ONNX Runtime session, 20 MB, and a thread)."""
         if self._owns_localizer and not self._worker.is_alive():
             self.localizer.close()
 

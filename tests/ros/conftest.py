@@ -170,10 +170,31 @@ def ros2_python() -> str:
                               "ROS 2")
 
 
+def run_with_a_dead_worker(node_command: list[str], camera_command: list[str], env: dict,
+                           timeout: float) -> tuple[int, str]:
+    """Run a node whose worker dies (:data:`WORKER_DIES`) while a camera publishes
+    (``camera_command``), until the node exits by itself; its exit code and output (stdout
+    and stderr together). Fails when it is still up after ``timeout`` seconds."""
+    node = subprocess.Popen(node_command, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    camera = subprocess.Popen(camera_command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    try:
+        out, _ = node.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        out, _ = node.communicate()
+        pytest.fail("the node stayed up with a dead worker:\n" + out[-3000:])
+    finally:
+        camera.kill()
+        camera.wait()
+    return node.returncode, out
+
+
 @pytest.fixture(scope="session")
 def ros() -> SimpleNamespace:
     """The helpers above, for the test modules (which cannot import this conftest)."""
     return SimpleNamespace(REPO=REPO, ROUTE_FRAMES=ROUTE_FRAMES, KEEP_EVERY=KEEP_EVERY,
-                           WORKER_DIES=WORKER_DIES,
+                           WORKER_DIES=WORKER_DIES, run_with_a_dead_worker=run_with_a_dead_worker,
                            stop=stop, logged_line=logged_line, play_route=play_route,
                            check_route_run=check_route_run)

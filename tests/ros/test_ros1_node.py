@@ -261,23 +261,11 @@ def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros1_python, ros_env, 
     and shuts down (statistics written once), exiting with code 1."""
     stats_file = tmp_path / "stats.json"
     worker_dies = ros.WORKER_DIES.format(main="main()")
-    node = subprocess.Popen([ros1_python, "-c", worker_dies, str(NODE.parent),
-                             f"_model:={tiny_onnx}", "_backend:=onnxruntime-cpu",
-                             f"_stats_file:={stats_file}"],
-                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    camera = subprocess.Popen([ros1_python, "-c", CAMERA], env=ros_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        out, _ = node.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        out, _ = node.communicate()
-        pytest.fail("the node stayed up with a dead worker:\n" + out[-3000:])
-    finally:
-        camera.kill()
-        camera.wait()
-    assert node.returncode == 1, out[-3000:]
+    code, out = ros.run_with_a_dead_worker(
+        [ros1_python, "-c", worker_dies, str(NODE.parent), f"_model:={tiny_onnx}",
+         "_backend:=onnxruntime-cpu", f"_stats_file:={stats_file}"],
+        [ros1_python, "-c", CAMERA], ros_env, timeout=20)
+    assert code == 1, out[-3000:]
     fatal = [line for line in out.splitlines() if line.startswith("[FATAL]")]
     assert len(fatal) == 2, out[-3000:]  # the worker's own report, then the node's reason
     assert "vpr_edge.loop_node: the loop-closure worker stopped" in fatal[0]

@@ -245,24 +245,12 @@ def test_a_dead_worker_stops_the_node_with_one_fatal_line(ros2_python, ros2_env,
     down (statistics written once), exiting with code 1 (as the ROS 1 node does)."""
     stats_file = tmp_path / "stats.json"
     worker_dies = ros.WORKER_DIES.format(main="main(sys.argv)")
-    node = subprocess.Popen([ros2_python, "-c", worker_dies, str(NODE.parent), "--ros-args",
-                             "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
-                             "-p", "message_type:=standard", "-p", f"stats_file:={stats_file}"],
-                            env=ros2_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    camera = subprocess.Popen([ros2_python, "-c", CAMERA], env=ros2_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        out, err = node.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        out, err = node.communicate()
-        pytest.fail("the node stayed up with a dead worker:\n" + (out + err)[-3000:])
-    finally:
-        camera.kill()
-        camera.wait()
-    log = out + err
-    assert node.returncode == 1, log[-3000:]
+    code, log = ros.run_with_a_dead_worker(
+        [ros2_python, "-c", worker_dies, str(NODE.parent), "--ros-args",
+         "-p", f"model:={tiny_onnx}", "-p", "backend:=onnxruntime-cpu",
+         "-p", "message_type:=standard", "-p", f"stats_file:={stats_file}"],
+        [ros2_python, "-c", CAMERA], ros2_env, timeout=60)
+    assert code == 1, log[-3000:]
     fatal = [line for line in log.splitlines() if line.startswith("[FATAL]")]
     assert len(fatal) == 2, log[-3000:]  # the worker's own report, then the node's reason
     assert "vpr_edge.loop_node: the loop-closure worker stopped" in fatal[0]
