@@ -107,10 +107,15 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
 SCAN_CHUNK_BYTES = 16 * 2**20
 
 
-def scores_from_float16(desc16: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``desc16 @ query`` in float32, converting :data:`SCAN_CHUNK_BYTES` of rows at a time."""
-    out = np.empty(desc16.shape[0], dtype=np.float32)
+def scores_from_float16(desc16: np.ndarray, query: np.ndarray,
+                        rows: np.ndarray | None = None) -> np.ndarray:
+    """``desc16[rows] @ query`` (every row when ``rows`` is None) in float32, gathering and
+    converting :data:`SCAN_CHUNK_BYTES` of rows at a time."""
+    n = desc16.shape[0] if rows is None else rows.shape[0]
+    out = np.empty(n, dtype=np.float32)
     chunk = max(1, SCAN_CHUNK_BYTES // (4 * max(1, desc16.shape[1])))
-    for start in range(0, desc16.shape[0], chunk):
-        out[start:start + chunk] = float16_scores.scores(desc16[start:start + chunk], query)
+    for start in range(0, n, chunk):
+        part = (desc16[start:start + chunk] if rows is None
+                else desc16[rows[start:start + chunk]])
+        out[start:start + chunk] = float16_scores.scores(part, query)
     return out

@@ -66,6 +66,14 @@ CATCH_UP_LEFT = 16
 #: of the last 2000 places: add one, remove one) dropped the copy at every add and made it again at
 #: every remove (57 MB at 7168-d, 41 ms per remove instead of 0.05)
 EXACT_KEEP_FACTOR = 1.1
+#: exclusions (``exclude_newest``, ``exclude_after_stamp``, ``exclude_ids``) that leave few
+#: places are answered by scoring those places, not by a graph search, which walks past the
+#: excluded places until it has found enough allowed ones (the whole graph, asking the filter
+#: at each, when there are fewer). Scoring ``allowed`` places costs about ``allowed * dim``;
+#: the graph search about ``1 / share`` (``share = allowed / live``), up to the whole graph:
+#: so they are scored when ``allowed * dim * share`` is at most this. 30k places, 7168-d: 2000
+#: allowed 3.5 ms instead of 6.8, 40 allowed 0.10 ms instead of 27 (docs/index.md).
+FILTERED_EXACT_BUDGET = 1_000_000
 #: an opened graph's vectors are compared with the stored descriptors of this many places
 GRAPH_SAMPLE = 32
 #: float16 storage keeps a graph vector's cosine to its descriptor's above 0.9999
@@ -1114,25 +1122,24 @@ class PlaceIndex:
                     mask[row] = False
         return mask
 
-    def _hnsw_filter(self, excluded: set[int] | None, cutoff: float | None, newest: int,
-                     user: IdFilter | None) -> IdFilter | None:
-        if not excluded and cutoff is None and not newest and user is None:
-            return None
-        row_of = self._row_of
-        stamps = self._records.stamps
-        limit = self._records.rows - newest
-        if excluded is None and cutoff is None and not newest and user is not None:
-            return lambda label: bool(user(label))
-
-        def allowed(label: int) -> bool:
-            if excluded is not None and label in excluded:
-                return False
-            row = row_of[label]
-            if row >= limit or (cutoff is not None and stamps[row] > cutoff):
-                return False
-            return user is None or bool(user(label))
-
-        return allowed
+    def _hnsw_filter(self, mask: np.ndarray | None, allowed: int, user: IdFilter | None
+                     ) -> IdFilter | None:
+        """hnswlib's filter for the ``allowed`` places ``mask`` allows (None: all) that
+        ``user`` accepts. A set of the ids of the allowed places or of the excluded live ones,
+        whichever is smaller: hnswlib asks the filter about every place it examines, and a
+        set lookup is the cheapest Python call (removed places it skips itself)."""
+        if mask is not None and allowed < self._live:
+            rec = self._records
+            if allowed <= self._live - allowed:
+                ok = set(rec.ids[np.flatnonzero(mask)].tolist())
+                if user is None:
+                    return ok.__contains__
+                return lambda label: label in ok and bool(user(label))
+            out = set(rec.ids[np.flatnonzero(~mask & ~rec.removed[: rec.rows])].tolist())
+            if user is None:
+                return lambda label: label not in out
+            return lambda label: label not in out and bool(user(label))
+        return None if user is None else (lambda label: bool(user(label)))
 
     def _search(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
                 newest: int, user: IdFilter | None, rerank: bool
@@ -1153,7 +1160,16 @@ class PlaceIndex:
             fetch = min(max(k * s.rerank_factor, s.search_candidates), self._live)
         else:
             fetch = min(k * s.rerank_factor if rerank else k, self._live)
-        fn = self._hnsw_filter(excluded, cutoff, newest, user)
+        mask, allowed = None, self._live
+        if excluded or cutoff is not None or newest:
+            mask = self._allowed_mask(excluded, cutoff, newest)
+            allowed = int(np.count_nonzero(mask))
+            if self._few_allowed(allowed):
+                # a graph search would walk most of the graph to find them (and ask the
+                # filter of every place it passes): scoring them all is faster
+                return [self._exact_among(q[j], k, mask, accept, rerank)
+                        for j in range(q.shape[0])]
+        fn = self._hnsw_filter(mask, allowed, user)
         threads = 1 if fn is not None or q.shape[0] == 1 else (s.num_threads or usable_cpus())
         try:
             labels, dists = self._hnsw.knn_query(self._to_graph(q, query=True), k=fetch,
@@ -1162,8 +1178,9 @@ class PlaceIndex:
             if "contiguous 2D array" not in str(exc):
                 raise
             # Fewer than `fetch` allowed places reachable: answer exactly instead.
-            return [self._fallback(q[j], k, excluded, cutoff, newest, accept, rerank)
-                    for j in range(q.shape[0])]
+            if mask is None:
+                mask = self._allowed_mask(excluded, cutoff, newest)
+            return [self._exact_among(q[j], k, mask, accept, rerank) for j in range(q.shape[0])]
         row_of = self._row_of
         out: list[list[tuple[int, float]]] = []
         for j, found in enumerate(labels.tolist()):
@@ -1176,21 +1193,30 @@ class PlaceIndex:
             out.append([(rows[i], scores[i]) for i in exact.ranked(rows, scores)[:k]])
         return out
 
-    def _fallback(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
-                  newest: int, accept: Callable[[int], bool] | None, rerank: bool
-                  ) -> list[tuple[int, float]]:
+    def _few_allowed(self, allowed: int) -> bool:
+        """Whether the ``allowed`` places (those the exclusions leave) are few enough that
+        scoring each beats a graph search (:data:`FILTERED_EXACT_BUDGET`)."""
+        return allowed * self._dim * (allowed / max(self._live, 1)) <= FILTERED_EXACT_BUDGET
+
+    def _exact_among(self, q: np.ndarray, k: int, mask: np.ndarray,
+                     accept: Callable[[int], bool] | None, rerank: bool
+                     ) -> list[tuple[int, float]]:
+        """The exact top ``k`` of the rows ``mask`` allows and ``accept`` accepts, scored from
+        the float16 descriptors (then, without ``rerank``, re-scored from the graph's float32
+        vectors, as a graph search scores them)."""
         rec = self._records
-        mask = self._allowed_mask(excluded, cutoff, newest)
-        scores16 = exact.scores_from_float16(rec.desc16[: rec.rows], q)
-        hits = exact.top_k(scores16, k + 8, mask, accept)  # a margin for float16 rounding
+        rows = np.flatnonzero(mask)
+        scores16 = exact.scores_from_float16(rec.desc16, q, rows)
+        pick = None if accept is None else (lambda i: accept(int(rows[i])))
+        hits = exact.top_k(scores16, k + 8, None, pick)  # a margin for float16 rounding
         if not hits:
             return []
-        rows = [row for row, _ in hits]
+        found = rows[[i for i, _ in hits]]
         if rerank:  # _search sets it for a projected graph
             scores = np.array([s for _, s in hits], dtype=np.float32)
         else:
-            vectors = np.asarray(self._hnsw.get_items(rec.ids[rows].astype(np.uint64)),
+            vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
                                  dtype=np.float32)
             scores = vectors @ q
-        order = exact.tie_order(np.asarray(rows), scores)[:k]
-        return [(rows[i], float(scores[i])) for i in order]
+        order = exact.tie_order(found, scores)[:k]
+        return [(int(found[i]), float(scores[i])) for i in order]
