@@ -339,6 +339,29 @@ def test_a_filter_with_few_allowed_places_is_asked_in_score_order() -> None:
     assert len(asked) < 40 and 10 in asked  # the best place (even) was asked, and refused
 
 
+@pytest.mark.parametrize("path", SEARCH_PATHS)
+def test_near_duplicates_rank_as_in_exact_mode(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A robot standing still adds near-duplicate places, whose scores differ by less than
+    float16 rounding moves them (1e-4). Without rerank a graph of float32 vectors ranks them
+    by those, as exact mode does; so must a scan of the places that exclusions leave (the
+    float16 order is another: the third best place had the 13th best float16 score, and
+    the 11 best were scored again)."""
+    rng = np.random.default_rng(11)
+    spot = unit(1, seed=12)[0]
+    still = spot + rng.standard_normal((60, DIM)).astype(np.float32) * 3e-3
+    db = np.concatenate([unit(300, seed=13), still / np.linalg.norm(still, axis=1, keepdims=True)])
+    want_index = make("exact")
+    index = make_on(path, monkeypatch)
+    for idx in (index, want_index):
+        idx.add(db, stamps=np.arange(360.0))
+    for kwargs in ({"exclude_ids": [5]}, {"exclude_after_stamp": 355.0},
+                   {"exclude_newest": 3, "filter": lambda pid: pid % 2 == 0}):
+        got = index.query(spot, k=3, rerank=False, **kwargs)
+        want = want_index.query(spot, k=3, **kwargs)
+        assert [m.place_id for m in got] == [m.place_id for m in want], kwargs
+        np.testing.assert_allclose([m.score for m in got], [m.score for m in want], atol=1e-6)
+
+
 class GraphSpy:
     """Forwards to a hnswlib index and records each ``add_items`` call: ``calls`` holds
     (vectors, labels), ``adds`` the labels as lists."""

@@ -101,6 +101,13 @@ def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None,
         want = min(want * 4, n_ok)
 
 
+#: the most a unit query's score against a float16 descriptor can differ from its score against
+#: the float32 vector that was rounded to it: float16 moves each value by at most 2**-11 of
+#: itself (its unit roundoff), so the score by at most 2**-11 (Cauchy-Schwarz), plus the float32
+#: rounding of the sums and of the values float16 holds as subnormals (below 1e-5 up to 8192
+#: dims). The typical error is far smaller (1e-5 at 512 dims), but near-duplicate places (a
+#: robot standing still) differ by less than that
+FLOAT16_SCORE_ERROR = 2.0**-11 + 1e-5
 #: float32 bytes of the float16 rows :func:`scores_from_float16` converts at a time. ONNX
 #: Runtime's arena keeps its largest conversion for the process's life: 16384 rows of 7168
 #: dims held 460 MB after one scan (and took 221 ms at 20k rows, against 19 ms for 512 rows)

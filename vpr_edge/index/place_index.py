@@ -1202,21 +1202,31 @@ class PlaceIndex:
                      accept: Callable[[int], bool] | None, rerank: bool
                      ) -> list[tuple[int, float]]:
         """The exact top ``k`` of the rows ``mask`` allows and ``accept`` accepts, scored from
-        the float16 descriptors (then, without ``rerank``, re-scored from the graph's float32
-        vectors, as a graph search scores them)."""
+        the float16 descriptors; without ``rerank`` (a graph of the descriptors themselves),
+        from the graph's float32 vectors, as a graph search and exact mode score them: those
+        of the places whose float16 score is within twice
+        :data:`~vpr_edge.index.exact.FLOAT16_SCORE_ERROR` of the ``k``-th best (with
+        ``accept``, asked about them too; about the others, in score order until ``k``
+        passed)."""
         rec = self._records
         rows = np.flatnonzero(mask)
         scores16 = exact.scores_from_float16(rec.desc16, q, rows)
-        pick = None if accept is None else (lambda i: accept(int(rows[i])))
-        hits = exact.top_k(scores16, k + 8, None, pick)  # a margin for float16 rounding
-        if not hits:
-            return []
-        found = rows[[i for i, _ in hits]]
-        if rerank:  # _search sets it for a projected graph
-            scores = np.array([s for _, s in hits], dtype=np.float32)
-        else:
-            vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
-                                 dtype=np.float32)
-            scores = vectors @ q
+        asked: dict[int, bool] = {}  # (each place is asked once)
+        pick = None if accept is None else (
+            lambda i: asked[i] if i in asked else asked.setdefault(i, accept(int(rows[i]))))
+        hits = exact.top_k(scores16, k, None, pick)
+        if rerank or not hits:  # _search sets rerank for a projected graph
+            return [(int(rows[i]), s) for i, s in hits]
+        # a place outside the float16 top k may be in the float32 one: every place that
+        # float16 rounding could have moved past the k-th is scored again
+        margin = 2 * (exact.FLOAT16_SCORE_ERROR + exact.TIE_TOLERANCE)
+        near = np.flatnonzero(scores16 >= min(s for _, s in hits) - margin)
+        near = near[np.argsort(-scores16[near], kind="stable")]
+        if pick is not None:
+            near = near[[pick(int(i)) for i in near]]
+        found = rows[near]
+        vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
+                             dtype=np.float32)
+        scores = vectors @ q
         order = exact.tie_order(found, scores)[:k]
         return [(int(found[i]), float(scores[i])) for i in order]
