@@ -388,6 +388,93 @@ def test_near_duplicates_rank_as_in_exact_mode(path: str, monkeypatch: pytest.Mo
         np.testing.assert_allclose([m.score for m in got], [m.score for m in want], atol=1e-6)
 
 
+def _reference(index: PlaceIndex, rows: list[list], q: np.ndarray, k: int, kwargs: dict,
+               float16: bool) -> list[tuple[int, float]]:
+    """The exact answer for ``kwargs`` from a model of the index's rows (``[id, stamp,
+    removed]`` in add order), scored from the stored float16 descriptors or the graph's
+    float32 vectors, ties to the older row (scores clipped as matches' are)."""
+    from vpr_edge.index import exact
+
+    newest, cutoff = kwargs.get("exclude_newest", 0), kwargs.get("exclude_after_stamp")
+    excluded, user = set(kwargs.get("exclude_ids", ())), kwargs.get("filter")
+    allowed = [r for r, (pid, stamp, removed) in enumerate(rows)
+               if not removed and r < len(rows) - newest and pid not in excluded
+               and not (cutoff is not None and stamp > cutoff) and (user is None or user(pid))]
+    if not allowed:
+        return []
+    ids = np.array([rows[r][0] for r in allowed], dtype=np.uint64)
+    vectors = (index._records.desc16[allowed].astype(np.float32) if float16
+               else np.asarray(index._hnsw.get_items(ids), dtype=np.float32))
+    scores = vectors @ q
+    order = exact.tie_order(np.array(allowed), scores)[:k]
+    return [(int(ids[i]), min(1.0, float(scores[i]))) for i in order]
+
+
+@pytest.mark.parametrize("dim,search_dim", [(32, 512), (96, 64)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scanned_exclusions_are_exact_after_any_changes(dim: int, search_dim: int, seed: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Property: on a graph map (projected or not) changed by adds of ids out of order (up to
+    2**63 - 1), removals, removed ids added again, rebuilds in the foreground and in the
+    background, every combination of exclusions, filter, rerank, k and batch that the scan
+    answers is the exact answer of a model of the rows, ties to the older place (duplicates
+    and places without stamps included)."""
+    monkeypatch.setattr(place_index, "FILTERED_EXACT_BUDGET", float("inf"))
+    monkeypatch.setattr(place_index, "FILTERED_SCAN_PER_EXCLUDED", float("inf"))
+    rng = np.random.default_rng(seed)
+    index = PlaceIndex(dim, settings=IndexSettings(mode="hnsw", ef=64, search_dim=search_dim))
+    rows: list[list] = []
+    pool = [int(i) for i in rng.choice(2**63 - 2, size=600, replace=False)] + [2**63 - 1]
+    rng.shuffle(pool)
+    spots = unit(80, dim=dim, seed=seed)
+    live: list[int] = []
+    for step in range(6):
+        ids = [pool.pop() for _ in range(int(rng.integers(20, 120)))]
+        desc = spots[rng.integers(0, 80, len(ids))]  # duplicates
+        stamps = [None if rng.random() < 0.1 else float(rng.integers(0, 400)) for _ in ids]
+        index.add(desc, ids=ids, stamps=stamps)
+        rows += [[pid, np.nan if t is None else t, False] for pid, t in zip(ids, stamps)]
+        live += ids
+        gone = [live.pop(int(rng.integers(len(live)))) for _ in range(len(live) // 6)]
+        index.remove(gone)
+        for row in rows:
+            row[2] = row[2] or row[0] in gone
+        if step % 2:  # some come back, as new rows
+            back = gone[: len(gone) // 2]
+            again = [float(rng.integers(0, 400)) for _ in back]
+            index.add(unit(len(back), dim=dim, seed=100 + step), ids=back, stamps=again)
+            rows += [[pid, t, False] for pid, t in zip(back, again)]
+            live += back
+        if step == 2:
+            index.rebuild(background=True)
+            index.wait_for_rebuild()
+        elif step == 4:
+            index.rebuild()
+            rows = [row for row in rows if not row[2]]
+    assert index._records.ids[: index._records.rows].tolist() == [row[0] for row in rows]
+    projected = dim > search_dim
+    for trial in range(25):
+        kwargs: dict = {}
+        if rng.random() < 0.6:
+            kwargs["exclude_newest"] = int(rng.integers(1, len(rows) + 3))
+        if rng.random() < 0.6:
+            kwargs["exclude_after_stamp"] = float(rng.integers(-1, 400))
+        if rng.random() < 0.5 or not kwargs:
+            known = [row[0] for row in rows]
+            kwargs["exclude_ids"] = [known[i] for i in rng.integers(0, len(known), 80)] + [7]
+        if rng.random() < 0.3:
+            kwargs["filter"] = lambda pid: pid % 3 != 0
+        rerank = [None, True, False][int(rng.integers(3))]
+        k = int(rng.integers(1, 25))
+        queries = np.concatenate([spots[rng.integers(0, 80, 2)], unit(1, dim=dim, seed=trial)])
+        got = index.query(queries, k=k, rerank=rerank, **kwargs)
+        for q, hits in zip(queries, got):
+            want = _reference(index, rows, q, k, kwargs, float16=projected or rerank is True)
+            assert [m.place_id for m in hits] == [i for i, _ in want], (kwargs, rerank, k)
+            np.testing.assert_allclose([m.score for m in hits], [s for _, s in want],
+                                       atol=1e-6)
+
+
 class GraphSpy:
     """Forwards to a hnswlib index and records each ``add_items`` call: ``calls`` holds
     (vectors, labels), ``adds`` the labels as lists."""
