@@ -388,6 +388,39 @@ def test_near_duplicates_rank_as_in_exact_mode(path: str, monkeypatch: pytest.Mo
         np.testing.assert_allclose([m.score for m in got], [m.score for m in want], atol=1e-6)
 
 
+def test_a_scan_rescores_a_bounded_number_of_near_duplicates() -> None:
+    """A robot standing still for 1000 keyframes: all 1000 are within float16 rounding of the
+    k-th best, and hnswlib's get_items costs 20 us a place at 512-d (a scan took 20 ms a
+    query). At most RESCORE_MAX_PLACES are re-scored from the graph's vectors."""
+    dim = 512
+    rng = np.random.default_rng(0)
+    spot = unit(1, dim=dim, seed=1)[0]
+    still = spot + 1e-3 * rng.standard_normal((1000, dim)).astype(np.float32)
+    db = np.concatenate([still / np.linalg.norm(still, axis=1, keepdims=True),
+                         unit(3000, dim=dim, seed=2)])
+    index = PlaceIndex(dim, settings=IndexSettings(mode="hnsw", ef=64))
+    index.add(db, stamps=np.arange(4000.0))
+    asked: list[int] = []
+    real = index._hnsw
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_items(self, ids, *args, **kw):
+            asked.append(len(ids))
+            return real.get_items(ids, *args, **kw)
+
+    index._hnsw = Spy()
+    got = index.query(spot, k=5, exclude_after_stamp=999.0)
+    assert index._few_allowed(1000) and len(got) == 5
+    assert all(m.place_id < 1000 for m in got) and all(m.score > 0.99 for m in got)
+    assert asked == [place_index.RESCORE_MAX_PLACES]
+    asked.clear()  # the filter is asked until as many passed
+    odd = index.query(spot, k=5, exclude_after_stamp=999.0, filter=lambda pid: pid % 2 == 1)
+    assert all(m.place_id % 2 == 1 for m in odd) and asked == [place_index.RESCORE_MAX_PLACES]
+
+
 def _reference(index: PlaceIndex, rows: list[list], q: np.ndarray, k: int, kwargs: dict,
                float16: bool) -> list[tuple[int, float]]:
     """The exact answer for ``kwargs`` from a model of the index's rows (``[id, stamp,

@@ -82,6 +82,11 @@ FILTERED_EXACT_BUDGET = 1_000_000
 #: newest 50 and the last 1% excluded, 0.13 ms searched against 0.51 ms scored (3500 256-d:
 #: 0.06 against 0.28), and excluding no live place it is the plain query
 FILTERED_SCAN_PER_EXCLUDED = 600
+#: a scan without rerank re-scores at most this many of the places float16 rounding could have
+#: moved past the k-th from the graph's float32 vectors (hnswlib's get_items: 20 us a place at
+#: 512-d): a robot standing still for 1000 keyframes left 1000 within the margin, 20 ms a query.
+#: Beyond it, near-duplicates keep their float16 order (they differ by under 1e-3).
+RESCORE_MAX_PLACES = 64
 #: an opened graph's vectors are compared with the stored descriptors of this many places
 GRAPH_SAMPLE = 32
 #: float16 storage keeps a graph vector's cosine to its descriptor's above 0.9999
@@ -1219,7 +1224,7 @@ class PlaceIndex:
         of the places whose float16 score is within twice
         :data:`~vpr_edge.index.exact.FLOAT16_SCORE_ERROR` of the ``k``-th best (with
         ``accept``, asked about them too; about the others, in score order until ``k``
-        passed)."""
+        passed), at most :data:`RESCORE_MAX_PLACES` of them."""
         rec = self._records
         rows = np.flatnonzero(mask)
         scores16 = exact.scores_from_float16(rec.desc16, q, rows)
@@ -1235,7 +1240,14 @@ class PlaceIndex:
         near = np.flatnonzero(scores16 >= min(s for _, s in hits) - margin)
         near = near[np.argsort(-scores16[near], kind="stable")]
         if pick is not None:
-            near = near[[pick(int(i)) for i in near]]
+            passed = []
+            for i in near.tolist():
+                if pick(i):
+                    passed.append(i)
+                    if len(passed) == max(k, RESCORE_MAX_PLACES):
+                        break
+            near = np.asarray(passed, dtype=np.int64)
+        near = near[:max(k, RESCORE_MAX_PLACES)]
         found = rows[near]
         vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
                              dtype=np.float32)
