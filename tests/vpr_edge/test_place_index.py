@@ -231,11 +231,13 @@ def _top50_excluded(index: PlaceIndex, db: np.ndarray, q: np.ndarray, how: str
         return index.query(q, k=5, exclude_after_stamp=999.0)
     if how == "newest":
         return index.query(q, k=5, exclude_newest=50)
+    if how == "only":
+        return index.query(q, k=5, only_ids=order[50:].tolist())
     return index.query(q, k=5, filter=lambda pid: pid not in set(order[:50].tolist()))
 
 
 @pytest.mark.parametrize("path", SEARCH_PATHS)
-@pytest.mark.parametrize("how", ["ids", "stamp", "newest", "filter"])
+@pytest.mark.parametrize("how", ["ids", "stamp", "newest", "only", "filter"])
 def test_exclusion_happens_inside_the_search(path: str, how: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The 50 most similar places are all excluded, and k = 5 results still come back: the
@@ -345,6 +347,47 @@ def test_exclusions_of_few_places_search_the_graph_at_any_dimension() -> None:
     assert [m.place_id for m in got] == [i for i, _ in exact_model(db, list(range(3000)), q, 5,
                                                                    set(range(100)))]
     assert spy.searches == 3
+
+
+@pytest.mark.parametrize("path", SEARCH_PATHS)
+def test_only_ids_restricts_the_search(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``only_ids``: an allow-list (places near a pose prior), with the other arguments;
+    ids the map does not hold are ignored, an empty list allows nothing."""
+    db = unit(600, seed=9)
+    index = make_on(path, monkeypatch)
+    index.add(db, stamps=np.arange(600.0))
+    index.remove([7])
+    near = [3, 7, 40, 41, 42, 300, 599, 10**12]
+    q = db[41]
+    got = index.query(q, k=4, only_ids=near)
+    assert [m.place_id for m in got] == [i for i, _ in exact_model(
+        db, list(range(600)), q, 4, {3, 40, 41, 42, 300, 599})]
+    got = index.query(q, k=10, only_ids=iter(near), exclude_ids=[41], exclude_newest=1,
+                      exclude_after_stamp=299.0, filter=lambda pid: pid != 40)
+    assert sorted(m.place_id for m in got) == [3, 42]
+    assert index.query(q, k=3, only_ids=[]) == [] and index.query(q, k=3, only_ids=[7]) == []
+    batch = index.query(db[[3, 42]], k=1, only_ids=near)
+    assert [hits[0].place_id for hits in batch] == [3, 42]
+    for bad, match in (("41", "iterable"), (5, "iterable"), ([-1], "only_ids"),
+                       ([1.5], "only_ids")):
+        with pytest.raises(InvalidInputError, match=match):
+            index.query(q, k=3, only_ids=bad)
+
+
+def test_only_ids_of_a_few_places_score_them() -> None:
+    """A few candidates out of thousands are scored, not searched for in the graph (a
+    ``filter`` passing as few walks the whole graph: 19 ms with 40 of 30k 7168-d places)."""
+    dim = 512
+    db = unit(3000, dim=dim, seed=5)
+    index = PlaceIndex(dim, settings=IndexSettings(mode="hnsw", ef=64))
+    index.add(db)
+    spy = KnnSpy(index._hnsw)
+    index._hnsw = spy
+    near = list(range(1000, 1040))
+    got = index.query(db[2000], k=5, only_ids=near)
+    assert [m.place_id for m in got] == [i for i, _ in exact_model(
+        db, list(range(3000)), db[2000], 5, set(near))]
+    assert spy.searches == 0
 
 
 def test_a_filter_with_few_allowed_places_is_asked_in_score_order() -> None:

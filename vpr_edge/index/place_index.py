@@ -662,8 +662,8 @@ class PlaceIndex:
     def query(self, descriptors: Any, k: int = 5, *, min_score: float | None = None,
               exclude_ids: Iterable[int] | None = None,
               exclude_after_stamp: float | None = None, exclude_newest: int = 0,
-              filter: IdFilter | None = None, rerank: bool | None = None
-              ) -> list[PlaceMatch] | list[list[PlaceMatch]]:
+              only_ids: Iterable[int] | None = None, filter: IdFilter | None = None,
+              rerank: bool | None = None) -> list[PlaceMatch] | list[list[PlaceMatch]]:
         """The ``k`` most similar live places, best first.
 
         Args:
@@ -678,8 +678,13 @@ class PlaceIndex:
                 never returned (a frame-count window; removed places still count, until a
                 plain :meth:`rebuild` drops their rows: the window then reaches back over as
                 many older places, so it never excludes less).
+            only_ids: only these places may be returned (ids not in the map are ignored): a
+                search restricted to a few candidates, e.g. those near a pose prior. Few
+                places are scored one by one, in well under a millisecond, where a ``filter``
+                passing as few takes a graph search that walks the whole map.
             filter: ``filter(place_id) -> bool``; False excludes the place. It may call
-                :meth:`get`, not :meth:`add`/:meth:`remove`.
+                :meth:`get`, not :meth:`add`/:meth:`remove`. It is asked about each place the
+                graph search examines: one that passes few places is slow (``only_ids``).
             rerank: fetch ``k * settings.rerank_factor`` HNSW candidates and re-score them
                 from the stored float16 descriptors (None = ``settings.rerank``; ignored by
                 exact search; always on when the graph is projected, ``settings.search_dim``).
@@ -702,13 +707,19 @@ class PlaceIndex:
             if isinstance(exclude_ids, (str, bytes)) or not isinstance(exclude_ids, Iterable):
                 raise InvalidInputError("exclude_ids must be an iterable of place ids")
             excluded = {validate.place_id(v, "exclude_ids") for v in exclude_ids} or None
+        only: set[int] | None = None
+        if only_ids is not None:
+            if isinstance(only_ids, (str, bytes)) or not isinstance(only_ids, Iterable):
+                raise InvalidInputError("only_ids must be an iterable of place ids")
+            only = {validate.place_id(v, "only_ids") for v in only_ids}
         if filter is not None and not callable(filter):
             raise InvalidInputError("filter must be a callable place_id -> bool")
         if rerank is not None and not isinstance(rerank, bool):
             raise InvalidInputError("rerank must be True, False or None")
         use_rerank = self._settings.rerank if rerank is None else rerank
         with self._lock.read():
-            found = self._search(q, k, excluded, cutoff, int(exclude_newest), filter, use_rerank)
+            found = self._search(q, k, excluded, cutoff, int(exclude_newest), only, filter,
+                                 use_rerank)
             rec = self._records
             out = [[PlaceMatch(*rec.fields(row, score))
                     for row, score in hits if min_score is None or score >= min_score]
@@ -1119,11 +1130,18 @@ class PlaceIndex:
         self._sync_exact()
         self._apply_ef()
 
-    def _allowed_mask(self, excluded: set[int] | None, cutoff: float | None, newest: int
-                      ) -> np.ndarray:
+    def _allowed_mask(self, excluded: set[int] | None, cutoff: float | None, newest: int,
+                      only: set[int] | None) -> np.ndarray:
         rec = self._records
         rows = rec.rows
         mask = ~rec.removed[:rows]
+        if only is not None:
+            listed = np.zeros(rows, dtype=bool)
+            for pid in only:
+                row = self._row_of.get(pid)
+                if row is not None:
+                    listed[row] = True
+            mask &= listed
         if newest:
             mask[max(0, rows - newest):] = False
         if cutoff is not None:
@@ -1155,7 +1173,7 @@ class PlaceIndex:
         return None if user is None else (lambda label: bool(user(label)))
 
     def _search(self, q: np.ndarray, k: int, excluded: set[int] | None, cutoff: float | None,
-                newest: int, user: IdFilter | None, rerank: bool
+                newest: int, only: set[int] | None, user: IdFilter | None, rerank: bool
                 ) -> list[list[tuple[int, float]]]:
         if self._live == 0:
             return [[] for _ in range(q.shape[0])]
@@ -1163,7 +1181,7 @@ class PlaceIndex:
         ids = rec.ids
         accept = None if user is None else (lambda row: bool(user(int(ids[row]))))
         if self._exact is not None:
-            mask = self._allowed_mask(excluded, cutoff, newest)
+            mask = self._allowed_mask(excluded, cutoff, newest, only)
             scores = self._exact[: rec.rows] @ q.T
             return [exact.top_k(scores[:, j], k, mask, accept) for j in range(q.shape[0])]
 
@@ -1174,8 +1192,8 @@ class PlaceIndex:
         else:
             fetch = min(k * s.rerank_factor if rerank else k, self._live)
         mask, allowed = None, self._live
-        if excluded or cutoff is not None or newest:
-            mask = self._allowed_mask(excluded, cutoff, newest)
+        if excluded or cutoff is not None or newest or only is not None:
+            mask = self._allowed_mask(excluded, cutoff, newest, only)
             allowed = int(np.count_nonzero(mask))
             if self._few_allowed(allowed):
                 # a graph search would walk most of the graph to find them (and ask the
@@ -1192,7 +1210,7 @@ class PlaceIndex:
                 raise
             # Fewer than `fetch` allowed places reachable: answer exactly instead.
             if mask is None:
-                mask = self._allowed_mask(excluded, cutoff, newest)
+                mask = self._allowed_mask(excluded, cutoff, newest, only)
             return [self._exact_among(q[j], k, mask, accept, rerank) for j in range(q.shape[0])]
         row_of = self._row_of
         out: list[list[tuple[int, float]]] = []
