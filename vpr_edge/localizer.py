@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -220,7 +220,8 @@ class Localizer:
 
     def query(self, frame: Frame, k: int = 5, *, min_score: float | None = None,
               exclude_recent: int = 0, exclude_after_stamp: float | None = None,
-              colour_order: str | None = None) -> list[PlaceMatch]:
+              only_ids: Iterable[int] | None = None, colour_order: str | None = None
+              ) -> list[PlaceMatch]:
         """The ``k`` places most similar to ``frame``, best first.
 
         Args:
@@ -229,6 +230,9 @@ class Localizer:
             exclude_recent: never return the places added by the last ``exclude_recent``
                 adds (for loop closure: the frames just seen are trivially similar).
             exclude_after_stamp: never return places stamped later than this.
+            only_ids: return only these places (ids not in the map are ignored): a search
+                among a few candidates, e.g. the places near a pose prior (a few are scored
+                one by one, in well under a millisecond).
 
         Returns:
             :class:`~vpr_edge.index.PlaceMatch` items: ``place_id``, ``score``, ``stamp``,
@@ -239,17 +243,20 @@ class Localizer:
         descriptor = self.describe(frame, colour_order=colour_order)
         return self.query_descriptor(descriptor, k, min_score=min_score,
                                      exclude_recent=exclude_recent,
-                                     exclude_after_stamp=exclude_after_stamp)
+                                     exclude_after_stamp=exclude_after_stamp,
+                                     only_ids=only_ids)
 
     def query_descriptor(self, descriptor: np.ndarray, k: int = 5, *,
                          min_score: float | None = None, exclude_recent: int = 0,
-                         exclude_after_stamp: float | None = None) -> list[PlaceMatch]:
+                         exclude_after_stamp: float | None = None,
+                         only_ids: Iterable[int] | None = None) -> list[PlaceMatch]:
         """:meth:`query` for a descriptor :meth:`describe` made."""
         _one_descriptor(descriptor, "query_descriptor", "index.query(descriptors, k)")
         with validate.single_place_names():
             return self.index.query(descriptor, k, min_score=min_score,
                                     exclude_newest=exclude_recent,
-                                    exclude_after_stamp=exclude_after_stamp)
+                                    exclude_after_stamp=exclude_after_stamp,
+                                    only_ids=only_ids)
 
     def get(self, place_id: int) -> PlaceRecord:
         """The stored record (stamp, pose, meta) of a place."""

@@ -85,6 +85,10 @@ def test_exclude_recent_and_min_score(loc: Localizer, tiny) -> None:
     assert all(m.place_id < 6 for m in recent) and len(recent) == 3
     assert loc.query(frames[9], k=3, min_score=0.9999)[0].place_id == 9
     assert all(m.score >= 0.9999 for m in loc.query(frames[9], k=5, min_score=0.9999))
+    near = loc.query(frames[9], k=3, only_ids=[2, 4, 12345])  # a pose prior's candidates
+    assert sorted(m.place_id for m in near) == [2, 4]
+    d = loc.describe(frames[9])
+    assert loc.query_descriptor(d, k=3, only_ids=[2, 4]) == near
 
 
 def test_map_survives_save_and_refuses_another_model(tiny_onnx: Path, make_model, tiny,
