@@ -473,8 +473,10 @@ def _reference(index: PlaceIndex, rows: list[list], q: np.ndarray, k: int, kwarg
 
     newest, cutoff = kwargs.get("exclude_newest", 0), kwargs.get("exclude_after_stamp")
     excluded, user = set(kwargs.get("exclude_ids", ())), kwargs.get("filter")
+    only = kwargs.get("only_ids")
     allowed = [r for r, (pid, stamp, removed) in enumerate(rows)
                if not removed and r < len(rows) - newest and pid not in excluded
+               and (only is None or pid in only)
                and not (cutoff is not None and stamp > cutoff) and (user is None or user(pid))]
     if not allowed:
         return []
@@ -540,6 +542,9 @@ def test_scanned_exclusions_are_exact_after_any_changes(dim: int, search_dim: in
             kwargs["exclude_ids"] = [known[i] for i in rng.integers(0, len(known), 80)] + [7]
         if rng.random() < 0.3:
             kwargs["filter"] = lambda pid: pid % 3 != 0
+        if rng.random() < 0.3:  # a pose prior's candidates (some removed, one unknown)
+            known = [row[0] for row in rows]
+            kwargs["only_ids"] = [known[i] for i in rng.integers(0, len(known), 40)] + [7]
         rerank = [None, True, False][int(rng.integers(3))]
         k = int(rng.integers(1, 25))
         queries = np.concatenate([spots[rng.integers(0, 80, 2)], unit(1, dim=dim, seed=trial)])
