@@ -689,7 +689,8 @@ class PlaceIndex:
                 from the stored float16 descriptors (None = ``settings.rerank``; ignored by
                 exact search; always on when the graph is projected, ``settings.search_dim``).
 
-        Exclusions happen inside the search (hnswlib's ``filter``, or a mask in exact mode):
+        Exclusions happen inside the search (hnswlib's ``filter``, or a mask in exact mode,
+        or, when ``exclude_*``/``only_ids`` leave few places, a scan of those):
         ``k`` allowed places come back even when the most similar ones are all excluded.
         """
         q, single = validate.descriptors(descriptors, self._dim, self._settings.norm_tolerance,
