@@ -66,13 +66,13 @@ CATCH_UP_LEFT = 16
 #: of the last 2000 places: add one, remove one) dropped the copy at every add and made it again at
 #: every remove (57 MB at 7168-d, 41 ms per remove instead of 0.05)
 EXACT_KEEP_FACTOR = 1.1
-#: exclusions (``exclude_newest``, ``exclude_after_stamp``, ``exclude_ids``) that leave few
-#: places are answered by scoring those places, not by a graph search, which walks past the
-#: excluded places until it has found enough allowed ones (the whole graph, asking the filter
-#: at each, when there are fewer). Scoring ``allowed`` places costs about ``allowed * dim``;
-#: the graph search about ``1 / share`` (``share = allowed / live``), up to the whole graph:
-#: so they are scored when ``allowed * dim * share`` is at most this. 30k places, 7168-d: 2000
-#: allowed 3.5 ms instead of 6.8, 40 allowed 0.10 ms instead of 27 (docs/index.md).
+#: exclusions (``exclude_newest``, ``exclude_after_stamp``, ``exclude_ids``, ``only_ids``) that
+#: leave few places are answered by scoring those places, not by a graph search, which walks past
+#: the excluded places until it has found enough allowed ones (the whole graph, asking the filter
+#: at each, when there are fewer). Scoring ``allowed`` places costs about ``allowed * dim``; the
+#: graph search about ``1 / share`` (``share = allowed / live``), up to the whole graph: so they
+#: are scored when ``allowed * dim * share`` is at most this. 30k places, 7168-d: 2000 allowed 3.5
+#: ms instead of 6.8, 40 allowed 0.10 ms instead of 27 (docs/index.md).
 FILTERED_EXACT_BUDGET = 1_000_000
 #: and only when ``allowed * dim`` is at most this many times the excluded live places: a
 #: filtered graph search walks past at most those (past every one when they are near the query,
