@@ -206,7 +206,7 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
             except InvalidInputError:  # NaN/inf: odometry that lost track
                 skipped.append(index)
                 continue
-            stamp = _message_time(msg, bag_time)
+            stamp, _ = _message_stamp(msg, bag_time)
             if jumped_back(stamp, newest):  # one track cannot hold two stretches
                 raise InvalidInputError(
                     f"{bag} {topic} message {index}: pose stamps jump back by "
@@ -245,20 +245,15 @@ def _messages(reader: Any, bag: PathLike, topic: str, types: tuple[str, ...]
         yield index, conn, bag_time, raw
 
 
-def _message_time(msg: Any, bag_time_ns: int) -> float:
-    """Header stamp if set, else the time the bag recorded the message."""
-    return _message_stamp(msg, bag_time_ns)[0]
-
-
 def _message_stamp(msg: Any, bag_time_ns: int) -> tuple[float, tuple[int, int] | None]:
-    """:func:`_message_time`, and the same time exactly, as ``(sec, nanosec)``."""
+    """Header stamp if set, else the time the bag recorded the message: in seconds, and
+    exactly, as ``(sec, nanosec)``."""
     header = getattr(msg, "header", None)
     if header is not None:
         seconds = stamp_seconds(header)
         if seconds > 0:
             return seconds, stamp_parts(header)
-    return bag_time_ns * 1e-9, (int(bag_time_ns) // 1_000_000_000,
-                                int(bag_time_ns) % 1_000_000_000)
+    return bag_time_ns * 1e-9, divmod(int(bag_time_ns), 1_000_000_000)
 
 
 @contextmanager

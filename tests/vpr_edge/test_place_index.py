@@ -283,15 +283,21 @@ def test_hnsw_gets_the_filter_and_plain_k(monkeypatch) -> None:
 
 
 class KnnSpy:
-    """Forwards to a hnswlib index and counts ``knn_query`` calls."""
+    """Forwards to a hnswlib index, counts ``knn_query`` calls and records how many places
+    each ``get_items`` call asked for."""
 
     def __init__(self, graph) -> None:
         self.graph = graph
         self.searches = 0
+        self.items: list[int] = []
 
     def knn_query(self, *args, **kw):
         self.searches += 1
         return self.graph.knn_query(*args, **kw)
+
+    def get_items(self, ids, *args, **kw):
+        self.items.append(len(ids))
+        return self.graph.get_items(ids, *args, **kw)
 
     def __getattr__(self, name: str):
         return getattr(self.graph, name)
@@ -443,18 +449,9 @@ def test_a_scan_rescores_a_bounded_number_of_near_duplicates() -> None:
                          unit(3000, dim=dim, seed=2)])
     index = PlaceIndex(dim, settings=IndexSettings(mode="hnsw", ef=64))
     index.add(db, stamps=np.arange(4000.0))
-    asked: list[int] = []
-    real = index._hnsw
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def get_items(self, ids, *args, **kw):
-            asked.append(len(ids))
-            return real.get_items(ids, *args, **kw)
-
-    index._hnsw = Spy()
+    spy = KnnSpy(index._hnsw)
+    index._hnsw = spy
+    asked = spy.items
     got = index.query(spot, k=5, exclude_after_stamp=999.0)
     assert index._few_allowed(1000) and len(got) == 5
     assert all(m.place_id < 1000 for m in got) and all(m.score > 0.99 for m in got)

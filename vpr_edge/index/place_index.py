@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -1258,15 +1259,11 @@ class PlaceIndex:
         margin = 2 * (exact.FLOAT16_SCORE_ERROR + exact.TIE_TOLERANCE)
         near = np.flatnonzero(scores16 >= min(s for _, s in hits) - margin)
         near = near[np.argsort(-scores16[near], kind="stable")]
-        if pick is not None:
-            passed = []
-            for i in near.tolist():
-                if pick(i):
-                    passed.append(i)
-                    if len(passed) == max(k, RESCORE_MAX_PLACES):
-                        break
-            near = np.asarray(passed, dtype=np.int64)
-        near = near[:max(k, RESCORE_MAX_PLACES)]
+        most = max(k, RESCORE_MAX_PLACES)
+        if pick is not None:  # (asked in score order, until as many passed)
+            passed = (i for i in near.tolist() if pick(i))
+            near = np.fromiter(itertools.islice(passed, most), np.int64)
+        near = near[:most]
         found = rows[near]
         vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
                              dtype=np.float32)
