@@ -325,8 +325,8 @@ class LoopClosureDetector:
         self._end_chains_if_time_jumped_back(stamp)
         matches = self.index.query(
             descriptor, cfg.candidates, min_score=cfg.min_score,
-            # a filter, not exclude_ids: ids the detector made need no checking, which cost
-            # about 1.3 us each (7 ms a query with a 5000-frame window)
+            # a filter, not exclude_ids, which the index turns into a mask and a set on every
+            # query: 0.73 ms instead of 0.12 with a 5000-frame window at 20k 512-d places
             filter=self._exclusion_filter(stamp),
         )
         chains, state = self._extend_chains(matches)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vpr_edge.errors import InvalidInputError
-from vpr_edge.index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, place_index
+from vpr_edge.index import IndexSettings, PlaceIndex, PlaceMatch, PlaceRecord, place_index, validate
 
 DIM = 32
 
@@ -729,6 +729,43 @@ def test_bad_query_arguments(kwargs) -> None:
     index.add(unit(5))
     with pytest.raises(InvalidInputError):
         index.query(unit(1)[0], **kwargs)
+
+
+@pytest.mark.parametrize("ids, expected", [
+    ([3, 1, 3], {1, 3}), ((0, 2**63 - 1), {0, 2**63 - 1}), (range(5, 8), {5, 6, 7}),
+    (iter([4]), {4}), (np.array([9, 2], dtype=np.uint64), {2, 9}), ([1, np.int32(2)], {1, 2}),
+    (frozenset(), set()),
+])
+def test_id_sets_accept_ints_of_any_kind(ids, expected) -> None:
+    got = validate.id_set(ids, "only_ids")
+    assert got == expected and all(type(v) is int for v in got)
+
+
+@pytest.mark.parametrize("ids, match", [
+    ([1, True], "True"), ([1, -1], "-1"), ([2**63], "outside"), ([1, 2.0], "2.0"),
+    (np.array([2**63], dtype=np.uint64), "outside"), (np.array([1.0]), "1.0"),
+    (np.array([True]), "True"), (np.zeros((2, 2), dtype=np.int64), "only_ids"),
+    ("12", "iterable"), (7, "iterable"), ([1, "2"], "'2'"),
+])
+def test_id_sets_refuse_what_one_id_refuses(ids, match) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        validate.id_set(ids, "only_ids")
+
+
+def test_large_id_sets_are_checked_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain ints skip the one-at-a-time check (1.3 us each: 10k ids of ``only_ids`` took 6
+    ms a query); anything else still gets it."""
+    index = make("hnsw")
+    index.add(unit(50), ids=range(100, 150))
+    calls = []
+    real = validate.place_id
+    monkeypatch.setattr(validate, "place_id", lambda v, what="id": calls.append(v) or real(v))
+    q = unit(1, seed=4)[0]
+    assert len(index.query(q, k=60, only_ids=set(range(1000, 11_000)) | {120})) == 1
+    assert len(index.query(q, k=60, exclude_ids=np.arange(125, 10_000))) == 25
+    assert calls == []
+    assert len(index.query(q, k=60, only_ids=[np.int64(120), 121])) == 2
+    assert calls == [120, 121]
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -704,16 +704,9 @@ class PlaceIndex:
         if (not isinstance(exclude_newest, numbers.Integral) or isinstance(exclude_newest, bool)
                 or exclude_newest < 0):
             raise InvalidInputError(f"exclude_newest must be an int >= 0, got {exclude_newest!r}")
-        excluded: set[int] | None = None
-        if exclude_ids is not None:
-            if isinstance(exclude_ids, (str, bytes)) or not isinstance(exclude_ids, Iterable):
-                raise InvalidInputError("exclude_ids must be an iterable of place ids")
-            excluded = {validate.place_id(v, "exclude_ids") for v in exclude_ids} or None
-        only: set[int] | None = None
-        if only_ids is not None:
-            if isinstance(only_ids, (str, bytes)) or not isinstance(only_ids, Iterable):
-                raise InvalidInputError("only_ids must be an iterable of place ids")
-            only = {validate.place_id(v, "only_ids") for v in only_ids}
+        excluded = (None if exclude_ids is None
+                    else validate.id_set(exclude_ids, "exclude_ids") or None)
+        only = None if only_ids is None else validate.id_set(only_ids, "only_ids")
         if filter is not None and not callable(filter):
             raise InvalidInputError("filter must be a callable place_id -> bool")
         if rerank is not None and not isinstance(rerank, bool):
