@@ -205,6 +205,7 @@ class LoopClosureNode:
         self._cond = threading.Condition()
         self._stop = False
         self._closing = False  # close() began: frames are refused, the waiting ones decided
+        self._save_refused = False  # stop_without_saving() was called: close() must not save
         self._busy = False
         self._failure: BaseException | None = None  # what stopped the worker, if it died
         self._map_lock = threading.Lock()
@@ -520,7 +521,8 @@ class LoopClosureNode:
             self.wait_idle(CLOSE_DRAIN_SECONDS)
         self._stop_worker(join=not on_worker)
         try:
-            if self.config.save_on_shutdown and self.config.map_dir and self._changed:
+            if (self.config.save_on_shutdown and self.config.map_dir and self._changed
+                    and not self._save_refused):
                 self.save()
         finally:
             self._release_localizer()
@@ -532,7 +534,9 @@ class LoopClosureNode:
         would otherwise still run in native code as the process exits, and abort it). Called
         again, it does nothing more. Called from the worker's own thread (a publish
         callback), it does not wait for the worker, which stops once the callback returns,
-        and the Localizer stays open (as with :meth:`close`)."""
+        and the Localizer stays open (as with :meth:`close`). A :meth:`close` running on
+        another thread then does not save either (unless its save had begun)."""
+        self._save_refused = True
         atexit.unregister(self._exit_hook)
         with self._input_lock:
             self._closing = True
@@ -626,6 +630,9 @@ class LoopClosureNode:
             self.stats.errors += 1
             log.exception("frame stamped %.3f could not be processed", item.stamp)
             return
+        except BaseException:  # it kills the worker (_run): the frame is still counted
+            self.stats.errors += 1
+            raise
         self.stats.processed += 1
         if result.loop is None:
             return

@@ -153,7 +153,8 @@ def test_a_bad_node_config_is_refused_when_made(changes: dict, words: str) -> No
 
 def test_a_dead_worker_is_reported_not_fed(tiny_onnx, tmp_path, cpu_only, route,
                                            caplog) -> None:
-    """When the worker thread died, on_image kept returning True (queued) for ever."""
+    """When the worker thread died, on_image kept returning True (queued) for ever; and the
+    frame it died on was in no counter."""
     class Fatal(BaseException):  # gets past the handler that keeps one bad frame harmless
         pass
 
@@ -166,6 +167,8 @@ def test_a_dead_worker_is_reported_not_fed(tiny_onnx, tmp_path, cpu_only, route,
     with pytest.raises(VprEdgeError, match=r"worker stopped \(Fatal\('a bug'\).*restart the node"):
         node.on_image(lambda: route[0][1], stamp=0.1)
     node.close()
+    assert node.stats.errors == 1
+    assert_every_frame_counted_once(node.stats)
 
 
 def test_a_stamp_that_is_not_finite_seconds_is_refused_at_once(tiny_onnx, tmp_path, cpu_only,
@@ -1037,6 +1040,32 @@ def test_stop_without_saving_stops_the_worker_and_counts_every_frame(
     assert not node.on_image(lambda: route[0][5], stamp=0.5)
     assert (node.stats.processed, node.stats.dropped_busy) == (4, 1)
     assert_every_frame_counted_once(node.stats)
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3
+
+
+def test_stop_without_saving_during_close_on_another_thread_is_not_saved(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """close() on one thread waits for the worker; stop_without_saving() on another (a
+    signal handler, a supervisor) means the map must stay as saved: close() saved it anyway
+    once its wait ended."""
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:3], 0.0)
+    node.save()
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
+    assert held.wait(10)
+    closer = threading.Thread(target=node.close)
+    closer.start()
+    time.sleep(0.2)  # close() is waiting for the worker
+    stopper = threading.Thread(target=node.stop_without_saving)
+    stopper.start()
+    time.sleep(0.1)
+    gate.set()
+    for thread in (closer, stopper):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert node.unsaved_changes and node.stats.processed == 4
     assert saved_places(tiny_onnx, tmp_path / "map") == 3
 
 
