@@ -214,7 +214,7 @@ class LoopClosureNode:
         self._changed = _read_from_a_crash(config.map_dir)
         self._last_save = time.monotonic()  # (or the start): when the next autosave is due
         self._session = 0
-        self._last_pose_stamp: float | None = None
+        self._pose_clock = StreamClock()  # the odometry's time (one corrupt stamp ahead too)
         self._poses_restarted = False  # odometry jumped back, images not yet
         self._last_image_stamp: float | None = None
         self._image_clock = StreamClock()  # (one corrupt stamp ahead is not a restart)
@@ -260,16 +260,20 @@ class LoopClosureNode:
         if not (_is_number(stamp) and math.isfinite(stamp)):
             raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
         with self._input_lock:
-            last = self._last_pose_stamp
-            if jumped_back(stamp, last):
+            clock = self._pose_clock
+            last = clock.newest
+            if clock.restarts_at(stamp):
                 log.warning("odometry stamps jumped back by %.3f s (a looped bag, a restarted "
                             "simulator?): the pose history starts again", last - stamp)
-                last = None
                 self._poses_restarted = True  # images that jump back next keep these poses
+            elif clock.returns_at(stamp):  # the PoseTrack drops that pose
+                self.report_problem("odometry stamp far ahead",
+                                    f"a pose stamped {last:.3f}, then one stamped "
+                                    f"{stamp:.3f}: the first was a corrupt stamp, dropped")
             elif last is not None and stamp < last:
                 self.report_problem("odometry out of order",
                                     f"pose stamped {stamp:.3f} after one stamped {last:.3f}")
-            self._last_pose_stamp = stamp if last is None else max(stamp, last)
+            clock.advance(stamp)
             self.poses.add(stamp, pose)
             self._decide_waiting()
 
@@ -287,12 +291,12 @@ class LoopClosureNode:
         if not restart:
             return
         restarted, self._poses_restarted = self._poses_restarted, False
-        if restarted or not jumped_back(stamp, self._last_pose_stamp):
+        if restarted or not jumped_back(stamp, self._pose_clock.trusted):
             return
         log.warning("image stamps jumped back by %.3f s (a looped bag, a restarted "
                     "simulator?): the pose history starts again", newest - stamp)
         self.poses.clear()
-        self._last_pose_stamp = None
+        self._pose_clock = StreamClock()
 
     def on_image(self, convert: Callable[[], np.ndarray | tuple[np.ndarray, str]],
                  stamp: float, meta: dict[str, Any] | None = None) -> bool:
@@ -476,7 +480,7 @@ class LoopClosureNode:
                 self._waiting.clear()
                 self.poses = _pose_track(self.config)
                 self._had_odometry, self._frames_without_odometry = False, 0
-                self._last_pose_stamp = None
+                self._pose_clock = StreamClock()
                 self._last_image_stamp = None
                 self._image_clock = StreamClock()
                 self._poses_restarted = False

@@ -211,7 +211,9 @@ class PoseTrack:
         node running for hours keeps a bounded history); a pose older than that starts a new
         history (time jumped back). ``jump_back_seconds``: a pose stamped more than this
         before the newest starts a new history already (a live node: a looped bag or a
-        restarted simulator must not pair new frames with the last pass's poses)."""
+        restarted simulator must not pair new frames with the last pass's poses). With
+        either, one pose stamped far ahead that the stream then comes back from (a corrupt
+        stamp: :class:`StreamClock`) is dropped, and trims nothing."""
         if not max_gap > 0:
             raise InvalidInputError(f"max_gap must be positive seconds, got {max_gap!r}")
         if keep_seconds is not None and not keep_seconds > 0:
@@ -223,7 +225,7 @@ class PoseTrack:
         self.max_gap = float(max_gap)
         self.keep_seconds = keep_seconds
         limits = [v for v in (keep_seconds, jump_back_seconds) if v is not None]
-        self._jump_back = min(limits) if limits else None
+        self._clock = StreamClock(min(limits)) if limits else None
         self._times: list[float] = []
         self._poses: list[Pose] = []
         self._lock = threading.Lock()
@@ -246,20 +248,26 @@ class PoseTrack:
         with self._lock:
             times = self._times
             keep = self.keep_seconds
-            if self._jump_back is not None and times \
-                    and jumped_back(stamp, times[-1], self._jump_back):
-                # time jumped back (a looped bag, a restarted simulator): a new history;
-                # trimming against the old newest pose would drop every pose from now on
-                times.clear()
-                self._poses.clear()
+            clock = self._clock
+            if clock is not None:
+                if clock.restarts_at(stamp):
+                    # time jumped back (a looped bag, a restarted simulator): a new history;
+                    # trimming against the old newest pose would drop every pose from now on
+                    times.clear()
+                    self._poses.clear()
+                elif clock.returns_at(stamp) and times and times[-1] == clock.newest:
+                    del times[-1], self._poses[-1]  # the pose stamped far ahead was corrupt
+                clock.advance(stamp)
             i = bisect.bisect(times, stamp)
             if i and times[i - 1] == stamp:  # the same stamp again: the newest pose is kept
                 self._poses[i - 1] = pose  # (a driver repeating a stuck stamp at 100 Hz grew
                 return                     # the history by 56 MB an hour)
             times.insert(i, float(stamp))
             self._poses.insert(i, pose)
-            if keep is not None and times[-1] - times[0] > 2 * keep:  # in batches, now and then
-                cut = bisect.bisect_left(times, times[-1] - keep)
+            # trimmed in batches, now and then; not against a leap ahead nothing followed yet
+            newest = times[-1] if clock is None else clock.trusted
+            if keep is not None and newest - times[0] > 2 * keep:
+                cut = bisect.bisect_left(times, newest - keep)
                 del times[:cut], self._poses[:cut]
 
     def clear(self) -> None:
@@ -267,6 +275,8 @@ class PoseTrack:
         with self._lock:
             self._times.clear()
             self._poses.clear()
+            if self._clock is not None:
+                self._clock = StreamClock(self._clock.seconds)
 
     def at(self, stamp: float) -> Pose | None:
         """The pose at ``stamp`` (see the module docstring), or None if none is near."""

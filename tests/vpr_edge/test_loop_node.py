@@ -546,6 +546,23 @@ def test_one_image_stamped_far_ahead_keeps_the_pose_history(tiny_onnx, tmp_path,
 
 
 
+def test_one_pose_stamped_far_ahead_keeps_the_pose_history(tiny_onnx, tmp_path, cpu_only,
+                                                           route) -> None:
+    """One odometry message with a corrupt stamp 1000 s ahead: the next pose counted as time
+    jumping back, emptied the pose history and marked the odometry as restarted. That pose
+    is now dropped and counted, and the frames around it keep their poses."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(every_n=1))
+    for i in range(300):  # 30 s along x
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    node.on_pose(1029.95, Pose(-1.0, -1.0))
+    node.on_pose(30.0, Pose(30.0, 0.0))
+    assert len(node.poses) == 301 and not node._poses_restarted
+    assert node.stats.problems == {"odometry stamp far ahead": 1}
+    assert node.on_image(lambda: route[0][0], stamp=29.95) and node.wait_idle()
+    node.close()
+    assert node.localizer.get(0).pose[0] == pytest.approx(29.95)
+
+
 def _drive(node: LoopClosureNode, frames, lag: float, seconds: float = 8.0,
            odometry_hz: int = 50) -> None:
     """0.5 m/s along x: 30 Hz images, odometry delivered ``lag`` seconds after its stamp,
@@ -830,7 +847,8 @@ def test_frames_after_close_are_refused_not_counted(tiny_onnx, tmp_path, cpu_onl
 
 
 #: bad input counted in NodeStats.problems that is not a frame's end
-ODOMETRY_PROBLEMS = {"no odometry at a frame", "odometry out of order", "bad odometry"}
+ODOMETRY_PROBLEMS = {"no odometry at a frame", "odometry out of order", "bad odometry",
+                     "odometry stamp far ahead"}
 
 
 def assert_every_frame_counted_once(stats) -> None:

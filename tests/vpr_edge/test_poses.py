@@ -200,6 +200,25 @@ def test_a_short_jump_back_starts_a_new_history_with_jump_back_seconds() -> None
         PoseTrack(jump_back_seconds=0)
 
 
+@pytest.mark.parametrize("jump_back", [None, 1.0])
+def test_one_pose_stamped_far_ahead_is_dropped_and_keeps_the_history(jump_back) -> None:
+    """One odometry message with a corrupt stamp 1000 s ahead: trimming against it dropped
+    the whole history at once, and the next pose (time "jumping back") cleared it again, so
+    the frames around it got no pose."""
+    track = PoseTrack(max_gap=0.05, keep_seconds=5.0, jump_back_seconds=jump_back)
+    for i in range(100):
+        track.add(i * 0.01, Pose(i * 0.01, 0))  # 1 s at 100 Hz
+    track.add(1000.0, Pose(-1.0, -1.0))
+    assert len(track) == 101 and track.at(0.5).x == pytest.approx(0.5)
+    for i in range(100, 150):
+        track.add(i * 0.01, Pose(i * 0.01, 0))  # the odometry goes on
+    assert len(track) == 150 and track.span() == (0.0, 1.49)
+    assert track.at(0.5).x == pytest.approx(0.5) and track.at(1000.0) is None
+    track.add(3000.0, Pose(3.0, 0))  # a leap that the stream follows: time passed
+    track.add(3000.04, Pose(3.04, 0))
+    assert len(track) == 2 and track.at(3000.02).x == pytest.approx(3.02)
+
+
 def test_a_stuck_odometry_stamp_keeps_one_pose_not_a_growing_history() -> None:
     """A driver repeating its last stamp at 100 Hz grew the history by 56 MB an hour: the
     trimming looks at the time span, which stays 0. The newest pose of a stamp is kept."""
