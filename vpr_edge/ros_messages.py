@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidInputError
 from .loop_closure import LoopClosure
 from .poses import stamp_from_meta, stamp_meta, stamp_parts, stamp_seconds
 
@@ -123,6 +124,24 @@ def rounded_parts(seconds: float) -> tuple[int, int]:
     if nanosec >= 1_000_000_000:
         sec, nanosec = sec + 1, nanosec - 1_000_000_000
     return sec, nanosec
+
+
+#: the whole seconds a ROS Time holds: ROS 1's ``secs`` is a uint32, ROS 2's ``sec`` an int32
+ROS_TIME_SECONDS = {1: (0, 2**32 - 1), 2: (-(2**31), 2**31 - 1)}
+
+
+def ros_time_parts(parts: tuple[int, int], ros: int) -> tuple[int, int]:
+    """``parts`` (``(sec, nanosec)``, of a loop's stamp) when a ROS ``ros`` Time holds them.
+    One that does not comes from a map whose place stamps are not the ROS clock's seconds
+    (rclpy said only that ``sec`` must be an int32): the error says so, and the fix."""
+    low, high = ROS_TIME_SECONDS[ros]
+    if not low <= parts[0] <= high:
+        raise InvalidInputError(
+            f"a stamp of {parts[0]}.{parts[1]:09d} s does not fit a ROS {ros} Time (whole "
+            f"seconds {low} to {high}): the map's places were stamped in another unit or "
+            "clock (milliseconds, nanoseconds?); build the map again with stamps in seconds, "
+            "as the camera's header stamps are")
+    return parts
 
 
 #: keyframe stamps an :class:`ExactStamps` keeps

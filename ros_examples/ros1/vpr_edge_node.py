@@ -49,6 +49,7 @@ from vpr_edge.ros_messages import (
     MessageTypes,
     loop_closure_messages,
     match_pose_header_fields,
+    ros_time_parts,
 )
 
 MSG_FILE = Path(__file__).resolve().parents[1] / "vpr_edge_msgs" / "msg" / "LoopClosure.msg"
@@ -152,7 +153,7 @@ class Ros1LoopClosureNode:
 
     # -- output (worker thread) ------------------------------------------------------------
     def time_of(self, seconds: float) -> rospy.Time:
-        return rospy.Time(*self.stamps.parts(seconds))
+        return rospy.Time(*ros_time_parts(self.stamps.parts(seconds), 1))
 
     def publish(self, loop) -> None:
         self.stamps.remember_match(loop)  # a place of any age, or from a saved map: exact

@@ -57,6 +57,7 @@ from vpr_edge.ros_messages import (
     MessageTypes,
     loop_closure_messages,
     match_pose_header_fields,
+    ros_time_parts,
     rounded_parts,
 )
 
@@ -69,7 +70,7 @@ SIGNAL_CHECK_SECONDS = 0.1
 
 
 def to_time(seconds: float) -> Time:
-    sec, nanosec = rounded_parts(seconds)
+    sec, nanosec = ros_time_parts(rounded_parts(seconds), 2)
     return Time(sec=sec, nanosec=nanosec)
 
 
@@ -172,7 +173,7 @@ class Ros2LoopClosureNode(Node):
         return response
 
     def time_of(self, seconds: float) -> Time:
-        sec, nanosec = self.stamps.parts(seconds)
+        sec, nanosec = ros_time_parts(self.stamps.parts(seconds), 2)
         return Time(sec=sec, nanosec=nanosec)
 
     def publish(self, loop) -> None:

@@ -90,9 +90,10 @@ def test_an_int_for_a_float_parameter_and_stamps_near_a_whole_second(ros2_python
     probe = subprocess.run(
         [ros2_python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
          "from vpr_edge_node import to_time; t = to_time(1.9999999996); "
-         "print(t.sec, t.nanosec)", str(NODE.parent)],
+         "print(t.sec, t.nanosec); to_time(2.0**31)", str(NODE.parent)],
         env=ros2_env, capture_output=True, text=True, timeout=60)
     assert probe.stdout.split() == ["2", "0"], probe.stderr
+    assert "does not fit a ROS 2 Time" in probe.stderr, probe.stderr  # not rclpy's words
 
 
 BAD_PUBLISHER = """

@@ -254,3 +254,22 @@ def test_loops_to_a_map_saved_by_an_earlier_run_carry_exact_stamps(tiny_onnx, tm
     assert {match for _, match in second} == {(1700000100 + i, 200123457 + i)
                                                for i in range(len(frames))}
     assert any(rounded_parts(s) != p for s, p in sent.items())  # the test can tell them apart
+
+
+@pytest.mark.parametrize("seconds, ros, fits", [
+    (1.7e9, 2, True), (2.0**31 - 1, 2, True), (2.0**31, 2, False), (-1.5, 2, True),
+    (-(2.0**31) - 1, 2, False), (1.7e12, 2, False), (2.0**31, 1, True), (2.0**32, 1, False),
+    (-0.5, 1, False), (0.0, 1, True),
+])
+def test_ros_time_parts_refuse_stamps_a_ros_time_cannot_hold(seconds, ros, fits) -> None:
+    """A map stamped in milliseconds made every loop's publish fail inside rclpy ("The 'sec'
+    field must be an integer in [-2147483648, 2147483647]"), with no word of the cause."""
+    from vpr_edge.errors import InvalidInputError
+    from vpr_edge.ros_messages import ros_time_parts, rounded_parts
+
+    parts = rounded_parts(seconds)
+    if fits:
+        assert ros_time_parts(parts, ros) == parts
+    else:
+        with pytest.raises(InvalidInputError, match=f"does not fit a ROS {ros} Time.*seconds"):
+            ros_time_parts(parts, ros)
