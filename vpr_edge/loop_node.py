@@ -255,8 +255,11 @@ class LoopClosureNode:
     def on_pose(self, stamp: float, pose: Pose) -> None:
         """An odometry pose; out-of-order ones are kept (and counted); one stamped more than
         :data:`~vpr_edge.poses.JUMP_BACK_SECONDS` before the newest starts a new
-        history (time jumped back), and is not counted. A stamp that is not finite seconds
-        raises :class:`InvalidInputError` (as :meth:`on_image` does)."""
+        history (time jumped back), and is not counted, unless the newest was one pose
+        stamped far ahead that the odometry now comes back from (a corrupt stamp:
+        :class:`~vpr_edge.poses.StreamClock`): that pose is dropped, and counted as
+        "odometry stamp far ahead". A stamp that is not finite seconds raises
+        :class:`InvalidInputError` (as :meth:`on_image` does)."""
         if not (_is_number(stamp) and math.isfinite(stamp)):
             raise InvalidInputError(f"a pose's stamp must be finite seconds, got {stamp!r}")
         with self._input_lock:
@@ -377,7 +380,18 @@ class LoopClosureNode:
         if not self.config.keyframes.uses_motion or now - frame.arrived >= POSE_WAIT_SECONDS:
             return False
         span = self.poses.span()
-        return span is None or span[1] < frame.stamp <= span[1] + POSE_WAIT_SECONDS
+        if span is None:
+            return True
+        # the odometry's time, or a pose stamped far ahead of it that nothing followed yet:
+        # a corrupt stamp (the track drops it when the odometry goes on from before it, and
+        # the frames waiting for their poses were decided without them) or time that passed
+        return any(newest < frame.stamp <= newest + POSE_WAIT_SECONDS
+                   for newest in (self._newest_odometry(), span[1]))
+
+    def _newest_odometry(self) -> float | None:
+        """The stamp the odometry has reached (None: no pose yet), not that of one pose
+        stamped far ahead that nothing followed yet (:attr:`StreamClock.trusted`)."""
+        return self._pose_clock.trusted
 
     def _decide(self, arrived: _Arrived) -> bool:
         """The keyframe decision for a frame, with the pose at its stamp; a keyframe is
@@ -433,9 +447,9 @@ class LoopClosureNode:
             self._had_odometry, self._frames_without_odometry = True, 0
             return
         kind = "no odometry at a frame"
-        span = self.poses.span()
-        newest = "none yet" if span is None else f"{span[1]:.3f} s"
-        stopped = span is None or span[1] < stamp - self.config.pose_max_gap
+        reached = self._newest_odometry()
+        newest = "none yet" if reached is None else f"{reached:.3f} s"
+        stopped = reached is None or reached < stamp - self.config.pose_max_gap
         if self._closing:  # odometry trailing the last frames is no loss
             self._count_problem(kind)
         elif not (self._had_odometry and stopped):

@@ -1115,3 +1115,42 @@ def test_a_second_ctrl_c_in_shutdown_writes_statistics_that_add_up(
     assert (written["received"], written["processed"], written["dropped_busy"]) == (5, 4, 1)
     assert_every_frame_counted_once(node.stats)
     assert saved_places(tiny_onnx, tmp_path / "map") == 0  # not saved: Ctrl-C meant stop
+
+
+def test_one_pose_stamped_far_ahead_does_not_decide_the_frames_waiting_for_odometry(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """Odometry trailing the camera, and one pose with a corrupt stamp 1000 s ahead: the
+    frames waiting for their odometry took it for odometry past their stamps, and were
+    decided at once, without a pose (keyframe_every_n, "no odometry at a frame"), a pose
+    before the odometry went on from where it was."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(300):  # 30 s along x, up to 29.9 s
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    assert node.on_image(lambda: route[0][0], stamp=30.15)  # waits for the odometry
+    node.on_pose(1030.0, Pose(-1.0, -1.0))
+    assert len(node._waiting) == 1
+    node.on_pose(30.0, Pose(30.0, 0.0))
+    node.on_pose(30.1, Pose(30.1, 0.0))
+    node.on_pose(30.2, Pose(30.2, 0.0))
+    assert node.wait_idle()
+    node.close()
+    assert "no odometry at a frame" not in node.stats.problems, node.stats.summary()
+    assert node.localizer.get(0).pose[0] == pytest.approx(30.15)
+
+
+def test_a_frame_after_odometry_that_leapt_ahead_waits_for_its_next_pose(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """Odometry paused for 1000 s (a leap that the next pose follows: time passed): a frame
+    just after its first pose back waits for the next one, as after any other pose."""
+    node, _ = make_node(tiny_onnx, tmp_path, keyframes=KeyframeConfig(min_distance=1.0))
+    for i in range(300):  # 30 s along x, up to 29.9 s
+        node.on_pose(i * 0.1, Pose(i * 0.1, 0.0))
+    node.on_pose(1030.0, Pose(1030.0, 0.0))
+    assert node.on_image(lambda: route[0][0], stamp=1030.15)  # waits for the odometry
+    assert len(node._waiting) == 1
+    node.on_pose(1030.1, Pose(1030.1, 0.0))
+    node.on_pose(1030.2, Pose(1030.2, 0.0))
+    assert node.wait_idle()
+    node.close()
+    assert node.stats.problems == {}, node.stats.summary()
+    assert node.localizer.get(0).pose[0] == pytest.approx(1030.15)
