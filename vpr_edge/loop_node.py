@@ -553,7 +553,8 @@ class LoopClosureNode:
         again, it does nothing more. Called from the worker's own thread (a publish
         callback), it does not wait for the worker, which stops once the callback returns,
         and the Localizer stays open (as with :meth:`close`). A :meth:`close` running on
-        another thread then does not save either (unless its save had begun)."""
+        another thread then does not save either, nor does the worker autosave after its frame
+        (unless the save had begun)."""
         self._save_refused = True
         atexit.unregister(self._exit_hook)
         with self._input_lock:
@@ -682,10 +683,12 @@ class LoopClosureNode:
 
     def _autosave_due_in(self) -> float | None:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
-        autosave is due (off, nowhere to save, or nothing changed)."""
+        autosave is due (off, nowhere to save, nothing changed, or the worker is stopping:
+        after the frame it was processing when :meth:`stop_without_saving` came, an autosave
+        saved the map that was to stay as it was; :meth:`close` saves itself)."""
         config = self.config
         if (not config.autosave_seconds or not config.map_dir
-                or not config.save_on_shutdown or not self._changed):
+                or not config.save_on_shutdown or not self._changed or self._stop):
             return None
         return self._last_save + config.autosave_seconds - time.monotonic()
 

@@ -1138,6 +1138,27 @@ def test_one_pose_stamped_far_ahead_does_not_decide_the_frames_waiting_for_odome
     assert node.localizer.get(0).pose[0] == pytest.approx(30.15)
 
 
+def test_stop_without_saving_during_a_frame_does_not_autosave_after_it(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """stop_without_saving() while the worker processed a frame, with an autosave due: the
+    worker finished the frame, then autosaved the map that was to stay as it was."""
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.3)
+    feed(node, route[0][:3], 0.0)
+    node.save()
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
+    assert held.wait(10)
+    stopper = threading.Thread(target=node.stop_without_saving)
+    stopper.start()
+    time.sleep(0.5)  # the autosave is due by the time the frame is done
+    gate.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and not node._worker.is_alive()
+    assert node.unsaved_changes and node.stats.processed == 4 and node.stats.autosaves == 0
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3
+
+
 def test_a_frame_after_odometry_that_leapt_ahead_waits_for_its_next_pose(
         tiny_onnx, tmp_path, cpu_only, route) -> None:
     """Odometry paused for 1000 s (a leap that the next pose follows: time passed): a frame
