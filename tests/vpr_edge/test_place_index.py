@@ -746,6 +746,8 @@ def test_id_sets_accept_ints_of_any_kind(ids, expected) -> None:
     (np.array([2**63], dtype=np.uint64), "outside"), (np.array([1.0]), "1.0"),
     (np.array([True]), "True"), (np.zeros((2, 2), dtype=np.int64), "only_ids"),
     ("12", "iterable"), (7, "iterable"), ([1, "2"], "'2'"),
+    (np.array([1, 2], dtype="datetime64[ns]"), "datetime64"),  # tolist(): ints
+    (np.ma.array([1, 2], mask=[False, True]), "masked"),  # tolist(): None
 ])
 def test_id_sets_refuse_what_one_id_refuses(ids, match) -> None:
     with pytest.raises(InvalidInputError, match=match):

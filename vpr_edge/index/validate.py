@@ -110,8 +110,11 @@ def id_set(value: Any, what: str = "ids") -> set[int]:
     take 0.4 ms, where one :func:`place_id` call each took 6 ms."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise InvalidInputError(f"{what} must be an iterable of place ids")
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        value = value.tolist()  # Python ints (bools and floats stay themselves: refused below)
+    if (isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu"
+            and not np.ma.isMaskedArray(value)):
+        # Python ints; not of other dtypes: tolist() makes ints of datetime64[ns] too (no
+        # place ids), and None of a masked array's masked items
+        value = value.tolist()
     items = value if isinstance(value, (set, frozenset, list, tuple)) else list(value)
     if not items:
         return set()
