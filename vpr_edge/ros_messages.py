@@ -137,11 +137,19 @@ def ros_time_parts(parts: tuple[int, int], ros: int) -> tuple[int, int]:
     low, high = ROS_TIME_SECONDS[ros]
     if not low <= parts[0] <= high:
         raise InvalidInputError(
-            f"a stamp of {parts[0]}.{parts[1]:09d} s does not fit a ROS {ros} Time (whole "
+            f"a stamp of {_exact_seconds(parts)} s does not fit a ROS {ros} Time (whole "
             f"seconds {low} to {high}): the map's places were stamped in another unit or "
             "clock (milliseconds, nanoseconds?); build the map again with stamps in seconds, "
             "as the camera's header stamps are")
     return parts
+
+
+def _exact_seconds(parts: tuple[int, int]) -> str:
+    """``(sec, nanosec)`` as decimal seconds, exactly: ``(-1, 500000000)`` is -0.5 s (the
+    nanoseconds count forward from ``sec``, also before zero)."""
+    total = parts[0] * 1_000_000_000 + parts[1]
+    whole, nanosec = divmod(abs(total), 1_000_000_000)
+    return f"{'-' if total < 0 else ''}{whole}.{nanosec:09d}"
 
 
 #: keyframe stamps an :class:`ExactStamps` keeps

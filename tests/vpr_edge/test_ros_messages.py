@@ -273,3 +273,19 @@ def test_ros_time_parts_refuse_stamps_a_ros_time_cannot_hold(seconds, ros, fits)
     else:
         with pytest.raises(InvalidInputError, match=f"does not fit a ROS {ros} Time.*seconds"):
             ros_time_parts(parts, ros)
+
+
+@pytest.mark.parametrize("seconds, ros, said", [
+    (-0.5, 1, "-0.500000000 s"), (-4.25, 1, "-4.250000000 s"),
+    (2.0**32 + 0.5, 1, "4294967296.500000000 s"),
+    (-(2.0**31) - 1.75, 2, "-2147483649.750000000 s"),
+])
+def test_a_stamp_no_ros_time_holds_is_named_as_it_is(seconds, ros, said) -> None:
+    """(sec, nanosec) of a stamp before zero count the nanoseconds forward from sec: -0.5 s
+    is (-1, 500000000), which the error called -1.500000000 s."""
+    from vpr_edge.errors import InvalidInputError
+    from vpr_edge.ros_messages import ros_time_parts, rounded_parts
+
+    with pytest.raises(InvalidInputError) as raised:
+        ros_time_parts(rounded_parts(seconds), ros)
+    assert f"a stamp of {said} does not fit" in str(raised.value)
