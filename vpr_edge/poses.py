@@ -82,8 +82,9 @@ class StreamClock:
         newest, before = self.newest, self._before_leap
         if newest is None or self.restarts_at(stamp):
             self.newest, self._before_leap = stamp, None
-        elif self.returns_at(stamp):  # the leap was corrupt: forget it
-            self.newest, self._before_leap = max(before, stamp), None
+        elif self.returns_at(stamp):  # the leap was corrupt: forget it, and take the stamp
+            self.newest, self._before_leap = before, None  # as it comes after the time
+            self.advance(stamp)  # before it (it may be a corrupt leap from there, too)
         elif stamp > newest + self.seconds:
             self.newest, self._before_leap = stamp, newest
         else:

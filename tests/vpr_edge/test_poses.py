@@ -172,6 +172,25 @@ def test_a_stream_clock_tells_a_restart_from_one_corrupt_stamp_ahead() -> None:
     assert clock.restarts_at(-0.6)
 
 
+def test_a_stream_clock_comes_back_from_two_corrupt_stamps_in_a_row() -> None:
+    """A corrupt stamp far ahead, then another between it and the stream's time: the second
+    became the stream's time, so the stream going on counted as time jumping back."""
+    from vpr_edge.poses import StreamClock
+
+    clock = StreamClock()
+    for t in (100.0, 100.1, 1100.0, 600.0):
+        assert not clock.restarts_at(t)
+        clock.advance(t)
+    assert clock.newest == 600.0 and clock.trusted == 100.1  # 600 is a leap from 100.1 too
+    assert clock.returns_at(100.2) and not clock.restarts_at(100.2)
+    clock.advance(100.2)
+    assert clock.newest == clock.trusted == 100.2
+    track = PoseTrack(max_gap=0.05, keep_seconds=5.0, jump_back_seconds=1.0)
+    for t in (0.0, 0.02, 1000.0, 500.0, 0.04):
+        track.add(t, Pose(t, 0.0))
+    assert track.span() == (0.0, 0.04) and track.at(0.03).x == pytest.approx(0.03)
+
+
 def test_a_jump_back_in_time_starts_a_new_history() -> None:
     """A looped bag or a restarted simulator: trimming against the old newest pose deleted
     every new pose right after it came, and no frame got a pose again."""
