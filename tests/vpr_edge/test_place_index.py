@@ -754,6 +754,24 @@ def test_id_sets_refuse_what_one_id_refuses(ids, match) -> None:
         validate.id_set(ids, "only_ids")
 
 
+@pytest.mark.parametrize("count", [3, 10, 100, 400])  # one by one, and in bulk (520 rows)
+def test_the_rows_of_ids_are_those_of_live_places(count: int) -> None:
+    """Exclusions and ``only_ids`` mark the rows of the ids given, looked up one by one or in
+    bulk: removed places, ids added again (a new row) and ids the map never had included."""
+    index = make("hnsw")
+    index.add(unit(500), ids=range(1000, 1500))
+    index.remove(range(1000, 1100))
+    index.add(unit(20, seed=3), ids=range(1000, 1020))  # again, in new rows
+    rng = np.random.default_rng(count)
+    ids = set(rng.integers(900, 1600, count).tolist())
+    rows = index._records.rows
+    marked = index._rows_of_ids(ids, rows)
+    live = ~index._records.removed[:rows]
+    expected = np.isin(index._records.ids[:rows], list(ids))
+    assert np.array_equal(marked & live, expected & live)
+    assert (len(ids) * place_index.IDS_IN_BULK_SHARE > rows) == (count >= 100)
+
+
 def test_large_id_sets_are_checked_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain ints skip the one-at-a-time check (1.3 us each: 10k ids of ``only_ids`` took 6
     ms a query); anything else still gets it."""

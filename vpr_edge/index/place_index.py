@@ -83,6 +83,10 @@ FILTERED_EXACT_BUDGET = 1_000_000
 #: newest 50 and the last 1% excluded, 0.13 ms searched against 0.51 ms scored (3500 256-d:
 #: 0.06 against 0.28), and excluding no live place it is the plain query
 FILTERED_SCAN_PER_EXCLUDED = 600
+#: exclude_ids / only_ids of more than 1/IDS_IN_BULK_SHARE of the map's rows are looked up in
+#: bulk (np.isin over the map's ids), fewer one by one: the two cost the same at about 1000 ids
+#: of 20k places and 3000 of 100k
+IDS_IN_BULK_SHARE = 25
 #: a scan without rerank re-scores at most this many of the places float16 rounding could have
 #: moved past the k-th from the graph's float32 vectors (hnswlib's get_items: 20 us a place at
 #: 512-d): a robot standing still for 1000 keyframes left 1000 within the margin, 20 ms a query.
@@ -1131,22 +1135,28 @@ class PlaceIndex:
         rows = rec.rows
         mask = ~rec.removed[:rows]
         if only is not None:
-            listed = np.zeros(rows, dtype=bool)
-            for pid in only:
-                row = self._row_of.get(pid)
-                if row is not None:
-                    listed[row] = True
-            mask &= listed
+            mask &= self._rows_of_ids(only, rows)
         if newest:
             mask[max(0, rows - newest):] = False
         if cutoff is not None:
             mask &= ~(rec.stamps[:rows] > cutoff)
         if excluded:
-            for pid in excluded:
-                row = self._row_of.get(pid)
-                if row is not None:
-                    mask[row] = False
+            mask &= ~self._rows_of_ids(excluded, rows)
         return mask
+
+    def _rows_of_ids(self, ids: set[int], rows: int) -> np.ndarray:
+        """A mask of the first ``rows`` rows, True where a live place has one of ``ids``
+        (removed rows may be True too). One dict lookup per id, or, for more than
+        ``rows / IDS_IN_BULK_SHARE`` ids, ``np.isin`` over the map's ids: 10k ids of a 20k-place
+        map took 0.6 ms one by one, 0.24 ms in bulk (100 ids: 10 us against 60)."""
+        if len(ids) * IDS_IN_BULK_SHARE > rows:
+            return np.isin(self._records.ids[:rows], np.fromiter(ids, np.int64, len(ids)))
+        marked = np.zeros(rows, dtype=bool)
+        for pid in ids:
+            row = self._row_of.get(pid)
+            if row is not None:
+                marked[row] = True
+        return marked
 
     def _hnsw_filter(self, mask: np.ndarray | None, allowed: int, user: IdFilter | None
                      ) -> IdFilter | None:
