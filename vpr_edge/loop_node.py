@@ -212,7 +212,9 @@ class LoopClosureNode:
         # places added or the map reset since it was opened or saved (or it was read from
         # what an interrupted save left: a save puts it back in place)
         self._changed = _read_from_a_crash(config.map_dir)
+        self._changes = 0  # counts changes: a save clears _changed only if none came meanwhile
         self._last_save = time.monotonic()  # (or the start): when the next autosave is due
+        self._saver: threading.Thread | None = None  # an autosave in progress
         self._session = 0
         self._pose_clock = StreamClock()  # the odometry's time (one corrupt stamp ahead too)
         self._poses_restarted = False  # odometry jumped back, images not yet
@@ -474,12 +476,16 @@ class LoopClosureNode:
 
     # -- services --------------------------------------------------------------------------
     def save(self) -> str:
-        """Save the map atomically; returns its directory."""
+        """Save the map atomically; returns its directory. Keyframes go on being processed
+        meanwhile (their adds wait only while the map's files are written, not while they
+        are hashed and fsynced); the map counts as changed again if one was added."""
         with self._map_lock:
-            path = str(self.localizer.save())
-            self._changed = False
+            changes = self._changes
+        path = str(self.localizer.save())
+        with self._map_lock:
+            self._changed = self._changed and self._changes != changes
             self._last_save = time.monotonic()
-            return path
+        return path
 
     def reset(self) -> None:
         """Forget the map's places, the frames waiting for the worker or for odometry (counted
@@ -505,6 +511,7 @@ class LoopClosureNode:
                 index.remove(ids)
                 index.rebuild()  # drops the removed places' rows for good
             self._changed = True
+            self._changes += 1
             self.detector = LoopClosureDetector(self.localizer, self.config.detector)
         with self._cond:
             self._cond.notify_all()  # the worker's autosave timer starts now
@@ -525,11 +532,11 @@ class LoopClosureNode:
         """Refuse frames from now on; decide the frames still waiting for odometry, with the
         odometry there is (as when their wait runs out); give the worker up to
         :data:`CLOSE_DRAIN_SECONDS` to take the keyframes waiting for it, then stop it (those
-        left count as ``dropped_busy``); then save the map if configured to, it has a
-        directory and it changed, and close the Localizer if the node opened it (one given to
-        the node stays open). Called from the worker's own thread (a publish callback), it
-        neither drains nor waits for the worker, which stops once the callback returns, and
-        the Localizer stays open."""
+        left count as ``dropped_busy``) and an autosave in progress to finish; then save the
+        map if configured to, it has a directory and it changed, and close the Localizer if
+        the node opened it (one given to the node stays open). Called from the worker's own
+        thread (a publish callback), it neither drains nor waits for the worker, which stops
+        once the callback returns, and the Localizer stays open."""
         atexit.unregister(self._exit_hook)
         on_worker = threading.current_thread() is self._worker
         with self._input_lock:
@@ -538,6 +545,7 @@ class LoopClosureNode:
         if self._failure is None and not on_worker:  # (a dead worker takes none)
             self.wait_idle(CLOSE_DRAIN_SECONDS)
         self._stop_worker(join=not on_worker)
+        self._wait_for_autosave()
         try:
             if (self.config.save_on_shutdown and self.config.map_dir and self._changed
                     and not self._save_refused):
@@ -563,13 +571,25 @@ class LoopClosureNode:
             self._waiting.clear()
         on_worker = threading.current_thread() is self._worker
         self._stop_worker(join=not on_worker)
+        self._wait_for_autosave()
         self._release_localizer()
 
     def _release_localizer(self) -> None:
-        """Close the Localizer if the node opened it and the worker has stopped (each closed
-        node kept its ONNX Runtime session, 20 MB, and a thread)."""
-        if self._owns_localizer and not self._worker.is_alive():
+        """Close the Localizer if the node opened it and the worker and an autosave have
+        stopped (each closed node kept its ONNX Runtime session, 20 MB, and a thread)."""
+        if (self._owns_localizer and not self._worker.is_alive()
+                and not self._autosaving()):
             self.localizer.close()
+
+    def _autosaving(self) -> bool:
+        return self._saver is not None and self._saver.is_alive()
+
+    def _wait_for_autosave(self) -> None:
+        """Let an autosave in progress finish (it cannot be stopped halfway; a save is
+        atomic): the map must not be saved twice at once, nor closed under it."""
+        saver = self._saver
+        if saver is not None and saver is not threading.current_thread():
+            saver.join()
 
     def _stop_worker(self, join: bool) -> None:
         """Stop the worker once its frame is done; the keyframes it had not taken count as
@@ -644,7 +664,9 @@ class LoopClosureNode:
                 result = self.detector.process_frame(
                     item.frame, stamp=item.stamp, colour_order=item.colour_order,
                     pose=self._pose_for_map(item.pose), meta=item.meta)
-                self._changed = self._changed or result.place_id is not None
+                if result.place_id is not None:
+                    self._changed = True
+                    self._changes += 1
         except Exception:  # one bad frame must not kill the node
             self.stats.errors += 1
             log.exception("frame stamped %.3f could not be processed", item.stamp)
@@ -687,15 +709,22 @@ class LoopClosureNode:
         after the frame it was processing when :meth:`stop_without_saving` came, an autosave
         saved the map that was to stay as it was; :meth:`close` saves itself)."""
         config = self.config
-        if (not config.autosave_seconds or not config.map_dir
-                or not config.save_on_shutdown or not self._changed or self._stop):
+        if (not config.autosave_seconds or not config.map_dir or not config.save_on_shutdown
+                or not self._changed or self._stop or self._autosaving()):
             return None
         return self._last_save + config.autosave_seconds - time.monotonic()
 
     def _autosave(self) -> None:
-        """Save now (between keyframes: a frame that arrives meanwhile waits in the
-        mailbox). A failure is counted and logged (the first one with its reason), and
-        tried again a period later, not at every keyframe."""
+        """Start saving the map on a thread of its own, so that the worker goes on with the
+        keyframes meanwhile: their adds wait only while the files are written, not while
+        they are hashed and fsynced (seconds for a large map on an SD card)."""
+        self._saver = threading.Thread(target=self._autosave_now, name="vpr-edge-autosave",
+                                       daemon=True)
+        self._saver.start()
+
+    def _autosave_now(self) -> None:
+        """Save; a failure is counted and logged (the first one with its reason), and tried
+        again a period later, not at every keyframe."""
         try:
             self.save()
             self.stats.autosaves += 1
@@ -706,6 +735,9 @@ class LoopClosureNode:
                 log.error("autosave of the map to %s failed (%s); trying again in %g s "
                           "(further failures are counted in the node's statistics)",
                           self.config.map_dir, exc, self.config.autosave_seconds)
+        finally:
+            with self._cond:
+                self._cond.notify_all()  # the worker's autosave timer starts again
 
     def _pose_for_map(self, pose: Pose | None) -> tuple[float, ...] | None:
         """``pose`` as the map stores poses: all seven values, or the first ``pose_dim``

@@ -771,6 +771,38 @@ def test_the_map_is_saved_while_it_changes_and_when_frames_stop(tiny_onnx, tmp_p
     assert node.stats.errors == 0 and node.stats.autosave_failures == 0
 
 
+def test_keyframes_are_processed_while_an_autosave_syncs_and_close_waits_for_it(
+        tiny_onnx, tmp_path, cpu_only, route, monkeypatch) -> None:
+    """The worker saved the map itself, so no keyframe was processed until the save was
+    fsynced (seconds for a large map on an SD card: the keyframes meanwhile were dropped).
+    The autosave now runs on its own thread; close() lets it finish, then saves the rest."""
+    from vpr_edge.index import atomic_dir
+
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+    gate, syncing = threading.Event(), threading.Event()
+    real = atomic_dir.fsync_file
+
+    def slow_disk(path):
+        if threading.current_thread() is not threading.main_thread():  # not saved_places
+            syncing.set()
+            gate.wait(10)
+        real(path)
+
+    monkeypatch.setattr(atomic_dir, "fsync_file", slow_disk)
+    feed(node, route[0][:3], 0.0)
+    assert syncing.wait(10)  # the autosave is held in its fsync
+    feed(node, route[0][3:5], 1.0)  # (each waits until the worker is idle)
+    assert node.stats.processed == 5 and node.stats.autosaves == 0
+    closer = threading.Thread(target=node.close)
+    closer.start()
+    time.sleep(0.2)
+    assert closer.is_alive()  # waiting for the autosave
+    gate.set()
+    closer.join(10)
+    assert not closer.is_alive() and node.stats.autosaves == 1
+    assert saved_places(tiny_onnx, tmp_path / "map") == 5 and not node.unsaved_changes
+
+
 def test_autosave_waits_its_period_and_is_off_at_zero(tiny_onnx, tmp_path, cpu_only,
                                                       route) -> None:
     node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=30.0)
