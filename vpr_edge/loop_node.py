@@ -214,7 +214,11 @@ class LoopClosureNode:
         self._changed = _read_from_a_crash(config.map_dir)
         self._changes = 0  # counts changes: a save clears _changed only if none came meanwhile
         self._last_save = time.monotonic()  # (or the start): when the next autosave is due
-        self._saver: threading.Thread | None = None  # an autosave in progress
+        self._saver: threading.Thread | None = None  # the latest autosave's thread
+        # an autosave in progress: set by the worker, cleared (under _cond) by the saver when
+        # done; not the thread's is_alive(), which is still True for a moment after the saver
+        # woke the worker to time the next one
+        self._autosaving = False
         self._session = 0
         self._pose_clock = StreamClock()  # the odometry's time (one corrupt stamp ahead too)
         self._poses_restarted = False  # odometry jumped back, images not yet
@@ -555,9 +559,10 @@ class LoopClosureNode:
 
     def stop_without_saving(self) -> None:
         """Stop at once: refuse frames, drop those waiting (``dropped_busy``), stop the
-        worker after the frame it is processing, close the Localizer if the node opened it;
-        the map is not saved. For a second Ctrl-C that cut :meth:`close` short (the worker
-        would otherwise still run in native code as the process exits, and abort it). Called
+        worker after the frame it is processing, let an autosave in progress finish (a save
+        cannot be stopped halfway), close the Localizer if the node opened it; the map is not
+        saved. For a second Ctrl-C that cut :meth:`close` short (the worker would otherwise
+        still run in native code as the process exits, and abort it). Called
         again, it does nothing more. Called from the worker's own thread (a publish
         callback), it does not wait for the worker, which stops once the callback returns,
         and the Localizer stays open (as with :meth:`close`). A :meth:`close` running on
@@ -577,12 +582,10 @@ class LoopClosureNode:
     def _release_localizer(self) -> None:
         """Close the Localizer if the node opened it and the worker and an autosave have
         stopped (each closed node kept its ONNX Runtime session, 20 MB, and a thread)."""
+        saver = self._saver
         if (self._owns_localizer and not self._worker.is_alive()
-                and not self._autosaving()):
+                and not (saver is not None and saver.is_alive())):
             self.localizer.close()
-
-    def _autosaving(self) -> bool:
-        return self._saver is not None and self._saver.is_alive()
 
     def _wait_for_autosave(self) -> None:
         """Let an autosave in progress finish (it cannot be stopped halfway; a save is
@@ -705,22 +708,31 @@ class LoopClosureNode:
 
     def _autosave_due_in(self) -> float | None:
         """Seconds until the changed map is to be saved (<= 0: now), or None when no
-        autosave is due (off, nowhere to save, nothing changed, or the worker is stopping:
-        after the frame it was processing when :meth:`stop_without_saving` came, an autosave
-        saved the map that was to stay as it was; :meth:`close` saves itself)."""
+        autosave is due (off, nowhere to save, nothing changed, one is in progress, or the
+        node is closing: after the frame it was processing when :meth:`stop_without_saving`
+        came, an autosave saved the map that was to stay as it was; :meth:`close` saves
+        itself once the worker took the last keyframes, and from the exit hook, Python 3.12
+        refuses to start the autosave's thread)."""
         config = self.config
         if (not config.autosave_seconds or not config.map_dir or not config.save_on_shutdown
-                or not self._changed or self._stop or self._autosaving()):
+                or not self._changed or self._stop or self._closing or self._autosaving):
             return None
         return self._last_save + config.autosave_seconds - time.monotonic()
 
     def _autosave(self) -> None:
         """Start saving the map on a thread of its own, so that the worker goes on with the
         keyframes meanwhile: their adds wait only while the files are written, not while
-        they are hashed and fsynced (seconds for a large map on an SD card)."""
-        self._saver = threading.Thread(target=self._autosave_now, name="vpr-edge-autosave",
-                                       daemon=True)
-        self._saver.start()
+        they are hashed and fsynced (seconds for a large map on an SD card). Where no thread
+        can be started (the interpreter is exiting), the worker saves it itself."""
+        self._autosaving = True
+        saver = threading.Thread(target=self._autosave_now, name="vpr-edge-autosave",
+                                 daemon=True)
+        self._saver = saver
+        try:
+            saver.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12)
+            self._saver = None  # (one never started cannot be joined)
+            self._autosave_now()
 
     def _autosave_now(self) -> None:
         """Save; a failure is counted and logged (the first one with its reason), and tried
@@ -737,6 +749,7 @@ class LoopClosureNode:
                           self.config.map_dir, exc, self.config.autosave_seconds)
         finally:
             with self._cond:
+                self._autosaving = False
                 self._cond.notify_all()  # the worker's autosave timer starts again
 
     def _pose_for_map(self, pose: Pose | None) -> tuple[float, ...] | None:

@@ -803,6 +803,88 @@ def test_keyframes_are_processed_while_an_autosave_syncs_and_close_waits_for_it(
     assert saved_places(tiny_onnx, tmp_path / "map") == 5 and not node.unsaved_changes
 
 
+
+def test_an_autosave_that_failed_is_tried_again_though_its_thread_ends_late(
+        tiny_onnx, tmp_path, cpu_only, route) -> None:
+    """The worker woke at the saver's last word, but the saver's thread was still alive (it
+    had not returned yet), so the worker took an autosave to be running and waited for a
+    frame that never came: with the camera stopped, a failed autosave was not tried again,
+    nor were places added during a save saved, until shutdown."""
+    from vpr_edge.errors import MapError
+
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+    real_save, real_autosave, calls = node.localizer.save, node._autosave_now, []
+
+    def failing_once(*args):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise MapError("disk full")
+        return real_save(*args)
+
+    def autosave_then_linger():
+        real_autosave()
+        time.sleep(0.3)  # the thread ends a little after it said it was done
+
+    node.localizer.save = failing_once
+    node._autosave_now = autosave_then_linger
+    feed(node, route[0][:3], 0.0)  # then no frame comes
+    assert wait_for(lambda: node.stats.autosaves == 1, timeout=5), node.stats.summary()
+    assert node.stats.autosave_failures == 1 and not node.unsaved_changes
+    node.close()
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3
+
+
+def test_no_autosave_starts_once_close_began(tiny_onnx, tmp_path, cpu_only, route,
+                                            monkeypatch) -> None:
+    """close() saves itself once the worker took the last keyframes; an autosave the worker
+    started meanwhile was a second save to wait for, and at interpreter exit (the atexit
+    hook's close) Python 3.12 refuses to start a thread: the worker died, logging that the
+    node had stopped, and the keyframes it had not taken were dropped."""
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+    real_start = threading.Thread.start
+
+    def start_at_exit(thread):
+        if thread.name == "vpr-edge-autosave":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real_start(thread)
+
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: route[0][0], stamp=0.0)  # taken by the held worker
+    assert held.wait(10)
+    node.on_image(lambda: route[0][1], stamp=0.1)  # waits in the mailbox
+    closer = threading.Thread(target=node.close)
+    closer.start()
+    time.sleep(0.4)  # an autosave is due by the time the frame is done
+    monkeypatch.setattr(threading.Thread, "start", start_at_exit)
+    gate.set()
+    closer.join(10)
+    assert not closer.is_alive() and node.failure is None
+    assert node.stats.processed == 2 and node.stats.autosaves == 0
+    assert saved_places(tiny_onnx, tmp_path / "map") == 2 and not node.unsaved_changes
+
+
+def test_where_no_thread_can_start_the_worker_autosaves_itself(tiny_onnx, tmp_path, cpu_only,
+                                                              route, monkeypatch) -> None:
+    """A program whose main thread ended while other threads still fed the node: Python 3.12
+    refuses new threads then, and the worker died starting the autosave's."""
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+    real_start = threading.Thread.start
+
+    def start_at_exit(thread):
+        if thread.name == "vpr-edge-autosave":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_at_exit)
+    feed(node, route[0][:3], 0.0)
+    assert wait_for(lambda: node.stats.autosaves == 1) and node.failure is None
+    assert saved_places(tiny_onnx, tmp_path / "map") == 3 and not node.unsaved_changes
+    feed(node, route[0][3:5], 1.0)
+    node.close()
+    assert node.stats.processed == 5 and saved_places(tiny_onnx, tmp_path / "map") == 5
+
+
 def test_autosave_waits_its_period_and_is_off_at_zero(tiny_onnx, tmp_path, cpu_only,
                                                       route) -> None:
     node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=30.0)
