@@ -392,12 +392,7 @@ class LoopClosureNode:
         # a corrupt stamp (the track drops it when the odometry goes on from before it, and
         # the frames waiting for their poses were decided without them) or time that passed
         return any(newest < frame.stamp <= newest + POSE_WAIT_SECONDS
-                   for newest in (self._newest_odometry(), span[1]))
-
-    def _newest_odometry(self) -> float | None:
-        """The stamp the odometry has reached (None: no pose yet), not that of one pose
-        stamped far ahead that nothing followed yet (:attr:`StreamClock.trusted`)."""
-        return self._pose_clock.trusted
+                   for newest in (self._pose_clock.trusted, span[1]))
 
     def _decide(self, arrived: _Arrived) -> bool:
         """The keyframe decision for a frame, with the pose at its stamp; a keyframe is
@@ -453,7 +448,7 @@ class LoopClosureNode:
             self._had_odometry, self._frames_without_odometry = True, 0
             return
         kind = "no odometry at a frame"
-        reached = self._newest_odometry()
+        reached = self._pose_clock.trusted  # not one pose stamped far ahead, held alone
         newest = "none yet" if reached is None else f"{reached:.3f} s"
         stopped = reached is None or reached < stamp - self.config.pose_max_gap
         if self._closing:  # odometry trailing the last frames is no loss

@@ -279,10 +279,7 @@ def test_reset_starts_a_new_session(tiny_onnx, tmp_path, cpu_only, route) -> Non
         node.on_pose(i * 0.1, Pose(10.0, 0))
     feed(node, route[0][:5], 0.0)
     assert Path(node.save()).is_dir()
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][5], stamp=0.5)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][5], 0.5)
     node.on_image(lambda: route[0][6], stamp=0.6)  # waiting in the mailbox
     node.reset()
     gate.set()
@@ -740,6 +737,16 @@ def saved_places(tiny_onnx: Path, map_dir: Path) -> int:
     return len(Localizer(tiny_onnx, map_dir, backend="onnxruntime-cpu"))
 
 
+def hold_the_worker_on(node: LoopClosureNode, frame, stamp: float) -> threading.Event:
+    """Feed ``frame`` and hold the worker inside its processing until the returned gate is
+    set (the frame is taken, not yet in the map)."""
+    real, gate, held = node._process, threading.Event(), threading.Event()
+    node._process = lambda item: (held.set(), gate.wait(10), real(item))
+    node.on_image(lambda: frame, stamp=stamp)
+    assert held.wait(10)
+    return gate
+
+
 def wait_for(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -848,10 +855,7 @@ def test_no_autosave_starts_once_close_began(tiny_onnx, tmp_path, cpu_only, rout
             raise RuntimeError("can't create new thread at interpreter shutdown")
         real_start(thread)
 
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][0], stamp=0.0)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][0], 0.0)
     node.on_image(lambda: route[0][1], stamp=0.1)  # waits in the mailbox
     closer = threading.Thread(target=node.close)
     closer.start()
@@ -1157,10 +1161,7 @@ def test_stop_without_saving_stops_the_worker_and_counts_every_frame(
     node, _ = make_node(tiny_onnx, tmp_path)
     feed(node, route[0][:3], 0.0)
     node.save()
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][3], 0.3)
     node.on_image(lambda: route[0][4], stamp=0.4)  # waiting in the mailbox
     stopper = threading.Thread(target=node.stop_without_saving)
     stopper.start()
@@ -1183,10 +1184,7 @@ def test_stop_without_saving_during_close_on_another_thread_is_not_saved(
     node, _ = make_node(tiny_onnx, tmp_path)
     feed(node, route[0][:3], 0.0)
     node.save()
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][3], 0.3)
     closer = threading.Thread(target=node.close)
     closer.start()
     time.sleep(0.2)  # close() is waiting for the worker
@@ -1209,10 +1207,7 @@ def test_a_second_ctrl_c_in_shutdown_writes_statistics_that_add_up(
     saving and counted them, but the file was already written. Now the node stops first."""
     node, _ = make_node(tiny_onnx, tmp_path)
     feed(node, route[0][:3], 0.0)
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][3], 0.3)
     node.on_image(lambda: route[0][4], stamp=0.4)  # waiting in the mailbox
 
     def ctrl_c_again(timeout: float = 10.0) -> bool:  # lands in the drain
@@ -1259,10 +1254,7 @@ def test_stop_without_saving_during_a_frame_does_not_autosave_after_it(
     node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.3)
     feed(node, route[0][:3], 0.0)
     node.save()
-    real, gate, held = node._process, threading.Event(), threading.Event()
-    node._process = lambda item: (held.set(), gate.wait(10), real(item))
-    node.on_image(lambda: route[0][3], stamp=0.3)  # taken by the held worker
-    assert held.wait(10)
+    gate = hold_the_worker_on(node, route[0][3], 0.3)
     stopper = threading.Thread(target=node.stop_without_saving)
     stopper.start()
     time.sleep(0.5)  # the autosave is due by the time the frame is done
