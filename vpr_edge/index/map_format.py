@@ -24,7 +24,10 @@ from ..errors import INSTALL_NEWER, MapCorruptError, MapVersionError
 from .settings import MAX_EF, MAX_INDEX_CAPACITY, MAX_M, SPACE
 
 FORMAT_NAME = "vpr-edge-map"
-FORMAT_VERSION = 2  # 2: optional "search_dim" (a projected graph); maps without it stay 1
+#: 2: optional "search_dim" (a projected graph); maps without it stay 1. 3: optional
+#: "index.rows", an index.hnsw kept from an earlier save that lacks the places of later rows
+#: (opening adds them); maps whose graph holds every row stay 1 or 2
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.hnsw"
 REMOVED_NAME = "removed.npy"
@@ -127,6 +130,10 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     #: what made the descriptors, beyond the model (``PlaceIndex.provenance``)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the record rows ``index.hnsw`` was written for, when it was kept from an earlier save
+    #: (its places of later rows, and its removals since, are replayed on opening); None:
+    #: the graph is that of this save
+    index_rows: int | None = None
 
     @property
     def graph_dim(self) -> int:
@@ -151,7 +158,8 @@ class Manifest:
             "next_id": self.next_id,
             "pose_dim": self.pose_dim,
             "index": {"file": INDEX_NAME, "elements": self.index_elements,
-                      "capacity": self.index_capacity},
+                      "capacity": self.index_capacity,
+                      **({} if self.index_rows is None else {"rows": self.index_rows})},
             "removed": REMOVED_NAME,
             "segments": [{"start": s.start, "stop": s.stop, "records": s.records,
                           "descriptors": s.descriptors, "meta": s.meta}
@@ -265,8 +273,11 @@ class Manifest:
             raise bad("field 'provenance' is not an object")
         count = num("count")
         elements = num("elements", index)
-        if count > rows or elements > rows or count > elements:
-            raise bad(f"counts disagree (count {count}, rows {rows}, index elements {elements})")
+        index_rows = num("rows", index, high=rows) if "rows" in index else None
+        graph_rows = rows if index_rows is None else index_rows
+        if count > rows or elements > graph_rows or (index_rows is None and count > elements):
+            raise bad(f"counts disagree (count {count}, rows {rows}, index elements {elements}"
+                      f"{'' if index_rows is None else f' of rows {index_rows}'})")
         capacity = num("capacity", index)
         if capacity > MAX_INDEX_CAPACITY:
             raise bad(f"index capacity {capacity} is beyond what hnswlib can hold "
@@ -293,6 +304,7 @@ class Manifest:
             pose_dim=pose_dim,
             index_elements=elements,
             index_capacity=max(capacity, elements),
+            index_rows=index_rows,
             segments=tuple(segments),
             files=files,
             created_at=text("created_at") or "",

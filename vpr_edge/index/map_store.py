@@ -15,8 +15,13 @@ memory when linking is impossible or the file on disk is not the one this proces
 writes only a segment for the new rows (all of them are written again when the map's first
 pose widens every record). The last segment is merged into the one before it
 while that one is less than four times its size (``MERGE_RATIO``), so there are O(log n)
-segments and each row is rewritten O(log n) times over the life of a map. ``index.hnsw``
-and ``removed.npy`` are rewritten on every save.
+segments and each row is rewritten O(log n) times over the life of a map. ``removed.npy``
+is rewritten on every save. ``index.hnsw`` (the graph: about 2.2 kB a place with a 512-d
+sketch, 220 MB at 100k places) is hard-linked from the current map too while the rows added
+since it was written are at most ``MapContents.graph_slack`` (``IndexSettings.graph_resave``)
+and the graph in memory grew from it (no rebuild since); the manifest then gives the rows it
+was written for (``index.rows``, format version 3), and opening the map inserts the places of
+the later rows and marks the places removed since (``graph_replay``).
 
 Reading checks the manifest, then the size and sha256 of every file, before parsing any of
 them, and checks the hnswlib header against the manifest before hnswlib sees the file.
@@ -77,6 +82,12 @@ class DiskState:
     stats: dict[str, tuple[int, int, int]]  # name -> (inode, size, mtime_ns) when written
     created_at: str
     pose_dim: int = 0  # the pose width of those segments' records
+    #: the index.hnsw on disk: the record rows it was written for, its elements, and the
+    #: ``MapContents.graph_epoch`` of the graph in memory it was written from (None: unknown,
+    #: the next save writes the graph)
+    graph_rows: int = 0
+    graph_elements: int = 0
+    graph_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ class MapContents:
     created_at: str
     search_dim: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: bumped by the index whenever its graph is replaced (a rebuild): a graph file written
+    #: from an earlier epoch is not the base of the graph in memory, so it is written anew
+    graph_epoch: int = 0
+    #: rows added since the graph file on disk was written that a save may leave to the
+    #: next open to insert (0: write the graph on every save)
+    graph_slack: int = 0
 
 
 @dataclass
@@ -106,6 +123,8 @@ class PendingMap:
     segments: tuple[SegmentInfo, ...]
     files: dict[str, FileInfo | None]  # None: hash still to compute (index.hnsw)
     new_files: list[str]
+    index_rows: int | None = None  # index.hnsw was linked: the rows it was written for
+    graph_epoch: int = 0
 
 
 @dataclass
@@ -119,6 +138,9 @@ class LoadedMap:
     disk: DiskState
     source: Path  # the directory actually read (the map, or its ``.vpr-edge-old`` after a crash)
     manifest_digest: str | None = None  # :func:`manifest_digest` of what was read
+    #: with ``manifest.index_rows``: the labels index.hnsw marks deleted, for the replay of
+    #: the later rows (``graph_replay``), which also checks them
+    graph_marks: np.ndarray | None = None
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -206,11 +228,12 @@ def _write_segment(tmp: Path, seg: SegmentInfo, records: PlaceRecords) -> dict[s
     }
 
 
-def _try_link(previous: DiskState, target: Path, tmp: Path, seg: SegmentInfo
+def _try_link(previous: DiskState, target: Path, tmp: Path, names: tuple[str, ...]
               ) -> dict[str, FileInfo] | None:
-    """Hard-link an unchanged segment's files from the current map, if they are intact."""
+    """Hard-link unchanged files (a segment's, the graph) from the current map, if they are
+    intact."""
     out: dict[str, FileInfo] = {}
-    for name in seg.files:
+    for name in names:
         src = target / name
         try:
             if _stat(src) != previous.stats.get(name) or name not in previous.files:
@@ -240,7 +263,7 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
     for seg in plan:
         linked = None
         if seg in prev_segments and previous is not None:
-            linked = _try_link(previous, target, tmp, seg)
+            linked = _try_link(previous, target, tmp, seg.files)
         if linked is None:
             for name in seg.files:
                 (tmp / name).unlink(missing_ok=True)
@@ -252,9 +275,13 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
                                       lambda w: np.save(w, removed, allow_pickle=False),
                                       sync=False)
     new_files.append(REMOVED_NAME)
-    contents.hnsw.save_index(str(tmp / INDEX_NAME))
-    files[INDEX_NAME] = None
-    new_files.append(INDEX_NAME)
+    kept = _kept_graph(previous if reuse else None, contents, target, tmp)
+    if kept is None:
+        contents.hnsw.save_index(str(tmp / INDEX_NAME))
+        files[INDEX_NAME] = None
+        new_files.append(INDEX_NAME)
+    else:
+        files.update(kept)
     manifest = {
         "fingerprint": contents.fingerprint,
         "dim": contents.dim,
@@ -266,12 +293,27 @@ def write_files(tmp: Path, contents: MapContents, target: Path,
         "rows": records.rows,
         "next_id": contents.next_id,
         "pose_dim": records.pose_dim,
-        "index_elements": int(contents.hnsw.element_count),
+        "index_elements": (int(contents.hnsw.element_count) if kept is None
+                           else previous.graph_elements),
         "index_capacity": int(contents.hnsw.max_elements),
         "created_at": contents.created_at,
         "provenance": contents.provenance,
     }
-    return PendingMap(tmp, manifest, plan, files, new_files)
+    return PendingMap(tmp, manifest, plan, files, new_files,
+                      index_rows=None if kept is None else previous.graph_rows,
+                      graph_epoch=contents.graph_epoch)
+
+
+def _kept_graph(previous: DiskState | None, contents: MapContents, target: Path, tmp: Path
+                ) -> dict[str, FileInfo] | None:
+    """Hard-link the map's index.hnsw into ``tmp`` instead of writing the graph, when the
+    graph in memory grew from it by at most ``contents.graph_slack`` rows (see the module
+    docstring); None: write it."""
+    if (previous is None or previous.graph_epoch != contents.graph_epoch
+            or contents.records.rows - previous.graph_rows > contents.graph_slack
+            or contents.records.rows < previous.graph_rows):
+        return None
+    return _try_link(previous, target, tmp, (INDEX_NAME,))
 
 
 def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
@@ -281,26 +323,19 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
     have once :func:`atomic_dir.commit` has swapped it in.
     """
     tmp = pending.tmp
-    index_path = tmp / INDEX_NAME
     m = pending.contents_manifest
-    try:  # hnswlib ignores write errors (a full disk leaves a short file): check it
-        header = hnsw_file.read_header(index_path)
-    except (OSError, hnsw_file.HnswFileError) as exc:
-        raise MapError(f"{index_path}: hnswlib wrote an incomplete index file ({exc}); is "
-                       "the disk full? The previous map is untouched") from exc
-    graph_dim = m["search_dim"] or m["dim"]
-    if header.elements != m["index_elements"] or header.dim != graph_dim:
-        raise MapError(f"{index_path}: hnswlib wrote {header.elements} elements of dim "
-                       f"{header.dim}, expected {m['index_elements']} of dim {graph_dim}")
-    with open(index_path, "rb") as fh:
-        size, sha = _hash_fd(fh)
+    files = dict(pending.files)
+    if files[INDEX_NAME] is None:
+        files[INDEX_NAME] = _check_written_graph(tmp / INDEX_NAME, m)
     for name in pending.new_files:  # linked files were made durable by an earlier save
         atomic_dir.fsync_file(tmp / name)
-    files = dict(pending.files)
-    files[INDEX_NAME] = FileInfo(bytes=size, sha256=sha)
+    if pending.index_rows is not None:
+        version = 3
+    else:
+        version = 1 if m["search_dim"] is None else 2
     manifest = Manifest(
         fingerprint=m["fingerprint"], dim=m["dim"], search_dim=m["search_dim"],
-        format_version=1 if m["search_dim"] is None else 2, M=m["M"],
+        format_version=version, index_rows=pending.index_rows, M=m["M"],
         ef_construction=m["ef_construction"], ef=m["ef"], count=m["count"], rows=m["rows"],
         next_id=m["next_id"], pose_dim=m["pose_dim"], index_elements=m["index_elements"],
         index_capacity=m["index_capacity"], segments=pending.segments,
@@ -317,7 +352,26 @@ def finish(pending: PendingMap, target: Path, now: str) -> DiskState:
     _write_file(tmp / MANIFEST_NAME, lambda w: w.write(data))
     stats = {name: _stat(tmp / name) for name in manifest.files}
     return DiskState(path=target, segments=pending.segments, files=dict(manifest.files),
-                     stats=stats, created_at=m["created_at"], pose_dim=m["pose_dim"])
+                     stats=stats, created_at=m["created_at"], pose_dim=m["pose_dim"],
+                     graph_rows=m["rows"] if pending.index_rows is None else pending.index_rows,
+                     graph_elements=m["index_elements"], graph_epoch=pending.graph_epoch)
+
+
+def _check_written_graph(index_path: Path, m: dict[str, Any]) -> FileInfo:
+    """Size and sha256 of the index.hnsw hnswlib just wrote, once its header shows it
+    whole."""
+    try:  # hnswlib ignores write errors (a full disk leaves a short file): check it
+        header = hnsw_file.read_header(index_path)
+    except (OSError, hnsw_file.HnswFileError) as exc:
+        raise MapError(f"{index_path}: hnswlib wrote an incomplete index file ({exc}); is "
+                       "the disk full? The previous map is untouched") from exc
+    graph_dim = m["search_dim"] or m["dim"]
+    if header.elements != m["index_elements"] or header.dim != graph_dim:
+        raise MapError(f"{index_path}: hnswlib wrote {header.elements} elements of dim "
+                       f"{header.dim}, expected {m['index_elements']} of dim {graph_dim}")
+    with open(index_path, "rb") as fh:
+        size, sha = _hash_fd(fh)
+    return FileInfo(bytes=size, sha256=sha)
 
 
 def check_replaceable(target: Path, fingerprint: str | None = None) -> None:
@@ -692,15 +746,22 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
 
     records = _read_records(where, manifest, small)
     hnsw = None
+    graph_marks = None
+    graph_rows = manifest.rows if manifest.index_rows is None else manifest.index_rows
     if index_problem is None:
         try:
             hnsw, header = _read_index(where, manifest, hnsw_factory)
             labels = set(hnsw.get_ids_list())
-            ids = set(records.ids[: records.rows].tolist())
+            ids = set(records.ids[:graph_rows].tolist())
             if labels != ids:
+                rows = "" if graph_rows == manifest.rows else f"' first {graph_rows} rows"
                 raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
-                               f"differ from the {len(ids)} in the records")
-            _check_deleted_marks(where / INDEX_NAME, header.deleted_labels, labels, records)
+                               f"differ from the {len(ids)} in the records{rows}")
+            if manifest.index_rows is None:
+                check_deleted_marks(where / INDEX_NAME, header.deleted_labels, labels,
+                                    records)
+            else:  # checked once the later rows are replayed (graph_replay)
+                graph_marks = header.deleted_labels
         except MapCorruptError as exc:
             if not rebuild_if_corrupt:
                 raise
@@ -709,9 +770,10 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
              if name != INDEX_NAME or hnsw is not None}
     disk = DiskState(path=target, segments=manifest.segments, files=dict(manifest.files),
                      stats=stats, created_at=manifest.created_at,
-                     pose_dim=manifest.pose_dim)
+                     pose_dim=manifest.pose_dim, graph_rows=graph_rows,
+                     graph_elements=manifest.index_elements)
     return LoadedMap(manifest, records, hnsw, index_problem, disk, where,
-                     manifest_digest(where))
+                     manifest_digest(where), graph_marks)
 
 
 def _read_records(where: Path, manifest: Manifest, small: dict[str, bytes | None]
@@ -815,8 +877,8 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     return index, header
 
 
-def _check_deleted_marks(path: Path, marked_labels: np.ndarray, labels: set[int],
-                         records: PlaceRecords) -> None:
+def check_deleted_marks(path: Path, marked_labels: np.ndarray, labels: set[int],
+                        records: PlaceRecords) -> None:
     """hnswlib's deleted marks (``marked_labels``, collected by the link check of
     :func:`hnsw_file.read_header`) must be the places with no live row in ``removed.npy``: a
     place marked deleted but live in the records would never be found, and one removed but

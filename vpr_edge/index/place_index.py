@@ -33,11 +33,18 @@ from typing import Any, Union
 import hnswlib
 import numpy as np
 
-from ..errors import InvalidInputError, MapError, OutOfMemoryError, out_of_memory
+from ..errors import (
+    InvalidInputError,
+    MapCorruptError,
+    MapError,
+    OutOfMemoryError,
+    out_of_memory,
+)
 from ..interrupts import signals_held
 from ..paths import user_path
 from . import atomic_dir, exact, float16_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
+from .graph_replay import replay_later_rows
 from .map_format import MAX_DIM, MAX_PROVENANCE_CHARS, MAX_PROVENANCE_DEPTH
 from .projection import count_sketch, project
 from .records import PlaceRecords
@@ -204,6 +211,7 @@ class PlaceIndex:
         self._projection = (None if self._graph_dim == self._dim
                             else count_sketch(self._dim, self._graph_dim))
         self._hnsw = _new_hnsw(self._graph_dim, settings, settings.initial_capacity)
+        self._graph_epoch = 0  # bumped when the graph is replaced: a saved one is no base then
         self._exact: np.ndarray | None = None  # float32 rows, kept only while exact search is used
         self._background: GraphRebuild | None = None  # a graph being rebuilt in a thread
         self._stopped: list[GraphRebuild] = []  # those plain rebuilds stopped, still running
@@ -433,6 +441,7 @@ class PlaceIndex:
                            "memory and open it again; the places added since its last save "
                            "are lost)") from exc
         self._hnsw = job.graph
+        self._graph_epoch += 1
         self._rebuilt_at = job.places
         self._unrefined.clear()  # every place was just inserted, in a random order
         self._apply_ef()
@@ -637,6 +646,7 @@ class PlaceIndex:
     def _swap_locked(self, job: GraphRebuild) -> None:
         job.check_stop()  # a plain rebuild() may have replaced it while it waited for the lock
         self._hnsw = job.graph  # sized for what it holds; add() grows it as it grows the old one
+        self._graph_epoch += 1
         self._apply_ef()
         self._rebuilt_at = job.places
 
@@ -831,7 +841,9 @@ class PlaceIndex:
                         ef=self._settings.ef, fingerprint=self._fingerprint, count=self._live,
                         next_id=self._next_id, created_at=self._created_at,
                         search_dim=None if self._projection is None else self._graph_dim,
-                        provenance=dict(self._provenance))
+                        provenance=dict(self._provenance), graph_epoch=self._graph_epoch,
+                        graph_slack=0 if previous is None else self._settings.graph_slack(
+                            previous.graph_rows))
                     pending = map_store.write_files(tmp, contents, real, previous)
                 saved_at = _now()
                 disk = map_store.finish(pending, real, saved_at)
@@ -948,7 +960,9 @@ class PlaceIndex:
         problem = loaded.index_problem
         if loaded.hnsw is not None:
             self._hnsw = loaded.hnsw
-            problem = self._graph_disagreement(loaded.source)
+            problem = self._replay_later_rows(loaded, target, rebuild_if_corrupt)
+            if problem is None:
+                problem = self._graph_disagreement(loaded.source)
             if problem is not None and not rebuild_if_corrupt:
                 raise map_store.damaged(loaded.source / map_store.INDEX_NAME, problem)
         if problem is not None:
@@ -956,12 +970,36 @@ class PlaceIndex:
                         target, problem)
             self._rebuild_locked()
         else:
-            self._disk = (self._layout, loaded.disk)
+            self._disk = (self._layout, dataclasses.replace(loaded.disk,
+                                                            graph_epoch=self._graph_epoch))
             self._rebuilt_at = m.count  # unknown order: count growth from here
         self._exact = None
         self._sync_exact()
         self._apply_ef()
         return self
+
+    def _replay_later_rows(self, loaded: map_store.LoadedMap, target: Path,
+                           rebuild_if_corrupt: bool) -> str | None:
+        """Insert into the graph just read the places of the rows saved after it, if any
+        (``graph_replay``; ``IndexSettings.graph_resave``); return why that graph is
+        damaged when ``rebuild_if_corrupt`` (else raise), None when it is sound."""
+        if loaded.graph_marks is None:
+            return None
+        tic = time.perf_counter()
+        try:
+            with _memory_for(f"opening the map {target}"):
+                inserted = replay_later_rows(
+                    self._hnsw, self._records, self._row_of, loaded.disk.graph_rows,
+                    loaded.graph_marks, self._to_graph, self._insert, self._reserve,
+                    loaded.source / map_store.INDEX_NAME)
+        except MapCorruptError as exc:
+            if not rebuild_if_corrupt:
+                raise
+            return getattr(exc, "cause", str(exc))
+        if inserted:
+            log.info("%s: inserted the %d places saved after its graph file (%.2f s)",
+                     target, inserted, time.perf_counter() - tic)
+        return None
 
     def _graph_disagreement(self, where: Path) -> str | None:
         """Why the opened graph's vectors are not those of the stored descriptors (None if
@@ -1115,6 +1153,7 @@ class PlaceIndex:
     def _swap_rebuilt(self, rec: PlaceRecords, job: GraphRebuild, compact: bool) -> None:
         self._records = rec
         self._hnsw = job.graph
+        self._graph_epoch += 1
         self._row_of = dict(zip(rec.ids[: rec.rows].tolist(), range(rec.rows)))
         self._live = rec.rows
         self._rebuilt_at = rec.rows
