@@ -197,16 +197,21 @@ def test_a_removed_place_the_kept_graph_left_unmarked_is_marked(kept_graph_map: 
 
 
 def test_a_kept_graph_of_other_rows_is_refused(kept_graph_map: Path) -> None:
-    resign(kept_graph_map, lambda body: body["index"].update(rows=210))
-    with pytest.raises(MapCorruptError, match="index.hnsw.*place ids that differ.*first 210 rows"):
+    resign(kept_graph_map, lambda body: body["index"].update(rows=202))
+    with pytest.raises(MapCorruptError, match="index.hnsw.*place ids that differ.*first 202 rows"):
         PlaceIndex.open(kept_graph_map, fingerprint=FP)
 
 
-@pytest.mark.parametrize("rows, problem", [(221, "expected an int in \\[0, 220\\]"),
-                                           (199, "counts disagree")])
-def test_index_rows_beyond_the_map_or_below_the_graph_are_refused(
-        kept_graph_map: Path, rows: int, problem: str) -> None:
-    resign(kept_graph_map, lambda body: body["index"].update(rows=rows))
+@pytest.mark.parametrize("edit, problem", [
+    (lambda body: body["index"].update(rows=221), "expected an int in \\[0, 220\\]"),
+    (lambda body: body["index"].update(rows=199), "counts disagree"),
+    # 217 live places: at most the file's 200 elements and the 20 later rows
+    (lambda body: body["index"].update(elements=196), "counts disagree"),
+    (lambda body: body.update(format_version=2), "gives rows, which format version 2 has not"),
+])
+def test_index_rows_the_manifest_cannot_hold_are_refused(kept_graph_map: Path, edit,
+                                                         problem: str) -> None:
+    resign(kept_graph_map, edit)
     with pytest.raises(MapCorruptError, match=problem):
         PlaceIndex.open(kept_graph_map, fingerprint=FP)
 

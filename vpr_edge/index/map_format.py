@@ -274,8 +274,11 @@ class Manifest:
         count = num("count")
         elements = num("elements", index)
         index_rows = num("rows", index, high=rows) if "rows" in index else None
+        if index_rows is not None and version < 3:
+            raise bad(f"field 'index' gives rows, which format version {version} has not")
         graph_rows = rows if index_rows is None else index_rows
-        if count > rows or elements > graph_rows or (index_rows is None and count > elements):
+        # the places of the rows after the graph file's are inserted on opening
+        if count > rows or elements > graph_rows or count > elements + rows - graph_rows:
             raise bad(f"counts disagree (count {count}, rows {rows}, index elements {elements}"
                       f"{'' if index_rows is None else f' of rows {index_rows}'})")
         capacity = num("capacity", index)

@@ -758,7 +758,7 @@ def _read_map_locked(target: Path, fingerprint: str | None, hnsw_factory,
                 raise damaged(where / INDEX_NAME, f"holds {len(labels)} place ids that "
                                f"differ from the {len(ids)} in the records{rows}")
             if manifest.index_rows is None:
-                check_deleted_marks(where / INDEX_NAME, header.deleted_labels, labels,
+                _check_deleted_marks(where / INDEX_NAME, header.deleted_labels, labels,
                                     records)
             else:  # checked once the later rows are replayed (graph_replay)
                 graph_marks = header.deleted_labels
@@ -877,8 +877,8 @@ def _read_index(where: Path, manifest: Manifest, hnsw_factory):
     return index, header
 
 
-def check_deleted_marks(path: Path, marked_labels: np.ndarray, labels: set[int],
-                        records: PlaceRecords) -> None:
+def _check_deleted_marks(path: Path, marked_labels: np.ndarray, labels: set[int],
+                         records: PlaceRecords) -> None:
     """hnswlib's deleted marks (``marked_labels``, collected by the link check of
     :func:`hnsw_file.read_header`) must be the places with no live row in ``removed.npy``: a
     place marked deleted but live in the records would never be found, and one removed but
