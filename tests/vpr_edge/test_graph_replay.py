@@ -44,6 +44,7 @@ def graph_inode(target: Path) -> int:
 
 def test_a_small_append_keeps_the_graph_file_and_open_replays_it(tmp_path: Path) -> None:
     index, db = build(300)
+    assert index.info()["graph_file_rows"] is None  # not saved yet
     target = index.save(tmp_path / "m")
     inode = graph_inode(target)
     assert "rows" not in manifest(target)["index"] and manifest(target)["format_version"] == 1
@@ -58,9 +59,11 @@ def test_a_small_append_keeps_the_graph_file_and_open_replays_it(tmp_path: Path)
     assert body["format_version"] == 3
     assert body["index"]["rows"] == 300 and body["index"]["elements"] == 300
     assert body["rows"] == 322 and body["count"] == 319
+    assert index.info()["graph_file_rows"] == 300 and index.info()["rows"] == 322
 
     opened = PlaceIndex.open(target, fingerprint=FP, settings=index.settings)  # graph search
     assert opened.ids() == index.ids() and 301 not in opened and 400 not in opened
+    assert opened.info()["graph_file_rows"] == 300
     queries = np.concatenate([unit(10, seed=77), unit(20, seed=3)[:5], db[4:5]])
     got, want = answers(opened, queries), answers(index, queries)
     assert [[m[0] for m in row] for row in got] == [[m[0] for m in row] for row in want]

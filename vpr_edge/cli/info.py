@@ -25,6 +25,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _graph_file(graph_rows: int | None, rows: int) -> str:
+    """What a map's index.hnsw holds, in words (see ``IndexSettings.graph_resave``)."""
+    if graph_rows is None:
+        return "rebuilt on opening"
+    if graph_rows >= rows:
+        return f"holds all {rows} rows"
+    return (f"written for {graph_rows} of the {rows} rows: opening the map inserts the "
+            f"places of the other {rows - graph_rows} (a save writes it again past "
+            "IndexSettings.graph_resave)")
+
+
 def describe_path(path: Path) -> dict[str, Any]:
     from ..index import atomic_dir
 
@@ -45,6 +56,7 @@ def describe_path(path: Path) -> dict[str, Any]:
                 "M": info["settings"]["M"], "ef": info["settings"]["ef"],
                 **({"resized_with": ", ".join(info["provenance"]["resizers"])}
                    if info["provenance"].get("resizers") else {}),
+                "graph_file": _graph_file(info["graph_file_rows"], info["rows"]),
                 "bytes_on_disk": sum(f.stat().st_size for f in where.rglob("*") if f.is_file())}
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file or directory"

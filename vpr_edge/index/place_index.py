@@ -760,6 +760,9 @@ class PlaceIndex:
                 "fingerprint": self._fingerprint,
                 "path": None if self._path is None else str(self._path),
                 "saved_at": self._saved_at,
+                # the rows the map's index.hnsw on disk was written for (fewer than "rows":
+                # a save kept it, IndexSettings.graph_resave); None: not saved as it is now
+                "graph_file_rows": None if self._disk is None else self._disk[1].graph_rows,
                 "pose_dim": rec.pose_dim,
                 "settings": dataclasses.asdict(self._settings),
                 "memory_bytes": {

@@ -1015,3 +1015,24 @@ def test_running_out_of_memory_is_an_error_not_a_traceback(tiny_onnx: Path, caps
     err = capsys.readouterr().err
     assert "vpr-edge info: error: not enough memory" in err and "ulimit -v" in err
     assert "Traceback" not in err
+
+
+def test_info_says_what_a_map_graph_file_holds(tmp_path: Path) -> None:
+    """A save keeps index.hnsw while few places came since it was written (IndexSettings
+    .graph_resave); `vpr-edge info` says how many rows it lacks, which opening inserts."""
+    from vpr_edge.index import PlaceIndex
+
+    rng = np.random.default_rng(0)
+    places = rng.standard_normal((40, 16)).astype(np.float32)
+    places /= np.linalg.norm(places, axis=1, keepdims=True)
+    index = PlaceIndex(16)
+    index.add(places[:30])
+    target = index.save(tmp_path / "map")
+    out = tmp_path / "info.json"
+    assert main(["info", str(target), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["graph_file"] == "holds all 30 rows"
+    index.add(places[30:])
+    index.save()
+    assert main(["info", str(target), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["graph_file"].startswith(
+        "written for 30 of the 40 rows: opening the map inserts the places of the other 10")
