@@ -142,7 +142,7 @@ class IndexSettings:
             :data:`GRAPH_RESAVE_MIN_ROWS`), or the graph was rebuilt; until then it keeps the
             file and opening the map inserts those places into it: at 100k 7168-d places,
             a save after adding 1000 took 0.02-0.06 s instead of 0.5-0.8 s and wrote 15 MB
-            instead of 235 MB, and opening the map took 0.4-0.8 s longer (2.6 s instead of
+            instead of 235 MB, and opening the map took 0.4-0.9 s longer (2.6 s instead of
             2.2 s with its files in the page cache; 2 cores). 0: write
             it on every save (as before 2026-11-28; the map stays readable by vpr-edge from
             before then).
