@@ -3,7 +3,6 @@ brings that graph up to the records (vpr_edge.index.graph_replay)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from vpr_edge.errors import InvalidInputError, MapCorruptError
-from vpr_edge.index import IndexSettings, PlaceIndex, hnsw_file
+from vpr_edge.index import IndexSettings, PlaceIndex
 from vpr_edge.index.settings import GRAPH_RESAVE_MIN_ROWS
 
 
@@ -27,9 +26,9 @@ def _map_store_tests():
 
 
 _helpers = _map_store_tests()
-FP, answers, build, resign, snapshot, unit = (
-    _helpers.FP, _helpers.answers, _helpers.build, _helpers.resign, _helpers.snapshot,
-    _helpers.unit)
+FP, answers, build, flip_deleted_mark, resign, snapshot, unit = (
+    _helpers.FP, _helpers.answers, _helpers.build, _helpers.flip_deleted_mark, _helpers.resign,
+    _helpers.snapshot, _helpers.unit)
 
 PROJECTED = 600  # > the default search_dim (512): the graph holds sketches
 
@@ -159,23 +158,6 @@ def kept_graph_map(tmp_path: Path) -> Path:
     index.save()
     assert manifest(target)["index"]["rows"] == 200
     return target
-
-
-def flip_deleted_mark(target: Path, label: int) -> None:
-    """Flip hnswlib's deleted mark of ``label`` in index.hnsw, checksums made to match."""
-    index_path = target / "index.hnsw"
-    header = hnsw_file.read_header(index_path)
-    data = bytearray(index_path.read_bytes())
-    size = header.size_per_element
-    level0 = np.frombuffer(bytes(data), np.uint8, count=header.elements * size,
-                           offset=hnsw_file.HEADER_BYTES).reshape(header.elements, size)
-    labels = level0[:, header.label_offset:header.label_offset + 8].copy().view("<u8")
-    element = int(np.flatnonzero(labels.reshape(-1) == label)[0])
-    data[hnsw_file.HEADER_BYTES + element * size + hnsw_file.DELETED_FLAG_BYTE] ^= \
-        hnsw_file.DELETE_MARK
-    index_path.write_bytes(bytes(data))
-    resign(target, lambda body: body["files"]["index.hnsw"].update(
-        sha256=hashlib.sha256(bytes(data)).hexdigest()))
 
 
 def test_a_live_place_the_kept_graph_marks_deleted_is_refused(kept_graph_map: Path) -> None:

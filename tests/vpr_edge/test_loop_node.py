@@ -841,13 +841,8 @@ def test_an_autosave_that_failed_is_tried_again_though_its_thread_ends_late(
     assert saved_places(tiny_onnx, tmp_path / "map") == 3
 
 
-def test_no_autosave_starts_once_close_began(tiny_onnx, tmp_path, cpu_only, route,
-                                            monkeypatch) -> None:
-    """close() saves itself once the worker took the last keyframes; an autosave the worker
-    started meanwhile was a second save to wait for, and at interpreter exit (the atexit
-    hook's close) Python 3.12 refuses to start a thread: the worker died, logging that the
-    node had stopped, and the keyframes it had not taken were dropped."""
-    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
+def refuse_autosave_threads(monkeypatch) -> None:
+    """Make the autosave's thread fail to start, as Python 3.12 does at interpreter exit."""
     real_start = threading.Thread.start
 
     def start_at_exit(thread):
@@ -855,12 +850,22 @@ def test_no_autosave_starts_once_close_began(tiny_onnx, tmp_path, cpu_only, rout
             raise RuntimeError("can't create new thread at interpreter shutdown")
         real_start(thread)
 
+    monkeypatch.setattr(threading.Thread, "start", start_at_exit)
+
+
+def test_no_autosave_starts_once_close_began(tiny_onnx, tmp_path, cpu_only, route,
+                                            monkeypatch) -> None:
+    """close() saves itself once the worker took the last keyframes; an autosave the worker
+    started meanwhile was a second save to wait for, and at interpreter exit (the atexit
+    hook's close) Python 3.12 refuses to start a thread: the worker died, logging that the
+    node had stopped, and the keyframes it had not taken were dropped."""
+    node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
     gate = hold_the_worker_on(node, route[0][0], 0.0)
     node.on_image(lambda: route[0][1], stamp=0.1)  # waits in the mailbox
     closer = threading.Thread(target=node.close)
     closer.start()
     time.sleep(0.4)  # an autosave is due by the time the frame is done
-    monkeypatch.setattr(threading.Thread, "start", start_at_exit)
+    refuse_autosave_threads(monkeypatch)
     gate.set()
     closer.join(10)
     assert not closer.is_alive() and node.failure is None
@@ -873,14 +878,7 @@ def test_where_no_thread_can_start_the_worker_autosaves_itself(tiny_onnx, tmp_pa
     """A program whose main thread ended while other threads still fed the node: Python 3.12
     refuses new threads then, and the worker died starting the autosave's."""
     node, _ = make_node(tiny_onnx, tmp_path, autosave_seconds=0.2)
-    real_start = threading.Thread.start
-
-    def start_at_exit(thread):
-        if thread.name == "vpr-edge-autosave":
-            raise RuntimeError("can't create new thread at interpreter shutdown")
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", start_at_exit)
+    refuse_autosave_threads(monkeypatch)
     feed(node, route[0][:3], 0.0)
     assert wait_for(lambda: node.stats.autosaves == 1) and node.failure is None
     assert saved_places(tiny_onnx, tmp_path / "map") == 3 and not node.unsaved_changes

@@ -733,14 +733,9 @@ def test_forged_index_header_never_reaches_hnswlib(saved_map: Path, monkeypatch,
     assert calls == []
 
 
-@pytest.mark.parametrize("label, problem", [(5, "1 live places marked deleted"),
-                                            (1, "1 removed ones not marked")])
-def test_deleted_marks_that_disagree_with_the_records_are_refused(saved_map: Path, label: int,
-                                                                  problem: str) -> None:
-    """Both files pass their checksums, but hnswlib's deleted mark of a place disagrees with
-    removed.npy (what a writer's bug would leave): the map opened, and a live place was never
-    found, or a removed one came back in searches."""
-    index_path = saved_map / "index.hnsw"
+def flip_deleted_mark(target: Path, label: int) -> None:
+    """Flip hnswlib's deleted mark of ``label`` in index.hnsw, checksums made to match."""
+    index_path = target / "index.hnsw"
     header = hnsw_file.read_header(index_path)
     data = bytearray(index_path.read_bytes())
     size = header.size_per_element
@@ -751,8 +746,19 @@ def test_deleted_marks_that_disagree_with_the_records_are_refused(saved_map: Pat
     data[hnsw_file.HEADER_BYTES + element * size + hnsw_file.DELETED_FLAG_BYTE] ^= \
         hnsw_file.DELETE_MARK
     index_path.write_bytes(bytes(data))
-    resign(saved_map, lambda body: body["files"]["index.hnsw"].update(
+    resign(target, lambda body: body["files"]["index.hnsw"].update(
         sha256=hashlib.sha256(bytes(data)).hexdigest()))
+
+
+@pytest.mark.parametrize("label, problem", [(5, "1 live places marked deleted"),
+                                            (1, "1 removed ones not marked")])
+def test_deleted_marks_that_disagree_with_the_records_are_refused(saved_map: Path, label: int,
+                                                                  problem: str) -> None:
+    """Both files pass their checksums, but hnswlib's deleted mark of a place disagrees with
+    removed.npy (what a writer's bug would leave): the map opened, and a live place was never
+    found, or a removed one came back in searches."""
+    flip_deleted_mark(saved_map, label)
+    index_path = saved_map / "index.hnsw"
     assert_refused_naming(saved_map, index_path)
     with pytest.raises(MapCorruptError, match=f"deleted marks disagree.*{problem}.*map repair"):
         PlaceIndex.open(saved_map, fingerprint=FP)

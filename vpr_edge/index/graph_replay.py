@@ -40,8 +40,8 @@ def replay_later_rows(hnsw: Any, records: PlaceRecords, row_of: dict[int, int],
     latest = rows[[row_of[int(ids[r])] == r for r in rows.tolist()]] if rows.size else rows
     labels = ids[latest].astype(np.uint64)
     if latest.size:
-        fresh = set(labels.tolist()) - set(ids[:graph_rows].tolist())
-        reserve(int(hnsw.element_count) + len(fresh))
+        fresh = np.isin(labels, ids[:graph_rows].astype(np.uint64), invert=True)
+        reserve(int(hnsw.element_count) + int(np.count_nonzero(fresh)))
         insert(hnsw, to_graph(records.desc16[latest].astype(np.float32)), labels)
     live = set(ids[records.live_rows()].tolist())
     still_marked = set(graph_marks.tolist()) - set(labels.tolist())

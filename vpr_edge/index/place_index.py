@@ -440,8 +440,7 @@ class PlaceIndex:
                            "index cannot be saved; the map saved before is unchanged (free "
                            "memory and open it again; the places added since its last save "
                            "are lost)") from exc
-        self._hnsw = job.graph
-        self._graph_epoch += 1
+        self._use_graph(job.graph)
         self._rebuilt_at = job.places
         self._unrefined.clear()  # every place was just inserted, in a random order
         self._apply_ef()
@@ -645,8 +644,7 @@ class PlaceIndex:
 
     def _swap_locked(self, job: GraphRebuild) -> None:
         job.check_stop()  # a plain rebuild() may have replaced it while it waited for the lock
-        self._hnsw = job.graph  # sized for what it holds; add() grows it as it grows the old one
-        self._graph_epoch += 1
+        self._use_graph(job.graph)  # sized for what it holds; add() grows it as the old one
         self._apply_ef()
         self._rebuilt_at = job.places
 
@@ -1107,6 +1105,12 @@ class PlaceIndex:
             if self._background is not None:
                 self._background.record_add(labels, again)
 
+    def _use_graph(self, graph: Any) -> None:
+        """Replace the graph by a rebuilt one: the graph file on disk is no base for it (the
+        next save writes it, see ``map_store``)."""
+        self._hnsw = graph
+        self._graph_epoch += 1
+
     def _apply_ef(self) -> None:
         """Give the graph the ef for the map's size (``IndexSettings.search_ef``)."""
         self._hnsw.set_ef(self._settings.search_ef(self._live))
@@ -1155,8 +1159,7 @@ class PlaceIndex:
 
     def _swap_rebuilt(self, rec: PlaceRecords, job: GraphRebuild, compact: bool) -> None:
         self._records = rec
-        self._hnsw = job.graph
-        self._graph_epoch += 1
+        self._use_graph(job.graph)
         self._row_of = dict(zip(rec.ids[: rec.rows].tolist(), range(rec.rows)))
         self._live = rec.rows
         self._rebuilt_at = rec.rows
