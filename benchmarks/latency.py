@@ -134,8 +134,35 @@ def stages_after_inference(loc, camera: np.ndarray, batch1: np.ndarray, rounds: 
         for key, start, stop in (("inference alone", tic, t1), ("resize", t1, t2),
                                  ("inference in the query", t2, t3), ("search", t3, t4)):
             parts[key].append(stop - start)
-    return {f"{key} ms": round(1e3 * float(np.median(values)), 3)
-            for key, values in parts.items()}
+    out = {f"{key} ms": round(1e3 * float(np.median(values)), 3)
+           for key, values in parts.items()}
+    out["graph walk alone ms"] = graph_walk_after_inference(loc, batch1, descriptor, rounds)
+    return out
+
+
+def graph_walk_after_inference(loc, batch1: np.ndarray, descriptor: np.ndarray, rounds: int
+                               ) -> float:
+    """Median over ``rounds`` of hnswlib's own ``knn_query`` (the graph walk, nothing else: no
+    input check, no re-scoring, no records) timed right after an inference, with the
+    candidates the query fetches: the floor of any search through the graph. With the
+    resize, it is what a query cannot avoid paying for cold caches."""
+    index = loc.index
+    if index._exact is not None:  # searched without a graph
+        return 0.0
+    s, k = index.settings, 5
+    if index._projection is not None:  # as PlaceIndex._search fetches them
+        fetch = max(k * s.rerank_factor, s.search_candidates)
+    else:
+        fetch = k * s.rerank_factor if s.rerank else k
+    fetch = min(fetch, len(index))
+    sketch = index._to_graph(descriptor[None, :], query=True)
+    times = []
+    for _ in range(rounds):
+        loc._infer(batch1)
+        tic = time.perf_counter()
+        index._hnsw.knn_query(sketch, k=fetch, num_threads=1)
+        times.append(time.perf_counter() - tic)
+    return round(1e3 * float(np.median(times)), 3)
 
 
 def whitened_export(model, dim: int, work: Path) -> Path:

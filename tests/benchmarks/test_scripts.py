@@ -365,3 +365,24 @@ def test_plugin_kernel_bytes_and_speedups() -> None:
     assert module.speedups(row) == {"kernel_fp16_speedup_vs_eager_fp16": 2.0,
                                     "kernel_fp16_speedup_vs_eager_fp32": 2.4,
                                     "kernel_fp32_speedup_vs_eager_fp32": 1.5}
+
+
+def test_latency_times_the_bare_graph_walk_after_an_inference(tiny_onnx: Path) -> None:
+    """``latency.py`` reports hnswlib's own walk after an inference (the floor of a graph
+    search): a positive time for a graph, none for a map searched exactly."""
+    module = load("latency.py")
+    from vpr_edge import Localizer
+    from vpr_edge.index import IndexSettings
+
+    rng = np.random.default_rng(0)
+    camera = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for mode in ("hnsw", "exact"):
+        with Localizer(tiny_onnx, backend="onnxruntime-cpu",
+                       index_settings=IndexSettings(mode=mode)) as loc:
+            rows = rng.standard_normal((200, loc.metadata.dim)).astype(np.float32)
+            loc.index.add(rows / np.linalg.norm(rows, axis=1, keepdims=True))
+            batch1 = loc._prepare(camera, "RGB")[0]
+            walk = module.graph_walk_after_inference(loc, batch1, loc.describe(camera), 3)
+            after = module.stages_after_inference(loc, camera, batch1, 3)
+        assert (walk > 0) == (mode == "hnsw"), (mode, walk)
+        assert (after["graph walk alone ms"] > 0) == (mode == "hnsw")
