@@ -153,13 +153,16 @@ def _warn_of_repeated_stamps(stamps: list, config: LoopClosureConfig) -> None:
 
 def _eligible(config: LoopClosureConfig, stamps: list) -> Eligible:
     """Which of ``frames`` (frame indices, an array or one int) could be a loop for frame
-    ``q``: outside the detector's exclusion windows, as the detector keeps them (the time
-    window covers the frames since time last restarted: :class:`~vpr_edge.poses.StreamClock`;
-    a frame less out of order keeps the window, and a corrupt stamp far ahead counts as the
-    stamp of the frame after it)."""
+    ``q``: outside the detector's exclusion windows, as the detector keeps them when ``q``
+    is queried (the time window covers the frames since time last restarted:
+    :class:`~vpr_edge.poses.StreamClock`; a frame less out of order keeps the window, and a
+    corrupt stamp far ahead counts as the stamp of the frame after it, from that frame on)."""
     since_jump = [0] * len(stamps)  # first frame of each frame's stretch of forward time
     window = config.exclusion_seconds
-    held = list(stamps)  # the stamps the detector's window holds
+    held = list(stamps)  # the stamps the detector's window holds after the last frame
+    # per frame that came back from a corrupt stamp (and moved some held stamps): the frame,
+    # the frames whose stamps it moved, and their stamps before it
+    moves: list[tuple[int, np.ndarray, np.ndarray]] = []
     clock = StreamClock()
     for i, stamp in enumerate(stamps):
         since_jump[i] = since_jump[i - 1] if i else 0
@@ -168,18 +171,37 @@ def _eligible(config: LoopClosureConfig, stamps: list) -> Eligible:
         if clock.restarts_at(stamp):
             since_jump[i] = i
         elif window is not None and clock.returns_at(stamp):
-            for j in range(since_jump[i], i):
-                if held[j] is not None and held[j] > stamp + window:
-                    held[j] = stamp
+            moved = [j for j in range(since_jump[i], i)
+                     if held[j] is not None and held[j] > stamp + window]
+            if moved:
+                moves.append((i, np.array(moved, dtype=np.int64),
+                              np.array([held[j] for j in moved], dtype=np.float64)))
+            for j in moved:
+                held[j] = stamp
         clock.advance(stamp)
     # (stamps are all known with --exclusion-seconds: _check_frame refuses a frame without)
     held = None if window is None else np.asarray(held, dtype=np.float64)
 
+    def held_at(q: int, frames: np.ndarray) -> np.ndarray:
+        """The stamps of ``frames`` as the window holds them when frame ``q`` is queried: a
+        frame moves them once it is added, after its own query."""
+        frames = np.atleast_1d(frames)
+        values = held[frames]
+        for i, moved, before in reversed(moves):  # undo the moves not made yet, newest first
+            if i < q:
+                break
+            at = np.minimum(np.searchsorted(moved, frames), len(moved) - 1)
+            undone = moved[at] == frames
+            values[undone] = before[at[undone]]
+        return values
+
     def eligible(q: int, frames: np.ndarray | int) -> np.ndarray:
-        allowed = np.asarray(frames) <= q - 1 - config.exclusion_frames
+        frames = np.asarray(frames)
+        allowed = frames <= q - 1 - config.exclusion_frames
         if held is not None:  # (the frame's own stamp as it came, the others' as held)
-            allowed &= ((np.asarray(frames) < since_jump[q])
-                        | (held[frames] <= stamps[q] - window + STAMP_TOLERANCE))
+            allowed &= ((frames < since_jump[q])
+                        | (held_at(q, frames).reshape(frames.shape)
+                           <= stamps[q] - window + STAMP_TOLERANCE))
         return allowed
 
     return eligible

@@ -496,6 +496,28 @@ def test_loops_scoring_keeps_the_time_window_over_a_frame_slightly_out_of_order(
 
 
 
+def test_loops_scoring_moves_a_held_stamp_only_from_the_frame_after_the_corrupt_one() -> None:
+    """A frame that comes back from a corrupt stamp far ahead holds the window's later-stamped
+    places at its own stamp, from then on; the scoring held them so at every frame, before it
+    too, so places the detector had excluded (frame 1 at 10.6 s: stamped 10.8 s) counted as
+    findable loops."""
+    from vpr_edge.cli.loops import _eligible
+    from vpr_edge.index import PlaceIndex
+    from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
+
+    config = LoopClosureConfig(exclusion_frames=0, exclusion_seconds=0.2)
+    stamps = [10.0, 10.8, 10.6, 60.0, 10.1, 10.3]  # 60 s: corrupt; 10.1 s goes on from 10.6
+    eligible = _eligible(config, stamps)
+    assert [j for j in range(2) if eligible(2, j)] == [0]  # 10.8 s is after 10.6 s
+    assert [j for j in range(4) if eligible(4, j)] == []  # 60 s is held at 10.1 s from frame 5
+    assert [j for j in range(5) if eligible(5, j)] == [0, 1, 2, 3, 4]  # 10.8, 10.6, 60: 10.1
+    detector = LoopClosureDetector(PlaceIndex(2), config)
+    for q, stamp in enumerate(stamps):
+        searched = detector._exclusion_filter(stamp)
+        assert [searched(j) for j in range(q)] == eligible(q, np.arange(q)).tolist(), q
+        detector.process_descriptor(np.array([1.0, 0.0], np.float32), stamp=stamp)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_loops_scoring_holds_the_windows_the_detector_holds(seed: int) -> None:
     """Stamps as robots make them (out of order, paused, restarted, one corrupt stamp far
