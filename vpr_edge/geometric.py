@@ -7,6 +7,8 @@ rarely do. Needs OpenCV (``pip install 'vpr-edge[verify]'``).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,14 +66,20 @@ class VerifyConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 problems.append(f"{name} must be an int >= {least}{why}, got {value!r}")
-        if not 0.0 < self.ratio <= 1.0:
-            problems.append(f"ratio must be in (0, 1], got {self.ratio!r}")
-        if not self.ransac_threshold > 0.0:
-            problems.append(f"ransac_threshold must be > 0 pixels, got {self.ransac_threshold!r}")
-        if not 0.0 < self.confidence < 1.0:
-            problems.append(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not (_real(self.ratio) and 0.0 < self.ratio <= 1.0):
+            problems.append(f"ratio must be a number in (0, 1], got {self.ratio!r}")
+        if not (_real(self.ransac_threshold) and 0.0 < self.ransac_threshold < math.inf):
+            problems.append(f"ransac_threshold must be finite pixels > 0 (an infinite one makes "
+                            f"every match an inlier), got {self.ransac_threshold!r}")
+        if not (_real(self.confidence) and 0.0 < self.confidence < 1.0):
+            problems.append(f"confidence must be a number in (0, 1), got {self.confidence!r}")
         if problems:
             raise InvalidInputError("VerifyConfig: " + "; ".join(problems))
+
+
+def _real(value: object) -> bool:
+    """A real number (NumPy's too, made plain by :func:`plain_numbers`), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

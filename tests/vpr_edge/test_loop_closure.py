@@ -323,6 +323,23 @@ def test_too_few_inliers_to_mean_anything_are_refused(min_inliers) -> None:
         VerifyConfig(min_inliers=min_inliers)
 
 
+
+@pytest.mark.parametrize("changes, words", [
+    ({"ratio": "0.8"}, "ratio"), ({"ratio": None}, "ratio"), ({"ratio": True}, "ratio"),
+    ({"confidence": None}, "confidence"), ({"ransac_threshold": "2"}, "ransac_threshold"),
+    ({"ransac_threshold": float("inf")}, "ransac_threshold"),
+    ({"ransac_threshold": float("nan")}, "ransac_threshold"),
+])
+def test_verification_settings_of_the_wrong_kind_are_refused(changes: dict, words: str) -> None:
+    """A string or None for ratio, confidence or ransac_threshold raised a bare TypeError
+    ("'<' not supported between instances of 'float' and 'str'"); True was taken as a ratio
+    of 1; an infinite RANSAC threshold was taken, and made every match an inlier, so every
+    candidate with 15 matches verified."""
+    from vpr_edge.geometric import VerifyConfig
+
+    with pytest.raises(InvalidInputError, match=f"VerifyConfig: {words} must be"):
+        VerifyConfig(**changes)
+
 def test_degenerate_matches_verify_nothing() -> None:
     """Points that fit no fundamental matrix (all on one spot, or on one line): OpenCV then
     hands back no matrix and, in 5.0, a mask of uninitialised bytes, which was summed into
