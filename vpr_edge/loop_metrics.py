@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import numbers
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -121,6 +122,10 @@ class NameTruth(GroundTruth):
     """
 
     def __init__(self, keys: Sequence[str], tolerance: int = 2) -> None:
+        if not (isinstance(tolerance, numbers.Integral) and not isinstance(tolerance, bool)
+                and tolerance >= 0):
+            raise InvalidInputError(f"tolerance must be an int >= 0 (frame numbers), got "
+                                    f"{tolerance!r}")
         super().__init__(len(keys))
         self._numbers = frame_numbers(keys)  # Python ints: a number may exceed int64
         folder_ids: dict[str, int] = {}
@@ -129,7 +134,7 @@ class NameTruth(GroundTruth):
         self._order = np.array(sorted(range(len(keys)), key=lambda i: (self._numbers[i], i)),
                                dtype=np.int64)
         self._sorted_numbers = [self._numbers[i] for i in self._order.tolist()]
-        self._tolerance = tolerance
+        self._tolerance = int(tolerance)
 
     def is_match(self, query: int, frame: int) -> bool:
         return bool(self._folders[query] != self._folders[frame]
@@ -156,11 +161,17 @@ class PositionTruth(GroundTruth):
 
     def __init__(self, positions: np.ndarray, radius: float, *,
                  min_separation: int = 0) -> None:
-        points = np.asarray(positions, dtype=np.float64)
+        try:
+            points = np.asarray(positions, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"positions must be numbers (metres), an [n, 2] or [n, 3] "
+                                    f"array: {exc}") from None
         if points.ndim != 2 or points.shape[1] not in (2, 3) or not np.isfinite(points).all():
             raise InvalidInputError("positions must be a finite [n, 2] or [n, 3] array")
-        if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        if not (isinstance(radius, numbers.Real) and not isinstance(radius, bool)
+                and math.isfinite(radius) and radius > 0):
             raise InvalidInputError(f"radius must be a finite number > 0, got {radius!r}")
+        radius = float(radius)
         super().__init__(len(points))
         self._points, self._radius, self._min_separation = points, radius, min_separation
         cells = list(map(tuple, np.floor(points / radius).astype(np.int64).tolist()))

@@ -69,6 +69,22 @@ def test_bad_input(positions: np.ndarray, radius: float) -> None:
         truth_from_positions(positions, radius)
 
 
+def test_ground_truth_settings_of_the_wrong_kind_are_refused_clearly() -> None:
+    """Positions that are not numbers raised numpy's bare ValueError, a tolerance of None a
+    TypeError at the first question, True was a radius of 1 m; and a NumPy radius (from an
+    array of settings) was refused as "not a finite number"."""
+    with pytest.raises(InvalidInputError, match="positions must be numbers"):
+        truth_from_positions([["a", "b"]], 1.0)
+    with pytest.raises(InvalidInputError, match="radius must be"):
+        truth_from_positions(np.zeros((3, 2)), True)
+    for tolerance in (None, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="tolerance must be"):
+            truth_from_names(["a/1.jpg", "b/2.jpg"], tolerance)
+    points = np.array([[0.0, 0.0], [0.5, 0.0]])
+    assert truth_from_positions(points, np.float32(1.0)).is_match(1, 0)
+    assert truth_from_names(["a/1.jpg", "b/2.jpg"], np.int64(1)).is_match(1, 0)
+
+
 @pytest.mark.parametrize("name", ["{:06d}_cam0.jpg", "cam0_{:06d}.jpg", "Image{:03d}.jpg",
                                   "seq01_frame{:04d}_left.png"])
 def test_the_frame_number_is_the_number_that_differs_within_a_folder(name: str) -> None:
