@@ -6,8 +6,11 @@ a loop only when several successive frames agree on the same stretch of the map,
 checks the geometry with ORB + RANSAC, and then adds the frame to the map. The ROS nodes in
 ``ros_examples/`` are thin adapters over this class.
 
-Defaults follow practice: ORB-SLAM accepts a loop after 3 consistent keyframes; VINS-Mono
-ignores the most recent 50 keyframes when searching for loops.
+Defaults follow practice: ORB-SLAM (2) accepts a loop candidate that stays consistent over
+3 more keyframes after the one that found it (``mnCovisibilityConsistencyTh = 3``: 4 keyframes,
+``consistency=4`` here; the default 3 reports a keyframe sooner); VINS-Mono searches only the
+keyframes at least 50 older than the current one (``frame_index - 50``: the newest 49 are left
+out, 50 here).
 """
 
 from __future__ import annotations
@@ -70,9 +73,11 @@ class LoopClosureConfig:
             precision 1.0 / recall 0.10. Calibrate it on your route
             (``vpr-edge loops --gt names --sweep`` prints the precision-recall curve).
         consistency: a loop is reported when this many successive keyframes each have a
-            candidate close (``consistency_radius``) to the previous one's. ORB-SLAM: 3.
+            candidate close (``consistency_radius``) to the previous one's, the first
+            keyframe of the chain included.
             1 reports every candidate above ``min_score``. Stamps that jump back by more
             than :data:`JUMP_BACK_SECONDS` end every chain (the frames are not successive).
+            (ORB-SLAM's threshold of 3 counts the keyframes after the first, so it is 4 here.)
         consistency_radius: how far apart (in keyframes of the map, i.e. order of insertion)
             two successive candidates may be and still agree.
         candidates: map places considered per keyframe (top-k of the search).
