@@ -345,7 +345,7 @@ def _check_frame(frame, position: int, config: LoopClosureConfig, gt: str | None
 def _write_csv(path: Path, frames: list[FrameInfo], results: list[FrameResult],
                truth: GroundTruth | None) -> None:
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")  # (not CR LF: for awk, cut, grep)
     writer.writerow(["index", "source", "stamp", "best_match", "best_score", "loop_match",
                      "loop_score", "verified", "inliers", "correct"])
     for frame, r in zip(frames, results):

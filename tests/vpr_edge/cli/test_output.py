@@ -181,6 +181,18 @@ def test_csv_to_stdout_is_clean(tiny_onnx: Path, built, capfd) -> None:
     assert "vpr-edge loops" in err
 
 
+def test_csv_lines_end_in_a_newline_alone(tiny_onnx: Path, built, tmp_path: Path) -> None:
+    """The CSV's lines ended in CR LF (the csv module's default): ``loops --csv - | awk -F,
+    '$10 == "True"'`` or ``| cut -d, -f10`` saw the last column as ``True\\r``."""
+    frames, _ = built
+    out = tmp_path / "loops.csv"
+    assert main(["loops", str(tiny_onnx), "--images", str(frames), "--no-progress",
+                 "--exclusion-frames", "0", "--consistency", "1", "--min-score", "-1",
+                 "--csv", str(out)]) == 0
+    data = out.read_bytes()
+    assert b"\r" not in data and data.endswith(b"\n") and data.count(b"\n") == 5
+    assert data.split(b"\n")[2].split(b",")[5] == b"0"  # frame 1's loop: frame 0
+
 def test_two_outputs_of_one_path_are_refused_before_the_work(tiny_onnx: Path, built,
                                                              tmp_path: Path, capfd) -> None:
     """`loops --csv same.out --json same.out` wrote the CSV, then the JSON over it (rc 0)."""
