@@ -19,9 +19,11 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import InvalidInputError
 from .plain_numbers import plain_numbers
-from .poses import Pose
+from .poses import Pose, PoseValues
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,11 @@ class KeyframePolicy:
         self._started = False
         self._before: tuple = (False, 0, None, None)  # the state before the last accept()
 
-    def accept(self, *, stamp: float | None = None, pose: Pose | None = None) -> bool:
-        """True if this frame should be a keyframe (the policy then counts it as the last)."""
+    def accept(self, *, stamp: float | None = None, pose: PoseValues | None = None) -> bool:
+        """True if this frame should be a keyframe (the policy then counts it as the last).
+        ``pose``: a :class:`~vpr_edge.poses.Pose`, or x, y[, z] or x, y, z, qx, qy, qz, qw."""
         cfg = self.config
+        pose = _as_pose(pose)
         first = not self._started
         if cfg.uses_motion and pose is not None:
             keep = first or self._last_pose is None or self._moved_enough(pose) or (
@@ -108,3 +112,17 @@ class KeyframePolicy:
         return bool((cfg.min_distance is not None and pose.distance_to(last) >= cfg.min_distance)
                     or (cfg.min_rotation is not None
                         and pose.rotation_to(last) >= cfg.min_rotation))
+
+
+def _as_pose(pose: PoseValues | None) -> Pose | None:
+    """``pose`` as a :class:`Pose` (numbers as the detector and the map take them)."""
+    if pose is None or isinstance(pose, Pose):
+        return pose
+    try:
+        values = np.asarray(pose, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        values = None
+    if values is None or values.ndim != 1 or values.size not in (2, 3, 7):
+        raise InvalidInputError(f"pose must be a vpr_edge.poses.Pose or the numbers x, y or "
+                                f"x, y, z or x, y, z, qx, qy, qz, qw, got {pose!r}")
+    return Pose(*values.tolist())

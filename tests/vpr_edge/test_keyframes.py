@@ -78,3 +78,19 @@ def test_a_keyframe_taken_back_leaves_the_next_frame_its_place() -> None:
     assert moving.accept(stamp=1.0, pose=Pose(1.0, 0))
     moving.unaccept()
     assert moving.accept(stamp=1.1, pose=Pose(1.1, 0))  # 1.1 m from the last good keyframe
+
+
+def test_a_pose_given_as_numbers_is_taken_and_anything_else_refused_clearly() -> None:
+    """The detector and the map take a pose as x, y[, z[, qx, qy, qz, qw]] numbers; the
+    policy kept the first such keyframe, then raised AttributeError ("'tuple' object has no
+    attribute 'distance_to'") at the next frame."""
+    import numpy as np
+
+    policy = KeyframePolicy(KeyframeConfig(min_distance=1.0))
+    assert policy.accept(stamp=0.0, pose=(0.0, 0.0, 0.0))
+    assert not policy.accept(stamp=0.1, pose=np.array([0.5, 0.0]))
+    assert policy.accept(stamp=0.2, pose=[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    assert not policy.accept(stamp=0.3, pose=Pose(1.5, 0.0))
+    for bad in ((1.0,), (1.0, 2.0, 3.0, 4.0), "1,2", (1.0, math.nan)):
+        with pytest.raises(InvalidInputError, match="pose"):
+            KeyframePolicy(KeyframeConfig(min_distance=1.0)).accept(stamp=0.0, pose=bad)
