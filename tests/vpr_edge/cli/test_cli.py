@@ -511,11 +511,18 @@ def test_loops_scoring_moves_a_held_stamp_only_from_the_frame_after_the_corrupt_
     assert [j for j in range(2) if eligible(2, j)] == [0]  # 10.8 s is after 10.6 s
     assert [j for j in range(4) if eligible(4, j)] == []  # 60 s is held at 10.1 s from frame 5
     assert [j for j in range(5) if eligible(5, j)] == [0, 1, 2, 3, 4]  # 10.8, 10.6, 60: 10.1
-    detector = LoopClosureDetector(PlaceIndex(2), config)
-    for q, stamp in enumerate(stamps):
-        searched = detector._exclusion_filter(stamp)
-        assert [searched(j) for j in range(q)] == eligible(q, np.arange(q)).tolist(), q
-        detector.process_descriptor(np.array([1.0, 0.0], np.float32), stamp=stamp)
+    # with a window of 0 s, the frame that comes back (10.2 s) does not yet hold the places
+    # stamped after it (10.5 s, the corrupt 60 s) when it is queried: they are ahead of it
+    at_once = LoopClosureConfig(exclusion_frames=0, exclusion_seconds=0.0)
+    assert [j for j in range(3) if _eligible(at_once, [10.0, 10.5, 60.0, 10.2])(3, j)] == [0]
+    for config, stamps in ((config, stamps), (at_once, [10.0, 10.5, 60.0, 10.2, 10.6])):
+        eligible = _eligible(config, stamps)
+        detector = LoopClosureDetector(PlaceIndex(2), config)
+        for q, stamp in enumerate(stamps):
+            searched = detector._exclusion_filter(stamp)
+            assert [searched is None or searched(j) for j in range(q)] == \
+                eligible(q, np.arange(q)).tolist(), (q, stamps)
+            detector.process_descriptor(np.array([1.0, 0.0], np.float32), stamp=stamp)
 
 
 @pytest.mark.parametrize("seed", range(12))
