@@ -340,6 +340,7 @@ def test_verification_settings_of_the_wrong_kind_are_refused(changes: dict, word
     with pytest.raises(InvalidInputError, match=f"VerifyConfig: {words} must be"):
         VerifyConfig(**changes)
 
+
 def test_degenerate_matches_verify_nothing() -> None:
     """Points that fit no fundamental matrix (all on one spot, or on one line): OpenCV then
     hands back no matrix and, in 5.0, a mask of uninitialised bytes, which was summed into
