@@ -495,12 +495,11 @@ def test_loops_scoring_keeps_the_time_window_over_a_frame_slightly_out_of_order(
     assert [j for j in range(6) if eligible(6, j)] == [0, 1, 2, 4]  # at 5.0 s: <= 2.5 s
 
 
-
 def test_loops_scoring_moves_a_held_stamp_only_from_the_frame_after_the_corrupt_one() -> None:
     """A frame that comes back from a corrupt stamp far ahead holds the window's later-stamped
     places at its own stamp, from then on; the scoring held them so at every frame, before it
-    too, so places the detector had excluded (frame 1 at 10.6 s: stamped 10.8 s) counted as
-    findable loops."""
+    too, so places the detector had excluded (at 10.6 s, the place stamped 10.8 s) counted
+    as findable loops."""
     from vpr_edge.cli.loops import _eligible
     from vpr_edge.index import PlaceIndex
     from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
