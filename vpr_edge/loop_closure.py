@@ -323,6 +323,10 @@ class LoopClosureDetector:
             raise InvalidInputError(
                 "verify=True needs the frame's ORB features: pass features="
                 f"vpr_edge.geometric.orb_features(rgb, config.verify_config){other}")
+        if features is not None and not isinstance(features, OrbFeatures):
+            raise InvalidInputError(
+                f"features must be vpr_edge.geometric.OrbFeatures, got "
+                f"{type(features).__name__}: features=orb_features(rgb, config.verify_config)")
         with validate.single_place_names():  # the time window needs the stamp now
             validate.stamps(stamp, 1, single=True)
         stamp = None if stamp is None else float(stamp)  # a numpy one, too: loops go to JSON

@@ -276,8 +276,28 @@ def test_the_frame_window_counts_only_this_sessions_frames(tiny_onnx: Path, rout
         assert again.best.place_id == 59 != first.place_id
 
 
-class _Features:
-    """Stands in for OrbFeatures (count_inliers is replaced in these tests)."""
+def _Features():  # noqa: N802 (it stands in for a class)
+    """Stands in for the frame's OrbFeatures (count_inliers is replaced in these tests)."""
+    from vpr_edge.geometric import OrbFeatures
+
+    return OrbFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+
+
+def test_features_that_are_not_orb_features_are_refused_before_the_frame_is_added(
+        tiny) -> None:
+    """cv2's (keypoints, descriptors) as features: the first frame went into the map, and
+    the frame after it raised AttributeError ("'tuple' object has no attribute
+    'descriptors'") after it, too, had been added."""
+    from vpr_edge.index import PlaceIndex
+
+    detector = LoopClosureDetector(PlaceIndex(tiny.DIM), LoopClosureConfig(
+        verify=True, exclusion_frames=0, consistency=1, min_score=-1.0))
+    place = unit(np.eye(tiny.DIM)[0])
+    for _ in range(2):
+        with pytest.raises(InvalidInputError, match="features must be .*OrbFeatures"):
+            detector.process_descriptor(place, features=(np.zeros((9, 2)),
+                                                         np.zeros((9, 32), np.uint8)))
+    assert len(detector.index) == 0
 
 
 def test_verification_skips_places_it_cannot_check(route: np.ndarray, tmp_path: Path,
