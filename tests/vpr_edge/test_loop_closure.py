@@ -276,7 +276,7 @@ def test_the_frame_window_counts_only_this_sessions_frames(tiny_onnx: Path, rout
         assert again.best.place_id == 59 != first.place_id
 
 
-def _Features():  # noqa: N802 (it stands in for a class)
+def _Features():  # (named like the class it stands in for)
     """Stands in for the frame's OrbFeatures (count_inliers is replaced in these tests)."""
     from vpr_edge.geometric import OrbFeatures
 
