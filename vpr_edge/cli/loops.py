@@ -307,10 +307,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                  replace(config, min_score=-1.0, verify=False))
                     if r.best is not None]
             if not best:
+                seconds = ("" if config.exclusion_seconds is None
+                           else f", --exclusion-seconds {config.exclusion_seconds:g}")
                 raise InvalidInputError(
                     f"--sweep: no frame had a candidate outside the exclusion window "
-                    f"({len(frames)} frames, --exclusion-frames {config.exclusion_frames}); "
-                    "give a longer sequence or a smaller window")
+                    f"({len(frames)} frames, --exclusion-frames {config.exclusion_frames}"
+                    f"{seconds}); give a longer sequence or a smaller window")
             thresholds = np.unique(np.quantile(best, np.linspace(0.0, 0.99, 25)).round(4))
             sweep = tqdm(thresholds, desc="sweep", unit="threshold", leave=False,
                          disable=not progress)

@@ -143,8 +143,8 @@ def test_query_localize_and_info(tiny_onnx: Path, routes, tmp_path: Path, cpu_on
 
 
 def test_loops_sweep_over_a_sequence_shorter_than_the_window(tiny_onnx: Path, routes,
-                                                            cpu_only: None, caplog,
-                                                            capsys) -> None:
+                                                            tmp_path: Path, cpu_only: None,
+                                                            caplog, capsys) -> None:
     """An exclusion window as long as the sequence leaves no frame a candidate, and --sweep
     ended in a raw IndexError. One folder with --gt names has no ground truth at all: a
     warning says so."""
@@ -152,6 +152,15 @@ def test_loops_sweep_over_a_sequence_shorter_than_the_window(tiny_onnx: Path, ro
     assert main(["loops", str(tiny_onnx), "--images", str(run1), str(run2), "--gt", "names",
                  "--exclusion-frames", "60", "--sweep", "--no-progress"]) == 2
     assert "no frame had a candidate outside the exclusion window" in capsys.readouterr().err
+    # a time window that holds every frame is named too, not only the frame window of 0
+    listed = tmp_path / "frames.csv"
+    frames = [*sorted(run1.iterdir()), *sorted(run2.iterdir())]
+    listed.write_text("image,timestamp\n" + "".join(f"{p},{i * 0.1}\n"
+                                                    for i, p in enumerate(frames)))
+    assert main(["loops", str(tiny_onnx), "--list", str(listed), "--gt", "names",
+                 "--exclusion-frames", "0", "--exclusion-seconds", "60", "--sweep",
+                 "--no-progress"]) == 2
+    assert "--exclusion-frames 0, --exclusion-seconds 60" in capsys.readouterr().err
     with caplog.at_level("WARNING", logger="vpr_edge"):
         assert main(["loops", str(tiny_onnx), "--images", str(run1), "--gt", "names",
                      "--no-progress"]) == 0
