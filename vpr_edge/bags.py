@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._optional import require
+from .bag_reader import BagReader
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
 from .paths import look
 from .poses import (
@@ -140,7 +140,7 @@ def read_image_messages(bag: PathLike, topic: str, *, every_n: int = 1,
                 continue
             where = f"{bag} {topic} message {index}"
             try:
-                msg = reader.deserialize(raw, conn.msgtype)
+                msg = reader.deserialize(raw, conn)
             except Exception as exc:
                 problem = f"{where} is damaged ({type(exc).__name__}: {exc})"
                 if skipped is None:
@@ -197,7 +197,7 @@ def _pose_track(bag: PathLike, topic: str, max_gap: float) -> PoseTrack:
         for index, conn, bag_time, raw in _messages(reader, bag, topic, POSE_TYPES):
             count += 1
             try:
-                msg = reader.deserialize(raw, conn.msgtype)
+                msg = reader.deserialize(raw, conn)
             except Exception as exc:  # a message that does not deserialise
                 raise InvalidInputError(f"{bag} {topic} message {index} is damaged "
                                         f"({type(exc).__name__}: {exc})") from exc
@@ -257,9 +257,7 @@ def _message_stamp(msg: Any, bag_time_ns: int) -> tuple[float, tuple[int, int] |
 
 
 @contextmanager
-def _open(bag: PathLike) -> Iterator[Any]:
-    highlevel = require("rosbags.highlevel", extra="ros", purpose="reading ROS bags")
-    typesys = require("rosbags.typesys", extra="ros", purpose="reading ROS bags")
+def _open(bag: PathLike) -> Iterator[BagReader]:
     path = Path(bag)
     if look(path) is None:
         raise InvalidInputError(f"{path}: no such bag file or directory")
@@ -267,10 +265,11 @@ def _open(bag: PathLike) -> Iterator[Any]:
     if part:
         raise InvalidInputError(f"{path}: {part}, so this file alone is not the bag: give the "
                                 f"bag's folder, {path.parent}")
-    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
     try:
-        reader = highlevel.AnyReader([path], default_typestore=store)
+        reader = BagReader(path)
         reader.open()
+    except MissingDependencyError:
+        raise
     except Exception as exc:  # rosbags raises its own reader errors for damaged files
         denied = _permission_error(exc)
         if denied is not None:
@@ -331,4 +330,14 @@ def _connections(reader: Any, bag: PathLike, topic: str, types: tuple[str, ...])
         raise InvalidInputError(
             f"{bag}: topic {topic!r} carries {wrong[0]}, expected one of {', '.join(types)}"
         )
+    try:
+        reader.check(found)
+    except MissingDependencyError:
+        raise
+    except Exception as exc:  # rosbags' errors for a definition it cannot parse
+        raise InvalidInputError(
+            f"{bag}: the message definition the bag stores for topic {topic!r} "
+            f"({found[0].msgtype}) cannot be read ({type(exc).__name__}: {exc}); play the "
+            "bag and record the topic again (rosbag play / ros2 bag play), so that the "
+            "recorder stores the type's definition") from exc
     return found

@@ -368,3 +368,123 @@ def test_a_frame_s_exact_stamp_is_its_header_s_or_its_record_time(tmp_path, bag_
     frame = next(iter(open_source(bag=bag, topic=bag_writer.IMAGE_TOPIC)))
     assert place_meta(frame) == {"source": frame.key, "index": 0,
                                  "ros_stamp": [1700000100, 200123457]}
+
+
+def _with_a_foreign_topic(path: Path, bag_writer, frames, msgdef: str, digest: str,
+                          ros2_storage: str | None = None) -> Path:
+    """A bag of ``frames`` (10 Hz from 10 s), odometry, and a topic ``/arduino`` whose stored
+    message definition is ``msgdef`` with the digest ``digest``."""
+    store = bag_writer._store(ros2=ros2_storage is not None)
+    if ros2_storage is None:
+        from rosbags.rosbag1 import Writer
+
+        writer, serialize, digest_key = Writer(path), store.serialize_ros1, "md5sum"
+    else:
+        from rosbags.rosbag2 import StoragePlugin
+        from rosbags.rosbag2 import Writer as Writer2
+
+        plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[ros2_storage]
+        writer = Writer2(path, version=9, storage_plugin=plugin)
+        serialize, digest_key = store.serialize_cdr, "rihs01"
+    with writer:
+        images = writer.add_connection(bag_writer.IMAGE_TOPIC, "sensor_msgs/msg/Image",
+                                       typestore=store)
+        odom = writer.add_connection(bag_writer.ODOM_TOPIC, "nav_msgs/msg/Odometry",
+                                     typestore=store)
+        other = writer.add_connection("/arduino", "std_msgs/msg/Int8", msgdef=msgdef,
+                                      **{digest_key: digest})
+        for i, frame in enumerate(frames):
+            t = 10.0 + i / 10
+            writer.write(images, int(t * 1e9), serialize(
+                bag_writer.image_message(store, frame, t), images.msgtype))
+            writer.write(odom, int(t * 1e9), serialize(
+                bag_writer.odometry_message(store, t, float(i), 0.0), odom.msgtype))
+            writer.write(other, int(t * 1e9), b"\x00\x01\x00\x00\x07")
+    return path
+
+
+@pytest.mark.parametrize("msgdef,digest", [
+    ("", "27ffa0c9c4b8fb8492252bcad9e5c57b"),  # rosserial_server: no definition, real md5
+    ("int8 data\nmy_msgs/Unknown extra\n", "0" * 32),  # a type the bag does not define
+])
+def test_a_topic_of_another_kind_that_rosbags_cannot_type_does_not_hide_the_camera(
+        tmp_path, bag_writer, msgdef, digest) -> None:
+    """A ROS 1 bag with one topic whose stored message definition rosbags cannot use (a
+    rosserial topic records none, with its type's real md5sum) could not be read at all:
+    "cannot read this bag (AnyReaderError: Message type 'std_msgs/msg/Int8' hash mismatch
+    ...); give a complete ROS 1 .bag", though the camera and odometry topics were intact.
+    Only the definitions of the topics read matter."""
+    frames = list(np.random.default_rng(0).integers(0, 256, (3, 6, 8, 3), dtype=np.uint8))
+    bag = _with_a_foreign_topic(tmp_path / "rosserial.bag", bag_writer, frames, msgdef, digest)
+    assert bags.list_topics(bag)["/arduino"] == ("std_msgs/msg/Int8", 3)
+    assert bags.count_frames(bag, bag_writer.IMAGE_TOPIC) == 3
+    got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                      pose_topic=bag_writer.ODOM_TOPIC))
+    for frame, pixels in zip(got, frames):
+        np.testing.assert_array_equal(frame.image, pixels)
+    assert [f.pose.x for f in got] == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_ros2_topic_whose_definition_rosbags_cannot_parse_does_not_hide_the_camera(
+        tmp_path, bag_writer, storage) -> None:
+    frames = list(np.random.default_rng(1).integers(0, 256, (2, 6, 8, 3), dtype=np.uint8))
+    bag = _with_a_foreign_topic(tmp_path / f"run_{storage}", bag_writer, frames,
+                                "int8 data\nmy_msgs/Unknown extra\n", "RIHS01_" + "0" * 64,
+                                ros2_storage=storage)
+    got = list(bags.read_image_frames(bag, bag_writer.IMAGE_TOPIC,
+                                      pose_topic=bag_writer.ODOM_TOPIC))
+    assert len(got) == 2 and [f.pose.x for f in got] == [0.0, 1.0]
+    np.testing.assert_array_equal(got[1].image, frames[1])
+
+
+def test_bags_that_store_no_definition_are_read_with_the_standard_types(tmp_path, bag_writer,
+                                                                         gp_frames) -> None:
+    """A ROS 2 bag of Humble or before stores no message definitions (its types are
+    Humble's); a ROS 1 topic recorded without one (rosserial) is typed as Noetic's."""
+    import sqlite3
+
+    folder = bag_writer.write_bag(tmp_path / "humble", gp_frames[:2], ros2_storage="sqlite3",
+                                  odometry=True)
+    (db,) = folder.glob("*.db3")
+    with sqlite3.connect(db) as con:  # as rosbag2 of Humble writes it: schema 3
+        con.execute("DROP TABLE message_definitions")
+        con.execute("UPDATE schema SET schema_version = 3")
+    con.close()
+    got = list(bags.read_image_frames(folder, bag_writer.IMAGE_TOPIC,
+                                      pose_topic=bag_writer.ODOM_TOPIC))
+    assert [f.pose.x for f in got] == [0.0, 1.0]
+    np.testing.assert_array_equal(got[1].image, gp_frames[1])
+
+    from rosbags.rosbag1 import Writer
+
+    store = bag_writer._store()
+    with Writer(tmp_path / "serial.bag") as writer:
+        images = writer.add_connection(bag_writer.IMAGE_TOPIC, "sensor_msgs/msg/Image",
+                                       msgdef="", md5sum="060021388200f6f0f447d0fcd9c64743")
+        writer.write(images, int(10e9), store.serialize_ros1(
+            bag_writer.image_message(store, gp_frames[0], 10.0), images.msgtype))
+    (frame,) = bags.read_image_frames(tmp_path / "serial.bag", bag_writer.IMAGE_TOPIC)
+    np.testing.assert_array_equal(frame.image, gp_frames[0])
+
+
+def test_a_topic_whose_own_definition_cannot_be_read_is_named(tmp_path, bag_writer) -> None:
+    """A definition of the camera topic itself that names a type it does not define: named
+    before any frame is read (not every message "damaged")."""
+    from rosbags.rosbag1 import Writer
+
+    frames = list(np.random.default_rng(2).integers(0, 256, (1, 6, 8, 3), dtype=np.uint8))
+
+    store = bag_writer._store()
+    with Writer(tmp_path / "custom.bag") as writer:
+        images = writer.add_connection(bag_writer.IMAGE_TOPIC, "sensor_msgs/msg/Image",
+                                       msgdef="std_msgs/Header header\nmy_msgs/Unknown x\n",
+                                       md5sum="0" * 32)
+        writer.write(images, int(10e9), store.serialize_ros1(
+            bag_writer.image_message(store, frames[0], 10.0), images.msgtype))
+    with pytest.raises(InvalidInputError, match=r"custom\.bag: the message definition the bag "
+                                                r"stores for topic '/camera/image_raw' \(sensor"
+                                                r"_msgs/msg/Image\) cannot be read .*record the "
+                                                r"topic again"):
+        list(bags.read_image_frames(tmp_path / "custom.bag", bag_writer.IMAGE_TOPIC,
+                                    skipped=[]))
