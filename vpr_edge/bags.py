@@ -29,7 +29,7 @@ import numpy as np
 
 from .bag_reader import BagReader
 from .errors import ImageDecodeError, InvalidInputError, MissingDependencyError
-from .paths import look
+from .paths import folder_entries, is_dir, look
 from .poses import (
     Pose,
     PoseTrack,
@@ -265,6 +265,9 @@ def _open(bag: PathLike) -> Iterator[BagReader]:
     if part:
         raise InvalidInputError(f"{path}: {part}, so this file alone is not the bag: give the "
                                 f"bag's folder, {path.parent}")
+    unfinished = _without_metadata(path)
+    if unfinished:
+        raise InvalidInputError(unfinished)
     try:
         reader = BagReader(path)
         reader.open()
@@ -277,10 +280,13 @@ def _open(bag: PathLike) -> Iterator[BagReader]:
             raise InvalidInputError(
                 f"{path}: no permission to read this bag{file}; run as a user who may read "
                 f"it, or give others read access (chmod -R a+rX {path})") from exc
+        repair = ("`mcap recover` repairs an .mcap whose recording was not closed"
+                  if path.suffix == ".mcap" else
+                  "`rosbag reindex` repairs unclosed ROS 1 bags")
         raise InvalidInputError(
             f"{path}: cannot read this bag ({type(exc).__name__}: {exc}); give a complete "
             f"ROS 1 .bag, a ROS 2 bag directory (with its metadata.yaml) or a ROS 2 .db3/.mcap "
-            f"file (`rosbag reindex` repairs unclosed ROS 1 bags)"
+            f"file ({repair})"
         ) from exc
     try:
         yield reader
@@ -293,6 +299,24 @@ def _permission_error(exc: BaseException | None) -> PermissionError | None:
     while exc is not None and not isinstance(exc, PermissionError):
         exc = exc.__cause__ or exc.__context__
     return exc
+
+
+def _without_metadata(path: Path) -> str | None:
+    """Why a folder without ``metadata.yaml`` (what a ROS 2 recording stopped hard leaves)
+    cannot be read as a bag, and what to give instead; None for any other path."""
+    if not is_dir(path) or look(path / "metadata.yaml") is not None:
+        return None
+    files = sorted(p for p in folder_entries(path)  # (compressed too: .db3.zstd)
+                   if {".db3", ".mcap"} & set(p.suffixes))
+    if not files:
+        return (f"{path}: a folder with no metadata.yaml and no .db3 or .mcap file, so not a "
+                "ROS 2 bag; give a ROS 1 .bag file, a ROS 2 bag folder or its .db3/.mcap file "
+                "(a folder of images is --images)")
+    alone = (f"give its file, {files[0]}, " if len(files) == 1
+             and files[0].suffix in (".db3", ".mcap") else "")
+    return (f"{path}: no metadata.yaml, so not a whole ROS 2 bag (a recording stopped hard "
+            f"leaves none); {alone}or write it with `ros2 bag reindex {path}` and give the "
+            "folder")
 
 
 def _part_of_a_folder(path: Path) -> str | None:

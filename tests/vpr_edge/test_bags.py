@@ -488,3 +488,28 @@ def test_a_topic_whose_own_definition_cannot_be_read_is_named(tmp_path, bag_writ
                                                 r"topic again"):
         list(bags.read_image_frames(tmp_path / "custom.bag", bag_writer.IMAGE_TOPIC,
                                     skipped=[]))
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_an_unfinished_ros2_recording_is_named_with_its_repair(tmp_path, bag_writer, gp_frames,
+                                                               storage) -> None:
+    """A ROS 2 recording stopped hard leaves no metadata.yaml (and an .mcap without its
+    end): the error said "Expected metadata file '<the folder>' does not exist ... give a
+    ROS 2 bag directory ... (`rosbag reindex` repairs unclosed ROS 1 bags)"."""
+    folder = bag_writer.write_bag(tmp_path / "run", gp_frames[:2], ros2_storage=storage)
+    (folder / "metadata.yaml").unlink()
+    (part,) = folder.glob("*.db3" if storage == "sqlite3" else "*.mcap")
+    with pytest.raises(InvalidInputError) as caught:
+        bags.count_frames(folder, bag_writer.IMAGE_TOPIC)
+    text = str(caught.value)
+    assert f"{folder}: no metadata.yaml" in text and "ros2 bag reindex" in text
+    assert f"give its file, {part}" in text and "rosbag reindex" not in text
+    assert bags.count_frames(part, bag_writer.IMAGE_TOPIC) == 2  # the file alone reads
+    if storage == "mcap":  # its end cut off too
+        part.write_bytes(part.read_bytes()[:-100])
+        with pytest.raises(InvalidInputError, match=r"cannot read this bag .*mcap recover"):
+            bags.count_frames(part, bag_writer.IMAGE_TOPIC)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError, match="no metadata.yaml and no .db3 or .mcap file"):
+        bags.count_frames(empty, bag_writer.IMAGE_TOPIC)
