@@ -312,11 +312,11 @@ def _without_metadata(path: Path) -> str | None:
         return (f"{path}: a folder with no metadata.yaml and no .db3 or .mcap file, so not a "
                 "ROS 2 bag; give a ROS 1 .bag file, a ROS 2 bag folder or its .db3/.mcap file "
                 "(a folder of images is --images)")
-    alone = (f"give its file, {files[0]}, " if len(files) == 1
-             and files[0].suffix in (".db3", ".mcap") else "")
+    reindex = f"write it with `ros2 bag reindex {path}` and give the folder"
+    if len(files) == 1 and files[0].suffix in (".db3", ".mcap"):
+        reindex = f"give its file, {files[0]}, or {reindex}"
     return (f"{path}: no metadata.yaml, so not a whole ROS 2 bag (a recording stopped hard "
-            f"leaves none); {alone}or write it with `ros2 bag reindex {path}` and give the "
-            "folder")
+            f"leaves none); {reindex}")
 
 
 def _part_of_a_folder(path: Path) -> str | None:
