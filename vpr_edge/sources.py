@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,7 @@ def folder_source(folder: PathLike, *, every: int = 1, skip_damaged: bool = Fals
     if not files:
         raise InvalidInputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}; hidden "
                                 "files are left out)")
+    _warn_of_unpadded_numbers(root, files)
     files = files[::every]
     return _files_source(f"{root} ({len(files)} images)",
                          [_file_frame(i, p) for i, p in enumerate(files)], skip_damaged)
@@ -220,6 +222,30 @@ def _warn_of_other_image_types(folder: Path, entries: list[Path]) -> None:
         log.warning("%s: left out %d image files of other types (%s): a folder source takes %s; "
                     "rename or convert them, or name them in a --list CSV", folder, len(others),
                     shown, ", ".join(IMAGE_SUFFIXES))
+
+
+def _warn_of_unpadded_numbers(folder: Path, files: list[Path]) -> None:
+    """Warn when the file-name order of ``files`` (sorted) is not the order of the numbers in
+    their names: frames numbered without zero-padding (``frame_10.jpg`` before
+    ``frame_2.jpg``) are taken out of order, and a loop detector that excludes the last
+    keyframes takes frames a moment apart for places far apart in the sequence."""
+    in_number_order = sorted(files, key=lambda p: _number_order(p.name))
+    first = next((i for i, (a, b) in enumerate(zip(files, in_number_order)) if a != b), None)
+    if first is not None:
+        log.warning("%s: the frames are taken in file-name order, in which %s comes before %s: "
+                    "their numbers are not zero-padded; rename them with zero-padded numbers "
+                    "(frame_0002.jpg), or give them in order in a --list CSV", folder,
+                    files[first].name, in_number_order[first].name)
+
+
+def _number_order(name: str) -> list:
+    """``name`` as a sort key that orders the numbers in it by value, but the digits after a
+    number's decimal point as text (``100.25`` before ``100.3``, as file-name order has them)."""
+    parts: list = re.split(r"(\d+)", name)
+    for i in range(1, len(parts), 2):
+        if not (i >= 3 and parts[i - 1] == "."):
+            parts[i] = int(parts[i])
+    return parts
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -203,3 +203,31 @@ def test_image_files_of_other_types_in_a_folder_are_named_in_a_warning(tmp_path:
         assert len(list(folder_source(tmp_path).frames())) == 1
     assert "left out 2 image files of other types (f001.jfif, f002.gif)" in caplog.text
     assert "calibration.pdf" not in caplog.text
+
+
+def test_frames_numbered_without_zero_padding_are_named_in_a_warning(tmp_path: Path,
+                                                                     caplog) -> None:
+    """frame_1 ... frame_12 (ffmpeg's %d): file-name order took frame_10, frame_11 and
+    frame_12 between frame_1 and frame_2 without a word, so a loop detector excluding the
+    last keyframes saw frames seconds apart as far apart in the sequence."""
+    from vpr_edge.sources import folder_source
+
+    unpadded = tmp_path / "unpadded"
+    unpadded.mkdir()
+    for i in range(1, 13):
+        _png(unpadded / f"frame_{i}.png")
+    with caplog.at_level("WARNING", logger="vpr_edge"):
+        names = [Path(f.key).name for f in folder_source(unpadded)]
+    assert names[:3] == ["frame_1.png", "frame_10.png", "frame_11.png"]  # (as documented)
+    assert "frame_10.png comes before frame_2.png" in caplog.text
+    assert "zero-padded" in caplog.text and "--list" in caplog.text
+    caplog.clear()
+    for name, names in (("padded", [f"frame_{i:04d}.png" for i in range(1, 13)]),
+                        ("seconds", ["100.25.png", "100.3.png", "101.png", "102.5.png"]),
+                        ("words", ["a1.png", "a10.png", "b2.png"])):
+        (tmp_path / name).mkdir()
+        for file in names:
+            _png(tmp_path / name / file)
+        with caplog.at_level("WARNING", logger="vpr_edge"):
+            list(folder_source(tmp_path / name))
+    assert "zero-padded" not in caplog.text
