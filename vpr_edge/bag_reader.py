@@ -87,7 +87,7 @@ def _typestore(connection: Any, is2: bool) -> Any:
         standard = typesys.Stores.ROS2_HUMBLE if is2 else typesys.Stores.ROS1_NOETIC
         store = typesys.get_typestore(standard)
         if connection.msgtype not in store.types:
-            raise KeyError(f"the bag stores no definition of {connection.msgtype}, and it is "
+            raise ValueError(f"the bag stores no definition of {connection.msgtype}, and it is "
                            f"not a standard type")
         return store
     if definition.format == kind.MSG:
@@ -102,6 +102,6 @@ def _typestore(connection: Any, is2: bool) -> Any:
     store = typesys.get_typestore(typesys.Stores.EMPTY)
     store.register(types)
     if connection.msgtype not in store.types:
-        raise KeyError(f"its definition does not define {connection.msgtype}")
+        raise ValueError(f"its definition does not define {connection.msgtype}")
     store.generate_msgdef(connection.msgtype, 2 if is2 else 1)  # every field's type defined?
     return store
