@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ def onnx_load_error(path: Any, exc: BaseException) -> ModelFormatError:
     """What to raise when ONNX Runtime cannot load ``path``: our plugin graph (which only
     TensorRT runs), or a damaged / non-ONNX file."""
     text = str(exc).strip() or type(exc).__name__
-    if "vpr_edge" in text and "NetVLAD" in text:
+    if _names_the_plugin(text):
         return ModelFormatError(
             f"{path}: this is a plugin graph (NetVLAD as the vpr_edge::NetVLAD TensorRT "
             "plugin node), which ONNX Runtime cannot run; use the plain NAME.onnx or "
@@ -236,10 +237,17 @@ def onnx_load_error(path: Any, exc: BaseException) -> ModelFormatError:
         "truncated, damaged or not ONNX: export it again with vpr-export")
 
 
-def read_onnx_metadata(path: str, *, verify: bool = True) -> ModelMetadata:
-    """Read :class:`ModelMetadata` from an ONNX file without loading its weights.
+def _names_the_plugin(text: str) -> bool:
+    """Whether ONNX Runtime's load error is about our NetVLAD plugin node."""
+    return "vpr_edge" in text and "NetVLAD" in text
 
-    Uses ``onnxruntime`` (the runtime's own dependency), so it needs no ``onnx`` package.
+
+def read_onnx_metadata(path: str, *, verify: bool = True) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file.
+
+    Uses ``onnxruntime`` (the runtime's own dependency), so it needs no ``onnx`` package. A
+    plugin graph (``NAME.plugin.onnx``: NetVLAD as the ``vpr_edge::NetVLAD`` node, which
+    ONNX Runtime cannot load) has its metadata read from the file's bytes instead.
     ``verify``: first check the file's checksum (``model_checksum.check_onnx_file``); False
     for a caller that has just checked it.
     """
@@ -253,7 +261,10 @@ def read_onnx_metadata(path: str, *, verify: bool = True) -> ModelMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise onnx_load_error(path, exc) from exc
+        meta = _plugin_graph_metadata(path) if _names_the_plugin(str(exc)) else None
+        if meta is None:
+            raise onnx_load_error(path, exc) from exc
+        return meta
     props = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in props:
         raise ModelFormatError(
@@ -261,3 +272,71 @@ def read_onnx_metadata(path: str, *, verify: bool = True) -> ModelMetadata:
             "by vpr-export; export your checkpoint with `vpr-export model.pt`"
         )
     return ModelMetadata.from_json(props[ONNX_METADATA_KEY])
+
+
+def _plugin_graph_metadata(path: str) -> ModelMetadata | None:
+    """The metadata of a plugin graph, which ONNX Runtime cannot load (its NetVLAD node is
+    TensorRT's), read from the file's bytes; None where the file holds no metadata naming
+    the plugin (it is then no vpr-export plugin graph)."""
+    try:
+        text = onnx_metadata_props(Path(path).read_bytes()).get(ONNX_METADATA_KEY)
+    except OSError:
+        return None
+    if text is None:
+        return None
+    meta = ModelMetadata.from_json(text)
+    return meta if meta.plugin is not None else None
+
+
+#: ``ModelProto.metadata_props`` and, inside each entry, its key and value (protobuf fields)
+_METADATA_PROPS, _KEY, _VALUE = 14, 1, 2
+
+
+def onnx_metadata_props(data: bytes) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` read from its protobuf wire format (the top-level
+    fields only: the graph is skipped by its length), with no ONNX or protobuf package.
+    Raises :class:`ModelFormatError` where the bytes are no well-formed protobuf message."""
+    props = {}
+    for number, value in _protobuf_fields(memoryview(data)):
+        if number == _METADATA_PROPS and isinstance(value, memoryview):
+            entry = {n: v for n, v in _protobuf_fields(value) if isinstance(v, memoryview)}
+            try:
+                props[bytes(entry.get(_KEY, b"")).decode()] = bytes(
+                    entry.get(_VALUE, b"")).decode()
+            except UnicodeDecodeError as exc:
+                raise ModelFormatError(f"ONNX metadata that is not UTF-8 text ({exc})") from exc
+    return props
+
+
+def _protobuf_fields(view: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """``(field number, value)`` of each field of a protobuf message: an int for a varint or
+    fixed-size field, a memoryview of the bytes of a length-delimited one."""
+    pos, end = 0, len(view)
+    while pos < end:
+        tag, pos = _varint(view, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(view, pos)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = int.from_bytes(view[pos:pos + size], "little"), pos + size
+        elif wire == 2:
+            size, pos = _varint(view, pos)
+            value, pos = view[pos:pos + size], pos + size
+        else:
+            raise ModelFormatError(f"not an ONNX file: protobuf wire type {wire} at byte {pos}")
+        if pos > end:
+            raise ModelFormatError("not an ONNX file: truncated (a field runs past its end)")
+        yield number, value
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(view) and shift < 64:
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ModelFormatError("not an ONNX file: truncated or malformed protobuf varint")

@@ -130,7 +130,7 @@ def build_engine_file(onnx: Path, output: Path | None = None, *,
         raise InvalidInputError(
             f"{onnx} uses the {metadata.plugin.name} plugin: build its engine with "
             "`vpr-export CHECKPOINT --plugin --engine`, or build from the plain graph "
-            f"({engine_path_for(onnx).stem}.fp16.onnx)")
+            f"({engine_path_for(onnx).stem.removesuffix('.plugin')}.fp16.onnx)")
     from ..tensorrt_build import EngineBuildConfig, write_engine
 
     output.parent.mkdir(parents=True, exist_ok=True)  # (as --json's is)

@@ -66,8 +66,14 @@ def test_plugin_files_are_written_and_validated(exported) -> None:
 
 def test_runtime_explains_that_plugin_graphs_are_for_tensorrt(exported) -> None:
     _, out = exported
+    from vpr_edge import Localizer
+
     with pytest.raises(ModelFormatError, match="plugin graph.*plain NAME.onnx"):
-        read_onnx_metadata(str(out / "small.plugin.onnx"))
+        Localizer(out / "small.plugin.onnx", backend="onnxruntime-cpu")
+    # its metadata is read all the same (vpr-edge info, engine build, the next export)
+    meta = read_onnx_metadata(str(out / "small.plugin.onnx"))
+    assert meta.plugin is not None
+    assert meta.fingerprint == read_onnx_metadata(str(out / "small.onnx")).fingerprint
 
 
 @pytest.mark.parametrize("name, dtype", [("small.plugin.onnx", onnx.TensorProto.FLOAT),
