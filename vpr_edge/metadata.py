@@ -74,7 +74,10 @@ class ModelMetadata:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.schema_version > SCHEMA_VERSION:
+        if not _positive_int(self.schema_version):
+            problems.append(f"schema_version must be a positive integer, got "
+                            f"{self.schema_version!r}")
+        elif self.schema_version > SCHEMA_VERSION:
             problems.append(
                 f"schema_version {self.schema_version} is newer than this vpr-edge reads "
                 f"({SCHEMA_VERSION}); {INSTALL_NEWER}"
@@ -87,7 +90,7 @@ class ModelMetadata:
             problems.append(f"plugin name and version must be strings, got {self.plugin!r}")
         for name in ("num_clusters", "local_dim", "dim", "input_height", "input_width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _positive_int(value):
                 problems.append(f"{name} must be a positive integer, got {value!r}")
         if self.precision not in _PRECISIONS:
             problems.append(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
@@ -111,7 +114,10 @@ class ModelMetadata:
             problems.append("weights_sha256 must be a 64-character lower-case hex sha256")
         if not isinstance(self.extra, dict):
             problems.append(f"extra must be a JSON object, got {type(self.extra).__name__}")
-        if self.whitening_dim is not None and self.whitening_dim != self.dim:
+        if self.whitening_dim is not None and not _positive_int(self.whitening_dim):
+            problems.append(f"whitening_dim must be a positive integer or null, got "
+                            f"{self.whitening_dim!r}")
+        elif self.whitening_dim is not None and self.whitening_dim != self.dim:
             problems.append(
                 f"whitening_dim ({self.whitening_dim}) must equal dim ({self.dim})"
             )
@@ -202,6 +208,10 @@ class ModelMetadata:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ModelFormatError(f"model metadata is not valid JSON: {exc!r:.200}") from exc
         return cls.from_dict(data)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _finite_number(value: Any) -> bool:

@@ -63,6 +63,12 @@ def test_fingerprint_ignores_precision_but_not_weights_preprocessing_or_dim() ->
         ({"model_name": 5}, "model_name must be a string"),
         ({"schema_version": 99}, "install a newer vpr-edge"),
         ({"whitening_dim": 512}, "whitening_dim"),
+        # a type that compares as no number (it read "whitening_dim (7168) must equal dim
+        # (7168)" and "'>' not supported between instances of 'str' and 'int'")
+        ({"whitening_dim": "7168"}, "whitening_dim must be a positive integer or null, got '7168'"),
+        ({"whitening_dim": 7168.0}, "whitening_dim must be a positive integer"),
+        ({"schema_version": "1"}, "schema_version must be a positive integer, got '1'"),
+        ({"schema_version": None}, "schema_version must be a positive integer, got None"),
     ],
 )
 def test_invalid_fields_are_refused_with_their_name(changes: dict, words: str) -> None:
