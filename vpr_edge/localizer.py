@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -83,6 +83,12 @@ class Localizer:
             raise InvalidInputError(f"colour_order must be 'RGB' or 'BGR', got {colour_order!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        if backend_options is not None and not (
+                isinstance(backend_options, Mapping)
+                and all(isinstance(name, str) for name in backend_options)):
+            raise InvalidInputError(
+                "backend_options must be a dict of option names and values (e.g. "
+                f"{{'intra_op_num_threads': 2}}), got {backend_options!r:.100}")
         self._colour_order = colour_order
         self._batch_size = batch_size
         for name, value in (("model", model), ("map_dir", map_dir)):
