@@ -145,6 +145,9 @@ def build_map(model: Path, map_dir: Path, source, *, backend: str = "auto", batc
                 if not done.isdisjoint(frame.keys()):
                     skipped += 1
                     continue
+                # a frame given again later in this run (a link to its file, a list naming it
+                # twice) is in the map by then, as a rerun would find it
+                done.update(frame.keys())
                 pending.append(frame)
                 if len(pending) >= batch:
                     flush()

@@ -132,3 +132,26 @@ def test_a_frame_the_model_fails_on_is_named_and_the_frames_before_it_saved(
                  "--no-progress", "--json", str(tmp_path / "s.json")]) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert (summary["added"], summary["already_in_map"], summary["places"]) == (1, 10, 11)
+
+
+def test_a_frame_given_twice_in_one_run_is_one_place(tiny_onnx: Path, tiny, tmp_path: Path,
+                                                    cpu_only: None) -> None:
+    """A link to a frame of an earlier folder of the same run was added again, as a second
+    place of that frame, though a rerun (or a run resumed after an interruption) skips it
+    as already in the map."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    frames = tiny.frames(3, seed=8, h=24, w=32)
+    for i in range(2):
+        Image.fromarray(frames[i]).save(first / f"{i}.png")
+    (second / "link.png").symlink_to(first / "0.png")
+    Image.fromarray(frames[2]).save(second / "2.png")
+    out = tmp_path / "build.json"
+    args = ["map", "build", str(tiny_onnx), str(tmp_path / "map"), "--images", str(first),
+            str(second), "--no-progress", "--json", str(out)]
+    assert main(args) == 0
+    summary = json.loads(out.read_text())
+    assert (summary["added"], summary["already_in_map"], summary["places"]) == (3, 1, 3)
+    assert main(args) == 0
+    assert json.loads(out.read_text())["places"] == 3
