@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import numbers
 import os
 from pathlib import Path
 from types import ModuleType
@@ -105,6 +106,11 @@ def _capability_like(stated: Any, major: int, minor: int) -> Any:
     return (major, minor)
 
 
+def _whole(value: Any) -> bool:
+    """An int, Python's or numpy's, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _np_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
     """numpy dtype of a TensorRT ``DataType`` (``trt.nptype`` when the module has it)."""
     nptype = getattr(trt, "nptype", None)
@@ -143,8 +149,13 @@ class TensorRTBackend(LockedBackend):
         self._context = self._engine = self._runtime = None
         if not self.path.is_file():
             raise ModelFormatError(f"{self.path}: TensorRT engine file not found")
-        if not isinstance(device_id, int) or device_id < 0:
-            raise InvalidInputError(f"device_id must be >= 0, got {device_id!r}")
+        # (numpy's ints too, as the ONNX Runtime backends take them: np.argmax(free_memory))
+        if not _whole(device_id) or device_id < 0:
+            raise InvalidInputError(f"device_id must be an integer >= 0, got {device_id!r}")
+        if max_batch is not None and (not _whole(max_batch) or max_batch < 1):
+            raise InvalidInputError(f"max_batch must be a positive integer, got {max_batch!r}")
+        device_id = int(device_id)
+        max_batch = None if max_batch is None else int(max_batch)
         api = self._api = engine_file_api()
 
         # 1. the header, before anything touches the engine bytes
@@ -282,8 +293,6 @@ class TensorRTBackend(LockedBackend):
             lo, hi = int(lo_shape[0]), int(hi_shape[0])
         self.profile_batch = (lo, hi)
         if max_batch is not None:
-            if not isinstance(max_batch, int) or max_batch < 1:
-                raise InvalidInputError(f"max_batch must be a positive integer, got {max_batch!r}")
             if max_batch > hi:
                 logger.warning(
                     "%s: max_batch=%d exceeds the engine profile's max batch %d; using %d "

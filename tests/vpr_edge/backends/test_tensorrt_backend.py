@@ -31,6 +31,7 @@ from vpr_edge.errors import (
     CudaError,
     EngineMismatchError,
     InferenceError,
+    InvalidInputError,
     MissingDependencyError,
     ModelFormatError,
     OutOfMemoryError,
@@ -514,6 +515,20 @@ def test_user_max_batch_caps_the_buffers(fakes, engine_path, tiny) -> None:
         b.run(tiny.frames(7))
     assert f.trt["tensorrt"].runs == [3, 3, 1]
     assert max(buf.nbytes for buf in f.cuda.buffers) == 3 * tiny.H * tiny.W * 3
+
+
+def test_numpy_ints_are_taken_and_bools_refused(fakes, engine_path, tiny) -> None:
+    """device_id=np.argmax(free) was refused as "device_id must be >= 0, got np.int64(0)"
+    (the ONNX Runtime backends take it), and device_id=True ran on device 1."""
+    fakes.install(max_batch=8)
+    with trt_backend.TensorRTBackend(engine_path, device_id=np.int64(0),
+                                     max_batch=np.int64(3)) as b:
+        assert (b.device, b.max_batch) == ("cuda:0", 3) and type(b.max_batch) is int
+        b.run(tiny.frames(4))
+    for options in ({"device_id": True}, {"max_batch": True}, {"device_id": -1},
+                    {"max_batch": 0}, {"device_id": 0.0}):
+        with pytest.raises(InvalidInputError, match="must be"):
+            trt_backend.TensorRTBackend(engine_path, **options)
 
 
 def test_max_batch_below_a_static_batch_is_said(fakes, engine_path, tiny, caplog) -> None:
