@@ -19,6 +19,7 @@ thread-safe: queries may run while another thread adds places.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 import time
@@ -81,7 +82,8 @@ class Localizer:
 
         if colour_order not in ("RGB", "BGR"):
             raise InvalidInputError(f"colour_order must be 'RGB' or 'BGR', got {colour_order!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if (not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool)
+                or batch_size < 1):  # (numpy's ints too, as k and the backend options)
             raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
         if backend_options is not None and not (
                 isinstance(backend_options, Mapping)
@@ -90,7 +92,7 @@ class Localizer:
                 "backend_options must be a dict of option names and values (e.g. "
                 f"{{'intra_op_num_threads': 2}}), got {backend_options!r:.100}")
         self._colour_order = colour_order
-        self._batch_size = batch_size
+        self._batch_size = int(batch_size)
         for name, value in (("model", model), ("map_dir", map_dir)):
             if name == "map_dir" and value is None:  # (no map: an in-memory index)
                 continue

@@ -209,6 +209,8 @@ def test_errors_name_the_arguments_given(loc: Localizer, tiny) -> None:
         loc.describe(frame, colour_order="")  # was taken as the default
     with pytest.raises(InvalidInputError, match="batch_size"):
         Localizer(loc._model_path, batch_size=True)
+    with Localizer(loc._model_path, batch_size=np.int64(2)) as numpy_sized:  # (was refused)
+        assert numpy_sized.describe(tiny.frames(3, seed=2)).shape == (3, loc.metadata.dim)
     for options in ([("intra_op_num_threads", 2)], {2: 2}):  # (were TypeErrors from **)
         with pytest.raises(InvalidInputError, match="backend_options must be a dict"):
             Localizer(loc._model_path, backend_options=options)
