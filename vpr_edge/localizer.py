@@ -18,6 +18,7 @@ thread-safe: queries may run while another thread adds places.
 
 from __future__ import annotations
 
+import array
 import logging
 import numbers
 import os
@@ -178,6 +179,7 @@ class Localizer:
         height, width = self.metadata.input_shape
         prepared = np.empty((len(items), height, width, 3), dtype=np.uint8)
         for i, item in enumerate(items):
+            _refuse_image_bytes(item)
             if isinstance(item, (str, os.PathLike)):
                 item, order = load_image(item), "RGB"
             else:
@@ -369,7 +371,21 @@ def _one_descriptor(descriptor: Any, method: str, batch_way: str) -> None:
                                 f"{np.shape(descriptor)}; for a batch: {batch_way}")
 
 
+#: image data as bytes (a ROS CompressedImage's ``data``, a file read into memory): not a
+#: frame, nor (array.array and memoryview are sequences) a batch of frames
+_BYTE_BUFFERS = (bytes, bytearray, memoryview, array.array)
+
+
+def _refuse_image_bytes(frame: Any) -> None:
+    if isinstance(frame, _BYTE_BUFFERS):
+        raise InvalidInputError(
+            f"got {len(frame)} bytes ({type(frame).__name__}), not a frame: decode image data "
+            "first: vpr_edge.images.decode_image(bytes(data)) for JPEG/PNG bytes, "
+            "vpr_edge.ros_image.message_to_rgb(msg) for a ROS Image or CompressedImage")
+
+
 def _is_single(frames: Any) -> bool:
+    _refuse_image_bytes(frames)
     if isinstance(frames, (str, os.PathLike)):
         return True
     if isinstance(frames, np.ndarray):

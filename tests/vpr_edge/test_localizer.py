@@ -63,6 +63,27 @@ def test_bad_frames_are_refused(loc: Localizer, bad: object, words: str) -> None
         loc.describe(bad)  # type: ignore[arg-type]
 
 
+def test_image_bytes_are_refused_naming_the_decoder(loc: Localizer, tmp_path: Path) -> None:
+    """A ROS CompressedImage's data (array.array, memoryview) was taken for a batch of
+    frames ("a frame must be a numpy array (or a file path), got int"); bytes were refused
+    without a word on decoding them."""
+    import array
+    import io
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(encoded, "PNG")
+    data = encoded.getvalue()
+    for bad in (data, bytearray(data), memoryview(data), array.array("B", data)):
+        for call in (loc.describe, loc.add, loc.query):
+            with pytest.raises(InvalidInputError, match=r"bytes.*decode_image"):
+                call(bad)
+    with pytest.raises(InvalidInputError, match=r"bytes.*decode_image"):
+        loc.describe([data])  # (in a batch too)
+    assert len(loc) == 0
+
+
 def test_add_and_query_return_records_best_first(loc: Localizer, tiny) -> None:
     frames = tiny.frames(20, seed=5)
     ids = [loc.add(f, stamp=float(i), pose=(i, 0.0, 0.0), meta={"i": i})
