@@ -157,8 +157,9 @@ class Localizer:
         A frame is a ``uint8`` numpy array (``HxWx3`` in ``colour_order``, default the
         Localizer's; ``HxW`` mono) or an image file path. A batch is a list of frames or an
         ``NxHxWx3`` array. Frames of any size are resized to the model's input size. A long
-        list is decoded, resized and described ``batch_size`` frames at a time, so memory
-        does not grow with its length (beyond the descriptors).
+        list is decoded, resized and described ``batch_size`` frames at a time (a static-batch
+        model's batch, if larger), so memory does not grow with its length (beyond the
+        descriptors).
         """
         order = self._colour_order if colour_order is None else colour_order
         if _is_single(frames) or isinstance(frames, np.ndarray):
@@ -166,7 +167,8 @@ class Localizer:
             out = self._infer(batch)
             return out[0] if single else out
         items = list(frames)
-        step = self._batch_size
+        # (a static-batch model runs min_batch frames a call: a smaller chunk would be padded)
+        step = max(self._batch_size, self._backend.min_batch)
         chunks = [self._infer(self._prepare(items[i:i + step], order)[0])
                   for i in range(0, max(len(items), 1), step)]  # [] -> "empty batch" error
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)

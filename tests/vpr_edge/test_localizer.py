@@ -388,7 +388,10 @@ def test_a_static_batch_model_is_filled_not_padded(make_model, tiny, cpu_only: N
         monkeypatch.setattr(loc._backend, "run", lambda b: calls.append(len(b)) or real(b))
         frames = tiny.frames(6, seed=16)
         out = loc.describe(frames)
-    assert calls == [4, 2] and out.shape == (6, tiny.DIM)
+        assert calls == [4, 2] and out.shape == (6, tiny.DIM)
+        calls.clear()  # a list too (it was described 2 frames a call, each padded to 4)
+        np.testing.assert_array_equal(loc.describe(list(frames)), out)
+    assert calls == [4, 2]
 
 
 def test_a_map_resized_by_another_library_is_named(tiny_onnx: Path, tiny, tmp_path: Path,
