@@ -240,7 +240,11 @@ class Localizer:
             k: at most this many matches.
             min_score: drop matches below this cosine similarity.
             exclude_recent: never return the places added by the last ``exclude_recent``
-                adds (for loop closure: the frames just seen are trivially similar).
+                adds (for loop closure: the frames just seen are trivially similar). They
+                are the map's latest adds, those of an earlier session too when the map was
+                opened from disk (a robot restarted where it stopped then does not match its
+                last places); :class:`~vpr_edge.loop_closure.LoopClosureDetector` counts only
+                the frames it added itself.
             exclude_after_stamp: never return places stamped later than this.
             only_ids: return only these places (ids not in the map are ignored): a search
                 among a few candidates, e.g. the places near a pose prior (a few are scored
