@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--no-engine", dest="engine", action="store_const", const=False,
                         help="do not build an engine (default: build one when TensorRT or "
                              "TensorRT-RTX is installed)")
-    add_engine_arguments(p)  # --batch, --workspace, --compute-capability, --version-compatible
+    add_engine_arguments(p)  # --tensorrt-module, --batch, --workspace, --compute-capability, ...
     p.add_argument("--whitening-dim", type=int, default=None,
                    help="output dims of a whitened checkpoint (any up to the stored ones)")
     p.add_argument("--validate", type=expanded_path,

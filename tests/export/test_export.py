@@ -368,6 +368,19 @@ def test_cli_takes_version_compatible() -> None:
     assert not build_parser().parse_args(["m.pt"]).version_compatible
 
 
+def test_cli_takes_tensorrt_module() -> None:
+    """With full TensorRT installed, `vpr-export --compute-capability` is refused with
+    "--tensorrt-module tensorrt_rtx builds for the GPUs you name" (the README says the same),
+    but only `vpr-edge engine build` had that option: vpr-export rejected it."""
+    from vpr_edge.export.cli import build_parser
+
+    args = build_parser().parse_args(["m.pt", "--tensorrt-module", "tensorrt_rtx",
+                                      "--compute-capability", "8.9"])
+    fields = {k: v for k, v in vars(args).items() if k not in ("json", "quiet")}
+    assert ExportConfig(**fields).tensorrt_module == "tensorrt_rtx"
+    assert build_parser().parse_args(["m.pt"]).tensorrt_module is None
+
+
 def test_a_json_report_that_cannot_be_written_is_refused_first(checkpoint, tmp_path: Path,
                                                                capsys) -> None:
     out = tmp_path / "out"

@@ -33,8 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "or NAME.onnx)")
     p.add_argument("--output", "-o", type=expanded_path, default=None,
                    help="engine file (default: NAME.engine beside the ONNX)")
-    p.add_argument("--tensorrt-module", choices=MODULES, default=None,
-                   help="build with this module (default: tensorrt, else tensorrt_rtx)")
     add_engine_arguments(p, batch_type=positive_int, workspace_type=positive_int)
     p.add_argument("--json", type=expanded_path, default=None,
                    help="write a JSON summary here" + TO_STDOUT)
@@ -43,11 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_engine_arguments(p: argparse.ArgumentParser, *, batch_type: Any = int,
                          workspace_type: Any = int) -> None:
-    """The engine options ``vpr-export`` and ``vpr-edge engine build`` share (profile,
-    workspace, TensorRT-RTX targets, version compatibility); ``*_type``: argparse types."""
+    """The engine options ``vpr-export`` and ``vpr-edge engine build`` share (builder module,
+    profile, workspace, TensorRT-RTX targets, version compatibility); ``*_type``: argparse
+    types."""
     from ..tensorrt_build import EngineBuildConfig
 
     d = EngineBuildConfig()
+    p.add_argument("--tensorrt-module", choices=MODULES, default=None,
+                   help="build with this module (default: tensorrt, else tensorrt_rtx)")
     p.add_argument("--batch", type=batch_type, nargs=3, default=d.batch,
                    metavar=("MIN", "OPT", "MAX"),
                    help="engine optimisation profile (frames per inference call)")
