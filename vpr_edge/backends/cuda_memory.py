@@ -10,7 +10,9 @@ Ownership is explicit: :class:`DeviceBuffer`, :class:`PinnedHostBuffer` and :cla
 free their resource on :meth:`close` (idempotent), on ``with`` exit, and as a last resort when
 garbage-collected.
 
->>> from vpr_edge.backends.cuda_memory import DeviceBuffer, PinnedHostBuffer, Stream
+>>> import numpy as np
+>>> from vpr_edge.backends.cuda_memory import (DeviceBuffer, PinnedHostBuffer, Stream,
+...                                            memcpy_htod_async)
 >>> with Stream() as stream, PinnedHostBuffer((4, 8), np.float32) as host, \\
 ...         DeviceBuffer(host.nbytes) as dev:                            # doctest: +SKIP
 ...     host.array[:] = 1.0
