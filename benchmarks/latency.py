@@ -165,6 +165,45 @@ def graph_walk_after_inference(loc, batch1: np.ndarray, descriptor: np.ndarray, 
     return round(1e3 * float(np.median(times)), 3)
 
 
+def exact_map_products(loc, camera: np.ndarray, places: int, rounds: int) -> dict:
+    """A small map searched exactly (``places`` places: one matrix product per query), its
+    product in NumPy (OpenBLAS on every core, whose threads spin after it) against one ONNX
+    Runtime thread (``vpr_edge.index.float32_scores``, what the index uses): medians of the
+    query's inference and search and of ``Localizer.query`` per frame, in alternating blocks
+    of ``rounds // 4`` frames (OpenBLAS's threads spin into the next frame, so the variants
+    are not interleaved frame by frame)."""
+    from vpr_edge.index import float32_scores
+
+    from index_scaling_quick import synthetic_route  # neighbour script
+
+    loc.index.add(synthetic_route(places, loc.metadata.dim, seed=1))
+    assert loc.index.info()["search"] == "exact", "not searched exactly: fewer --exact-places"
+    onnx = float32_scores.scores
+    variants = {"numpy (OpenBLAS, all cores)": lambda a, b: a @ b.T,
+                "onnxruntime (one thread)": onnx}
+    parts = {name: {"inference": [], "search": [], "query": []} for name in variants}
+    try:
+        for block in range(4):
+            for name, product in variants.items():
+                float32_scores.scores = product
+                for _ in range(max(1, rounds // 4)):
+                    tic = time.perf_counter()
+                    batch, _ = loc._prepare(camera, "RGB")
+                    t1 = time.perf_counter()
+                    descriptor = loc._infer(batch)[0]
+                    t2 = time.perf_counter()
+                    loc.query_descriptor(descriptor, 5)
+                    t3 = time.perf_counter()
+                    if block:  # the first block warms up
+                        parts[name]["inference"].append(t2 - t1)
+                        parts[name]["search"].append(t3 - t2)
+                        parts[name]["query"].append(t3 - tic)
+    finally:
+        float32_scores.scores = onnx
+    return {name: {f"{key} ms": round(1e3 * float(np.median(v)), 3) for key, v in got.items()}
+            for name, got in parts.items()}
+
+
 def whitened_export(model, dim: int, work: Path) -> Path:
     """FP32 ONNX of ``model`` + PCA-whitening to ``dim`` (random orthonormal components)."""
     import copy
@@ -249,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=200,
                    help="paired rounds (inference, then query) for each query overhead")
     p.add_argument("--places", type=int, default=10000, help="map size for the query breakdown")
+    p.add_argument("--exact-places", type=int, default=200,
+                   help="map size for the exact-search product comparison (searched exactly: "
+                        "at most IndexSettings.exact_limit(dim) places)")
     p.add_argument("--whitening-dims", type=int, nargs="*", default=[512, 1024],
                    help="also break Localizer.query down with PCA-whitening to these dims")
     p.add_argument("--backbones", nargs="*", default=[],
@@ -331,6 +373,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         with Localizer(path, backend="cpu", backend_options=options) as wloc:
             breakdowns[f"{wdim}-d (PCA-whitened model)"] = query_breakdown(
                 wloc, args.places, args.warmup, args.repeat, args.rounds)
+    camera = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    with Localizer(files["onnx"], backend="cpu", backend_options=options) as small:
+        exact_rows = exact_map_products(small, camera, args.exact_places, args.rounds)
     print(f"model {model.config.name}, input {h}x{w}, dim {dim}, {args.threads} threads; "
           f"FP32 ONNX {files['onnx'].stat().st_size / 2**20:.1f} MiB, "
           f"FP16 ONNX {files['onnx-fp16'].stat().st_size / 2**20:.1f} MiB")
@@ -340,6 +385,11 @@ def measure(args: argparse.Namespace, work: Path) -> int:
               f"{r['speedup']:>9.2f}")
     for name, breakdown in breakdowns.items():
         print_breakdown(f"Localizer.query breakdown, {name} descriptors (batch 1)", breakdown)
+    print(f"\nLocalizer.query against {args.exact_places} places searched exactly (one matrix "
+          "product per query), medians per frame in ms")
+    print(f"{'product':<30}{'inference':>11}{'search':>9}{'query':>8}")
+    for name, r in exact_rows.items():
+        print(f"{name:<30}{r['inference ms']:>11.2f}{r['search ms']:>9.2f}{r['query ms']:>8.2f}")
     per_backbone = []
     if args.backbones:
         print(f"\nper backbone ({h}x{w}, NetVLAD K=64, medians of {args.backbone_repeat} runs)")
@@ -354,6 +404,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
                       "onnx_bytes": files["onnx"].stat().st_size,
                       "onnx_fp16_bytes": files["onnx-fp16"].stat().st_size},
             "threads": args.threads, "runtimes": rows, "query_breakdown": breakdowns,
+            "exact_map": {"places": args.exact_places, "per_frame": exact_rows},
             "float16_rescoring": float16_scores.engine(),
             "per_backbone": per_backbone,
             "machine": {"cpus": os.cpu_count()}}, indent=2))

@@ -386,3 +386,20 @@ def test_latency_times_the_bare_graph_walk_after_an_inference(tiny_onnx: Path) -
             after = module.stages_after_inference(loc, camera, batch1, 3)
         assert (walk > 0) == (mode == "hnsw"), (mode, walk)
         assert (after["graph walk alone ms"] > 0) == (mode == "hnsw")
+
+
+def test_latency_compares_the_exact_products_and_restores_the_index(tiny_onnx: Path) -> None:
+    """``latency.py``'s exact-map rows time both products, each giving a query, and leave
+    ``float32_scores.scores`` as it was."""
+    module = load("latency.py")
+    from vpr_edge import Localizer
+    from vpr_edge.index import float32_scores
+
+    before = float32_scores.scores
+    camera = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with Localizer(tiny_onnx, backend="onnxruntime-cpu") as loc:
+        rows = module.exact_map_products(loc, camera, 50, 8)
+    assert float32_scores.scores is before
+    assert set(rows) == {"numpy (OpenBLAS, all cores)", "onnxruntime (one thread)"}
+    for r in rows.values():
+        assert r["query ms"] >= r["inference ms"] + r["search ms"] > 0

@@ -11,8 +11,7 @@ from vpr_edge.index import float16_scores
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch):
     """The module with its cached session forgotten (restored afterwards)."""
-    monkeypatch.setattr(float16_scores, "_session", None)
-    monkeypatch.setattr(float16_scores, "_tried", False)
+    monkeypatch.setattr(float16_scores, "_sessions", {})
     return float16_scores
 
 

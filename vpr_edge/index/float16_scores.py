@@ -39,17 +39,17 @@ MODEL = (
 )
 
 _lock = threading.Lock()
-_session: object | None = None
-_tried = False
+_sessions: dict[bytes, object | None] = {}  # by graph; None: no onnxruntime (tried once)
 
 
-def _onnxruntime_session():
-    """The cached ONNX Runtime session, or None without onnxruntime (tried once)."""
-    global _session, _tried
-    if _tried:
-        return _session
+def onnxruntime_session(model: bytes, *, arena: bool = True):
+    """The cached one-thread ONNX Runtime session of the graph ``model``, or None without
+    onnxruntime (tried once per graph). ``arena=False``: no memory arena, which would keep
+    the largest output ever made for the process's life."""
+    if model in _sessions:
+        return _sessions[model]
     with _lock:
-        if not _tried:
+        if model not in _sessions:
             try:
                 import onnxruntime as ort
 
@@ -57,13 +57,18 @@ def _onnxruntime_session():
                 options.intra_op_num_threads = 1  # inference owns the other cores
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
-                _session = ort.InferenceSession(MODEL, options,
-                                                providers=["CPUExecutionProvider"])
+                options.enable_cpu_mem_arena = arena
+                session = ort.InferenceSession(model, options,
+                                               providers=["CPUExecutionProvider"])
             except Exception as exc:  # no onnxruntime, or one that cannot load the graph
-                log.debug("float16 re-scoring uses numpy (%s)", exc)
-                _session = None
-            _tried = True
-    return _session
+                log.debug("scores in numpy instead of onnxruntime (%s)", exc)
+                session = None
+            _sessions[model] = session
+    return _sessions[model]
+
+
+def _onnxruntime_session():
+    return onnxruntime_session(MODEL)
 
 
 def engine() -> str:

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..interrupts import signals_held
 from ..paths import user_path
-from . import atomic_dir, exact, float16_scores, map_store, validate
+from . import atomic_dir, exact, float16_scores, float32_scores, map_store, validate
 from .graph_rebuild import GraphRebuild, RebuildStopped
 from .graph_replay import replay_later_rows
 from .map_format import MAX_DIM, MAX_PROVENANCE_CHARS, MAX_PROVENANCE_DEPTH
@@ -1232,7 +1232,7 @@ class PlaceIndex:
         accept = None if user is None else (lambda row: bool(user(int(ids[row]))))
         if self._exact is not None:
             mask = self._allowed_mask(excluded, cutoff, newest, only)
-            scores = self._exact[: rec.rows] @ q.T
+            scores = float32_scores.scores(self._exact[: rec.rows], q)  # (not on all cores)
             return [exact.top_k(scores[:, j], k, mask, accept) for j in range(q.shape[0])]
 
         s = self._settings
@@ -1315,6 +1315,6 @@ class PlaceIndex:
         found = rows[near]
         vectors = np.asarray(self._hnsw.get_items(rec.ids[found].astype(np.uint64)),
                              dtype=np.float32)
-        scores = vectors @ q
+        scores = float32_scores.scores(vectors, q[None, :])[:, 0]
         order = exact.tie_order(found, scores)[:k]
         return [(int(found[i]), float(scores[i])) for i in order]

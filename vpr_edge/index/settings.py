@@ -86,7 +86,7 @@ class IndexSettings:
             graphs, recall@1 of exact search was 1.000 at ef 64 with 10k places and 0.954-0.976
             at 100k, where ef 192 gave 1.000 (``benchmarks/insertion_order.py``); at 10k, ef 64
             instead of 192 saved 0.2 ms per query. False: always ``ef``.
-        mode: ``"auto"`` searches exactly (numpy matrix product over float32 descriptors)
+        mode: ``"auto"`` searches exactly (one matrix product over float32 descriptors)
             while the map holds at most ``exact_max_places`` live places and with HNSW above;
             ``"hnsw"`` and ``"exact"`` force one. Results have the same meaning in every mode.
         exact_max_places: the ``auto`` threshold; None (default): it follows the dimension
