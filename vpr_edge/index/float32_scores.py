@@ -4,12 +4,12 @@ A map small enough to be searched exactly (``IndexSettings.searches_exactly``) s
 place with one matrix product. NumPy's product runs in OpenBLAS, on every core, and
 OpenBLAS's threads then spin for a while waiting for more work: on the 2-core development VM
 they took the cores from the next frame's inference, which then took 9.8 ms instead of 5.6,
-and the product itself, after an inference, 2.7 ms instead of 0.6 (200 places, the demo's map
-size: ``benchmarks/latency.py``, ``benchmarks/README.md``). So, as :mod:`~vpr_edge.index.float16_scores` does for
-re-scoring, the product runs as a one-node ONNX graph on one ONNX Runtime thread when
-onnxruntime is importable, and in NumPy otherwise (a TensorRT-only install, whose inference
-does not use the CPU's cores). Both compute float32 dot products of the same values; only
-the summation order differs (about 1e-7).
+and the product itself, after an inference, 2.7 ms instead of 0.6 (200 places, the demo's
+map size: ``benchmarks/latency.py``, ``benchmarks/README.md``). So, as
+:mod:`~vpr_edge.index.float16_scores` does for re-scoring, the product runs as a one-node
+ONNX graph on one ONNX Runtime thread when onnxruntime is importable, and in NumPy otherwise
+(a TensorRT-only install, whose inference does not use the CPU's cores). Both compute
+float32 dot products of the same values; only the summation order differs (about 1e-7).
 
 The graph, serialised in :data:`MODEL` (IR 7, opset 13), is what this makes with the
 ``onnx`` package (``tests/vpr_edge/test_float32_scores.py`` checks it)::
