@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic_file import atomic_write
 from .errors import InvalidInputError, MapError, VprEdgeError
 from .keyframes import KeyframeConfig, KeyframePolicy
 from .loop_closure import LoopClosure, LoopClosureConfig, LoopClosureDetector, check_stamp_unit
@@ -604,7 +605,10 @@ class LoopClosureNode:
         """:meth:`close`, then the run's statistics (also written as JSON to ``stats_file``,
         even when the save at close fails). A KeyboardInterrupt that cuts :meth:`close` short
         (a second Ctrl-C) stops the node at once (:meth:`stop_without_saving`) before the
-        statistics are written, so that they count every frame, and propagates."""
+        statistics are written, so that they count every frame, and propagates. The file is
+        written atomically; one that cannot be written (a full or read-only disk) is logged
+        as an error, and neither hides how the close went (a failed save's error) nor
+        keeps the statistics from the caller."""
         try:
             self.close()
         except KeyboardInterrupt:  # the frames still queued, and the worker's, are counted
@@ -613,8 +617,7 @@ class LoopClosureNode:
         finally:
             summary = self.stats.summary()
             if stats_file:
-                Path(stats_file).parent.mkdir(parents=True, exist_ok=True)
-                Path(stats_file).write_text(json.dumps(summary, indent=2))
+                _write_statistics(stats_file, summary)
         return summary
 
     # -- worker ----------------------------------------------------------------------------
@@ -769,6 +772,22 @@ def _check_pose_width(width: int, map_dir: str | None) -> None:
             f"{len(names)} ({', '.join(names)}), and every place it added would be refused: "
             "give the node another map_dir (a new map), or extend this map with "
             "PlaceIndex.add() and poses of its length")
+
+
+def _write_statistics(stats_file: str, summary: dict[str, Any]) -> None:
+    """Write ``summary`` to ``stats_file`` as JSON, atomically (a crash or a full disk during
+    the write left a truncated file, which a script reading it choked on); a failure is
+    logged, not raised: raised from :meth:`LoopClosureNode.shutdown`'s ``finally``, it took
+    the place of a failed save's error (the ROS nodes then exited without saying that the
+    map was not saved) and of the statistics the nodes log."""
+    text = json.dumps(summary, indent=2).encode()
+    try:
+        Path(stats_file).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(stats_file, lambda fh: fh.write(text))
+    except OSError as exc:
+        log.error("the statistics could not be written to %s (%s): they are in the node's "
+                  "log only; free space on that disk or choose another stats_file",
+                  stats_file, exc)
 
 
 def _close_at_exit(node_ref: weakref.ref) -> None:

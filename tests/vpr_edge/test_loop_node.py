@@ -345,6 +345,38 @@ def test_shutdown_writes_statistics_when_the_save_fails(tiny_onnx, tmp_path, cpu
     assert json.loads((tmp_path / "stats.json").read_text())["processed"] == 2
 
 
+def test_statistics_that_cannot_be_written_hide_neither_the_save_nor_the_summary(
+        tiny_onnx, tmp_path, cpu_only, route, caplog) -> None:
+    """A stats_file whose disk fails at shutdown: the OSError, raised from shutdown's
+    finally, replaced a failed save's MapError (the ROS nodes catch VprEdgeError to say the
+    map was not saved and exit 1) and lost the summary they log."""
+    from vpr_edge.errors import MapError
+
+    (tmp_path / "not_a_folder").write_text("")
+    unwritable = str(tmp_path / "not_a_folder" / "stats.json")
+    node, _ = make_node(tiny_onnx, tmp_path)
+    feed(node, route[0][:2], 0.0)
+
+    def failing_save(*_args):
+        raise MapError("disk full")
+
+    node.localizer.save = failing_save
+    with pytest.raises(MapError, match="disk full"):
+        node.shutdown(unwritable)
+    assert "statistics could not be written" in caplog.text
+
+    node, _ = make_node(tiny_onnx, tmp_path / "second")
+    feed(node, route[0][:3], 0.0)
+    summary = node.shutdown(unwritable)
+    assert summary["processed"] == 3
+    # the file is written whole, through a temporary beside it, which is not left behind
+    node, _ = make_node(tiny_onnx, tmp_path / "third")
+    feed(node, route[0][:1], 0.0)
+    node.shutdown(str(tmp_path / "stats.json"))
+    assert json.loads((tmp_path / "stats.json").read_text())["processed"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_an_image_that_needs_a_missing_library_is_counted(tiny_onnx, tmp_path, cpu_only,
                                                           route) -> None:
     """Bayer images need OpenCV, which `vpr-edge[cpu]` lacks: MissingDependencyError is
