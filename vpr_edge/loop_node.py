@@ -54,7 +54,8 @@ LATENCY_WINDOW = 1000
 #: waits (at most as long) for odometry past its stamp, so that the keyframe decision and the
 #: pose stored with the place use the pose at its stamp: decided at once, it had none, and
 #: motion keyframing fell back to keyframe_every_n (every frame a keyframe, no pose stored,
-#: at 120 ms of lag). Keyframes by count are decided at once, as they come.
+#: at 120 ms of lag). Keyframes by count wait as well once there is odometry (for the pose
+#: stored with their place); without any, they are decided at once, as they come.
 POSE_WAIT_SECONDS = 0.5
 #: Frames waiting for odometry at most (each holds its message: 0.5 s of a 60 Hz camera):
 #: beyond, the oldest is decided with what odometry there is.
@@ -379,16 +380,18 @@ class LoopClosureNode:
         return queued
 
     def _waits_for_odometry(self, frame: _Arrived, now: float) -> bool:
-        """Whether keyframes follow motion, the frame has not waited its time, and odometry
-        has not come yet, or is coming but not yet past its stamp, by a little (a frame far
-        ahead of it, a restart or a glitch, is decided at once). (Keyframes by count are
-        decided at once: frames decided together, when a pose comes, would replace each
-        other in the mailbox while the worker is idle.)"""
-        if not self.config.keyframes.uses_motion or now - frame.arrived >= POSE_WAIT_SECONDS:
+        """Whether the frame has not waited its time, and odometry is coming but not yet
+        past its stamp, by a little (a frame far ahead of it, a restart or a glitch, is
+        decided at once), or, with keyframes that follow motion, has not come yet. Keyframes
+        by count wait too once there is odometry, for the pose stored with their place: taken
+        on arrival, it was the newest pose, from as long before the frame as the odometry
+        trails the camera (up to ``pose_max_gap``), or none (beyond); without odometry they
+        are decided at once (keyframes one pose decides together all reach the worker)."""
+        if now - frame.arrived >= POSE_WAIT_SECONDS:
             return False
         span = self.poses.span()
         if span is None:
-            return True
+            return self.config.keyframes.uses_motion
         # the odometry's time, or a pose stamped far ahead of it that nothing followed yet:
         # a corrupt stamp (the track drops it when the odometry goes on from before it, and
         # the frames waiting for their poses were decided without them) or time that passed
