@@ -79,6 +79,51 @@ def describe_files(model: Path, files: list[Path]) -> np.ndarray:
                                for i in range(0, len(files), 8)])
 
 
+def spinning_after_run(model: Path, frames: list[np.ndarray], verify: bool = True,
+                       block: int = 25) -> dict:
+    """ONNX Runtime's intra-op threads left spinning after each inference (its default,
+    what vpr-edge did before) against stopped when the run returns
+    (``session.force_spinning_stop``, what the backend sets): each variant its own
+    ``LoopClosureDetector`` over the same ``frames``, in alternating blocks of ``block``
+    frames; medians of ``process`` per frame, and whether both reported the same loops."""
+    from vpr_edge import Localizer
+    from vpr_edge.backends import onnxruntime_backend as ortb
+    from vpr_edge.loop_closure import LoopClosureConfig, LoopClosureDetector
+
+    made = ortb.OnnxRuntimeBackend._session_options
+
+    def spinning(self, ort):
+        options = made(self, ort)
+        options.add_session_config_entry(ortb.FORCE_SPINNING_STOP, "0")
+        return options
+
+    localizers = {}
+    try:
+        ortb.OnnxRuntimeBackend._session_options = spinning
+        localizers["spinning after run (before)"] = Localizer(model, backend="onnxruntime-cpu")
+    finally:
+        ortb.OnnxRuntimeBackend._session_options = made
+    localizers["stopped after run (now)"] = Localizer(model, backend="onnxruntime-cpu")
+    config = LoopClosureConfig(verify=verify)
+    detectors = {name: LoopClosureDetector(loc, config) for name, loc in localizers.items()}
+    times = {name: [] for name in detectors}
+    loops = {name: [] for name in detectors}
+    for start in range(0, len(frames), block):
+        for name, detector in detectors.items():
+            for frame in frames[start:start + block]:
+                tic = time.perf_counter()
+                loop = detector.process(frame)
+                times[name].append(time.perf_counter() - tic)
+                loops[name].append(None if loop is None else (loop.match_id, loop.inliers))
+    for loc in localizers.values():
+        loc.close()
+    first = next(iter(loops.values()))
+    return {"process ms": {name: round(1e3 * float(np.median(t[block:] or t)), 3)
+                           for name, t in times.items()},
+            "loops": sum(x is not None for x in first),
+            "same loops": all(v == first for v in loops.values())}
+
+
 def best_f1(rows: list[dict]) -> float:
     scores = [2 * r["precision"] * r["recall"] / (r["precision"] + r["recall"])
               for r in rows if r["precision"] + r["recall"] > 0 and r["reported"] > 0]

@@ -403,3 +403,19 @@ def test_latency_compares_the_exact_products_and_restores_the_index(tiny_onnx: P
     assert set(rows) == {"numpy (OpenBLAS, all cores)", "onnxruntime (one thread)"}
     for r in rows.values():
         assert r["query ms"] >= r["inference ms"] + r["search ms"] > 0
+
+
+def test_loop_closure_times_spinning_after_run_with_the_same_loops(tiny_onnx: Path) -> None:
+    """``loop_closure.py``'s spinning comparison times both sessions over the same frames,
+    finds the same loops, and leaves the backend's session options as they were."""
+    module = load("loop_closure.py")
+    from vpr_edge.backends import onnxruntime_backend as ortb
+
+    before = ortb.OnnxRuntimeBackend._session_options
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(6)] * 2
+    got = module.spinning_after_run(tiny_onnx, frames, verify=False, block=3)
+    assert ortb.OnnxRuntimeBackend._session_options is before
+    assert set(got["process ms"]) == {"spinning after run (before)", "stopped after run (now)"}
+    assert all(ms > 0 for ms in got["process ms"].values())
+    assert got["same loops"] is True

@@ -78,6 +78,9 @@ DEFAULT_MAX_BATCH = 32
 DEFAULT_TRT_EP_MAX_BATCH = 16
 
 
+#: session option: the intra-op threads stop spinning when a run returns
+FORCE_SPINNING_STOP = "session.force_spinning_stop"
+
 #: the most threads ONNX Runtime's pools are given (far past any core count)
 MAX_THREADS = 1024
 
@@ -358,6 +361,10 @@ class OnnxRuntimeBackend(Backend):
         self.intra_op_num_threads = opts.intra_op_num_threads or physical_core_count()
         so.intra_op_num_threads = self.intra_op_num_threads
         so.inter_op_num_threads = opts.inter_op_num_threads
+        # Its threads spin between the graph's nodes (faster inference) but stop when run()
+        # returns: spinning on, they took a core from the ORB features and RANSAC checked
+        # after each inference (LoopClosureDetector with verify: 13% a frame, benchmarks/README)
+        so.add_session_config_entry(FORCE_SPINNING_STOP, "1")
         level = GRAPH_OPTIMIZATION_LEVELS[opts.graph_optimization]
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         return so

@@ -71,6 +71,17 @@ def test_threads_and_optimisation_options_reach_the_session(tiny_onnx, cpu_only,
         )
 
 
+def test_threads_stop_spinning_when_a_run_returns(backend, tiny) -> None:
+    """Spinning after a run took a core from the ORB features and RANSAC that follow an
+    inference (LoopClosureDetector with verify, benchmarks/README.md); results unchanged."""
+    options = backend._session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    frames = tiny.frames(2, seed=4)
+    np.testing.assert_allclose(
+        backend.run(frames), tiny.reference(frames, tiny.metadata()), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_bad_options_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="graph_optimization"):
         OnnxRuntimeOptions(graph_optimization="max")
