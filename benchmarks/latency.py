@@ -114,6 +114,19 @@ def print_breakdown(title: str, breakdown: dict) -> None:
             print(f"  {stage:<34}{r['median_ms']:>9.2f} ms  (p90 {r['p90_ms']:.2f})")
 
 
+def timed_query(loc, camera: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """A ``Localizer.query`` of ``camera`` (k = 5) in its three stages: seconds of the resize,
+    the inference and the search, and the descriptor."""
+    tic = time.perf_counter()
+    batch, _ = loc._prepare(camera, "RGB")
+    t1 = time.perf_counter()
+    descriptor = loc._infer(batch)[0]
+    t2 = time.perf_counter()
+    loc.query_descriptor(descriptor, 5)
+    t3 = time.perf_counter()
+    return t1 - tic, t2 - t1, t3 - t2, descriptor
+
+
 def stages_after_inference(loc, camera: np.ndarray, batch1: np.ndarray, rounds: int
                            ) -> dict[str, float]:
     """Medians over ``rounds`` of the stages of a query timed right after an inference (the
@@ -124,16 +137,11 @@ def stages_after_inference(loc, camera: np.ndarray, batch1: np.ndarray, rounds: 
     for _ in range(rounds):
         tic = time.perf_counter()
         loc._infer(batch1)
-        t1 = time.perf_counter()
-        batch, _ = loc._prepare(camera, "RGB")
-        t2 = time.perf_counter()
-        descriptor = loc._infer(batch)[0]
-        t3 = time.perf_counter()
-        loc.query_descriptor(descriptor, 5)
-        t4 = time.perf_counter()
-        for key, start, stop in (("inference alone", tic, t1), ("resize", t1, t2),
-                                 ("inference in the query", t2, t3), ("search", t3, t4)):
-            parts[key].append(stop - start)
+        parts["inference alone"].append(time.perf_counter() - tic)
+        resize, inference, search, descriptor = timed_query(loc, camera)
+        parts["resize"].append(resize)
+        parts["inference in the query"].append(inference)
+        parts["search"].append(search)
     out = {f"{key} ms": round(1e3 * float(np.median(values)), 3)
            for key, values in parts.items()}
     out["graph walk alone ms"] = graph_walk_after_inference(loc, batch1, descriptor, rounds)
@@ -187,17 +195,11 @@ def exact_map_products(loc, camera: np.ndarray, places: int, rounds: int) -> dic
             for name, product in variants.items():
                 float32_scores.scores = product
                 for _ in range(max(1, rounds // 4)):
-                    tic = time.perf_counter()
-                    batch, _ = loc._prepare(camera, "RGB")
-                    t1 = time.perf_counter()
-                    descriptor = loc._infer(batch)[0]
-                    t2 = time.perf_counter()
-                    loc.query_descriptor(descriptor, 5)
-                    t3 = time.perf_counter()
+                    resize, inference, search, _ = timed_query(loc, camera)
                     if block:  # the first block warms up
-                        parts[name]["inference"].append(t2 - t1)
-                        parts[name]["search"].append(t3 - t2)
-                        parts[name]["query"].append(t3 - tic)
+                        parts[name]["inference"].append(inference)
+                        parts[name]["search"].append(search)
+                        parts[name]["query"].append(resize + inference + search)
     finally:
         float32_scores.scores = onnx
     return {name: {f"{key} ms": round(1e3 * float(np.median(v)), 3) for key, v in got.items()}
